@@ -1,0 +1,108 @@
+//! Accounts, sessions and devices (DESIGN §3.1, §3.4 "Accounts").
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Empty;
+
+crate::endpoint!(
+    /// Creates an account and its first device.
+    Register, Post, "/_parley/client/v1/register", None, Register, RegisterRequest => SessionResponse
+);
+crate::endpoint!(
+    /// Logs in: a new device, or a new session on an existing one.
+    Login, Post, "/_parley/client/v1/login", None, Login, LoginRequest => SessionResponse
+);
+crate::endpoint!(
+    /// Trades a refresh token for a new access and refresh token (rotation).
+    Refresh, Post, "/_parley/client/v1/refresh", None, Login, RefreshRequest => SessionResponse
+);
+crate::endpoint!(
+    /// Revokes the calling device's session.
+    Logout, Post, "/_parley/client/v1/logout", AccessToken, None, Empty => Empty
+);
+crate::endpoint!(
+    /// Who the token belongs to.
+    WhoAmI, Get, "/_parley/client/v1/whoami", AccessToken, None, Empty => WhoAmIResponse
+);
+crate::endpoint!(
+    /// The caller's devices.
+    ListDevices, Get, "/_parley/client/v1/devices", AccessToken, None, Empty => DevicesResponse
+);
+crate::endpoint!(
+    /// Deletes one of the caller's devices with its sessions (and later its key packages).
+    DeleteDevice, Delete, "/_parley/client/v1/devices/{device_id}", AccessToken, None, Empty => Empty
+);
+
+/// Body of [`Register`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Localpart of the new user id.
+    pub username: String,
+    /// Password, hashed with Argon2id by the server.
+    pub password: String,
+    /// Display name of the first device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// Needed when registration is token-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token: Option<String>,
+}
+
+/// Body of [`Login`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// A localpart or a full user id of this server.
+    pub username: String,
+    /// The account's password.
+    pub password: String,
+    /// Open a session on this existing device instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Display name for a new device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+}
+
+/// Body of [`Refresh`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// The current refresh token.
+    pub refresh_token: String,
+}
+
+/// A new session's tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub user_id: String,
+    pub device_id: String,
+    /// Short-lived JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Single-use token for [`Refresh`].
+    pub refresh_token: String,
+    /// Lifetime of `access_token` in milliseconds.
+    pub expires_in_ms: u64,
+}
+
+/// Response of [`WhoAmI`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmIResponse {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// One of the caller's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    /// Standard base64 of the bound 32-byte Ed25519 MLS signature key, if bound.
+    pub signature_key: Option<String>,
+    pub created_ts: u64,
+    pub last_seen_ts: u64,
+}
+
+/// Response of [`ListDevices`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesResponse {
+    pub devices: Vec<DeviceInfo>,
+}

@@ -1,0 +1,203 @@
+//! A typed async client over the endpoint declarations, for the web client, sytest and tools.
+
+use crate::accounts::{self, LoginRequest, RegisterRequest, SessionResponse};
+use crate::endpoint::{fill_path, Auth, Empty, Endpoint, Method};
+use crate::error::ErrorBody;
+use crate::versions::{GetVersions, VersionsResponse};
+
+/// What can go wrong calling a homeserver.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a protocol error.
+    #[error("{status}: {} {}", body.errcode, body.error)]
+    Api { status: u16, body: ErrorBody },
+    /// The request could not be sent or the answer not read.
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not the declared response type.
+    #[error("unexpected response ({status}): {detail}")]
+    Decode { status: u16, detail: String },
+    /// The caller passed the wrong number of path parameters or an unencodable query.
+    #[error("bad request built by caller: {0}")]
+    Usage(String),
+    /// The endpoint needs an access token and none is set.
+    #[error("no access token set")]
+    NoToken,
+}
+
+impl ClientError {
+    /// The protocol error code, if the server sent one.
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.errcode),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a protocol error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one homeserver, optionally holding an access token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    access_token: Option<String>,
+}
+
+impl Client {
+    /// A client for the homeserver at `base_url` (e.g. `http://127.0.0.1:8008`).
+    pub fn new(base_url: impl Into<String>) -> Client {
+        Client::with_http(reqwest::Client::new(), base_url)
+    }
+
+    /// Like [`Client::new`] with a caller-configured HTTP client.
+    pub fn with_http(http: reqwest::Client, base_url: impl Into<String>) -> Client {
+        let mut base_url = base_url.into();
+        while base_url.ends_with('/') {
+            base_url.pop();
+        }
+        Client { http, base_url, access_token: None }
+    }
+
+    /// The homeserver's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sets (or clears) the access token sent to authenticated endpoints.
+    pub fn set_access_token(&mut self, token: Option<String>) {
+        self.access_token = token;
+    }
+
+    /// The current access token.
+    pub fn access_token(&self) -> Option<&str> {
+        self.access_token.as_deref()
+    }
+
+    /// Calls endpoint `E` with path parameters `params` (in template order) and `request`.
+    pub async fn call<E: Endpoint>(
+        &self,
+        params: &[&str],
+        request: &E::Request,
+    ) -> Result<E::Response, ClientError> {
+        let path = fill_path(E::PATH, params)
+            .ok_or_else(|| ClientError::Usage(format!("path parameters for {}", E::PATH)))?;
+        let mut url = format!("{}{}", self.base_url, path);
+        let method = match E::METHOD {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder;
+        if E::METHOD.has_body() {
+            builder = self.http.request(method, &url).json(request);
+        } else {
+            let query = serde_urlencoded::to_string(request)
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            if !query.is_empty() {
+                url.push('?');
+                url.push_str(&query);
+            }
+            builder = self.http.request(method, &url);
+        }
+        if E::AUTH == Auth::AccessToken {
+            let token = self.access_token.as_deref().ok_or(ClientError::NoToken)?;
+            builder = builder.bearer_auth(token);
+        }
+        let response = builder.send().await?;
+        decode_response::<E::Response>(response).await
+    }
+
+    /// `GET /_parley/client/versions`.
+    pub async fn versions(&self) -> Result<VersionsResponse, ClientError> {
+        self.call::<GetVersions>(&[], &Empty {}).await
+    }
+
+    /// Registers `username` and keeps the new access token.
+    pub async fn register(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<SessionResponse, ClientError> {
+        let request = RegisterRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            device_name: None,
+            registration_token: None,
+        };
+        let session = self.call::<accounts::Register>(&[], &request).await?;
+        self.access_token = Some(session.access_token.clone());
+        Ok(session)
+    }
+
+    /// Logs in (new device unless `device_id` is given) and keeps the new access token.
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_id: Option<&str>,
+    ) -> Result<SessionResponse, ClientError> {
+        let request = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            device_id: device_id.map(str::to_owned),
+            device_name: None,
+        };
+        let session = self.call::<accounts::Login>(&[], &request).await?;
+        self.access_token = Some(session.access_token.clone());
+        Ok(session)
+    }
+
+    /// Rotates the session's tokens and keeps the new access token.
+    pub async fn refresh(&mut self, refresh_token: &str) -> Result<SessionResponse, ClientError> {
+        let request = accounts::RefreshRequest { refresh_token: refresh_token.to_owned() };
+        let session = self.call::<accounts::Refresh>(&[], &request).await?;
+        self.access_token = Some(session.access_token.clone());
+        Ok(session)
+    }
+
+    /// `GET /whoami`.
+    pub async fn whoami(&self) -> Result<accounts::WhoAmIResponse, ClientError> {
+        self.call::<accounts::WhoAmI>(&[], &Empty {}).await
+    }
+
+    /// `POST /logout`.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call::<accounts::Logout>(&[], &Empty {}).await.map(drop)
+    }
+
+    /// `GET /devices`.
+    pub async fn devices(&self) -> Result<accounts::DevicesResponse, ClientError> {
+        self.call::<accounts::ListDevices>(&[], &Empty {}).await
+    }
+
+    /// `DELETE /devices/{device_id}`.
+    pub async fn delete_device(&self, device_id: &str) -> Result<(), ClientError> {
+        self.call::<accounts::DeleteDevice>(&[device_id], &Empty {}).await.map(drop)
+    }
+}
+
+/// Reads a response: the declared type on 200, an [`ErrorBody`] otherwise.
+async fn decode_response<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await?;
+    if status == 200 {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode { status, detail: e.to_string() })
+    } else {
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, body }),
+            Err(e) => Err(ClientError::Decode { status, detail: e.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Error codes and the error body every failed request carries (DESIGN §3, §3.4).
+
+use serde::{Deserialize, Serialize};
+
+/// The `errcode` values of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrCode {
+    BadJson,
+    NotJson,
+    MissingToken,
+    UnknownToken,
+    Forbidden,
+    NotFound,
+    Unrecognized,
+    TooLarge,
+    LimitExceeded,
+    UserInUse,
+    InvalidUsername,
+    InvalidKeyPackage,
+    SignatureKeyMismatch,
+    KeyPackagesExhausted,
+    InvalidMessage,
+    NotMember,
+    StaleEpoch,
+    UnreachableServer,
+    Unauthorized,
+    /// Registration is closed or needs a token the request did not carry.
+    RegistrationDisabled,
+    /// The server failed; nothing the client did caused it.
+    Unknown,
+}
+
+impl ErrCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: [ErrCode; 21] = [
+        ErrCode::BadJson,
+        ErrCode::NotJson,
+        ErrCode::MissingToken,
+        ErrCode::UnknownToken,
+        ErrCode::Forbidden,
+        ErrCode::NotFound,
+        ErrCode::Unrecognized,
+        ErrCode::TooLarge,
+        ErrCode::LimitExceeded,
+        ErrCode::UserInUse,
+        ErrCode::InvalidUsername,
+        ErrCode::InvalidKeyPackage,
+        ErrCode::SignatureKeyMismatch,
+        ErrCode::KeyPackagesExhausted,
+        ErrCode::InvalidMessage,
+        ErrCode::NotMember,
+        ErrCode::StaleEpoch,
+        ErrCode::UnreachableServer,
+        ErrCode::Unauthorized,
+        ErrCode::RegistrationDisabled,
+        ErrCode::Unknown,
+    ];
+
+    /// The code as it appears on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrCode::BadJson => "P_BAD_JSON",
+            ErrCode::NotJson => "P_NOT_JSON",
+            ErrCode::MissingToken => "P_MISSING_TOKEN",
+            ErrCode::UnknownToken => "P_UNKNOWN_TOKEN",
+            ErrCode::Forbidden => "P_FORBIDDEN",
+            ErrCode::NotFound => "P_NOT_FOUND",
+            ErrCode::Unrecognized => "P_UNRECOGNIZED",
+            ErrCode::TooLarge => "P_TOO_LARGE",
+            ErrCode::LimitExceeded => "P_LIMIT_EXCEEDED",
+            ErrCode::UserInUse => "P_USER_IN_USE",
+            ErrCode::InvalidUsername => "P_INVALID_USERNAME",
+            ErrCode::InvalidKeyPackage => "P_INVALID_KEY_PACKAGE",
+            ErrCode::SignatureKeyMismatch => "P_SIGNATURE_KEY_MISMATCH",
+            ErrCode::KeyPackagesExhausted => "P_KEY_PACKAGES_EXHAUSTED",
+            ErrCode::InvalidMessage => "P_INVALID_MESSAGE",
+            ErrCode::NotMember => "P_NOT_MEMBER",
+            ErrCode::StaleEpoch => "P_STALE_EPOCH",
+            ErrCode::UnreachableServer => "P_UNREACHABLE_SERVER",
+            ErrCode::Unauthorized => "P_UNAUTHORIZED",
+            ErrCode::RegistrationDisabled => "P_REGISTRATION_DISABLED",
+            ErrCode::Unknown => "P_UNKNOWN",
+        }
+    }
+
+    /// Parses a wire code.
+    pub fn parse(s: &str) -> Option<ErrCode> {
+        ErrCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ErrCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"errcode": "P_…", "error": "…", …extra fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `P_FORBIDDEN`.
+    pub errcode: String,
+    /// Human-readable explanation.
+    pub error: String,
+    /// Extra top-level fields (`retry_after_ms`, `current_epoch`, `index`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// The parsed code, if it is one this crate knows.
+    pub fn code(&self) -> Option<ErrCode> {
+        ErrCode::parse(&self.errcode)
+    }
+
+    /// An integer extra field such as `retry_after_ms`.
+    pub fn extra_u64(&self, name: &str) -> Option<u64> {
+        self.extra.get(name).and_then(|v| v.as_u64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_name() {
+        for code in ErrCode::ALL {
+            assert_eq!(ErrCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrCode::parse("P_NOPE"), None);
+    }
+
+    #[test]
+    fn extra_fields_sit_at_the_top_level() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"errcode":"P_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":250}"#,
+        )
+        .unwrap();
+        assert_eq!(body.code(), Some(ErrCode::LimitExceeded));
+        assert_eq!(body.extra_u64("retry_after_ms"), Some(250));
+        let back = serde_json::to_value(&body).unwrap();
+        assert_eq!(back["retry_after_ms"], 250);
+    }
+}

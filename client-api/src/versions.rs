@@ -1,0 +1,34 @@
+//! `GET /_parley/client/versions`: protocol versions and the limits client and hub share.
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Empty;
+
+crate::endpoint!(
+    /// Protocol versions, server name and limits; needs no token.
+    GetVersions, Get, "/_parley/client/versions", None, None, Empty => VersionsResponse
+);
+
+/// Limits every client and hub of this server agree on (DESIGN §3.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// How many epochs back an application message is still accepted.
+    pub max_past_epochs: u64,
+    /// Largest decoded MLS message, in bytes.
+    pub max_message_bytes: u64,
+    /// Largest decoded commit + welcome + group info, in bytes.
+    pub max_bundle_bytes: u64,
+    /// Longest accepted key-package lifetime, in milliseconds.
+    pub max_key_package_lifetime_ms: u64,
+}
+
+/// Response of [`GetVersions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionsResponse {
+    /// Supported protocol versions, e.g. `["v1"]`.
+    pub versions: Vec<String>,
+    /// The server's name.
+    pub server_name: String,
+    /// Shared limits.
+    pub limits: Limits,
+}

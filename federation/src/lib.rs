@@ -1,0 +1,1 @@
+//! The Parley server–server protocol (DESIGN §3.2).

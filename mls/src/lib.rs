@@ -1,0 +1,1 @@
+//! Parley client MLS engine (DESIGN §4).

@@ -1,1 +1,48 @@
-//! Parley storage.
+//! Parley storage: the diesel schema, migrations for SQLite and PostgreSQL, and the [`Store`]
+//! through which every query runs.
+//!
+//! One store API serves both backends. Each query is written once with diesel's DSL and
+//! instantiated for both connection types by the [`with_conn!`] macro.
+
+pub mod accounts;
+mod db;
+pub mod schema;
+pub mod testing;
+
+pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
+pub use db::{Backend, Store, StoreConfig};
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (e.g. the user id is taken).
+    #[error("already exists")]
+    Conflict,
+    /// The database refused or failed a query.
+    #[error("database: {0}")]
+    Database(diesel::result::Error),
+    /// No connection could be had from the pool.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// The database URL is not one this store understands.
+    #[error("unsupported database url (use sqlite://PATH or postgres://...)")]
+    BadUrl,
+    /// A migration failed to apply.
+    #[error("migration: {0}")]
+    Migration(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ) => StoreError::Conflict,
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,281 @@
+//! Users, devices, sessions and refresh tokens.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use crate::schema::{devices, refresh_tokens, sessions, users};
+use crate::{with_conn, Store, StoreError, StoreResult};
+
+/// Inserts a current (not rotated) refresh token, on either backend's connection.
+macro_rules! insert_refresh {
+    ($c:expr, $hash:expr, $session_id:expr, $expires_ts:expr) => {
+        diesel::insert_into(refresh_tokens::table)
+            .values(NewRefreshToken {
+                token_hash: $hash,
+                session_id: $session_id,
+                rotated: false,
+                expires_ts: $expires_ts,
+            })
+            .execute($c)
+            .await
+    };
+}
+
+/// Deletes every session of one device (refresh tokens cascade), on either backend.
+macro_rules! delete_device_sessions {
+    ($c:expr, $user_id:expr, $device_id:expr) => {
+        diesel::delete(
+            sessions::table.filter(sessions::user_id.eq($user_id).and(sessions::device_id.eq($device_id))),
+        )
+        .execute($c)
+        .await
+    };
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub user_id: String,
+    pub localpart: String,
+    /// PHC string of the Argon2id hash, parameters included.
+    pub password_hash: String,
+    pub created_ts: i64,
+}
+
+/// One of a user's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = devices)]
+pub struct Device {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    /// Raw 32-byte Ed25519 MLS signature key, once bound.
+    pub signature_key: Option<Vec<u8>>,
+    pub created_ts: i64,
+    pub last_seen_ts: i64,
+}
+
+/// A device to create together with a session.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = devices)]
+pub struct NewDevice {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub created_ts: i64,
+    pub last_seen_ts: i64,
+}
+
+/// A login session of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub created_ts: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = refresh_tokens)]
+struct NewRefreshToken<'a> {
+    token_hash: &'a [u8],
+    session_id: &'a str,
+    rotated: bool,
+    expires_ts: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The token was current: it is now rotated out and the new one stored.
+    Rotated(Session),
+    /// The token had already been rotated out: every session of its device was revoked.
+    Reused { user_id: String, device_id: String },
+    /// No such token (never issued, expired, or its session is gone).
+    Unknown,
+}
+
+impl Store {
+    /// Creates a user, its first device and a session with its first refresh token, atomically.
+    /// Fails with [`StoreError::Conflict`] when the user id is taken.
+    pub async fn create_user_with_session(
+        &self,
+        user: &User,
+        device: &NewDevice,
+        session: &Session,
+        refresh_hash: &[u8],
+        refresh_expires_ts: i64,
+    ) -> StoreResult<()> {
+        let (user, device, session) = (user.clone(), device.clone(), session.clone());
+        let refresh_hash = refresh_hash.to_vec();
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                diesel::insert_into(users::table).values(&user).execute(c).await?;
+                diesel::insert_into(devices::table).values(&device).execute(c).await?;
+                diesel::insert_into(sessions::table).values(&session).execute(c).await?;
+                insert_refresh!(c, &refresh_hash, &session.session_id, refresh_expires_ts)?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// Opens a session, creating `new_device` first when given; atomically.
+    pub async fn create_session(
+        &self,
+        new_device: Option<&NewDevice>,
+        session: &Session,
+        refresh_hash: &[u8],
+        refresh_expires_ts: i64,
+    ) -> StoreResult<()> {
+        let (device, session) = (new_device.cloned(), session.clone());
+        let refresh_hash = refresh_hash.to_vec();
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                if let Some(device) = &device {
+                    diesel::insert_into(devices::table).values(device).execute(c).await?;
+                }
+                diesel::insert_into(sessions::table).values(&session).execute(c).await?;
+                insert_refresh!(c, &refresh_hash, &session.session_id, refresh_expires_ts)?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
+        with_conn!(self, read, |conn| {
+            Ok(users::table
+                .find(user_id)
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// One device of a user.
+    pub async fn device(&self, user_id: &str, device_id: &str) -> StoreResult<Option<Device>> {
+        with_conn!(self, read, |conn| {
+            Ok(devices::table
+                .find((user_id, device_id))
+                .select(Device::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// All devices of a user, oldest first.
+    pub async fn devices(&self, user_id: &str) -> StoreResult<Vec<Device>> {
+        with_conn!(self, read, |conn| {
+            Ok(devices::table
+                .filter(devices::user_id.eq(user_id))
+                .order((devices::created_ts.asc(), devices::device_id.asc()))
+                .select(Device::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Deletes a device; its sessions and refresh tokens go with it. Returns whether it existed.
+    pub async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                delete_device_sessions!(c, &user_id, &device_id)?;
+                let n = diesel::delete(devices::table.find((&user_id, &device_id)))
+                    .execute(c)
+                    .await?;
+                Ok(n > 0)
+            })
+            .await
+        })
+    }
+
+    /// Records that a device was seen at `now_ts`.
+    pub async fn touch_device(&self, user_id: &str, device_id: &str, now_ts: i64) -> StoreResult<()> {
+        with_conn!(self, write, |conn| {
+            diesel::update(devices::table.find((user_id, device_id)))
+                .set(devices::last_seen_ts.eq(now_ts))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The live session with this id, if it was not revoked.
+    pub async fn session(&self, session_id: &str) -> StoreResult<Option<Session>> {
+        with_conn!(self, read, |conn| {
+            Ok(sessions::table
+                .find(session_id)
+                .select(Session::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Revokes one session. Returns whether it existed.
+    pub async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
+        with_conn!(self, write, |conn| {
+            let n = diesel::delete(sessions::table.find(session_id)).execute(conn).await?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Presents refresh token `old_hash`: rotates it to `new_hash`, or detects reuse of a
+    /// rotated-out token and revokes every session of its device (RFC 6819 §5.2.2.3).
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        new_hash: &[u8],
+        now_ts: i64,
+        new_expires_ts: i64,
+    ) -> StoreResult<RotateOutcome> {
+        let (old_hash, new_hash) = (old_hash.to_vec(), new_hash.to_vec());
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let found: Option<(String, bool, i64)> = refresh_tokens::table
+                    .find(&old_hash)
+                    .select((refresh_tokens::session_id, refresh_tokens::rotated, refresh_tokens::expires_ts))
+                    .first(c)
+                    .await
+                    .optional()?;
+                let Some((session_id, rotated, expires_ts)) = found else {
+                    return Ok(RotateOutcome::Unknown);
+                };
+                let session: Option<Session> = sessions::table
+                    .find(&session_id)
+                    .select(Session::as_select())
+                    .first(c)
+                    .await
+                    .optional()?;
+                let Some(session) = session else {
+                    return Ok(RotateOutcome::Unknown);
+                };
+                if rotated {
+                    delete_device_sessions!(c, &session.user_id, &session.device_id)?;
+                    return Ok(RotateOutcome::Reused {
+                        user_id: session.user_id,
+                        device_id: session.device_id,
+                    });
+                }
+                if expires_ts <= now_ts {
+                    return Ok(RotateOutcome::Unknown);
+                }
+                diesel::update(refresh_tokens::table.find(&old_hash))
+                    .set(refresh_tokens::rotated.eq(true))
+                    .execute(c)
+                    .await?;
+                insert_refresh!(c, &new_hash, &session_id, new_expires_ts)?;
+                Ok(RotateOutcome::Rotated(session))
+            })
+            .await
+        })
+    }
+}
+

@@ -1,1 +1,32 @@
-//! The Parley server–server protocol (DESIGN §3.2).
+//! The Parley server–server protocol core (DESIGN §3.2, §3.4 "Federation").
+//!
+//! Pure library code, no I/O beyond the signing-key file:
+//!
+//! - [`canonical_json`]: the canonical JSON every signature covers, and a strict parser for
+//!   federation bodies;
+//! - [`b64`]: unpadded standard base64 for keys and signatures;
+//! - [`keys`]: the server signing key (generate, persist, load) and the self-signed
+//!   `GET /_parley/key/v1/server` document (build, verify a fetched one);
+//! - [`signatures`]: signing and checking signed JSON objects (Matrix's "Signing JSON");
+//! - [`auth`]: the `Authorization: X-Parley …` request signature (build, parse, verify);
+//! - [`transactions`]: wire types of `PUT /_parley/federation/v1/send/{txn_id}`;
+//! - [`paths`]: the federation endpoints (method, path, authentication);
+//! - [`destination`]: how to reach a server name (explicit port, well-known, `:8448`).
+//!
+//! Every fallible function returns the crate's single [`Error`]; [`Error::errcode`] and
+//! [`Error::http_status`] say how a server answers it.
+
+pub mod auth;
+pub mod b64;
+pub mod canonical_json;
+pub mod destination;
+pub mod error;
+pub mod keys;
+pub mod paths;
+pub mod signatures;
+pub mod transactions;
+
+pub use error::Error;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

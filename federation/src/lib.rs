@@ -7,6 +7,7 @@
 //! - [`b64`]: unpadded standard base64 for keys and signatures;
 //! - [`keys`]: the server signing key (generate, persist, load) and the self-signed
 //!   `GET /_parley/key/v1/server` document (build, verify a fetched one);
+//! - [`key_cache`]: other servers' verified keys, with the once-a-minute refetch rule;
 //! - [`signatures`]: signing and checking signed JSON objects (Matrix's "Signing JSON");
 //! - [`auth`]: the `Authorization: X-Parley …` request signature (build, parse, verify);
 //! - [`transactions`]: wire types of `PUT /_parley/federation/v1/send/{txn_id}`;
@@ -21,6 +22,7 @@ pub mod b64;
 pub mod canonical_json;
 pub mod destination;
 pub mod error;
+pub mod key_cache;
 pub mod keys;
 pub mod paths;
 pub mod signatures;

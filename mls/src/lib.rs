@@ -1,1 +1,31 @@
-//! Parley client MLS engine (DESIGN §4).
+//! Parley client MLS engine (DESIGN §4): identity, key packages, groups, trust, state and
+//! vault on top of openmls. No I/O: bytes in, bytes and events out.
+
+mod aad;
+mod config;
+mod engine;
+mod error;
+mod events;
+mod groups;
+mod identity;
+mod key_packages;
+mod process;
+mod provider;
+mod state;
+mod trust;
+mod validation;
+
+pub use aad::Aad;
+pub use config::{EngineConfig, CIPHERSUITE};
+pub use engine::Engine;
+pub use error::{MlsError, Result};
+pub use events::{
+    CommitBundle, Envelope, Event, Joined, MemberInfo, OutgoingMessage, ProposalKind,
+};
+pub use identity::{
+    fingerprint, validate_device_id, validate_server_name, validate_user_id, DeviceRef,
+};
+pub use state::STATE_VERSION;
+pub use trust::{safety_number, safety_number_half, KeyChange, TrustState};
+pub use validation::{DeviceKeyValidator, StaticDeviceKeys};
+pub use zeroize::Zeroizing;

@@ -1,0 +1,42 @@
+//! Engine configuration and its documented defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// The only ciphersuite the engine speaks (DESIGN §4).
+pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
+    openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Tunables of the engine. Every field has a documented default ([`EngineConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Past epochs whose message secrets are kept, so late application messages decrypt
+    /// (default 5; must equal the hub's `max_past_epochs`).
+    pub max_past_epochs: usize,
+    /// How many skipped generations of a sender's ratchet are kept for out-of-order
+    /// messages (default 10).
+    pub out_of_order_tolerance: u32,
+    /// How far ahead of the last seen generation a message may be (default 1000).
+    pub maximum_forward_distance: u32,
+    /// Application messages are padded to a multiple of this many bytes (default 32).
+    pub padding_size: usize,
+    /// Lifetime of generated key packages in seconds (default 30 days).
+    pub key_package_lifetime_secs: u64,
+    /// A message's AAD `ts` may be at most this far after the envelope's `ts` (default 5 min).
+    pub max_clock_skew_ms: u64,
+    /// Own commits remembered to recognise their echo after confirmation (default 16).
+    pub remembered_own_commits: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_past_epochs: 5,
+            out_of_order_tolerance: 10,
+            maximum_forward_distance: 1000,
+            padding_size: 32,
+            key_package_lifetime_secs: 30 * 24 * 3600,
+            max_clock_skew_ms: 5 * 60 * 1000,
+            remembered_own_commits: 16,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The engine: one device's identity, provider, trust store and groups.
+
+use std::collections::{BTreeMap, HashMap};
+
+use openmls::prelude::{GroupId, MlsGroup};
+use serde::{Deserialize, Serialize};
+
+use crate::aad::ReplayWindow;
+use crate::config::EngineConfig;
+use crate::error::{MlsError, Result};
+use crate::identity::{fingerprint, DeviceRef, Identity};
+use crate::key_packages::KeyPackageRecord;
+use crate::provider::EngineProvider;
+use crate::trust::TrustStore;
+
+/// What the engine remembers about its own commit that the hub has not accepted yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct PendingInfo {
+    /// SHA-256 of the commit's MLSMessage bytes.
+    pub(crate) commit_hash: [u8; 32],
+}
+
+/// Engine-side bookkeeping for one group, beside the openmls state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct GroupMeta {
+    /// `msg_id`s seen per epoch (replay protection).
+    pub(crate) replay: ReplayWindow,
+    /// Own commit waiting for the hub's answer.
+    pub(crate) pending: Option<PendingInfo>,
+    /// Hashes of own commits already merged, to recognise their echo from the hub.
+    pub(crate) confirmed_own_commits: Vec<[u8; 32]>,
+}
+
+/// One group: the openmls group and the engine's bookkeeping.
+pub(crate) struct GroupEntry {
+    pub(crate) mls: MlsGroup,
+    pub(crate) meta: GroupMeta,
+}
+
+/// The client MLS engine of one device. Holds every secret of the device in memory;
+/// drop it (or call [`Engine::lock`]) to wipe them.
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) provider: EngineProvider,
+    pub(crate) identity: Identity,
+    pub(crate) trust: TrustStore,
+    pub(crate) groups: BTreeMap<Vec<u8>, GroupEntry>,
+    pub(crate) key_packages: Vec<KeyPackageRecord>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("device", &self.identity.device)
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates a new device identity `@user:server/DEVICE` with a fresh Ed25519 key.
+    pub fn new(user_id: &str, device_id: &str, config: EngineConfig) -> Result<Self> {
+        let device = DeviceRef::new(user_id, device_id)?;
+        let provider = EngineProvider::default();
+        let identity = Identity::generate(device.clone(), &provider)?;
+        let mut trust = TrustStore::default();
+        trust.pin_own(&device, identity.public_key());
+        Ok(Self {
+            config,
+            provider,
+            identity,
+            trust,
+            groups: BTreeMap::new(),
+            key_packages: Vec::new(),
+        })
+    }
+
+    /// This device.
+    pub fn device(&self) -> &DeviceRef {
+        &self.identity.device
+    }
+
+    /// The raw 32-byte Ed25519 signature public key, to bind at the server.
+    pub fn signature_public_key(&self) -> Vec<u8> {
+        self.identity.public_key().to_vec()
+    }
+
+    /// This device's fingerprint ([`fingerprint`] of its signature key).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.identity.public_key())
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Ids (UTF-8 `!opaque:server`) of every group this engine holds, active or not.
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    /// Wipes every secret held in memory and consumes the engine (vault lock).
+    pub fn lock(self) {
+        drop(self)
+    }
+
+    pub(crate) fn entry(&self, group_id: &str) -> Result<&GroupEntry> {
+        self.groups
+            .get(group_id.as_bytes())
+            .ok_or(MlsError::UnknownGroup)
+    }
+
+    pub(crate) fn entry_mut(&mut self, group_id: &str) -> Result<&mut GroupEntry> {
+        self.groups
+            .get_mut(group_id.as_bytes())
+            .ok_or(MlsError::UnknownGroup)
+    }
+
+    pub(crate) fn mls_group_id(group_id: &str) -> GroupId {
+        GroupId::from_slice(group_id.as_bytes())
+    }
+
+    /// Loads every group listed in `metas` from the provider's storage.
+    pub(crate) fn load_groups(
+        provider: &EngineProvider,
+        metas: HashMap<Vec<u8>, GroupMeta>,
+    ) -> Result<BTreeMap<Vec<u8>, GroupEntry>> {
+        let mut groups = BTreeMap::new();
+        for (id, meta) in metas {
+            let mls = MlsGroup::load(provider.storage_ref(), &GroupId::from_slice(&id))
+                .map_err(|e| MlsError::InvalidState(format!("group load: {e:?}")))?
+                .ok_or_else(|| MlsError::InvalidState("group missing from storage".into()))?;
+            groups.insert(id, GroupEntry { mls, meta });
+        }
+        Ok(groups)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The provider wipes its store on drop; the signer zeroizes its private key on drop.
+        self.provider.wipe();
+    }
+}

@@ -63,7 +63,11 @@ impl Client {
         while base_url.ends_with('/') {
             base_url.pop();
         }
-        Client { http, base_url, access_token: None }
+        Client {
+            http,
+            base_url,
+            access_token: None,
+        }
     }
 
     /// The homeserver's base URL.
@@ -158,7 +162,9 @@ impl Client {
 
     /// Rotates the session's tokens and keeps the new access token.
     pub async fn refresh(&mut self, refresh_token: &str) -> Result<SessionResponse, ClientError> {
-        let request = accounts::RefreshRequest { refresh_token: refresh_token.to_owned() };
+        let request = accounts::RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+        };
         let session = self.call::<accounts::Refresh>(&[], &request).await?;
         self.access_token = Some(session.access_token.clone());
         Ok(session)
@@ -171,7 +177,9 @@ impl Client {
 
     /// `POST /logout`.
     pub async fn logout(&self) -> Result<(), ClientError> {
-        self.call::<accounts::Logout>(&[], &Empty {}).await.map(drop)
+        self.call::<accounts::Logout>(&[], &Empty {})
+            .await
+            .map(drop)
     }
 
     /// `GET /devices`.
@@ -181,7 +189,9 @@ impl Client {
 
     /// `DELETE /devices/{device_id}`.
     pub async fn delete_device(&self, device_id: &str) -> Result<(), ClientError> {
-        self.call::<accounts::DeleteDevice>(&[device_id], &Empty {}).await.map(drop)
+        self.call::<accounts::DeleteDevice>(&[device_id], &Empty {})
+            .await
+            .map(drop)
     }
 }
 
@@ -192,12 +202,17 @@ async fn decode_response<T: serde::de::DeserializeOwned>(
     let status = response.status().as_u16();
     let bytes = response.bytes().await?;
     if status == 200 {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Decode { status, detail: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            status,
+            detail: e.to_string(),
+        })
     } else {
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status, body }),
-            Err(e) => Err(ClientError::Decode { status, detail: e.to_string() }),
+            Err(e) => Err(ClientError::Decode {
+                status,
+                detail: e.to_string(),
+            }),
         }
     }
 }

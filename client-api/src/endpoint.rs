@@ -100,10 +100,7 @@ pub fn fill_path(template: &str, params: &[&str]) -> Option<String> {
         out.push_str(&rest[..open]);
         let close = rest[open..].find('}')? + open;
         let value = params.next()?;
-        out.extend(percent_encoding::utf8_percent_encode(
-            value,
-            PATH_SEGMENT,
-        ));
+        out.extend(percent_encoding::utf8_percent_encode(value, PATH_SEGMENT));
         rest = &rest[close + 1..];
     }
     out.push_str(rest);

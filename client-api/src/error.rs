@@ -24,15 +24,13 @@ pub enum ErrCode {
     StaleEpoch,
     UnreachableServer,
     Unauthorized,
-    /// Registration is closed or needs a token the request did not carry.
-    RegistrationDisabled,
     /// The server failed; nothing the client did caused it.
     Unknown,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 21] = [
+    pub const ALL: [ErrCode; 20] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -52,7 +50,6 @@ impl ErrCode {
         ErrCode::StaleEpoch,
         ErrCode::UnreachableServer,
         ErrCode::Unauthorized,
-        ErrCode::RegistrationDisabled,
         ErrCode::Unknown,
     ];
 
@@ -78,7 +75,6 @@ impl ErrCode {
             ErrCode::StaleEpoch => "P_STALE_EPOCH",
             ErrCode::UnreachableServer => "P_UNREACHABLE_SERVER",
             ErrCode::Unauthorized => "P_UNAUTHORIZED",
-            ErrCode::RegistrationDisabled => "P_REGISTRATION_DISABLED",
             ErrCode::Unknown => "P_UNKNOWN",
         }
     }

@@ -1,1 +1,129 @@
-fn main() {}
+//! `parley`: the Parley homeserver.
+
+mod accounts;
+mod config;
+mod error;
+mod http;
+mod ratelimit;
+mod server;
+mod state;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "parley",
+    version,
+    about = "The Parley federated MLS homeserver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver.
+    Serve(ServeArgs),
+    /// Print a commented default configuration file.
+    GenerateConfig,
+}
+
+/// Flags of `parley serve`; each overrides the config file, and `PARLEY_*` variables set them.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "PARLEY_CONFIG")]
+    config: Option<PathBuf>,
+    /// This server's name (domain of its user ids).
+    #[arg(long, env = "PARLEY_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Address to listen on, e.g. 127.0.0.1:8008 (port 0 picks a free one).
+    #[arg(long, env = "PARLEY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Database URL: sqlite://PATH or postgres://…
+    #[arg(long, env = "PARLEY_DATABASE")]
+    database: Option<String>,
+    /// Data directory (SQLite database, generated keys).
+    #[arg(long, env = "PARLEY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.server_name {
+            config.server_name = v;
+        }
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.database {
+            config.database = Some(v);
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenerateConfig => {
+            print!("{}", config::DEFAULT_CONFIG_TOML);
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            let config = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("parley: {e:#}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("parley: cannot start runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::serve(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "parley stopped");
+                    eprintln!("parley: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

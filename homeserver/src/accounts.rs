@@ -1,0 +1,335 @@
+//! Accounts: registration, login, token refresh, logout, whoami and the caller's devices.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{Path, State};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::accounts::{
+    DeleteDevice, DeviceInfo, DevicesResponse, ListDevices, Login, LoginRequest, Logout, Refresh,
+    RefreshRequest, Register, RegisterRequest, SessionResponse, WhoAmI, WhoAmIResponse,
+};
+use parley_client_api::endpoint::Empty;
+use parley_client_api::ids::{is_valid_localpart, UserId};
+use parley_schema::{NewDevice, RotateOutcome, Session, StoreError, User};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::config::RegistrationMode;
+use crate::error::{ApiResult, Error};
+use crate::http::{route, ApiJson, Authed};
+use crate::state::{now_ms, AppState};
+use crate::tokens::{hash_refresh_token, new_refresh_token, random_id};
+
+/// Longest accepted password, in bytes (Argon2 input is bounded; this bounds the work).
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest device display name.
+const MAX_DEVICE_NAME_BYTES: usize = 256;
+const DEVICE_ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// The account endpoints.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let r = Router::new();
+    let r = route::<Register, _, _>(r, state, register);
+    let r = route::<Login, _, _>(r, state, login);
+    let r = route::<Refresh, _, _>(r, state, refresh);
+    let r = route::<Logout, _, _>(r, state, logout);
+    let r = route::<WhoAmI, _, _>(r, state, whoami);
+    let r = route::<ListDevices, _, _>(r, state, list_devices);
+    route::<DeleteDevice, _, _>(r, state, delete_device)
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<Json<SessionResponse>> {
+    let password = Zeroizing::new(req.password);
+    match state.config.registration.mode {
+        RegistrationMode::Open => {}
+        RegistrationMode::Closed => return Err(Error::Forbidden("registration is closed".into())),
+        RegistrationMode::Token => {
+            let given = req.registration_token.as_deref().unwrap_or("");
+            let valid = state
+                .config
+                .registration
+                .tokens
+                .iter()
+                .any(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())));
+            if !valid {
+                return Err(Error::Forbidden(
+                    "a valid registration_token is required".into(),
+                ));
+            }
+        }
+    }
+    if !is_valid_localpart(&req.username) {
+        return Err(Error::InvalidUsername(
+            "username must use only a-z 0-9 . _ = -".into(),
+        ));
+    }
+    let user_id = UserId::new(&req.username, &state.config.server_name)
+        .map_err(|e| Error::InvalidUsername(e.to_string()))?;
+    check_password_shape(&password)?;
+    check_device_name(req.device_name.as_deref())?;
+    if state.store.user(user_id.as_str()).await?.is_some() {
+        return Err(Error::UserInUse);
+    }
+    let password_hash = hash_password(password).await?;
+    let now = now_ms();
+    let user = User {
+        user_id: user_id.to_string(),
+        localpart: req.username,
+        password_hash,
+        created_ts: now as i64,
+    };
+    let device = new_device(&user.user_id, req.device_name, now);
+    let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device.device_id, now);
+    let expires = refresh_expiry(&state, now);
+    match state
+        .store
+        .create_user_with_session(&user, &device, &session, &refresh_hash, expires)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Err(Error::UserInUse),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user_id = %user.user_id, device_id = %device.device_id, "registered");
+    session_response(&state, &session, refresh_token, now)
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<SessionResponse>> {
+    let password = Zeroizing::new(req.password);
+    let denied = || Error::Forbidden("invalid username or password".into());
+    let user_id = if req.username.starts_with('@') {
+        UserId::parse(&req.username)
+            .ok()
+            .filter(|u| u.server_name() == state.config.server_name)
+    } else {
+        UserId::new(&req.username, &state.config.server_name).ok()
+    };
+    let user = match &user_id {
+        Some(id) => state.store.user(id.as_str()).await?,
+        None => None,
+    };
+    // Verify against a dummy hash when the user is unknown, so timing does not reveal it.
+    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+    if !verify_password(password, stored_hash).await? {
+        return Err(denied());
+    }
+    let Some(user) = user else {
+        return Err(denied());
+    };
+    check_device_name(req.device_name.as_deref())?;
+    let now = now_ms();
+    let (device, device_id) = match req.device_id {
+        Some(device_id) => {
+            if state
+                .store
+                .device(&user.user_id, &device_id)
+                .await?
+                .is_none()
+            {
+                return Err(Error::Forbidden(
+                    "device_id is not one of this user's devices".into(),
+                ));
+            }
+            (None, device_id)
+        }
+        None => {
+            let device = new_device(&user.user_id, req.device_name, now);
+            let id = device.device_id.clone();
+            (Some(device), id)
+        }
+    };
+    let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device_id, now);
+    let expires = refresh_expiry(&state, now);
+    state
+        .store
+        .create_session(device.as_ref(), &session, &refresh_hash, expires)
+        .await?;
+    tracing::info!(user_id = %user.user_id, device_id = %device_id, new_device = device.is_some(), "logged in");
+    session_response(&state, &session, refresh_token, now)
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<SessionResponse>> {
+    let old_hash = hash_refresh_token(&req.refresh_token);
+    let (new_token, new_hash) = new_refresh_token();
+    let now = now_ms();
+    let outcome = state
+        .store
+        .rotate_refresh_token(
+            &old_hash,
+            &new_hash,
+            now as i64,
+            refresh_expiry(&state, now),
+        )
+        .await?;
+    match outcome {
+        RotateOutcome::Rotated(session) => session_response(&state, &session, new_token, now),
+        RotateOutcome::Reused { user_id, device_id } => {
+            tracing::warn!(%user_id, %device_id, "rotated-out refresh token reused; device sessions revoked");
+            Err(Error::UnknownToken)
+        }
+        RotateOutcome::Unknown => Err(Error::UnknownToken),
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(_): ApiJson<Empty>,
+) -> ApiResult<Json<Empty>> {
+    state.store.delete_session(&auth.session_id).await?;
+    tracing::info!(user_id = %auth.user_id, device_id = %auth.device_id, "logged out");
+    Ok(Json(Empty {}))
+}
+
+async fn whoami(auth: Authed) -> Json<WhoAmIResponse> {
+    Json(WhoAmIResponse {
+        user_id: auth.user_id,
+        device_id: auth.device_id,
+    })
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> ApiResult<Json<DevicesResponse>> {
+    let devices = state.store.devices(&auth.user_id).await?;
+    Ok(Json(DevicesResponse {
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceInfo {
+                device_id: d.device_id,
+                display_name: d.display_name,
+                signature_key: d.signature_key.map(|k| STANDARD.encode(k)),
+                created_ts: d.created_ts.max(0) as u64,
+                last_seen_ts: d.last_seen_ts.max(0) as u64,
+            })
+            .collect(),
+    }))
+}
+
+async fn delete_device(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(device_id): Path<String>,
+) -> ApiResult<Json<Empty>> {
+    if !state.store.delete_device(&auth.user_id, &device_id).await? {
+        return Err(Error::NotFound("no such device".into()));
+    }
+    tracing::info!(user_id = %auth.user_id, %device_id, "device deleted");
+    Ok(Json(Empty {}))
+}
+
+fn check_password_shape(password: &str) -> ApiResult<()> {
+    if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::BadJson(format!(
+            "password must be 1..={MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_device_name(name: Option<&str>) -> ApiResult<()> {
+    if name.is_some_and(|n| n.len() > MAX_DEVICE_NAME_BYTES) {
+        return Err(Error::BadJson(format!(
+            "device_name is longer than {MAX_DEVICE_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn new_device(user_id: &str, display_name: Option<String>, now: u64) -> NewDevice {
+    NewDevice {
+        user_id: user_id.to_owned(),
+        device_id: random_id(10, DEVICE_ID_ALPHABET),
+        display_name,
+        created_ts: now as i64,
+        last_seen_ts: now as i64,
+    }
+}
+
+fn new_session(user_id: &str, device_id: &str, now: u64) -> (Session, String, Vec<u8>) {
+    let session = Session {
+        session_id: random_id(
+            24,
+            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        ),
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        created_ts: now as i64,
+    };
+    let (token, hash) = new_refresh_token();
+    (session, token, hash)
+}
+
+fn refresh_expiry(state: &AppState, now: u64) -> i64 {
+    now.saturating_add(state.config.auth.refresh_token_ttl_ms) as i64
+}
+
+fn session_response(
+    state: &AppState,
+    session: &Session,
+    refresh_token: String,
+    now: u64,
+) -> ApiResult<Json<SessionResponse>> {
+    let ttl = state.config.auth.access_token_ttl_ms;
+    let access_token = state
+        .tokens
+        .issue(
+            &session.user_id,
+            &session.device_id,
+            &session.session_id,
+            now,
+            ttl,
+        )
+        .map_err(|e| Error::Internal(format!("signing access token: {e}")))?;
+    Ok(Json(SessionResponse {
+        user_id: session.user_id.clone(),
+        device_id: session.device_id.clone(),
+        access_token,
+        refresh_token,
+        expires_in_ms: ttl,
+    }))
+}
+
+/// Hashes with Argon2id (default parameters, stored in the PHC string) off the async threads.
+async fn hash_password(password: Zeroizing<String>) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::Internal(format!("hashing password: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// A hash of a random password, verified against when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Dj0a1xnSh7q0Jm9YyZ4LsCN1jFf8fPq1m5oU4d2R5M";
+
+async fn verify_password(password: Zeroizing<String>, stored: Option<String>) -> ApiResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let ok = match PasswordHash::new(&stored) {
+            Ok(hash) => Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok(),
+            Err(_) => false,
+        };
+        ok && known
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))
+}

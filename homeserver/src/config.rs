@@ -1,0 +1,332 @@
+//! Configuration: a TOML file, overridden by `PARLEY_*` environment variables and flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration of one homeserver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This server's name: the domain part of its user ids.
+    pub server_name: String,
+    /// Address the HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and generated keys.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; defaults to `sqlite://<data_dir>/parley.db`.
+    pub database: Option<String>,
+    /// Connections in the database pool.
+    pub database_max_connections: usize,
+    /// Logging.
+    pub log: LogConfig,
+    /// Who may register.
+    pub registration: RegistrationConfig,
+    /// Token lifetimes.
+    pub auth: AuthConfig,
+    /// Size limits and protocol limits.
+    pub limits: LimitsConfig,
+    /// Rate limits per client IP.
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `parley=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Registration policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// `open`, `closed` or `token`.
+    pub mode: RegistrationMode,
+    /// Tokens accepted in `token` mode.
+    pub tokens: Vec<String>,
+}
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Open,
+    Closed,
+    Token,
+}
+
+/// Token lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of an access token (JWT), in milliseconds.
+    pub access_token_ttl_ms: u64,
+    /// Lifetime of a refresh token, in milliseconds.
+    pub refresh_token_ttl_ms: u64,
+}
+
+/// Size and protocol limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest JSON body of account endpoints, in bytes.
+    pub max_request_bytes: usize,
+    /// How many epochs back an application message is still accepted.
+    pub max_past_epochs: u64,
+    /// Largest decoded MLS message, in bytes.
+    pub max_message_bytes: u64,
+    /// Largest decoded commit + welcome + group info, in bytes.
+    pub max_bundle_bytes: u64,
+    /// Longest accepted key-package lifetime, in milliseconds.
+    pub max_key_package_lifetime_ms: u64,
+}
+
+/// Rate limits, each a token bucket per client IP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Login and refresh attempts.
+    pub login: RateLimit,
+    /// Registrations.
+    pub register: RateLimit,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost:8008".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            data_dir: PathBuf::from("./data"),
+            database: None,
+            database_max_connections: 8,
+            log: LogConfig::default(),
+            registration: RegistrationConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            mode: RegistrationMode::Open,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl_ms: 15 * 60 * 1000,
+            refresh_token_ttl_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: 64 * 1024,
+            max_past_epochs: 5,
+            max_message_bytes: 64 * 1024,
+            max_bundle_bytes: 1024 * 1024,
+            max_key_package_lifetime_ms: 90 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            login: RateLimit {
+                per_second: 0.5,
+                burst: 10,
+            },
+            register: RateLimit {
+                per_second: 0.1,
+                burst: 5,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; a missing file is an error, unknown keys too.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("parley.db").display()),
+        }
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !parley_client_api::ids::is_valid_server_name(&self.server_name) {
+            anyhow::bail!(
+                "server_name {:?} is not a valid server name",
+                self.server_name
+            );
+        }
+        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
+        {
+            anyhow::bail!(
+                "registration.mode = \"token\" needs at least one registration.tokens entry"
+            );
+        }
+        for (name, rl) in [
+            ("login", self.rate_limits.login),
+            ("register", self.rate_limits.register),
+        ] {
+            if !(rl.per_second > 0.0 && rl.per_second.is_finite()) || rl.burst == 0 {
+                anyhow::bail!("rate_limits.{name}: per_second must be > 0 and burst ≥ 1");
+            }
+        }
+        if self.auth.access_token_ttl_ms == 0 || self.auth.refresh_token_ttl_ms == 0 {
+            anyhow::bail!("auth token lifetimes must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// The commented default configuration printed by `parley generate-config`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Parley homeserver configuration.
+# Every value here is the default; flags (`parley serve --help`) and PARLEY_* environment
+# variables override this file.
+
+# The domain of this server's user ids (@alice:<server_name>). A DNS name, optional port.
+server_name = "localhost:8008"
+
+# Address the HTTP listener binds.
+listen = "127.0.0.1:8008"
+
+# Directory for the SQLite database and the keys the server generates (JWT signing key).
+# Created if missing. Keep it private: it holds secrets.
+data_dir = "./data"
+
+# Database URL: sqlite://PATH (embedded default: sqlite://<data_dir>/parley.db)
+# or postgres://user:password@host:port/dbname for production and several processes.
+# database = "postgres://parley@127.0.0.1/parley"
+
+# Connections in the database pool (SQLite: reader connections; there is one writer).
+database_max_connections = 8
+
+[log]
+# A tracing filter; RUST_LOG overrides it.
+level = "info"
+# "text" or "json".
+format = "text"
+
+[registration]
+# "open": anyone may register; "closed": nobody; "token": only with one of `tokens`.
+mode = "open"
+tokens = []
+
+[auth]
+# Access tokens (JWTs) are short-lived; clients renew them with their refresh token.
+access_token_ttl_ms = 900000        # 15 minutes
+refresh_token_ttl_ms = 2592000000   # 30 days
+
+[limits]
+# Largest JSON body of account endpoints.
+max_request_bytes = 65536
+# Protocol limits announced in GET /_parley/client/versions.
+max_past_epochs = 5
+max_message_bytes = 65536
+max_bundle_bytes = 1048576
+max_key_package_lifetime_ms = 7776000000   # 90 days
+
+[rate_limits]
+# Token buckets per client IP: `burst` requests at once, refilled at `per_second`.
+login = { per_second = 0.5, burst = 10 }
+register = { per_second = 0.1, burst = 5 }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_config_parses_to_the_defaults() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG_TOML).unwrap();
+        let default = Config::default();
+        assert_eq!(parsed.server_name, default.server_name);
+        assert_eq!(parsed.listen, default.listen);
+        assert_eq!(
+            parsed.limits.max_request_bytes,
+            default.limits.max_request_bytes
+        );
+        assert_eq!(
+            parsed.auth.access_token_ttl_ms,
+            default.auth.access_token_ttl_ms
+        );
+        assert_eq!(
+            parsed.auth.refresh_token_ttl_ms,
+            default.auth.refresh_token_ttl_ms
+        );
+        assert_eq!(
+            parsed.limits.max_key_package_lifetime_ms,
+            default.limits.max_key_package_lifetime_ms
+        );
+        assert_eq!(
+            parsed.rate_limits.login.burst,
+            default.rate_limits.login.burst
+        );
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("sever_name = \"typo.example\"").is_err());
+    }
+
+    #[test]
+    fn token_mode_without_tokens_is_invalid() {
+        let c = Config::from_toml("[registration]\nmode = \"token\"").unwrap();
+        assert!(c.validate().is_err());
+    }
+}

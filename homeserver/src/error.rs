@@ -1,0 +1,84 @@
+//! The homeserver's one error type, mapped once to HTTP status and `errcode` (DESIGN §3, §3.4).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use parley_client_api::ErrCode;
+use serde_json::{json, Map, Value};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("request body is not JSON: {0}")]
+    NotJson(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error("missing access token")]
+    MissingToken,
+    #[error("unknown or expired access token")]
+    UnknownToken,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("unrecognized request path")]
+    UnrecognizedPath,
+    #[error("method not allowed on this path")]
+    UnrecognizedMethod,
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("too many requests")]
+    LimitExceeded { retry_after_ms: u64 },
+    #[error("user id is already taken")]
+    UserInUse,
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("storage failure")]
+    Store(#[from] parley_schema::StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// Status, code and extra top-level fields of this error.
+    fn parts(&self) -> (StatusCode, ErrCode, Map<String, Value>) {
+        let mut extra = Map::new();
+        let (status, code) = match self {
+            Error::NotJson(_) => (StatusCode::BAD_REQUEST, ErrCode::NotJson),
+            Error::BadJson(_) => (StatusCode::BAD_REQUEST, ErrCode::BadJson),
+            Error::MissingToken => (StatusCode::UNAUTHORIZED, ErrCode::MissingToken),
+            Error::UnknownToken => (StatusCode::UNAUTHORIZED, ErrCode::UnknownToken),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, ErrCode::Forbidden),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, ErrCode::NotFound),
+            Error::UnrecognizedPath => (StatusCode::NOT_FOUND, ErrCode::Unrecognized),
+            Error::UnrecognizedMethod => (StatusCode::METHOD_NOT_ALLOWED, ErrCode::Unrecognized),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrCode::TooLarge),
+            Error::LimitExceeded { retry_after_ms } => {
+                extra.insert("retry_after_ms".into(), json!(retry_after_ms));
+                (StatusCode::TOO_MANY_REQUESTS, ErrCode::LimitExceeded)
+            }
+            Error::UserInUse => (StatusCode::CONFLICT, ErrCode::UserInUse),
+            Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidUsername),
+            Error::Store(_) | Error::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrCode::Unknown)
+            }
+        };
+        (status, code, extra)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, mut body) = self.parts();
+        match &self {
+            Error::Store(e) => tracing::error!(error = %e, "storage failure"),
+            Error::Internal(e) => tracing::error!(error = %e, "internal error"),
+            _ => {}
+        }
+        body.insert("errcode".into(), json!(code.as_str()));
+        body.insert("error".into(), json!(self.to_string()));
+        (status, axum::Json(Value::Object(body))).into_response()
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, Error>;

@@ -1,0 +1,234 @@
+//! HTTP plumbing shared by every endpoint: typed routing from the endpoint declarations,
+//! the JSON body extractor, authentication, client IPs and the fallbacks.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::Router;
+use parley_client_api::{Endpoint, Method, RateLimitClass};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::state::AppState;
+
+/// Adds endpoint `E` to `router`, routed by its declared method and path, with its declared
+/// rate limit applied before the handler runs.
+pub fn route<E, H, T>(router: Router<AppState>, state: &AppState, handler: H) -> Router<AppState>
+where
+    E: Endpoint,
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let mut method_router: MethodRouter<AppState> = match E::METHOD {
+        Method::Get => get(handler),
+        Method::Post => post(handler),
+        Method::Put => put(handler),
+        Method::Delete => delete(handler),
+    };
+    if E::RATE_LIMIT != RateLimitClass::None {
+        let class = E::RATE_LIMIT;
+        method_router =
+            method_router.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                move |state: axum::extract::State<AppState>,
+                      ip: ClientIp,
+                      req: Request,
+                      next: Next| async move {
+                    state.check_ip_rate(class, ip.0)?;
+                    Ok::<Response, Error>(next.run(req).await)
+                },
+            ));
+    }
+    router.route(E::PATH, method_router)
+}
+
+/// Answer for paths no endpoint matches: 404 `P_UNRECOGNIZED`.
+pub async fn unknown_path() -> Error {
+    Error::UnrecognizedPath
+}
+
+/// Answer for a known path with the wrong method: 405 `P_UNRECOGNIZED`.
+pub async fn wrong_method() -> Error {
+    Error::UnrecognizedMethod
+}
+
+/// A JSON request body: `Content-Type: application/json`, at most the configured size,
+/// parsed into `T`. An empty body reads as `{}`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let limit = state.config.limits.max_request_bytes;
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        let declared_too_large = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64);
+        if declared_too_large {
+            return Err(Error::TooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| Error::TooLarge { limit })?;
+        parse_json_body(&bytes, is_json).map(ApiJson)
+    }
+}
+
+/// Parses a body by the rules of DESIGN §3.4: not JSON → `P_NOT_JSON`, wrong shape → `P_BAD_JSON`.
+pub fn parse_json_body<T: DeserializeOwned>(
+    bytes: &[u8],
+    content_type_is_json: bool,
+) -> Result<T, Error> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    if !content_type_is_json && bytes != b"{}" {
+        return Err(Error::NotJson(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::NotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::BadJson("request body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| Error::BadJson(e.to_string()))
+}
+
+/// The client's IP address (the TCP peer).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ClientIp(ci.0.ip()))
+            .ok_or_else(|| Error::Internal("no peer address on request".into()))
+    }
+}
+
+/// An authenticated device: the access token verified and its session still alive.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user_id: String,
+    pub device_id: String,
+    pub session_id: String,
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let result = authenticate(&parts.headers, state).await;
+        if matches!(result, Err(Error::MissingToken | Error::UnknownToken)) {
+            state
+                .metrics
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(Error::MissingToken)?;
+    let value = value.to_str().map_err(|_| Error::UnknownToken)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(Error::MissingToken)?
+        .trim();
+    let claims = state.tokens.verify(token).ok_or(Error::UnknownToken)?;
+    // The session is checked on every request, so logout and device deletion act at once.
+    let session = state
+        .store
+        .session(&claims.sid)
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    if session.user_id != claims.sub || session.device_id != claims.did {
+        return Err(Error::UnknownToken);
+    }
+    Ok(Authed {
+        user_id: session.user_id,
+        device_id: session.device_id,
+        session_id: session.session_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Shape {
+        #[allow(dead_code)]
+        name: String,
+    }
+
+    #[test]
+    fn body_rules_distinguish_not_json_from_bad_json() {
+        assert!(matches!(
+            parse_json_body::<Shape>(b"{\"name\":\"x\"}", true),
+            Ok(_)
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"{\"name\":", true),
+            Err(Error::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"{\"name\":\"x\"}", false),
+            Err(Error::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"{\"name\":5}", true),
+            Err(Error::BadJson(_))
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"[1]", true),
+            Err(Error::BadJson(_))
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"", true),
+            Err(Error::BadJson(_))
+        ));
+    }
+}
+
+/// Query parameters parsed into `T`; a malformed query is 400 `P_BAD_JSON`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| Error::BadJson(format!("query string: {e}")))
+    }
+}

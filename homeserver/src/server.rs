@@ -1,0 +1,102 @@
+//! Start-up: open the store, load keys, build the router, serve until a shutdown signal.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::{Json, Router};
+use parley_client_api::endpoint::Empty;
+use parley_client_api::versions::{GetVersions, Limits, VersionsResponse};
+use parley_schema::{Store, StoreConfig};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::http::{self, route};
+use crate::state::AppState;
+use crate::tokens::TokenKeys;
+
+/// Builds the whole router for `state`.
+pub fn router(state: AppState) -> Router {
+    let r = Router::new();
+    let r = route::<GetVersions, _, _>(r, &state, versions);
+    r.merge(crate::accounts::router(&state))
+        .fallback(http::unknown_path)
+        .method_not_allowed_fallback(http::wrong_method)
+        // Spans carry method and path only: never headers (tokens) or query strings.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    _: http::ApiQuery<Empty>,
+) -> Json<VersionsResponse> {
+    let limits = &state.config.limits;
+    Json(VersionsResponse {
+        versions: vec!["v1".into()],
+        server_name: state.config.server_name.clone(),
+        limits: Limits {
+            max_past_epochs: limits.max_past_epochs,
+            max_message_bytes: limits.max_message_bytes,
+            max_bundle_bytes: limits.max_bundle_bytes,
+            max_key_package_lifetime_ms: limits.max_key_package_lifetime_ms,
+        },
+    })
+}
+
+/// Runs the homeserver until SIGINT/SIGTERM, then lets in-flight requests finish and closes
+/// the database.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", config.data_dir.display()))?;
+    let store_config = StoreConfig {
+        max_connections: config.database_max_connections,
+        ..StoreConfig::default()
+    };
+    let store = Store::connect(&config.database_url(), &store_config).await?;
+    let tokens = TokenKeys::load_or_generate(&config.data_dir, &config.server_name)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(server_name = %config.server_name, listen = %local, backend = ?store.backend(), "parley listening");
+    // A machine-readable line for scripts and test harnesses that start us on port 0.
+    println!("parley listening on http://{local}");
+    let state = AppState::new(config, store.clone(), tokens);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: in-flight requests done, closing database");
+    store.close();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,174 @@
+//! Starts real `parley serve` processes for tests, on SQLite or PostgreSQL.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use parley_schema::testing;
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running homeserver process, killed on drop.
+pub struct TestServer {
+    child: Option<Child>,
+    pub base_url: String,
+    pub server_name: String,
+    pub data_dir: PathBuf,
+    pub database: String,
+    config_path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server named `server_name` on `db` with extra TOML appended to its config.
+    pub async fn start(db: Db, server_name: &str, extra_toml: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let database = match db {
+            Db::Sqlite => testing::sqlite_url(&data_dir),
+            Db::Postgres => testing::fresh_postgres_url().await,
+        };
+        let config_path = dir.path().join("parley.toml");
+        std::fs::write(
+            &config_path,
+            format!("log.level = \"warn\"\n{extra_toml}\n"),
+        )
+        .expect("write config");
+        let mut server = TestServer {
+            child: None,
+            base_url: String::new(),
+            server_name: server_name.to_owned(),
+            data_dir,
+            database,
+            config_path,
+            _dir: Some(dir),
+        };
+        server.spawn("127.0.0.1:0");
+        server
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--server-name")
+            .arg(&self.server_name)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--database")
+            .arg(&self.database)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn parley");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("parley listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => panic!("parley exited before listening"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.base_url = url;
+        self.child = Some(child);
+    }
+
+    /// A fresh client of this server.
+    pub fn client(&self) -> parley_client_api::Client {
+        parley_client_api::Client::new(self.base_url.clone())
+    }
+
+    /// Stops the process with SIGTERM and waits; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Restarts on the same address, data dir and database.
+    pub fn restart(&mut self) {
+        assert!(self.stop(), "server did not shut down cleanly");
+        let addr = self.base_url.trim_start_matches("http://").to_owned();
+        self.spawn(&addr);
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Defines `NAME_sqlite` and `NAME_postgres` tests running `body(Db)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                ($body)(common::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                ($body)(common::Db::Postgres).await
+            }
+        }
+    };
+}
+
+/// Asserts a client error's status and errcode.
+pub fn assert_api_error<T: std::fmt::Debug>(
+    result: Result<T, parley_client_api::ClientError>,
+    status: u16,
+    errcode: &str,
+) -> parley_client_api::ErrorBody {
+    match result {
+        Err(parley_client_api::ClientError::Api { status: s, body }) => {
+            assert_eq!(
+                (s, body.errcode.as_str()),
+                (status, errcode),
+                "{}",
+                body.error
+            );
+            body
+        }
+        other => panic!("expected {status} {errcode}, got {other:?}"),
+    }
+}

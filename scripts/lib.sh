@@ -1,0 +1,48 @@
+# Shared helpers of scripts/run.sh and scripts/test.sh: each installs only what is missing.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# apt-get install, with one `apt-get update` per run, as root or through sudo.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -z "${PARLEY_APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq >/dev/null
+    export PARLEY_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+}
+
+# The WASM toolchain of the web client (DESIGN §6); a no-op until web-client/build.sh exists.
+ensure_web_build_tools() {
+  if [ -x web-client/build.sh ]; then
+    web-client/build.sh --install-only
+  fi
+}
+
+build_web_client() {
+  if [ -x web-client/build.sh ]; then
+    web-client/build.sh
+  fi
+}
+
+# A free TCP port on the loopback interface.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# PostgreSQL server binaries (initdb, pg_ctl), installed from Debian when missing.
+ensure_postgres() {
+  if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    return
+  fi
+  log "installing PostgreSQL"
+  apt_install postgresql
+}

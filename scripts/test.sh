@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Quick start, part 2: run every test — formatting, lints, unit and integration tests of every
+# crate on SQLite and on a throw-away PostgreSQL cluster (started here, stopped on exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_rust
+ensure_postgres
+ensure_web_build_tools
+
+pg_dir=$(mktemp -d /tmp/parley-test-pg.XXXXXX)
+chmod 755 "$pg_dir"
+cleanup() { scripts/postgres.sh stop "$pg_dir"; }
+trap cleanup EXIT INT TERM
+port=$(free_port)
+log "starting throw-away PostgreSQL on 127.0.0.1:$port"
+PARLEY_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir" "$port")
+export PARLEY_TEST_POSTGRES_URL
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test (SQLite and PostgreSQL)"
+cargo test --workspace

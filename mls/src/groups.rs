@@ -239,7 +239,7 @@ impl Engine {
     }
 
     /// Parses, verifies and credential-checks key packages; pins their keys (TOFU).
-    fn checked_key_packages(
+    pub(crate) fn checked_key_packages(
         &mut self,
         key_packages: &[Vec<u8>],
         validator: &dyn DeviceKeyValidator,
@@ -268,7 +268,7 @@ impl Engine {
     }
 
     /// Turns the group's freshly staged pending commit into a bundle and remembers it.
-    fn finish_commit(
+    pub(crate) fn finish_commit(
         &mut self,
         group_id: &str,
         bundle: openmls::prelude::CommitMessageBundle,

@@ -6,14 +6,18 @@ mod config;
 mod engine;
 mod error;
 mod events;
+mod fork;
 mod groups;
 mod identity;
 mod key_packages;
 mod process;
 mod provider;
+#[cfg(test)]
+mod scenario_tests;
 mod state;
 mod trust;
 mod validation;
+pub mod vault;
 
 pub use aad::Aad;
 pub use config::{EngineConfig, CIPHERSUITE};

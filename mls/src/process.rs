@@ -5,6 +5,8 @@ use openmls::prelude::{
     tls_codec::Deserialize as _, ContentType, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
     ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedWelcome,
 };
+use openmls::prelude::{KeyPackageBundle, KeyPackageRef, Welcome};
+use openmls_traits::{storage::StorageProvider as _, OpenMlsProvider as _};
 use sha2::{Digest, Sha256};
 
 use crate::aad::Aad;
@@ -54,9 +56,52 @@ impl Engine {
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
             return Err(MlsError::InvalidMessage("not a Welcome".into()));
         };
+        // openmls consumes the key package while decrypting the Welcome; keep a copy so a
+        // refused Welcome does not burn it.
+        let mut held: Vec<(KeyPackageRef, KeyPackageBundle)> = Vec::new();
+        for egs in welcome.secrets() {
+            let r = egs.new_member();
+            if let Ok(Some(b)) = self
+                .provider
+                .storage()
+                .key_package::<KeyPackageRef, KeyPackageBundle>(&r)
+            {
+                held.push((r, b));
+            }
+        }
+        let result = self.join_welcome(welcome, validator, replace);
+        if result.is_err() {
+            for (r, b) in &held {
+                if let Ok(None) = self
+                    .provider
+                    .storage()
+                    .key_package::<KeyPackageRef, KeyPackageBundle>(r)
+                {
+                    // Best effort: a failed restore only costs one key package.
+                    let _ = self.provider.storage().write_key_package(r, b);
+                }
+            }
+        }
+        result
+    }
+
+    fn join_welcome(
+        &mut self,
+        welcome: Welcome,
+        validator: &dyn DeviceKeyValidator,
+        replace: bool,
+    ) -> Result<Joined> {
         let join_config = self.join_config();
         let processed = ProcessedWelcome::new_from_welcome(&self.provider, &join_config, welcome)
             .map_err(|e| MlsError::InvalidMessage(format!("welcome: {e:?}")))?;
+        let welcome_group = processed
+            .unverified_group_info()
+            .group_id()
+            .as_slice()
+            .to_vec();
+        if !replace && self.groups.contains_key(&welcome_group) {
+            return Err(MlsError::GroupExists);
+        }
         let mut builder = JoinBuilder::new(&self.provider, processed);
         if replace {
             builder = builder.replace_old_group();

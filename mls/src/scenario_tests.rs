@@ -1,0 +1,736 @@
+//! Many-client scenarios run in-process against a minimal hub that orders commits.
+
+use crate::{
+    CommitBundle, DeviceRef, Engine, EngineConfig, Envelope, Event, MlsError, StaticDeviceKeys,
+};
+
+const G: &str = "!room0001:example.org";
+const NOW: u64 = 1_700_000_000_000;
+
+/// Clients, the device directory, and the hub's view of the group's epoch.
+struct World {
+    clients: Vec<Engine>,
+    dir: StaticDeviceKeys,
+    members: Vec<usize>,
+    epoch: u64,
+}
+
+impl World {
+    fn new(names: &[(&str, &str)], config: EngineConfig) -> Self {
+        let mut dir = StaticDeviceKeys::new();
+        let clients: Vec<Engine> = names
+            .iter()
+            .map(|(u, d)| {
+                let e = Engine::new(u, d, config.clone()).unwrap();
+                dir.insert(e.device().clone(), e.signature_public_key());
+                e
+            })
+            .collect();
+        Self {
+            clients,
+            dir,
+            members: Vec::new(),
+            epoch: 0,
+        }
+    }
+
+    fn add_client(&mut self, user: &str, device: &str, config: EngineConfig) -> usize {
+        let e = Engine::new(user, device, config).unwrap();
+        self.dir
+            .insert(e.device().clone(), e.signature_public_key());
+        self.clients.push(e);
+        self.clients.len() - 1
+    }
+
+    fn dev(&self, i: usize) -> DeviceRef {
+        self.clients[i].device().clone()
+    }
+
+    /// Client 0 creates the group and adds `others`.
+    fn start(&mut self, others: &[usize]) {
+        self.clients[0].create_group(G).unwrap();
+        self.members = vec![0];
+        self.add(0, others);
+    }
+
+    fn commit_envelope(&self, from: usize, b: &CommitBundle) -> Envelope {
+        Envelope {
+            sender: Some(self.dev(from)),
+            epoch: b.epoch,
+            ts: NOW,
+            adds: b.adds.clone(),
+            removes: b.removes.clone(),
+        }
+    }
+
+    fn app_envelope(&self, from: usize, epoch: u64) -> Envelope {
+        Envelope {
+            sender: Some(self.dev(from)),
+            epoch,
+            ts: NOW,
+            ..Envelope::default()
+        }
+    }
+
+    /// The hub accepts `b` from `from` (if its epoch is current) and fans it out: the sender
+    /// confirms, members process, added devices join from the Welcome.
+    fn deliver_commit(&mut self, from: usize, b: &CommitBundle, joiners: &[usize]) -> bool {
+        if b.epoch != self.epoch {
+            self.clients[from].discard_pending_commit(G).unwrap();
+            return false;
+        }
+        self.epoch += 1;
+        let env = self.commit_envelope(from, b);
+        let ev = self.clients[from].confirm_pending_commit(G).unwrap();
+        assert!(matches!(ev, Event::OwnCommitConfirmed { .. }));
+        // The echo of the sender's own commit is recognised and ignored.
+        assert!(self.clients[from]
+            .process(G, &b.commit, &env, &self.dir)
+            .unwrap()
+            .is_empty());
+        let removed: Vec<DeviceRef> = b.removes.clone();
+        for &m in &self.members.clone() {
+            if m == from {
+                continue;
+            }
+            let events = self.clients[m]
+                .process(G, &b.commit, &env, &self.dir)
+                .unwrap();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::CommitApplied { .. })),
+                "{events:?}"
+            );
+        }
+        self.members
+            .retain(|&m| !removed.contains(self.clients[m].device()));
+        for &j in joiners {
+            let welcome = b.welcome.as_ref().unwrap();
+            self.clients[j]
+                .join_from_welcome(welcome, &self.dir)
+                .unwrap();
+            self.members.push(j);
+        }
+        true
+    }
+
+    fn add(&mut self, from: usize, others: &[usize]) {
+        let kps: Vec<Vec<u8>> = others
+            .iter()
+            .map(|&o| self.clients[o].generate_key_packages(1).unwrap().remove(0))
+            .collect();
+        let dir = self.dir.clone();
+        let b = self.clients[from].add_members(G, &kps, &dir).unwrap();
+        assert_eq!(b.adds.len(), others.len());
+        assert!(self.deliver_commit(from, &b, others));
+    }
+
+    fn send(&mut self, from: usize, text: &[u8]) -> (Vec<u8>, Envelope) {
+        let out = self.clients[from].encrypt(G, text, NOW).unwrap();
+        (out.message, self.app_envelope(from, out.epoch))
+    }
+
+    /// `from` sends `text` and every other member decrypts it.
+    fn exchange(&mut self, from: usize, text: &[u8]) {
+        let (msg, env) = self.send(from, text);
+        for &m in &self.members.clone() {
+            let events = self.clients[m].process(G, &msg, &env, &self.dir).unwrap();
+            if m == from {
+                assert!(events.is_empty());
+                continue;
+            }
+            match &events[..] {
+                [Event::ApplicationMessage {
+                    sender, plaintext, ..
+                }] => {
+                    assert_eq!(sender, self.clients[from].device());
+                    assert_eq!(plaintext, text);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn assert_in_sync(&self) {
+        let first = self.members[0];
+        let auth = self.clients[first].epoch_authenticator(G).unwrap();
+        for &m in &self.members {
+            assert_eq!(self.clients[m].epoch(G).unwrap(), self.epoch);
+            assert_eq!(self.clients[m].epoch_authenticator(G).unwrap(), auth);
+            assert_eq!(
+                self.clients[m].members(G).unwrap().len(),
+                self.members.len()
+            );
+        }
+    }
+}
+
+fn three() -> World {
+    let mut w = World::new(
+        &[
+            ("@alice:a.example", "ALICEDEV01"),
+            ("@bob:b.example:8448", "BOBDEV0001"),
+            ("@carol:a.example", "CAROLDEV01"),
+        ],
+        EngineConfig::default(),
+    );
+    w.start(&[1, 2]);
+    w
+}
+
+#[test]
+fn three_clients_create_add_join_and_exchange() {
+    let mut w = three();
+    w.assert_in_sync();
+    for from in 0..3 {
+        w.exchange(from, format!("hello from {from}").as_bytes());
+    }
+    let members = w.clients[1].members(G).unwrap();
+    let alice = members
+        .iter()
+        .find(|m| m.user_id == "@alice:a.example")
+        .unwrap();
+    assert_eq!(alice.signature_key, w.clients[0].signature_public_key());
+    assert_eq!(alice.fingerprint, w.clients[0].fingerprint());
+    assert_eq!(alice.trust, Some(crate::TrustState::Tofu));
+    // Consumed key packages are gone from the joiners.
+    assert_eq!(w.clients[1].unused_key_package_count(), 0);
+}
+
+#[test]
+fn remove_member_excludes_it_from_later_epochs() {
+    let mut w = three();
+    let carol = w.dev(2);
+    let b = w.clients[0]
+        .remove_members(G, std::slice::from_ref(&carol))
+        .unwrap();
+    assert_eq!(b.removes, vec![carol]);
+    let env = w.commit_envelope(0, &b);
+    let events = w.clients[2].process(G, &b.commit, &env, &w.dir).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::RemovedFromGroup { .. })));
+    assert!(!w.clients[2].is_active(G).unwrap());
+    w.members.retain(|&m| m != 2);
+    assert!(w.deliver_commit(0, &b, &[]));
+    w.assert_in_sync();
+    let (msg, env) = w.send(0, b"after removal");
+    assert!(matches!(
+        w.clients[2].process(G, &msg, &env, &w.dir),
+        Err(MlsError::Evicted)
+    ));
+    w.exchange(1, b"still here");
+}
+
+#[test]
+fn leave_group_is_a_proposal_committed_by_another_member() {
+    let mut w = three();
+    let proposal = w.clients[1].leave_group(G).unwrap();
+    let env = w.app_envelope(1, w.epoch);
+    for m in [0, 2] {
+        let ev = w.clients[m].process(G, &proposal, &env, &w.dir).unwrap();
+        assert!(matches!(
+            &ev[..],
+            [Event::ProposalStored {
+                kind: crate::ProposalKind::Remove,
+                ..
+            }]
+        ));
+    }
+    let b = w.clients[0].commit_pending_proposals(G).unwrap();
+    assert_eq!(b.removes, vec![w.dev(1)]);
+    let env = w.commit_envelope(0, &b);
+    let ev = w.clients[1].process(G, &b.commit, &env, &w.dir).unwrap();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::RemovedFromGroup { .. })));
+    w.members.retain(|&m| m != 1);
+    assert!(w.deliver_commit(0, &b, &[]));
+    w.assert_in_sync();
+}
+
+fn encryption_key_of(e: &Engine, device: &DeviceRef) -> Vec<u8> {
+    let entry = e.entry(G).unwrap();
+    let member = entry
+        .mls
+        .members()
+        .find(|m| DeviceRef::from_credential(&m.credential).unwrap() == *device)
+        .unwrap();
+    member.encryption_key
+}
+
+#[test]
+fn self_update_changes_the_members_leaf_keys() {
+    let mut w = three();
+    let bob = w.dev(1);
+    let before = encryption_key_of(&w.clients[0], &bob);
+    let b = w.clients[1].self_update(G).unwrap();
+    assert!(b.adds.is_empty() && b.removes.is_empty());
+    let env = w.commit_envelope(1, &b);
+    let ev = w.clients[0].process(G, &b.commit, &env, &w.dir).unwrap();
+    match &ev[..] {
+        [Event::CommitApplied { updated, epoch, .. }] => {
+            assert_eq!(updated, &vec![bob.clone()]);
+            assert_eq!(*epoch, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    w.members.retain(|&m| m != 0);
+    assert!(w.deliver_commit(1, &b, &[]));
+    w.members.push(0);
+    assert_ne!(before, encryption_key_of(&w.clients[0], &bob));
+    assert_eq!(
+        encryption_key_of(&w.clients[0], &bob),
+        encryption_key_of(&w.clients[1], &bob)
+    );
+    w.assert_in_sync();
+    w.exchange(1, b"post-update");
+}
+
+#[test]
+fn two_commits_for_one_epoch_only_one_merges_and_the_loser_retries() {
+    let mut w = three();
+    let a = w.clients[0].self_update(G).unwrap();
+    let b = w.clients[1].self_update(G).unwrap();
+    assert_eq!(a.epoch, b.epoch);
+    // The loser's pending commit blocks sending until resolved.
+    assert!(matches!(
+        w.clients[1].encrypt(G, b"x", NOW),
+        Err(MlsError::PendingCommit)
+    ));
+    // Bob (1) sees Alice's commit before the hub's 409: his pending commit is dropped.
+    let env = w.commit_envelope(0, &a);
+    let ev = w.clients[1].process(G, &a.commit, &env, &w.dir).unwrap();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::PendingCommitDiscarded { .. })));
+    w.members.retain(|&m| m != 1);
+    assert!(w.deliver_commit(0, &a, &[]));
+    w.members.push(1);
+    w.assert_in_sync();
+    // Carol (2) commits, Bob commits concurrently; Bob gets the 409 first, then the winner.
+    let c = w.clients[2].self_update(G).unwrap();
+    let b2 = w.clients[1].self_update(G).unwrap();
+    assert_eq!(c.epoch, b2.epoch);
+    w.members.retain(|&m| m != 1);
+    assert!(w.deliver_commit(2, &c, &[]));
+    w.members.push(1);
+    assert!(!w.deliver_commit(1, &b2, &[]), "409 for the loser");
+    assert!(!w.clients[1].has_pending_commit(G).unwrap());
+    let env = w.commit_envelope(2, &c);
+    let ev = w.clients[1].process(G, &c.commit, &env, &w.dir).unwrap();
+    assert!(matches!(&ev[..], [Event::CommitApplied { .. }]));
+    w.assert_in_sync();
+    let b3 = w.clients[1].self_update(G).unwrap();
+    assert!(w.deliver_commit(1, &b3, &[]));
+    w.assert_in_sync();
+    w.exchange(1, b"retried");
+}
+
+#[test]
+fn out_of_order_application_messages_within_tolerance_decrypt() {
+    let mut w = three();
+    let msgs: Vec<_> = (0..4).map(|i| w.send(0, &[i])).collect();
+    for i in [3usize, 0, 2, 1] {
+        let (m, env) = &msgs[i];
+        let ev = w.clients[1].process(G, m, env, &w.dir).unwrap();
+        assert!(
+            matches!(&ev[..], [Event::ApplicationMessage { plaintext, .. }] if plaintext == &vec![i as u8])
+        );
+    }
+}
+
+#[test]
+fn past_epoch_message_decrypts_within_max_past_epochs_and_not_beyond() {
+    let cfg = EngineConfig {
+        max_past_epochs: 2,
+        ..EngineConfig::default()
+    };
+    let mut w = World::new(
+        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
+        cfg,
+    );
+    w.start(&[1]);
+    let early = w.send(0, b"early");
+    let late = w.send(0, b"late");
+    for _ in 0..2 {
+        let b = w.clients[0].self_update(G).unwrap();
+        assert!(w.deliver_commit(0, &b, &[]));
+    }
+    let ev = w.clients[1].process(G, &early.0, &early.1, &w.dir).unwrap();
+    assert!(matches!(
+        &ev[..],
+        [Event::ApplicationMessage { epoch: 1, .. }]
+    ));
+    let b = w.clients[0].self_update(G).unwrap();
+    assert!(w.deliver_commit(0, &b, &[]));
+    assert!(matches!(
+        w.clients[1].process(G, &late.0, &late.1, &w.dir),
+        Err(MlsError::WrongEpoch { .. })
+    ));
+}
+
+#[test]
+fn envelope_and_aad_tampering_is_detected() {
+    let mut w = three();
+    let (msg, env) = w.send(0, b"hi");
+    let wrong_epoch = Envelope {
+        epoch: env.epoch + 1,
+        ..env.clone()
+    };
+    assert!(matches!(
+        w.clients[1].process(G, &msg, &wrong_epoch, &w.dir),
+        Err(MlsError::EnvelopeMismatch(_))
+    ));
+    let wrong_sender = Envelope {
+        sender: Some(w.dev(2)),
+        ..env.clone()
+    };
+    assert!(matches!(
+        w.clients[1].process(G, &msg, &wrong_sender, &w.dir),
+        Err(MlsError::EnvelopeMismatch(_))
+    ));
+    assert!(matches!(
+        w.clients[1].process("!other000:example.org", &msg, &env, &w.dir),
+        Err(MlsError::EnvelopeMismatch(_))
+    ));
+    let mut flipped = msg.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(w.clients[2].process(G, &flipped, &env, &w.dir).is_err());
+    // Envelope ts more than 5 minutes before the sender's ts.
+    let early_env = Envelope {
+        ts: NOW - 5 * 60 * 1000 - 1,
+        ..env.clone()
+    };
+    assert!(matches!(
+        w.clients[2].process(G, &msg, &early_env, &w.dir),
+        Err(MlsError::TimestampSkew)
+    ));
+    // AAD naming another group (set by a misbehaving sender) is refused.
+    let bad_aad = crate::Aad {
+        epoch: 1,
+        group_id: "!elsewhere:example.org".into(),
+        msg_id: crate::aad::uuid_v4([9; 16]),
+        ts: NOW,
+    };
+    let forged = {
+        let e = &mut w.clients[0];
+        let Engine {
+            groups,
+            provider,
+            identity,
+            ..
+        } = e;
+        let entry = groups.get_mut(G.as_bytes()).unwrap();
+        entry.mls.set_aad(bad_aad.encode().unwrap());
+        let m = entry
+            .mls
+            .create_message(provider, &identity.signer, b"forged")
+            .unwrap();
+        crate::groups::to_bytes(&m).unwrap()
+    };
+    assert!(matches!(
+        w.clients[1].process(G, &forged, &env, &w.dir),
+        Err(MlsError::BadAad(_))
+    ));
+}
+
+#[test]
+fn replayed_message_is_refused() {
+    let mut w = three();
+    let (msg, env) = w.send(0, b"once");
+    w.clients[1].process(G, &msg, &env, &w.dir).unwrap();
+    assert!(w.clients[1].process(G, &msg, &env, &w.dir).is_err());
+    // A fresh ciphertext reusing a msg_id is refused by the replay window.
+    let aad = crate::Aad {
+        epoch: 1,
+        group_id: G.into(),
+        msg_id: crate::aad::uuid_v4([5; 16]),
+        ts: NOW,
+    };
+    let mut copies = Vec::new();
+    for _ in 0..2 {
+        let Engine {
+            groups,
+            provider,
+            identity,
+            ..
+        } = &mut w.clients[0];
+        let entry = groups.get_mut(G.as_bytes()).unwrap();
+        entry.mls.set_aad(aad.encode().unwrap());
+        let m = entry
+            .mls
+            .create_message(provider, &identity.signer, b"dup")
+            .unwrap();
+        copies.push(crate::groups::to_bytes(&m).unwrap());
+    }
+    w.clients[1].process(G, &copies[0], &env, &w.dir).unwrap();
+    assert!(matches!(
+        w.clients[1].process(G, &copies[1], &env, &w.dir),
+        Err(MlsError::Replay(_))
+    ));
+}
+
+#[test]
+fn credential_identity_mismatch_is_refused_at_add_commit_and_welcome() {
+    let mut w = three();
+    // Mallory claims Bob's device id with her own key.
+    let mut mallory =
+        Engine::new("@bob:b.example:8448", "BOBDEV0002", EngineConfig::default()).unwrap();
+    let mkp = mallory.generate_key_packages(1).unwrap();
+    // Bob's server publishes another key for BOBDEV0002.
+    w.dir.insert(
+        DeviceRef::new("@bob:b.example:8448", "BOBDEV0002").unwrap(),
+        vec![7; 32],
+    );
+    let dir = w.dir.clone();
+    assert!(matches!(
+        w.clients[0].add_members(G, &mkp, &dir),
+        Err(MlsError::CredentialRefused { .. })
+    ));
+    // A member with a permissive directory adds Mallory: the others refuse the commit.
+    let mut lax = w.dir.clone();
+    lax.insert(mallory.device().clone(), mallory.signature_public_key());
+    let b = w.clients[0].add_members(G, &mkp, &lax).unwrap();
+    let env = w.commit_envelope(0, &b);
+    assert!(matches!(
+        w.clients[1].process(G, &b.commit, &env, &w.dir),
+        Err(MlsError::CredentialRefused { .. })
+    ));
+    assert_eq!(w.clients[1].epoch(G).unwrap(), 1, "nothing merged");
+    // Alice goes ahead; a newcomer validating the Welcome's members refuses to join.
+    w.clients[0].confirm_pending_commit(G).unwrap();
+    let dave = w.add_client("@dave:a.example", "DAVEDEV001", EngineConfig::default());
+    lax.insert(w.dev(dave), w.clients[dave].signature_public_key());
+    let dkp = w.clients[dave].generate_key_packages(1).unwrap();
+    let b = w.clients[0].add_members(G, &dkp, &lax).unwrap();
+    w.clients[0].confirm_pending_commit(G).unwrap();
+    let dir = w.dir.clone();
+    assert!(matches!(
+        w.clients[dave].join_from_welcome(b.welcome.as_ref().unwrap(), &dir),
+        Err(MlsError::CredentialRefused { .. })
+    ));
+    assert!(w.clients[dave].group_ids().is_empty());
+    assert_eq!(
+        w.clients[dave].unused_key_package_count(),
+        1,
+        "a refused Welcome does not burn the key package"
+    );
+}
+
+#[test]
+fn commit_with_undeclared_add_is_refused() {
+    let mut w = World::new(
+        &[
+            ("@alice:a.example", "ALICE"),
+            ("@bob:b.example", "BOB"),
+            ("@carol:a.example", "CAROL"),
+        ],
+        EngineConfig::default(),
+    );
+    w.start(&[1]);
+    let kp = w.clients[2].generate_key_packages(1).unwrap();
+    let dir = w.dir.clone();
+    let b = w.clients[0].add_members(G, &kp, &dir).unwrap();
+    let mut env = w.commit_envelope(0, &b);
+    env.adds.clear();
+    assert!(matches!(
+        w.clients[1].process(G, &b.commit, &env, &w.dir),
+        Err(MlsError::EnvelopeMismatch(_))
+    ));
+    env.removes = vec![w.dev(1)];
+    env.adds = b.adds.clone();
+    assert!(matches!(
+        w.clients[1].process(G, &b.commit, &env, &w.dir),
+        Err(MlsError::EnvelopeMismatch(_))
+    ));
+    assert!(w.deliver_commit(0, &b, &[2]));
+    w.assert_in_sync();
+}
+
+#[test]
+fn key_change_is_reported_and_blocks_encryption_until_acknowledged() {
+    let mut w = three();
+    let sn_alice = w.clients[0].safety_number("@bob:b.example:8448").unwrap();
+    let sn_bob = w.clients[1].safety_number("@alice:a.example").unwrap();
+    assert_eq!(sn_alice, sn_bob);
+    assert_eq!(sn_alice.len(), 60);
+    // Bob's device is reset: same device id, new key, published by his server.
+    let bob = w.dev(1);
+    let b = w.clients[0]
+        .remove_members(G, std::slice::from_ref(&bob))
+        .unwrap();
+    w.members.retain(|&m| m != 1);
+    assert!(w.deliver_commit(0, &b, &[]));
+    w.clients[1] = Engine::new(&bob.user_id, &bob.device_id, EngineConfig::default()).unwrap();
+    w.dir
+        .insert(bob.clone(), w.clients[1].signature_public_key());
+    let kp = w.clients[1].generate_key_packages(1).unwrap();
+    let dir = w.dir.clone();
+    let b = w.clients[0].add_members(G, &kp, &dir).unwrap();
+    assert_eq!(b.key_changes.len(), 1);
+    let env = w.commit_envelope(0, &b);
+    w.clients[0].confirm_pending_commit(G).unwrap();
+    let ev = w.clients[2].process(G, &b.commit, &env, &w.dir).unwrap();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::KeyChangeDetected(kc) if kc.device == bob)));
+    w.epoch += 1;
+    let welcome = b.welcome.unwrap();
+    w.clients[1].join_from_welcome(&welcome, &w.dir).unwrap();
+    w.members.push(1);
+    w.assert_in_sync();
+    for m in [0, 2] {
+        assert!(matches!(
+            w.clients[m].encrypt(G, b"x", NOW),
+            Err(MlsError::KeyChangeUnacknowledged(d)) if d == bob
+        ));
+        assert_eq!(
+            w.clients[m].trust_state(&bob),
+            Some(crate::TrustState::KeyChanged)
+        );
+    }
+    // The safety number changed, and both sides agree on the new one.
+    let sn_alice2 = w.clients[0].safety_number("@bob:b.example:8448").unwrap();
+    assert_ne!(sn_alice, sn_alice2);
+    assert_eq!(
+        sn_alice2,
+        w.clients[1].safety_number("@alice:a.example").unwrap()
+    );
+    for m in [0, 2] {
+        w.clients[m].acknowledge_key_change(&bob).unwrap();
+    }
+    w.exchange(0, b"welcome back");
+    w.exchange(2, b"hi bob");
+}
+
+#[test]
+fn export_import_mid_conversation_continues_every_group() {
+    let mut w = three();
+    w.exchange(0, b"before");
+    let blob = w.clients[1].export_state().unwrap();
+    let restored = Engine::import_state(&blob).unwrap();
+    let old = std::mem::replace(&mut w.clients[1], restored);
+    old.lock();
+    w.exchange(0, b"after restore");
+    w.exchange(1, b"restored bob speaks");
+    let b = w.clients[1].self_update(G).unwrap();
+    assert!(w.deliver_commit(1, &b, &[]));
+    w.assert_in_sync();
+    // Replay windows travel with the state.
+    let (msg, env) = w.send(2, b"once");
+    w.clients[1].process(G, &msg, &env, &w.dir).unwrap();
+    let blob = w.clients[1].export_state().unwrap();
+    let mut again = Engine::import_state(&blob).unwrap();
+    assert!(again.process(G, &msg, &env, &w.dir).is_err());
+}
+
+#[test]
+fn past_epoch_secrets_are_absent_from_a_later_export() {
+    let cfg = EngineConfig {
+        max_past_epochs: 1,
+        ..EngineConfig::default()
+    };
+    let mut w = World::new(
+        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
+        cfg,
+    );
+    w.start(&[1]);
+    let old_msg = w.send(0, b"epoch one");
+    let early = crate::state::store_entries(&w.clients[1].export_state().unwrap()).unwrap();
+    for _ in 0..3 {
+        let b = w.clients[0].self_update(G).unwrap();
+        assert!(w.deliver_commit(0, &b, &[]));
+    }
+    let later_blob = w.clients[1].export_state().unwrap();
+    let later = crate::state::store_entries(&later_blob).unwrap();
+    let secret_labels: [&[u8]; 4] = [
+        b"EpochSecrets",
+        b"MessageSecrets",
+        b"EncryptionKeyPair",
+        b"EpochKeyPairs",
+    ];
+    let mut checked = 0;
+    for (k, v) in &early {
+        if secret_labels.iter().any(|l| k.starts_with(l)) {
+            checked += 1;
+            assert!(
+                !later.values().any(|lv| lv == v),
+                "a secret value of epoch 1 survived"
+            );
+        }
+    }
+    assert!(checked >= 2, "expected epoch secrets in the early export");
+    let mut restored = Engine::import_state(&later_blob).unwrap();
+    assert!(restored.process(G, &old_msg.0, &old_msg.1, &w.dir).is_err());
+}
+
+#[test]
+fn sealed_engine_state_reopens_and_wrong_passphrase_fails() {
+    let w = three();
+    let params = crate::vault::VaultParams {
+        m_cost_kib: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let state = w.clients[0].export_state().unwrap();
+    let sealed = crate::vault::seal_with(&state, "hunter2 hunter2", params).unwrap();
+    assert!(matches!(
+        crate::vault::open(&sealed, "hunter3"),
+        Err(MlsError::VaultDecrypt)
+    ));
+    let opened = crate::vault::open(&sealed, "hunter2 hunter2").unwrap();
+    let e = Engine::import_state(&opened).unwrap();
+    assert_eq!(
+        e.epoch_authenticator(G).unwrap(),
+        w.clients[0].epoch_authenticator(G).unwrap()
+    );
+    e.lock();
+}
+
+#[test]
+fn forked_member_is_readded_and_all_share_the_epoch_authenticator() {
+    let mut w = three();
+    // A broken delivery: Alice and Bob both merge their own commits for the same epoch.
+    let a = w.clients[0].self_update(G).unwrap();
+    let b = w.clients[1].self_update(G).unwrap();
+    w.clients[0].confirm_pending_commit(G).unwrap();
+    w.clients[1].confirm_pending_commit(G).unwrap();
+    let env = w.commit_envelope(0, &a);
+    w.clients[2].process(G, &a.commit, &env, &w.dir).unwrap();
+    w.epoch += 1;
+    let _ = b;
+    assert_ne!(
+        w.clients[0].epoch_authenticator(G).unwrap(),
+        w.clients[1].epoch_authenticator(G).unwrap()
+    );
+    assert_eq!(
+        w.clients[0].epoch_authenticator(G).unwrap(),
+        w.clients[2].epoch_authenticator(G).unwrap()
+    );
+    // Alice re-adds Bob with a fresh key package.
+    let kp = w.clients[1].generate_key_packages(1).unwrap();
+    let in_sync = vec![w.dev(0), w.dev(2)];
+    let dir = w.dir.clone();
+    let r = w.clients[0]
+        .readd_forked_members(G, &in_sync, &kp, &dir)
+        .unwrap();
+    assert_eq!(r.adds, vec![w.dev(1)]);
+    assert_eq!(r.removes, vec![w.dev(1)]);
+    w.clients[0].confirm_pending_commit(G).unwrap();
+    let env = w.commit_envelope(0, &r);
+    w.clients[2].process(G, &r.commit, &env, &w.dir).unwrap();
+    w.epoch += 1;
+    let dir = w.dir.clone();
+    assert!(matches!(
+        w.clients[1].join_from_welcome(r.welcome.as_ref().unwrap(), &dir),
+        Err(MlsError::GroupExists)
+    ));
+    w.clients[1]
+        .rejoin_from_welcome(r.welcome.as_ref().unwrap(), &dir)
+        .unwrap();
+    w.assert_in_sync();
+    w.exchange(1, b"back in sync");
+}

@@ -25,7 +25,11 @@ macro_rules! insert_refresh {
 macro_rules! delete_device_sessions {
     ($c:expr, $user_id:expr, $device_id:expr) => {
         diesel::delete(
-            sessions::table.filter(sessions::user_id.eq($user_id).and(sessions::device_id.eq($device_id))),
+            sessions::table.filter(
+                sessions::user_id
+                    .eq($user_id)
+                    .and(sessions::device_id.eq($device_id)),
+            ),
         )
         .execute($c)
         .await
@@ -112,9 +116,18 @@ impl Store {
         let refresh_hash = refresh_hash.to_vec();
         with_conn!(self, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
-                diesel::insert_into(users::table).values(&user).execute(c).await?;
-                diesel::insert_into(devices::table).values(&device).execute(c).await?;
-                diesel::insert_into(sessions::table).values(&session).execute(c).await?;
+                diesel::insert_into(users::table)
+                    .values(&user)
+                    .execute(c)
+                    .await?;
+                diesel::insert_into(devices::table)
+                    .values(&device)
+                    .execute(c)
+                    .await?;
+                diesel::insert_into(sessions::table)
+                    .values(&session)
+                    .execute(c)
+                    .await?;
                 insert_refresh!(c, &refresh_hash, &session.session_id, refresh_expires_ts)?;
                 Ok(())
             })
@@ -135,9 +148,15 @@ impl Store {
         with_conn!(self, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 if let Some(device) = &device {
-                    diesel::insert_into(devices::table).values(device).execute(c).await?;
+                    diesel::insert_into(devices::table)
+                        .values(device)
+                        .execute(c)
+                        .await?;
                 }
-                diesel::insert_into(sessions::table).values(&session).execute(c).await?;
+                diesel::insert_into(sessions::table)
+                    .values(&session)
+                    .execute(c)
+                    .await?;
                 insert_refresh!(c, &refresh_hash, &session.session_id, refresh_expires_ts)?;
                 Ok(())
             })
@@ -197,7 +216,12 @@ impl Store {
     }
 
     /// Records that a device was seen at `now_ts`.
-    pub async fn touch_device(&self, user_id: &str, device_id: &str, now_ts: i64) -> StoreResult<()> {
+    pub async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now_ts: i64,
+    ) -> StoreResult<()> {
         with_conn!(self, write, |conn| {
             diesel::update(devices::table.find((user_id, device_id)))
                 .set(devices::last_seen_ts.eq(now_ts))
@@ -222,7 +246,9 @@ impl Store {
     /// Revokes one session. Returns whether it existed.
     pub async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
         with_conn!(self, write, |conn| {
-            let n = diesel::delete(sessions::table.find(session_id)).execute(conn).await?;
+            let n = diesel::delete(sessions::table.find(session_id))
+                .execute(conn)
+                .await?;
             Ok(n > 0)
         })
     }
@@ -241,7 +267,11 @@ impl Store {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let found: Option<(String, bool, i64)> = refresh_tokens::table
                     .find(&old_hash)
-                    .select((refresh_tokens::session_id, refresh_tokens::rotated, refresh_tokens::expires_ts))
+                    .select((
+                        refresh_tokens::session_id,
+                        refresh_tokens::rotated,
+                        refresh_tokens::expires_ts,
+                    ))
                     .first(c)
                     .await
                     .optional()?;
@@ -278,4 +308,3 @@ impl Store {
         })
     }
 }
-

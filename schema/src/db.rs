@@ -1,9 +1,9 @@
 //! Connections, pools and migrations for both backends.
 
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
@@ -34,14 +34,20 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { max_connections: 8, sqlite_busy_timeout_ms: 5000 }
+        StoreConfig {
+            max_connections: 8,
+            sqlite_busy_timeout_ms: 5000,
+        }
     }
 }
 
 pub(crate) enum Pools {
     /// SQLite: one writer connection (writes are serialised anyway; this keeps `BEGIN` from
     /// ever failing to upgrade a lock) and a pool of readers, which WAL lets run beside it.
-    Sqlite { writer: Pool<SqliteConn>, readers: Pool<SqliteConn> },
+    Sqlite {
+        writer: Pool<SqliteConn>,
+        readers: Pool<SqliteConn>,
+    },
     /// PostgreSQL: one pool for everything.
     Postgres(Pool<AsyncPgConnection>),
 }
@@ -92,7 +98,9 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl);
         };
-        Ok(Store { pools: std::sync::Arc::new(pools) })
+        Ok(Store {
+            pools: std::sync::Arc::new(pools),
+        })
     }
 
     /// The backend in use.
@@ -118,7 +126,8 @@ impl Store {
 async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
     if let Some(dir) = std::path::Path::new(path).parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
         }
     }
     let busy = config.sqlite_busy_timeout_ms;
@@ -151,7 +160,10 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
     let writer = build(1)?;
     let readers = build(config.max_connections.max(1))?;
     {
-        let conn = writer.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+        let conn = writer
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
         run_migrations(deadpool::managed::Object::take(conn), SQLITE_MIGRATIONS).await?;
     }
     Ok(Pools::Sqlite { writer, readers })
@@ -175,7 +187,10 @@ async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<Pools> {
         .max_size(config.max_connections.max(1))
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))?;
-    let conn = pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+    let conn = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))?;
     run_migrations(deadpool::managed::Object::take(conn), POSTGRES_MIGRATIONS).await?;
     Ok(Pools::Postgres(pool))
 }
@@ -184,7 +199,8 @@ async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<Pools> {
 async fn run_migrations<C>(conn: C, migrations: EmbeddedMigrations) -> StoreResult<()>
 where
     C: AsyncConnection + Send + 'static,
-    AsyncConnectionWrapper<C>: diesel::Connection<Backend = C::Backend> + MigrationHarness<C::Backend>,
+    AsyncConnectionWrapper<C>:
+        diesel::Connection<Backend = C::Backend> + MigrationHarness<C::Backend>,
 {
     tokio::task::spawn_blocking(move || {
         let mut harness = AsyncConnectionWrapper::<C>::from(conn);
@@ -196,4 +212,3 @@ where
     .await
     .map_err(|e| StoreError::Migration(e.to_string()))?
 }
-

@@ -1,6 +1,8 @@
 //! Store behaviour, run against both SQLite and PostgreSQL.
 
-use parley_schema::{testing, NewDevice, RotateOutcome, Session, Store, StoreConfig, StoreError, User};
+use parley_schema::{
+    testing, NewDevice, RotateOutcome, Session, Store, StoreConfig, StoreError, User,
+};
 
 /// One store per backend: a SQLite file in a temp dir and a fresh PostgreSQL database.
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -8,9 +10,12 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
         .await
         .unwrap();
-    let pg = Store::connect(&testing::fresh_postgres_url().await, &StoreConfig::default())
-        .await
-        .unwrap();
+    let pg = Store::connect(
+        &testing::fresh_postgres_url().await,
+        &StoreConfig::default(),
+    )
+    .await
+    .unwrap();
     vec![(sqlite, Some(dir)), (pg, None)]
 }
 
@@ -47,12 +52,29 @@ async fn created_user_is_found_and_duplicate_is_a_conflict() {
     for (store, _dir) in stores().await {
         let u = user("alice");
         store
-            .create_user_with_session(&u, &device("alice", "AAAA"), &session("alice", "AAAA", "s1"), b"h1", 100)
+            .create_user_with_session(
+                &u,
+                &device("alice", "AAAA"),
+                &session("alice", "AAAA", "s1"),
+                b"h1",
+                100,
+            )
             .await
             .unwrap();
-        assert_eq!(store.user(&u.user_id).await.unwrap(), Some(u.clone()), "{:?}", store.backend());
+        assert_eq!(
+            store.user(&u.user_id).await.unwrap(),
+            Some(u.clone()),
+            "{:?}",
+            store.backend()
+        );
         let err = store
-            .create_user_with_session(&u, &device("alice", "BBBB"), &session("alice", "BBBB", "s2"), b"h2", 100)
+            .create_user_with_session(
+                &u,
+                &device("alice", "BBBB"),
+                &session("alice", "BBBB", "s2"),
+                b"h2",
+                100,
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict), "{err:?}");
@@ -67,16 +89,47 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
     for (store, _dir) in stores().await {
         let u = user("bob");
         store
-            .create_user_with_session(&u, &device("bob", "D1"), &session("bob", "D1", "s1"), b"h1", 100)
+            .create_user_with_session(
+                &u,
+                &device("bob", "D1"),
+                &session("bob", "D1", "s1"),
+                b"h1",
+                100,
+            )
             .await
             .unwrap();
-        store.create_session(Some(&device("bob", "D2")), &session("bob", "D2", "s2"), b"h2", 100).await.unwrap();
-        store.create_session(None, &session("bob", "D2", "s3"), b"h3", 100).await.unwrap();
-        let ids: Vec<_> = store.devices(&u.user_id).await.unwrap().into_iter().map(|d| d.device_id).collect();
+        store
+            .create_session(
+                Some(&device("bob", "D2")),
+                &session("bob", "D2", "s2"),
+                b"h2",
+                100,
+            )
+            .await
+            .unwrap();
+        store
+            .create_session(None, &session("bob", "D2", "s3"), b"h3", 100)
+            .await
+            .unwrap();
+        let ids: Vec<_> = store
+            .devices(&u.user_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
         assert_eq!(ids, ["D1", "D2"]);
 
         store.touch_device(&u.user_id, "D2", 42).await.unwrap();
-        assert_eq!(store.device(&u.user_id, "D2").await.unwrap().unwrap().last_seen_ts, 42);
+        assert_eq!(
+            store
+                .device(&u.user_id, "D2")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_ts,
+            42
+        );
 
         assert!(store.delete_device(&u.user_id, "D2").await.unwrap());
         assert!(!store.delete_device(&u.user_id, "D2").await.unwrap());
@@ -84,7 +137,13 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
         assert!(store.session("s3").await.unwrap().is_none());
         assert!(store.session("s1").await.unwrap().is_some());
         // The refresh token of a deleted device's session is gone too.
-        assert_eq!(store.rotate_refresh_token(b"h2", b"n", 0, 100).await.unwrap(), RotateOutcome::Unknown);
+        assert_eq!(
+            store
+                .rotate_refresh_token(b"h2", b"n", 0, 100)
+                .await
+                .unwrap(),
+            RotateOutcome::Unknown
+        );
     }
 }
 
@@ -92,7 +151,13 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
 async fn revoked_session_is_gone() {
     for (store, _dir) in stores().await {
         store
-            .create_user_with_session(&user("c"), &device("c", "D"), &session("c", "D", "s"), b"h", 100)
+            .create_user_with_session(
+                &user("c"),
+                &device("c", "D"),
+                &session("c", "D", "s"),
+                b"h",
+                100,
+            )
             .await
             .unwrap();
         assert!(store.delete_session("s").await.unwrap());
@@ -105,20 +170,53 @@ async fn revoked_session_is_gone() {
 async fn refresh_rotation_then_reuse_revokes_the_device() {
     for (store, _dir) in stores().await {
         store
-            .create_user_with_session(&user("d"), &device("d", "D"), &session("d", "D", "s"), b"t0", 100)
+            .create_user_with_session(
+                &user("d"),
+                &device("d", "D"),
+                &session("d", "D", "s"),
+                b"t0",
+                100,
+            )
             .await
             .unwrap();
-        store.create_session(None, &session("d", "D", "s-other"), b"o0", 100).await.unwrap();
-        let out = store.rotate_refresh_token(b"t0", b"t1", 10, 100).await.unwrap();
-        assert!(matches!(out, RotateOutcome::Rotated(ref s) if s.session_id == "s"), "{out:?}");
-        let out = store.rotate_refresh_token(b"t1", b"t2", 10, 100).await.unwrap();
+        store
+            .create_session(None, &session("d", "D", "s-other"), b"o0", 100)
+            .await
+            .unwrap();
+        let out = store
+            .rotate_refresh_token(b"t0", b"t1", 10, 100)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, RotateOutcome::Rotated(ref s) if s.session_id == "s"),
+            "{out:?}"
+        );
+        let out = store
+            .rotate_refresh_token(b"t1", b"t2", 10, 100)
+            .await
+            .unwrap();
         assert!(matches!(out, RotateOutcome::Rotated(_)));
         // Presenting t0 again is reuse: every session of the device is revoked.
-        let out = store.rotate_refresh_token(b"t0", b"t9", 10, 100).await.unwrap();
-        assert_eq!(out, RotateOutcome::Reused { user_id: "@d:test.example".into(), device_id: "D".into() });
+        let out = store
+            .rotate_refresh_token(b"t0", b"t9", 10, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            RotateOutcome::Reused {
+                user_id: "@d:test.example".into(),
+                device_id: "D".into()
+            }
+        );
         assert!(store.session("s").await.unwrap().is_none());
         assert!(store.session("s-other").await.unwrap().is_none());
-        assert_eq!(store.rotate_refresh_token(b"t2", b"t3", 10, 100).await.unwrap(), RotateOutcome::Unknown);
+        assert_eq!(
+            store
+                .rotate_refresh_token(b"t2", b"t3", 10, 100)
+                .await
+                .unwrap(),
+            RotateOutcome::Unknown
+        );
     }
 }
 
@@ -126,10 +224,22 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
 async fn expired_refresh_token_is_unknown() {
     for (store, _dir) in stores().await {
         store
-            .create_user_with_session(&user("e"), &device("e", "D"), &session("e", "D", "s"), b"t0", 50)
+            .create_user_with_session(
+                &user("e"),
+                &device("e", "D"),
+                &session("e", "D", "s"),
+                b"t0",
+                50,
+            )
             .await
             .unwrap();
-        assert_eq!(store.rotate_refresh_token(b"t0", b"t1", 50, 100).await.unwrap(), RotateOutcome::Unknown);
+        assert_eq!(
+            store
+                .rotate_refresh_token(b"t0", b"t1", 50, 100)
+                .await
+                .unwrap(),
+            RotateOutcome::Unknown
+        );
     }
 }
 
@@ -140,7 +250,13 @@ async fn sqlite_store_survives_reopen() {
     {
         let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
         store
-            .create_user_with_session(&user("f"), &device("f", "D"), &session("f", "D", "s"), b"t0", 50)
+            .create_user_with_session(
+                &user("f"),
+                &device("f", "D"),
+                &session("f", "D", "s"),
+                b"t0",
+                50,
+            )
             .await
             .unwrap();
         store.close();
@@ -151,6 +267,8 @@ async fn sqlite_store_survives_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_database_scheme_is_refused() {
-    let err = Store::connect("mysql://x", &StoreConfig::default()).await.unwrap_err();
+    let err = Store::connect("mysql://x", &StoreConfig::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::BadUrl));
 }

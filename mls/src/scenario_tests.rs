@@ -734,3 +734,96 @@ fn forked_member_is_readded_and_all_share_the_epoch_authenticator() {
     w.assert_in_sync();
     w.exchange(1, b"back in sync");
 }
+
+mod random_ops {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send(usize),
+        Update(usize),
+        Add(usize),
+        Remove(usize, usize),
+        Race(usize, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..8usize).prop_map(Op::Send),
+            (0..8usize).prop_map(Op::Update),
+            (0..8usize).prop_map(Op::Add),
+            (0..8usize, 0..8usize).prop_map(|(a, b)| Op::Remove(a, b)),
+            (0..8usize, 0..8usize).prop_map(|(a, b)| Op::Race(a, b)),
+        ]
+    }
+
+    fn run(ops: Vec<Op>) {
+        let mut w = World::new(
+            &[("@alice:a.example", "DEV0"), ("@bob:b.example", "DEV1")],
+            EngineConfig::default(),
+        );
+        w.start(&[1]);
+        let mut next = 2;
+        for op in ops {
+            let n = w.members.len();
+            match op {
+                Op::Send(i) => w.exchange(w.members[i % n], b"payload"),
+                Op::Update(i) => {
+                    let from = w.members[i % n];
+                    let b = w.clients[from].self_update(G).unwrap();
+                    assert!(w.deliver_commit(from, &b, &[]));
+                }
+                Op::Add(i) => {
+                    let from = w.members[i % n];
+                    let user = format!("@user{next}:c.example");
+                    let new = w.add_client(&user, &format!("DEV{next}"), EngineConfig::default());
+                    next += 1;
+                    w.add(from, &[new]);
+                }
+                Op::Remove(i, j) => {
+                    if n <= 2 {
+                        continue;
+                    }
+                    let from = w.members[i % n];
+                    let target = w.members[j % n];
+                    if from == target {
+                        continue;
+                    }
+                    let dev = w.dev(target);
+                    let b = w.clients[from].remove_members(G, &[dev]).unwrap();
+                    let env = w.commit_envelope(from, &b);
+                    w.clients[target]
+                        .process(G, &b.commit, &env, &w.dir)
+                        .unwrap();
+                    w.members.retain(|&m| m != target);
+                    assert!(w.deliver_commit(from, &b, &[]));
+                }
+                Op::Race(i, j) => {
+                    let (a, b) = (w.members[i % n], w.members[j % n]);
+                    if a == b {
+                        continue;
+                    }
+                    let ca = w.clients[a].self_update(G).unwrap();
+                    let cb = w.clients[b].self_update(G).unwrap();
+                    // a wins; b gets 409 first, then processes the winner.
+                    w.members.retain(|&m| m != b);
+                    assert!(w.deliver_commit(a, &ca, &[]));
+                    w.members.push(b);
+                    assert!(!w.deliver_commit(b, &cb, &[]));
+                    let env = w.commit_envelope(a, &ca);
+                    w.clients[b].process(G, &ca.commit, &env, &w.dir).unwrap();
+                }
+            }
+            w.assert_in_sync();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn random_operations_keep_members_in_the_same_epoch(ops in proptest::collection::vec(op(), 1..10)) {
+            run(ops);
+        }
+    }
+}

@@ -6,11 +6,17 @@
 
 pub mod accounts;
 mod db;
+pub mod groups;
+pub mod keys;
 pub mod schema;
 pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
+pub use groups::{
+    Accepted, CommitToApply, Group, GroupMessage, Member, MessageToAppend, Refused, Welcome,
+};
+pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -40,3 +40,86 @@ diesel::table! {
 
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(users, devices, sessions, refresh_tokens);
+
+diesel::table! {
+    stream_position (id) {
+        id -> Integer,
+        pos -> BigInt,
+    }
+}
+
+diesel::table! {
+    key_packages (id) {
+        id -> BigInt,
+        user_id -> Text,
+        device_id -> Text,
+        kp_ref -> Binary,
+        data -> Binary,
+        not_after_ms -> BigInt,
+        last_resort -> Bool,
+    }
+}
+
+diesel::table! {
+    groups (group_id) {
+        group_id -> Text,
+        epoch -> BigInt,
+        last_seq -> BigInt,
+        group_info -> Nullable<Binary>,
+        created_ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    memberships (id) {
+        id -> BigInt,
+        group_id -> Text,
+        user_id -> Text,
+        device_id -> Text,
+        leaf_index -> BigInt,
+        joined_pos -> BigInt,
+        left_pos -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    group_messages (group_id, seq) {
+        group_id -> Text,
+        seq -> BigInt,
+        stream_pos -> BigInt,
+        sender_user -> Text,
+        sender_device -> Text,
+        kind -> Text,
+        epoch -> BigInt,
+        message -> Binary,
+        adds -> Nullable<Text>,
+        removes -> Nullable<Text>,
+        ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    welcomes (id) {
+        id -> BigInt,
+        stream_pos -> BigInt,
+        user_id -> Text,
+        device_id -> Text,
+        group_id -> Text,
+        sender_user -> Text,
+        sender_device -> Text,
+        welcome -> Binary,
+        ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    transaction_ids (user_id, device_id, txn_id) {
+        user_id -> Text,
+        device_id -> Text,
+        txn_id -> Text,
+        group_id -> Text,
+        seq -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(groups, memberships, group_messages, welcomes);

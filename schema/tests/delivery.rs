@@ -1,0 +1,410 @@
+//! Key-package directory and hub log, against both SQLite and PostgreSQL.
+
+use parley_schema::{
+    testing, BindOutcome, CommitToApply, Member, MessageToAppend, NewDevice, NewKeyPackage,
+    Refused, Session, Store, StoreConfig, User,
+};
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
+        .await
+        .unwrap();
+    let pg = Store::connect(
+        &testing::fresh_postgres_url().await,
+        &StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    vec![(sqlite, Some(dir)), (pg, None)]
+}
+
+async fn add_user(store: &Store, name: &str, devices: &[&str]) {
+    let user_id = format!("@{name}:t.example");
+    let user = User {
+        user_id: user_id.clone(),
+        localpart: name.into(),
+        password_hash: "x".into(),
+        created_ts: 0,
+    };
+    for (i, d) in devices.iter().enumerate() {
+        let device = NewDevice {
+            user_id: user_id.clone(),
+            device_id: d.to_string(),
+            display_name: None,
+            created_ts: 0,
+            last_seen_ts: 0,
+        };
+        let session = Session {
+            session_id: format!("{name}-{d}"),
+            user_id: user_id.clone(),
+            device_id: d.to_string(),
+            created_ts: 0,
+        };
+        let hash = format!("{name}-{d}").into_bytes();
+        if i == 0 {
+            store
+                .create_user_with_session(&user, &device, &session, &hash, 1)
+                .await
+                .unwrap();
+        } else {
+            store
+                .create_session(Some(&device), &session, &hash, 1)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn kp(tag: &str, not_after_ms: i64) -> NewKeyPackage {
+    NewKeyPackage {
+        kp_ref: tag.as_bytes().to_vec(),
+        data: format!("data-{tag}").into_bytes(),
+        not_after_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signature_key_binds_once() {
+    for (store, _d) in stores().await {
+        add_user(&store, "a", &["D"]).await;
+        assert_eq!(
+            store
+                .bind_signature_key("@a:t.example", "D", &[1; 32])
+                .await
+                .unwrap(),
+            BindOutcome::Bound
+        );
+        assert_eq!(
+            store
+                .bind_signature_key("@a:t.example", "D", &[1; 32])
+                .await
+                .unwrap(),
+            BindOutcome::AlreadyBound
+        );
+        assert_eq!(
+            store
+                .bind_signature_key("@a:t.example", "D", &[2; 32])
+                .await
+                .unwrap(),
+            BindOutcome::Mismatch
+        );
+        assert_eq!(
+            store
+                .bind_signature_key("@a:t.example", "X", &[2; 32])
+                .await
+                .unwrap(),
+            BindOutcome::NoDevice
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
+    for (store, _d) in stores().await {
+        add_user(&store, "a", &["D"]).await;
+        let (u, d) = ("@a:t.example", "D");
+        let n = store
+            .store_key_packages(
+                u,
+                d,
+                &[kp("1", 1000), kp("2", 1000), kp("old", 50)],
+                Some(&kp("lr", 1000)),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(store.key_package_count(u, d, 100).await.unwrap(), (2, true));
+        let first = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+        assert_eq!(
+            (first.data.as_slice(), first.last_resort),
+            (&b"data-1"[..], false)
+        );
+        let second = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+        assert_eq!(second.data, b"data-2");
+        for _ in 0..2 {
+            let lr = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+            assert_eq!(
+                (lr.data.as_slice(), lr.last_resort),
+                (&b"data-lr"[..], true)
+            );
+        }
+        assert_eq!(store.key_package_count(u, d, 100).await.unwrap(), (0, true));
+        // A new last resort replaces the old one.
+        store
+            .store_key_packages(u, d, &[], Some(&kp("lr2", 1000)), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_key_package(u, d, 100)
+                .await
+                .unwrap()
+                .unwrap()
+                .data,
+            b"data-lr2"
+        );
+        // Past its lifetime nothing is served.
+        assert_eq!(store.claim_key_package(u, d, 2000).await.unwrap(), None);
+        assert_eq!(store.purge_expired_key_packages(2000).await.unwrap(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claims_never_hand_out_a_package_twice() {
+    for (store, _d) in stores().await {
+        add_user(&store, "a", &["D"]).await;
+        let pkgs: Vec<_> = (0..20).map(|i| kp(&format!("k{i}"), 1000)).collect();
+        store
+            .store_key_packages("@a:t.example", "D", &pkgs, None, 0)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.claim_key_package("@a:t.example", "D", 0).await.unwrap()
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            if let Some(c) = t.await.unwrap() {
+                got.push(c.data);
+            }
+        }
+        assert_eq!(got.len(), 20, "{:?}", store.backend());
+        got.sort();
+        got.dedup();
+        assert_eq!(
+            got.len(),
+            20,
+            "a package was handed out twice on {:?}",
+            store.backend()
+        );
+    }
+}
+
+fn commit(
+    group: &str,
+    epoch: i64,
+    sender: &str,
+    added: Vec<Member>,
+    removed: Vec<(String, String)>,
+) -> CommitToApply {
+    let welcome_recipients = added
+        .iter()
+        .map(|m| (m.user_id.clone(), m.device_id.clone()))
+        .collect::<Vec<_>>();
+    CommitToApply {
+        group_id: group.into(),
+        epoch,
+        sender_user: sender.into(),
+        sender_device: "D".into(),
+        message: format!("commit-{epoch}").into_bytes(),
+        adds_json: "[]".into(),
+        removes_json: "[]".into(),
+        removed,
+        welcome: (!welcome_recipients.is_empty()).then(|| b"welcome".to_vec()),
+        welcome_recipients,
+        added,
+        group_info: Some(b"gi".to_vec()),
+        ts: 5,
+    }
+}
+
+fn member(u: &str, leaf: u32) -> Member {
+    Member {
+        user_id: u.into(),
+        device_id: "D".into(),
+        leaf_index: leaf,
+    }
+}
+
+fn app(group: &str, sender: &str, epoch: i64, txn: Option<&str>) -> MessageToAppend {
+    MessageToAppend {
+        group_id: group.into(),
+        sender_user: sender.into(),
+        sender_device: "D".into(),
+        kind: "application".into(),
+        epoch,
+        message: b"ct".to_vec(),
+        ts: 6,
+        max_past_epochs: 1,
+        txn_id: txn.map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
+    for (store, _d) in stores().await {
+        let (a, b, c) = ("@a:t.example", "@b:t.example", "@c:t.example");
+        store
+            .create_group("!g1:t.example", a, "D", 1)
+            .await
+            .unwrap();
+        assert_eq!(store.roster("!g1:t.example").await.unwrap(), [member(a, 0)]);
+
+        let accepted = store
+            .apply_commit(commit("!g1:t.example", 0, a, vec![member(b, 1)], vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((accepted.seq, accepted.epoch), (1, 1));
+        // A second commit for epoch 0 loses.
+        let lost = store
+            .apply_commit(commit("!g1:t.example", 0, a, vec![member(c, 1)], vec![]))
+            .await
+            .unwrap();
+        assert_eq!(lost, Err(Refused::StaleEpoch(1)));
+        let future = store
+            .apply_commit(commit("!g1:t.example", 5, a, vec![], vec![]))
+            .await
+            .unwrap();
+        assert_eq!(future, Err(Refused::FutureEpoch(1)));
+        assert_eq!(
+            store.roster("!g1:t.example").await.unwrap(),
+            [member(a, 0), member(b, 1)]
+        );
+
+        // b sees the message after its join but not the commit that added it; it has a welcome.
+        let m1 = store
+            .append_message(app("!g1:t.example", a, 1, Some("t1")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m1.seq, 2);
+        let again = store
+            .append_message(app("!g1:t.example", a, 1, Some("t1")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.seq, 2, "txn retry returns the first result");
+        let (msgs, welcomes, next) = store.device_events(b, "D", 0, 100).await.unwrap();
+        assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(welcomes.len(), 1);
+        let (msgs_a, _, _) = store.device_events(a, "D", 0, 100).await.unwrap();
+        assert_eq!(msgs_a.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+
+        // Remove b: it receives its removal commit, nothing after.
+        store
+            .apply_commit(commit(
+                "!g1:t.example",
+                1,
+                a,
+                vec![],
+                vec![(b.into(), "D".into())],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .append_message(app("!g1:t.example", a, 2, None))
+            .await
+            .unwrap()
+            .unwrap();
+        let (msgs, _, next2) = store.device_events(b, "D", next, 100).await.unwrap();
+        assert_eq!(
+            msgs.iter()
+                .map(|m| (m.seq, m.kind.as_str()))
+                .collect::<Vec<_>>(),
+            [(3, "commit")]
+        );
+        assert!(next2 > next);
+        assert_eq!(store.device_groups(b, "D").await.unwrap().len(), 0);
+        assert_eq!(store.device_groups(a, "D").await.unwrap()[0].epoch, 2);
+
+        // Application messages: one epoch back is fine, two is stale, ahead is refused.
+        assert!(store
+            .append_message(app("!g1:t.example", a, 1, None))
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            store
+                .append_message(app("!g1:t.example", a, 0, None))
+                .await
+                .unwrap(),
+            Err(Refused::StaleEpoch(2))
+        );
+        assert_eq!(
+            store
+                .append_message(app("!g1:t.example", a, 3, None))
+                .await
+                .unwrap(),
+            Err(Refused::FutureEpoch(2))
+        );
+        let log: Vec<i64> = store
+            .group_messages_since("!g1:t.example", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(log, [1, 2, 3, 4, 5], "gap-free seq");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
+    for (store, _d) in stores().await {
+        store
+            .create_group("!race:t.example", "@a:t.example", "D", 1)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let s = store.clone();
+            let mut c = commit("!race:t.example", 0, "@a:t.example", vec![], vec![]);
+            c.message = format!("c{i}").into_bytes();
+            tasks.push(tokio::spawn(
+                async move { s.apply_commit(c).await.unwrap() },
+            ));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(Refused::StaleEpoch(1)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(wins, 1, "{:?}", store.backend());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
+    for (store, _d) in stores().await {
+        let (a, b) = ("@a:t.example", "@b:t.example");
+        store.create_group("!p:t.example", a, "D", 1).await.unwrap();
+        store
+            .apply_commit(commit("!p:t.example", 0, a, vec![member(b, 1)], vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..5 {
+            store
+                .append_message(app("!p:t.example", a, 1, None))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let mut since = 0;
+        let mut seen = Vec::new();
+        loop {
+            let (msgs, _, next) = store.device_events(b, "D", since, 2).await.unwrap();
+            if msgs.is_empty() {
+                break;
+            }
+            seen.extend(msgs.iter().map(|m| m.seq));
+            since = next;
+        }
+        assert_eq!(seen, [2, 3, 4, 5, 6]);
+        let (_, welcomes, _) = store.device_events(b, "D", 0, 10).await.unwrap();
+        assert!(store.delete_welcome(b, "D", welcomes[0].id).await.unwrap());
+        assert!(!store.delete_welcome(a, "D", welcomes[0].id).await.unwrap());
+        let (_, welcomes, _) = store.device_events(b, "D", 0, 10).await.unwrap();
+        assert!(welcomes.is_empty());
+    }
+}

@@ -4,6 +4,7 @@ use crate::accounts::{self, LoginRequest, RegisterRequest, SessionResponse};
 use crate::endpoint::{fill_path, Auth, Empty, Endpoint, Method};
 use crate::error::ErrorBody;
 use crate::versions::{GetVersions, VersionsResponse};
+use crate::{groups, keys, sync};
 
 /// What can go wrong calling a homeserver.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +194,129 @@ impl Client {
             .await
             .map(drop)
     }
+}
+
+/// Delivery-service calls (keys, groups, sync).
+impl Client {
+    /// `PUT /devices/{device_id}/signature_key` with the raw 32-byte key.
+    pub async fn bind_signature_key(&self, device_id: &str, key: &[u8]) -> Result<(), ClientError> {
+        let request = keys::BindSignatureKeyRequest {
+            signature_key: b64(key),
+        };
+        self.call::<keys::BindSignatureKey>(&[device_id], &request)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /users/{user_id}/devices`.
+    pub async fn user_devices(
+        &self,
+        user_id: &str,
+    ) -> Result<keys::UserDevicesResponse, ClientError> {
+        self.call::<keys::UserDevices>(&[user_id], &Empty {}).await
+    }
+
+    /// `POST /keys/upload` with raw `MLSMessage` bytes.
+    pub async fn upload_keys(
+        &self,
+        key_packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<keys::KeyCountResponse, ClientError> {
+        let request = keys::UploadKeysRequest {
+            key_packages: key_packages.iter().map(|k| b64(k)).collect(),
+            last_resort: last_resort.map(b64),
+        };
+        self.call::<keys::UploadKeys>(&[], &request).await
+    }
+
+    /// `GET /keys/count`.
+    pub async fn key_count(&self) -> Result<keys::KeyCountResponse, ClientError> {
+        self.call::<keys::KeyCount>(&[], &Empty {}).await
+    }
+
+    /// `POST /keys/claim`.
+    pub async fn claim_keys(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<keys::ClaimKeysResponse, ClientError> {
+        let request = keys::ClaimKeysRequest {
+            user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
+        };
+        self.call::<keys::ClaimKeys>(&[], &request).await
+    }
+
+    /// `POST /groups`.
+    pub async fn create_group(&self) -> Result<String, ClientError> {
+        Ok(self
+            .call::<groups::CreateGroup>(&[], &Empty {})
+            .await?
+            .group_id)
+    }
+
+    /// `GET /groups`.
+    pub async fn groups(&self) -> Result<groups::ListGroupsResponse, ClientError> {
+        self.call::<groups::ListGroups>(&[], &Empty {}).await
+    }
+
+    /// `POST /groups/{group_id}/commit`.
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        request: &groups::CommitRequest,
+    ) -> Result<groups::CommitResponse, ClientError> {
+        self.call::<groups::SubmitCommit>(&[group_id], request)
+            .await
+    }
+
+    /// `PUT /groups/{group_id}/send/{txn_id}` with raw `MLSMessage` bytes.
+    pub async fn send(
+        &self,
+        group_id: &str,
+        txn_id: &str,
+        message: &[u8],
+    ) -> Result<u64, ClientError> {
+        let request = groups::SendRequest {
+            message: b64(message),
+        };
+        Ok(self
+            .call::<groups::SendMessage>(&[group_id, txn_id], &request)
+            .await?
+            .seq)
+    }
+
+    /// `GET /sync`.
+    pub async fn sync(
+        &self,
+        since: Option<&str>,
+        timeout_ms: u64,
+    ) -> Result<sync::SyncResponse, ClientError> {
+        let request = sync::SyncRequest {
+            since: since.map(str::to_owned),
+            timeout_ms: Some(timeout_ms),
+        };
+        self.call::<sync::Sync>(&[], &request).await
+    }
+
+    /// `DELETE /welcomes/{id}`.
+    pub async fn delete_welcome(&self, id: &str) -> Result<(), ClientError> {
+        self.call::<sync::DeleteWelcome>(&[id], &Empty {})
+            .await
+            .map(drop)
+    }
+}
+
+/// Standard padded base64, as every binary value in client-API bodies.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes standard padded base64.
+pub fn unb64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .ok()
 }
 
 /// Reads a response: the declared type on 200, an [`ErrorBody`] otherwise.

@@ -46,6 +46,14 @@ pub enum RateLimitClass {
     Login,
     /// Account registration, per client IP.
     Register,
+    /// Key-package uploads, per user.
+    KeyUpload,
+    /// Key-package claims, per user.
+    KeyClaim,
+    /// Group creation, per user.
+    GroupCreate,
+    /// Commits, proposals and application messages, per user.
+    Send,
 }
 
 /// One endpoint: method, path template, authentication, rate-limit class and wire types.

@@ -8,7 +8,10 @@ pub mod accounts;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod groups;
 pub mod ids;
+pub mod keys;
+pub mod sync;
 pub mod versions;
 
 pub use client::{Client, ClientError};

@@ -84,6 +84,8 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     /// Largest JSON body of account endpoints, in bytes.
     pub max_request_bytes: usize,
+    /// Most key packages in one upload.
+    pub max_key_packages_per_upload: usize,
     /// How many epochs back an application message is still accepted.
     pub max_past_epochs: u64,
     /// Largest decoded MLS message, in bytes.
@@ -102,6 +104,14 @@ pub struct RateLimitsConfig {
     pub login: RateLimit,
     /// Registrations.
     pub register: RateLimit,
+    /// Key-package uploads, per user.
+    pub key_upload: RateLimit,
+    /// Key-package claims, per user.
+    pub key_claim: RateLimit,
+    /// Group creation, per user.
+    pub group_create: RateLimit,
+    /// Commits, proposals and application messages, per user.
+    pub send: RateLimit,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -160,6 +170,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_request_bytes: 64 * 1024,
+            max_key_packages_per_upload: 100,
             max_past_epochs: 5,
             max_message_bytes: 64 * 1024,
             max_bundle_bytes: 1024 * 1024,
@@ -178,6 +189,22 @@ impl Default for RateLimitsConfig {
             register: RateLimit {
                 per_second: 0.1,
                 burst: 5,
+            },
+            key_upload: RateLimit {
+                per_second: 1.0,
+                burst: 20,
+            },
+            key_claim: RateLimit {
+                per_second: 10.0,
+                burst: 50,
+            },
+            group_create: RateLimit {
+                per_second: 1.0,
+                burst: 20,
+            },
+            send: RateLimit {
+                per_second: 200.0,
+                burst: 1000,
             },
         }
     }
@@ -201,6 +228,25 @@ impl Config {
         match &self.database {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("parley.db").display()),
+        }
+    }
+
+    /// The largest JSON body of the endpoint at `path`: room for the base64 of the MLS bytes
+    /// it may carry (bounded by the decoded limits) plus JSON overhead.
+    pub fn body_limit(&self, path: &str) -> usize {
+        use parley_client_api::{groups, keys, Endpoint};
+        let base64 = |bytes: u64| (bytes as usize).div_ceil(3) * 4;
+        let overhead = self.limits.max_request_bytes;
+        let l = &self.limits;
+        if path == groups::SubmitCommit::PATH {
+            base64(l.max_bundle_bytes) + overhead
+        } else if path == groups::SendMessage::PATH {
+            base64(l.max_message_bytes) + overhead
+        } else if path == keys::UploadKeys::PATH {
+            (l.max_key_packages_per_upload + 1) * base64(l.max_message_bytes.min(16 * 1024))
+                + overhead
+        } else {
+            self.limits.max_request_bytes
         }
     }
 
@@ -272,8 +318,11 @@ access_token_ttl_ms = 900000        # 15 minutes
 refresh_token_ttl_ms = 2592000000   # 30 days
 
 [limits]
-# Largest JSON body of account endpoints.
+# Largest JSON body of account endpoints. Bodies carrying MLS messages may be as large as
+# base64 of max_bundle_bytes (commits) or 100 key packages (uploads).
 max_request_bytes = 65536
+# Most key packages in one upload (413 P_TOO_LARGE beyond).
+max_key_packages_per_upload = 100
 # Protocol limits announced in GET /_parley/client/versions.
 max_past_epochs = 5
 max_message_bytes = 65536
@@ -284,6 +333,12 @@ max_key_package_lifetime_ms = 7776000000   # 90 days
 # Token buckets per client IP: `burst` requests at once, refilled at `per_second`.
 login = { per_second = 0.5, burst = 10 }
 register = { per_second = 0.1, burst = 5 }
+# Per user: key-package uploads and claims, group creation, and sends (commits, proposals,
+# application messages).
+key_upload = { per_second = 1.0, burst = 20 }
+key_claim = { per_second = 10.0, burst = 50 }
+group_create = { per_second = 1.0, burst = 20 }
+send = { per_second = 200.0, burst = 1000 }
 "#;
 
 #[cfg(test)]

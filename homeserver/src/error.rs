@@ -32,6 +32,18 @@ pub enum Error {
     UserInUse,
     #[error("{0}")]
     InvalidUsername(String),
+    #[error("key package {index} is invalid: {reason}")]
+    InvalidKeyPackage { index: usize, reason: String },
+    #[error("a different signature key is already bound to this device")]
+    SignatureKeyMismatch,
+    #[error("invalid MLS message: {0}")]
+    InvalidMessage(String),
+    #[error("the sending device is not a member of this group")]
+    NotMember,
+    #[error("the group is at epoch {current_epoch}")]
+    StaleEpoch { current_epoch: u64 },
+    #[error("{0}")]
+    UnreachableServer(String),
     #[error("storage failure")]
     Store(#[from] parley_schema::StoreError),
     #[error("internal error")]
@@ -39,6 +51,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The protocol error code.
+    pub fn errcode(&self) -> ErrCode {
+        self.parts().1
+    }
+
     /// Status, code and extra top-level fields of this error.
     fn parts(&self) -> (StatusCode, ErrCode, Map<String, Value>) {
         let mut extra = Map::new();
@@ -58,6 +75,18 @@ impl Error {
             }
             Error::UserInUse => (StatusCode::CONFLICT, ErrCode::UserInUse),
             Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidUsername),
+            Error::InvalidKeyPackage { index, .. } => {
+                extra.insert("index".into(), json!(index));
+                (StatusCode::BAD_REQUEST, ErrCode::InvalidKeyPackage)
+            }
+            Error::SignatureKeyMismatch => (StatusCode::CONFLICT, ErrCode::SignatureKeyMismatch),
+            Error::InvalidMessage(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidMessage),
+            Error::NotMember => (StatusCode::FORBIDDEN, ErrCode::NotMember),
+            Error::StaleEpoch { current_epoch } => {
+                extra.insert("current_epoch".into(), json!(current_epoch));
+                (StatusCode::CONFLICT, ErrCode::StaleEpoch)
+            }
+            Error::UnreachableServer(_) => (StatusCode::BAD_GATEWAY, ErrCode::UnreachableServer),
             Error::Store(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrCode::Unknown)
             }

@@ -30,6 +30,8 @@ where
         Method::Put => put(handler),
         Method::Delete => delete(handler),
     };
+    let limit = BodyLimit(state.config.body_limit(E::PATH));
+    method_router = method_router.layer(axum::Extension(limit));
     if E::RATE_LIMIT != RateLimitClass::None {
         let class = E::RATE_LIMIT;
         method_router =
@@ -39,12 +41,30 @@ where
                       ip: ClientIp,
                       req: Request,
                       next: Next| async move {
-                    state.check_ip_rate(class, ip.0)?;
+                    let key = rate_key(class, &state, req.headers(), ip.0);
+                    state.check_rate(class, key)?;
                     Ok::<Response, Error>(next.run(req).await)
                 },
             ));
     }
     router.route(E::PATH, method_router)
+}
+
+/// Whom a request is counted against: the client IP for login and registration, the user
+/// (from a validly signed token; the handler still checks the session) for everything else.
+fn rate_key(class: RateLimitClass, state: &AppState, headers: &HeaderMap, ip: IpAddr) -> String {
+    if matches!(class, RateLimitClass::Login | RateLimitClass::Register) {
+        return format!("ip:{ip}");
+    }
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| state.tokens.verify(t.trim()));
+    match user {
+        Some(claims) => format!("user:{}", claims.sub),
+        None => format!("ip:{ip}"),
+    }
 }
 
 /// Answer for paths no endpoint matches: 404 `P_UNRECOGNIZED`.
@@ -57,6 +77,10 @@ pub async fn wrong_method() -> Error {
     Error::UnrecognizedMethod
 }
 
+/// The largest body an endpoint accepts, attached to its route.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// A JSON request body: `Content-Type: application/json`, at most the configured size,
 /// parsed into `T`. An empty body reads as `{}`.
 #[derive(Debug)]
@@ -66,7 +90,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
-        let limit = state.config.limits.max_request_bytes;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(state.config.limits.max_request_bytes, |l| l.0);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -151,7 +178,8 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
+/// Verifies the bearer token of `headers` and that its session is still alive.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(Error::MissingToken)?;
@@ -191,10 +219,7 @@ mod tests {
 
     #[test]
     fn body_rules_distinguish_not_json_from_bad_json() {
-        assert!(matches!(
-            parse_json_body::<Shape>(b"{\"name\":\"x\"}", true),
-            Ok(_)
-        ));
+        assert!(parse_json_body::<Shape>(b"{\"name\":\"x\"}", true).is_ok());
         assert!(matches!(
             parse_json_body::<Shape>(b"{\"name\":", true),
             Err(Error::NotJson(_))

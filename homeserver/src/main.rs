@@ -4,9 +4,14 @@ mod accounts;
 mod config;
 mod error;
 mod http;
+mod hub;
+mod keys;
+mod mls_check;
+mod notifier;
 mod ratelimit;
 mod server;
 mod state;
+mod sync;
 mod tokens;
 
 use std::net::SocketAddr;

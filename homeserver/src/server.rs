@@ -19,6 +19,9 @@ pub fn router(state: AppState) -> Router {
     let r = Router::new();
     let r = route::<GetVersions, _, _>(r, &state, versions);
     r.merge(crate::accounts::router(&state))
+        .merge(crate::keys::router(&state))
+        .merge(crate::hub::router(&state))
+        .merge(crate::sync::router(&state))
         .fallback(http::unknown_path)
         .method_not_allowed_fallback(http::wrong_method)
         // Spans carry method and path only: never headers (tokens) or query strings.

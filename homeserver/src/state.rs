@@ -1,6 +1,6 @@
 //! Shared state of the running server.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use parley_schema::Store;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::TokenKeys;
 
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Requests refused by a rate limit.
     pub rate_limited: AtomicU64,
+    /// Submissions refused because the sender is not in the group's roster.
+    pub roster_denials: AtomicU64,
 }
 
 /// Everything handlers share; cheap to clone.
@@ -28,16 +31,28 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Arc<TokenKeys>,
     pub metrics: Arc<Metrics>,
-    login_limiter: Arc<RateLimiter<IpAddr>>,
-    register_limiter: Arc<RateLimiter<IpAddr>>,
+    pub notifier: Arc<Notifier>,
+    limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
 }
 
 impl AppState {
     /// Builds the state from loaded parts.
     pub fn new(config: Config, store: Store, tokens: TokenKeys) -> AppState {
+        let rl = &config.rate_limits;
+        let limiters = HashMap::from([
+            (RateLimitClass::Login, RateLimiter::new(rl.login)),
+            (RateLimitClass::Register, RateLimiter::new(rl.register)),
+            (RateLimitClass::KeyUpload, RateLimiter::new(rl.key_upload)),
+            (RateLimitClass::KeyClaim, RateLimiter::new(rl.key_claim)),
+            (
+                RateLimitClass::GroupCreate,
+                RateLimiter::new(rl.group_create),
+            ),
+            (RateLimitClass::Send, RateLimiter::new(rl.send)),
+        ]);
         AppState {
-            login_limiter: Arc::new(RateLimiter::new(config.rate_limits.login)),
-            register_limiter: Arc::new(RateLimiter::new(config.rate_limits.register)),
+            limiters: Arc::new(limiters),
+            notifier: Arc::new(Notifier::default()),
             config: Arc::new(config),
             store,
             tokens: Arc::new(tokens),
@@ -45,14 +60,13 @@ impl AppState {
         }
     }
 
-    /// Takes a token from the IP's bucket of `class`, or refuses with 429.
-    pub fn check_ip_rate(&self, class: RateLimitClass, ip: IpAddr) -> Result<(), Error> {
-        let limiter = match class {
-            RateLimitClass::None => return Ok(()),
-            RateLimitClass::Login => &self.login_limiter,
-            RateLimitClass::Register => &self.register_limiter,
+    /// Takes a token from `key`'s bucket of `class` (a client IP or a user id), or refuses
+    /// with 429.
+    pub fn check_rate(&self, class: RateLimitClass, key: String) -> Result<(), Error> {
+        let Some(limiter) = self.limiters.get(&class) else {
+            return Ok(());
         };
-        limiter.check(&ip).map_err(|retry_after_ms| {
+        limiter.check(&key).map_err(|retry_after_ms| {
             self.metrics
                 .rate_limited
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -550,3 +550,40 @@ fn to_member((user_id, device_id, leaf): (String, String, i64)) -> Member {
         leaf_index: u32::try_from(leaf).unwrap_or(u32::MAX),
     }
 }
+
+impl Store {
+    /// The seq a device's earlier send with this `txn_id` got, if any.
+    pub async fn txn_seq(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<i64>> {
+        with_conn!(self, read, |conn| {
+            Ok(transaction_ids::table
+                .find((user_id, device_id, txn_id))
+                .select(transaction_ids::seq)
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// The proposals accepted in one epoch of a group (a commit may reference them).
+    pub async fn group_proposals(
+        &self,
+        group_id: &str,
+        epoch: i64,
+    ) -> StoreResult<Vec<GroupMessage>> {
+        with_conn!(self, read, |conn| {
+            Ok(group_messages::table
+                .filter(group_messages::group_id.eq(group_id))
+                .filter(group_messages::kind.eq("proposal"))
+                .filter(group_messages::epoch.eq(epoch))
+                .order(group_messages::seq.asc())
+                .select(GroupMessage::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+}

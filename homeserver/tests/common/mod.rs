@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod device;
+
 use parley_schema::testing;
+
+/// Rate limits loose enough for tests that register many users from one IP.
+pub const RELAXED_LIMITS: &str = "[rate_limits]\nregister = { per_second = 100.0, burst = 1000 }\nlogin = { per_second = 100.0, burst = 1000 }";
 
 /// Which database a test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,89 @@
+//! Groups, commits and application messages at the hub (DESIGN §3.1, §3.3, §3.4 "Groups").
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Empty;
+
+crate::endpoint!(
+    /// Registers a new group at this (hub) server with the caller's device as its only member.
+    CreateGroup, Post, "/_parley/client/v1/groups", AccessToken, GroupCreate, Empty => CreateGroupResponse
+);
+crate::endpoint!(
+    /// The calling device's groups with epoch and members.
+    ListGroups, Get, "/_parley/client/v1/groups", AccessToken, None, Empty => ListGroupsResponse
+);
+crate::endpoint!(
+    /// Submits a commit bundle, accepted or refused as one.
+    SubmitCommit, Post, "/_parley/client/v1/groups/{group_id}/commit", AccessToken, Send, CommitRequest => CommitResponse
+);
+crate::endpoint!(
+    /// Sends an application message or a proposal; idempotent per (device, txn_id).
+    SendMessage, Put, "/_parley/client/v1/groups/{group_id}/send/{txn_id}", AccessToken, Send, SendRequest => SendResponse
+);
+
+/// A device named in a commit's `adds`/`removes` or as a sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// Response of [`CreateGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateGroupResponse {
+    pub group_id: String,
+}
+
+/// One group of [`ListGroups`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub epoch: u64,
+    pub members: Vec<DeviceRef>,
+}
+
+/// Response of [`ListGroups`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListGroupsResponse {
+    pub groups: Vec<GroupSummary>,
+}
+
+/// Body of [`SubmitCommit`]: a commit bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// Base64 `MLSMessage` (PublicMessage) with the commit.
+    pub commit: String,
+    /// Base64 `MLSMessage` Welcome for the added devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<String>,
+    /// Base64 `MLSMessage` GroupInfo of the new epoch, ratchet tree included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_info: Option<String>,
+    /// Devices the commit adds, in the order of its Add proposals.
+    #[serde(default)]
+    pub adds: Vec<DeviceRef>,
+    /// Devices the commit removes.
+    #[serde(default)]
+    pub removes: Vec<DeviceRef>,
+}
+
+/// Response of [`SubmitCommit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// The group's new epoch.
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Body of [`SendMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// Base64 `MLSMessage`: a PrivateMessage (application) or PublicMessage (proposal).
+    pub message: String,
+}
+
+/// Response of [`SendMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub seq: u64,
+}

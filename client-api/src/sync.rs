@@ -1,0 +1,107 @@
+//! Delivery: `/sync` long-poll, `/ws` push and welcome acknowledgement (DESIGN §3.4 "Delivery").
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Empty;
+use crate::groups::DeviceRef;
+use crate::keys::KeyCountResponse;
+
+crate::endpoint!(
+    /// Events after `since`, waiting up to `timeout_ms` when there are none.
+    Sync, Get, "/_parley/client/v1/sync", AccessToken, None, SyncRequest => SyncResponse
+);
+crate::endpoint!(
+    /// Acknowledges a processed welcome; it is not sent again.
+    DeleteWelcome, Delete, "/_parley/client/v1/welcomes/{id}", AccessToken, None, Empty => Empty
+);
+
+/// Path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/_parley/client/v1/ws";
+
+/// Query of [`Sync`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A Welcome for this device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeEvent {
+    pub id: String,
+    pub group_id: String,
+    pub sender: DeviceRef,
+    /// Base64 `MLSMessage` Welcome.
+    pub welcome: String,
+    pub ts: u64,
+}
+
+/// An accepted group message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub seq: u64,
+    pub sender: DeviceRef,
+    /// `commit`, `proposal` or `application`.
+    pub kind: String,
+    /// The MLS message's own epoch.
+    pub epoch: u64,
+    /// Base64 `MLSMessage`.
+    pub message: String,
+    /// Hub acceptance time.
+    pub ts: u64,
+    /// Commits only: declared adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adds: Option<Vec<DeviceRef>>,
+    /// Commits only: declared removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removes: Option<Vec<DeviceRef>>,
+}
+
+/// A group's messages in a sync response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEvents {
+    pub messages: Vec<MessageEvent>,
+}
+
+/// Response of [`Sync`]; every section is present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub next_batch: String,
+    pub welcomes: Vec<WelcomeEvent>,
+    pub groups: BTreeMap<String, GroupEvents>,
+    pub key_packages: KeyCountResponse,
+}
+
+/// The first frame a client sends on `/ws` (the token never appears in a URL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsAuth {
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// A frame the server pushes on `/ws`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WsEvent {
+    Welcome {
+        #[serde(flatten)]
+        welcome: WelcomeEvent,
+        next_batch: String,
+    },
+    Message {
+        group_id: String,
+        #[serde(flatten)]
+        message: MessageEvent,
+        next_batch: String,
+    },
+    KeyPackages {
+        #[serde(flatten)]
+        key_packages: KeyCountResponse,
+        next_batch: String,
+    },
+}

@@ -1,0 +1,255 @@
+//! The authentication service side of MLS: device signature keys and the key-package
+//! directory (upload with full validation, count, claim).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::endpoint::Empty;
+use parley_client_api::ids::UserId;
+use parley_client_api::keys::{
+    BindSignatureKey, BindSignatureKeyRequest, ClaimKeys, ClaimKeysRequest, ClaimKeysResponse,
+    DeviceKey, KeyCount, KeyCountResponse, UploadKeys, UploadKeysRequest, UserDevices,
+    UserDevicesResponse,
+};
+use parley_client_api::{ErrCode, ErrorBody};
+use parley_schema::{BindOutcome, NewKeyPackage};
+
+use crate::error::{ApiResult, Error};
+use crate::http::{route, ApiJson, Authed};
+use crate::mls_check;
+use crate::state::{now_ms, AppState};
+use crate::sync::key_count;
+
+/// Most users in one claim.
+const MAX_CLAIM_USERS: usize = 100;
+
+/// The key endpoints.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let r = Router::new();
+    let r = route::<BindSignatureKey, _, _>(r, state, bind_signature_key);
+    let r = route::<UserDevices, _, _>(r, state, user_devices);
+    let r = route::<UploadKeys, _, _>(r, state, upload);
+    let r = route::<KeyCount, _, _>(r, state, count);
+    route::<ClaimKeys, _, _>(r, state, claim)
+}
+
+async fn bind_signature_key(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(device_id): Path<String>,
+    ApiJson(req): ApiJson<BindSignatureKeyRequest>,
+) -> ApiResult<Json<Empty>> {
+    if device_id != auth.device_id {
+        return Err(Error::Forbidden(
+            "a device binds only its own signature key".into(),
+        ));
+    }
+    let key = STANDARD
+        .decode(req.signature_key.as_bytes())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            Error::BadJson("signature_key must be standard base64 of 32 bytes".into())
+        })?;
+    match state
+        .store
+        .bind_signature_key(&auth.user_id, &auth.device_id, &key)
+        .await?
+    {
+        BindOutcome::Bound | BindOutcome::AlreadyBound => Ok(Json(Empty {})),
+        BindOutcome::Mismatch => Err(Error::SignatureKeyMismatch),
+        BindOutcome::NoDevice => Err(Error::UnknownToken),
+    }
+}
+
+async fn user_devices(
+    State(state): State<AppState>,
+    _auth: Authed,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<UserDevicesResponse>> {
+    let user = UserId::parse(&user_id).map_err(|_| Error::NotFound("no such user".into()))?;
+    if user.server_name() != state.config.server_name {
+        return Err(Error::UnreachableServer(format!(
+            "{} is not reachable (federation is not enabled)",
+            user.server_name()
+        )));
+    }
+    if state.store.user(user.as_str()).await?.is_none() {
+        return Err(Error::NotFound("no such user".into()));
+    }
+    Ok(Json(UserDevicesResponse {
+        user_id: user.to_string(),
+        devices: bound_devices(&state, user.as_str()).await?,
+    }))
+}
+
+/// A user's devices that have a bound signature key.
+pub async fn bound_devices(state: &AppState, user_id: &str) -> ApiResult<Vec<DeviceKey>> {
+    Ok(state
+        .store
+        .devices(user_id)
+        .await?
+        .into_iter()
+        .filter_map(|d| {
+            d.signature_key.map(|k| DeviceKey {
+                device_id: d.device_id,
+                signature_key: STANDARD.encode(k),
+            })
+        })
+        .collect())
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(req): ApiJson<UploadKeysRequest>,
+) -> ApiResult<Json<KeyCountResponse>> {
+    let limits = &state.config.limits;
+    if req.key_packages.len() > limits.max_key_packages_per_upload {
+        return Err(Error::TooLarge {
+            limit: limits.max_key_packages_per_upload,
+        });
+    }
+    let device = state
+        .store
+        .device(&auth.user_id, &auth.device_id)
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    let Some(bound_key) = device.signature_key else {
+        return Err(Error::InvalidKeyPackage {
+            index: 0,
+            reason: "bind the device's signature key first".into(),
+        });
+    };
+    let identity = format!("{}/{}", auth.user_id, auth.device_id);
+    let now = now_ms();
+    let check = |index: usize, b64: &str, last_resort: bool| -> ApiResult<NewKeyPackage> {
+        let invalid = |reason: String| Error::InvalidKeyPackage { index, reason };
+        let bytes = STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| invalid("not standard base64".into()))?;
+        if bytes.len() as u64 > limits.max_message_bytes {
+            return Err(invalid(format!(
+                "larger than {} bytes",
+                limits.max_message_bytes
+            )));
+        }
+        let valid = mls_check::validate_key_package(
+            &bytes,
+            &identity,
+            &bound_key,
+            now,
+            limits.max_key_package_lifetime_ms,
+            last_resort,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(NewKeyPackage {
+            kp_ref: valid.hash_ref,
+            data: valid.message,
+            not_after_ms: i64::try_from(valid.not_after_ms).unwrap_or(i64::MAX),
+        })
+    };
+    let mut packages = Vec::with_capacity(req.key_packages.len());
+    for (i, kp) in req.key_packages.iter().enumerate() {
+        packages.push(check(i, kp, false)?);
+    }
+    let last_resort = match &req.last_resort {
+        Some(kp) => Some(check(req.key_packages.len(), kp, true)?),
+        None => None,
+    };
+    let count = state
+        .store
+        .store_key_packages(
+            &auth.user_id,
+            &auth.device_id,
+            &packages,
+            last_resort.as_ref(),
+            now as i64,
+        )
+        .await?;
+    let (_, has_last_resort) = state
+        .store
+        .key_package_count(&auth.user_id, &auth.device_id, now as i64)
+        .await?;
+    state.notifier.notify(&auth.user_id, &auth.device_id);
+    Ok(Json(KeyCountResponse {
+        count,
+        last_resort: has_last_resort,
+    }))
+}
+
+async fn count(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<KeyCountResponse>> {
+    Ok(Json(
+        key_count(&state, &auth.user_id, &auth.device_id).await?,
+    ))
+}
+
+async fn claim(
+    State(state): State<AppState>,
+    _auth: Authed,
+    ApiJson(req): ApiJson<ClaimKeysRequest>,
+) -> ApiResult<Json<ClaimKeysResponse>> {
+    if req.user_ids.len() > MAX_CLAIM_USERS {
+        return Err(Error::BadJson(format!(
+            "at most {MAX_CLAIM_USERS} user_ids per claim"
+        )));
+    }
+    let mut response = ClaimKeysResponse::default();
+    let now = now_ms() as i64;
+    for user_id in req.user_ids {
+        let Ok(user) = UserId::parse(&user_id) else {
+            response
+                .failures
+                .insert(user_id, failure(ErrCode::NotFound, "not a valid user id"));
+            continue;
+        };
+        if user.server_name() != state.config.server_name {
+            response.failures.insert(
+                user.server_name().to_owned(),
+                failure(ErrCode::UnreachableServer, "federation is not enabled"),
+            );
+            continue;
+        }
+        if state.store.user(user.as_str()).await?.is_none() {
+            response
+                .failures
+                .insert(user_id, failure(ErrCode::NotFound, "no such user"));
+            continue;
+        }
+        let mut claimed = BTreeMap::new();
+        for device in bound_devices(&state, user.as_str()).await? {
+            match state
+                .store
+                .claim_key_package(user.as_str(), &device.device_id, now)
+                .await?
+            {
+                Some(kp) => {
+                    claimed.insert(device.device_id.clone(), STANDARD.encode(&kp.data));
+                    state.notifier.notify(user.as_str(), &device.device_id);
+                }
+                None => {
+                    response.failures.insert(
+                        format!("{}/{}", user, device.device_id),
+                        failure(
+                            ErrCode::KeyPackagesExhausted,
+                            "no key package left for this device",
+                        ),
+                    );
+                }
+            }
+        }
+        response.key_packages.insert(user.to_string(), claimed);
+    }
+    Ok(Json(response))
+}
+
+fn failure(code: ErrCode, text: &str) -> ErrorBody {
+    ErrorBody {
+        errcode: code.as_str().to_owned(),
+        error: text.to_owned(),
+        extra: Default::default(),
+    }
+}

@@ -1,0 +1,332 @@
+//! Delivery to devices: `/sync` long-poll, `/ws` push, welcome acknowledgement.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::endpoint::Empty;
+use parley_client_api::groups::DeviceRef;
+use parley_client_api::keys::KeyCountResponse;
+use parley_client_api::sync::{
+    DeleteWelcome, GroupEvents, MessageEvent, Sync, SyncRequest, SyncResponse, WelcomeEvent,
+    WsAuth, WsEvent, WS_PATH,
+};
+use parley_schema::{GroupMessage, Welcome};
+
+use crate::error::{ApiResult, Error};
+use crate::http::{authenticate, route, ApiQuery, Authed};
+use crate::state::{now_ms, AppState};
+
+/// Longest long-poll wait.
+const MAX_TIMEOUT_MS: u64 = 30_000;
+/// Events of each kind per sync response.
+const SYNC_LIMIT: i64 = 500;
+/// How long a WebSocket may take to authenticate.
+const WS_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle WebSocket re-checks that its session still exists.
+const WS_SESSION_CHECK: Duration = Duration::from_secs(30);
+
+/// The delivery endpoints.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let r = Router::new();
+    let r = route::<Sync, _, _>(r, state, sync);
+    let r = route::<DeleteWelcome, _, _>(r, state, delete_welcome);
+    r.route(WS_PATH, axum::routing::get(websocket))
+}
+
+/// Parses a `next_batch` token (`s<position>`).
+fn parse_since(since: Option<&str>) -> ApiResult<i64> {
+    match since {
+        None | Some("") => Ok(0),
+        Some(token) => token
+            .strip_prefix('s')
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::BadJson("since is not a token this server issued".into())),
+    }
+}
+
+fn batch_token(pos: i64) -> String {
+    format!("s{pos}")
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiQuery(req): ApiQuery<SyncRequest>,
+) -> ApiResult<Json<SyncResponse>> {
+    let since = parse_since(req.since.as_deref())?;
+    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
+    // Subscribe before reading so an event committed in between still wakes us.
+    let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (messages, welcomes, next) = state
+            .store
+            .device_events(&auth.user_id, &auth.device_id, since, SYNC_LIMIT)
+            .await?;
+        let now = tokio::time::Instant::now();
+        if !messages.is_empty() || !welcomes.is_empty() || now >= deadline {
+            let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
+            return Ok(Json(build_sync(messages, welcomes, next, key_packages)));
+        }
+        if tokio::time::timeout_at(deadline, wake.changed())
+            .await
+            .is_err()
+        {
+            continue; // deadline: one last read, then answer
+        }
+        // Woken: the session may have been revoked meanwhile.
+        if state.store.session(&auth.session_id).await?.is_none() {
+            return Err(Error::UnknownToken);
+        }
+    }
+}
+
+/// The device's key-package counts, as sent in sync and pushed on `/ws`.
+pub async fn key_count(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+) -> ApiResult<KeyCountResponse> {
+    let (count, last_resort) = state
+        .store
+        .key_package_count(user_id, device_id, now_ms() as i64)
+        .await?;
+    Ok(KeyCountResponse { count, last_resort })
+}
+
+fn build_sync(
+    messages: Vec<GroupMessage>,
+    welcomes: Vec<Welcome>,
+    next: i64,
+    key_packages: KeyCountResponse,
+) -> SyncResponse {
+    let mut groups: BTreeMap<String, GroupEvents> = BTreeMap::new();
+    for m in messages {
+        let group_id = m.group_id.clone();
+        groups
+            .entry(group_id)
+            .or_default()
+            .messages
+            .push(message_event(m));
+    }
+    SyncResponse {
+        next_batch: batch_token(next),
+        welcomes: welcomes.into_iter().map(welcome_event).collect(),
+        groups,
+        key_packages,
+    }
+}
+
+/// The wire form of a stored message.
+pub fn message_event(m: GroupMessage) -> MessageEvent {
+    let parse =
+        |json: Option<String>| json.and_then(|s| serde_json::from_str::<Vec<DeviceRef>>(&s).ok());
+    MessageEvent {
+        seq: m.seq.max(0) as u64,
+        sender: DeviceRef {
+            user_id: m.sender_user,
+            device_id: m.sender_device,
+        },
+        kind: m.kind,
+        epoch: m.epoch.max(0) as u64,
+        message: STANDARD.encode(&m.message),
+        ts: m.ts.max(0) as u64,
+        adds: parse(m.adds),
+        removes: parse(m.removes),
+    }
+}
+
+fn welcome_event(w: Welcome) -> WelcomeEvent {
+    WelcomeEvent {
+        id: w.id.to_string(),
+        group_id: w.group_id,
+        sender: DeviceRef {
+            user_id: w.sender_user,
+            device_id: w.sender_device,
+        },
+        welcome: STANDARD.encode(&w.welcome),
+        ts: w.ts.max(0) as u64,
+    }
+}
+
+async fn delete_welcome(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Empty>> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::NotFound("no such welcome".into()))?;
+    if !state
+        .store
+        .delete_welcome(&auth.user_id, &auth.device_id, id)
+        .await?
+    {
+        return Err(Error::NotFound("no such welcome".into()));
+    }
+    Ok(Json(Empty {}))
+}
+
+/// `GET /ws`: authenticates with an `Authorization` header (native clients) or a first
+/// `{"access_token", "since"}` frame (browsers), then pushes events as they happen.
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_auth = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        match authenticate(&headers, &state).await {
+            Ok(auth) => Some(auth),
+            Err(e) => return axum::response::IntoResponse::into_response(e),
+        }
+    } else {
+        None
+    };
+    upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = run_socket(state, socket, header_auth).await {
+                tracing::debug!(error = %e, "websocket closed");
+            }
+        })
+}
+
+async fn run_socket(
+    state: AppState,
+    mut socket: WebSocket,
+    header_auth: Option<Authed>,
+) -> anyhow::Result<()> {
+    // First frame: the auth frame (or, with header auth, an optional `{"since"}` frame).
+    let first = tokio::time::timeout(WS_AUTH_TIMEOUT, socket.recv()).await;
+    let frame: Option<WsAuth> = match first {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(text.as_str()).ok(),
+        _ => None,
+    };
+    let (auth, since) = match (header_auth, frame) {
+        (Some(auth), frame) => (auth, frame.and_then(|f| f.since)),
+        (None, Some(frame)) => {
+            let mut headers = HeaderMap::new();
+            let value = format!("Bearer {}", frame.access_token);
+            headers.insert(axum::http::header::AUTHORIZATION, value.parse()?);
+            match authenticate(&headers, &state).await {
+                Ok(auth) => (auth, frame.since),
+                Err(e) => {
+                    close_with_error(&mut socket, &e).await;
+                    return Ok(());
+                }
+            }
+        }
+        (None, None) => {
+            close_with_error(&mut socket, &Error::MissingToken).await;
+            return Ok(());
+        }
+    };
+    let mut pos = match parse_since(since.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            close_with_error(&mut socket, &e).await;
+            return Ok(());
+        }
+    };
+    let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    let mut last_keys: Option<KeyCountResponse> = None;
+    loop {
+        if state.store.session(&auth.session_id).await?.is_none() {
+            close_with_error(&mut socket, &Error::UnknownToken).await;
+            return Ok(());
+        }
+        loop {
+            let (messages, welcomes, next) = state
+                .store
+                .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
+                .await?;
+            let done = messages.is_empty() && welcomes.is_empty();
+            for frame in ws_frames(messages, welcomes, next) {
+                socket
+                    .send(Message::Text(serde_json::to_string(&frame)?.into()))
+                    .await?;
+            }
+            pos = next;
+            if done {
+                break;
+            }
+        }
+        let keys = key_count(&state, &auth.user_id, &auth.device_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if last_keys != Some(keys) {
+            let frame = WsEvent::KeyPackages {
+                key_packages: keys,
+                next_batch: batch_token(pos),
+            };
+            socket
+                .send(Message::Text(serde_json::to_string(&frame)?.into()))
+                .await?;
+            last_keys = Some(keys);
+        }
+        tokio::select! {
+            changed = wake.changed() => { changed?; }
+            _ = tokio::time::sleep(WS_SESSION_CHECK) => {}
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => {} // pings are answered by the library; other frames are ignored
+            },
+        }
+    }
+}
+
+/// Frames for a batch of events in stream order; each carries the token to resume after it.
+fn ws_frames(messages: Vec<GroupMessage>, welcomes: Vec<Welcome>, next: i64) -> Vec<WsEvent> {
+    let mut items: Vec<(i64, WsEvent)> = Vec::with_capacity(messages.len() + welcomes.len());
+    for m in messages {
+        let pos = m.stream_pos;
+        let group_id = m.group_id.clone();
+        items.push((
+            pos,
+            WsEvent::Message {
+                group_id,
+                message: message_event(m),
+                next_batch: batch_token(pos),
+            },
+        ));
+    }
+    for w in welcomes {
+        let pos = w.stream_pos;
+        items.push((
+            pos,
+            WsEvent::Welcome {
+                welcome: welcome_event(w),
+                next_batch: batch_token(pos),
+            },
+        ));
+    }
+    items.sort_by_key(|(pos, _)| *pos);
+    if let Some((_, last)) = items.last_mut() {
+        // The last frame of a batch resumes after everything read, not just after itself.
+        match last {
+            WsEvent::Message { next_batch, .. }
+            | WsEvent::Welcome { next_batch, .. }
+            | WsEvent::KeyPackages { next_batch, .. } => *next_batch = batch_token(next),
+        }
+    }
+    items.into_iter().map(|(_, e)| e).collect()
+}
+
+async fn close_with_error(socket: &mut WebSocket, error: &Error) {
+    let body = serde_json::json!({"type": "error", "errcode": error.errcode().as_str(), "error": error.to_string()});
+    let _ = socket.send(Message::Text(body.to_string().into())).await;
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 4001,
+            reason: error.errcode().as_str().into(),
+        })))
+        .await;
+}

@@ -1,0 +1,12 @@
+//! The Parley conformance suite as a library: the runner, the fixtures and the scenarios.
+//! The `sytest` binary (`main.rs`) is its command line. See `README.md`.
+
+pub mod check;
+pub mod config;
+pub mod fixture;
+pub mod postgres;
+pub mod process;
+pub mod registry;
+pub mod runner;
+pub mod scenarios;
+pub mod template;

@@ -1,0 +1,124 @@
+//! The static list of tests: each scenario file declares its tests with [`tests!`](crate::tests).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::fixture::Ctx;
+
+/// The future a test returns.
+pub type TestFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// One registered test: `group/name` and the async function that runs it.
+#[derive(Clone, Copy)]
+pub struct Test {
+    /// The scenario file's group, e.g. `accounts`.
+    pub group: &'static str,
+    /// The test's name, stating the behaviour it checks.
+    pub name: &'static str,
+    /// Runs the test with fresh fixtures.
+    pub run: fn(Ctx) -> TestFuture,
+}
+
+impl Test {
+    /// `group/name`, as printed and matched by `--filter`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.group, self.name)
+    }
+}
+
+/// Declares a scenario file's tests: `tests!("group": fn_a, fn_b);` defines `pub const TESTS`.
+///
+/// Each function is `async fn name(ctx: Ctx) -> anyhow::Result<()>`.
+#[macro_export]
+macro_rules! tests {
+    ($group:literal: $($name:ident),* $(,)?) => {
+        /// The tests of this file, in declaration order.
+        pub const TESTS: &[$crate::registry::Test] = &[
+            $($crate::registry::Test {
+                group: $group,
+                name: stringify!($name),
+                run: |ctx| -> $crate::registry::TestFuture { Box::pin($name(ctx)) },
+            }),*
+        ];
+    };
+}
+
+/// Every test of the suite, grouped by file in a fixed order.
+pub fn all() -> Vec<Test> {
+    use crate::scenarios::*;
+    [
+        versions::TESTS,
+        hygiene::TESTS,
+        accounts::TESTS,
+        tokens::TESTS,
+        registration::TESTS,
+        ratelimit::TESTS,
+        restart::TESTS,
+    ]
+    .concat()
+}
+
+/// Whether `pattern` selects `test`: a glob (`*`, `?`) over `group/name`; a pattern without
+/// `/` also matches the group name alone, so `--filter accounts` selects a whole group.
+pub fn selects(pattern: &str, test: &Test) -> bool {
+    glob_match(pattern, &test.full_name())
+        || (!pattern.contains('/') && glob_match(pattern, test.group))
+}
+
+/// Glob matching with `*` (any run of characters, `/` included) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_stars_and_question_marks() {
+        assert!(glob_match("accounts/*", "accounts/login_works"));
+        assert!(glob_match(
+            "*token*",
+            "tokens/expired_access_token_is_unknown"
+        ));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(!glob_match("accounts/*", "hygiene/x"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("exact/name", "exact/name"));
+        assert!(!glob_match("exact/name", "exact/name2"));
+    }
+
+    #[test]
+    fn test_names_are_unique_and_filterable_by_group() {
+        let tests = all();
+        let mut names: Vec<String> = tests.iter().map(Test::full_name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate test names");
+        assert!(tests.len() >= 25);
+        let t = tests[0];
+        assert!(selects(t.group, &t));
+        assert!(!selects("no-such-group", &t));
+    }
+}

@@ -29,6 +29,39 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Rate limits per client IP.
     pub rate_limits: RateLimitsConfig,
+    /// Server-to-server federation.
+    pub federation: FederationConfig,
+}
+
+/// Federation settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Whether this server talks to other servers at all.
+    pub enabled: bool,
+    /// Use plain `http://` to reach other servers (tests on loopback only).
+    pub allow_insecure_http: bool,
+    /// `server_name → host:port` overrides of the normal resolution (tests, split DNS).
+    pub resolve: std::collections::BTreeMap<String, String>,
+    /// Largest inbound federation body, in bytes.
+    pub max_request_bytes: usize,
+    /// Longest wait between retries to an unreachable server, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Queued events per destination above which a warning is logged.
+    pub outbox_warn_len: i64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: true,
+            allow_insecure_http: false,
+            resolve: Default::default(),
+            max_request_bytes: 4 * 1024 * 1024,
+            max_backoff_ms: 3_600_000,
+            outbox_warn_len: 10_000,
+        }
+    }
 }
 
 /// Logging settings.
@@ -135,6 +168,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -339,6 +373,18 @@ key_upload = { per_second = 1.0, burst = 20 }
 key_claim = { per_second = 10.0, burst = 50 }
 group_create = { per_second = 1.0, burst = 20 }
 send = { per_second = 200.0, burst = 1000 }
+
+[federation]
+enabled = true
+# Plain http:// to other servers: only for tests on loopback.
+allow_insecure_http = false
+# server_name = "host:port" overrides of normal resolution (.well-known, then :8448).
+resolve = {}
+max_request_bytes = 4194304
+# Retries to an unreachable server back off exponentially (with jitter) up to this.
+max_backoff_ms = 3600000
+# A warning is logged when this many events wait for one server.
+outbox_warn_len = 10000
 "#;
 
 #[cfg(test)]

@@ -44,6 +44,12 @@ pub enum Error {
     StaleEpoch { current_epoch: u64 },
     #[error("{0}")]
     UnreachableServer(String),
+    /// Another server's protocol error, handed back to our client unchanged.
+    #[error("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("remote error"))]
+    Relayed { status: u16, body: Value },
+    /// A federation request failed authentication or was malformed.
+    #[error("{0}")]
+    Federation(#[from] parley_federation::Error),
     #[error("storage failure")]
     Store(#[from] parley_schema::StoreError),
     #[error("internal error")]
@@ -87,6 +93,14 @@ impl Error {
                 (StatusCode::CONFLICT, ErrCode::StaleEpoch)
             }
             Error::UnreachableServer(_) => (StatusCode::BAD_GATEWAY, ErrCode::UnreachableServer),
+            Error::Relayed { status, .. } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                ErrCode::UnreachableServer,
+            ),
+            Error::Federation(e) => (
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+                ErrCode::parse(e.errcode()).unwrap_or(ErrCode::Unknown),
+            ),
             Error::Store(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrCode::Unknown)
             }
@@ -97,6 +111,10 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::Relayed { status, body } = &self {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return (status, axum::Json(body.clone())).into_response();
+        }
         let (status, code, mut body) = self.parts();
         match &self {
             Error::Store(e) => tracing::error!(error = %e, "storage failure"),

@@ -13,9 +13,10 @@ use parley_client_api::groups::{
     CommitRequest, CommitResponse, CreateGroup, CreateGroupResponse, DeviceRef, GroupSummary,
     ListGroups, ListGroupsResponse, SendMessage, SendRequest, SendResponse, SubmitCommit,
 };
-use parley_schema::{CommitToApply, Group, Member, MessageToAppend, Refused};
+use parley_schema::{CommitToApply, Group, Member, MessageToAppend, OutboxItem, Refused};
 
 use crate::error::{ApiResult, Error};
+use crate::fed_client::FedError;
 use crate::http::{route, ApiJson, Authed};
 use crate::mls_check::{self, ContentKind, MessageSender, Roster, StoredProposal};
 use crate::state::{now_ms, AppState};
@@ -124,6 +125,83 @@ async fn submit_commit(
     Path(group_id): Path<String>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> ApiResult<Json<CommitResponse>> {
+    let sender = DeviceRef {
+        user_id: auth.user_id,
+        device_id: auth.device_id,
+    };
+    match hub_of(&state, &group_id)? {
+        None => hub_commit(&state, &sender, &group_id, req).await.map(Json),
+        Some(hub) => {
+            let body = follower_body(&req, &sender)?;
+            let path = fed_path(&["groups", &group_id, "commit"]);
+            let answer = relay(&state, reqwest::Method::POST, &hub, &path, &body).await?;
+            serde_json::from_value(answer)
+                .map(Json)
+                .map_err(|e| Error::UnreachableServer(format!("{hub}: {e}")))
+        }
+    }
+}
+
+/// The hub server of a group when it is another server; `None` when we are the hub.
+pub fn hub_of(state: &AppState, group_id: &str) -> ApiResult<Option<String>> {
+    let hub = group_id
+        .strip_prefix('!')
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, server)| server)
+        .filter(|s| parley_client_api::ids::is_valid_server_name(s))
+        .ok_or_else(|| Error::NotFound("not a group id".into()))?;
+    Ok((hub != state.config.server_name).then(|| hub.to_owned()))
+}
+
+/// A federation path from raw segments, each percent-encoded.
+pub fn fed_path(segments: &[&str]) -> String {
+    let mut path = String::from("/_parley/federation/v1");
+    for s in segments {
+        path.push('/');
+        path.push_str(&parley_client_api::endpoint::fill_path("{x}", &[s]).unwrap_or_default());
+    }
+    path
+}
+
+/// The client body plus `sender`, as a follower submits it to the hub.
+fn follower_body<T: serde::Serialize>(req: &T, sender: &DeviceRef) -> ApiResult<serde_json::Value> {
+    let mut body = serde_json::to_value(req).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "sender".into(),
+            serde_json::to_value(sender).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+    }
+    Ok(body)
+}
+
+/// Sends a follower submission to the hub and hands its answer back unchanged.
+async fn relay(
+    state: &AppState,
+    method: reqwest::Method,
+    hub: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> ApiResult<serde_json::Value> {
+    match state.fed.request(method, hub, path, Some(body)).await {
+        Ok(v) => Ok(v),
+        Err(FedError::Refused { status, body, .. }) if body.get("errcode").is_some() => {
+            Err(Error::Relayed { status, body })
+        }
+        Err(e) => Err(Error::UnreachableServer(e.to_string())),
+    }
+}
+
+/// The hub's handling of a commit bundle from `sender` (a local device or, via federation,
+/// a device of the requesting server), DESIGN §3.3 and §3.4's order of refusals.
+pub async fn hub_commit(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    req: CommitRequest,
+) -> ApiResult<CommitResponse> {
+    let (state, group_id) = (state.clone(), group_id.to_owned());
+    let auth = sender;
     let group = group_or_404(&state, &group_id).await?;
     // 1. Malformed bundle.
     let commit = decode("commit", &req.commit)?;
@@ -276,6 +354,42 @@ async fn submit_commit(
         .filter(|m| is_local(&state, &m.user_id))
         .map(|m| (m.user_id.clone(), m.device_id.clone()))
         .collect();
+    // Every other server with a member before or after the commit gets it; invitees'
+    // servers also get the Welcome for their devices.
+    let mut destinations: Vec<String> = members
+        .iter()
+        .map(|m| server_of(&m.user_id))
+        .chain(added.iter().map(|m| server_of(&m.user_id)))
+        .filter(|s| *s != state.config.server_name)
+        .map(str::to_owned)
+        .collect();
+    destinations.sort();
+    destinations.dedup();
+    let mut outbox: Vec<OutboxItem> = destinations
+        .iter()
+        .map(|d| OutboxItem::message(d))
+        .collect();
+    if let Some(w) = &welcome {
+        for d in &destinations {
+            let recipients: Vec<DeviceRef> = added
+                .iter()
+                .filter(|m| server_of(&m.user_id) == d)
+                .map(|m| DeviceRef {
+                    user_id: m.user_id.clone(),
+                    device_id: m.device_id.clone(),
+                })
+                .collect();
+            if !recipients.is_empty() {
+                let meta = serde_json::json!({"sender": auth, "recipients": recipients});
+                outbox.push(OutboxItem {
+                    destination: d.clone(),
+                    kind: "welcome".into(),
+                    payload: Some(w.clone()),
+                    recipients: Some(meta.to_string()),
+                });
+            }
+        }
+    }
     let to_apply = CommitToApply {
         group_id: group_id.clone(),
         epoch: framed.epoch as i64,
@@ -291,6 +405,7 @@ async fn submit_commit(
         welcome_recipients: welcome_recipients.clone(),
         group_info,
         ts: now_ms() as i64,
+        outbox,
     };
     let accepted = match state.store.apply_commit(to_apply).await? {
         Ok(a) => a,
@@ -313,10 +428,13 @@ async fn submit_commit(
             .iter()
             .map(|(u, d)| (u.as_str(), d.as_str())),
     );
-    Ok(Json(CommitResponse {
+    for d in &destinations {
+        state.outbox.wake(d);
+    }
+    Ok(CommitResponse {
         epoch: accepted.epoch.max(0) as u64,
         seq: accepted.seq.max(0) as u64,
-    }))
+    })
 }
 
 /// Proposals accepted in this epoch, by proposal reference, for commits that reference them.
@@ -334,6 +452,24 @@ async fn stored_proposals(
         }
     }
     Ok(map)
+}
+
+/// The server name of a user id (after the first `:`).
+pub fn server_of(user_id: &str) -> &str {
+    user_id.split_once(':').map_or("", |(_, s)| s)
+}
+
+/// Other servers with devices in `members`.
+fn remote_servers(state: &AppState, members: &[Member]) -> Vec<String> {
+    let mut servers: Vec<String> = members
+        .iter()
+        .map(|m| server_of(&m.user_id))
+        .filter(|s| *s != state.config.server_name)
+        .map(str::to_owned)
+        .collect();
+    servers.sort();
+    servers.dedup();
+    servers
 }
 
 fn is_local(state: &AppState, user_id: &str) -> bool {
@@ -385,6 +521,40 @@ async fn send_message(
     Path((group_id, txn_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> ApiResult<Json<SendResponse>> {
+    let sender = DeviceRef {
+        user_id: auth.user_id,
+        device_id: auth.device_id,
+    };
+    match hub_of(&state, &group_id)? {
+        None => hub_send(&state, &sender, &group_id, &txn_id, req)
+            .await
+            .map(Json),
+        Some(hub) => {
+            if !valid_txn_id(&txn_id) {
+                return Err(Error::BadJson(
+                    "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
+                ));
+            }
+            let body = follower_body(&req, &sender)?;
+            let path = fed_path(&["groups", &group_id, "send", &txn_id]);
+            let answer = relay(&state, reqwest::Method::PUT, &hub, &path, &body).await?;
+            serde_json::from_value(answer)
+                .map(Json)
+                .map_err(|e| Error::UnreachableServer(format!("{hub}: {e}")))
+        }
+    }
+}
+
+/// The hub's handling of an application message or proposal from `sender`.
+pub async fn hub_send(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    txn_id: &str,
+    req: SendRequest,
+) -> ApiResult<SendResponse> {
+    let (state, group_id, txn_id) = (state.clone(), group_id.to_owned(), txn_id.to_owned());
+    let auth = sender;
     if !valid_txn_id(&txn_id) {
         return Err(Error::BadJson(
             "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
@@ -396,9 +566,9 @@ async fn send_message(
         .txn_seq(&auth.user_id, &auth.device_id, &txn_id)
         .await?
     {
-        return Ok(Json(SendResponse {
+        return Ok(SendResponse {
             seq: seq.max(0) as u64,
-        }));
+        });
     }
     let group = group_or_404(&state, &group_id).await?;
     let message = decode("message", &req.message)?;
@@ -456,6 +626,10 @@ async fn send_message(
         ts: now_ms() as i64,
         max_past_epochs: max_past,
         txn_id: Some(txn_id),
+        outbox: remote_servers(&state, &members)
+            .iter()
+            .map(|d| OutboxItem::message(d))
+            .collect(),
     };
     let accepted = match state.store.append_message(to_append).await? {
         Ok(a) => a,
@@ -472,9 +646,12 @@ async fn send_message(
             .iter()
             .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
     );
-    Ok(Json(SendResponse {
+    for d in remote_servers(&state, &members) {
+        state.outbox.wake(&d);
+    }
+    Ok(SendResponse {
         seq: accepted.seq.max(0) as u64,
-    }))
+    })
 }
 
 #[cfg(test)]

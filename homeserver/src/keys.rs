@@ -18,6 +18,7 @@ use parley_client_api::{ErrCode, ErrorBody};
 use parley_schema::{BindOutcome, NewKeyPackage};
 
 use crate::error::{ApiResult, Error};
+use crate::fed_client::FedError;
 use crate::http::{route, ApiJson, Authed};
 use crate::mls_check;
 use crate::state::{now_ms, AppState};
@@ -71,19 +72,45 @@ async fn user_devices(
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<UserDevicesResponse>> {
     let user = UserId::parse(&user_id).map_err(|_| Error::NotFound("no such user".into()))?;
-    if user.server_name() != state.config.server_name {
-        return Err(Error::UnreachableServer(format!(
-            "{} is not reachable (federation is not enabled)",
-            user.server_name()
-        )));
+    if user.server_name() == state.config.server_name {
+        return Ok(Json(local_user_devices(&state, &user_id).await?));
     }
-    if state.store.user(user.as_str()).await?.is_none() {
+    let path = crate::hub::fed_path(&["users", user.as_str(), "devices"]);
+    match state
+        .fed
+        .request(reqwest::Method::GET, user.server_name(), &path, None)
+        .await
+    {
+        Ok(answer) => {
+            let list: UserDevicesResponse = serde_json::from_value(answer)
+                .map_err(|e| Error::UnreachableServer(format!("{}: {e}", user.server_name())))?;
+            if list.user_id != user.as_str() {
+                return Err(Error::UnreachableServer(format!(
+                    "{} answered for another user",
+                    user.server_name()
+                )));
+            }
+            Ok(Json(list))
+        }
+        Err(FedError::Refused { status, body, .. }) if body.get("errcode").is_some() => {
+            Err(Error::Relayed { status, body })
+        }
+        Err(e) => Err(Error::UnreachableServer(e.to_string())),
+    }
+}
+
+/// A local user's devices with bound keys; 404 for a user that does not exist here.
+pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
+    let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
+    if user.server_name() != state.config.server_name
+        || state.store.user(user.as_str()).await?.is_none()
+    {
         return Err(Error::NotFound("no such user".into()));
     }
-    Ok(Json(UserDevicesResponse {
+    Ok(UserDevicesResponse {
         user_id: user.to_string(),
-        devices: bound_devices(&state, user.as_str()).await?,
-    }))
+        devices: bound_devices(state, user.as_str()).await?,
+    })
 }
 
 /// A user's devices that have a bound signature key.
@@ -197,9 +224,74 @@ async fn claim(
             "at most {MAX_CLAIM_USERS} user_ids per claim"
         )));
     }
+    // Local users here; remote ones grouped by server and claimed over federation.
+    let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut local = Vec::new();
+    for user_id in req.user_ids {
+        match UserId::parse(&user_id) {
+            Ok(u) if u.server_name() != state.config.server_name => remote
+                .entry(u.server_name().to_owned())
+                .or_default()
+                .push(user_id),
+            _ => local.push(user_id),
+        }
+    }
+    let mut response = claim_local(&state, local).await?;
+    for (server, user_ids) in remote {
+        let path = crate::hub::fed_path(&["keys", "claim"]);
+        let body = serde_json::json!({ "user_ids": user_ids });
+        let answer = state
+            .fed
+            .request(reqwest::Method::POST, &server, &path, Some(&body))
+            .await;
+        match answer.map(serde_json::from_value::<ClaimKeysResponse>) {
+            Ok(Ok(theirs)) => {
+                // Keep only what concerns the users asked of that server.
+                for (user, devices) in theirs.key_packages {
+                    if user_ids.contains(&user) {
+                        response.key_packages.insert(user, devices);
+                    }
+                }
+                for (key, failure) in theirs.failures {
+                    if user_ids
+                        .iter()
+                        .any(|u| key == *u || key.starts_with(&format!("{u}/")))
+                    {
+                        response.failures.insert(key, failure);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                response.failures.insert(
+                    server,
+                    failure(ErrCode::UnreachableServer, &format!("bad answer: {e}")),
+                );
+            }
+            Err(FedError::NotAllowed(_)) => {
+                response.failures.insert(
+                    server,
+                    failure(
+                        ErrCode::Forbidden,
+                        "federation with this server is not allowed",
+                    ),
+                );
+            }
+            Err(e) => {
+                response
+                    .failures
+                    .insert(server, failure(ErrCode::UnreachableServer, &e.to_string()));
+            }
+        }
+    }
+    Ok(Json(response))
+}
+
+/// Claims one package per device of each local user (what both the client API and the
+/// federation API hand out for this server's users).
+pub async fn claim_local(state: &AppState, user_ids: Vec<String>) -> ApiResult<ClaimKeysResponse> {
     let mut response = ClaimKeysResponse::default();
     let now = now_ms() as i64;
-    for user_id in req.user_ids {
+    for user_id in user_ids.into_iter().take(MAX_CLAIM_USERS) {
         let Ok(user) = UserId::parse(&user_id) else {
             response
                 .failures
@@ -209,7 +301,7 @@ async fn claim(
         if user.server_name() != state.config.server_name {
             response.failures.insert(
                 user.server_name().to_owned(),
-                failure(ErrCode::UnreachableServer, "federation is not enabled"),
+                failure(ErrCode::Forbidden, "not a user of this server"),
             );
             continue;
         }
@@ -220,7 +312,7 @@ async fn claim(
             continue;
         }
         let mut claimed = BTreeMap::new();
-        for device in bound_devices(&state, user.as_str()).await? {
+        for device in bound_devices(state, user.as_str()).await? {
             match state
                 .store
                 .claim_key_package(user.as_str(), &device.device_id, now)
@@ -243,7 +335,7 @@ async fn claim(
         }
         response.key_packages.insert(user.to_string(), claimed);
     }
-    Ok(Json(response))
+    Ok(response)
 }
 
 fn failure(code: ErrCode, text: &str) -> ErrorBody {

@@ -3,11 +3,14 @@
 mod accounts;
 mod config;
 mod error;
+mod fed_api;
+mod fed_client;
 mod http;
 mod hub;
 mod keys;
 mod mls_check;
 mod notifier;
+mod outbox;
 mod ratelimit;
 mod server;
 mod state;

@@ -10,9 +10,12 @@ use parley_schema::{Store, StoreConfig};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::fed_client::FederationClient;
 use crate::http::{self, route};
 use crate::state::AppState;
 use crate::tokens::TokenKeys;
+use parley_federation::keys::ServerSigningKey;
+use std::sync::Arc;
 
 /// Builds the whole router for `state`.
 pub fn router(state: AppState) -> Router {
@@ -22,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::keys::router(&state))
         .merge(crate::hub::router(&state))
         .merge(crate::sync::router(&state))
+        .merge(crate::fed_api::router(&state))
         .fallback(http::unknown_path)
         .method_not_allowed_fallback(http::wrong_method)
         // Spans carry method and path only: never headers (tokens) or query strings.
@@ -60,6 +64,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let store = Store::connect(&config.database_url(), &store_config).await?;
     let tokens = TokenKeys::load_or_generate(&config.data_dir, &config.server_name)?;
+    let (signing_key, created) = ServerSigningKey::load_or_generate(&config.data_dir)?;
+    if created {
+        tracing::info!(key_id = %signing_key.key_id().as_str(), "generated a federation signing key");
+    }
+    let fed = Arc::new(FederationClient::new(
+        &config.federation,
+        &config.server_name,
+        Arc::new(signing_key),
+    )?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
@@ -67,7 +80,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(server_name = %config.server_name, listen = %local, backend = ?store.backend(), "parley listening");
     // A machine-readable line for scripts and test harnesses that start us on port 0.
     println!("parley listening on http://{local}");
-    let state = AppState::new(config, store.clone(), tokens);
+    let state = AppState::new(config, store.clone(), tokens, fed);
+    state.outbox.resume().await;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

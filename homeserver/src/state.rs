@@ -9,7 +9,9 @@ use parley_schema::Store;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fed_client::FederationClient;
 use crate::notifier::Notifier;
+use crate::outbox::Outbox;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::TokenKeys;
 
@@ -32,12 +34,21 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
+    /// Signed requests to other servers.
+    pub fed: Arc<FederationClient>,
+    /// Durable delivery to other servers.
+    pub outbox: Arc<Outbox>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
 }
 
 impl AppState {
     /// Builds the state from loaded parts.
-    pub fn new(config: Config, store: Store, tokens: TokenKeys) -> AppState {
+    pub fn new(
+        config: Config,
+        store: Store,
+        tokens: TokenKeys,
+        fed: Arc<FederationClient>,
+    ) -> AppState {
         let rl = &config.rate_limits;
         let limiters = HashMap::from([
             (RateLimitClass::Login, RateLimiter::new(rl.login)),
@@ -50,7 +61,16 @@ impl AppState {
             ),
             (RateLimitClass::Send, RateLimiter::new(rl.send)),
         ]);
+        let fed_config = &config.federation;
+        let outbox = Outbox::new(
+            store.clone(),
+            fed.clone(),
+            fed_config.max_backoff_ms,
+            fed_config.outbox_warn_len,
+        );
         AppState {
+            fed,
+            outbox,
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             config: Arc::new(config),

@@ -5,9 +5,59 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::schema::{
-    group_messages, groups, memberships, stream_position, transaction_ids, welcomes,
+    group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
 };
 use crate::{with_conn, Store, StoreError, StoreResult};
+
+/// Queues federation events in the current transaction: `message` items carry the seq just
+/// taken; `welcome` items carry their payload and recipients.
+macro_rules! queue_outbox {
+    ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr) => {
+        for item in $items {
+            diesel::insert_into(outbox::table)
+                .values((
+                    outbox::destination.eq(&item.destination),
+                    outbox::kind.eq(&item.kind),
+                    outbox::group_id.eq($group_id),
+                    outbox::seq.eq(if item.kind == "message" {
+                        Some($seq)
+                    } else {
+                        None
+                    }),
+                    outbox::payload.eq(&item.payload),
+                    outbox::recipients.eq(&item.recipients),
+                    outbox::created_ts.eq($ts),
+                ))
+                .execute($c)
+                .await?;
+        }
+    };
+}
+
+/// An event for another server, queued with the message that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Server name to deliver to.
+    pub destination: String,
+    /// `message` (the accepted message itself) or `welcome`.
+    pub kind: String,
+    /// Welcome bytes, for `welcome`.
+    pub payload: Option<Vec<u8>>,
+    /// JSON list of `{user_id, device_id}` on the destination, for `welcome`.
+    pub recipients: Option<String>,
+}
+
+impl OutboxItem {
+    /// The accepted message itself, for `destination`.
+    pub fn message(destination: &str) -> OutboxItem {
+        OutboxItem {
+            destination: destination.to_owned(),
+            kind: "message".into(),
+            payload: None,
+            recipients: None,
+        }
+    }
+}
 
 /// Takes `n` new stream positions inside the current transaction and returns the first.
 /// The row update serialises writers on PostgreSQL, so positions commit in order.
@@ -102,6 +152,8 @@ pub struct CommitToApply {
     pub welcome_recipients: Vec<(String, String)>,
     pub group_info: Option<Vec<u8>>,
     pub ts: i64,
+    /// Events for other servers (member servers, invitees' servers).
+    pub outbox: Vec<OutboxItem>,
 }
 
 /// The log position a commit or message got.
@@ -139,6 +191,8 @@ pub struct MessageToAppend {
     pub max_past_epochs: i64,
     /// Idempotency key (`txn_id`) of the sending device.
     pub txn_id: Option<String>,
+    /// Events for other servers with members in the group.
+    pub outbox: Vec<OutboxItem>,
 }
 
 impl Store {
@@ -328,6 +382,7 @@ impl Store {
                             .await?;
                     }
                 }
+                queue_outbox!(c, &commit.outbox, &commit.group_id, seq, commit.ts);
                 Ok(Ok(Accepted {
                     seq,
                     stream_pos: pos,
@@ -416,6 +471,7 @@ impl Store {
                         .execute(c)
                         .await?;
                 }
+                queue_outbox!(c, &msg.outbox, &msg.group_id, seq, msg.ts);
                 Ok(Ok(Accepted {
                     seq,
                     stream_pos: pos,

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 mod db;
+pub mod federation;
 pub mod groups;
 pub mod keys;
 pub mod schema;
@@ -13,8 +14,10 @@ pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
+pub use federation::{OutboxRow, RemoteMessage};
 pub use groups::{
-    Accepted, CommitToApply, Group, GroupMessage, Member, MessageToAppend, Refused, Welcome,
+    Accepted, CommitToApply, Group, GroupMessage, Member, MessageToAppend, OutboxItem, Refused,
+    Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
 

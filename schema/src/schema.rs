@@ -123,3 +123,25 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(groups, memberships, group_messages, welcomes);
+
+diesel::table! {
+    outbox (id) {
+        id -> BigInt,
+        destination -> Text,
+        kind -> Text,
+        group_id -> Text,
+        seq -> Nullable<BigInt>,
+        payload -> Nullable<Binary>,
+        recipients -> Nullable<Text>,
+        created_ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    inbound_transactions (origin, txn_id) {
+        origin -> Text,
+        txn_id -> Text,
+        response -> Text,
+        received_ts -> BigInt,
+    }
+}

@@ -210,6 +210,7 @@ fn commit(
         added,
         group_info: Some(b"gi".to_vec()),
         ts: 5,
+        outbox: vec![],
     }
 }
 
@@ -232,6 +233,7 @@ fn app(group: &str, sender: &str, epoch: i64, txn: Option<&str>) -> MessageToApp
         ts: 6,
         max_past_epochs: 1,
         txn_id: txn.map(str::to_owned),
+        outbox: vec![],
     }
 }
 

@@ -14,6 +14,26 @@ use parley_schema::testing;
 /// Rate limits loose enough for tests that register many users from one IP.
 pub const RELAXED_LIMITS: &str = "[rate_limits]\nregister = { per_second = 100.0, burst = 1000 }\nlogin = { per_second = 100.0, burst = 1000 }";
 
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Federation settings for test servers that reach each other on loopback over plain HTTP.
+pub fn federation_toml(peers: &[(&str, u16)]) -> String {
+    let resolve: Vec<String> = peers
+        .iter()
+        .map(|(name, port)| format!("\"{name}\" = \"127.0.0.1:{port}\""))
+        .collect();
+    format!(
+        "{RELAXED_LIMITS}\n[federation]\nallow_insecure_http = true\nmax_backoff_ms = 1000\nresolve = {{ {} }}\n",
+        resolve.join(", ")
+    )
+}
+
 /// Which database a test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -35,6 +55,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server named `server_name` on `db` with extra TOML appended to its config.
     pub async fn start(db: Db, server_name: &str, extra_toml: &str) -> TestServer {
+        TestServer::start_at(db, server_name, extra_toml, "127.0.0.1:0").await
+    }
+
+    /// Like [`TestServer::start`], listening on `listen`.
+    pub async fn start_at(db: Db, server_name: &str, extra_toml: &str, listen: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let database = match db {
@@ -56,7 +81,7 @@ impl TestServer {
             config_path,
             _dir: Some(dir),
         };
-        server.spawn("127.0.0.1:0");
+        server.spawn(listen);
         server
     }
 
@@ -116,6 +141,12 @@ impl TestServer {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// Starts a stopped server again on the same address, data dir and database.
+    pub fn start_again(&mut self) {
+        let addr = self.base_url.trim_start_matches("http://").to_owned();
+        self.spawn(&addr);
     }
 
     /// Restarts on the same address, data dir and database.

@@ -1,0 +1,387 @@
+//! Inbound federation (DESIGN §3.2): the key document, and the signed endpoints other
+//! servers call — transactions from hubs, key claims and device lists for their clients, and
+//! follower submissions to groups this server is the hub of.
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::groups::{
+    CommitRequest, CommitResponse, DeviceRef, SendRequest, SendResponse,
+};
+use parley_client_api::keys::{ClaimKeysRequest, ClaimKeysResponse, UserDevicesResponse};
+use parley_federation::auth::{check_destination, parse_body, verify_request, XParleyAuth};
+use parley_federation::keys::ServerKeyDocument;
+use parley_federation::transactions::{
+    parse_event, EventPayload, EventResult, Transaction, TransactionResponse,
+};
+use parley_schema::{GroupMessage, Member, RemoteMessage};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::error::{ApiResult, Error};
+use crate::hub::{hub_commit, hub_of, hub_send, server_of};
+use crate::state::{now_ms, AppState};
+use crate::sync::message_event;
+
+/// How long our key document may be cached by others.
+const KEY_VALIDITY_MS: u64 = 24 * 3600 * 1000;
+
+/// The federation router.
+pub fn router(_state: &AppState) -> Router<AppState> {
+    use axum::routing::{get, post, put};
+    Router::new()
+        .route("/_parley/key/v1/server", get(server_keys))
+        .route(
+            "/_parley/federation/v1/send/{txn_id}",
+            put(send_transaction),
+        )
+        .route("/_parley/federation/v1/keys/claim", post(claim_keys))
+        .route(
+            "/_parley/federation/v1/users/{user_id}/devices",
+            get(user_devices),
+        )
+        .route(
+            "/_parley/federation/v1/groups/{group_id}/commit",
+            post(follower_commit),
+        )
+        .route(
+            "/_parley/federation/v1/groups/{group_id}/send/{txn_id}",
+            put(follower_send),
+        )
+        .route(
+            "/_parley/federation/v1/groups/{group_id}/messages",
+            get(group_messages),
+        )
+}
+
+async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let doc = ServerKeyDocument::build(
+        &state.config.server_name,
+        state.fed.signing_key(),
+        Default::default(),
+        now_ms() + KEY_VALIDITY_MS,
+    )?;
+    Ok(Json(Value::Object(doc.to_json_object()?)))
+}
+
+/// An authenticated federation request: the origin server and its JSON body, if any.
+pub struct Federated {
+    pub origin: String,
+    pub body: Option<Value>,
+}
+
+impl Federated {
+    /// The body as `T` (400 `P_BAD_JSON` otherwise).
+    fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        let body = self.body.clone().unwrap_or_else(|| json!({}));
+        serde_json::from_value(body).map_err(|e| Error::BadJson(e.to_string()))
+    }
+}
+
+impl FromRequest<AppState> for Federated {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        if !state.config.federation.enabled {
+            return Err(Error::Forbidden(
+                "federation is disabled on this server".into(),
+            ));
+        }
+        let method = req.method().as_str().to_owned();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let header_value = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let limit = state.config.federation.max_request_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| Error::TooLarge { limit })?;
+        let auth = XParleyAuth::parse_bytes(
+            header_value
+                .as_deref()
+                .ok_or(parley_federation::Error::MissingAuthorization)?,
+        )?;
+        check_destination(&auth, &state.config.server_name)?;
+        let body = parse_body((!bytes.is_empty()).then_some(&bytes[..]))?;
+        let key = state
+            .fed
+            .verifying_key(&auth.origin, &auth.key_id)
+            .await
+            .ok_or_else(|| parley_federation::Error::UnknownKey {
+                origin: auth.origin.clone(),
+                key_id: auth.key_id.as_str().to_owned(),
+            })?;
+        verify_request(&auth, &method, &uri, body.as_ref(), &key)?;
+        // A server that contacts us is up: deliver what we hold for it now.
+        state.outbox.wake(&auth.origin);
+        if let Some(claimed) = body
+            .as_ref()
+            .and_then(|b| b.get("origin"))
+            .and_then(Value::as_str)
+        {
+            if claimed != auth.origin {
+                return Err(Error::Forbidden(
+                    "body origin differs from the signed origin".into(),
+                ));
+            }
+        }
+        Ok(Federated {
+            origin: auth.origin,
+            body,
+        })
+    }
+}
+
+async fn send_transaction(
+    State(state): State<AppState>,
+    Path(txn_id): Path<String>,
+    fed: Federated,
+) -> ApiResult<Json<Value>> {
+    parley_federation::transactions::validate_txn_id(&txn_id)?;
+    if let Some(previous) = state
+        .store
+        .inbound_transaction(&fed.origin, &txn_id)
+        .await?
+    {
+        let answer: Value =
+            serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()))?;
+        return Ok(Json(answer));
+    }
+    let txn = Transaction::from_body(fed.body.clone().unwrap_or(Value::Null))?;
+    txn.validate()?;
+    let mut response = TransactionResponse::default();
+    for raw in &txn.events {
+        let event_id = raw
+            .get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let result = match parse_event(raw) {
+            Ok(event) => match apply_event(&state, &fed.origin, event.payload).await {
+                Ok(()) => EventResult::Accepted {},
+                Err(e) => refused(&e),
+            },
+            Err(e) => EventResult::refused(&e),
+        };
+        response.results.insert(event_id, result);
+    }
+    let answer = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
+    state
+        .store
+        .record_inbound_transaction(&fed.origin, &txn_id, &answer.to_string(), now_ms() as i64)
+        .await?;
+    Ok(Json(answer))
+}
+
+fn refused(e: &Error) -> EventResult {
+    EventResult::Refused {
+        errcode: e.errcode().as_str().to_owned(),
+        error: e.to_string(),
+    }
+}
+
+fn is_ours(state: &AppState, user_id: &str) -> bool {
+    server_of(user_id) == state.config.server_name
+}
+
+/// Applies one event of a transaction from `origin`.
+async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> ApiResult<()> {
+    match payload {
+        EventPayload::Message(m) => {
+            // Only a group's hub relays its messages.
+            if hub_of(state, &m.group_id)?.as_deref() != Some(origin) {
+                return Err(Error::Forbidden(
+                    "only the group's hub relays its messages".into(),
+                ));
+            }
+            let message = STANDARD
+                .decode(m.message.as_bytes())
+                .map_err(|_| Error::InvalidMessage("message is not base64".into()))?;
+            let local = |list: &Option<Vec<parley_federation::transactions::UserDevice>>| -> Vec<(String, String)> {
+                list.iter()
+                    .flatten()
+                    .filter(|d| is_ours(state, &d.user_id))
+                    .map(|d| (d.user_id.clone(), d.device_id.clone()))
+                    .collect()
+            };
+            let wire = |list: &Option<Vec<parley_federation::transactions::UserDevice>>| {
+                list.as_ref().map(|l| {
+                    let refs: Vec<DeviceRef> = l
+                        .iter()
+                        .map(|d| DeviceRef {
+                            user_id: d.user_id.clone(),
+                            device_id: d.device_id.clone(),
+                        })
+                        .collect();
+                    serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into())
+                })
+            };
+            let kind = serde_json::to_value(m.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let remote = RemoteMessage {
+                message: GroupMessage {
+                    group_id: m.group_id.clone(),
+                    seq: m.seq as i64,
+                    stream_pos: 0,
+                    sender_user: m.sender.user_id.clone(),
+                    sender_device: m.sender.device_id.clone(),
+                    kind,
+                    epoch: m.epoch as i64,
+                    message,
+                    adds: wire(&m.adds),
+                    removes: wire(&m.removes),
+                    ts: m.ts as i64,
+                },
+                local_adds: local(&m.adds),
+                local_removes: local(&m.removes),
+            };
+            let removed = remote.local_removes.clone();
+            if state.store.store_remote_message(remote).await? {
+                let members = state.store.roster(&m.group_id).await?;
+                state.notifier.notify_all(
+                    members
+                        .iter()
+                        .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
+                );
+                state
+                    .notifier
+                    .notify_all(removed.iter().map(|(u, d)| (u.as_str(), d.as_str())));
+            }
+            Ok(())
+        }
+        EventPayload::Welcome(w) => {
+            if hub_of(state, &w.group_id)?.as_deref() != Some(origin) {
+                return Err(Error::Forbidden(
+                    "only the group's hub relays its welcomes".into(),
+                ));
+            }
+            let welcome = STANDARD
+                .decode(w.welcome.as_bytes())
+                .map_err(|_| Error::InvalidMessage("welcome is not base64".into()))?;
+            let recipients: Vec<(String, String)> = w
+                .recipients
+                .iter()
+                .filter(|d| is_ours(state, &d.user_id))
+                .map(|d| (d.user_id.clone(), d.device_id.clone()))
+                .collect();
+            let sender = Member {
+                user_id: w.sender.user_id.clone(),
+                device_id: w.sender.device_id.clone(),
+                leaf_index: 0,
+            };
+            state
+                .store
+                .store_remote_welcome(&w.group_id, &sender, &welcome, &recipients, now_ms() as i64)
+                .await?;
+            state
+                .notifier
+                .notify_all(recipients.iter().map(|(u, d)| (u.as_str(), d.as_str())));
+            Ok(())
+        }
+        // Device lists are fetched on demand; updates need no state here yet.
+        EventPayload::DeviceListUpdate(_) => Ok(()),
+    }
+}
+
+async fn claim_keys(
+    State(state): State<AppState>,
+    fed: Federated,
+) -> ApiResult<Json<ClaimKeysResponse>> {
+    let req: ClaimKeysRequest = fed.parse()?;
+    Ok(Json(crate::keys::claim_local(&state, req.user_ids).await?))
+}
+
+async fn user_devices(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    _fed: Federated,
+) -> ApiResult<Json<UserDevicesResponse>> {
+    Ok(Json(
+        crate::keys::local_user_devices(&state, &user_id).await?,
+    ))
+}
+
+/// A follower's submission: the client body plus the submitting device.
+fn sender_of(state: &AppState, fed: &Federated) -> ApiResult<DeviceRef> {
+    let sender: DeviceRef = fed
+        .body
+        .as_ref()
+        .and_then(|b| b.get("sender"))
+        .cloned()
+        .ok_or_else(|| Error::BadJson("sender is required".into()))
+        .and_then(|s| serde_json::from_value(s).map_err(|e| Error::BadJson(e.to_string())))?;
+    if server_of(&sender.user_id) != fed.origin {
+        return Err(Error::Forbidden(
+            "the sender's server is not the requesting server".into(),
+        ));
+    }
+    let _ = state;
+    Ok(sender)
+}
+
+async fn follower_commit(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    fed: Federated,
+) -> ApiResult<Json<CommitResponse>> {
+    let sender = sender_of(&state, &fed)?;
+    if hub_of(&state, &group_id)?.is_some() {
+        return Err(Error::NotFound("this server is not the group's hub".into()));
+    }
+    let req: CommitRequest = fed.parse()?;
+    Ok(Json(hub_commit(&state, &sender, &group_id, req).await?))
+}
+
+async fn follower_send(
+    State(state): State<AppState>,
+    Path((group_id, txn_id)): Path<(String, String)>,
+    fed: Federated,
+) -> ApiResult<Json<SendResponse>> {
+    let sender = sender_of(&state, &fed)?;
+    if hub_of(&state, &group_id)?.is_some() {
+        return Err(Error::NotFound("this server is not the group's hub".into()));
+    }
+    let req: SendRequest = fed.parse()?;
+    Ok(Json(
+        hub_send(&state, &sender, &group_id, &txn_id, req).await?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct MessagesQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+/// Catch-up from the hub, for servers with devices in the group.
+async fn group_messages(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    query: crate::http::ApiQuery<MessagesQuery>,
+    fed: Federated,
+) -> ApiResult<Json<Value>> {
+    if hub_of(&state, &group_id)?.is_some() || state.store.group(&group_id).await?.is_none() {
+        return Err(Error::NotFound("no such group at this hub".into()));
+    }
+    let members = state.store.roster(&group_id).await?;
+    if !members.iter().any(|m| server_of(&m.user_id) == fed.origin) {
+        return Err(Error::Forbidden(
+            "the requesting server has no member in this group".into(),
+        ));
+    }
+    let messages = state
+        .store
+        .group_messages_since(&group_id, query.0.since as i64, 100)
+        .await?;
+    let messages: Vec<_> = messages.into_iter().map(message_event).collect();
+    Ok(Json(json!({ "group_id": group_id, "messages": messages })))
+}

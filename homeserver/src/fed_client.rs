@@ -1,0 +1,207 @@
+//! Outbound federation: resolving servers, signing requests with this server's key, and
+//! fetching (and caching) other servers' keys.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use parley_federation::auth::sign_request;
+use parley_federation::destination::{Resolution, Resolver};
+use parley_federation::key_cache::{CacheLookup, KeyCache};
+use parley_federation::keys::{verify_key_document, KeyId, ServerSigningKey};
+use serde_json::Value;
+
+use crate::config::FederationConfig;
+use crate::state::now_ms;
+
+/// Why an outbound request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FedError {
+    /// The server could not be reached or did not answer in time.
+    #[error("{server} is unreachable: {detail}")]
+    Unreachable { server: String, detail: String },
+    /// It answered with an error.
+    #[error("{server} answered {status}: {body}")]
+    Refused {
+        server: String,
+        status: u16,
+        body: Value,
+    },
+    /// Federation with that server is disabled or not allowed.
+    #[error("federation with {0} is not allowed")]
+    NotAllowed(String),
+}
+
+/// Signs and sends requests to other servers.
+pub struct FederationClient {
+    http: reqwest::Client,
+    key: Arc<ServerSigningKey>,
+    server_name: String,
+    resolver: Resolver,
+    enabled: bool,
+    keys: Mutex<KeyCache>,
+}
+
+impl FederationClient {
+    /// A client signing as `server_name` with `key`.
+    pub fn new(
+        config: &FederationConfig,
+        server_name: &str,
+        key: Arc<ServerSigningKey>,
+    ) -> anyhow::Result<FederationClient> {
+        let mut resolver = Resolver::new(config.allow_insecure_http);
+        for (name, target) in &config.resolve {
+            resolver
+                .insert_override(name, target)
+                .map_err(|e| anyhow::anyhow!("federation.resolve.{name}: {e}"))?;
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(FederationClient {
+            http,
+            key,
+            server_name: server_name.to_owned(),
+            resolver,
+            enabled: config.enabled,
+            keys: Mutex::new(KeyCache::new()),
+        })
+    }
+
+    /// This server's name (the `origin` of its requests).
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// This server's signing key.
+    pub fn signing_key(&self) -> &ServerSigningKey {
+        &self.key
+    }
+
+    async fn base_url(
+        &self,
+        destination: &str,
+    ) -> Result<parley_federation::destination::Destination, FedError> {
+        let unreachable = |detail: String| FedError::Unreachable {
+            server: destination.to_owned(),
+            detail,
+        };
+        match self
+            .resolver
+            .start(destination)
+            .map_err(|e| unreachable(e.to_string()))?
+        {
+            Resolution::Resolved(d) => Ok(d),
+            Resolution::NeedWellKnown(req) => {
+                let body = match self.http.get(&req.url).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok().map(|b| b.to_vec()),
+                    _ => None,
+                };
+                self.resolver
+                    .finish(&req, body.as_deref())
+                    .map_err(|e| unreachable(e.to_string()))
+            }
+        }
+    }
+
+    /// Sends a signed request and returns the JSON answer of a 200.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, FedError> {
+        if !self.enabled || destination == self.server_name {
+            return Err(FedError::NotAllowed(destination.to_owned()));
+        }
+        let unreachable = |detail: String| FedError::Unreachable {
+            server: destination.to_owned(),
+            detail,
+        };
+        let target = self.base_url(destination).await?;
+        let header = sign_request(
+            &self.key,
+            &self.server_name,
+            destination,
+            method.as_str(),
+            path_and_query,
+            body,
+        )
+        .map_err(|e| unreachable(e.to_string()))?;
+        let mut request = self
+            .http
+            .request(method, target.url(path_and_query))
+            .header("authorization", header);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(e.without_url().to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status == 200 {
+            Ok(value)
+        } else if status >= 500 && status != 502 {
+            Err(unreachable(format!("status {status}")))
+        } else {
+            Err(FedError::Refused {
+                server: destination.to_owned(),
+                status,
+                body: value,
+            })
+        }
+    }
+
+    /// The current verify key `key_id` of `origin`, fetching its key document when it is not
+    /// cached (at most once a minute per origin). Only the origin's own answer is believed.
+    pub async fn verifying_key(&self, origin: &str, key_id: &KeyId) -> Option<VerifyingKey> {
+        let now = now_ms();
+        let lookup = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(origin, key_id, now);
+        match lookup {
+            CacheLookup::Found(key) => return Some(key),
+            CacheLookup::Unavailable => return None,
+            CacheLookup::Fetch => {}
+        }
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_fetch_attempt(origin, now);
+        let target = self.base_url(origin).await.ok()?;
+        let response = self
+            .http
+            .get(target.url("/_parley/key/v1/server"))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.bytes().await.ok()?;
+        let verified = match verify_key_document(&body, origin, now) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%origin, error = %e, "refused a server key document");
+                return None;
+            }
+        };
+        let key = verified.verify_keys.get(key_id).copied();
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(verified);
+        key
+    }
+}

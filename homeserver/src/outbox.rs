@@ -1,0 +1,182 @@
+//! The durable outbox sender: one task per destination delivers queued events in order, in
+//! `PUT /send/{txn_id}` batches of at most 100, retrying with capped exponential backoff and
+//! jitter. Queued rows survive restarts; a sender starts for every destination at start-up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_schema::{OutboxRow, Store};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::fed_client::{FedError, FederationClient};
+use crate::state::now_ms;
+use crate::sync::message_event;
+
+/// Events per transaction (DESIGN §3.2).
+const BATCH: i64 = 100;
+/// First retry delay.
+const MIN_BACKOFF_MS: u64 = 500;
+
+/// Wakes and runs the per-destination senders.
+pub struct Outbox {
+    store: Store,
+    client: Arc<FederationClient>,
+    max_backoff_ms: u64,
+    warn_len: i64,
+    senders: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Outbox {
+    /// An outbox over `store`, sending with `client`.
+    pub fn new(
+        store: Store,
+        client: Arc<FederationClient>,
+        max_backoff_ms: u64,
+        warn_len: i64,
+    ) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            store,
+            client,
+            max_backoff_ms,
+            warn_len,
+            senders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts senders for every destination with queued events (after a restart).
+    pub async fn resume(self: &Arc<Self>) {
+        match self.store.outbox_destinations().await {
+            Ok(destinations) => {
+                for d in destinations {
+                    self.wake(&d);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        }
+    }
+
+    /// New events for `destination`, or it contacted us: send now (cutting a backoff short).
+    pub fn wake(self: &Arc<Self>, destination: &str) {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = senders.get(destination) {
+            notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        senders.insert(destination.to_owned(), notify.clone());
+        let this = self.clone();
+        let destination = destination.to_owned();
+        tokio::spawn(async move { this.run(destination, notify).await });
+    }
+
+    async fn run(self: Arc<Self>, destination: String, notify: Arc<Notify>) {
+        let mut backoff_ms = 0u64;
+        loop {
+            let batch = match self.store.outbox_batch(&destination, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, %destination, "cannot read the outbox");
+                    Vec::new()
+                }
+            };
+            if batch.is_empty() {
+                backoff_ms = 0;
+                // Idle: wait for new events (or look again now and then).
+                let _ = tokio::time::timeout(Duration::from_secs(60), notify.notified()).await;
+                continue;
+            }
+            if let Ok(len) = self.store.outbox_len(&destination).await {
+                if len > self.warn_len {
+                    tracing::warn!(%destination, queued = len, "federation outbox is long: the server may be down");
+                }
+            }
+            match self.send_batch(&destination, &batch).await {
+                Ok(()) => {
+                    backoff_ms = 0;
+                    let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+                    if let Err(e) = self.store.delete_outbox(&ids).await {
+                        tracing::error!(error = %e, %destination, "cannot clear delivered events");
+                    }
+                }
+                Err(e) => {
+                    backoff_ms = (backoff_ms * 2)
+                        .clamp(MIN_BACKOFF_MS, self.max_backoff_ms.max(MIN_BACKOFF_MS));
+                    let jitter = rand::thread_rng().gen_range(0..=backoff_ms / 4);
+                    tracing::warn!(%destination, error = %e, retry_in_ms = backoff_ms + jitter, "federation send failed");
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(backoff_ms + jitter),
+                        notify.notified(),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn send_batch(&self, destination: &str, batch: &[OutboxRow]) -> Result<(), FedError> {
+        let mut events = Vec::with_capacity(batch.len());
+        for row in batch {
+            if let Some(event) = self.event_of(row).await {
+                events.push(event);
+            }
+        }
+        // The same rows always make the same transaction id, so a retry after a lost answer
+        // is deduplicated by the receiver.
+        let (first, last) = (batch[0].id, batch[batch.len() - 1].id);
+        let txn_id = format!("o{first}-{last}");
+        let body = json!({"origin": self.client_origin(), "origin_ts": now_ms(), "events": events});
+        let path = format!("/_parley/federation/v1/send/{txn_id}");
+        let answer = self
+            .client
+            .request(reqwest::Method::PUT, destination, &path, Some(&body))
+            .await?;
+        if let Some(results) = answer.get("results").and_then(Value::as_object) {
+            for (event_id, result) in results {
+                if result.get("errcode").is_some() {
+                    tracing::warn!(%destination, %event_id, result = %result, "remote server refused an event");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn client_origin(&self) -> String {
+        self.client.server_name().to_owned()
+    }
+
+    async fn event_of(&self, row: &OutboxRow) -> Option<Value> {
+        let event_id = format!("e{}", row.id);
+        match row.kind.as_str() {
+            "message" => {
+                let seq = row.seq?;
+                let message = self.store.group_message(&row.group_id, seq).await.ok()??;
+                let mut event = serde_json::to_value(message_event(message)).ok()?;
+                let obj = event.as_object_mut()?;
+                obj.insert("event_id".into(), json!(event_id));
+                obj.insert("type".into(), json!("message"));
+                obj.insert("group_id".into(), json!(row.group_id));
+                Some(event)
+            }
+            "welcome" => {
+                let meta: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
+                Some(json!({
+                    "event_id": event_id,
+                    "type": "welcome",
+                    "group_id": row.group_id,
+                    "sender": meta.get("sender")?,
+                    "recipients": meta.get("recipients")?,
+                    "welcome": STANDARD.encode(row.payload.as_deref()?),
+                }))
+            }
+            other => {
+                tracing::error!(kind = other, "unknown outbox row kind");
+                None
+            }
+        }
+    }
+}

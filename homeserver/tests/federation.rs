@@ -1,0 +1,166 @@
+//! Two real homeservers federating over HTTP on loopback.
+
+mod common;
+
+use common::device::{know_users, Device};
+use common::{assert_api_error, federation_toml, free_port, Db, TestServer};
+use std::time::Duration;
+
+async fn pair(db: Db) -> (TestServer, TestServer) {
+    let (pa, pb) = (free_port(), free_port());
+    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
+    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
+    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    (a, b)
+}
+
+/// Syncs `device` until `done` holds or 10 s pass (federation delivery is asynchronous).
+async fn sync_until(device: &mut Device, mut done: impl FnMut(&Device) -> bool) {
+    for _ in 0..100 {
+        device.sync(200).await;
+        if done(device) {
+            return;
+        }
+    }
+    panic!("{} did not receive what was expected", device.user_id);
+}
+
+on_both_backends!(
+    cross_domain_group_exchanges_messages_both_ways,
+    |db: Db| async move {
+        let (a, b) = pair(db).await;
+        know_users(&["@alice:a.example", "@bob:b.example"]);
+        let mut alice = Device::register(&a, "alice").await;
+        let mut bob = Device::register(&b, "bob").await;
+
+        // Remote device list and key claim go through alice's server.
+        let devices = alice.client.user_devices("@bob:b.example").await.unwrap();
+        assert_eq!(devices.devices.len(), 1);
+        assert_api_error(
+            alice.client.user_devices("@nobody:b.example").await,
+            404,
+            "P_NOT_FOUND",
+        );
+
+        let group = alice.create_group().await;
+        alice.add(&group, &["@bob:b.example"]).await.unwrap();
+        sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+
+        alice.send_text(&group, "hello bob, from a").await;
+        sync_until(&mut bob, |d| d.texts(&group).len() == 1).await;
+        assert_eq!(bob.texts(&group), ["hello bob, from a"]);
+
+        // Bob's message goes to the hub through b.example and comes back to alice.
+        bob.send_text(&group, "hi alice, from b").await;
+        sync_until(&mut alice, |d| d.texts(&group).len() == 1).await;
+        assert_eq!(alice.texts(&group), ["hi alice, from b"]);
+
+        // A follower's commit: bob updates; a stale one is refused with 409 through b.
+        let stale = bob.engine.self_update(&group).unwrap();
+        bob.engine.discard_pending_commit(&group).unwrap();
+        bob.self_update(&group).await.unwrap();
+        let r = bob
+            .client
+            .commit(&group, &common::device::bundle_request(&stale))
+            .await;
+        let body = assert_api_error(r, 409, "P_STALE_EPOCH");
+        assert_eq!(body.extra_u64("current_epoch"), Some(2));
+        sync_until(&mut alice, |d| d.engine.epoch(&group).unwrap() == 2).await;
+        alice.send_text(&group, "after bob's update").await;
+        sync_until(&mut bob, |d| d.texts(&group).len() == 2).await;
+    }
+);
+
+on_both_backends!(
+    server_down_then_back_gets_every_message_in_order_once,
+    |db: Db| async move {
+        let (mut a, mut b) = pair(db).await;
+        know_users(&["@alice:a.example", "@bob:b.example"]);
+        let mut alice = Device::register(&a, "alice").await;
+        let mut bob = Device::register(&b, "bob").await;
+        let group = alice.create_group().await;
+        alice.add(&group, &["@bob:b.example"]).await.unwrap();
+        sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+
+        assert!(b.stop());
+        for i in 0..100 {
+            alice.send_text(&group, &format!("m{i}")).await;
+        }
+        // Restart the hub too, with its outbox full: delivery resumes from disk.
+        a.restart();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.start_again();
+        sync_until(&mut bob, |d| d.texts(&group).len() >= 100).await;
+        let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+        assert_eq!(bob.texts(&group), expected);
+        // Nothing arrives twice.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        bob.sync(0).await;
+        assert_eq!(bob.texts(&group).len(), 100);
+    }
+);
+
+on_both_backends!(
+    unsigned_forged_and_misdirected_requests_are_refused,
+    |db: Db| async move {
+        let (a, _b) = pair(db).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/_parley/federation/v1/keys/claim", a.base_url);
+        let body = serde_json::json!({"user_ids": ["@alice:a.example"]});
+        // No signature.
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap()["errcode"],
+            "P_UNAUTHORIZED"
+        );
+        // A signature by a key b.example does not have.
+        let key = parley_federation::keys::ServerSigningKey::generate(
+            parley_federation::keys::KeyId::generate(),
+        );
+        let path = "/_parley/federation/v1/keys/claim";
+        let forged = parley_federation::auth::sign_request(
+            &key,
+            "b.example",
+            "a.example",
+            "POST",
+            path,
+            Some(&body),
+        )
+        .unwrap();
+        let r = http
+            .post(&url)
+            .header("authorization", forged)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        // Garbage header.
+        let r = http
+            .post(&url)
+            .header("authorization", "X-Parley nonsense")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        // The key document is self-signed and verifies.
+        let doc = http
+            .get(format!("{}/_parley/key/v1/server", a.base_url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let verified =
+            parley_federation::keys::verify_key_document(&doc, "a.example", now).unwrap();
+        assert_eq!(verified.verify_keys.len(), 1);
+        assert!(parley_federation::keys::verify_key_document(&doc, "b.example", now).is_err());
+    }
+);

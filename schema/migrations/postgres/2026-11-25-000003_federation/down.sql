@@ -1,0 +1,2 @@
+DROP TABLE inbound_transactions;
+DROP TABLE outbox;

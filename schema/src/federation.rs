@@ -1,0 +1,272 @@
+//! Federation state: the durable outbox, inbound transaction answers, and what a member
+//! server stores of groups whose hub is elsewhere.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use crate::groups::{GroupMessage, Member};
+use crate::schema::{
+    group_messages, groups, inbound_transactions, memberships, outbox, stream_position, welcomes,
+};
+use crate::{with_conn, Store, StoreError, StoreResult};
+
+/// A queued event for another server.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub destination: String,
+    pub kind: String,
+    pub group_id: String,
+    pub seq: Option<i64>,
+    pub payload: Option<Vec<u8>>,
+    pub recipients: Option<String>,
+    pub created_ts: i64,
+}
+
+/// A group message received from the group's hub, for this server's devices.
+#[derive(Debug, Clone)]
+pub struct RemoteMessage {
+    pub message: GroupMessage,
+    /// This server's devices the commit adds (they get the Welcome, not this commit).
+    pub local_adds: Vec<(String, String)>,
+    /// This server's devices the commit removes (they get this commit, nothing after).
+    pub local_removes: Vec<(String, String)>,
+}
+
+impl Store {
+    /// Servers with queued events.
+    pub async fn outbox_destinations(&self) -> StoreResult<Vec<String>> {
+        with_conn!(self, read, |conn| {
+            Ok(outbox::table
+                .select(outbox::destination)
+                .distinct()
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// The oldest queued events for one destination, in order.
+    pub async fn outbox_batch(&self, destination: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+        with_conn!(self, read, |conn| {
+            Ok(outbox::table
+                .filter(outbox::destination.eq(destination))
+                .order(outbox::id.asc())
+                .limit(limit)
+                .select(OutboxRow::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Queued events for one destination.
+    pub async fn outbox_len(&self, destination: &str) -> StoreResult<i64> {
+        with_conn!(self, read, |conn| {
+            Ok(outbox::table
+                .filter(outbox::destination.eq(destination))
+                .count()
+                .get_result(conn)
+                .await?)
+        })
+    }
+
+    /// Forgets delivered events.
+    pub async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        let ids = ids.to_vec();
+        with_conn!(self, write, |conn| {
+            diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// One message of a group's log.
+    pub async fn group_message(
+        &self,
+        group_id: &str,
+        seq: i64,
+    ) -> StoreResult<Option<GroupMessage>> {
+        with_conn!(self, read, |conn| {
+            Ok(group_messages::table
+                .find((group_id, seq))
+                .select(GroupMessage::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// The first answer given to an inbound transaction.
+    pub async fn inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<String>> {
+        with_conn!(self, read, |conn| {
+            Ok(inbound_transactions::table
+                .find((origin, txn_id))
+                .select(inbound_transactions::response)
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Records the answer to an inbound transaction (a concurrent duplicate keeps the first).
+    pub async fn record_inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        with_conn!(self, write, |conn| {
+            diesel::insert_into(inbound_transactions::table)
+                .values((
+                    inbound_transactions::origin.eq(origin),
+                    inbound_transactions::txn_id.eq(txn_id),
+                    inbound_transactions::response.eq(response),
+                    inbound_transactions::received_ts.eq(now_ms),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Stores a message relayed by a remote hub and updates local memberships; a message
+    /// already stored (same group and seq) is ignored. Returns whether it was new.
+    pub async fn store_remote_message(&self, remote: RemoteMessage) -> StoreResult<bool> {
+        with_conn!(self, write, |conn| {
+            let remote = remote.clone();
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let m = &remote.message;
+                let exists: i64 = group_messages::table
+                    .filter(group_messages::group_id.eq(&m.group_id))
+                    .filter(group_messages::seq.eq(m.seq))
+                    .count()
+                    .get_result(c)
+                    .await?;
+                if exists > 0 {
+                    return Ok(false);
+                }
+                let pos: i64 = diesel::update(stream_position::table.find(1))
+                    .set(stream_position::pos.eq(stream_position::pos + 1))
+                    .returning(stream_position::pos)
+                    .get_result(c)
+                    .await?;
+                let epoch_after = if m.kind == "commit" {
+                    m.epoch + 1
+                } else {
+                    m.epoch
+                };
+                diesel::insert_into(groups::table)
+                    .values((
+                        groups::group_id.eq(&m.group_id),
+                        groups::epoch.eq(epoch_after),
+                        groups::last_seq.eq(m.seq),
+                        groups::created_ts.eq(m.ts),
+                    ))
+                    .on_conflict(groups::group_id)
+                    .do_nothing()
+                    .execute(c)
+                    .await?;
+                diesel::update(
+                    groups::table
+                        .find(&m.group_id)
+                        .filter(groups::last_seq.lt(m.seq)),
+                )
+                .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
+                .execute(c)
+                .await?;
+                diesel::insert_into(group_messages::table)
+                    .values((
+                        group_messages::group_id.eq(&m.group_id),
+                        group_messages::seq.eq(m.seq),
+                        group_messages::stream_pos.eq(pos),
+                        group_messages::sender_user.eq(&m.sender_user),
+                        group_messages::sender_device.eq(&m.sender_device),
+                        group_messages::kind.eq(&m.kind),
+                        group_messages::epoch.eq(m.epoch),
+                        group_messages::message.eq(&m.message),
+                        group_messages::adds.eq(&m.adds),
+                        group_messages::removes.eq(&m.removes),
+                        group_messages::ts.eq(m.ts),
+                    ))
+                    .execute(c)
+                    .await?;
+                for (user_id, device_id) in &remote.local_removes {
+                    diesel::update(
+                        memberships::table
+                            .filter(memberships::group_id.eq(&m.group_id))
+                            .filter(memberships::user_id.eq(user_id))
+                            .filter(memberships::device_id.eq(device_id))
+                            .filter(memberships::left_pos.is_null()),
+                    )
+                    .set(memberships::left_pos.eq(Some(pos)))
+                    .execute(c)
+                    .await?;
+                }
+                for (user_id, device_id) in &remote.local_adds {
+                    diesel::insert_into(memberships::table)
+                        .values((
+                            memberships::group_id.eq(&m.group_id),
+                            memberships::user_id.eq(user_id),
+                            memberships::device_id.eq(device_id),
+                            memberships::leaf_index.eq(-1i64),
+                            memberships::joined_pos.eq(pos),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                Ok(true)
+            })
+            .await
+        })
+    }
+
+    /// Queues a Welcome relayed by a remote hub for this server's `recipients`.
+    pub async fn store_remote_welcome(
+        &self,
+        group_id: &str,
+        sender: &Member,
+        welcome: &[u8],
+        recipients: &[(String, String)],
+        ts: i64,
+    ) -> StoreResult<()> {
+        let (group_id, sender, welcome, recipients) = (
+            group_id.to_owned(),
+            sender.clone(),
+            welcome.to_vec(),
+            recipients.to_vec(),
+        );
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                for (user_id, device_id) in &recipients {
+                    let pos: i64 = diesel::update(stream_position::table.find(1))
+                        .set(stream_position::pos.eq(stream_position::pos + 1))
+                        .returning(stream_position::pos)
+                        .get_result(c)
+                        .await?;
+                    diesel::insert_into(welcomes::table)
+                        .values((
+                            welcomes::stream_pos.eq(pos),
+                            welcomes::user_id.eq(user_id),
+                            welcomes::device_id.eq(device_id),
+                            welcomes::group_id.eq(&group_id),
+                            welcomes::sender_user.eq(&sender.user_id),
+                            welcomes::sender_device.eq(&sender.device_id),
+                            welcomes::welcome.eq(&welcome),
+                            welcomes::ts.eq(ts),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+}

@@ -24,3 +24,9 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test (SQLite and PostgreSQL)"
 cargo test --workspace
+
+log "sytest: the conformance suite against parley (SQLite and PostgreSQL)"
+cargo build -p parley-homeserver -p parley-sytest
+target_dir=${CARGO_TARGET_DIR:-target}
+"$target_dir/debug/sytest" --db sqlite
+"$target_dir/debug/sytest" --db postgres --postgres-url "$PARLEY_TEST_POSTGRES_URL"

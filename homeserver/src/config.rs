@@ -31,6 +31,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Server-to-server federation.
     pub federation: FederationConfig,
+    /// Directory of the built web client, served at `/` when it exists.
+    pub web_client_dir: PathBuf,
 }
 
 /// Federation settings.
@@ -49,6 +51,45 @@ pub struct FederationConfig {
     pub max_backoff_ms: u64,
     /// Queued events per destination above which a warning is logged.
     pub outbox_warn_len: i64,
+    /// If not empty, only servers matching one of these globs (`*` wildcard) may federate.
+    pub allow: Vec<String>,
+    /// Servers matching one of these globs may not federate (checked after `allow`).
+    pub deny: Vec<String>,
+}
+
+impl FederationConfig {
+    /// Whether the ACL lets this server federate with `server_name`, both ways.
+    pub fn allows(&self, server_name: &str) -> bool {
+        let matches = |patterns: &[String]| patterns.iter().any(|p| glob_match(p, server_name));
+        (self.allow.is_empty() || matches(&self.allow)) && !matches(&self.deny)
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself,
+/// case-insensitively (server names are DNS names).
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == n;
+    }
+    let mut rest = n.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
 }
 
 impl Default for FederationConfig {
@@ -60,6 +101,8 @@ impl Default for FederationConfig {
             max_request_bytes: 4 * 1024 * 1024,
             max_backoff_ms: 3_600_000,
             outbox_warn_len: 10_000,
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -169,6 +212,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             federation: FederationConfig::default(),
+            web_client_dir: PathBuf::from("web-client/dist"),
         }
     }
 }
@@ -335,6 +379,9 @@ data_dir = "./data"
 # Connections in the database pool (SQLite: reader connections; there is one writer).
 database_max_connections = 8
 
+# The built web client (web-client/build.sh), served at / when the directory exists.
+web_client_dir = "web-client/dist"
+
 [log]
 # A tracing filter; RUST_LOG overrides it.
 level = "info"
@@ -385,6 +432,10 @@ max_request_bytes = 4194304
 max_backoff_ms = 3600000
 # A warning is logged when this many events wait for one server.
 outbox_warn_len = 10000
+# Server ACL, applied to inbound and outbound federation (403 P_FORBIDDEN). Globs with `*`.
+# An empty allow list allows everyone not denied.
+allow = []
+deny = []
 "#;
 
 #[cfg(test)]
@@ -418,6 +469,20 @@ mod tests {
             default.rate_limits.login.burst
         );
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn federation_acl_globs_allow_and_deny() {
+        let mut f = FederationConfig::default();
+        assert!(f.allows("anything.example"));
+        f.deny = vec!["*.evil.example".into()];
+        assert!(!f.allows("x.evil.example"));
+        assert!(f.allows("evil.example.org"));
+        f.allow = vec!["*.example".into(), "localhost:*".into()];
+        assert!(f.allows("a.example"));
+        assert!(f.allows("localhost:8448"));
+        assert!(!f.allows("a.example.org"));
+        assert!(!f.allows("X.EVIL.example"));
     }
 
     #[test]

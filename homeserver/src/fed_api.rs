@@ -109,6 +109,12 @@ impl FromRequest<AppState> for Federated {
                 .ok_or(parley_federation::Error::MissingAuthorization)?,
         )?;
         check_destination(&auth, &state.config.server_name)?;
+        if !state.config.federation.allows(&auth.origin) {
+            return Err(Error::Forbidden(format!(
+                "{} may not federate with this server",
+                auth.origin
+            )));
+        }
         let body = parse_body((!bytes.is_empty()).then_some(&bytes[..]))?;
         let key = state
             .fed

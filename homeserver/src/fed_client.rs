@@ -39,6 +39,7 @@ pub struct FederationClient {
     server_name: String,
     resolver: Resolver,
     enabled: bool,
+    config: FederationConfig,
     keys: Mutex<KeyCache>,
 }
 
@@ -66,6 +67,7 @@ impl FederationClient {
             server_name: server_name.to_owned(),
             resolver,
             enabled: config.enabled,
+            config: config.clone(),
             keys: Mutex::new(KeyCache::new()),
         })
     }
@@ -114,7 +116,7 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<Value, FedError> {
-        if !self.enabled || destination == self.server_name {
+        if !self.enabled || destination == self.server_name || !self.config.allows(destination) {
             return Err(FedError::NotAllowed(destination.to_owned()));
         }
         let unreachable = |detail: String| FedError::Unreachable {

@@ -67,11 +67,6 @@ fn rate_key(class: RateLimitClass, state: &AppState, headers: &HeaderMap, ip: Ip
     }
 }
 
-/// Answer for paths no endpoint matches: 404 `P_UNRECOGNIZED`.
-pub async fn unknown_path() -> Error {
-    Error::UnrecognizedPath
-}
-
 /// Answer for a known path with the wrong method: 405 `P_UNRECOGNIZED`.
 pub async fn wrong_method() -> Error {
     Error::UnrecognizedMethod

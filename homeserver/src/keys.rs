@@ -267,7 +267,7 @@ async fn claim(
                     failure(ErrCode::UnreachableServer, &format!("bad answer: {e}")),
                 );
             }
-            Err(FedError::NotAllowed(_)) => {
+            Err(FedError::NotAllowed(_)) | Err(FedError::Refused { status: 403, .. }) => {
                 response.failures.insert(
                     server,
                     failure(

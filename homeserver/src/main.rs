@@ -16,6 +16,7 @@ mod server;
 mod state;
 mod sync;
 mod tokens;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

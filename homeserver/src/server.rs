@@ -26,9 +26,17 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::hub::router(&state))
         .merge(crate::sync::router(&state))
         .merge(crate::fed_api::router(&state))
-        .fallback(http::unknown_path)
+        .fallback(crate::web::web_client_or_unknown)
         .method_not_allowed_fallback(http::wrong_method)
         // Spans carry method and path only: never headers (tokens) or query strings.
+        // Clients authenticate with bearer tokens, never cookies, so any origin may call the
+        // API: a web client served by one homeserver can talk to another.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
+        )
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
         }))

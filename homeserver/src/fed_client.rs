@@ -41,6 +41,7 @@ pub struct FederationClient {
     enabled: bool,
     config: FederationConfig,
     keys: Mutex<KeyCache>,
+    fetch_gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl FederationClient {
@@ -69,6 +70,7 @@ impl FederationClient {
             enabled: config.enabled,
             config: config.clone(),
             keys: Mutex::new(KeyCache::new()),
+            fetch_gates: Mutex::new(Default::default()),
         })
     }
 
@@ -166,13 +168,24 @@ impl FederationClient {
     /// The current verify key `key_id` of `origin`, fetching its key document when it is not
     /// cached (at most once a minute per origin). Only the origin's own answer is believed.
     pub async fn verifying_key(&self, origin: &str, key_id: &KeyId) -> Option<VerifyingKey> {
+        let cached = |now| {
+            self.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lookup(origin, key_id, now)
+        };
+        if let CacheLookup::Found(key) = cached(now_ms()) {
+            return Some(key);
+        }
+        // One fetch per origin at a time: concurrent first requests wait for its result
+        // instead of being refused while it is in flight.
+        let gate = {
+            let mut gates = self.fetch_gates.lock().unwrap_or_else(|p| p.into_inner());
+            gates.entry(origin.to_owned()).or_default().clone()
+        };
+        let _guard = gate.lock().await;
         let now = now_ms();
-        let lookup = self
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .lookup(origin, key_id, now);
-        match lookup {
+        match cached(now) {
             CacheLookup::Found(key) => return Some(key),
             CacheLookup::Unavailable => return None,
             CacheLookup::Fetch => {}

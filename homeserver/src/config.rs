@@ -188,6 +188,8 @@ pub struct RateLimitsConfig {
     pub group_create: RateLimit,
     /// Commits, proposals and application messages, per user.
     pub send: RateLimit,
+    /// Inbound federation requests, per origin server.
+    pub federation: RateLimit,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -283,6 +285,10 @@ impl Default for RateLimitsConfig {
             send: RateLimit {
                 per_second: 200.0,
                 burst: 1000,
+            },
+            federation: RateLimit {
+                per_second: 500.0,
+                burst: 2000,
             },
         }
     }
@@ -420,6 +426,8 @@ key_upload = { per_second = 1.0, burst = 20 }
 key_claim = { per_second = 10.0, burst = 50 }
 group_create = { per_second = 1.0, burst = 20 }
 send = { per_second = 200.0, burst = 1000 }
+# Per origin server: inbound federation requests.
+federation = { per_second = 500.0, burst = 2000 }
 
 [federation]
 enabled = true

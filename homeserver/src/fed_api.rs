@@ -125,6 +125,8 @@ impl FromRequest<AppState> for Federated {
                 key_id: auth.key_id.as_str().to_owned(),
             })?;
         verify_request(&auth, &method, &uri, body.as_ref(), &key)?;
+        // Counted only once the origin is proven, so nobody can spend another server's budget.
+        state.check_federation_rate(&auth.origin)?;
         // A server that contacts us is up: deliver what we hold for it now.
         state.outbox.wake(&auth.origin);
         if let Some(claimed) = body

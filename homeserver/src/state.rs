@@ -39,6 +39,7 @@ pub struct AppState {
     /// Durable delivery to other servers.
     pub outbox: Arc<Outbox>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
+    federation_limiter: Arc<RateLimiter<String>>,
 }
 
 impl AppState {
@@ -69,6 +70,7 @@ impl AppState {
             fed_config.outbox_warn_len,
         );
         AppState {
+            federation_limiter: Arc::new(RateLimiter::new(config.rate_limits.federation)),
             fed,
             outbox,
             limiters: Arc::new(limiters),
@@ -78,6 +80,18 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Takes a token from an origin server's federation bucket, or refuses with 429.
+    pub fn check_federation_rate(&self, origin: &str) -> Result<(), Error> {
+        self.federation_limiter
+            .check(&origin.to_owned())
+            .map_err(|retry_after_ms| {
+                self.metrics
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Error::LimitExceeded { retry_after_ms }
+            })
     }
 
     /// Takes a token from `key`'s bucket of `class` (a client IP or a user id), or refuses

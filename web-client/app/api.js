@@ -1,0 +1,157 @@
+// The client API over fetch (DESIGN §3.1, §3.4). Paths are those of client-api/src/*.rs.
+
+export const PREFIX = '/_parley/client/v1';
+
+/** An error answer of the homeserver (or a network failure: status 0). */
+export class ApiError extends Error {
+  constructor(status, body) {
+    const errcode = (body && body.errcode) || (status === 0 ? 'NETWORK' : `HTTP_${status}`);
+    const text = (body && body.error) || (status === 0 ? 'The homeserver could not be reached' : `HTTP ${status}`);
+    super(`${text} (${errcode})`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.errcode = errcode;
+    this.error = text;
+    this.body = body || {};
+  }
+}
+
+/** `example.org` → `https://example.org`; `localhost:8008` → `http://localhost:8008`. */
+export function normaliseBaseUrl(input, fallback) {
+  let s = String(input || '').trim();
+  if (!s) s = String(fallback || '');
+  if (!/^https?:\/\//i.test(s)) {
+    const local = /^(localhost|127\.|\[::1\])/i.test(s);
+    s = `${local ? 'http' : 'https'}://${s}`;
+  }
+  const u = new URL(s);
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+/** `http(s)://host/base` → `ws(s)://host/base/_parley/client/v1/ws`. */
+export function wsUrl(baseUrl) {
+  return `${baseUrl.replace(/^http/i, 'ws')}${PREFIX}/ws`;
+}
+
+const enc = encodeURIComponent;
+
+export class Api {
+  /**
+   * @param {string} baseUrl homeserver URL
+   * @param {{fetchFn?: Function, onSession?: Function}} opts `onSession(session)` is called
+   *   whenever tokens change (login, refresh) so the app can persist them.
+   */
+  constructor(baseUrl, { fetchFn, onSession } = {}) {
+    this.baseUrl = baseUrl;
+    this.fetchFn = fetchFn || ((...a) => globalThis.fetch(...a));
+    this.onSession = onSession || (() => {});
+    this.session = null;
+    this.refreshing = null;
+  }
+
+  setSession(session) {
+    this.session = session;
+  }
+
+  async raw(method, path, body, token) {
+    const headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let res;
+    try {
+      res = await this.fetchFn(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+    } catch {
+      throw new ApiError(0, null);
+    }
+    let json = null;
+    try {
+      json = await res.json();
+    } catch {
+      json = null;
+    }
+    if (!res.ok) throw new ApiError(res.status, json);
+    return json || {};
+  }
+
+  /** An authenticated request; refreshes the access token once on 401 P_UNKNOWN_TOKEN. */
+  async call(method, path, body) {
+    if (!this.session) throw new ApiError(401, { errcode: 'P_MISSING_TOKEN', error: 'Not logged in' });
+    const token = this.session.access_token;
+    try {
+      return await this.raw(method, path, body, token);
+    } catch (err) {
+      if (err.status !== 401 || err.errcode !== 'P_UNKNOWN_TOKEN' || !this.session.refresh_token) throw err;
+      await this.refresh(token);
+      return this.raw(method, path, body, this.session.access_token);
+    }
+  }
+
+  async refresh(staleToken) {
+    if (this.session && this.session.access_token !== staleToken) return; // someone else did
+    if (!this.refreshing) {
+      this.refreshing = (async () => {
+        try {
+          const r = await this.raw('POST', `${PREFIX}/refresh`, { refresh_token: this.session.refresh_token });
+          this.session = { ...this.session, ...r };
+          await this.onSession(this.session);
+        } finally {
+          this.refreshing = null;
+        }
+      })();
+    }
+    await this.refreshing;
+  }
+
+  async register(username, password, deviceName) {
+    const r = await this.raw('POST', `${PREFIX}/register`, { username, password, device_name: deviceName });
+    this.session = r;
+    return r;
+  }
+
+  async login(username, password, deviceName) {
+    const r = await this.raw('POST', `${PREFIX}/login`, { username, password, device_name: deviceName });
+    this.session = r;
+    return r;
+  }
+
+  logout() { return this.call('POST', `${PREFIX}/logout`, {}); }
+  whoami() { return this.call('GET', `${PREFIX}/whoami`); }
+  versions() { return this.raw('GET', '/_parley/client/versions'); }
+  devices() { return this.call('GET', `${PREFIX}/devices`); }
+  deleteDevice(id) { return this.call('DELETE', `${PREFIX}/devices/${enc(id)}`); }
+  bindSignatureKey(deviceId, key) {
+    return this.call('PUT', `${PREFIX}/devices/${enc(deviceId)}/signature_key`, { signature_key: key });
+  }
+  userDevices(userId) { return this.call('GET', `${PREFIX}/users/${enc(userId)}/devices`); }
+  uploadKeys(keyPackages, lastResort) {
+    const body = { key_packages: keyPackages };
+    if (lastResort) body.last_resort = lastResort;
+    return this.call('POST', `${PREFIX}/keys/upload`, body);
+  }
+  keyCount() { return this.call('GET', `${PREFIX}/keys/count`); }
+  claimKeys(userIds) { return this.call('POST', `${PREFIX}/keys/claim`, { user_ids: userIds }); }
+  createGroup() { return this.call('POST', `${PREFIX}/groups`, {}); }
+  groups() { return this.call('GET', `${PREFIX}/groups`); }
+  commit(groupId, bundle) {
+    const body = { commit: bundle.commit, adds: bundle.adds || [], removes: bundle.removes || [] };
+    if (bundle.welcome) body.welcome = bundle.welcome;
+    if (bundle.group_info) body.group_info = bundle.group_info;
+    return this.call('POST', `${PREFIX}/groups/${enc(groupId)}/commit`, body);
+  }
+  send(groupId, txnId, message) {
+    return this.call('PUT', `${PREFIX}/groups/${enc(groupId)}/send/${enc(txnId)}`, { message });
+  }
+  sync(since, timeoutMs = 0) {
+    const q = new URLSearchParams();
+    if (since) q.set('since', since);
+    q.set('timeout_ms', String(timeoutMs));
+    return this.call('GET', `${PREFIX}/sync?${q}`);
+  }
+  deleteWelcome(id) { return this.call('DELETE', `${PREFIX}/welcomes/${enc(id)}`); }
+}

@@ -1,0 +1,527 @@
+// Parley web client: the DOM layer. The engine (wasm) holds every key; this file wires
+// screens, forms and dialogs to `Session`. No inline scripts or styles (strict CSP).
+// Never log plaintext, keys or tokens: there is no console output here on purpose.
+
+import { Api, normaliseBaseUrl } from './api.js';
+import { VaultStore } from './store.js';
+import { Session } from './session.js';
+import {
+  IdleTimer, checkNewPassphrase, conversationLabel, conversationTitle, describeError, emptyAppState,
+  errorCode, formatSafetyNumber, formatTime, lastMessagePreview, localpart, normaliseUserId,
+  parseAutoLockMinutes, serverOf,
+} from './logic.js';
+
+const $ = (id) => document.getElementById(id);
+const SCREENS = ['screen-loading', 'screen-wasm-error', 'screen-login', 'screen-setvault', 'screen-unlock', 'screen-chat'];
+const J = (s) => JSON.parse(s);
+
+const store = new VaultStore();
+let wasm = null;
+let client = null; // wasm Client, null when locked
+let api = null;
+let state = null;
+let session = null;
+let pendingLogin = null; // {base, session} between login and vault creation
+let openGid = null;
+let idle = null;
+
+// ----- small UI helpers -----
+
+function show(id) {
+  for (const s of SCREENS) $(s).hidden = s !== id;
+  $('topnav').hidden = id !== 'screen-chat';
+  if (id !== 'screen-chat') $('whoami').textContent = '';
+}
+
+function announce(text) {
+  const el = $('status');
+  el.textContent = '';
+  // A fresh text node makes screen readers announce even a repeated message.
+  setTimeout(() => { el.textContent = text; }, 20);
+}
+
+function alertMsg(text) { $('alert').textContent = text; }
+function clearAlert() { $('alert').textContent = ''; }
+
+function busy(button, on) {
+  if (button) button.disabled = on;
+}
+
+async function guarded(button, fn) {
+  busy(button, true);
+  clearAlert();
+  try {
+    return await fn();
+  } catch (err) {
+    alertMsg(describeError(err));
+    return undefined;
+  } finally {
+    busy(button, false);
+  }
+}
+
+const tick = () => new Promise((r) => { setTimeout(r, 30); });
+
+function withTimeout(promise, ms) {
+  return Promise.race([promise, new Promise((r) => { setTimeout(r, ms); })]);
+}
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+// ----- persistence -----
+
+async function persist() {
+  if (!client || !state) return;
+  const blob = client.seal(JSON.stringify(state));
+  await store.save({ user_id: state.session.user_id, homeserver: state.homeserver, blob });
+}
+
+// ----- boot -----
+
+async function boot() {
+  try {
+    wasm = await import('./pkg/parley_web.js');
+    await wasm.default();
+  } catch (err) {
+    show('screen-wasm-error');
+    $('wasm-error-detail').textContent = `Details: ${err && err.message ? err.message : err}`;
+    return;
+  }
+  wire();
+  const origin = /^https?:$/.test(location.protocol) ? location.origin : '';
+  $('login-homeserver').value = origin;
+  let rec = null;
+  try {
+    rec = await store.load();
+  } catch (err) {
+    alertMsg(`Local storage is unavailable: ${describeError(err)}`);
+  }
+  if (rec) showUnlock(rec);
+  else show('screen-login');
+}
+
+function showUnlock(rec) {
+  $('unlock-who').textContent = `Vault of ${rec.user_id} on ${rec.homeserver}`;
+  $('unlock-pass').value = '';
+  show('screen-unlock');
+  $('unlock-pass').focus();
+}
+
+// ----- login / sign up / vault -----
+
+async function doLogin(register) {
+  const button = register ? $('signup-btn') : $('login-btn');
+  await guarded(button, async () => {
+    const username = $('login-username').value.trim();
+    const password = $('login-password').value;
+    if (!username || !password) throw new Error('Enter a username and a password.');
+    const base = normaliseBaseUrl($('login-homeserver').value, location.origin);
+    const a = new Api(base);
+    announce(register ? 'Creating the account…' : 'Logging in…');
+    const s = register ? await a.register(username, password, 'Parley web') : await a.login(username, password, 'Parley web');
+    $('login-password').value = '';
+    pendingLogin = { base, session: s };
+    show('screen-setvault');
+    announce(`Signed in as ${s.user_id}. Choose a vault passphrase.`);
+    $('setvault-pass').focus();
+  });
+}
+
+async function createVault() {
+  await guarded($('setvault-btn'), async () => {
+    const pass = $('setvault-pass').value;
+    const problem = checkNewPassphrase(pass, $('setvault-confirm').value);
+    if (problem) throw new Error(problem);
+    if (!pendingLogin) throw new Error('Log in first.');
+    announce('Creating your keys and sealing the vault…');
+    await tick();
+    const { base, session: s } = pendingLogin;
+    client = new wasm.Client(s.user_id, s.device_id);
+    client.setPassphrase(pass);
+    $('setvault-pass').value = '';
+    $('setvault-confirm').value = '';
+    state = emptyAppState();
+    state.homeserver = base;
+    state.session = { user_id: s.user_id, device_id: s.device_id, access_token: s.access_token, refresh_token: s.refresh_token };
+    pendingLogin = null;
+    await persist();
+    await startSession();
+  });
+}
+
+async function unlock() {
+  await guarded($('unlock-btn'), async () => {
+    const pass = $('unlock-pass').value;
+    if (!pass) throw new Error('Enter your vault passphrase.');
+    const rec = await store.load();
+    if (!rec) {
+      show('screen-login');
+      throw new Error('There is no vault in this browser.');
+    }
+    announce('Unlocking…');
+    await tick();
+    let c;
+    try {
+      c = wasm.Client.openVault(rec.blob, pass);
+    } catch (err) {
+      $('unlock-pass').value = '';
+      $('unlock-pass').focus();
+      if (errorCode(err) === 'VaultDecrypt') throw new Error('Wrong passphrase. The vault stays locked.');
+      throw err;
+    }
+    $('unlock-pass').value = '';
+    client = c;
+    state = { ...emptyAppState(), ...J(client.takeAppData() || '{}') };
+    await startSession();
+  });
+}
+
+async function startSession() {
+  api = new Api(state.homeserver, {
+    onSession: (s) => {
+      state.session = { ...state.session, access_token: s.access_token, refresh_token: s.refresh_token };
+      return session ? session.save() : persist();
+    },
+  });
+  api.setSession(state.session);
+  session = new Session({
+    client, api, state, persist, onChange: render, notify: (kind, text) => (kind === 'alert' ? alertMsg(text) : announce(text)),
+  });
+  openGid = null;
+  show('screen-chat');
+  render();
+  announce(`Unlocked. Signed in as ${state.session.user_id}.`);
+  idle = new IdleTimer(state.settings.autoLockMinutes * 60000, () => { lock('Locked after inactivity.'); });
+  idle.start();
+  $('new-conv-btn').focus();
+  try {
+    await session.start();
+  } catch (err) {
+    alertMsg(`Could not reach the homeserver: ${describeError(err)}`);
+    session.connectWs();
+  }
+}
+
+async function lock(reason = 'Locked.') {
+  if (!client) return;
+  if (idle) idle.stop();
+  const s = session;
+  session = null;
+  if (s) {
+    s.stop();
+    await withTimeout(s.flush(), 5000);
+  }
+  try { client.lock(); client.free(); } catch { /* already freed */ }
+  client = null;
+  state = null;
+  api = null;
+  openGid = null;
+  clearChatDom();
+  let rec = null;
+  try { rec = await store.load(); } catch { /* shown on unlock */ }
+  if (rec) showUnlock(rec);
+  else show('screen-login');
+  announce(reason);
+}
+
+async function panicWipe() {
+  const dlg = $('panic-dialog');
+  if (dlg.open) dlg.close();
+  if (idle) idle.stop();
+  const s = session;
+  session = null;
+  if (s) s.stop();
+  if (api) {
+    try { await withTimeout(api.logout(), 3000); } catch { /* wipe anyway */ }
+  }
+  try { if (client) { client.lock(); client.free(); } } catch { /* already freed */ }
+  client = null;
+  state = null;
+  api = null;
+  pendingLogin = null;
+  openGid = null;
+  clearChatDom();
+  for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user']) $(id).value = '';
+  try {
+    await store.wipe();
+    show('screen-login');
+    announce('Everything was wiped from this browser.');
+  } catch (err) {
+    show('screen-login');
+    alertMsg(`Wiping the browser storage failed: ${describeError(err)}`);
+  }
+}
+
+function clearChatDom() {
+  $('conv-list').replaceChildren();
+  $('message-list').replaceChildren();
+  $('member-list').replaceChildren();
+  $('conv-body').hidden = true;
+  $('conv-empty').hidden = false;
+}
+
+// ----- rendering -----
+
+function render() {
+  if (!state || !session) return;
+  const me = state.session.user_id;
+  $('whoami').textContent = `${me} · ${session.connection}`;
+  renderConvList(me);
+  renderConv(me);
+}
+
+function renderConvList(me) {
+  const list = $('conv-list');
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.gid : null;
+  list.replaceChildren();
+  for (const gid of state.order) {
+    const conv = state.convs[gid];
+    if (!conv) continue;
+    const btn = el('button', {
+      type: 'button',
+      'aria-label': conversationLabel(conv, me),
+      'aria-current': gid === openGid ? 'true' : null,
+      onclick: () => openConversation(gid),
+    },
+    el('span', { text: conversationTitle(conv, me) }),
+    conv.unread > 0 ? el('span', { class: 'badge', text: String(conv.unread) }) : null,
+    el('span', { class: 'preview', text: conv.active ? lastMessagePreview(conv) : 'You are no longer a member' }));
+    btn.dataset.gid = gid;
+    list.append(el('li', {}, btn));
+    if (focused === gid) btn.focus();
+  }
+}
+
+function renderConv(me) {
+  const conv = openGid ? state.convs[openGid] : null;
+  $('conv-empty').hidden = !!conv;
+  $('conv-body').hidden = !conv;
+  if (!conv) return;
+  $('conv-title').textContent = conversationTitle(conv, me);
+
+  // Members, one entry per user, with trust badges.
+  const users = [...new Set(conv.members.map((m) => m.user_id))].sort();
+  const ml = $('member-list');
+  ml.replaceChildren();
+  for (const u of users) {
+    let trust = 'tofu';
+    try { trust = u === me ? 'own' : client.userTrust(u); } catch { /* locked */ }
+    const li = el('li', {}, el('span', { text: u === me ? `${u} (you)` : u }));
+    if (trust === 'verified') li.append(el('span', { role: 'img', 'aria-label': 'Verified', class: 'verified', text: '✓' }));
+    if (trust === 'key_changed') li.append(el('span', { role: 'img', 'aria-label': 'Key changed', class: 'changed', text: '⚠' }));
+    if (u !== me && conv.active) {
+      li.append(el('button', {
+        type: 'button', class: 'link', 'aria-label': `Remove ${u}`, text: '×',
+        onclick: () => guarded(null, async () => { await session.removeMember(conv.group_id, u); announce(`Removed ${u}.`); }),
+      }));
+    }
+    ml.append(li);
+  }
+
+  // Messages.
+  const list = $('message-list');
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren();
+  for (const m of conv.messages) {
+    if (m.kind === 'system') {
+      list.append(el('li', { class: 'system', text: m.body }));
+      continue;
+    }
+    const who = m.own ? 'You' : localpart(m.sender);
+    const stateText = m.own ? ` · ${m.state}` : '';
+    list.append(el('li', { class: m.own ? 'own' : 'other' },
+      el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` }),
+      el('span', { class: 'body', text: m.body })));
+  }
+  if (atBottom) list.scrollTop = list.scrollHeight;
+
+  // TOFU warning blocks sending until acknowledged.
+  let changes = [];
+  try { changes = session.keyChanges(conv.group_id); } catch { /* locked */ }
+  $('tofu-warning').hidden = changes.length === 0;
+  $('tofu-text').textContent = changes.length
+    ? `The safety number with ${[...new Set(changes.map((c) => c.user_id))].join(', ')} changed. Sending is blocked until you acknowledge it; verify again to be sure nobody is impersonating them.`
+    : '';
+  $('send-btn').disabled = !conv.active || changes.length > 0;
+  $('message-input').disabled = !conv.active;
+  $('invite-btn').disabled = !conv.active;
+  $('invite-user').disabled = !conv.active;
+  $('leave-btn').disabled = !conv.active;
+  $('verify-btn').disabled = users.length < 2;
+}
+
+function openConversation(gid) {
+  openGid = gid;
+  if (session) {
+    session.openConv = gid;
+    session.markRead(gid);
+  }
+  render();
+  const list = $('message-list');
+  list.scrollTop = list.scrollHeight;
+  $('message-input').focus();
+}
+
+// ----- dialogs -----
+
+function openVerify() {
+  const conv = state.convs[openGid];
+  if (!conv) return;
+  const me = state.session.user_id;
+  const sel = $('verify-user');
+  sel.replaceChildren();
+  for (const u of [...new Set(conv.members.map((m) => m.user_id))].filter((x) => x !== me).sort()) {
+    sel.append(el('option', { value: u, text: u }));
+  }
+  fillVerify();
+  $('verify-dialog').showModal();
+  sel.focus();
+}
+
+function fillVerify() {
+  const u = $('verify-user').value;
+  const conv = state.convs[openGid];
+  if (!u || !conv) return;
+  try {
+    $('verify-number').value = formatSafetyNumber(client.safetyNumber(u));
+    const theirs = conv.members.filter((m) => m.user_id === u).map((m) => `${m.device_id}: ${m.fingerprint}`);
+    $('verify-fingerprints').textContent = `Your device: ${client.fingerprint()}. Their devices: ${theirs.join('; ')}.`;
+  } catch (err) {
+    $('verify-number').value = '';
+    $('verify-fingerprints').textContent = describeError(err);
+  }
+}
+
+async function openSettings() {
+  $('own-fingerprint').value = client.fingerprint();
+  $('autolock-minutes').value = String(state.settings.autoLockMinutes);
+  $('settings-dialog').showModal();
+  await refreshDevices();
+}
+
+async function refreshDevices() {
+  const list = $('device-list');
+  list.replaceChildren(el('li', { text: 'Loading devices…' }));
+  try {
+    const { devices } = await api.devices();
+    list.replaceChildren();
+    for (const d of devices) {
+      const current = d.device_id === state.session.device_id;
+      const li = el('li', {}, el('span', { text: `${d.device_id}${d.display_name ? ` (${d.display_name})` : ''}${current ? ' — this device' : ''} ` }));
+      if (!current) {
+        li.append(el('button', {
+          type: 'button', 'aria-label': `Revoke ${d.device_id}`, text: 'Revoke',
+          onclick: (e) => guarded(e.currentTarget, async () => {
+            await api.deleteDevice(d.device_id);
+            announce(`Device ${d.device_id} revoked.`);
+            await refreshDevices();
+          }),
+        }));
+      }
+      list.append(li);
+    }
+  } catch (err) {
+    list.replaceChildren(el('li', { text: `Could not load devices: ${describeError(err)}` }));
+  }
+}
+
+// ----- wiring -----
+
+function wire() {
+  $('login-form').addEventListener('submit', (e) => { e.preventDefault(); doLogin(false); });
+  $('signup-btn').addEventListener('click', () => doLogin(true));
+  $('setvault-form').addEventListener('submit', (e) => { e.preventDefault(); createVault(); });
+  $('unlock-form').addEventListener('submit', (e) => { e.preventDefault(); unlock(); });
+
+  const askPanic = () => { $('panic-dialog').showModal(); $('panic-cancel-btn').focus(); };
+  $('panic-btn').addEventListener('click', askPanic);
+  $('unlock-panic-btn').addEventListener('click', askPanic);
+  $('panic-confirm-btn').addEventListener('click', () => { panicWipe(); });
+  $('lock-btn').addEventListener('click', () => { lock(); });
+
+  $('new-conv-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    const gid = await session.createConversation();
+    openConversation(gid);
+    announce('New conversation created. Invite someone by user id.');
+    $('invite-user').focus();
+  }));
+
+  $('invite-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded($('invite-btn'), async () => {
+      const me = state.session.user_id;
+      const uid = normaliseUserId($('invite-user').value, serverOf(me));
+      if (!uid) throw new Error('Enter a user id like @name:server.');
+      if (uid === me) throw new Error('You are already in this conversation.');
+      announce(`Inviting ${uid}…`);
+      await session.invite(openGid, uid);
+      $('invite-user').value = '';
+      announce(`${uid} was added.`);
+    });
+  });
+
+  $('send-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('message-input');
+    const text = input.value;
+    if (!text.trim() || $('send-btn').disabled) return;
+    input.value = '';
+    guarded($('send-btn'), async () => {
+      await session.sendText(openGid, text);
+    }).then(() => { render(); input.focus(); });
+  });
+  $('message-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $('send-form').requestSubmit();
+    }
+  });
+
+  $('tofu-ack-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    await session.acknowledgeKeyChanges(openGid);
+    announce('Key change acknowledged. Sending is possible again.');
+  }));
+  $('leave-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    await session.leave(openGid);
+    announce('You left the conversation.');
+  }));
+
+  $('verify-btn').addEventListener('click', openVerify);
+  $('verify-user').addEventListener('change', fillVerify);
+  $('verify-mark-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    const u = $('verify-user').value;
+    await session.setVerified(u, true);
+    announce(`${u} is marked as verified.`);
+  }));
+  $('verify-unmark-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    const u = $('verify-user').value;
+    await session.setVerified(u, false);
+    announce(`${u} is no longer marked as verified.`);
+  }));
+
+  $('settings-btn').addEventListener('click', () => { openSettings(); });
+  $('settings-save-btn').addEventListener('click', () => {
+    const minutes = parseAutoLockMinutes($('autolock-minutes').value);
+    state.settings.autoLockMinutes = minutes;
+    $('autolock-minutes').value = String(minutes);
+    if (idle) idle.setMs(minutes * 60000);
+    session.save();
+    announce(`Auto-lock after ${minutes} minutes of inactivity.`);
+  });
+
+  for (const ev of ['keydown', 'pointerdown', 'wheel', 'touchstart']) {
+    document.addEventListener(ev, () => { if (idle && client) idle.poke(); }, { passive: true });
+  }
+}
+
+boot();

@@ -1,0 +1,912 @@
+//! The web client's engine wrapper in plain Rust (no wasm-bindgen types), so it is tested
+//! natively. Values cross to JS as JSON strings and standard padded base64 (DESIGN §3.4); the
+//! wasm-bindgen layer in `lib.rs` only converts errors.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use parley_mls::{
+    vault, CommitBundle, DeviceKeyValidator, DeviceRef, Engine, EngineConfig, Event, MemberInfo,
+    MlsError, TrustState, Zeroizing,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Magic of the sealed web-client blob: engine state plus the app's own JSON.
+const WEB_MAGIC: &[u8; 8] = b"PLYWEB01";
+
+/// An error for JS: a stable `code` (the `MlsError` variant or a web-client code) and text.
+/// The text never contains plaintext or key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebError {
+    /// Stable machine-readable code, e.g. `VaultDecrypt`, `KeyChangeUnacknowledged`, `Locked`.
+    pub code: &'static str,
+    /// Human-readable text.
+    pub message: String,
+}
+
+impl WebError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+impl From<MlsError> for WebError {
+    fn from(e: MlsError) -> Self {
+        let code = match &e {
+            MlsError::InvalidIdentifier(_) => "InvalidIdentifier",
+            MlsError::InvalidMessage(_) => "InvalidMessage",
+            MlsError::InvalidKeyPackage { .. } => "InvalidKeyPackage",
+            MlsError::UnknownGroup => "UnknownGroup",
+            MlsError::GroupExists => "GroupExists",
+            MlsError::CredentialRefused { .. } => "CredentialRefused",
+            MlsError::EnvelopeMismatch(_) => "EnvelopeMismatch",
+            MlsError::BadAad(_) => "BadAad",
+            MlsError::Replay(_) => "Replay",
+            MlsError::TimestampSkew => "TimestampSkew",
+            MlsError::WrongEpoch { .. } => "WrongEpoch",
+            MlsError::PendingCommit => "PendingCommit",
+            MlsError::NoPendingCommit => "NoPendingCommit",
+            MlsError::KeyChangeUnacknowledged(_) => "KeyChangeUnacknowledged",
+            MlsError::NotMember(_) => "NotMember",
+            MlsError::Evicted => "Evicted",
+            MlsError::InvalidState(_) => "InvalidState",
+            MlsError::VaultFormat(_) => "VaultFormat",
+            MlsError::VaultDecrypt => "VaultDecrypt",
+            MlsError::Mls(_) => "Mls",
+            MlsError::Crypto(_) => "Crypto",
+            #[allow(unreachable_patterns)]
+            _ => "Engine",
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// Result alias of the web client.
+pub type WebResult<T> = std::result::Result<T, WebError>;
+
+fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+fn unb64(what: &str, text: &str) -> WebResult<Vec<u8>> {
+    B64.decode(text.trim())
+        .map_err(|_| WebError::new("BadInput", format!("{what} is not valid base64")))
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(what: &str, text: &'a str) -> WebResult<T> {
+    serde_json::from_str(text).map_err(|e| WebError::new("BadInput", format!("{what}: {e}")))
+}
+
+fn to_json(v: &Value) -> String {
+    v.to_string()
+}
+
+fn device_json(d: &DeviceRef) -> Value {
+    json!({"user_id": d.user_id, "device_id": d.device_id})
+}
+
+fn trust_name(t: Option<TrustState>) -> Value {
+    match t {
+        Some(TrustState::Own) => json!("own"),
+        Some(TrustState::Tofu) => json!("tofu"),
+        Some(TrustState::Verified) => json!("verified"),
+        Some(TrustState::KeyChanged) => json!("key_changed"),
+        None => Value::Null,
+    }
+}
+
+fn member_json(m: &MemberInfo) -> Value {
+    json!({
+        "user_id": m.user_id,
+        "device_id": m.device_id,
+        "leaf_index": m.leaf_index,
+        "signature_key": b64(&m.signature_key),
+        "fingerprint": m.fingerprint,
+        "trust": trust_name(m.trust),
+    })
+}
+
+/// An event as JSON. Application plaintext is handed over as a (lossy) UTF-8 string.
+fn event_json(e: &Event) -> Value {
+    match e {
+        Event::ApplicationMessage {
+            sender,
+            plaintext,
+            msg_id,
+            ts,
+            epoch,
+        } => json!({
+            "type": "application",
+            "sender": device_json(sender),
+            "plaintext": String::from_utf8_lossy(plaintext),
+            "msg_id": msg_id,
+            "ts": ts,
+            "epoch": epoch,
+        }),
+        Event::CommitApplied {
+            committer,
+            epoch,
+            added,
+            removed,
+            updated,
+            epoch_authenticator,
+        } => json!({
+            "type": "commit",
+            "committer": device_json(committer),
+            "epoch": epoch,
+            "added": added.iter().map(device_json).collect::<Vec<_>>(),
+            "removed": removed.iter().map(device_json).collect::<Vec<_>>(),
+            "updated": updated.iter().map(device_json).collect::<Vec<_>>(),
+            "epoch_authenticator": b64(epoch_authenticator),
+        }),
+        Event::OwnCommitConfirmed {
+            epoch,
+            epoch_authenticator,
+        } => json!({
+            "type": "own_commit",
+            "epoch": epoch,
+            "epoch_authenticator": b64(epoch_authenticator),
+        }),
+        Event::PendingCommitDiscarded { epoch } => {
+            json!({"type": "pending_commit_discarded", "epoch": epoch})
+        }
+        Event::ProposalStored { sender, kind } => json!({
+            "type": "proposal",
+            "sender": device_json(sender),
+            "kind": format!("{kind:?}").to_lowercase(),
+        }),
+        Event::KeyChangeDetected(kc) => json!({
+            "type": "key_change",
+            "device": device_json(&kc.device),
+            "old_fingerprint": parley_mls::fingerprint(&kc.old_key),
+            "new_fingerprint": parley_mls::fingerprint(&kc.new_key),
+        }),
+        Event::RemovedFromGroup { epoch } => json!({"type": "removed", "epoch": epoch}),
+        #[allow(unreachable_patterns)]
+        _ => json!({"type": "other"}),
+    }
+}
+
+fn bundle_json(b: &CommitBundle) -> Value {
+    json!({
+        "commit": b64(&b.commit),
+        "welcome": b.welcome.as_deref().map(b64),
+        "group_info": b.group_info.as_deref().map(b64),
+        "adds": b.adds.iter().map(device_json).collect::<Vec<_>>(),
+        "removes": b.removes.iter().map(device_json).collect::<Vec<_>>(),
+        "epoch": b.epoch,
+        "key_changes": b.key_changes.iter().map(|k| device_json(&k.device)).collect::<Vec<_>>(),
+    })
+}
+
+/// Published device keys fetched by the app (`GET /users/{id}/devices`). Remembers which users
+/// were asked for but unknown, so the app can fetch them and retry (the engine's refusals
+/// change nothing, so a retry is safe).
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: HashMap<String, HashMap<String, Vec<u8>>>,
+    misses: RefCell<BTreeSet<String>>,
+}
+
+impl Directory {
+    /// Replaces what is known of one user from a `GET /users/{id}/devices` response body.
+    pub fn set_user_devices(&mut self, response_json: &str) -> WebResult<()> {
+        #[derive(Deserialize)]
+        struct Dev {
+            device_id: String,
+            signature_key: String,
+        }
+        #[derive(Deserialize)]
+        struct Resp {
+            user_id: String,
+            devices: Vec<Dev>,
+        }
+        let resp: Resp = parse_json("user devices", response_json)?;
+        let mut map = HashMap::new();
+        for d in resp.devices {
+            map.insert(d.device_id, unb64("signature_key", &d.signature_key)?);
+        }
+        self.users.insert(resp.user_id, map);
+        Ok(())
+    }
+
+    /// Users looked up since the last call but not known; clears the list.
+    pub fn take_missing_users(&self) -> Vec<String> {
+        std::mem::take(&mut *self.misses.borrow_mut())
+            .into_iter()
+            .collect()
+    }
+
+    fn clear_misses(&self) {
+        self.misses.borrow_mut().clear();
+    }
+}
+
+impl DeviceKeyValidator for Directory {
+    fn published_signature_key(&self, device: &DeviceRef) -> Option<Vec<u8>> {
+        let key = self
+            .users
+            .get(&device.user_id)
+            .and_then(|m| m.get(&device.device_id))
+            .cloned();
+        if key.is_none() {
+            self.misses.borrow_mut().insert(device.user_id.clone());
+        }
+        key
+    }
+}
+
+/// The client: one device's engine (absent when locked), the device-key directory and the
+/// vault passphrase, all in wasm memory (never in JS).
+#[derive(Debug)]
+pub struct Core {
+    engine: Option<Engine>,
+    dir: Directory,
+    passphrase: Option<Zeroizing<String>>,
+    opened_app_data: Option<String>,
+}
+
+impl Core {
+    /// A new device identity `@user:server/DEVICE`.
+    pub fn new(user_id: &str, device_id: &str) -> WebResult<Self> {
+        Ok(Self::from_engine(Engine::new(
+            user_id,
+            device_id,
+            EngineConfig::default(),
+        )?))
+    }
+
+    fn from_engine(engine: Engine) -> Self {
+        Self {
+            engine: Some(engine),
+            dir: Directory::default(),
+            passphrase: None,
+            opened_app_data: None,
+        }
+    }
+
+    /// Restores an engine from an unsealed `export_state` blob.
+    pub fn import_state(state: &[u8]) -> WebResult<Self> {
+        Ok(Self::from_engine(Engine::import_state(state)?))
+    }
+
+    /// Opens a blob written by [`Core::seal`]: the engine and the app's JSON (see
+    /// [`Core::take_app_data`]). Remembers the passphrase for later seals.
+    pub fn open_vault(blob: &[u8], passphrase: &str) -> WebResult<Self> {
+        let inner = vault::open(blob, passphrase)?;
+        let bad = || WebError::new("VaultFormat", "the vault content is not a web-client blob");
+        if inner.len() < 12 || &inner[..8] != WEB_MAGIC {
+            return Err(bad());
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&inner[8..12]);
+        let len = u32::from_be_bytes(len) as usize;
+        let end = 12usize.checked_add(len).ok_or_else(bad)?;
+        let state = inner.get(12..end).ok_or_else(bad)?;
+        let app = inner.get(end..).ok_or_else(bad)?;
+        let app = std::str::from_utf8(app).map_err(|_| bad())?.to_owned();
+        let mut core = Self::from_engine(Engine::import_state(state)?);
+        core.passphrase = Some(Zeroizing::new(passphrase.to_owned()));
+        core.opened_app_data = Some(app);
+        Ok(core)
+    }
+
+    /// The app JSON found by [`Core::open_vault`] (once).
+    pub fn take_app_data(&mut self) -> Option<String> {
+        self.opened_app_data.take()
+    }
+
+    /// Sets the passphrase later seals use.
+    pub fn set_passphrase(&mut self, passphrase: &str) {
+        self.passphrase = Some(Zeroizing::new(passphrase.to_owned()));
+    }
+
+    /// Whether a passphrase is set.
+    pub fn has_passphrase(&self) -> bool {
+        self.passphrase.is_some()
+    }
+
+    /// Seals engine state + `app_data` (JSON) under the stored passphrase: Argon2id +
+    /// AES-256-GCM (`parley_mls::vault`). The result is what goes to IndexedDB.
+    pub fn seal(&self, app_data: &str) -> WebResult<Vec<u8>> {
+        let pass = self
+            .passphrase
+            .as_ref()
+            .ok_or_else(|| WebError::new("NoPassphrase", "no vault passphrase is set"))?;
+        let state = self.engine()?.export_state()?;
+        let len = u32::try_from(state.len())
+            .map_err(|_| WebError::new("InvalidState", "state too large"))?;
+        let mut inner = Zeroizing::new(Vec::with_capacity(12 + state.len() + app_data.len()));
+        inner.extend_from_slice(WEB_MAGIC);
+        inner.extend_from_slice(&len.to_be_bytes());
+        inner.extend_from_slice(&state);
+        inner.extend_from_slice(app_data.as_bytes());
+        Ok(vault::seal(&inner, pass)?)
+    }
+
+    /// Wipes every key from memory (engine store, signer, passphrase, directory).
+    pub fn lock(&mut self) {
+        if let Some(e) = self.engine.take() {
+            e.lock();
+        }
+        self.passphrase = None;
+        self.opened_app_data = None;
+        self.dir = Directory::default();
+    }
+
+    /// Whether the engine was wiped by [`Core::lock`].
+    pub fn is_locked(&self) -> bool {
+        self.engine.is_none()
+    }
+
+    fn engine(&self) -> WebResult<&Engine> {
+        self.engine
+            .as_ref()
+            .ok_or_else(|| WebError::new("Locked", "the client is locked"))
+    }
+
+    fn engine_mut(&mut self) -> WebResult<(&mut Engine, &Directory)> {
+        let dir = &self.dir;
+        dir.clear_misses();
+        self.engine
+            .as_mut()
+            .map(|e| (e, dir))
+            .ok_or_else(|| WebError::new("Locked", "the client is locked"))
+    }
+
+    /// The unsealed engine state (secret: for tests and tools only; the app uses `seal`).
+    pub fn export_state(&self) -> WebResult<Zeroizing<Vec<u8>>> {
+        Ok(self.engine()?.export_state()?)
+    }
+
+    // ----- identity -----
+
+    /// `@localpart:server`.
+    pub fn user_id(&self) -> WebResult<String> {
+        Ok(self.engine()?.device().user_id.clone())
+    }
+
+    /// Server-assigned device id.
+    pub fn device_id(&self) -> WebResult<String> {
+        Ok(self.engine()?.device().device_id.clone())
+    }
+
+    /// Base64 of the raw Ed25519 key, for `PUT /devices/{id}/signature_key`.
+    pub fn signature_key(&self) -> WebResult<String> {
+        Ok(b64(&self.engine()?.signature_public_key()))
+    }
+
+    /// This device's fingerprint.
+    pub fn fingerprint(&self) -> WebResult<String> {
+        Ok(self.engine()?.fingerprint())
+    }
+
+    // ----- key packages -----
+
+    /// `count` key packages as a JSON array of base64 strings.
+    pub fn generate_key_packages(&mut self, count: usize) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        let kps = e.generate_key_packages(count.min(500))?;
+        Ok(to_json(&json!(kps
+            .iter()
+            .map(|k| b64(k))
+            .collect::<Vec<_>>())))
+    }
+
+    /// A last-resort key package, base64.
+    pub fn generate_last_resort_key_package(&mut self) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(b64(&e.generate_last_resort_key_package()?))
+    }
+
+    /// Ordinary key packages whose private keys are still held.
+    pub fn unused_key_package_count(&self) -> WebResult<usize> {
+        Ok(self.engine()?.unused_key_package_count())
+    }
+
+    /// Whether a last-resort key package is held.
+    pub fn has_last_resort_key_package(&self) -> WebResult<bool> {
+        Ok(self.engine()?.has_last_resort_key_package())
+    }
+
+    // ----- directory -----
+
+    /// Records a `GET /users/{id}/devices` response (JSON).
+    pub fn set_user_devices(&mut self, response_json: &str) -> WebResult<()> {
+        self.dir.set_user_devices(response_json)
+    }
+
+    /// JSON array of users the last operation needed but the directory did not know.
+    pub fn take_missing_users(&self) -> String {
+        to_json(&json!(self.dir.take_missing_users()))
+    }
+
+    // ----- groups -----
+
+    /// Creates group `!opaque:server` (registered at the hub with `POST /groups` first).
+    pub fn create_group(&mut self, group_id: &str) -> WebResult<()> {
+        let (e, _) = self.engine_mut()?;
+        Ok(e.create_group(group_id)?)
+    }
+
+    /// JSON array of group ids held.
+    pub fn group_ids(&self) -> WebResult<String> {
+        Ok(to_json(&json!(self.engine()?.group_ids())))
+    }
+
+    /// Current epoch of a group.
+    pub fn epoch(&self, group_id: &str) -> WebResult<u64> {
+        Ok(self.engine()?.epoch(group_id)?)
+    }
+
+    /// Whether this device is still a member.
+    pub fn is_active(&self, group_id: &str) -> WebResult<bool> {
+        Ok(self.engine()?.is_active(group_id)?)
+    }
+
+    /// Whether an own commit waits for the hub.
+    pub fn has_pending_commit(&self, group_id: &str) -> WebResult<bool> {
+        Ok(self.engine()?.has_pending_commit(group_id)?)
+    }
+
+    /// JSON array of members `{user_id, device_id, leaf_index, signature_key, fingerprint,
+    /// trust}`.
+    pub fn members(&self, group_id: &str) -> WebResult<String> {
+        let members = self.engine()?.members(group_id)?;
+        Ok(to_json(&json!(members
+            .iter()
+            .map(member_json)
+            .collect::<Vec<_>>())))
+    }
+
+    /// Commit adding the devices of claimed key packages (JSON array of base64, as found in
+    /// `POST /keys/claim`'s `key_packages`). Returns the bundle JSON: `{commit, welcome,
+    /// group_info, adds, removes, epoch, key_changes}`.
+    pub fn add_members(&mut self, group_id: &str, key_packages_json: &str) -> WebResult<String> {
+        let kps: Vec<String> = parse_json("key packages", key_packages_json)?;
+        let kps = kps
+            .iter()
+            .map(|k| unb64("key package", k))
+            .collect::<WebResult<Vec<_>>>()?;
+        let (e, dir) = self.engine_mut()?;
+        let bundle = e.add_members(group_id, &kps, dir)?;
+        Ok(to_json(&bundle_json(&bundle)))
+    }
+
+    /// Commit removing devices (JSON array of `{user_id, device_id}`).
+    pub fn remove_members(&mut self, group_id: &str, devices_json: &str) -> WebResult<String> {
+        let devices: Vec<DeviceRef> = parse_json("devices", devices_json)?;
+        let (e, _) = self.engine_mut()?;
+        let bundle = e.remove_members(group_id, &devices)?;
+        Ok(to_json(&bundle_json(&bundle)))
+    }
+
+    /// Commit removing every device of `user_id`.
+    pub fn remove_user(&mut self, group_id: &str, user_id: &str) -> WebResult<String> {
+        let devices: Vec<DeviceRef> = self
+            .engine()?
+            .members(group_id)?
+            .into_iter()
+            .filter(|m| m.user_id == user_id)
+            .map(|m| DeviceRef {
+                user_id: m.user_id,
+                device_id: m.device_id,
+            })
+            .collect();
+        if devices.is_empty() {
+            return Err(WebError::new(
+                "NotMember",
+                format!("{user_id} is not a member"),
+            ));
+        }
+        let (e, _) = self.engine_mut()?;
+        let bundle = e.remove_members(group_id, &devices)?;
+        Ok(to_json(&bundle_json(&bundle)))
+    }
+
+    /// Commit updating this device's leaf (fresh keys).
+    pub fn self_update(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(&e.self_update(group_id)?)))
+    }
+
+    /// Commit of the stored proposals (e.g. another member's leave).
+    pub fn commit_pending_proposals(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(
+            &e.commit_pending_proposals(group_id)?,
+        )))
+    }
+
+    /// Proposal removing this device (base64), for another member to commit.
+    pub fn leave_group(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(b64(&e.leave_group(group_id)?))
+    }
+
+    /// The hub accepted the pending commit: merge it. Returns the event JSON.
+    pub fn confirm_commit(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&event_json(&e.confirm_pending_commit(group_id)?)))
+    }
+
+    /// The hub refused the pending commit (409): forget it.
+    pub fn discard_commit(&mut self, group_id: &str) -> WebResult<()> {
+        let (e, _) = self.engine_mut()?;
+        Ok(e.discard_pending_commit(group_id)?)
+    }
+
+    /// Joins from a Welcome (base64). Returns `{group_id, epoch, members, events}`.
+    pub fn join(&mut self, welcome_b64: &str) -> WebResult<String> {
+        let welcome = unb64("welcome", welcome_b64)?;
+        let (e, dir) = self.engine_mut()?;
+        let joined = e.join_from_welcome(&welcome, dir)?;
+        Ok(to_json(&json!({
+            "group_id": joined.group_id,
+            "epoch": joined.epoch,
+            "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
+            "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
+        })))
+    }
+
+    /// Processes one sync message object (JSON, as `/sync` or `/ws` deliver it) of a group.
+    /// Returns a JSON array of events.
+    pub fn process(&mut self, group_id: &str, message_json: &str) -> WebResult<String> {
+        #[derive(Deserialize)]
+        struct Wire {
+            sender: DeviceRef,
+            epoch: u64,
+            ts: u64,
+            message: String,
+            #[serde(default)]
+            adds: Option<Vec<DeviceRef>>,
+            #[serde(default)]
+            removes: Option<Vec<DeviceRef>>,
+        }
+        let wire: Wire = parse_json("message", message_json)?;
+        let bytes = unb64("message", &wire.message)?;
+        let envelope = parley_mls::Envelope {
+            sender: Some(wire.sender),
+            epoch: wire.epoch,
+            ts: wire.ts,
+            adds: wire.adds.unwrap_or_default(),
+            removes: wire.removes.unwrap_or_default(),
+        };
+        let (e, dir) = self.engine_mut()?;
+        let events = e.process(group_id, &bytes, &envelope, dir)?;
+        Ok(to_json(&json!(events
+            .iter()
+            .map(event_json)
+            .collect::<Vec<_>>())))
+    }
+
+    /// Encrypts `plaintext` (the app's JSON payload) for the group. Returns
+    /// `{message, msg_id, ts, epoch}` (`msg_id` doubles as the `txn_id`).
+    pub fn encrypt(&mut self, group_id: &str, plaintext: &str, now_ms: f64) -> WebResult<String> {
+        if !now_ms.is_finite() || now_ms < 0.0 {
+            return Err(WebError::new(
+                "BadInput",
+                "now_ms must be a positive number",
+            ));
+        }
+        let (e, _) = self.engine_mut()?;
+        let out = e.encrypt(group_id, plaintext.as_bytes(), now_ms as u64)?;
+        Ok(to_json(&json!({
+            "message": b64(&out.message),
+            "msg_id": out.msg_id,
+            "ts": out.ts,
+            "epoch": out.epoch,
+        })))
+    }
+
+    // ----- trust -----
+
+    /// 60-digit safety number between this user and `other_user_id`.
+    pub fn safety_number(&self, other_user_id: &str) -> WebResult<String> {
+        Ok(self.engine()?.safety_number(other_user_id)?)
+    }
+
+    /// Marks every device of `user_id` seen in any group (un)verified. Returns how many.
+    pub fn set_user_verified(&mut self, user_id: &str, verified: bool) -> WebResult<usize> {
+        let devices = self.user_devices(user_id)?;
+        let (e, _) = self.engine_mut()?;
+        for d in &devices {
+            e.set_verified(d, verified)?;
+        }
+        Ok(devices.len())
+    }
+
+    /// Marks one device (un)verified.
+    pub fn set_verified(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        verified: bool,
+    ) -> WebResult<()> {
+        let d = DeviceRef::new(user_id, device_id)?;
+        let (e, _) = self.engine_mut()?;
+        Ok(e.set_verified(&d, verified)?)
+    }
+
+    fn user_devices(&self, user_id: &str) -> WebResult<Vec<DeviceRef>> {
+        let e = self.engine()?;
+        let mut set = BTreeSet::new();
+        for gid in e.group_ids() {
+            for m in e.members(&gid)? {
+                if m.user_id == user_id {
+                    set.insert(DeviceRef {
+                        user_id: m.user_id,
+                        device_id: m.device_id,
+                    });
+                }
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    /// Trust of a user as one word: `key_changed` if any device's key changed unacknowledged,
+    /// `verified` if every known device is verified, `own`, else `tofu` (or `unknown`).
+    pub fn user_trust(&self, user_id: &str) -> WebResult<String> {
+        let e = self.engine()?;
+        let states: Vec<Option<TrustState>> = self
+            .user_devices(user_id)?
+            .iter()
+            .map(|d| e.trust_state(d))
+            .collect();
+        let word = if states.is_empty() {
+            "unknown"
+        } else if states.contains(&Some(TrustState::KeyChanged)) {
+            "key_changed"
+        } else if states.iter().all(|s| *s == Some(TrustState::Verified)) {
+            "verified"
+        } else if states.iter().all(|s| *s == Some(TrustState::Own)) {
+            "own"
+        } else {
+            "tofu"
+        };
+        Ok(word.to_owned())
+    }
+
+    /// Trust state of one device (`own`, `tofu`, `verified`, `key_changed` or null), JSON.
+    pub fn trust_state(&self, user_id: &str, device_id: &str) -> WebResult<String> {
+        let d = DeviceRef::new(user_id, device_id)?;
+        Ok(to_json(&trust_name(self.engine()?.trust_state(&d))))
+    }
+
+    /// JSON array of unacknowledged key changes `{user_id, device_id, old_fingerprint,
+    /// new_fingerprint}`.
+    pub fn pending_key_changes(&self) -> WebResult<String> {
+        let changes = self.engine()?.pending_key_changes();
+        Ok(to_json(&json!(changes
+            .iter()
+            .map(|k| json!({
+                "user_id": k.device.user_id,
+                "device_id": k.device.device_id,
+                "old_fingerprint": parley_mls::fingerprint(&k.old_key),
+                "new_fingerprint": parley_mls::fingerprint(&k.new_key),
+            }))
+            .collect::<Vec<_>>())))
+    }
+
+    /// Accepts a device's changed key.
+    pub fn acknowledge_key_change(&mut self, user_id: &str, device_id: &str) -> WebResult<()> {
+        let d = DeviceRef::new(user_id, device_id)?;
+        let (e, _) = self.engine_mut()?;
+        Ok(e.acknowledge_key_change(&d)?)
+    }
+}
+
+/// Seals arbitrary bytes under a passphrase (`parley_mls::vault::seal`).
+pub fn vault_seal(data: &[u8], passphrase: &str) -> WebResult<Vec<u8>> {
+    Ok(vault::seal(data, passphrase)?)
+}
+
+/// Opens a vault blob; a wrong passphrase is `VaultDecrypt`.
+pub fn vault_open(blob: &[u8], passphrase: &str) -> WebResult<Zeroizing<Vec<u8>>> {
+    Ok(vault::open(blob, passphrase)?)
+}
+
+/// Fingerprint of a base64 raw signature key.
+pub fn fingerprint_of(signature_key_b64: &str) -> WebResult<String> {
+    Ok(parley_mls::fingerprint(&unb64(
+        "signature_key",
+        signature_key_b64,
+    )?))
+}
+
+/// Safety number from two users' device lists (JSON arrays of `{device_id, signature_key}`).
+pub fn safety_number_of(
+    user_a: &str,
+    devices_a_json: &str,
+    user_b: &str,
+    devices_b_json: &str,
+) -> WebResult<String> {
+    #[derive(Deserialize)]
+    struct Dev {
+        device_id: String,
+        signature_key: String,
+    }
+    let keys = |text: &str| -> WebResult<Vec<(String, Vec<u8>)>> {
+        let devs: Vec<Dev> = parse_json("devices", text)?;
+        devs.into_iter()
+            .map(|d| Ok((d.device_id, unb64("signature_key", &d.signature_key)?)))
+            .collect()
+    };
+    Ok(parley_mls::safety_number(
+        user_a,
+        &keys(devices_a_json)?,
+        user_b,
+        &keys(devices_b_json)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = std::result::Result<(), WebError>;
+
+    fn devices_json(c: &Core) -> WebResult<String> {
+        Ok(json!({
+            "user_id": c.user_id()?,
+            "devices": [{"device_id": c.device_id()?, "signature_key": c.signature_key()?}],
+        })
+        .to_string())
+    }
+
+    fn wire(sender: &Core, epoch: u64, message: &str, extra: Value) -> WebResult<String> {
+        let mut v = json!({
+            "seq": 1,
+            "sender": {"user_id": sender.user_id()?, "device_id": sender.device_id()?},
+            "kind": "application",
+            "epoch": epoch,
+            "message": message,
+            "ts": 4_000_000_000_000u64,
+        });
+        if let (Some(obj), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, x) in extra {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
+        Ok(v.to_string())
+    }
+
+    fn field(v: &Value, k: &str) -> WebResult<String> {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| WebError::new("Test", format!("missing {k}")))
+    }
+
+    #[test]
+    fn two_clients_talk_verify_and_survive_the_vault() -> TestResult {
+        let gid = "!testgroup1:a.example";
+        let mut alice = Core::new("@alice:a.example", "ALICEDEV")?;
+        let mut bob = Core::new("@bob:b.example", "BOBDEV")?;
+
+        let kps: Vec<String> = parse_json("kps", &bob.generate_key_packages(2)?)?;
+        assert_eq!(bob.unused_key_package_count()?, 2);
+
+        alice.create_group(gid)?;
+        // Bob's devices unknown: refused, and the missing user is reported.
+        let err = alice.add_members(gid, &json!([kps[0]]).to_string());
+        assert!(err.is_err());
+        assert_eq!(
+            alice.take_missing_users(),
+            json!(["@bob:b.example"]).to_string()
+        );
+        alice.set_user_devices(&devices_json(&bob)?)?;
+        let bundle: Value =
+            parse_json("b", &alice.add_members(gid, &json!([kps[0]]).to_string())?)?;
+        alice.confirm_commit(gid)?;
+        assert_eq!(bundle["adds"][0]["device_id"], "BOBDEV");
+
+        let welcome = field(&bundle, "welcome")?;
+        assert!(bob.join(&welcome).is_err());
+        assert_eq!(
+            bob.take_missing_users(),
+            json!(["@alice:a.example"]).to_string()
+        );
+        bob.set_user_devices(&devices_json(&alice)?)?;
+        let joined: Value = parse_json("j", &bob.join(&welcome)?)?;
+        assert_eq!(joined["group_id"], gid);
+        assert_eq!(joined["members"].as_array().map(Vec::len), Some(2));
+
+        let out: Value = parse_json("o", &alice.encrypt(gid, "{\"body\":\"hi\"}", 4e12)?)?;
+        let events: Value = parse_json(
+            "e",
+            &bob.process(gid, &wire(&alice, 1, &field(&out, "message")?, json!({}))?)?,
+        )?;
+        assert_eq!(events[0]["type"], "application");
+        assert_eq!(events[0]["plaintext"], "{\"body\":\"hi\"}");
+
+        // Safety numbers agree; verifying flips the user's trust word.
+        assert_eq!(
+            alice.safety_number("@bob:b.example")?,
+            bob.safety_number("@alice:a.example")?
+        );
+        assert_eq!(alice.user_trust("@bob:b.example")?, "tofu");
+        assert_eq!(alice.set_user_verified("@bob:b.example", true)?, 1);
+        assert_eq!(alice.user_trust("@bob:b.example")?, "verified");
+
+        // Vault round trip: wrong passphrase refused, right one restores groups and app data.
+        bob.set_passphrase("correct horse");
+        let sealed = bob.seal("{\"convs\":1}")?;
+        let wrong = Core::open_vault(&sealed, "wrong horse");
+        assert_eq!(wrong.err().map(|e| e.code), Some("VaultDecrypt"));
+        let mut bob2 = Core::open_vault(&sealed, "correct horse")?;
+        assert_eq!(bob2.take_app_data().as_deref(), Some("{\"convs\":1}"));
+        assert_eq!(bob2.group_ids()?, json!([gid]).to_string());
+        bob2.set_user_devices(&devices_json(&alice)?)?;
+        let out: Value = parse_json("o", &alice.encrypt(gid, "again", 4e12)?)?;
+        let events: Value = parse_json(
+            "e",
+            &bob2.process(gid, &wire(&alice, 1, &field(&out, "message")?, json!({}))?)?,
+        )?;
+        assert_eq!(events[0]["plaintext"], "again");
+
+        // Bob replies; alice decrypts.
+        let out: Value = parse_json("o", &bob2.encrypt(gid, "back", 4e12)?)?;
+        let events: Value = parse_json(
+            "e",
+            &alice.process(gid, &wire(&bob2, 1, &field(&out, "message")?, json!({}))?)?,
+        )?;
+        assert_eq!(events[0]["plaintext"], "back");
+
+        // Remove bob: bob sees he was removed.
+        let bundle: Value = parse_json("b", &alice.remove_user(gid, "@bob:b.example")?)?;
+        alice.confirm_commit(gid)?;
+        let msg = wire(
+            &alice,
+            1,
+            &field(&bundle, "commit")?,
+            json!({"kind": "commit", "adds": [], "removes": bundle["removes"].clone()}),
+        )?;
+        let events: Value = parse_json("e", &bob2.process(gid, &msg)?)?;
+        assert!(events
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["type"] == "removed")));
+
+        // Lock wipes; everything is refused afterwards.
+        bob2.lock();
+        assert!(bob2.is_locked());
+        assert_eq!(bob2.user_id().err().map(|e| e.code), Some("Locked"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() -> TestResult {
+        let mut c = Core::new("@carol:c.example", "CAROLDEV")?;
+        assert_eq!(
+            c.process("!nope:c.example", "not json")
+                .err()
+                .map(|e| e.code),
+            Some("BadInput")
+        );
+        assert_eq!(c.join("%%%").err().map(|e| e.code), Some("BadInput"));
+        assert_eq!(c.join("AAAA").err().map(|e| e.code), Some("InvalidMessage"));
+        assert_eq!(
+            c.encrypt("!nope:c.example", "x", f64::NAN)
+                .err()
+                .map(|e| e.code),
+            Some("BadInput")
+        );
+        assert!(Core::open_vault(b"garbage", "pw").is_err());
+        assert!(c.seal("{}").is_err());
+        assert!(c.set_user_devices("{\"user_id\":1}").is_err());
+        assert!(fingerprint_of("!!").is_err());
+        Ok(())
+    }
+}

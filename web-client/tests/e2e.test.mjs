@@ -1,0 +1,274 @@
+// End-to-end: real homeserver(s), Debian's Chromium driven by playwright-core, two users in
+// separate browser profiles. Elements are found by role and accessible name only.
+//
+// Env: PARLEY_BIN (default ../target/debug/parley), CHROMIUM (default /usr/bin/chromium),
+// PARLEY_E2E_SERVERS=1,2 (default) runs the scenario on one homeserver, then with bob on a
+// second one (federation); e.g. PARLEY_E2E_SERVERS=1 for only the first,
+// PARLEY_E2E_FRONT=1 to force the static front server, PARLEY_E2E=0 to skip.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { CHROMIUM, WEB, startHomeservers, webOrigin } from './harness.mjs';
+
+const SKIP = process.env.PARLEY_E2E === '0';
+const ARTIFACTS = path.join(WEB, 'test-artifacts');
+const TIMEOUT = 20000;
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+const servers = [];
+const fronts = [];
+const browsers = [];
+const consoleLines = [];
+let step = 0;
+let prefix = '';
+
+async function shot(page, who, name) {
+  step += 1;
+  const file = path.join(ARTIFACTS, `${prefix}-${String(step).padStart(2, '0')}-${who}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+}
+
+async function openUser(who, origin) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `parley-e2e-${who}-`));
+  const ctx = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1200, height: 800 },
+  });
+  browsers.push({ ctx, dir });
+  const page = ctx.pages()[0] || await ctx.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('console', (m) => consoleLines.push(`${who}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`${who} pageerror: ${e.message}`));
+  await page.goto(origin);
+  return page;
+}
+
+// Password inputs have no ARIA role: find them by label, among visible elements (each screen
+// has its own form; hidden screens are out of the accessibility tree).
+const byLabel = (page, name) => page.getByLabel(name, { exact: true }).filter({ visible: true });
+const button = (page, name) => page.getByRole('button', { name, exact: true });
+
+/** Polls until the role=status region contains `text`. */
+async function waitStatus(page, text) {
+  const status = page.getByRole('status');
+  const deadline = Date.now() + TIMEOUT;
+  let last = '';
+  while (Date.now() < deadline) {
+    last = (await status.textContent()) || '';
+    if (last.includes(text)) return;
+    await page.waitForTimeout(100);
+  }
+  const alert = (await page.getByRole('alert').first().textContent().catch(() => '')) || '';
+  throw new Error(`status never said ${JSON.stringify(text)}; last status ${JSON.stringify(last)}, alert ${JSON.stringify(alert)}`);
+}
+
+async function waitAlert(page, text) {
+  await page.getByRole('alert').filter({ hasText: text }).first().waitFor();
+}
+
+async function signUp(page, who, origin, username, password, passphrase) {
+  await byLabel(page, 'Homeserver').fill(origin);
+  await byLabel(page, 'Username').fill(username);
+  await byLabel(page, 'Password').fill(password);
+  await shot(page, who, 'signup-form');
+  await button(page, 'Sign up').click();
+  await byLabel(page, 'Vault passphrase').fill(passphrase);
+  await byLabel(page, 'Confirm vault passphrase').fill(passphrase);
+  await shot(page, who, 'vault-passphrase');
+  await button(page, 'Create vault').click();
+  await button(page, 'Lock').waitFor();
+  await waitStatus(page, 'Device keys published');
+  await shot(page, who, 'signed-up');
+}
+
+const messages = (page) => page.getByRole('list', { name: 'Messages', exact: true });
+
+async function waitMessage(page, text) {
+  await messages(page).getByRole('listitem').filter({ hasText: text }).first().waitFor();
+}
+
+async function send(page, text) {
+  await byLabel(page, 'Message').fill(text);
+  await button(page, 'Send').click();
+  await messages(page).getByRole('listitem').filter({ hasText: text }).first().waitFor();
+}
+
+async function unlock(page, passphrase) {
+  await byLabel(page, 'Vault passphrase').fill(passphrase);
+  await button(page, 'Unlock').click();
+  await button(page, 'Lock').waitFor();
+}
+
+async function readSafetyNumber(page) {
+  await button(page, 'Verify').click();
+  const dialog = page.getByRole('dialog', { name: 'Verify safety numbers' });
+  await dialog.waitFor();
+  const number = await dialog.getByRole('textbox', { name: 'Safety number' }).inputValue();
+  return { dialog, number };
+}
+
+async function vaultBytesContain(page, needle) {
+  return page.evaluate(async (n) => new Promise((resolve, reject) => {
+    const req = indexedDB.open('parley');
+    req.onerror = () => reject(req.error);
+    req.onsuccess = () => {
+      const db = req.result;
+      const get = db.transaction('kv').objectStore('kv').get('vault');
+      get.onsuccess = () => {
+        const bytes = get.result.blob;
+        const hay = Array.from(bytes, (b) => String.fromCharCode(b)).join('');
+        db.close();
+        resolve({ size: bytes.length, found: hay.includes(n) });
+      };
+      get.onerror = () => reject(get.error);
+    };
+  }), needle);
+}
+
+async function setUp(count) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  servers.push(...await startHomeservers(count, { log: process.env.PARLEY_E2E_LOG === '1' }));
+  for (const hs of servers) fronts.push(await webOrigin(hs));
+}
+
+async function tearDown() {
+  for (const b of browsers.splice(0)) {
+    await b.ctx.close().catch(() => {});
+    fs.rmSync(b.dir, { recursive: true, force: true });
+  }
+  for (const f of fronts.splice(0)) await f.stop().catch(() => {});
+  for (const s of servers.splice(0)) await s.stop().catch(() => {});
+}
+
+after(tearDown);
+
+// Both users on one homeserver, then alice and bob on two federating homeservers (DESIGN §3.2).
+const MODES = (process.env.PARLEY_E2E_SERVERS || '1,2').split(',').map(Number);
+for (const count of MODES) {
+  const title = count === 1 ? 'one homeserver' : `${count} homeservers`;
+  test(`alice and bob chat end to end in the browser (${title})`, { skip: SKIP, timeout: 240000 }, async () => {
+    prefix = count === 1 ? 'single' : 'federated';
+    step = 0;
+    consoleLines.length = 0;
+    await setUp(count);
+    try {
+      await scenario();
+    } finally {
+      await tearDown();
+    }
+  });
+}
+
+async function scenario() {
+  const aliceOrigin = fronts[0].url;
+  const bobOrigin = fronts[fronts.length - 1].url;
+  const bobServer = servers[servers.length - 1].name;
+  const alicePass = 'alice vault passphrase';
+  const bobPass = 'bob vault passphrase';
+
+  const alice = await openUser('alice', aliceOrigin);
+  const bob = await openUser('bob', bobOrigin);
+
+  // 1. Sign up, vault passphrase, keys published.
+  await signUp(alice, 'alice', aliceOrigin, 'alice', 'alice password 1', alicePass);
+  await signUp(bob, 'bob', bobOrigin, 'bob', 'bob password 1', bobPass);
+
+  // 2. Alice creates a group and invites bob.
+  await button(alice, 'New conversation').click();
+  await byLabel(alice, 'User to invite').waitFor();
+  await byLabel(alice, 'User to invite').fill(`@bob:${bobServer}`);
+  await button(alice, 'Invite').click();
+  await waitStatus(alice, 'was added');
+  await shot(alice, 'alice', 'invited-bob');
+
+  // 3. Bob sees the conversation (with an unread marker) and opens it.
+  const bobConv = bob.getByRole('button', { name: /^alice/ });
+  await bobConv.waitFor();
+  await shot(bob, 'bob', 'conversation-appears');
+  await bobConv.click();
+
+  // 4. Messages both ways.
+  await send(alice, 'hello bob');
+  await waitMessage(bob, 'hello bob');
+  await shot(bob, 'bob', 'received-hello');
+  await send(bob, 'hi alice');
+  await waitMessage(alice, 'hi alice');
+  await shot(alice, 'alice', 'received-hi');
+
+  // 5. Safety numbers match on both sides; both mark each other verified.
+  const a = await readSafetyNumber(alice);
+  const b = await readSafetyNumber(bob);
+  assert.match(a.number.replace(/\s/g, ''), /^\d{60}$/);
+  assert.equal(a.number, b.number, 'safety numbers must be identical on both sides');
+  await shot(alice, 'alice', 'verify-dialog');
+  await button(alice, 'Mark as verified').click();
+  await waitStatus(alice, 'marked as verified');
+  await button(bob, 'Mark as verified').click();
+  await waitStatus(bob, 'marked as verified');
+  await button(alice, 'Close').click();
+  await button(bob, 'Close').click();
+  await alice.getByRole('img', { name: 'Verified' }).waitFor();
+  await bob.getByRole('img', { name: 'Verified' }).waitFor();
+  await shot(alice, 'alice', 'verified-badge');
+
+  // 6. The vault in IndexedDB is sealed: no plaintext in it.
+  const sealed = await vaultBytesContain(bob, 'hello bob');
+  assert.ok(sealed.size > 1000);
+  assert.equal(sealed.found, false, 'plaintext must not reach IndexedDB');
+
+  // 7. Bob reloads: locked; a wrong passphrase is refused; the right one restores everything.
+  await bob.reload();
+  await byLabel(bob, 'Vault passphrase').waitFor();
+  await shot(bob, 'bob', 'reload-locked');
+  await byLabel(bob, 'Vault passphrase').fill('not the passphrase');
+  await button(bob, 'Unlock').click();
+  await waitAlert(bob, 'Wrong passphrase');
+  await shot(bob, 'bob', 'wrong-passphrase');
+  assert.equal(await button(bob, 'Lock').isVisible(), false);
+  await unlock(bob, bobPass);
+  await bob.getByRole('button', { name: /^alice/ }).click();
+  await waitMessage(bob, 'hello bob');
+  await waitMessage(bob, 'hi alice');
+  await bob.getByRole('img', { name: 'Verified' }).waitFor();
+  await shot(bob, 'bob', 'unlocked-after-reload');
+
+  // The group still works after the reload, both ways.
+  await send(alice, 'after reload');
+  await waitMessage(bob, 'after reload');
+  await send(bob, 'still here');
+  await waitMessage(alice, 'still here');
+
+  // 8. Lock and unlock.
+  await button(bob, 'Lock').click();
+  await button(bob, 'Unlock').waitFor();
+  assert.equal(await messages(bob).isVisible(), false);
+  await shot(bob, 'bob', 'locked');
+  await unlock(bob, bobPass);
+  await bob.getByRole('button', { name: /^alice/ }).click();
+  await waitMessage(bob, 'still here');
+  await shot(bob, 'bob', 'unlocked');
+
+  // 9. Panic wipe (with confirmation) leaves nothing in IndexedDB.
+  await button(bob, 'Panic wipe').click();
+  const confirm = bob.getByRole('dialog', { name: 'Wipe everything?' });
+  await confirm.waitFor();
+  await shot(bob, 'bob', 'panic-confirm');
+  await confirm.getByRole('button', { name: 'Wipe everything', exact: true }).click();
+  await byLabel(bob, 'Username').waitFor();
+  const dbs = await bob.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+  assert.deepEqual(dbs, [], 'IndexedDB must be empty after a panic wipe');
+  await bob.reload();
+  await byLabel(bob, 'Username').waitFor();
+  assert.deepEqual(await bob.evaluate(async () => (await indexedDB.databases()).length), 0);
+  await shot(bob, 'bob', 'wiped');
+
+  // Nothing secret in the console.
+  for (const line of consoleLines) {
+    for (const secret of ['hello bob', 'hi alice', alicePass, bobPass]) {
+      assert.ok(!line.includes(secret), `console leaked a secret: ${line}`);
+    }
+  }
+}

@@ -1,0 +1,194 @@
+// Unit tests of the JS glue's pure logic (node --test).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  IdleTimer, Queue, Saver, backoffMs, bumpOrder, checkNewPassphrase, commitWithRetry,
+  conversationLabel, conversationTitle, describeError, emptyAppState, errorCode,
+  formatSafetyNumber, keyPackagesToUpload, lastMessagePreview, localpart, normaliseUserId,
+  parseAutoLockMinutes, parsePayload, pushMessage, serverOf, withDeviceKeys,
+} from '../app/logic.js';
+
+test('engine error codes are parsed and described without internals', () => {
+  assert.equal(errorCode(new Error('[VaultDecrypt] wrong passphrase or tampered vault')), 'VaultDecrypt');
+  assert.equal(errorCode(new Error('plain')), null);
+  assert.equal(describeError(new Error('[VaultDecrypt] x')), 'Wrong passphrase.');
+  assert.equal(describeError(new Error('[UnknownGroup] unknown group')), 'unknown group');
+  assert.equal(describeError({ errcode: 'P_FORBIDDEN', error: 'no' }), 'no (P_FORBIDDEN)');
+});
+
+test('reconnect backoff grows to 30 s with bounded jitter', () => {
+  assert.equal(backoffMs(0, () => 0), 1000);
+  assert.equal(backoffMs(1, () => 0), 2000);
+  assert.equal(backoffMs(3, () => 0), 8000);
+  assert.equal(backoffMs(20, () => 0), 30000);
+  assert.equal(backoffMs(20, () => 1), 24000);
+});
+
+test('user ids: localpart, server, completion and refusal', () => {
+  assert.equal(localpart('@alice:a.example'), 'alice');
+  assert.equal(serverOf('@alice:localhost:8448'), 'localhost:8448');
+  assert.equal(normaliseUserId('bob', 'localhost:8448'), '@bob:localhost:8448');
+  assert.equal(normaliseUserId('@bob:b.example', 'x'), '@bob:b.example');
+  assert.equal(normaliseUserId('@bob:b.example:8448', 'x'), '@bob:b.example:8448');
+  assert.equal(normaliseUserId('@Bob:b.example', 'x'), null);
+  assert.equal(normaliseUserId('bob smith', 'x'), null);
+  assert.equal(normaliseUserId('', 'x'), null);
+});
+
+test('conversation titles, labels with unread counts, previews', () => {
+  const conv = {
+    members: [{ user_id: '@me:s' }, { user_id: '@bob:s' }, { user_id: '@alice:s' }, { user_id: '@bob:s' }],
+    unread: 2,
+    messages: [{ kind: 'text', body: 'first' }, { kind: 'system', body: 'x added y' }],
+  };
+  assert.equal(conversationTitle(conv, '@me:s'), 'alice, bob');
+  assert.equal(conversationLabel(conv, '@me:s'), 'alice, bob, 2 unread');
+  assert.equal(conversationTitle({ members: [{ user_id: '@me:s' }] }, '@me:s'), 'Only you');
+  assert.equal(lastMessagePreview(conv), 'first');
+  assert.equal(lastMessagePreview({ messages: [{ kind: 'text', body: 'x'.repeat(50) }] }, 10), `${'x'.repeat(9)}…`);
+});
+
+test('unread counts only for others\' text in closed conversations; duplicates dropped', () => {
+  const conv = { messages: [], unread: 0 };
+  pushMessage(conv, { id: 'a', kind: 'text', own: false, body: 'x' });
+  pushMessage(conv, { id: 'a', kind: 'text', own: false, body: 'x' });
+  pushMessage(conv, { id: 'b', kind: 'text', own: true, body: 'y' });
+  pushMessage(conv, { id: 'c', kind: 'system', body: 'z' });
+  pushMessage(conv, { id: 'd', kind: 'text', own: false, body: 'w' }, { isOpen: true });
+  assert.equal(conv.unread, 1);
+  assert.equal(conv.messages.length, 4);
+  const big = { messages: [] };
+  for (let i = 0; i < 10; i += 1) pushMessage(big, { id: String(i), kind: 'text', body: '' }, { keep: 3 });
+  assert.deepEqual(big.messages.map((m) => m.id), ['7', '8', '9']);
+});
+
+test('order, payloads, safety number layout, settings and passphrase rules', () => {
+  assert.deepEqual(bumpOrder(['a', 'b', 'c'], 'c'), ['c', 'a', 'b']);
+  assert.deepEqual(bumpOrder(['a'], 'z'), ['z', 'a']);
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi"}'), { type: 'text', body: 'hi' });
+  assert.deepEqual(parsePayload('not json'), { type: 'text', body: 'not json' });
+  const sn = '123456789012345678901234567890123456789012345678901234567890';
+  assert.equal(formatSafetyNumber(sn), '12345 67890 12345 67890\n12345 67890 12345 67890\n12345 67890 12345 67890');
+  assert.equal(parseAutoLockMinutes('5'), 5);
+  assert.equal(parseAutoLockMinutes('0'), 15);
+  assert.equal(parseAutoLockMinutes('abc'), 15);
+  assert.equal(parseAutoLockMinutes('99999'), 1440);
+  assert.match(checkNewPassphrase('short', 'short'), /8 characters/);
+  assert.match(checkNewPassphrase('long enough', 'long enougH'), /differ/);
+  assert.equal(checkNewPassphrase('long enough', 'long enough'), null);
+  assert.equal(emptyAppState().settings.autoLockMinutes, 15);
+});
+
+test('key packages are topped up only when the count is low', () => {
+  assert.equal(keyPackagesToUpload(30), 0);
+  assert.equal(keyPackagesToUpload(10), 0);
+  assert.equal(keyPackagesToUpload(9), 21);
+  assert.equal(keyPackagesToUpload(0), 30);
+  assert.equal(keyPackagesToUpload(undefined), 0);
+});
+
+test('withDeviceKeys fetches missing users and retries, then gives up', async () => {
+  let known = new Set();
+  let missing = [];
+  const fetched = [];
+  const op = () => {
+    for (const u of ['@a:s', '@b:s']) {
+      if (!known.has(u)) { missing = [u]; throw new Error('[CredentialRefused] no key'); }
+    }
+    return 'ok';
+  };
+  const take = () => { const m = missing; missing = []; return m; };
+  const fetchUsers = async (users) => { fetched.push(...users); users.forEach((u) => known.add(u)); };
+  assert.equal(await withDeviceKeys(op, take, fetchUsers), 'ok');
+  assert.deepEqual(fetched, ['@a:s', '@b:s']);
+  // A user whose keys never show up: no endless loop.
+  known = new Set();
+  const never = async () => {};
+  await assert.rejects(withDeviceKeys(op, take, never), /CredentialRefused/);
+});
+
+test('commitWithRetry: a 409 discards, catches up and rebuilds; other errors discard and throw', async () => {
+  const log = [];
+  let submits = 0;
+  const r = await commitWithRetry({
+    build: async () => { log.push('build'); return { n: submits }; },
+    submit: async () => {
+      submits += 1;
+      log.push('submit');
+      if (submits === 1) { const e = new Error('stale'); e.status = 409; throw e; }
+      return { epoch: 2 };
+    },
+    confirm: async () => { log.push('confirm'); return 'confirmed'; },
+    discard: async () => { log.push('discard'); },
+    catchUp: async () => { log.push('catchUp'); },
+  });
+  assert.deepEqual(log, ['build', 'submit', 'discard', 'catchUp', 'build', 'submit', 'confirm']);
+  assert.equal(r.event, 'confirmed');
+
+  const log2 = [];
+  await assert.rejects(commitWithRetry({
+    build: async () => ({}),
+    submit: async () => { const e = new Error('bad'); e.status = 400; throw e; },
+    confirm: async () => log2.push('confirm'),
+    discard: async () => log2.push('discard'),
+    catchUp: async () => log2.push('catchUp'),
+  }), /bad/);
+  assert.deepEqual(log2, ['discard']);
+
+  let n = 0;
+  await assert.rejects(commitWithRetry({
+    build: async () => ({}),
+    submit: async () => { n += 1; const e = new Error('stale'); e.status = 409; throw e; },
+    confirm: async () => {}, discard: async () => {}, catchUp: async () => {}, attempts: 3,
+  }), /stale/);
+  assert.equal(n, 3);
+});
+
+test('IdleTimer fires after inactivity and poke() postpones it', () => {
+  const timers = new Map();
+  let id = 0;
+  const set = (fn, ms) => { id += 1; timers.set(id, { fn, ms }); return id; };
+  const clear = (h) => timers.delete(h);
+  let fired = 0;
+  const t = new IdleTimer(1000, () => { fired += 1; }, { setTimeoutFn: set, clearTimeoutFn: clear });
+  t.start();
+  t.poke();
+  assert.equal(timers.size, 1);
+  t.setMs(5000);
+  assert.equal([...timers.values()][0].ms, 5000);
+  const [[firedId, due]] = [...timers.entries()];
+  timers.delete(firedId);
+  due.fn();
+  assert.equal(fired, 1);
+  t.start();
+  t.stop();
+  assert.equal(timers.size, 0);
+});
+
+test('Queue runs jobs one at a time, in order, and survives failures', async () => {
+  const q = new Queue();
+  const order = [];
+  const slow = q.run(async () => { await new Promise((r) => setTimeout(r, 20)); order.push(1); });
+  const bad = q.run(async () => { order.push(2); throw new Error('x'); });
+  const fast = q.run(async () => { order.push(3); return 'done'; });
+  await slow;
+  await assert.rejects(bad);
+  assert.equal(await fast, 'done');
+  assert.deepEqual(order, [1, 2, 3]);
+});
+
+test('Saver coalesces requests and reports failures', async () => {
+  let saves = 0;
+  let release;
+  const saver = new Saver(async () => { saves += 1; if (saves === 1) await new Promise((r) => { release = r; }); });
+  saver.request();
+  saver.request();
+  saver.request();
+  release();
+  await saver.flush();
+  assert.equal(saves, 2);
+  const errors = [];
+  const failing = new Saver(async () => { throw new Error('quota'); }, (e) => errors.push(e.message));
+  await failing.request();
+  assert.deepEqual(errors, ['quota']);
+});

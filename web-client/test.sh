@@ -7,6 +7,8 @@
 # Env: PARLEY_BIN (homeserver binary; default $CARGO_TARGET_DIR/debug/parley or
 # ../target/debug/parley, built when missing), PARLEY_E2E=0 skips the browser test.
 set -euo pipefail
+# A relative PARLEY_BIN is relative to the caller's directory.
+case "${PARLEY_BIN:-}" in ""|/*) ;; *) PARLEY_BIN="$PWD/$PARLEY_BIN" ;; esac
 cd "$(dirname "$0")"
 
 ./build.sh --install-only

@@ -162,6 +162,26 @@ for (const count of MODES) {
   });
 }
 
+test('a page whose WASM cannot load shows a clear error screen', { skip: SKIP, timeout: 60000 }, async () => {
+  prefix = 'nowasm';
+  step = 0;
+  await setUp(1);
+  try {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-e2e-nowasm-'));
+    const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    browsers.push({ ctx, dir });
+    const page = ctx.pages()[0] || await ctx.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    await page.route('**/*.wasm', (route) => route.fulfill({ status: 404, body: 'gone' }));
+    await page.goto(fronts[0].url);
+    await page.getByRole('alert').filter({ hasText: 'The encryption engine could not be loaded' }).waitFor();
+    assert.equal(await page.getByLabel('Username', { exact: true }).filter({ visible: true }).count(), 0);
+    await shot(page, 'visitor', 'wasm-error');
+  } finally {
+    await tearDown();
+  }
+});
+
 async function scenario() {
   const aliceOrigin = fronts[0].url;
   const bobOrigin = fronts[fronts.length - 1].url;

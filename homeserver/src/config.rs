@@ -33,6 +33,18 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Directory of the built web client, served at `/` when it exists.
     pub web_client_dir: PathBuf,
+    /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's own certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 /// Federation settings.
@@ -55,6 +67,8 @@ pub struct FederationConfig {
     pub allow: Vec<String>,
     /// Servers matching one of these globs may not federate (checked after `allow`).
     pub deny: Vec<String>,
+    /// PEM file of extra CA certificates trusted for other servers (besides the built-in roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FederationConfig {
@@ -103,6 +117,7 @@ impl Default for FederationConfig {
             outbox_warn_len: 10_000,
             allow: Vec::new(),
             deny: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -215,6 +230,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             federation: FederationConfig::default(),
             web_client_dir: PathBuf::from("web-client/dist"),
+            tls: None,
         }
     }
 }
@@ -388,6 +404,9 @@ database_max_connections = 8
 # The built web client (web-client/build.sh), served at / when the directory exists.
 web_client_dir = "web-client/dist"
 
+# Serve HTTPS directly (otherwise plain HTTP, e.g. behind a TLS-terminating proxy).
+# tls = { cert_file = "/etc/parley/fullchain.pem", key_file = "/etc/parley/privkey.pem" }
+
 [log]
 # A tracing filter; RUST_LOG overrides it.
 level = "info"
@@ -444,6 +463,8 @@ outbox_warn_len = 10000
 # An empty allow list allows everyone not denied.
 allow = []
 deny = []
+# Extra CA certificates (PEM) trusted for other servers, besides the built-in web roots.
+# ca_file = "/etc/parley/federation-ca.pem"
 "#;
 
 #[cfg(test)]

@@ -57,7 +57,15 @@ impl FederationClient {
                 .insert_override(name, target)
                 .map_err(|e| anyhow::anyhow!("federation.resolve.{name}: {e}"))?;
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", ca_file.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())

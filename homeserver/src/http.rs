@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by every endpoint: typed routing from the endpoint declarations,
 //! the JSON body extractor, authentication, client IPs and the fallbacks.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -144,8 +144,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
         parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ClientIp(ci.0.ip()))
+            .get::<ConnectInfo<crate::tls::PeerAddr>>()
+            .map(|ci| ClientIp(ci.0 .0.ip()))
             .ok_or_else(|| Error::Internal("no peer address on request".into()))
     }
 }

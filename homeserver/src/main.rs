@@ -15,6 +15,7 @@ mod ratelimit;
 mod server;
 mod state;
 mod sync;
+mod tls;
 mod tokens;
 mod web;
 

@@ -1,6 +1,6 @@
 //! Start-up: open the store, load keys, build the router, serve until a shutdown signal.
 
-use std::net::SocketAddr;
+use crate::tls::{PeerAddr, TlsListener};
 
 use axum::extract::State;
 use axum::{Json, Router};
@@ -87,13 +87,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(server_name = %config.server_name, listen = %local, backend = ?store.backend(), "parley listening");
     // A machine-readable line for scripts and test harnesses that start us on port 0.
-    println!("parley listening on http://{local}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("parley listening on {scheme}://{local}");
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
     let state = AppState::new(config, store.clone(), tokens, fed);
     state.outbox.resume().await;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = router(state).into_make_service_with_connect_info::<PeerAddr>();
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
     tracing::info!("shutting down: in-flight requests done, closing database");
     store.close();
     Ok(())

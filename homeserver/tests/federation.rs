@@ -164,3 +164,102 @@ on_both_backends!(
         assert!(parley_federation::keys::verify_key_document(&doc, "b.example", now).is_err());
     }
 );
+
+/// A CA and a certificate for `name` (and 127.0.0.1, which the resolve map connects to),
+/// written as PEM files into `dir`.
+fn tls_files(
+    dir: &std::path::Path,
+    ca: &(rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>),
+    name: &str,
+) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.signed_by(&key, &ca.1).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    format!(
+        "tls = {{ cert_file = {:?}, key_file = {:?} }}\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    )
+}
+
+fn test_ca() -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Parley test CA");
+    let cert = params.self_signed(&key).unwrap();
+    (cert, rcgen::Issuer::new(params, key))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_federate_over_tls_with_certificates_from_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.0.pem()).unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    // HTTPS only: no allow_insecure_http.
+    let fed = format!(
+        "{}\n[federation]\nca_file = {:?}\nresolve = {{ \"a.example\" = \"127.0.0.1:{pa}\", \"b.example\" = \"127.0.0.1:{pb}\" }}\n",
+        common::RELAXED_LIMITS,
+        ca_path.display().to_string()
+    );
+    let a_config = format!("{}{fed}", tls_files(dir.path(), &ca, "a.example"));
+    let b_config = format!("{}{fed}", tls_files(dir.path(), &ca, "b.example"));
+    let a = TestServer::start_at(
+        Db::Sqlite,
+        "a.example",
+        &a_config,
+        &format!("127.0.0.1:{pa}"),
+    )
+    .await;
+    let b = TestServer::start_at(
+        Db::Sqlite,
+        "b.example",
+        &b_config,
+        &format!("127.0.0.1:{pb}"),
+    )
+    .await;
+    assert!(a.base_url.starts_with("https://"), "{}", a.base_url);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.0.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    // Plain HTTP to a TLS server does not work.
+    let plain = a.base_url.replace("https://", "http://");
+    assert!(reqwest::get(format!("{plain}/_parley/client/versions"))
+        .await
+        .is_err());
+
+    know_users(&["@alice:a.example", "@bob:b.example"]);
+    let mut alice_client = parley_client_api::Client::with_http(http.clone(), a.base_url.clone());
+    let s = alice_client
+        .register("alice", common::device::PASSWORD)
+        .await
+        .unwrap();
+    let mut alice = Device::setup(alice_client, s.user_id, s.device_id, 3).await;
+    let mut bob_client = parley_client_api::Client::with_http(http.clone(), b.base_url.clone());
+    let s = bob_client
+        .register("bob", common::device::PASSWORD)
+        .await
+        .unwrap();
+    let mut bob = Device::setup(bob_client, s.user_id, s.device_id, 3).await;
+
+    let group = alice.create_group().await;
+    alice.add(&group, &["@bob:b.example"]).await.unwrap();
+    sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+    bob.send_text(&group, "over TLS").await;
+    sync_until(&mut alice, |d| d.texts(&group) == ["over TLS"]).await;
+}

@@ -30,3 +30,7 @@ cargo build -p parley-homeserver -p parley-sytest
 target_dir=${CARGO_TARGET_DIR:-target}
 "$target_dir/debug/sytest" --db sqlite
 "$target_dir/debug/sytest" --db postgres --postgres-url "$PARLEY_TEST_POSTGRES_URL"
+
+log "web client: JS unit tests and browser end-to-end (one and two homeservers)"
+case "$target_dir" in /*) parley_bin="$target_dir/debug/parley" ;; *) parley_bin="$PWD/$target_dir/debug/parley" ;; esac
+PARLEY_BIN="$parley_bin" web-client/test.sh

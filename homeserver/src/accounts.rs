@@ -230,6 +230,7 @@ async fn delete_device(
         return Err(Error::NotFound("no such device".into()));
     }
     state.notifier.notify(&auth.user_id, &device_id);
+    crate::keys::publish_device_list(&state, &auth.user_id).await?;
     tracing::info!(user_id = %auth.user_id, %device_id, "device deleted");
     Ok(Json(Empty {}))
 }

@@ -128,7 +128,7 @@ impl FromRequest<AppState> for Federated {
         // Counted only once the origin is proven, so nobody can spend another server's budget.
         state.check_federation_rate(&auth.origin)?;
         // A server that contacts us is up: deliver what we hold for it now.
-        state.outbox.wake(&auth.origin);
+        state.outbox.contacted(&auth.origin);
         if let Some(claimed) = body
             .as_ref()
             .and_then(|b| b.get("origin"))
@@ -295,8 +295,26 @@ async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> A
                 .notify_all(recipients.iter().map(|(u, d)| (u.as_str(), d.as_str())));
             Ok(())
         }
-        // Device lists are fetched on demand; updates need no state here yet.
-        EventPayload::DeviceListUpdate(_) => Ok(()),
+        EventPayload::DeviceListUpdate(update) => {
+            // A server speaks only for its own users.
+            if server_of(&update.user_id) != origin {
+                return Err(Error::Forbidden(
+                    "a server may only update its own users' devices".into(),
+                ));
+            }
+            let list = UserDevicesResponse {
+                user_id: update.user_id.clone(),
+                devices: update
+                    .devices
+                    .iter()
+                    .map(|d| parley_client_api::keys::DeviceKey {
+                        device_id: d.device_id.clone(),
+                        signature_key: d.signature_key.clone(),
+                    })
+                    .collect(),
+            };
+            crate::keys::cache_remote_devices(state.clone(), &list).await
+        }
     }
 }
 

@@ -60,7 +60,11 @@ async fn bind_signature_key(
         .bind_signature_key(&auth.user_id, &auth.device_id, &key)
         .await?
     {
-        BindOutcome::Bound | BindOutcome::AlreadyBound => Ok(Json(Empty {})),
+        BindOutcome::Bound => {
+            publish_device_list(&state, &auth.user_id).await?;
+            Ok(Json(Empty {}))
+        }
+        BindOutcome::AlreadyBound => Ok(Json(Empty {})),
         BindOutcome::Mismatch => Err(Error::SignatureKeyMismatch),
         BindOutcome::NoDevice => Err(Error::UnknownToken),
     }
@@ -74,6 +78,22 @@ async fn user_devices(
     let user = UserId::parse(&user_id).map_err(|_| Error::NotFound("no such user".into()))?;
     if user.server_name() == state.config.server_name {
         return Ok(Json(local_user_devices(&state, &user_id).await?));
+    }
+    let now = now_ms() as i64;
+    if let Some((updated, devices)) = state.store.remote_device_list(user.as_str()).await? {
+        if now - updated < REMOTE_DEVICES_TTL_MS {
+            let devices = devices
+                .into_iter()
+                .map(|(device_id, key)| DeviceKey {
+                    device_id,
+                    signature_key: STANDARD.encode(key),
+                })
+                .collect();
+            return Ok(Json(UserDevicesResponse {
+                user_id: user.to_string(),
+                devices,
+            }));
+        }
     }
     let path = crate::hub::fed_path(&["users", user.as_str(), "devices"]);
     match state
@@ -90,6 +110,7 @@ async fn user_devices(
                     user.server_name()
                 )));
             }
+            cache_remote_devices(state.clone(), &list).await?;
             Ok(Json(list))
         }
         Err(FedError::Refused { status, body, .. }) if body.get("errcode").is_some() => {
@@ -98,6 +119,51 @@ async fn user_devices(
         Err(e) => Err(Error::UnreachableServer(e.to_string())),
     }
 }
+
+/// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
+pub async fn cache_remote_devices(state: AppState, list: &UserDevicesResponse) -> ApiResult<()> {
+    let devices: Vec<(String, Vec<u8>)> = list
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let key = STANDARD
+                .decode(d.signature_key.as_bytes())
+                .ok()
+                .filter(|k| k.len() == 32)?;
+            Some((d.device_id.clone(), key))
+        })
+        .collect();
+    state
+        .store
+        .set_remote_device_list(&list.user_id, &devices, now_ms() as i64)
+        .await?;
+    Ok(())
+}
+
+/// Pushes a local user's device list to every server sharing a group with them, durably.
+pub async fn publish_device_list(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let destinations = state
+        .store
+        .servers_sharing_groups(user_id, &state.config.server_name)
+        .await?;
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    let devices = bound_devices(state, user_id).await?;
+    let body = serde_json::json!({ "user_id": user_id, "devices": devices }).to_string();
+    state
+        .store
+        .queue_device_list_update(&destinations, &body, now_ms() as i64)
+        .await?;
+    for d in &destinations {
+        state.outbox.wake(d);
+    }
+    Ok(())
+}
+
+/// How long a remote device list is served from the cache without asking its server again
+/// (updates pushed by that server refresh it sooner).
+const REMOTE_DEVICES_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// A local user's devices with bound keys; 404 for a user that does not exist here.
 pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {

@@ -28,7 +28,16 @@ pub struct Outbox {
     client: Arc<FederationClient>,
     max_backoff_ms: u64,
     warn_len: i64,
-    senders: Mutex<HashMap<String, Arc<Notify>>>,
+    senders: Mutex<HashMap<String, Arc<Sender>>>,
+}
+
+/// A running per-destination sender.
+#[derive(Default)]
+struct Sender {
+    notify: Notify,
+    /// Set while waiting out a backoff: new events then wait too; only contact from the
+    /// destination cuts the wait short.
+    backing_off: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -60,21 +69,40 @@ impl Outbox {
         }
     }
 
-    /// New events for `destination`, or it contacted us: send now (cutting a backoff short).
+    /// New events for `destination`: starts its sender, or wakes it when idle.
     pub fn wake(self: &Arc<Self>, destination: &str) {
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(notify) = senders.get(destination) {
-            notify.notify_one();
-            return;
-        }
-        let notify = Arc::new(Notify::new());
-        senders.insert(destination.to_owned(), notify.clone());
-        let this = self.clone();
-        let destination = destination.to_owned();
-        tokio::spawn(async move { this.run(destination, notify).await });
+        self.poke(destination, false);
     }
 
-    async fn run(self: Arc<Self>, destination: String, notify: Arc<Notify>) {
+    /// `destination` contacted us, so it is up: retry now, cutting a backoff short.
+    pub fn contacted(self: &Arc<Self>, destination: &str) {
+        self.poke(destination, true);
+    }
+
+    fn poke(self: &Arc<Self>, destination: &str, cut_backoff: bool) {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = senders.get(destination) {
+            if cut_backoff
+                || !sender
+                    .backing_off
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                sender.notify.notify_one();
+            }
+            return;
+        }
+        if cut_backoff {
+            return; // nothing queued for it
+        }
+        let sender = Arc::new(Sender::default());
+        senders.insert(destination.to_owned(), sender.clone());
+        let this = self.clone();
+        let destination = destination.to_owned();
+        tokio::spawn(async move { this.run(destination, sender).await });
+    }
+
+    async fn run(self: Arc<Self>, destination: String, sender: Arc<Sender>) {
+        let notify = &sender.notify;
         let mut backoff_ms = 0u64;
         loop {
             let batch = match self.store.outbox_batch(&destination, BATCH).await {
@@ -108,11 +136,17 @@ impl Outbox {
                         .clamp(MIN_BACKOFF_MS, self.max_backoff_ms.max(MIN_BACKOFF_MS));
                     let jitter = rand::thread_rng().gen_range(0..=backoff_ms / 4);
                     tracing::warn!(%destination, error = %e, retry_in_ms = backoff_ms + jitter, "federation send failed");
+                    sender
+                        .backing_off
+                        .store(true, std::sync::atomic::Ordering::Release);
                     let _ = tokio::time::timeout(
                         Duration::from_millis(backoff_ms + jitter),
                         notify.notified(),
                     )
                     .await;
+                    sender
+                        .backing_off
+                        .store(false, std::sync::atomic::Ordering::Release);
                 }
             }
         }
@@ -171,6 +205,15 @@ impl Outbox {
                     "sender": meta.get("sender")?,
                     "recipients": meta.get("recipients")?,
                     "welcome": STANDARD.encode(row.payload.as_deref()?),
+                }))
+            }
+            "device_list_update" => {
+                let body: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
+                Some(json!({
+                    "event_id": event_id,
+                    "type": "device_list_update",
+                    "user_id": body.get("user_id")?,
+                    "devices": body.get("devices")?,
                 }))
             }
             other => {

@@ -14,15 +14,25 @@ async fn pair(db: Db) -> (TestServer, TestServer) {
     (a, b)
 }
 
-/// Syncs `device` until `done` holds or 10 s pass (federation delivery is asynchronous).
-async fn sync_until(device: &mut Device, mut done: impl FnMut(&Device) -> bool) {
-    for _ in 0..100 {
-        device.sync(200).await;
-        if done(device) {
-            return;
+/// Syncs `device` until `done` holds or about 30 s pass (federation delivery is asynchronous).
+#[track_caller]
+fn sync_until<'a>(
+    device: &'a mut Device,
+    mut done: impl FnMut(&Device) -> bool + 'a,
+) -> impl std::future::Future<Output = ()> + 'a {
+    let caller = std::panic::Location::caller();
+    async move {
+        for _ in 0..150 {
+            device.sync(200).await;
+            if done(device) {
+                return;
+            }
         }
+        panic!(
+            "{} did not receive what was expected (waiting at {caller})",
+            device.user_id
+        );
     }
-    panic!("{} did not receive what was expected", device.user_id);
 }
 
 on_both_backends!(
@@ -68,6 +78,43 @@ on_both_backends!(
         sync_until(&mut alice, |d| d.engine.epoch(&group).unwrap() == 2).await;
         alice.send_text(&group, "after bob's update").await;
         sync_until(&mut bob, |d| d.texts(&group).len() == 2).await;
+
+        // Bob's new device: b.example pushes the device list to a.example, whose cached copy
+        // (fetched when alice added bob) is updated without asking again.
+        let cached = alice.client.user_devices("@bob:b.example").await.unwrap();
+        assert_eq!(cached.devices.len(), 1);
+        let bob2 = Device::login(&b, "bob").await;
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = alice
+                .client
+                .user_devices("@bob:b.example")
+                .await
+                .unwrap()
+                .devices
+                .len();
+            if seen == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, 2, "device list update did not reach a.example");
+        // Deleting it is pushed too.
+        bob2.client.delete_device(&bob2.device_id).await.unwrap();
+        for _ in 0..100 {
+            seen = alice
+                .client
+                .user_devices("@bob:b.example")
+                .await
+                .unwrap()
+                .devices
+                .len();
+            if seen == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, 1);
     }
 );
 

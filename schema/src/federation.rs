@@ -270,3 +270,138 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// A remote user's cached device keys and when the list was last refreshed.
+    pub async fn remote_device_list(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Option<(i64, Vec<(String, Vec<u8>)>)>> {
+        use crate::schema::{remote_device_lists, remote_devices};
+        with_conn!(self, read, |conn| {
+            let updated: Option<i64> = remote_device_lists::table
+                .find(user_id)
+                .select(remote_device_lists::updated_ts)
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(updated) = updated else {
+                return Ok(None);
+            };
+            let devices: Vec<(String, Vec<u8>)> = remote_devices::table
+                .filter(remote_devices::user_id.eq(user_id))
+                .order(remote_devices::device_id.asc())
+                .select((remote_devices::device_id, remote_devices::signature_key))
+                .load(conn)
+                .await?;
+            Ok(Some((updated, devices)))
+        })
+    }
+
+    /// Replaces a remote user's cached device list.
+    pub async fn set_remote_device_list(
+        &self,
+        user_id: &str,
+        devices: &[(String, Vec<u8>)],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        use crate::schema::{remote_device_lists, remote_devices};
+        let (user_id, devices) = (user_id.to_owned(), devices.to_vec());
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                diesel::delete(remote_devices::table.filter(remote_devices::user_id.eq(&user_id)))
+                    .execute(c)
+                    .await?;
+                for (device_id, key) in &devices {
+                    diesel::insert_into(remote_devices::table)
+                        .values((
+                            remote_devices::user_id.eq(&user_id),
+                            remote_devices::device_id.eq(device_id),
+                            remote_devices::signature_key.eq(key),
+                            remote_devices::updated_ts.eq(now_ms),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                diesel::delete(remote_device_lists::table.find(&user_id))
+                    .execute(c)
+                    .await?;
+                diesel::insert_into(remote_device_lists::table)
+                    .values((
+                        remote_device_lists::user_id.eq(&user_id),
+                        remote_device_lists::updated_ts.eq(now_ms),
+                    ))
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// Queues a device-list update for each destination (JSON body in `recipients`).
+    pub async fn queue_device_list_update(
+        &self,
+        destinations: &[String],
+        body_json: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let (destinations, body) = (destinations.to_vec(), body_json.to_owned());
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                for d in &destinations {
+                    diesel::insert_into(outbox::table)
+                        .values((
+                            outbox::destination.eq(d),
+                            outbox::kind.eq("device_list_update"),
+                            outbox::group_id.eq(""),
+                            outbox::recipients.eq(Some(&body)),
+                            outbox::created_ts.eq(now_ms),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// Servers that share a group with any device of `user_id`: every member's server for
+    /// groups this server is the hub of (`our_server`), the hub for the others.
+    pub async fn servers_sharing_groups(
+        &self,
+        user_id: &str,
+        our_server: &str,
+    ) -> StoreResult<Vec<String>> {
+        with_conn!(self, read, |conn| {
+            let group_ids: Vec<String> = memberships::table
+                .filter(memberships::user_id.eq(user_id))
+                .filter(memberships::left_pos.is_null())
+                .select(memberships::group_id)
+                .distinct()
+                .load(conn)
+                .await?;
+            let members: Vec<(String, String)> = memberships::table
+                .filter(memberships::group_id.eq_any(&group_ids))
+                .filter(memberships::left_pos.is_null())
+                .select((memberships::group_id, memberships::user_id))
+                .load(conn)
+                .await?;
+            let server_of = |id: &str| {
+                id.split_once(':')
+                    .map(|(_, s)| s.to_owned())
+                    .unwrap_or_default()
+            };
+            let mut servers: Vec<String> = group_ids
+                .iter()
+                .map(|g| server_of(g))
+                .chain(members.iter().map(|(_, u)| server_of(u)))
+                .filter(|s| !s.is_empty() && s != our_server)
+                .collect();
+            servers.sort();
+            servers.dedup();
+            Ok(servers)
+        })
+    }
+}

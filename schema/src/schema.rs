@@ -145,3 +145,19 @@ diesel::table! {
         received_ts -> BigInt,
     }
 }
+
+diesel::table! {
+    remote_devices (user_id, device_id) {
+        user_id -> Text,
+        device_id -> Text,
+        signature_key -> Binary,
+        updated_ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    remote_device_lists (user_id) {
+        user_id -> Text,
+        updated_ts -> BigInt,
+    }
+}

@@ -1,16 +1,68 @@
-//! Engine vs bare openmls: add 10/100/1000, self-update and process-commit at 100/1000,
-//! encrypt+decrypt of 256 bytes. Run with `cargo bench -p parley-mls`.
+//! Engine vs bare openmls, same operations in the same run: add 10/100/1000 members,
+//! self-update and process-commit at 100/1000 members, encrypt+decrypt of 256 bytes.
+//!
+//! Run with `cargo bench -p parley-mls --bench engine`. After criterion's own output a table
+//! prints each row's median (openmls, engine) and the engine's overhead in percent.
+//!
+//! Fairness: the bare-openmls side uses exactly the engine's openmls configuration
+//! ([`EngineConfig::group_create_config`] / [`EngineConfig::group_join_config`]: wire-format
+//! policy, padding, `max_past_epochs`, ratchet-tree extension, out-of-order tolerance,
+//! forward distance, leaf capabilities), the same ciphersuite, the same crypto and storage
+//! types (`RustCrypto` + `MemoryStorage`), builds its commits with the same commit-builder
+//! calls, and produces the same wire output the app must send (commit, welcome, group info).
+//! The add rows add the very same key-package bytes on both sides. What remains is engine
+//! work: credential validation, TOFU pins, envelope/AAD checks, replay windows, bookkeeping.
+//!
+//! Only the operation itself is timed (`iter_custom`): clearing the pending commit after an
+//! add or self-update, and producing the commit a receiver processes, happen outside the clock.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 use openmls::prelude::{tls_codec::*, *};
+use openmls::treesync::LeafNodeParameters;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-use parley_mls::{Engine, EngineConfig, Envelope, StaticDeviceKeys, CIPHERSUITE};
+use parley_mls::{
+    leaf_capabilities, DeviceRef, Engine, EngineConfig, Envelope, StaticDeviceKeys, CIPHERSUITE,
+};
 
 const G: &str = "!bench0001:example.org";
+
+fn config() -> EngineConfig {
+    EngineConfig::default()
+}
+
+fn identity(i: usize) -> (String, String) {
+    (format!("@user{i}:example.org"), format!("DEV{i}"))
+}
+
+// ---------- key packages shared by both sides ----------
+
+/// A fresh device (bare openmls client) with Parley's leaf capabilities and key-package
+/// lifetime; returns its `MLSMessage`-wrapped key package and registers its key in `dir`.
+fn shared_kp(i: usize, dir: &mut StaticDeviceKeys) -> Vec<u8> {
+    let (provider, signer, cred) = bare_client(i);
+    let (user, dev) = identity(i);
+    dir.insert(
+        DeviceRef::new(&user, &dev).unwrap(),
+        signer.public().to_vec(),
+    );
+    let kp = bare_kp_builder()
+        .build(CIPHERSUITE, &provider, &signer, cred)
+        .unwrap()
+        .key_package()
+        .clone();
+    MlsMessageOut::from(kp).tls_serialize_detached().unwrap()
+}
+
+/// Key packages of devices `first..first + n`.
+fn shared_kps(first: usize, n: usize, dir: &mut StaticDeviceKeys) -> Vec<Vec<u8>> {
+    (first..first + n).map(|i| shared_kp(i, dir)).collect()
+}
 
 // ---------- engine side ----------
 
@@ -18,50 +70,32 @@ struct EngineGroup {
     owner: Engine,
     receiver: Engine,
     dir: StaticDeviceKeys,
-    spare_kps: Vec<Vec<u8>>,
 }
 
 fn new_engine(i: usize, dir: &mut StaticDeviceKeys) -> Engine {
-    let e = Engine::new(
-        &format!("@user{i}:example.org"),
-        &format!("DEV{i}"),
-        EngineConfig::default(),
-    )
-    .unwrap();
+    let (user, dev) = identity(i);
+    let e = Engine::new(&user, &dev, config()).unwrap();
     dir.insert(e.device().clone(), e.signature_public_key());
     e
 }
 
-/// An engine group with `members` members (owner + receiver + others), plus `spare` key
-/// packages of devices not in the group.
-fn engine_group(members: usize, spare: usize) -> EngineGroup {
-    let mut dir = StaticDeviceKeys::new();
+/// Owner (device 0) and receiver (device 1) plus the devices of `others` in one group.
+fn engine_group(others: &[Vec<u8>], dir: &StaticDeviceKeys) -> EngineGroup {
+    let mut dir = dir.clone();
     let mut owner = new_engine(0, &mut dir);
     owner.create_group(G).unwrap();
     let mut receiver = new_engine(1, &mut dir);
     let mut kps = receiver.generate_key_packages(1).unwrap();
-    for i in 2..members {
-        kps.extend(new_engine(i, &mut dir).generate_key_packages(1).unwrap());
-    }
-    if members > 1 {
-        let b = owner.add_members(G, &kps, &dir).unwrap();
-        owner.confirm_pending_commit(G).unwrap();
-        receiver
-            .join_from_welcome(b.welcome.as_ref().unwrap(), &dir)
-            .unwrap();
-    }
-    let spare_kps = (0..spare)
-        .flat_map(|i| {
-            new_engine(100_000 + i, &mut dir)
-                .generate_key_packages(1)
-                .unwrap()
-        })
-        .collect();
+    kps.extend(others.iter().cloned());
+    let b = owner.add_members(G, &kps, &dir).unwrap();
+    owner.confirm_pending_commit(G).unwrap();
+    receiver
+        .join_from_welcome(b.welcome.as_ref().unwrap(), &dir)
+        .unwrap();
     EngineGroup {
         owner,
         receiver,
         dir,
-        spare_kps,
     }
 }
 
@@ -77,265 +111,551 @@ fn bare_client(i: usize) -> (OpenMlsRustCrypto, SignatureKeyPair, CredentialWith
     let provider = OpenMlsRustCrypto::default();
     let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
     signer.store(provider.storage()).unwrap();
+    let (user, dev) = identity(i);
     let cred = CredentialWithKey {
-        credential: BasicCredential::new(format!("@user{i}:example.org/DEV{i}").into_bytes())
-            .into(),
+        credential: BasicCredential::new(format!("{user}/{dev}").into_bytes()).into(),
         signature_key: signer.public().into(),
     };
     (provider, signer, cred)
 }
 
-fn bare_kp(i: usize) -> (KeyPackage, OpenMlsRustCrypto, SignatureKeyPair) {
-    let (provider, signer, cred) = bare_client(i);
-    let kp = KeyPackage::builder()
-        .build(CIPHERSUITE, &provider, &signer, cred)
-        .unwrap()
-        .key_package()
-        .clone();
-    (kp, provider, signer)
+fn bare_kp_builder() -> KeyPackageBuilder {
+    KeyPackage::builder()
+        .key_package_lifetime(Lifetime::new(config().key_package_lifetime_secs))
+        .leaf_node_capabilities(leaf_capabilities())
 }
 
-fn bare_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
-        .ciphersuite(CIPHERSUITE)
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .use_ratchet_tree_extension(true)
-        .build()
+/// A key package received from the server: parse and verify it, as any client must.
+fn parse_kp(bytes: &[u8], provider: &OpenMlsRustCrypto) -> KeyPackage {
+    match MlsMessageIn::tls_deserialize_exact(bytes)
+        .unwrap()
+        .extract()
+    {
+        MlsMessageBodyIn::KeyPackage(kp) => kp
+            .validate(provider.crypto(), ProtocolVersion::Mls10)
+            .unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// The serialised outputs of a commit (what the app sends to the hub).
+type Wire = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn wire(bundle: CommitMessageBundle) -> Wire {
+    let welcome = bundle
+        .to_welcome_msg()
+        .map(|w| w.tls_serialize_detached().unwrap());
+    let (commit, _, group_info) = bundle.into_contents();
+    (
+        commit.tls_serialize_detached().unwrap(),
+        welcome,
+        group_info.map(|gi| MlsMessageOut::from(gi).tls_serialize_detached().unwrap()),
+    )
+}
+
+impl Bare {
+    /// The engine's add: same commit-builder calls.
+    fn add(&mut self, kps: Vec<KeyPackage>) -> Wire {
+        let bundle = self
+            .group
+            .commit_builder()
+            .propose_adds(kps)
+            .load_psks(self.provider.storage())
+            .unwrap()
+            .use_ratchet_tree_extension(true)
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .unwrap()
+            .stage_commit(&self.provider)
+            .unwrap();
+        wire(bundle)
+    }
+
+    /// The engine's self-update: same commit-builder calls.
+    fn self_update(&mut self) -> Wire {
+        let bundle = self
+            .group
+            .commit_builder()
+            .consume_proposal_store(true)
+            .force_self_update(true)
+            .leaf_node_parameters(LeafNodeParameters::default())
+            .load_psks(self.provider.storage())
+            .unwrap()
+            .use_ratchet_tree_extension(true)
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .unwrap()
+            .stage_commit(&self.provider)
+            .unwrap();
+        wire(bundle)
+    }
+
+    fn clear(&mut self) {
+        self.group
+            .clear_pending_commit(self.provider.storage())
+            .unwrap();
+    }
+
+    /// Deserialise, process and merge a received message.
+    fn process(&mut self, bytes: &[u8]) -> ProcessedMessageContent {
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes).unwrap();
+        let pm = msg.try_into_protocol_message().unwrap();
+        let processed = self.group.process_message(&self.provider, pm).unwrap();
+        match processed.into_content() {
+            ProcessedMessageContent::StagedCommitMessage(sc) => {
+                self.group.merge_staged_commit(&self.provider, *sc).unwrap();
+                ProcessedMessageContent::OwnPrivateMessage
+            }
+            other => other,
+        }
+    }
 }
 
 struct BareGroup {
     owner: Bare,
-    receiver: Option<Bare>,
-    /// Serialised key packages, as received from the server.
-    spare_kps: Vec<Vec<u8>>,
+    receiver: Bare,
 }
 
-fn bare_group(members: usize, spare: usize) -> BareGroup {
+fn bare_group(others: &[Vec<u8>]) -> BareGroup {
+    let cfg = config();
     let (provider, signer, cred) = bare_client(0);
-    let group = MlsGroup::new(&provider, &signer, &bare_config(), cred).unwrap();
+    let group = MlsGroup::new_with_group_id(
+        &provider,
+        &signer,
+        &cfg.group_create_config(),
+        GroupId::from_slice(G.as_bytes()),
+        cred,
+    )
+    .unwrap();
     let mut owner = Bare {
         provider,
         signer,
         group,
     };
-    let (rkp, r_provider, r_signer) = bare_kp(1);
-    let mut kps = vec![rkp];
-    for i in 2..members {
-        kps.push(bare_kp(i).0);
-    }
-    let receiver = if members > 1 {
-        let (_, welcome, _) = owner
-            .group
-            .add_members(&owner.provider, &owner.signer, &kps)
-            .unwrap();
-        owner.group.merge_pending_commit(&owner.provider).unwrap();
-        let welcome = match MlsMessageIn::from(welcome).extract() {
-            MlsMessageBodyIn::Welcome(w) => w,
-            _ => unreachable!(),
-        };
-        let group = StagedWelcome::new_from_welcome(
-            &r_provider,
-            bare_config().join_config(),
-            welcome,
-            None,
-        )
+    let (r_provider, r_signer, r_cred) = bare_client(1);
+    let rkp = bare_kp_builder()
+        .build(CIPHERSUITE, &r_provider, &r_signer, r_cred)
         .unwrap()
-        .into_group(&r_provider)
-        .unwrap();
-        Some(Bare {
+        .key_package()
+        .clone();
+    let mut kps = vec![rkp];
+    kps.extend(others.iter().map(|b| parse_kp(b, &owner.provider)));
+    let (_, welcome, _) = owner.add(kps);
+    owner.group.merge_pending_commit(&owner.provider).unwrap();
+    let welcome = match MlsMessageIn::tls_deserialize_exact(welcome.unwrap())
+        .unwrap()
+        .extract()
+    {
+        MlsMessageBodyIn::Welcome(w) => w,
+        _ => unreachable!(),
+    };
+    let group =
+        StagedWelcome::new_from_welcome(&r_provider, &cfg.group_join_config(), welcome, None)
+            .unwrap()
+            .into_group(&r_provider)
+            .unwrap();
+    BareGroup {
+        owner,
+        receiver: Bare {
             provider: r_provider,
             signer: r_signer,
             group,
-        })
+        },
+    }
+}
+
+// ---------- rows, paired timing and the closing table ----------
+
+/// One row: both sides' state; each op runs once and returns the time of its timed part.
+trait Row {
+    fn engine_op(&mut self) -> Duration;
+    fn openmls_op(&mut self) -> Duration;
+}
+
+/// Paired result of one row.
+struct Paired {
+    openmls: f64,
+    engine: f64,
+    /// Median over rounds of engine time / openmls time within the round.
+    ratio: f64,
+    rounds: usize,
+}
+
+/// Rows that ran in this process, in table order.
+static TABLE: Mutex<BTreeMap<usize, (String, Paired)>> = Mutex::new(BTreeMap::new());
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
     } else {
-        None
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Criterion rows `<group>/engine/<n>` and `<group>/openmls/<n>`, then the paired rounds for
+/// the closing table: each round times one engine op and one openmls op back to back
+/// (alternating which goes first), so load changes on a shared machine hit both sides alike.
+fn run_row(
+    c: &mut Criterion,
+    order: usize,
+    group: &str,
+    n: Option<usize>,
+    cfg: &dyn Fn(&mut BenchmarkGroup<'_, criterion::measurement::WallTime>),
+    row: &mut dyn Row,
+    paired_budget: Duration,
+) {
+    let label = match n {
+        Some(n) => format!("{group} {n}"),
+        None => group.to_owned(),
     };
-    let spare_kps = (0..spare)
-        .map(|i| {
-            MlsMessageOut::from(bare_kp(100_000 + i).0)
-                .tls_serialize_detached()
-                .unwrap()
-        })
-        .collect();
-    BareGroup {
-        owner,
-        receiver,
-        spare_kps,
+    let id = |side: &str| match n {
+        Some(n) => BenchmarkId::new(side, n),
+        None => BenchmarkId::from_parameter(side),
+    };
+    let mut g = c.benchmark_group(group);
+    cfg(&mut g);
+    let mut ran = false;
+    g.bench_function(id("engine"), |b| {
+        ran = true;
+        b.iter_custom(|iters| (0..iters).map(|_| row.engine_op()).sum())
+    });
+    g.bench_function(id("openmls"), |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| row.openmls_op()).sum())
+    });
+    g.finish();
+    // Skipped by a filter, or `--test` / `--list` mode: no table row.
+    let measuring = std::env::args().any(|a| a == "--bench")
+        && !std::env::args().any(|a| a == "--test" || a == "--list");
+    if !ran || !measuring {
+        return;
+    }
+    let (mut e, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    let start = Instant::now();
+    while e.len() < 10 || (start.elapsed() < paired_budget && e.len() < 1000) {
+        let (te, to) = if e.len() % 2 == 0 {
+            let te = row.engine_op();
+            (te, row.openmls_op())
+        } else {
+            let to = row.openmls_op();
+            (row.engine_op(), to)
+        };
+        let (te, to) = (te.as_nanos() as f64, to.as_nanos() as f64);
+        e.push(te);
+        o.push(to);
+        r.push(te / to);
+    }
+    let paired = Paired {
+        openmls: median(&mut o),
+        engine: median(&mut e),
+        ratio: median(&mut r),
+        rounds: r.len(),
+    };
+    TABLE.lock().unwrap().insert(order, (label, paired));
+}
+
+/// Settings for rows whose single iteration takes milliseconds or more.
+fn heavy(measure_ms: u64) -> impl Fn(&mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    move |g| {
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(measure_ms));
+    }
+}
+
+/// Add `spare` (the same key packages on both sides) to a one-member group; the pending
+/// commit is cleared after each op, untimed.
+struct AddRow {
+    eg: EngineGroup,
+    bg: BareGroup,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Row for AddRow {
+    fn engine_op(&mut self) -> Duration {
+        let t = Instant::now();
+        let bundle = self
+            .eg
+            .owner
+            .add_members(G, &self.spare, &self.eg.dir)
+            .unwrap();
+        let d = t.elapsed();
+        self.eg.owner.discard_pending_commit(G).unwrap();
+        black_box(bundle);
+        d
+    }
+
+    fn openmls_op(&mut self) -> Duration {
+        let o = &mut self.bg.owner;
+        let t = Instant::now();
+        let kps = self
+            .spare
+            .iter()
+            .map(|k| parse_kp(k, &o.provider))
+            .collect();
+        let out = o.add(kps);
+        let d = t.elapsed();
+        o.clear();
+        black_box(out);
+        d
+    }
+}
+
+/// Self-update in an n-member group; the pending commit is cleared after each op, untimed.
+struct SelfUpdateRow {
+    eg: EngineGroup,
+    bg: BareGroup,
+}
+
+impl Row for SelfUpdateRow {
+    fn engine_op(&mut self) -> Duration {
+        let t = Instant::now();
+        let bundle = self.eg.owner.self_update(G).unwrap();
+        let d = t.elapsed();
+        self.eg.owner.discard_pending_commit(G).unwrap();
+        black_box(bundle);
+        d
+    }
+
+    fn openmls_op(&mut self) -> Duration {
+        let t = Instant::now();
+        let out = self.bg.owner.self_update();
+        let d = t.elapsed();
+        self.bg.owner.clear();
+        black_box(out);
+        d
+    }
+}
+
+/// The receiver processes (and merges) the owner's self-update commit; producing the commit
+/// is untimed.
+struct ProcessCommitRow {
+    eg: EngineGroup,
+    bg: BareGroup,
+}
+
+impl Row for ProcessCommitRow {
+    fn engine_op(&mut self) -> Duration {
+        let eg = &mut self.eg;
+        let bundle = eg.owner.self_update(G).unwrap();
+        eg.owner.confirm_pending_commit(G).unwrap();
+        let env = Envelope {
+            sender: Some(eg.owner.device().clone()),
+            epoch: bundle.epoch,
+            ts: 0,
+            adds: vec![],
+            removes: vec![],
+        };
+        let t = Instant::now();
+        let ev = eg
+            .receiver
+            .process(G, &bundle.commit, &env, &eg.dir)
+            .unwrap();
+        let d = t.elapsed();
+        black_box(ev);
+        d
+    }
+
+    fn openmls_op(&mut self) -> Duration {
+        let bg = &mut self.bg;
+        let (commit, _, _) = bg.owner.self_update();
+        bg.owner
+            .group
+            .merge_pending_commit(&bg.owner.provider)
+            .unwrap();
+        let t = Instant::now();
+        let out = bg.receiver.process(&commit);
+        let d = t.elapsed();
+        black_box(out);
+        d
+    }
+}
+
+/// Encrypt 256 bytes at the owner and decrypt them at the receiver (both timed).
+struct EncDecRow {
+    eg: EngineGroup,
+    bg: BareGroup,
+    env: Envelope,
+}
+
+const PAYLOAD: [u8; 256] = [7u8; 256];
+
+impl Row for EncDecRow {
+    fn engine_op(&mut self) -> Duration {
+        let eg = &mut self.eg;
+        let t = Instant::now();
+        let out = eg.owner.encrypt(G, &PAYLOAD, 1).unwrap();
+        let ev = eg
+            .receiver
+            .process(G, &out.message, &self.env, &eg.dir)
+            .unwrap();
+        let d = t.elapsed();
+        black_box(ev);
+        d
+    }
+
+    fn openmls_op(&mut self) -> Duration {
+        let bg = &mut self.bg;
+        let t = Instant::now();
+        let msg = bg
+            .owner
+            .group
+            .create_message(&bg.owner.provider, &bg.owner.signer, &PAYLOAD)
+            .unwrap();
+        let bytes = msg.tls_serialize_detached().unwrap();
+        let out = bg.receiver.process(&bytes);
+        let d = t.elapsed();
+        black_box(out);
+        d
     }
 }
 
 fn bench_add(c: &mut Criterion) {
-    let mut g = c.benchmark_group("add_members");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
-    for n in [10usize, 100, 1000] {
-        let mut eg = engine_group(1, n);
-        g.bench_with_input(BenchmarkId::new("engine", n), &n, |b, _| {
-            b.iter(|| {
-                let bundle = eg.owner.add_members(G, &eg.spare_kps, &eg.dir).unwrap();
-                eg.owner.discard_pending_commit(G).unwrap();
-                black_box(bundle);
-            })
-        });
-        let mut bg = bare_group(1, n);
-        g.bench_with_input(BenchmarkId::new("openmls", n), &n, |b, _| {
-            b.iter(|| {
-                let o = &mut bg.owner;
-                // A client must parse and verify received key packages before adding them.
-                let kps: Vec<KeyPackage> = bg
-                    .spare_kps
-                    .iter()
-                    .map(|bytes| {
-                        match MlsMessageIn::tls_deserialize_exact(bytes)
-                            .unwrap()
-                            .extract()
-                        {
-                            MlsMessageBodyIn::KeyPackage(kp) => kp
-                                .validate(o.provider.crypto(), ProtocolVersion::Mls10)
-                                .unwrap(),
-                            _ => unreachable!(),
-                        }
-                    })
-                    .collect();
-                let out = o.group.add_members(&o.provider, &o.signer, &kps).unwrap();
-                let bytes = out.0.tls_serialize_detached().unwrap();
-                let w = out.1.tls_serialize_detached().unwrap();
-                o.group.clear_pending_commit(o.provider.storage()).unwrap();
-                black_box((bytes, w));
-            })
-        });
+    for (order, n) in [(0usize, 10usize), (1, 100), (2, 1000)] {
+        let mut dir = StaticDeviceKeys::new();
+        let spare = shared_kps(100_000, n, &mut dir);
+        let mut row = AddRow {
+            eg: engine_group(&[], &dir),
+            bg: bare_group(&[]),
+            spare,
+        };
+        let (measure, budget) = if n >= 1000 { (2500, 8) } else { (1500, 3) };
+        run_row(
+            c,
+            order,
+            "add_members",
+            Some(n),
+            &heavy(measure),
+            &mut row,
+            Duration::from_secs(budget),
+        );
     }
-    g.finish();
 }
 
 fn bench_self_update(c: &mut Criterion) {
-    let mut g = c.benchmark_group("self_update");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
-    for n in [100usize, 1000] {
-        let mut eg = engine_group(n, 0);
-        g.bench_with_input(BenchmarkId::new("engine", n), &n, |b, _| {
-            b.iter(|| {
-                let bundle = eg.owner.self_update(G).unwrap();
-                eg.owner.discard_pending_commit(G).unwrap();
-                black_box(bundle);
-            })
-        });
-        let mut bg = bare_group(n, 0);
-        g.bench_with_input(BenchmarkId::new("openmls", n), &n, |b, _| {
-            b.iter(|| {
-                let o = &mut bg.owner;
-                let bundle = o
-                    .group
-                    .self_update(&o.provider, &o.signer, Default::default())
-                    .unwrap();
-                let bytes = bundle.commit().tls_serialize_detached().unwrap();
-                o.group.clear_pending_commit(o.provider.storage()).unwrap();
-                black_box(bytes);
-            })
-        });
+    for (order, n) in [(3usize, 100usize), (4, 1000)] {
+        let mut dir = StaticDeviceKeys::new();
+        let others = shared_kps(2, n - 2, &mut dir);
+        let mut row = SelfUpdateRow {
+            eg: engine_group(&others, &dir),
+            bg: bare_group(&others),
+        };
+        run_row(
+            c,
+            order,
+            "self_update",
+            Some(n),
+            &heavy(if n >= 1000 { 2500 } else { 1500 }),
+            &mut row,
+            Duration::from_secs(4),
+        );
     }
-    g.finish();
 }
 
 fn bench_process_commit(c: &mut Criterion) {
-    let mut g = c.benchmark_group("process_commit");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
-    for n in [100usize, 1000] {
-        let mut eg = engine_group(n, 0);
-        g.bench_with_input(BenchmarkId::new("engine", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let bundle = eg.owner.self_update(G).unwrap();
-                    eg.owner.confirm_pending_commit(G).unwrap();
-                    let env = Envelope {
-                        sender: Some(eg.owner.device().clone()),
-                        epoch: bundle.epoch,
-                        ts: 0,
-                        adds: vec![],
-                        removes: vec![],
-                    };
-                    let t = Instant::now();
-                    let ev = eg
-                        .receiver
-                        .process(G, &bundle.commit, &env, &eg.dir)
-                        .unwrap();
-                    total += t.elapsed();
-                    black_box(ev);
-                }
-                total
-            })
-        });
-        let mut bg = bare_group(n, 0);
-        g.bench_with_input(BenchmarkId::new("openmls", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let o = &mut bg.owner;
-                    let bundle = o
-                        .group
-                        .self_update(&o.provider, &o.signer, Default::default())
-                        .unwrap();
-                    o.group.merge_pending_commit(&o.provider).unwrap();
-                    let bytes = bundle.commit().tls_serialize_detached().unwrap();
-                    let r = bg.receiver.as_mut().unwrap();
-                    let t = Instant::now();
-                    let msg = MlsMessageIn::tls_deserialize_exact(&bytes).unwrap();
-                    let pm = msg.try_into_protocol_message().unwrap();
-                    let processed = r.group.process_message(&r.provider, pm).unwrap();
-                    if let ProcessedMessageContent::StagedCommitMessage(sc) =
-                        processed.into_content()
-                    {
-                        r.group.merge_staged_commit(&r.provider, *sc).unwrap();
-                    }
-                    total += t.elapsed();
-                }
-                total
-            })
-        });
+    for (order, n) in [(5usize, 100usize), (6, 1000)] {
+        let mut dir = StaticDeviceKeys::new();
+        let others = shared_kps(2, n - 2, &mut dir);
+        let mut row = ProcessCommitRow {
+            eg: engine_group(&others, &dir),
+            bg: bare_group(&others),
+        };
+        // Every op also builds the commit (untimed, ~10x the timed part): keep the measured
+        // time short or the 1000-member row runs for minutes.
+        run_row(
+            c,
+            order,
+            "process_commit",
+            Some(n),
+            &heavy(if n >= 1000 { 250 } else { 400 }),
+            &mut row,
+            Duration::from_secs(4),
+        );
     }
-    g.finish();
 }
 
 fn bench_encrypt_decrypt(c: &mut Criterion) {
-    let mut g = c.benchmark_group("encrypt_decrypt_256B");
-    let payload = [7u8; 256];
-    let mut eg = engine_group(2, 0);
-    g.bench_function("engine", |b| {
-        b.iter(|| {
-            let out = eg.owner.encrypt(G, &payload, 1).unwrap();
-            let env = Envelope {
-                sender: Some(eg.owner.device().clone()),
-                epoch: out.epoch,
-                ts: 1,
-                adds: vec![],
-                removes: vec![],
-            };
-            black_box(eg.receiver.process(G, &out.message, &env, &eg.dir).unwrap());
-        })
-    });
-    let mut bg = bare_group(2, 0);
-    g.bench_function("openmls", |b| {
-        b.iter(|| {
-            let o = &mut bg.owner;
-            let msg = o
-                .group
-                .create_message(&o.provider, &o.signer, &payload)
-                .unwrap();
-            let bytes = msg.tls_serialize_detached().unwrap();
-            let r = bg.receiver.as_mut().unwrap();
-            let m = MlsMessageIn::tls_deserialize_exact(&bytes).unwrap();
-            let pm = m.try_into_protocol_message().unwrap();
-            black_box(r.group.process_message(&r.provider, pm).unwrap());
-        })
-    });
-    g.finish();
+    let eg = engine_group(&[], &StaticDeviceKeys::new());
+    let env = Envelope {
+        sender: Some(eg.owner.device().clone()),
+        epoch: eg.owner.epoch(G).unwrap(),
+        ts: 1,
+        adds: vec![],
+        removes: vec![],
+    };
+    let mut row = EncDecRow {
+        eg,
+        bg: bare_group(&[]),
+        env,
+    };
+    let cfg = |g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>| {
+        g.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+    };
+    run_row(
+        c,
+        7,
+        "encrypt_decrypt_256B",
+        None,
+        &cfg,
+        &mut row,
+        Duration::from_secs(3),
+    );
 }
 
-criterion_group!(
-    benches,
-    bench_add,
-    bench_self_update,
-    bench_process_commit,
-    bench_encrypt_decrypt
-);
-criterion_main!(benches);
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.1} µs", ns / 1e3)
+    }
+}
+
+/// Prints the paired table of the rows that ran.
+fn print_table() {
+    let table = TABLE.lock().unwrap();
+    if table.is_empty() {
+        return;
+    }
+    println!(
+        "\nPaired medians (engine and openmls timed alternately in the same rounds);\n\
+         overhead = median over rounds of engine/openmls - 1; target <= +15%\n"
+    );
+    println!(
+        "| {:<22} | {:>11} | {:>11} | {:>8} | {:>6} |",
+        "row", "openmls", "engine", "overhead", "rounds"
+    );
+    println!(
+        "|{:-<24}|{:->13}|{:->13}|{:->10}|{:->8}|",
+        "", ":", ":", ":", ":"
+    );
+    for (label, p) in table.values() {
+        println!(
+            "| {label:<22} | {:>11} | {:>11} | {:>+7.1}% | {:>6} |",
+            fmt_ns(p.openmls),
+            fmt_ns(p.engine),
+            (p.ratio - 1.0) * 100.0,
+            p.rounds
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_add(&mut c);
+    bench_self_update(&mut c);
+    bench_process_commit(&mut c);
+    bench_encrypt_decrypt(&mut c);
+    c.final_summary();
+    print_table();
+}

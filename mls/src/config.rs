@@ -1,6 +1,12 @@
 //! Engine configuration and its documented defaults.
 
+use openmls::prelude::{
+    MlsGroupCreateConfig, MlsGroupJoinConfig, SenderRatchetConfiguration,
+    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::key_packages::leaf_capabilities;
 
 /// The only ciphersuite the engine speaks (DESIGN §4).
 pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
@@ -38,5 +44,39 @@ impl Default for EngineConfig {
             max_clock_skew_ms: 5 * 60 * 1000,
             remembered_own_commits: 16,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The openmls configuration of groups the engine creates: our ciphersuite, handshake
+    /// messages as `PublicMessage` (mixed wire-format policy), ratchet-tree extension on,
+    /// `max_past_epochs`, padding and sender-ratchet limits from this config, Parley's leaf
+    /// capabilities. Public so that baselines and interop tests can use exactly the same one.
+    pub fn group_create_config(&self) -> MlsGroupCreateConfig {
+        MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(self.max_past_epochs)
+            .padding_size(self.padding_size)
+            .sender_ratchet_configuration(self.sender_ratchet_configuration())
+            .capabilities(leaf_capabilities())
+            .build()
+    }
+
+    /// The openmls configuration of groups the engine joins (same policy as
+    /// [`EngineConfig::group_create_config`]).
+    pub fn group_join_config(&self) -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(self.max_past_epochs)
+            .padding_size(self.padding_size)
+            .sender_ratchet_configuration(self.sender_ratchet_configuration())
+            .build()
+    }
+
+    fn sender_ratchet_configuration(&self) -> SenderRatchetConfiguration {
+        SenderRatchetConfiguration::new(self.out_of_order_tolerance, self.maximum_forward_distance)
     }
 }

@@ -2,20 +2,18 @@
 
 use openmls::prelude::{
     tls_codec::Serialize as _, Credential, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsMessageOut, SenderRatchetConfiguration, StagedCommit,
-    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
+    MlsGroupJoinConfig, MlsMessageOut, StagedCommit,
 };
 use openmls::treesync::LeafNodeParameters;
 use openmls_traits::{random::OpenMlsRand as _, OpenMlsProvider as _};
 use sha2::{Digest, Sha256};
 
 use crate::aad::{uuid_v4, Aad};
-use crate::config::CIPHERSUITE;
 use crate::engine::{Engine, GroupEntry, GroupMeta, PendingInfo};
 use crate::error::{mls, MlsError, Result};
 use crate::events::{CommitBundle, Event, MemberInfo, OutgoingMessage};
 use crate::identity::{fingerprint, DeviceRef};
-use crate::key_packages::{leaf_capabilities, parse_key_package};
+use crate::key_packages::parse_key_package;
 use crate::trust::KeyChange;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
@@ -128,32 +126,12 @@ pub(crate) fn to_bytes(msg: &MlsMessageOut) -> Result<Vec<u8>> {
 impl Engine {
     /// openmls configuration for groups this engine creates.
     pub(crate) fn create_config(&self) -> MlsGroupCreateConfig {
-        MlsGroupCreateConfig::builder()
-            .ciphersuite(CIPHERSUITE)
-            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .use_ratchet_tree_extension(true)
-            .max_past_epochs(self.config.max_past_epochs)
-            .padding_size(self.config.padding_size)
-            .sender_ratchet_configuration(SenderRatchetConfiguration::new(
-                self.config.out_of_order_tolerance,
-                self.config.maximum_forward_distance,
-            ))
-            .capabilities(leaf_capabilities())
-            .build()
+        self.config.group_create_config()
     }
 
     /// openmls configuration for groups this engine joins.
     pub(crate) fn join_config(&self) -> MlsGroupJoinConfig {
-        MlsGroupJoinConfig::builder()
-            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .use_ratchet_tree_extension(true)
-            .max_past_epochs(self.config.max_past_epochs)
-            .padding_size(self.config.padding_size)
-            .sender_ratchet_configuration(SenderRatchetConfiguration::new(
-                self.config.out_of_order_tolerance,
-                self.config.maximum_forward_distance,
-            ))
-            .build()
+        self.config.group_join_config()
     }
 
     /// Creates group `group_id` (`!opaque:server`, its UTF-8 bytes are the MLS group id) with

@@ -24,7 +24,7 @@ pub(crate) struct KeyPackageRecord {
 /// Leaf capabilities advertised by every Parley leaf: our ciphersuite, basic credentials and
 /// the `last_resort` extension type (0x000A). Default extension and proposal types are not
 /// listed (RFC 9420 §7.2).
-pub(crate) fn leaf_capabilities() -> Capabilities {
+pub fn leaf_capabilities() -> Capabilities {
     Capabilities::new(
         Some(&[ProtocolVersion::Mls10]),
         Some(&[CIPHERSUITE]),

@@ -29,6 +29,7 @@ pub use events::{
 pub use identity::{
     fingerprint, validate_device_id, validate_server_name, validate_user_id, DeviceRef,
 };
+pub use key_packages::leaf_capabilities;
 pub use state::STATE_VERSION;
 pub use trust::{safety_number, safety_number_half, KeyChange, TrustState};
 pub use validation::{DeviceKeyValidator, StaticDeviceKeys};

@@ -182,7 +182,10 @@ impl Engine {
             return Err(MlsError::Evicted);
         }
         let group_epoch = entry.mls.epoch().as_u64();
-        if is_commit {
+        // An own commit already confirmed was sent in an earlier epoch (confirming merged it),
+        // so only a past-epoch commit can be its echo: hash just those.
+        if is_commit && message_epoch < group_epoch && !entry.meta.confirmed_own_commits.is_empty()
+        {
             let hash: [u8; 32] = Sha256::digest(message).into();
             if entry.meta.confirmed_own_commits.contains(&hash) {
                 // Echo of an own commit already confirmed with `confirm_pending_commit`.

@@ -127,5 +127,20 @@ impl IntoResponse for Error {
     }
 }
 
+impl From<crate::fed_client::FedError> for Error {
+    /// Another server's protocol error is handed back unchanged; anything else means it could
+    /// not be reached.
+    fn from(e: crate::fed_client::FedError) -> Self {
+        match e {
+            crate::fed_client::FedError::Refused { status, body, .. }
+                if body.get("errcode").is_some() =>
+            {
+                Error::Relayed { status, body }
+            }
+            other => Error::UnreachableServer(other.to_string()),
+        }
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, Error>;

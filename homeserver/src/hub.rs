@@ -16,7 +16,6 @@ use parley_client_api::groups::{
 use parley_schema::{CommitToApply, Group, Member, MessageToAppend, OutboxItem, Refused};
 
 use crate::error::{ApiResult, Error};
-use crate::fed_client::FedError;
 use crate::http::{route, ApiJson, Authed};
 use crate::mls_check::{self, ContentKind, MessageSender, Roster, StoredProposal};
 use crate::state::{now_ms, AppState};
@@ -119,6 +118,17 @@ fn invalid(e: impl std::fmt::Display) -> Error {
     Error::InvalidMessage(e.to_string())
 }
 
+/// The protocol error for a write the store refused at commit time.
+fn refusal(refused: Refused) -> Error {
+    match refused {
+        Refused::StaleEpoch(e) => Error::StaleEpoch {
+            current_epoch: e.max(0) as u64,
+        },
+        Refused::FutureEpoch(_) => invalid("the message's epoch is ahead of the group"),
+        Refused::NoGroup => Error::NotFound("no such group at this hub".into()),
+    }
+}
+
 async fn submit_commit(
     State(state): State<AppState>,
     auth: Authed,
@@ -183,13 +193,11 @@ async fn relay(
     path: &str,
     body: &serde_json::Value,
 ) -> ApiResult<serde_json::Value> {
-    match state.fed.request(method, hub, path, Some(body)).await {
-        Ok(v) => Ok(v),
-        Err(FedError::Refused { status, body, .. }) if body.get("errcode").is_some() => {
-            Err(Error::Relayed { status, body })
-        }
-        Err(e) => Err(Error::UnreachableServer(e.to_string())),
-    }
+    state
+        .fed
+        .request(method, hub, path, Some(body))
+        .await
+        .map_err(Error::from)
 }
 
 /// The hub's handling of a commit bundle from `sender` (a local device or, via federation,
@@ -407,16 +415,7 @@ pub async fn hub_commit(
         ts: now_ms() as i64,
         outbox,
     };
-    let accepted = match state.store.apply_commit(to_apply).await? {
-        Ok(a) => a,
-        Err(Refused::StaleEpoch(e)) => {
-            return Err(Error::StaleEpoch {
-                current_epoch: e.max(0) as u64,
-            })
-        }
-        Err(Refused::FutureEpoch(_)) => return Err(invalid("commit epoch is ahead of the group")),
-        Err(Refused::NoGroup) => return Err(Error::NotFound("no such group at this hub".into())),
-    };
+    let accepted = state.store.apply_commit(to_apply).await?.map_err(refusal)?;
     tracing::info!(%group_id, epoch = accepted.epoch, seq = accepted.seq, "commit accepted");
     state.notifier.notify_all(
         members
@@ -631,16 +630,11 @@ pub async fn hub_send(
             .map(|d| OutboxItem::message(d))
             .collect(),
     };
-    let accepted = match state.store.append_message(to_append).await? {
-        Ok(a) => a,
-        Err(Refused::StaleEpoch(e)) => {
-            return Err(Error::StaleEpoch {
-                current_epoch: e.max(0) as u64,
-            })
-        }
-        Err(Refused::FutureEpoch(_)) => return Err(invalid("message epoch is ahead of the group")),
-        Err(Refused::NoGroup) => return Err(Error::NotFound("no such group at this hub".into())),
-    };
+    let accepted = state
+        .store
+        .append_message(to_append)
+        .await?
+        .map_err(refusal)?;
     state.notifier.notify_all(
         members
             .iter()

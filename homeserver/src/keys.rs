@@ -113,10 +113,7 @@ async fn user_devices(
             cache_remote_devices(state.clone(), &list).await?;
             Ok(Json(list))
         }
-        Err(FedError::Refused { status, body, .. }) if body.get("errcode").is_some() => {
-            Err(Error::Relayed { status, body })
-        }
-        Err(e) => Err(Error::UnreachableServer(e.to_string())),
+        Err(e) => Err(Error::from(e)),
     }
 }
 

@@ -735,6 +735,8 @@ fn forked_member_is_readded_and_all_share_the_epoch_authenticator() {
     w.exchange(1, b"back in sync");
 }
 
+// proptest is a native-only dev-dependency (the wasm tests are tests/wasm_node.rs).
+#[cfg(not(target_arch = "wasm32"))]
 mod random_ops {
     use super::*;
     use proptest::prelude::*;

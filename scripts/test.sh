@@ -25,6 +25,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test (SQLite and PostgreSQL)"
 cargo test --workspace
 
+log "parley-mls: core flow in wasm under Node"
+mls/scripts/test-wasm.sh
+
 log "sytest: the conformance suite against parley (SQLite and PostgreSQL)"
 cargo build -p parley-homeserver -p parley-sytest
 target_dir=${CARGO_TARGET_DIR:-target}

@@ -125,6 +125,7 @@ impl Ctx {
             snippets: Vec::new(),
             server_name: None,
             restartable: false,
+            port: None,
         }
     }
 
@@ -151,9 +152,17 @@ pub struct ServerBuilder<'a> {
     snippets: Vec<String>,
     server_name: Option<String>,
     restartable: bool,
+    port: Option<u16>,
 }
 
 impl ServerBuilder<'_> {
+    /// Listens on `127.0.0.1:port` (see [`free_port`]), so other servers can be configured to
+    /// reach it before it starts. Tests using this skip with `--server`.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Declares that the test will stop and restart the server, so it skips with `--server`
     /// before doing any work.
     pub fn restartable(mut self) -> Self {
@@ -193,6 +202,9 @@ impl ServerBuilder<'_> {
                     return Err(skip(
                         "needs a chosen server name (not possible with --server)",
                     ));
+                }
+                if self.port.is_some() {
+                    return Err(skip("needs a chosen port (not possible with --server)"));
                 }
                 let labels = &mut self.ctx.external_labels;
                 let index = match labels.iter().position(|l| *l == self.label) {
@@ -254,7 +266,8 @@ impl ServerBuilder<'_> {
                     process: None,
                     _dir: dir,
                 };
-                let process = managed.spawn("127.0.0.1:0").await?;
+                let listen = format!("127.0.0.1:{}", self.port.unwrap_or(0));
+                let process = managed.spawn(&listen).await?;
                 let base_url = process.base_url.clone();
                 managed.process = Some(process);
                 Ok(Server {
@@ -382,6 +395,12 @@ impl Server {
             .as_ref()
             .map_or_else(String::new, |m| crate::process::log_tail(&m.log_path))
     }
+}
+
+/// A loopback port that was free a moment ago (bound and released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// Eight random lower-case hex digits.

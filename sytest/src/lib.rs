@@ -3,6 +3,8 @@
 
 pub mod check;
 pub mod config;
+pub mod device;
+pub mod fake_remote;
 pub mod fixture;
 pub mod postgres;
 pub mod process;

@@ -54,6 +54,10 @@ pub fn all() -> Vec<Test> {
         registration::TESTS,
         ratelimit::TESTS,
         restart::TESTS,
+        keys::TESTS,
+        groups::TESTS,
+        delivery::TESTS,
+        federation::TESTS,
     ]
     .concat()
 }
@@ -116,7 +120,7 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len(), "duplicate test names");
-        assert!(tests.len() >= 25);
+        assert!(tests.len() >= 75);
         let t = tests[0];
         assert!(selects(t.group, &t));
         assert!(!selects("no-such-group", &t));

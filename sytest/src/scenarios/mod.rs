@@ -4,7 +4,11 @@
 //! `registry::all`).
 
 pub mod accounts;
+pub mod delivery;
+pub mod federation;
+pub mod groups;
 pub mod hygiene;
+pub mod keys;
 pub mod ratelimit;
 pub mod registration;
 pub mod restart;
@@ -29,3 +33,27 @@ pub mod paths {
 
 /// The password every scenario account uses.
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The server's name: the one it was started with, or what `GET /versions` says (`--server`).
+pub async fn server_name_of(hs: &crate::fixture::Server) -> anyhow::Result<String> {
+    if let Some(name) = hs.server_name() {
+        return Ok(name.to_owned());
+    }
+    let versions = crate::check::expect_ok(hs.client().versions().await, "GET /versions")?;
+    Ok(versions.server_name)
+}
+
+/// Whether `group_id` is `!opaque:server` with an opaque part of 8–64 `[A-Za-z0-9_-]`.
+pub fn is_valid_group_id(group_id: &str, server: &str) -> bool {
+    let Some((opaque, hub)) = group_id
+        .strip_prefix('!')
+        .and_then(|rest| rest.split_once(':'))
+    else {
+        return false;
+    };
+    hub == server
+        && (8..=64).contains(&opaque.len())
+        && opaque
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

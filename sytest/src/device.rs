@@ -1,0 +1,442 @@
+//! A native `parley-mls` client device driving a server under test through the typed client,
+//! as a real client would: bound signature key, uploaded key packages, groups, sync.
+//!
+//! Every server answer is checked and turned into an error naming what went wrong; nothing
+//! here panics on what a server does.
+
+use anyhow::Context as _;
+use parley_client_api::client::{b64, unb64};
+use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef as WireDevice};
+use parley_client_api::sync::{MessageEvent, SyncResponse};
+use parley_client_api::Client;
+use parley_mls::{DeviceRef, Engine, EngineConfig, Envelope, Event, StaticDeviceKeys};
+
+use crate::check::expect_ok;
+use crate::fixture::Server;
+use crate::scenarios::PASSWORD;
+
+/// One device: an HTTP client, an MLS engine and the device keys it learnt.
+pub struct Device {
+    /// The typed client, with this device's access token.
+    pub client: Client,
+    /// The MLS engine.
+    pub engine: Engine,
+    /// `@name:server`.
+    pub user_id: String,
+    /// The server-assigned device id.
+    pub device_id: String,
+    /// Device signature keys learnt from `GET /users/{id}/devices` (or inserted by tests).
+    pub keys: StaticDeviceKeys,
+    /// Users whose device keys are fetched before joining from a Welcome.
+    pub known_users: Vec<String>,
+    /// The last `next_batch`.
+    pub since: Option<String>,
+    /// Decrypted application messages in processing order: (group, sender user, text).
+    pub received: Vec<(String, String, String)>,
+}
+
+impl Device {
+    /// Registers `name` and sets the device up: bound key, 5 packages and a last resort.
+    pub async fn register(server: &Server, name: &str) -> anyhow::Result<Device> {
+        Device::register_with(server, name, 5, true).await
+    }
+
+    /// Registers `name` with `packages` ordinary packages and optionally a last resort.
+    pub async fn register_with(
+        server: &Server,
+        name: &str,
+        packages: usize,
+        last_resort: bool,
+    ) -> anyhow::Result<Device> {
+        let mut client = server.client();
+        let s = expect_ok(client.register(name, PASSWORD).await, "register")?;
+        Device::setup(client, s.user_id, s.device_id, packages, last_resort).await
+    }
+
+    /// Logs `name` in on a new device and sets it up like [`Device::register`].
+    pub async fn login(server: &Server, name: &str) -> anyhow::Result<Device> {
+        let mut client = server.client();
+        let s = expect_ok(client.login(name, PASSWORD, None).await, "login")?;
+        Device::setup(client, s.user_id, s.device_id, 5, true).await
+    }
+
+    /// Binds the engine's signature key and uploads packages for a logged-in client.
+    pub async fn setup(
+        client: Client,
+        user_id: String,
+        device_id: String,
+        packages: usize,
+        last_resort: bool,
+    ) -> anyhow::Result<Device> {
+        let mut engine = Engine::new(&user_id, &device_id, EngineConfig::default())
+            .map_err(|e| anyhow::anyhow!("MLS engine for {user_id}/{device_id}: {e}"))?;
+        expect_ok(
+            client
+                .bind_signature_key(&device_id, &engine.signature_public_key())
+                .await,
+            "bind signature key",
+        )?;
+        let kps = engine
+            .generate_key_packages(packages)
+            .map_err(|e| anyhow::anyhow!("key packages: {e}"))?;
+        let last = if last_resort {
+            Some(
+                engine
+                    .generate_last_resort_key_package()
+                    .map_err(|e| anyhow::anyhow!("last resort: {e}"))?,
+            )
+        } else {
+            None
+        };
+        if packages > 0 || last.is_some() {
+            let count = expect_ok(
+                client.upload_keys(&kps, last.as_deref()).await,
+                "upload key packages",
+            )?;
+            anyhow::ensure!(
+                count.count == packages as u64 && count.last_resort == last_resort,
+                "upload of {packages} packages (last resort: {last_resort}) answered {count:?}"
+            );
+        }
+        Ok(Device {
+            client,
+            engine,
+            known_users: vec![user_id.clone()],
+            user_id,
+            device_id,
+            keys: StaticDeviceKeys::new(),
+            since: None,
+            received: Vec::new(),
+        })
+    }
+
+    /// This device as `{user_id, device_id}`.
+    pub fn me(&self) -> WireDevice {
+        WireDevice {
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+        }
+    }
+
+    /// Adds users whose keys this device fetches before joining a group.
+    pub fn know(&mut self, users: &[&str]) {
+        for u in users {
+            if !self.known_users.iter().any(|k| k == u) {
+                self.known_users.push((*u).to_owned());
+            }
+        }
+    }
+
+    /// Inserts a device key directly (for devices of a fake server).
+    pub fn trust(&mut self, user_id: &str, device_id: &str, key: Vec<u8>) -> anyhow::Result<()> {
+        let device = DeviceRef::new(user_id, device_id)
+            .map_err(|e| anyhow::anyhow!("device {user_id}/{device_id}: {e}"))?;
+        self.keys.insert(device, key);
+        Ok(())
+    }
+
+    /// Fetches and records the published device keys of `users`.
+    pub async fn learn(&mut self, users: &[&str]) -> anyhow::Result<()> {
+        for user in users {
+            let list = expect_ok(
+                self.client.user_devices(user).await,
+                &format!("GET /users/{user}/devices"),
+            )?;
+            for d in list.devices {
+                let device = DeviceRef::new(user, &d.device_id)
+                    .map_err(|e| anyhow::anyhow!("device id {:?}: {e}", d.device_id))?;
+                let key = unb64(&d.signature_key).with_context(|| {
+                    format!("signature_key {:?} is not base64", d.signature_key)
+                })?;
+                self.keys.insert(device, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /groups`, and the engine's group under that id.
+    pub async fn create_group(&mut self) -> anyhow::Result<String> {
+        let group_id = expect_ok(self.client.create_group().await, "create group")?;
+        self.engine
+            .create_group(&group_id)
+            .map_err(|e| anyhow::anyhow!("engine cannot create group {group_id:?}: {e}"))?;
+        Ok(group_id)
+    }
+
+    /// Claims one package of every device of `users` (checking there are no failures).
+    pub async fn claim(&mut self, users: &[&str]) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.learn(users).await?;
+        let claimed = expect_ok(self.client.claim_keys(users).await, "claim keys")?;
+        anyhow::ensure!(
+            claimed.failures.is_empty(),
+            "claim failures: {:?}",
+            claimed.failures
+        );
+        let mut kps = Vec::new();
+        for (user, devices) in &claimed.key_packages {
+            for (device, kp) in devices {
+                if *user == self.user_id && *device == self.device_id {
+                    continue;
+                }
+                kps.push(unb64(kp).with_context(|| {
+                    format!("claimed package of {user}/{device} is not base64")
+                })?);
+            }
+        }
+        anyhow::ensure!(!kps.is_empty(), "claim of {users:?} gave no package");
+        Ok(kps)
+    }
+
+    /// Prepares (but does not submit) a commit adding the packages.
+    pub fn add_bundle(
+        &mut self,
+        group_id: &str,
+        kps: &[Vec<u8>],
+    ) -> anyhow::Result<parley_mls::CommitBundle> {
+        self.engine
+            .add_members(group_id, kps, &self.keys)
+            .map_err(|e| anyhow::anyhow!("engine cannot add members: {e}"))
+    }
+
+    /// Claims packages of every device of `users`, commits adding them and merges.
+    pub async fn add(&mut self, group_id: &str, users: &[&str]) -> anyhow::Result<CommitResponse> {
+        let kps = self.claim(users).await?;
+        let bundle = self.add_bundle(group_id, &kps)?;
+        self.submit(group_id, bundle).await
+    }
+
+    /// Commits removing `devices` and merges.
+    pub async fn remove(
+        &mut self,
+        group_id: &str,
+        devices: &[WireDevice],
+    ) -> anyhow::Result<CommitResponse> {
+        let mut refs = Vec::new();
+        for d in devices {
+            refs.push(
+                DeviceRef::new(&d.user_id, &d.device_id)
+                    .map_err(|e| anyhow::anyhow!("device ref: {e}"))?,
+            );
+        }
+        let bundle = self
+            .engine
+            .remove_members(group_id, &refs)
+            .map_err(|e| anyhow::anyhow!("engine cannot remove: {e}"))?;
+        self.submit(group_id, bundle).await
+    }
+
+    /// Commits a self-update and merges.
+    pub async fn self_update(&mut self, group_id: &str) -> anyhow::Result<CommitResponse> {
+        let bundle = self
+            .engine
+            .self_update(group_id)
+            .map_err(|e| anyhow::anyhow!("engine cannot self-update: {e}"))?;
+        self.submit(group_id, bundle).await
+    }
+
+    /// Submits a bundle; merges it when accepted, discards it (and fails) when refused.
+    pub async fn submit(
+        &mut self,
+        group_id: &str,
+        bundle: parley_mls::CommitBundle,
+    ) -> anyhow::Result<CommitResponse> {
+        let request = bundle_request(&bundle);
+        match self.client.commit(group_id, &request).await {
+            Ok(r) => {
+                self.engine
+                    .confirm_pending_commit(group_id)
+                    .map_err(|e| anyhow::anyhow!("confirm commit: {e}"))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.engine.discard_pending_commit(group_id);
+                anyhow::bail!("commit to {group_id} refused: {e}")
+            }
+        }
+    }
+
+    /// Encrypts `text` (application message bytes and its msg id).
+    pub fn encrypt(&mut self, group_id: &str, text: &str) -> anyhow::Result<(String, Vec<u8>)> {
+        let out = self
+            .engine
+            .encrypt(group_id, text.as_bytes(), now_ms())
+            .map_err(|e| anyhow::anyhow!("encrypt: {e}"))?;
+        Ok((out.msg_id, out.message))
+    }
+
+    /// Encrypts and sends `text`; the seq.
+    pub async fn send_text(&mut self, group_id: &str, text: &str) -> anyhow::Result<u64> {
+        let (txn, message) = self.encrypt(group_id, text)?;
+        expect_ok(
+            self.client.send(group_id, &txn, &message).await,
+            "send message",
+        )
+    }
+
+    /// One sync from `since`; joins welcomes, processes messages in order.
+    pub async fn sync(&mut self, timeout_ms: u64) -> anyhow::Result<Vec<Event>> {
+        let response = expect_ok(
+            self.client.sync(self.since.as_deref(), timeout_ms).await,
+            "sync",
+        )?;
+        self.apply(response).await
+    }
+
+    /// Syncs until nothing new arrives.
+    pub async fn sync_all(&mut self) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        loop {
+            let before = self.since.clone();
+            events.extend(self.sync(0).await?);
+            if self.since == before {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Syncs (long-polling) until `done` holds, for at most `secs` seconds.
+    pub async fn sync_until(
+        &mut self,
+        secs: u64,
+        what: &str,
+        mut done: impl FnMut(&Device) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            self.sync(500).await?;
+            if done(self) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("{} did not see {what} within {secs} s", self.user_id)
+    }
+
+    /// Applies a sync answer: joins welcomes (acknowledging them), processes messages.
+    pub async fn apply(&mut self, response: SyncResponse) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for w in &response.welcomes {
+            let users = self.known_users.clone();
+            let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+            self.learn(&refs).await?;
+            let bytes = unb64(&w.welcome).context("welcome is not base64")?;
+            match self.engine.join_from_welcome(&bytes, &self.keys) {
+                Ok(joined) => events.extend(joined.events),
+                Err(parley_mls::MlsError::GroupExists) => {}
+                Err(e) => anyhow::bail!(
+                    "{} cannot join {} from its Welcome: {e}",
+                    self.user_id,
+                    w.group_id
+                ),
+            }
+            expect_ok(
+                self.client.delete_welcome(&w.id).await,
+                "DELETE /welcomes/{id}",
+            )?;
+        }
+        for (group_id, group) in &response.groups {
+            for m in &group.messages {
+                let added: Vec<String> =
+                    m.adds.iter().flatten().map(|d| d.user_id.clone()).collect();
+                if !added.is_empty() {
+                    let refs: Vec<&str> = added.iter().map(String::as_str).collect();
+                    self.learn(&refs).await?;
+                }
+                events.extend(self.process(group_id, m)?);
+            }
+        }
+        self.since = Some(response.next_batch);
+        Ok(events)
+    }
+
+    /// Processes one delivered message (own application messages are skipped: MLS senders
+    /// cannot decrypt them).
+    pub fn process(&mut self, group_id: &str, m: &MessageEvent) -> anyhow::Result<Vec<Event>> {
+        let own = m.sender.user_id == self.user_id && m.sender.device_id == self.device_id;
+        if own && m.kind == "application" {
+            return Ok(Vec::new());
+        }
+        let envelope = envelope_of(m)?;
+        let bytes = unb64(&m.message).context("delivered message is not base64")?;
+        let events = self
+            .engine
+            .process(group_id, &bytes, &envelope, &self.keys)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}/{} cannot process seq {} ({}) of {group_id}: {e}",
+                    self.user_id,
+                    self.device_id,
+                    m.seq,
+                    m.kind
+                )
+            })?;
+        for e in &events {
+            if let Event::ApplicationMessage {
+                sender, plaintext, ..
+            } = e
+            {
+                self.received.push((
+                    group_id.to_owned(),
+                    sender.user_id.clone(),
+                    String::from_utf8_lossy(plaintext).into_owned(),
+                ));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Texts received in `group_id`, in order.
+    pub fn texts(&self, group_id: &str) -> Vec<String> {
+        self.received
+            .iter()
+            .filter(|(g, _, _)| g == group_id)
+            .map(|(_, _, t)| t.clone())
+            .collect()
+    }
+}
+
+/// The wire request of a commit bundle.
+pub fn bundle_request(bundle: &parley_mls::CommitBundle) -> CommitRequest {
+    let wire = |d: &DeviceRef| WireDevice {
+        user_id: d.user_id.clone(),
+        device_id: d.device_id.clone(),
+    };
+    CommitRequest {
+        commit: b64(&bundle.commit),
+        welcome: bundle.welcome.as_deref().map(b64),
+        group_info: bundle.group_info.as_deref().map(b64),
+        adds: bundle.adds.iter().map(wire).collect(),
+        removes: bundle.removes.iter().map(wire).collect(),
+    }
+}
+
+/// The envelope the engine checks a delivered message against.
+pub fn envelope_of(m: &MessageEvent) -> anyhow::Result<Envelope> {
+    let conv = |d: &WireDevice| {
+        DeviceRef::new(&d.user_id, &d.device_id)
+            .map_err(|e| anyhow::anyhow!("delivered device {}/{}: {e}", d.user_id, d.device_id))
+    };
+    Ok(Envelope {
+        sender: Some(conv(&m.sender)?),
+        epoch: m.epoch,
+        ts: m.ts,
+        adds: m
+            .adds
+            .iter()
+            .flatten()
+            .map(conv)
+            .collect::<Result<_, _>>()?,
+        removes: m
+            .removes
+            .iter()
+            .flatten()
+            .map(conv)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,466 @@
+//! Groups at their hub (DESIGN §3.1, §3.3, §3.4 "Groups"): creation, invites, removals,
+//! leaving, self-updates, the epoch race, the roster, envelope mismatches, `txn_id` retries.
+//! Every client here is a real `parley-mls` device.
+
+use parley_client_api::groups::DeviceRef as WireDevice;
+use parley_mls::Event;
+
+use crate::check::{expect_eq, expect_error, expect_ok};
+use crate::device::{bundle_request, Device};
+use crate::fixture::{Ctx, Server};
+use crate::scenarios::{is_valid_group_id, server_name_of};
+
+crate::tests!("groups":
+    created_group_has_a_valid_id_and_starts_at_epoch_0,
+    invited_local_member_gets_the_welcome_not_the_commit_and_joins,
+    removed_member_learns_it_and_can_no_longer_send,
+    leave_is_a_proposal_committed_by_reference,
+    self_update_advances_the_epoch_for_everyone,
+    stale_commit_is_409_with_the_current_epoch,
+    non_member_cannot_send_403_not_member,
+    message_for_another_group_is_400_invalid_message,
+    declared_adds_that_disagree_with_the_commit_are_400,
+    commit_adding_members_without_a_welcome_is_400,
+    bad_base64_in_bundles_and_messages_is_400,
+    txn_id_reuse_returns_the_first_seq_and_delivers_once,
+);
+
+/// Alice and Bob, both on `hs`, knowing each other's keys.
+async fn pair(ctx: &Ctx, hs: &Server) -> anyhow::Result<(Device, Device)> {
+    let mut alice = Device::register(hs, &ctx.user("alice")).await?;
+    let mut bob = Device::register(hs, &ctx.user("bob")).await?;
+    let (a, b) = (alice.user_id.clone(), bob.user_id.clone());
+    alice.know(&[&a, &b]);
+    bob.know(&[&a, &b]);
+    Ok((alice, bob))
+}
+
+/// A group of Alice with Bob added and joined.
+async fn group_of_two(alice: &mut Device, bob: &mut Device) -> anyhow::Result<String> {
+    let group = alice.create_group().await?;
+    let b = bob.user_id.clone();
+    let r = alice.add(&group, &[&b]).await?;
+    expect_eq(
+        &(r.epoch, r.seq),
+        &(1, 1),
+        "(epoch, seq) of the first commit",
+    )?;
+    bob.sync_all().await?;
+    anyhow::ensure!(
+        bob.engine.group_ids().contains(&group),
+        "bob did not join {group} (no Welcome delivered)"
+    );
+    Ok(group)
+}
+
+async fn members_of(d: &Device, group: &str) -> anyhow::Result<Option<(u64, Vec<WireDevice>)>> {
+    let groups = expect_ok(d.client.groups().await, "GET /groups")?;
+    Ok(groups
+        .groups
+        .into_iter()
+        .find(|g| g.group_id == group)
+        .map(|g| {
+            let mut m = g.members;
+            m.sort();
+            (g.epoch, m)
+        }))
+}
+
+async fn created_group_has_a_valid_id_and_starts_at_epoch_0(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let name = server_name_of(&hs).await?;
+    let mut alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let g1 = alice.create_group().await?;
+    let g2 = alice.create_group().await?;
+    for g in [&g1, &g2] {
+        anyhow::ensure!(
+            is_valid_group_id(g, &name),
+            "group id {g:?} is not !opaque:{name} with 8–64 [A-Za-z0-9_-]"
+        );
+    }
+    anyhow::ensure!(g1 != g2, "two groups got the same id {g1}");
+    let listed = members_of(&alice, &g1).await?;
+    expect_eq(
+        &listed,
+        &Some((0, vec![alice.me()])),
+        "GET /groups entry (epoch, members)",
+    )?;
+    let sync = expect_ok(alice.client.sync(None, 0).await, "sync")?;
+    anyhow::ensure!(
+        sync.groups.get(&g1).is_none_or(|g| g.messages.is_empty()),
+        "a new group has messages: {sync:?}"
+    );
+    Ok(())
+}
+
+async fn invited_local_member_gets_the_welcome_not_the_commit_and_joins(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = alice.create_group().await?;
+    let b = bob.user_id.clone();
+    let r = alice.add(&group, &[&b]).await?;
+    expect_eq(&(r.epoch, r.seq), &(1, 1), "(epoch, seq)")?;
+    let sync = expect_ok(bob.client.sync(None, 0).await, "bob's sync")?;
+    let welcome = sync
+        .welcomes
+        .iter()
+        .find(|w| w.group_id == group)
+        .ok_or_else(|| anyhow::anyhow!("bob's sync has no Welcome for {group}: {sync:?}"))?;
+    expect_eq(&welcome.sender, &alice.me(), "welcome sender")?;
+    anyhow::ensure!(
+        sync.groups
+            .get(&group)
+            .is_none_or(|g| g.messages.is_empty()),
+        "the added device received the commit that added it"
+    );
+    bob.apply(sync).await?;
+    anyhow::ensure!(bob.engine.group_ids().contains(&group), "bob did not join");
+    let mut expected = vec![alice.me(), bob.me()];
+    expected.sort();
+    expect_eq(
+        &members_of(&bob, &group).await?,
+        &Some((1, expected)),
+        "bob's GET /groups entry",
+    )?;
+    alice.send_text(&group, "hello bob").await?;
+    bob.sync_all().await?;
+    expect_eq(
+        &bob.texts(&group),
+        &vec!["hello bob".to_owned()],
+        "bob's texts",
+    )?;
+    Ok(())
+}
+
+async fn removed_member_learns_it_and_can_no_longer_send(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_, stale) = bob.encrypt(&group, "from the past")?;
+    let r = alice.remove(&group, &[bob.me()]).await?;
+    expect_eq(&r.epoch, &2, "epoch after the removal")?;
+    let events = bob.sync_all().await?;
+    anyhow::ensure!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RemovedFromGroup { .. })),
+        "bob did not learn of his removal: {events:?}"
+    );
+    expect_eq(
+        &members_of(&alice, &group).await?,
+        &Some((2, vec![alice.me()])),
+        "roster after the removal",
+    )?;
+    anyhow::ensure!(
+        members_of(&bob, &group).await?.is_none(),
+        "the group is still in bob's GET /groups"
+    );
+    expect_error(
+        bob.client.send(&group, "late-1", &stale).await,
+        403,
+        "P_NOT_MEMBER",
+    )?;
+    alice.send_text(&group, "after bob left").await?;
+    let sync = expect_ok(bob.client.sync(bob.since.as_deref(), 0).await, "bob's sync")?;
+    anyhow::ensure!(
+        sync.groups
+            .get(&group)
+            .is_none_or(|g| g.messages.is_empty()),
+        "a removed device still receives the group's messages"
+    );
+    Ok(())
+}
+
+async fn leave_is_a_proposal_committed_by_reference(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let proposal = bob
+        .engine
+        .leave_group(&group)
+        .map_err(|e| anyhow::anyhow!("leave: {e}"))?;
+    let seq = expect_ok(
+        bob.client.send(&group, "leave-1", &proposal).await,
+        "send the proposal",
+    )?;
+    expect_eq(&seq, &2, "seq of the proposal")?;
+    let sync = expect_ok(alice.client.sync(alice.since.as_deref(), 0).await, "sync")?;
+    let kinds: Vec<String> = sync
+        .groups
+        .get(&group)
+        .map(|g| g.messages.iter().map(|m| m.kind.clone()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        kinds.contains(&"proposal".to_owned()),
+        "the leave proposal was not delivered as kind \"proposal\": {kinds:?}"
+    );
+    alice.apply(sync).await?;
+    let bundle = alice
+        .engine
+        .commit_pending_proposals(&group)
+        .map_err(|e| anyhow::anyhow!("commit proposals: {e}"))?;
+    expect_eq(&bundle.removes.len(), &1, "removes of the commit")?;
+    let r = alice.submit(&group, bundle).await?;
+    expect_eq(&(r.epoch, r.seq), &(2, 3), "(epoch, seq) of the commit")?;
+    expect_eq(
+        &members_of(&alice, &group).await?,
+        &Some((2, vec![alice.me()])),
+        "roster after the leave",
+    )?;
+    let events = bob.sync_all().await?;
+    anyhow::ensure!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RemovedFromGroup { .. })),
+        "bob did not see his leave committed: {events:?}"
+    );
+    Ok(())
+}
+
+async fn self_update_advances_the_epoch_for_everyone(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let r = bob.self_update(&group).await?;
+    expect_eq(
+        &(r.epoch, r.seq),
+        &(2, 2),
+        "(epoch, seq) of the self-update",
+    )?;
+    alice.sync_all().await?;
+    let epoch = alice
+        .engine
+        .epoch(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    expect_eq(&epoch, &2, "alice's epoch")?;
+    let a = alice
+        .engine
+        .epoch_authenticator(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let b = bob
+        .engine
+        .epoch_authenticator(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(a == b, "alice and bob disagree on the epoch authenticator");
+    expect_eq(
+        &members_of(&alice, &group).await?.map(|(e, _)| e),
+        &Some(2),
+        "GET /groups epoch",
+    )?;
+    alice.send_text(&group, "new epoch").await?;
+    bob.sync_all().await?;
+    expect_eq(
+        &bob.texts(&group),
+        &vec!["new epoch".to_owned()],
+        "bob's texts",
+    )?;
+    Ok(())
+}
+
+async fn stale_commit_is_409_with_the_current_epoch(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let stale = bob
+        .engine
+        .self_update(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = bob.engine.discard_pending_commit(&group);
+    alice.self_update(&group).await?;
+    let body = expect_error(
+        bob.client.commit(&group, &bundle_request(&stale)).await,
+        409,
+        "P_STALE_EPOCH",
+    )?;
+    expect_eq(&body.extra_u64("current_epoch"), &Some(2), "current_epoch")?;
+    // The loser catches up and retries.
+    bob.sync_all().await?;
+    let r = bob.self_update(&group).await?;
+    expect_eq(&r.epoch, &3, "epoch after the retry")?;
+    Ok(())
+}
+
+async fn non_member_cannot_send_403_not_member(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let mallory = Device::register(&hs, &ctx.user("mallory")).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_, message) = bob.encrypt(&group, "bob's words")?;
+    expect_error(
+        mallory.client.send(&group, "m-1", &message).await,
+        403,
+        "P_NOT_MEMBER",
+    )
+    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
+    let update = alice
+        .engine
+        .self_update(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    expect_error(
+        mallory
+            .client
+            .commit(&group, &bundle_request(&update))
+            .await,
+        403,
+        "P_NOT_MEMBER",
+    )
+    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
+    Ok(())
+}
+
+async fn message_for_another_group_is_400_invalid_message(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let other = alice.create_group().await?;
+    let (_, message) = alice.encrypt(&group, "for the first group")?;
+    expect_error(
+        alice.client.send(&other, "x-1", &message).await,
+        400,
+        "P_INVALID_MESSAGE",
+    )
+    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
+    let update = alice
+        .engine
+        .self_update(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    expect_error(
+        alice.client.commit(&other, &bundle_request(&update)).await,
+        400,
+        "P_INVALID_MESSAGE",
+    )
+    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
+    Ok(())
+}
+
+async fn declared_adds_that_disagree_with_the_commit_are_400(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let carol = Device::register(&hs, &ctx.user("carol")).await?;
+    let group = alice.create_group().await?;
+    let kps = alice.claim(&[&carol.user_id]).await?;
+    let bundle = alice.add_bundle(&group, &kps)?;
+    let mut request = bundle_request(&bundle);
+    for adds in [vec![bob.me()], vec![], vec![carol.me(), bob.me()]] {
+        request.adds = adds.clone();
+        expect_error(
+            alice.client.commit(&group, &request).await,
+            400,
+            "P_INVALID_MESSAGE",
+        )
+        .map_err(|e| anyhow::anyhow!("declared adds {adds:?}: {e}"))?;
+    }
+    request.adds = vec![carol.me()];
+    request.removes = vec![bob.me()];
+    expect_error(
+        alice.client.commit(&group, &request).await,
+        400,
+        "P_INVALID_MESSAGE",
+    )
+    .map_err(|e| anyhow::anyhow!("declared removes of a commit removing nobody: {e}"))?;
+    // The matching declaration is accepted.
+    let r = expect_ok(
+        alice.client.commit(&group, &bundle_request(&bundle)).await,
+        "the correctly declared commit",
+    )?;
+    expect_eq(&r.epoch, &1, "epoch")?;
+    let _ = &mut bob;
+    Ok(())
+}
+
+async fn commit_adding_members_without_a_welcome_is_400(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, bob) = pair(&ctx, &hs).await?;
+    let group = alice.create_group().await?;
+    let kps = alice.claim(&[&bob.user_id]).await?;
+    let bundle = alice.add_bundle(&group, &kps)?;
+    let mut request = bundle_request(&bundle);
+    request.welcome = None;
+    expect_error(
+        alice.client.commit(&group, &request).await,
+        400,
+        "P_INVALID_MESSAGE",
+    )?;
+    expect_eq(
+        &members_of(&alice, &group).await?.map(|(e, _)| e),
+        &Some(0),
+        "epoch after the refusal",
+    )?;
+    Ok(())
+}
+
+async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, bob) = pair(&ctx, &hs).await?;
+    let group = alice.create_group().await?;
+    let kps = alice.claim(&[&bob.user_id]).await?;
+    let bundle = alice.add_bundle(&group, &kps)?;
+    for field in ["commit", "welcome", "group_info"] {
+        let mut request = bundle_request(&bundle);
+        match field {
+            "commit" => request.commit = "not base64!".into(),
+            "welcome" => request.welcome = Some("not base64!".into()),
+            _ => request.group_info = Some("not base64!".into()),
+        }
+        expect_error(
+            alice.client.commit(&group, &request).await,
+            400,
+            "P_INVALID_MESSAGE",
+        )
+        .map_err(|e| anyhow::anyhow!("bad {field}: {e}"))?;
+    }
+    let raw = parley_client_api::groups::SendRequest {
+        message: "%%%".into(),
+    };
+    expect_error(
+        alice
+            .client
+            .call::<parley_client_api::groups::SendMessage>(&[&group, "b64-1"], &raw)
+            .await,
+        400,
+        "P_INVALID_MESSAGE",
+    )
+    .map_err(|e| anyhow::anyhow!("bad message: {e}"))?;
+    expect_error(
+        alice
+            .client
+            .send(&group, "b64-2", b"valid base64, no MLS")
+            .await,
+        400,
+        "P_INVALID_MESSAGE",
+    )
+    .map_err(|e| anyhow::anyhow!("bytes that are not MLS: {e}"))?;
+    Ok(())
+}
+
+async fn txn_id_reuse_returns_the_first_seq_and_delivers_once(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_, first) = alice.encrypt(&group, "once")?;
+    let (_, second) = alice.encrypt(&group, "a different body")?;
+    let s1 = expect_ok(alice.client.send(&group, "txn-1", &first).await, "send")?;
+    let s2 = expect_ok(alice.client.send(&group, "txn-1", &first).await, "resend")?;
+    let s3 = expect_ok(
+        alice.client.send(&group, "txn-1", &second).await,
+        "reuse with another body",
+    )?;
+    expect_eq(&(s2, s3), &(s1, s1), "seqs of the retries")?;
+    bob.sync_all().await?;
+    expect_eq(&bob.texts(&group), &vec!["once".to_owned()], "bob's texts")?;
+    let all = expect_ok(bob.client.sync(None, 0).await, "full sync")?;
+    let apps = all
+        .groups
+        .get(&group)
+        .map(|g| {
+            g.messages
+                .iter()
+                .filter(|m| m.kind == "application")
+                .count()
+        })
+        .unwrap_or(0);
+    expect_eq(&apps, &1, "application messages stored")?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The relay benchmark behind `parley-bench` (kept apart from the conformance suite).
+
+pub mod echo;
+pub mod load;
+pub mod receiver;
+pub mod relay;
+pub mod report;
+pub mod server;
+pub mod setup;

@@ -1,0 +1,130 @@
+//! `parley-bench`: load tool measuring a Parley homeserver's relay performance next to a
+//! same-run baseline (a bare axum endpoint echoing 400 bytes). See `sytest/README.md`,
+//! section "Benchmark".
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "parley-bench",
+    about = "Relay benchmark for Parley homeservers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Echo baseline, then relay throughput/latency, idle-WebSocket RSS, optionally federated.
+    Relay(RelayArgs),
+    /// The baseline server: a bare axum endpoint `POST /echo` answering with the body.
+    EchoServer {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Database backend of the servers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Concurrent sending devices (each one HTTP/1.1 keep-alive connection); also the
+    /// number of connections driving the echo baseline.
+    #[arg(long, default_value_t = 32)]
+    senders: usize,
+    /// Receiving devices, each holding one WebSocket.
+    #[arg(long, default_value_t = 4)]
+    receivers: usize,
+    /// Groups; sender i sends to group i % groups, every receiver is in every group.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Length of each measured phase (echo, full load, half load; each federated phase).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Database backend.
+    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
+    db: DbKind,
+    /// Administrative PostgreSQL URL for `--db postgres` (a database per server is created).
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Also measure two federated servers (senders on a.example, receivers on b.example).
+    #[arg(long)]
+    federated: bool,
+    /// Idle authenticated WebSockets opened to measure RSS per connection (0 to skip).
+    #[arg(long, default_value_t = 1000)]
+    idle_connections: usize,
+    /// Application plaintext bytes per message (32 gives a ~430-byte request body).
+    #[arg(long, default_value_t = 32)]
+    plaintext_bytes: usize,
+    /// The `parley` binary (default: next to this executable).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+    /// Keep the servers' temporary directories (logs, databases) and print where they are.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::EchoServer { listen } => match bench::echo::serve(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("parley-bench echo-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Relay(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("parley-bench: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(bench::relay::run(args.into())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("parley-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+impl From<RelayArgs> for bench::relay::Options {
+    fn from(a: RelayArgs) -> Self {
+        bench::relay::Options {
+            senders: a.senders.max(1),
+            receivers: a.receivers.max(1),
+            groups: a.groups.clamp(1, a.senders.max(1)),
+            duration: std::time::Duration::from_secs(a.duration_secs.clamp(1, 600)),
+            postgres_url: match a.db {
+                DbKind::Sqlite => None,
+                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
+            },
+            federated: a.federated,
+            idle_connections: a.idle_connections.min(10_000),
+            plaintext_bytes: a.plaintext_bytes.clamp(1, 60_000),
+            parley: a.parley,
+            keep: a.keep,
+        }
+    }
+}

@@ -60,7 +60,8 @@ async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let doc = ServerKeyDocument::build(
         &state.config.server_name,
         state.fed.signing_key(),
-        Default::default(),
+        crate::signing_keys::load_old_keys(&state.config.data_dir)
+            .map_err(|e| Error::Internal(e.to_string()))?,
         now_ms() + KEY_VALIDITY_MS,
     )?;
     Ok(Json(Value::Object(doc.to_json_object()?)))

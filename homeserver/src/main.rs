@@ -13,6 +13,7 @@ mod notifier;
 mod outbox;
 mod ratelimit;
 mod server;
+mod signing_keys;
 mod state;
 mod sync;
 mod tls;
@@ -44,6 +45,13 @@ enum Command {
     Serve(ServeArgs),
     /// Print a commented default configuration file.
     GenerateConfig,
+    /// Retire the federation signing key (still published as an old key) and generate a new
+    /// one. Run while the server is stopped.
+    RotateFederationKey {
+        /// Data directory holding the keys.
+        #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Flags of `parley serve`; each overrides the config file, and `PARLEY_*` variables set them.
@@ -106,6 +114,26 @@ fn main() -> std::process::ExitCode {
         Command::GenerateConfig => {
             print!("{}", config::DEFAULT_CONFIG_TOML);
             std::process::ExitCode::SUCCESS
+        }
+        Command::RotateFederationKey { data_dir } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            match signing_keys::rotate(&data_dir, now) {
+                Ok((old, new)) => {
+                    println!(
+                        "retired {} (still published as an old key); new key {}",
+                        old.as_str(),
+                        new.as_str()
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parley: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve(args) => {
             let config = match args.into_config() {

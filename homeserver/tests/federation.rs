@@ -310,3 +310,38 @@ async fn servers_federate_over_tls_with_certificates_from_a_test_ca() {
     bob.send_text(&group, "over TLS").await;
     sync_until(&mut alice, |d| d.texts(&group) == ["over TLS"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_signing_key_is_published_as_an_old_key() {
+    let mut server = TestServer::start(Db::Sqlite, "rot.example", "").await;
+    let url = format!("{}/_parley/key/v1/server", server.base_url);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let before = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    let before = parley_federation::keys::verify_key_document(&before, "rot.example", now).unwrap();
+    let old_id = before.verify_keys.keys().next().unwrap().clone();
+    assert!(server.stop());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("rotate-federation-key")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.start_again();
+    let after = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    let after = parley_federation::keys::verify_key_document(&after, "rot.example", now).unwrap();
+    assert!(
+        !after.verify_keys.contains_key(&old_id),
+        "the retired key no longer signs"
+    );
+    let (key, expired_ts) = after.old_verify_keys[&old_id];
+    assert_eq!(key, before.verify_keys[&old_id]);
+    assert!(expired_ts >= now);
+}

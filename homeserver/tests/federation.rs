@@ -345,3 +345,43 @@ async fn rotated_signing_key_is_published_as_an_old_key() {
     assert_eq!(key, before.verify_keys[&old_id]);
     assert!(expired_ts >= now);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_spans_three_servers_through_adds_and_removes() {
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["a.example", "b.example", "c.example"];
+    let peers: Vec<(&str, u16)> = names.iter().copied().zip(ports).collect();
+    let config = federation_toml(&peers);
+    let mut servers = Vec::new();
+    for (name, port) in &peers {
+        servers.push(
+            TestServer::start_at(Db::Sqlite, name, &config, &format!("127.0.0.1:{port}")).await,
+        );
+    }
+    know_users(&["@alice:a.example", "@bob:b.example", "@carol:c.example"]);
+    let mut alice = Device::register(&servers[0], "alice").await;
+    let mut bob = Device::register(&servers[1], "bob").await;
+    let mut carol = Device::register(&servers[2], "carol").await;
+    let group = alice.create_group().await;
+    alice
+        .add(&group, &["@bob:b.example", "@carol:c.example"])
+        .await
+        .unwrap();
+    sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+    sync_until(&mut carol, |d| d.engine.group_ids().contains(&group)).await;
+
+    carol.send_text(&group, "hello from c").await;
+    sync_until(&mut alice, |d| d.texts(&group) == ["hello from c"]).await;
+    sync_until(&mut bob, |d| d.texts(&group) == ["hello from c"]).await;
+
+    // Carol is removed (by bob, through his server): she sees her removal, nothing after.
+    sync_until(&mut bob, |d| d.engine.epoch(&group).unwrap() == 1).await;
+    bob.remove(&group, &[carol.me()]).await.unwrap();
+    sync_until(&mut carol, |d| !d.engine.is_active(&group).unwrap_or(true)).await;
+    sync_until(&mut alice, |d| d.engine.epoch(&group).unwrap() == 2).await;
+    alice.send_text(&group, "only a and b now").await;
+    sync_until(&mut bob, |d| d.texts(&group).len() == 2).await;
+    carol.sync(500).await;
+    assert_eq!(carol.texts(&group), Vec::<String>::new());
+    assert_eq!(bob.texts(&group), ["hello from c", "only a and b now"]);
+}

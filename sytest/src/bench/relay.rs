@@ -525,6 +525,9 @@ async fn relay_on(
         probe.first_error
     );
     clear(&mut senders);
+    for s in senders.iter_mut() {
+        s.on_the_fly = 0; // the warm-up and the probe encrypt as they go, by design
+    }
 
     // Full load.
     let per_sender = pool_size(probe.rate() * 3.0, opts.duration, n);

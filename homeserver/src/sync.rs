@@ -191,6 +191,9 @@ async fn websocket(
         None
     };
     upgrade
+        // Small buffers: tungstenite's 128 KiB defaults dominated an idle connection's memory.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             if let Err(e) = run_socket(state, socket, header_auth).await {

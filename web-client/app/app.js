@@ -8,7 +8,7 @@ import { Session } from './session.js';
 import {
   IdleTimer, checkNewPassphrase, conversationLabel, conversationTitle, describeError, emptyAppState,
   errorCode, formatSafetyNumber, formatTime, lastMessagePreview, localpart, normaliseUserId,
-  parseAutoLockMinutes, serverOf,
+  ownMessageState, parseAutoLockMinutes, serverOf, typingLabel,
 } from './logic.js';
 
 const $ = (id) => document.getElementById(id);
@@ -195,7 +195,13 @@ async function startSession() {
   });
   api.setSession(state.session);
   session = new Session({
-    client, api, state, persist, onChange: render, notify: (kind, text) => (kind === 'alert' ? alertMsg(text) : announce(text)),
+    client,
+    api,
+    state,
+    persist,
+    onChange: render,
+    notify: (kind, text) => (kind === 'alert' ? alertMsg(text) : announce(text)),
+    isVisible: () => document.visibilityState !== 'hidden',
   });
   openGid = null;
   show('screen-chat');
@@ -251,7 +257,7 @@ async function panicWipe() {
   pendingLogin = null;
   openGid = null;
   clearChatDom();
-  for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user']) $(id).value = '';
+  for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user', 'dm-user']) $(id).value = '';
   try {
     await store.wipe();
     show('screen-login');
@@ -265,6 +271,7 @@ async function panicWipe() {
 function clearChatDom() {
   $('conv-list').replaceChildren();
   $('message-list').replaceChildren();
+  $('typing').textContent = '';
   $('member-list').replaceChildren();
   $('conv-body').hidden = true;
   $('conv-empty').hidden = false;
@@ -338,12 +345,16 @@ function renderConv(me) {
       continue;
     }
     const who = m.own ? 'You' : localpart(m.sender);
-    const stateText = m.own ? ` · ${m.state}` : '';
+    const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
     list.append(el('li', { class: m.own ? 'own' : 'other' },
       el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` }),
       el('span', { class: 'body', text: m.body })));
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
+
+  // "bob is typing…" (its own status region; only rewritten when it changes).
+  const typing = typingLabel(session.typingUsers(conv.group_id));
+  if ($('typing').textContent !== typing) $('typing').textContent = typing;
 
   // TOFU warning blocks sending until acknowledged.
   let changes = [];
@@ -456,6 +467,21 @@ function wire() {
     $('invite-user').focus();
   }));
 
+  $('dm-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded($('dm-btn'), async () => {
+      const me = state.session.user_id;
+      const uid = normaliseUserId($('dm-user').value, serverOf(me));
+      if (!uid) throw new Error('Enter a user id like @name:server for the direct message.');
+      if (uid === me) throw new Error('A direct message needs someone else: enter another user id.');
+      announce(`Starting a direct message with ${uid}…`);
+      const { group_id: gid, reused } = await session.startDm(uid);
+      $('dm-user').value = '';
+      openConversation(gid);
+      announce(reused ? `Opened your direct message with ${uid}.` : `Direct message with ${uid} started.`);
+    });
+  });
+
   $('invite-form').addEventListener('submit', (e) => {
     e.preventDefault();
     guarded($('invite-btn'), async () => {
@@ -479,6 +505,12 @@ function wire() {
     guarded($('send-btn'), async () => {
       await session.sendText(openGid, text);
     }).then(() => { render(); input.focus(); });
+  });
+  $('message-input').addEventListener('input', (e) => {
+    if (session && openGid && e.currentTarget.value.trim()) session.noteTyping(openGid).catch(() => {});
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (session && openGid && document.visibilityState === 'visible') session.sendReadReceipt(openGid).catch(() => {});
   });
   $('message-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

@@ -52,19 +52,118 @@ export function normaliseUserId(input, defaultServer) {
   return `@${s}:${defaultServer}`;
 }
 
-/** A conversation's title: the other members' localparts, or a stored name. */
+/** The distinct user ids among a conversation's members. */
+export function memberUsers(conv) {
+  return [...new Set((conv.members || []).map((m) => m.user_id))];
+}
+
+/**
+ * Whether a conversation is a direct message: marked as one (`conv.dm` = the contact, set by
+ * "New direct message" or by a received `{"type":"dm"}` marker) and its members are only this
+ * user and the contact (an invited third person turns it into a group).
+ */
+export function isDm(conv, ownUserId) {
+  if (!conv || !conv.dm) return false;
+  return memberUsers(conv).every((u) => u === ownUserId || u === conv.dm);
+}
+
+/** The group id of an active direct message with `userId` (both present), or null. */
+export function findDm(state, userId, ownUserId) {
+  for (const gid of state.order) {
+    const conv = state.convs[gid];
+    if (!conv || !conv.active || conv.dm !== userId || !isDm(conv, ownUserId)) continue;
+    const users = memberUsers(conv);
+    if (users.includes(userId) && users.includes(ownUserId)) return gid;
+  }
+  return null;
+}
+
+/** The contact of a two-user conversation (for a received DM marker), or null. */
+export function dmPeer(conv, ownUserId) {
+  const users = memberUsers(conv);
+  if (users.length !== 2 || !users.includes(ownUserId)) return null;
+  return users.find((u) => u !== ownUserId);
+}
+
+/** A conversation's title: the contact of a DM, the other members' localparts, or a stored name. */
 export function conversationTitle(conv, ownUserId) {
   if (conv.name) return conv.name;
-  const others = [...new Set((conv.members || []).map((m) => m.user_id))].filter((u) => u !== ownUserId);
+  if (isDm(conv, ownUserId)) return localpart(conv.dm);
+  const others = memberUsers(conv).filter((u) => u !== ownUserId);
   if (others.length === 0) return 'Only you';
   return others.map(localpart).sort().join(', ');
 }
 
-/** Accessible name of a conversation button, e.g. "alice, 2 unread, last: hi". */
+/** Accessible name of a conversation button, e.g. "bob, direct message, 2 unread". */
 export function conversationLabel(conv, ownUserId) {
   const parts = [conversationTitle(conv, ownUserId)];
+  if (isDm(conv, ownUserId)) parts.push('direct message');
   if (conv.unread > 0) parts.push(`${conv.unread} unread`);
   return parts.join(', ');
+}
+
+/** "bob is typing…", "alice and bob are typing…", "3 people are typing…", or ''. */
+export function typingLabel(userIds) {
+  const names = [...new Set(userIds)].map(localpart).sort();
+  if (names.length === 0) return '';
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return `${names.length} people are typing…`;
+}
+
+/** How long a received typing notice is shown, and the least time between two sent. */
+export const TYPING_SHOW_MS = 5000;
+export const TYPING_SEND_MS = 3000;
+
+/** Per-key throttle: `ready(key)` is true at most once per `ms` (clock injectable). */
+export class Throttle {
+  constructor(ms, now = () => Date.now()) {
+    this.ms = ms;
+    this.now = now;
+    this.last = new Map();
+  }
+
+  ready(key) {
+    const t = this.now();
+    const prev = this.last.get(key);
+    if (prev !== undefined && t - prev < this.ms) return false;
+    this.last.set(key, t);
+    return true;
+  }
+
+  reset(key) { this.last.delete(key); }
+}
+
+/**
+ * The state shown on an own message: "read" once every other member has sent a read receipt
+ * covering its seq (`conv.reads`: user id → highest seq read), else its delivery state.
+ */
+export function ownMessageState(msg, conv, ownUserId) {
+  if (!msg.own) return '';
+  const others = memberUsers(conv).filter((u) => u !== ownUserId);
+  const reads = conv.reads || {};
+  if (msg.seq && others.length > 0 && others.every((u) => (reads[u] || 0) >= msg.seq)) return 'read';
+  return msg.state || 'sent';
+}
+
+/** Highest seq of a text from someone else (what a read receipt acknowledges), or 0. */
+export function latestIncomingSeq(conv) {
+  let max = 0;
+  for (const m of conv.messages || []) if (m.kind === 'text' && !m.own && m.seq > max) max = m.seq;
+  return max;
+}
+
+/**
+ * Which of this user's devices a group lacks and which it holds that are no longer listed
+ * (revoked). `listed`: device ids of `GET /users/{me}/devices`; this device is never stale.
+ */
+export function ownDeviceDelta(members, ownUserId, ownDeviceId, listed) {
+  const inGroup = new Set((members || []).filter((m) => m.user_id === ownUserId).map((m) => m.device_id));
+  const all = new Set(listed);
+  return {
+    missing: [...all].filter((d) => !inGroup.has(d) && d !== ownDeviceId).sort(),
+    stale: [...inGroup].filter((d) => !all.has(d) && d !== ownDeviceId).sort(),
+  };
 }
 
 /** The last message text of a conversation, shortened. */
@@ -93,13 +192,25 @@ export function keyPackagesToUpload(count, { low = 10, target = 30 } = {}) {
   return Math.max(0, target - count);
 }
 
-/** Parses an application payload; unknown shapes become a text note. */
+/**
+ * Parses an application payload (the JSON envelope inside the MLS plaintext):
+ * `{"type":"text","body"}`, `{"type":"typing"}`, `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`.
+ * Anything that is not such an object (plain text of older clients) becomes a text message;
+ * a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass through (ignored).
+ */
 export function parsePayload(plaintext) {
+  let v;
   try {
-    const v = JSON.parse(plaintext);
-    if (v && typeof v === 'object' && typeof v.type === 'string') return v;
-  } catch { /* not JSON */ }
-  return { type: 'text', body: String(plaintext) };
+    v = JSON.parse(plaintext);
+  } catch {
+    return { type: 'text', body: String(plaintext) };
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v) || typeof v.type !== 'string') {
+    return { type: 'text', body: String(plaintext) };
+  }
+  if (v.type === 'text' && typeof v.body !== 'string') return { type: 'invalid' };
+  if (v.type === 'read' && !(Number.isSafeInteger(v.up_to) && v.up_to > 0)) return { type: 'invalid' };
+  return v;
 }
 
 /** Time of a message as HH:MM (local). */
@@ -252,7 +363,9 @@ export function emptyAppState() {
     since: null,
     keysBound: false,
     settings: { autoLockMinutes: 15 },
-    convs: {}, // group_id → {group_id, name, members, messages, unread, active, lastSeq}
+    // group_id → {group_id, name, members, messages, unread, active, lastSeq,
+    //             dm (contact of a direct message), reads (user → seq read), readSent}
+    convs: {},
     order: [], // group ids, most recent first
   };
 }

@@ -6,12 +6,18 @@
 
 import { wsUrl } from './api.js';
 import {
-  Queue, Saver, backoffMs, bumpOrder, commitWithRetry, errorCode, keyPackagesToUpload,
+  Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, backoffMs, bumpOrder, commitWithRetry,
+  dmPeer, errorCode, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
   parsePayload, pushMessage, withDeviceKeys,
 } from './logic.js';
 
 const J = (s) => JSON.parse(s);
 const INITIAL_KEY_PACKAGES = 30;
+/** How often the device list of this user is checked for new (or revoked) devices. */
+const DEVICE_POLL_MS = 10000;
+
+/** Thrown by a commit builder when a concurrent commit already did the work. */
+class NothingToDo extends Error {}
 
 /** Engine errors that mean "already handled" when a message is delivered again. */
 const BENIGN = new Set(['WrongEpoch', 'Replay', 'UnknownGroup', 'GroupExists']);
@@ -26,7 +32,10 @@ export class Session {
    * @param {() => void} deps.onChange UI refresh
    * @param {(kind: 'status'|'alert', text: string) => void} deps.notify announcements
    */
-  constructor({ client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now }) {
+  constructor({
+    client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now,
+    defer, isVisible, devicePollMs = DEVICE_POLL_MS,
+  }) {
     this.client = client;
     this.api = api;
     this.state = state;
@@ -34,6 +43,13 @@ export class Session {
     this.notify = notify;
     this.WebSocketImpl = WebSocketImpl || globalThis.WebSocket;
     this.now = now || (() => Date.now());
+    // Timers are injectable for tests: `defer(fn, ms)` runs fn later.
+    this.defer = defer || ((fn, ms) => setTimeout(fn, ms));
+    this.isVisible = isVisible || (() => true);
+    this.devicePollMs = devicePollMs;
+    this.deviceTimer = null;
+    this.typing = {}; // group id → {user id → expiry ms}; in memory only, never sealed
+    this.typingThrottle = new Throttle(TYPING_SEND_MS, this.now);
     this.queue = new Queue();
     this.saver = new Saver(() => persist(), (err) => this.notify('alert', `Saving the vault failed: ${err.message || err}`));
     this.ws = null;
@@ -58,11 +74,15 @@ export class Session {
     await this.queue.run(() => this.ensureKeys());
     await this.queue.run(() => this.catchUp());
     this.connectWs();
+    this.syncOwnDevices().catch(() => {});
+    this.deviceTimer = setInterval(() => { this.syncOwnDevices().catch(() => {}); }, this.devicePollMs);
   }
 
   stop() {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearInterval(this.deviceTimer);
+    this.deviceTimer = null;
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -235,11 +255,12 @@ export class Session {
         const conv = this.state.convs[joined.group_id] || this.newConv(joined.group_id);
         conv.active = true;
         conv.members = joined.members;
-        pushMessage(conv, { id: `w:${w.id}`, kind: 'system', body: `${w.sender.user_id} added you.`, ts: w.ts });
+        const body = w.sender.user_id === this.me ? `Your device ${w.sender.device_id} added this device.` : `${w.sender.user_id} added you.`;
+        pushMessage(conv, { id: `w:${w.id}`, kind: 'system', body, ts: w.ts });
         conv.unread = (conv.unread || 0) + 1;
         bumpOrder(this.state.order, joined.group_id);
         await this.save();
-        this.notify('status', `${w.sender.user_id} added you to a conversation.`);
+        this.notify('status', `${w.sender.user_id === this.me ? 'Your other device' : w.sender.user_id} added you to a conversation.`);
       } catch (err) {
         const code = errorCode(err);
         if (code !== 'GroupExists') {
@@ -276,16 +297,11 @@ export class Session {
     }
     conv.lastSeq = m.seq || conv.lastSeq;
     const isOpen = this.openConv === gid;
-    let needsCommit = false;
+    const leavers = new Set(); // senders of remove proposals (members leaving)
+    let gotText = false;
     for (const ev of events) {
       if (ev.type === 'application') {
-        const p = parsePayload(ev.plaintext);
-        if (p.type === 'text' && typeof p.body === 'string') {
-          pushMessage(conv, {
-            id: ev.msg_id, kind: 'text', own: false, sender: ev.sender.user_id, body: p.body, ts: ev.ts, seq: m.seq,
-          }, { isOpen });
-          bumpOrder(this.state.order, gid);
-        }
+        gotText = this.handlePayload(conv, ev, m) || gotText;
       } else if (ev.type === 'commit') {
         const who = (l) => [...new Set(l.map((d) => d.user_id))].join(', ');
         if (ev.added.length) pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body: `${ev.committer.user_id} added ${who(ev.added)}.`, ts: m.ts });
@@ -296,17 +312,115 @@ export class Session {
       } else if (ev.type === 'key_change') {
         pushMessage(conv, { id: `k:${m.seq}:${ev.device.device_id}`, kind: 'system', body: `The safety number with ${ev.device.user_id} changed.`, ts: m.ts });
         this.notify('alert', `The safety number with ${ev.device.user_id} changed. Review it before sending.`);
-      } else if (ev.type === 'proposal' && ev.kind === 'remove' && ev.sender.user_id !== this.me) {
-        needsCommit = true;
+      } else if (ev.type === 'proposal' && ev.kind === 'remove' && ev.sender.device_id !== this.myDevice) {
+        leavers.add(ev.sender.user_id);
       }
     }
     this.refreshMembers(conv);
-    if (needsCommit) {
-      // A member asked to leave: commit the proposal (any member may; a 409 means someone did).
+    if (gotText && isOpen) this.defer(() => { this.sendReadReceipt(gid).catch(() => {}); }, 200);
+    if (leavers.size) {
+      // A member asked to leave: commit the proposal (any member may; a 409 means someone did,
+      // and that commit then shows as "… left or was removed").
       try {
         await this.commit(gid, () => this.client.commitPendingProposals(gid));
+        pushMessage(conv, { id: `c:${m.seq}:l`, kind: 'system', body: `${[...leavers].join(', ')} left.`, ts: m.ts });
       } catch { /* another member committed it */ }
     }
+  }
+
+  /**
+   * One decrypted application payload (DESIGN: a JSON envelope in the MLS plaintext). Only
+   * texts become bubbles or count as unread; typing notices, read receipts and DM markers
+   * update state. Returns whether a text was added.
+   */
+  handlePayload(conv, ev, m) {
+    const gid = conv.group_id;
+    const from = ev.sender.user_id;
+    const mine = from === this.me; // another device of this user (own echoes never get here)
+    const p = parsePayload(ev.plaintext);
+    if (p.type === 'text') {
+      this.clearTyping(gid, from);
+      pushMessage(conv, {
+        id: ev.msg_id,
+        kind: 'text',
+        own: mine,
+        state: mine ? 'delivered' : undefined,
+        sender: from,
+        body: p.body,
+        ts: ev.ts,
+        seq: m.seq,
+      }, { isOpen: this.openConv === gid });
+      bumpOrder(this.state.order, gid);
+      return true;
+    }
+    // A typing notice older than its display time (a catch-up after being offline) is stale;
+    // the age is measured against the hub's acceptance time.
+    if (p.type === 'typing' && !mine && this.now() - m.ts < TYPING_SHOW_MS) {
+      (this.typing[gid] = this.typing[gid] || {})[from] = this.now() + TYPING_SHOW_MS;
+      this.defer(() => this.onChange(), TYPING_SHOW_MS + 50);
+    } else if (p.type === 'read') {
+      if (mine) {
+        // Read on another device of this user: nothing left unread here.
+        if (p.up_to >= latestIncomingSeq(conv)) conv.unread = 0;
+      } else {
+        conv.reads = conv.reads || {};
+        conv.reads[from] = Math.max(conv.reads[from] || 0, p.up_to);
+      }
+    } else if (p.type === 'dm') {
+      const peer = dmPeer(conv, this.me);
+      if (peer) conv.dm = peer;
+    }
+    return false;
+  }
+
+  /** Users currently typing in a group (expired notices dropped). */
+  typingUsers(gid) {
+    const t = this.typing[gid] || {};
+    const now = this.now();
+    for (const [u, until] of Object.entries(t)) if (until <= now) delete t[u];
+    return Object.keys(t);
+  }
+
+  clearTyping(gid, userId) {
+    if (this.typing[gid]) delete this.typing[gid][userId];
+  }
+
+  /**
+   * Encrypts and sends a non-text payload (typing, read receipt, DM marker): no local echo,
+   * never a bubble. Inside the queue. Returns false when it could not be sent (inactive
+   * conversation, unacknowledged key change, pending proposals, network) — these are hints.
+   */
+  async signalNow(gid, payload) {
+    const conv = this.state.convs[gid];
+    if (!conv || !conv.active) return false;
+    try {
+      const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
+      await this.api.send(gid, out.msg_id, out.message);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The user typed in a conversation: tells the others, at most once per 3 s. */
+  noteTyping(gid) {
+    const conv = this.state.convs[gid];
+    if (!conv || !conv.active || !this.typingThrottle.ready(gid)) return Promise.resolve(false);
+    return this.queue.run(() => this.signalNow(gid, { type: 'typing' }));
+  }
+
+  /** Sends a read receipt for the open, visible conversation if it has something new. */
+  sendReadReceipt(gid) {
+    return this.queue.run(async () => {
+      const conv = this.state.convs[gid];
+      if (!conv || this.openConv !== gid || !this.isVisible()) return false;
+      const upTo = latestIncomingSeq(conv);
+      if (upTo <= (conv.readSent || 0)) return false;
+      if (!(await this.signalNow(gid, { type: 'read', up_to: upTo }))) return false;
+      conv.readSent = upTo;
+      this.save();
+      return true;
+    });
   }
 
   // ----- actions (each runs in the queue) -----
@@ -388,6 +502,7 @@ export class Session {
       });
       bumpOrder(this.state.order, gid);
       this.onChange();
+      this.typingThrottle.reset(gid);
       try {
         const r = await this.api.send(gid, out.msg_id, out.message);
         local.state = 'sent';
@@ -435,5 +550,107 @@ export class Session {
       conv.unread = 0;
       this.save();
     }
+    if (conv) this.sendReadReceipt(gid).catch(() => {});
+  }
+
+  // ----- direct messages -----
+
+  /**
+   * Opens the direct message with `userId`: an existing one (`findDm`) or a new two-member
+   * group, marked as a DM locally and for the contact by an encrypted `{"type":"dm"}` first
+   * message. Returns `{group_id, reused}`.
+   */
+  async startDm(userId) {
+    if (userId === this.me) throw new Error('A direct message needs someone else: enter another user id.');
+    const existing = findDm(this.state, userId, this.me);
+    if (existing) return { group_id: existing, reused: true };
+    let devices;
+    try {
+      devices = await this.api.userDevices(userId);
+    } catch (err) {
+      if (err && err.status === 404) throw new Error(`There is no user ${userId}.`);
+      throw err;
+    }
+    if (!devices.devices || devices.devices.length === 0) {
+      throw new Error(`${userId} has no device that can receive messages yet.`);
+    }
+    const gid = await this.createConversation();
+    this.state.convs[gid].dm = userId;
+    try {
+      await this.invite(gid, userId);
+    } catch (err) {
+      // Nothing was shared yet: forget the empty conversation.
+      delete this.state.convs[gid];
+      this.state.order = this.state.order.filter((g) => g !== gid);
+      await this.save();
+      this.onChange();
+      throw err;
+    }
+    await this.queue.run(() => this.signalNow(gid, { type: 'dm' }));
+    return { group_id: gid, reused: false };
+  }
+
+  // ----- this user's other devices -----
+
+  /**
+   * Adds this user's devices that a group lacks (a new login: `GET /users/{me}/devices`
+   * lists it once its signature key is bound) to every active group, and removes revoked
+   * ones, with one commit per group. A device without key packages yet is retried at the
+   * next poll. Returns the number of groups changed.
+   */
+  syncOwnDevices() {
+    return this.queue.run(async () => {
+      const resp = await this.api.userDevices(this.me);
+      this.client.setUserDevices(JSON.stringify(resp));
+      const listed = (resp.devices || []).map((d) => d.device_id);
+      if (!listed.includes(this.myDevice)) return 0; // this device was revoked
+      let changed = 0;
+      const addedTo = new Set();
+      for (const gid of [...this.state.order]) {
+        const conv = this.state.convs[gid];
+        if (!conv || !conv.active) continue;
+        const delta = () => ownDeviceDelta(J(this.client.members(gid)), this.me, this.myDevice, listed);
+        const { missing, stale } = delta();
+        try {
+          if (stale.length) {
+            await this.commit(gid, () => {
+              const now = delta().stale;
+              if (!now.length) throw new NothingToDo();
+              return this.client.removeMembers(gid, JSON.stringify(now.map((d) => ({ user_id: this.me, device_id: d }))));
+            });
+            pushMessage(conv, { id: `d:${this.now()}:${gid}:r`, kind: 'system', body: `Removed revoked device ${stale.join(', ')}.`, ts: this.now() });
+            changed += 1;
+          }
+          if (missing.length) {
+            const claim = await this.api.claimKeys([this.me]);
+            const kps = Object.entries((claim.key_packages || {})[this.me] || {}).filter(([d]) => missing.includes(d));
+            if (kps.length === 0) continue;
+            await this.commit(gid, () => {
+              const now = delta().missing;
+              const still = kps.filter(([d]) => now.includes(d)).map(([, kp]) => kp);
+              if (!still.length) throw new NothingToDo();
+              return this.client.addMembers(gid, JSON.stringify(still));
+            });
+            kps.forEach(([d]) => addedTo.add(d));
+            pushMessage(conv, { id: `d:${this.now()}:${gid}:a`, kind: 'system', body: `Added your device ${kps.map(([d]) => d).join(', ')}.`, ts: this.now() });
+            // The new device did not see the DM marker: send it again.
+            if (isDm(conv, this.me)) await this.signalNow(gid, { type: 'dm' });
+            changed += 1;
+          }
+        } catch (err) {
+          if (!(err instanceof NothingToDo)) this.discardQuietly(gid);
+        }
+      }
+      if (changed) {
+        await this.save();
+        this.onChange();
+        if (addedTo.size) this.notify('status', `Added your new device ${[...addedTo].join(', ')} to your conversations.`);
+      }
+      return changed;
+    });
+  }
+
+  discardQuietly(gid) {
+    try { this.client.discardCommit(gid); } catch { /* nothing pending */ }
   }
 }

@@ -53,7 +53,7 @@ const button = (page, name) => page.getByRole('button', { name, exact: true });
 
 /** Polls until the role=status region contains `text`. */
 async function waitStatus(page, text) {
-  const status = page.getByRole('status');
+  const status = page.getByRole('status', { name: 'Announcements', exact: true });
   const deadline = Date.now() + TIMEOUT;
   let last = '';
   while (Date.now() < deadline) {
@@ -161,6 +161,26 @@ for (const count of MODES) {
     }
   });
 }
+
+// Direct messages, typing, read receipts, a second device, remove and leave — with bob on a
+// second homeserver (one when only PARLEY_E2E_SERVERS=1 is asked for).
+test('DMs, typing, read receipts, a second device, remove and leave in the browser', { skip: SKIP, timeout: 300000 }, async () => {
+  prefix = 'features';
+  step = 0;
+  consoleLines.length = 0;
+  await setUp(MODES.includes(2) ? 2 : 1);
+  try {
+    await featureScenario();
+  } catch (err) {
+    // Screenshots of every page at the failure, for the test artefacts.
+    for (const [i, b] of browsers.entries()) {
+      for (const page of b.ctx.pages()) await shot(page, `failure${i}`, 'state').catch(() => {});
+    }
+    throw err;
+  } finally {
+    await tearDown();
+  }
+});
 
 test('a page whose WASM cannot load shows a clear error screen', { skip: SKIP, timeout: 60000 }, async () => {
   prefix = 'nowasm';
@@ -288,6 +308,155 @@ async function scenario() {
   // Nothing secret in the console.
   for (const line of consoleLines) {
     for (const secret of ['hello bob', 'hi alice', alicePass, bobPass]) {
+      assert.ok(!line.includes(secret), `console leaked a secret: ${line}`);
+    }
+  }
+}
+
+/** Polls until `locator`'s text satisfies `pred`. */
+async function waitText(locator, pred, what, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  let last = '';
+  while (Date.now() < deadline) {
+    last = (await locator.textContent().catch(() => '')) || '';
+    if (pred(last)) return last;
+    await new Promise((r) => { setTimeout(r, 100); });
+  }
+  throw new Error(`${what}: last text ${JSON.stringify(last)}`);
+}
+
+const bubble = (page, text) => messages(page).getByRole('listitem').filter({ hasText: text }).first();
+
+async function waitBubbleState(page, text, state) {
+  await waitText(bubble(page, text), (t) => t.includes(`· ${state}`), `bubble ${JSON.stringify(text)} never became ${state}`);
+}
+
+/** Waits `ms`, then checks that `page`'s open conversation does not show `text`. */
+async function assertNeverArrives(page, text, ms = 2500) {
+  await page.waitForTimeout(ms);
+  assert.equal(await messages(page).getByRole('listitem').filter({ hasText: text }).count(), 0, `${text} must not arrive`);
+}
+
+async function featureScenario() {
+  const aliceOrigin = fronts[0].url;
+  const bobOrigin = fronts[fronts.length - 1].url;
+  const aliceId = `@alice:${servers[0].name}`;
+  const bobId = `@bob:${servers[servers.length - 1].name}`;
+  const alicePass = 'alice vault passphrase';
+  const alice2Pass = 'alice second device passphrase';
+
+  const alice = await openUser('alice', aliceOrigin);
+  const bob = await openUser('bob', bobOrigin);
+  await signUp(alice, 'alice', aliceOrigin, 'alice', 'alice password 1', alicePass);
+  await signUp(bob, 'bob', bobOrigin, 'bob', 'bob password 1', 'bob vault passphrase');
+
+  // 1. Bad input for a DM is a clear message.
+  await byLabel(alice, 'Direct message to').fill('not a user id');
+  await button(alice, 'New direct message').click();
+  await waitAlert(alice, 'Enter a user id like @name:server');
+  await byLabel(alice, 'Direct message to').fill(`@nobody:${servers[0].name}`);
+  await button(alice, 'New direct message').click();
+  await waitAlert(alice, `There is no user @nobody:${servers[0].name}`);
+  assert.equal(await alice.getByRole('list', { name: 'Conversations' }).getByRole('button').count(), 0);
+
+  // 2. Alice starts a DM with bob (on the other server): listed under bob's name for her, under
+  // alice's for him; bob starting a DM with alice reuses it.
+  await byLabel(alice, 'Direct message to').fill(bobId);
+  await button(alice, 'New direct message').click();
+  await waitStatus(alice, `Direct message with ${bobId} started`);
+  await button(alice, 'bob, direct message').waitFor();
+  await shot(alice, 'alice', 'dm-started');
+  const bobDm = bob.getByRole('button', { name: /^alice, direct message/ });
+  await bobDm.waitFor();
+  await bobDm.click();
+  await byLabel(bob, 'Direct message to').fill(aliceId);
+  await button(bob, 'New direct message').click();
+  await waitStatus(bob, `Opened your direct message with ${aliceId}`);
+  assert.equal(await bob.getByRole('list', { name: 'Conversations' }).getByRole('button').count(), 1, 'the DM is reused');
+  await shot(bob, 'bob', 'dm-reused');
+
+  // 3. Typing: "alice is typing…" on bob's side, gone after ~5 s; never a bubble.
+  const bobBubbles = await messages(bob).getByRole('listitem').count();
+  await byLabel(alice, 'Message').fill('hel');
+  const typing = bob.getByRole('status', { name: 'Typing', exact: true });
+  await waitText(typing, (t) => t === 'alice is typing…', 'bob never saw alice typing');
+  await shot(bob, 'bob', 'alice-typing');
+  const shownAt = Date.now();
+  await waitText(typing, (t) => t === '', 'the typing notice never expired', 10000);
+  assert.ok(Date.now() - shownAt > 3000, 'the typing notice stays for a few seconds');
+  assert.equal(await messages(bob).getByRole('listitem').count(), bobBubbles, 'typing is not a chat bubble');
+
+  // 4. Read receipts: bob has the DM open, so alice's message goes to "read", and back.
+  await send(alice, 'dm hello');
+  await waitMessage(bob, 'dm hello');
+  await waitBubbleState(alice, 'dm hello', 'read');
+  await shot(alice, 'alice', 'dm-read');
+  await button(bob, 'Send').waitFor();
+  await send(bob, 'dm reply');
+  await waitMessage(alice, 'dm reply');
+  await waitBubbleState(bob, 'dm reply', 'read');
+  assert.equal(await messages(bob).getByRole('listitem').filter({ hasText: /typing|up_to/ }).count(), 0);
+
+  // 5. A second device of alice: logs in, is added to her conversations by the first device,
+  // and receives what bob sends afterwards; what it sends reaches bob.
+  const alice2 = await openUser('alice2', aliceOrigin);
+  await byLabel(alice2, 'Homeserver').fill(aliceOrigin);
+  await byLabel(alice2, 'Username').fill('alice');
+  await byLabel(alice2, 'Password').fill('alice password 1');
+  await button(alice2, 'Log in').click();
+  await byLabel(alice2, 'Vault passphrase').fill(alice2Pass);
+  await byLabel(alice2, 'Confirm vault passphrase').fill(alice2Pass);
+  await button(alice2, 'Create vault').click();
+  await button(alice2, 'Lock').waitFor();
+  const alice2Dm = alice2.getByRole('button', { name: /^bob, direct message/ });
+  await alice2Dm.waitFor({ timeout: 60000 });
+  await shot(alice2, 'alice2', 'added-by-first-device');
+  await alice2Dm.click();
+  await send(bob, 'to both alice devices');
+  await waitMessage(alice2, 'to both alice devices');
+  await waitMessage(alice, 'to both alice devices');
+  await send(alice2, 'from alice second device');
+  await waitMessage(bob, 'from alice second device');
+  await waitMessage(alice, 'from alice second device');
+  await shot(alice2, 'alice2', 'second-device-chat');
+
+  // 6. Remove a member: alice removes bob from a group; her sends still work, bob gets nothing.
+  await button(alice, 'New conversation').click();
+  await byLabel(alice, 'User to invite').fill(bobId);
+  await button(alice, 'Invite').click();
+  await waitStatus(alice, 'was added');
+  const bobGroup = bob.getByRole('button', { name: /^alice(, \d+ unread)?$/ });
+  await bobGroup.waitFor();
+  await bobGroup.click();
+  await send(alice, 'group before removal');
+  await waitMessage(bob, 'group before removal');
+  await button(alice, `Remove ${bobId}`).click();
+  await waitStatus(alice, `Removed ${bobId}`);
+  await waitMessage(bob, 'You are no longer a member');
+  assert.equal(await button(bob, 'Send').isDisabled(), true);
+  await send(alice, 'group after removal');
+  await waitBubbleState(alice, 'group after removal', 'delivered');
+  await shot(alice, 'alice', 'removed-bob');
+  await assertNeverArrives(bob, 'group after removal');
+  await shot(bob, 'bob', 'removed');
+
+  // 7. Leave: bob leaves the DM; alice's devices commit his removal, her sends still work and
+  // reach her second device, bob gets nothing.
+  await bob.getByRole('button', { name: /^alice, direct message/ }).click();
+  await button(bob, 'Leave conversation').click();
+  await waitStatus(bob, 'You left the conversation');
+  await button(alice, 'bob, direct message').click();
+  await waitMessage(alice, `${bobId} left`);
+  await button(alice, `Remove ${bobId}`).waitFor({ state: 'detached' });
+  await send(alice, 'dm after bob left');
+  await waitBubbleState(alice, 'dm after bob left', 'delivered');
+  await waitMessage(alice2, 'dm after bob left');
+  await waitMessage(bob, 'You are no longer a member');
+  await shot(bob, 'bob', 'left-dm');
+  await assertNeverArrives(bob, 'dm after bob left');
+
+  for (const line of consoleLines) {
+    for (const secret of ['dm hello', 'dm reply', 'to both alice devices', alicePass, alice2Pass]) {
       assert.ok(!line.includes(secret), `console leaked a secret: ${line}`);
     }
   }

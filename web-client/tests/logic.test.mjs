@@ -6,6 +6,7 @@ import {
   conversationLabel, conversationTitle, describeError, emptyAppState, errorCode,
   formatSafetyNumber, keyPackagesToUpload, lastMessagePreview, localpart, normaliseUserId,
   parseAutoLockMinutes, parsePayload, pushMessage, serverOf, withDeviceKeys,
+  Throttle, dmPeer, findDm, isDm, latestIncomingSeq, ownDeviceDelta, ownMessageState, typingLabel,
 } from '../app/logic.js';
 
 test('engine error codes are parsed and described without internals', () => {
@@ -191,4 +192,95 @@ test('Saver coalesces requests and reports failures', async () => {
   const failing = new Saver(async () => { throw new Error('quota'); }, (e) => errors.push(e.message));
   await failing.request();
   assert.deepEqual(errors, ['quota']);
+});
+
+test('payload envelopes: text, typing, read, dm; plain text of older clients stays text', () => {
+  assert.deepEqual(parsePayload('{"type":"typing"}'), { type: 'typing' });
+  assert.deepEqual(parsePayload('{"type":"read","up_to":7}'), { type: 'read', up_to: 7 });
+  assert.deepEqual(parsePayload('{"type":"dm"}'), { type: 'dm' });
+  assert.deepEqual(parsePayload('{"type":"read","up_to":"7"}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('{"type":"read","up_to":-1}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('{"type":"text","body":5}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('hello there'), { type: 'text', body: 'hello there' });
+  assert.deepEqual(parsePayload('42'), { type: 'text', body: '42' });
+  assert.deepEqual(parsePayload('["x"]'), { type: 'text', body: '["x"]' });
+  assert.deepEqual(parsePayload('{"no":"type"}'), { type: 'text', body: '{"no":"type"}' });
+});
+
+test('direct messages: marked, found for reuse, titled by the contact, a third member ends it', () => {
+  const me = '@me:a';
+  const bob = '@bob:b';
+  const dm = { group_id: '!d:a', dm: bob, active: true, members: [{ user_id: me }, { user_id: bob }] };
+  const group = { group_id: '!g:a', active: true, members: [{ user_id: me }, { user_id: bob }] };
+  const state = { order: ['!g:a', '!d:a'], convs: { '!g:a': group, '!d:a': dm } };
+  assert.equal(isDm(dm, me), true);
+  assert.equal(isDm(group, me), false, 'two users alone do not make a DM without the mark');
+  assert.equal(findDm(state, bob, me), '!d:a');
+  assert.equal(findDm(state, '@carol:c', me), null);
+  assert.equal(conversationTitle(dm, me), 'bob');
+  assert.equal(conversationLabel({ ...dm, unread: 1 }, me), 'bob, direct message, 1 unread');
+  // Before the contact joined, the DM is titled by the contact already (but not reusable).
+  const pending = { ...dm, members: [{ user_id: me }] };
+  assert.equal(conversationTitle(pending, me), 'bob');
+  assert.equal(findDm({ order: ['!d:a'], convs: { '!d:a': pending } }, bob, me), null);
+  // The contact left: not reused. A third user: a group again.
+  assert.equal(findDm({ order: ['!d:a'], convs: { '!d:a': { ...dm, active: false } } }, bob, me), null);
+  const three = { ...dm, members: [...dm.members, { user_id: '@carol:c' }] };
+  assert.equal(isDm(three, me), false);
+  assert.equal(conversationLabel(three, me), 'bob, carol');
+  assert.equal(dmPeer(dm, me), bob);
+  assert.equal(dmPeer(three, me), null);
+  assert.equal(dmPeer({ members: [{ user_id: me }, { user_id: me }] }, me), null);
+});
+
+test('typing: label, and a throttle of one notice per interval per conversation', () => {
+  assert.equal(typingLabel([]), '');
+  assert.equal(typingLabel(['@bob:b']), 'bob is typing…');
+  assert.equal(typingLabel(['@carol:c', '@bob:b']), 'bob and carol are typing…');
+  assert.equal(typingLabel(['@a:x', '@b:x', '@c:x']), '3 people are typing…');
+  let now = 0;
+  const t = new Throttle(3000, () => now);
+  assert.equal(t.ready('g'), true);
+  now = 2999;
+  assert.equal(t.ready('g'), false);
+  assert.equal(t.ready('h'), true, 'per conversation');
+  now = 3000;
+  assert.equal(t.ready('g'), true);
+  t.reset('g');
+  assert.equal(t.ready('g'), true, 'reset allows the next one at once');
+});
+
+test('read receipts: own message state goes sent → delivered → read when every other member read it', () => {
+  const me = '@me:a';
+  const conv = {
+    members: [{ user_id: me }, { user_id: '@bob:b' }, { user_id: '@carol:c' }],
+    reads: {},
+    messages: [
+      { kind: 'text', own: false, seq: 3 }, { kind: 'text', own: true, seq: 4 },
+      { kind: 'text', own: false, seq: 6 }, { kind: 'system', seq: 9 },
+    ],
+  };
+  const msg = { own: true, state: 'sent', seq: 5 };
+  assert.equal(ownMessageState(msg, conv, me), 'sent');
+  msg.state = 'delivered';
+  assert.equal(ownMessageState(msg, conv, me), 'delivered');
+  conv.reads['@bob:b'] = 5;
+  assert.equal(ownMessageState(msg, conv, me), 'delivered', 'carol has not read it');
+  conv.reads['@carol:c'] = 8;
+  assert.equal(ownMessageState(msg, conv, me), 'read');
+  assert.equal(ownMessageState({ own: true, state: 'delivered', seq: 6 }, conv, me), 'delivered');
+  assert.equal(ownMessageState({ own: true, state: 'sending' }, conv, me), 'sending', 'no seq yet');
+  assert.equal(ownMessageState({ own: false, seq: 1 }, conv, me), '');
+  assert.equal(latestIncomingSeq(conv), 6);
+  assert.equal(latestIncomingSeq({ messages: [] }), 0);
+});
+
+test('own devices: missing ones are added, revoked ones removed, this device never', () => {
+  const me = '@me:a';
+  const members = [
+    { user_id: me, device_id: 'ONE' }, { user_id: me, device_id: 'OLD' }, { user_id: '@bob:b', device_id: 'TWO' },
+  ];
+  assert.deepEqual(ownDeviceDelta(members, me, 'ONE', ['ONE', 'TWO', 'NEW']), { missing: ['NEW', 'TWO'], stale: ['OLD'] });
+  assert.deepEqual(ownDeviceDelta(members, me, 'ONE', ['OLD']), { missing: [], stale: [] });
+  assert.deepEqual(ownDeviceDelta([], me, 'ONE', ['ONE']), { missing: [], stale: [] });
 });

@@ -31,14 +31,18 @@ function fakeClient() {
     process(g, json) {
       const m = JSON.parse(json);
       this.log.push(`process:${m.seq}`);
-      if (m.kind === 'application') return JSON.stringify([{ type: 'application', sender: m.sender, plaintext: JSON.stringify({ type: 'text', body: `msg${m.seq}` }), msg_id: `id${m.seq}`, ts: 1, epoch: 1 }]);
+      const plaintext = this.plain[m.seq] || JSON.stringify({ type: 'text', body: `msg${m.seq}` });
+      if (m.kind === 'application') return JSON.stringify([{ type: 'application', sender: m.sender, plaintext, msg_id: `id${m.seq}`, ts: 1, epoch: 1 }]);
       if (m.kind === 'commit') return JSON.stringify([{ type: 'commit', committer: m.sender, epoch: 2, added: [{ user_id: '@carol:hs', device_id: 'C' }], removed: [], updated: [] }]);
       return '[]';
     },
     addMembers(g, kps) { this.log.push(`add:${JSON.parse(kps).join(',')}`); this.pending = true; return JSON.stringify({ commit: 'C', adds: [{ user_id: '@bob:hs', device_id: 'BDEV' }], removes: [] }); },
     confirmCommit(g) { this.log.push('confirm'); this.pending = false; this.members[g].push({ user_id: '@bob:hs', device_id: 'BDEV' }); return JSON.stringify({ type: 'own_commit', epoch: 2 }); },
     discardCommit() { this.log.push('discard'); if (!this.pending) throw new Error('[NoPendingCommit] none'); this.pending = false; },
-    encrypt(g, p, now) { return JSON.stringify({ message: 'ENC', msg_id: 'mid-1', ts: now, epoch: 1 }); },
+    encrypt(g, p, now) { this.sent.push(JSON.parse(p)); return JSON.stringify({ message: 'ENC', msg_id: `mid-${this.sent.length}`, ts: now, epoch: 1 }); },
+    removeMembers(g, devs) { this.log.push(`remove:${JSON.parse(devs).map((d) => d.device_id).join(',')}`); this.pending = true; return JSON.stringify({ commit: 'C', adds: [], removes: JSON.parse(devs) }); },
+    plain: {},
+    sent: [],
     pendingKeyChanges() { return '[]'; },
   };
   return c;
@@ -53,11 +57,15 @@ function fakeApi(handlers) {
   return api;
 }
 
-function session(client, api, state = emptyAppState()) {
+function session(client, api, state = emptyAppState(), opts = {}) {
   state.session = { ...ME, access_token: 'T', refresh_token: 'R' };
   let saves = 0;
-  const s = new Session({ client, api, state, persist: async () => { saves += 1; }, now: () => 1000 });
+  const deferred = [];
+  const s = new Session({
+    client, api, state, persist: async () => { saves += 1; }, now: () => 1000, defer: (fn, ms) => deferred.push({ fn, ms }), ...opts,
+  });
   s.saves = () => saves;
+  s.deferred = deferred;
   return s;
 }
 
@@ -154,4 +162,190 @@ test('invite: a user without key packages is a clear error', async () => {
   client.createGroup('!g:hs');
   s.newConv('!g:hs');
   await assert.rejects(s.invite('!g:hs', '@bob:hs'), /no key packages left/);
+});
+
+const BOB = { user_id: '@bob:hs', device_id: 'BDEV' };
+const app = (gid, seq, sender, ts = 1000) => ({ type: 'message', group_id: gid, seq, sender, kind: 'application', epoch: 1, message: 'M', ts });
+
+test('typing notices, read receipts and DM markers are never bubbles nor unread', async () => {
+  let now = 1000;
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: 9 }) });
+  const s = session(client, api, emptyAppState(), { now: () => now });
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  client.plain = {
+    1: '{"type":"typing"}', 2: '{"type":"dm"}', 3: '{"type":"read","up_to":5}', 9: 'plain old text', 10: '{"type":"typing"}',
+    7: '{"type":"read","up_to":"x"}', 8: '{"type":"future-thing"}',
+  };
+  await s.handleFrame(app('!g:hs', 1, BOB), true);
+  assert.deepEqual(s.typingUsers('!g:hs'), ['@bob:hs']);
+  assert.equal(s.deferred.at(-1).ms > 5000, true, 'a re-render is scheduled for the expiry');
+  await s.handleFrame(app('!g:hs', 2, BOB), true);
+  assert.equal(conv.dm, '@bob:hs');
+  await s.handleFrame(app('!g:hs', 3, BOB), true);
+  assert.deepEqual(conv.reads, { '@bob:hs': 5 });
+  for (const seq of [7, 8]) await s.handleFrame(app('!g:hs', seq, BOB), true);
+  assert.equal(conv.messages.length, 0);
+  assert.equal(conv.unread, 0);
+  // Plain text (older clients) is a message, and ends bob's typing.
+  await s.handleFrame(app('!g:hs', 9, BOB), true);
+  assert.deepEqual(conv.messages.map((m) => m.body), ['plain old text']);
+  assert.equal(conv.unread, 1);
+  assert.deepEqual(s.typingUsers('!g:hs'), []);
+  // Typing expires after 5 s; an old one (catch-up) is not shown at all.
+  await s.handleFrame(app('!g:hs', 10, BOB, now), true);
+  assert.deepEqual(s.typingUsers('!g:hs'), ['@bob:hs']);
+  now += 5001;
+  assert.deepEqual(s.typingUsers('!g:hs'), []);
+  client.plain[11] = '{"type":"typing"}';
+  await s.handleFrame(app('!g:hs', 11, BOB, now - 6000), false);
+  assert.deepEqual(s.typingUsers('!g:hs'), []);
+});
+
+test('typing is sent at most once per 3 s; read receipts cover the latest incoming seq once', async () => {
+  let now = 1000;
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: 20 }) });
+  const s = session(client, api, emptyAppState(), { now: () => now });
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  await s.noteTyping('!g:hs');
+  await s.noteTyping('!g:hs');
+  now += 2000;
+  await s.noteTyping('!g:hs');
+  assert.deepEqual(client.sent, [{ type: 'typing' }]);
+  now += 1000;
+  await s.noteTyping('!g:hs');
+  assert.deepEqual(client.sent, [{ type: 'typing' }, { type: 'typing' }]);
+  assert.equal(conv.messages.length, 0, 'no local echo for typing');
+
+  // Bob's texts arrive while the conversation is open: a receipt up to the latest is sent, once.
+  s.openConv = '!g:hs';
+  await s.handleFrame(app('!g:hs', 3, BOB), true);
+  await s.handleFrame(app('!g:hs', 4, BOB), true);
+  assert.equal(s.deferred.filter((d) => d.ms === 200).length, 2, 'a receipt is scheduled');
+  assert.equal(await s.sendReadReceipt('!g:hs'), true);
+  assert.equal(await s.sendReadReceipt('!g:hs'), false, 'nothing new');
+  assert.deepEqual(client.sent.at(-1), { type: 'read', up_to: 4 });
+  assert.equal(client.sent.filter((p) => p.type === 'read').length, 1);
+  // Not for a conversation in the background or a hidden page.
+  s.openConv = null;
+  await s.handleFrame(app('!g:hs', 5, BOB), true);
+  assert.equal(await s.sendReadReceipt('!g:hs'), false);
+  s.openConv = '!g:hs';
+  s.isVisible = () => false;
+  assert.equal(await s.sendReadReceipt('!g:hs'), false);
+  s.isVisible = () => true;
+  s.markRead('!g:hs');
+  await s.flush();
+  assert.deepEqual(client.sent.at(-1), { type: 'read', up_to: 5 });
+  assert.equal(conv.unread, 0);
+});
+
+test('a read receipt from another device of this user clears the unread count', async () => {
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  await s.handleFrame(app('!g:hs', 1, BOB), true);
+  assert.equal(conv.unread, 1);
+  client.plain[2] = '{"type":"read","up_to":1}';
+  await s.handleFrame(app('!g:hs', 2, { user_id: ME.user_id, device_id: 'OTHER' }), true);
+  assert.equal(conv.unread, 0);
+  assert.deepEqual(conv.reads || {}, {}, 'own reads are not receipts of others');
+  // A text from another own device shows as own, not unread.
+  await s.handleFrame(app('!g:hs', 3, { user_id: ME.user_id, device_id: 'OTHER' }), true);
+  assert.equal(conv.messages.at(-1).own, true);
+  assert.equal(conv.unread, 0);
+});
+
+test('startDm: creates a marked two-member group, then reuses it; bad users are clear errors', async () => {
+  const client = fakeClient();
+  let groups = 0;
+  const api = fakeApi({
+    userDevices: (u) => {
+      if (u === '@nobody:hs') { const e = new Error('no such user'); e.status = 404; throw e; }
+      if (u === '@idle:hs') return { user_id: u, devices: [] };
+      return { user_id: u, devices: [{ device_id: 'BDEV', signature_key: 'K' }] };
+    },
+    createGroup: () => { groups += 1; return { group_id: `!dm${groups}:hs` }; },
+    claimKeys: () => ({ key_packages: { '@bob:hs': { BDEV: 'BOBKP' } }, failures: {} }),
+    commit: () => ({ epoch: 2, seq: 1 }),
+    send: () => ({ seq: 2 }),
+  });
+  const s = session(client, api);
+  const r = await s.startDm('@bob:hs');
+  assert.deepEqual(r, { group_id: '!dm1:hs', reused: false });
+  const conv = s.state.convs['!dm1:hs'];
+  assert.equal(conv.dm, '@bob:hs');
+  assert.deepEqual([...new Set(conv.members.map((m) => m.user_id))].sort(), ['@alice:hs', '@bob:hs']);
+  assert.deepEqual(client.sent, [{ type: 'dm' }], 'the DM marker is the first message');
+  assert.deepEqual(await s.startDm('@bob:hs'), { group_id: '!dm1:hs', reused: true });
+  assert.equal(groups, 1);
+  await assert.rejects(s.startDm('@nobody:hs'), /There is no user @nobody:hs/);
+  await assert.rejects(s.startDm('@idle:hs'), /no device that can receive/);
+  await assert.rejects(s.startDm(ME.user_id), /someone else/);
+  assert.equal(groups, 1, 'no group for a user that cannot be reached');
+  // An invite that fails leaves no empty conversation behind.
+  api.claimKeys = async () => ({ key_packages: {}, failures: { '@carol:hs/C': { errcode: 'P_KEY_PACKAGES_EXHAUSTED', error: 'no key packages left' } } });
+  await assert.rejects(s.startDm('@carol:hs'), /no key packages left/);
+  assert.equal(s.state.convs['!dm2:hs'], undefined);
+  assert.deepEqual(s.state.order, ['!dm1:hs']);
+});
+
+test('syncOwnDevices adds a new device of this user to its groups and removes revoked ones', async () => {
+  const client = fakeClient();
+  let devices = ['ADEV'];
+  const claims = [];
+  const api = fakeApi({
+    userDevices: (u) => ({ user_id: u, devices: devices.map((d) => ({ device_id: d, signature_key: 'K' })) }),
+    claimKeys: (users) => {
+      claims.push(users);
+      return { key_packages: { [ME.user_id]: { ADEV: 'MYKP', NEWDEV: 'NEWKP' } }, failures: {} };
+    },
+    commit: () => ({ epoch: 2, seq: 3 }),
+    send: () => ({ seq: 4 }),
+  });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  conv.dm = '@bob:hs';
+  client.members['!g:hs'].push({ ...BOB });
+  client.confirmCommit = function confirm(g) {
+    this.log.push('confirm');
+    this.pending = false;
+    this.members[g].push({ user_id: ME.user_id, device_id: 'NEWDEV' });
+    return '{}';
+  };
+  s.refreshMembers(conv);
+  assert.equal(await s.syncOwnDevices(), 0, 'nothing to do');
+  assert.equal(claims.length, 0);
+  devices = ['ADEV', 'NEWDEV'];
+  assert.equal(await s.syncOwnDevices(), 1);
+  assert.deepEqual(client.log, ['add:NEWKP', 'confirm'], 'only the new device is added');
+  assert.deepEqual(claims, [[ME.user_id]]);
+  assert.deepEqual(client.sent, [{ type: 'dm' }], 'the DM marker is sent again for the new device');
+  assert.ok(conv.members.some((m) => m.device_id === 'NEWDEV'));
+  assert.equal(await s.syncOwnDevices(), 0, 'already a member');
+  // NEWDEV is revoked: removed from the group.
+  devices = ['ADEV'];
+  client.confirmCommit = function confirm(g) {
+    this.pending = false;
+    this.members[g] = this.members[g].filter((m) => m.device_id !== 'NEWDEV');
+    return '{}';
+  };
+  assert.equal(await s.syncOwnDevices(), 1);
+  assert.equal(client.log.at(-1), 'remove:NEWDEV');
+  // A new device without key packages yet: nothing committed, retried at the next poll.
+  devices = ['ADEV', 'LATE'];
+  assert.equal(await s.syncOwnDevices(), 0);
+  // This device itself revoked: it does nothing.
+  devices = ['OTHER'];
+  const before = client.log.length;
+  assert.equal(await s.syncOwnDevices(), 0);
+  assert.equal(client.log.length, before);
 });

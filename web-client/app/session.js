@@ -297,7 +297,7 @@ export class Session {
     }
     conv.lastSeq = m.seq || conv.lastSeq;
     const isOpen = this.openConv === gid;
-    const leavers = new Set(); // senders of remove proposals (members leaving)
+    const leavers = new Map(); // device key → user id of devices asking to leave (remove proposals)
     let gotText = false;
     for (const ev of events) {
       if (ev.type === 'application') {
@@ -313,7 +313,7 @@ export class Session {
         pushMessage(conv, { id: `k:${m.seq}:${ev.device.device_id}`, kind: 'system', body: `The safety number with ${ev.device.user_id} changed.`, ts: m.ts });
         this.notify('alert', `The safety number with ${ev.device.user_id} changed. Review it before sending.`);
       } else if (ev.type === 'proposal' && ev.kind === 'remove' && ev.sender.device_id !== this.myDevice) {
-        leavers.add(ev.sender.user_id);
+        leavers.set(`${ev.sender.user_id}/${ev.sender.device_id}`, ev.sender.user_id);
       }
     }
     this.refreshMembers(conv);
@@ -322,8 +322,13 @@ export class Session {
       // A member asked to leave: commit the proposal (any member may; a 409 means someone did,
       // and that commit then shows as "… left or was removed").
       try {
-        await this.commit(gid, () => this.client.commitPendingProposals(gid));
-        pushMessage(conv, { id: `c:${m.seq}:l`, kind: 'system', body: `${[...leavers].join(', ')} left.`, ts: m.ts });
+        await this.commit(gid, () => {
+          // After a 409 the winning commit may already have removed them: nothing left to do.
+          const present = J(this.client.members(gid)).some((d) => leavers.has(`${d.user_id}/${d.device_id}`));
+          if (!present) throw new NothingToDo();
+          return this.client.commitPendingProposals(gid);
+        });
+        pushMessage(conv, { id: `c:${m.seq}:l`, kind: 'system', body: `${[...new Set(leavers.values())].join(', ')} left.`, ts: m.ts });
       } catch { /* another member committed it */ }
     }
   }

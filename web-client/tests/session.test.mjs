@@ -349,3 +349,42 @@ test('syncOwnDevices adds a new device of this user to its groups and removes re
   assert.equal(await s.syncOwnDevices(), 0);
   assert.equal(client.log.length, before);
 });
+
+test('a member\'s leave proposal is committed once; after a 409 whose winner removed them, not again', async () => {
+  const client = fakeClient();
+  const bobLeaves = () => { client.members['!g:hs'] = client.members['!g:hs'].filter((d) => d.user_id !== BOB.user_id); };
+  const baseProcess = client.process.bind(client);
+  client.process = (g, json) => {
+    const m = JSON.parse(json);
+    if (m.kind === 'proposal') return JSON.stringify([{ type: 'proposal', sender: m.sender, kind: 'remove' }]);
+    if (m.kind === 'commit') { bobLeaves(); return JSON.stringify([{ type: 'commit', committer: m.sender, epoch: 2, added: [], removed: [BOB], updated: [] }]); }
+    return baseProcess(g, json);
+  };
+  client.commitPendingProposals = () => { client.log.push('commitProposals'); client.pending = true; return JSON.stringify({ commit: 'C', adds: [], removes: [BOB] }); };
+  client.confirmCommit = () => { client.pending = false; bobLeaves(); return '{}'; };
+  let conflict = false;
+  const api = fakeApi({
+    userDevices: (u) => ({ user_id: u, devices: [] }),
+    commit: () => {
+      if (conflict) { const e = new Error('stale'); e.status = 409; throw e; }
+      return { epoch: 2, seq: 2 };
+    },
+    sync: () => ({ next_batch: 's9', welcomes: [], groups: { '!g:hs': { messages: [{ seq: 5, sender: { user_id: '@carol:hs', device_id: 'C' }, kind: 'commit', epoch: 1, message: 'WIN', ts: 1, adds: [], removes: [BOB] }] } }, key_packages: { count: 30, last_resort: true } }),
+  });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  const conv = s.newConv('!g:hs');
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 1, sender: BOB, kind: 'proposal', epoch: 1, message: 'P', ts: 1 }, true);
+  assert.deepEqual(client.log.filter((l) => l === 'commitProposals').length, 1);
+  assert.ok(conv.messages.some((m) => m.body === '@bob:hs left.'));
+  assert.ok(!conv.members.some((m) => m.user_id === BOB.user_id));
+
+  // Again, but another member's commit wins the race.
+  client.members['!g:hs'].push({ ...BOB });
+  client.log.length = 0;
+  conflict = true;
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 3, sender: BOB, kind: 'proposal', epoch: 2, message: 'P', ts: 1 }, true);
+  assert.deepEqual(client.log.filter((l) => l === 'commitProposals').length, 1, 'not rebuilt after the winner removed bob');
+  assert.ok(conv.messages.some((m) => m.body.includes('@bob:hs left or was removed')));
+});

@@ -469,6 +469,7 @@ export class Session {
         .filter(([dev]) => !already.has(dev)).map(([, kp]) => kp);
       if (kps.length === 0) {
         if (failure) throw new Error(`Cannot invite ${userId}: ${failure[1].error || failure[1].errcode}`);
+        if (already.size) throw new Error(`${userId} is already in this conversation.`);
         throw new Error(`${userId} has no device that can be added.`);
       }
       await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps)));

@@ -422,6 +422,7 @@ async function featureScenario() {
 
   // 6. Remove a member: alice removes bob from a group; her sends still work, bob gets nothing.
   await button(alice, 'New conversation').click();
+  await alice.getByRole('heading', { name: 'Only you', exact: true }).waitFor();
   await byLabel(alice, 'User to invite').fill(bobId);
   await button(alice, 'Invite').click();
   await waitStatus(alice, 'was added');

@@ -162,6 +162,11 @@ test('invite: a user without key packages is a clear error', async () => {
   client.createGroup('!g:hs');
   s.newConv('!g:hs');
   await assert.rejects(s.invite('!g:hs', '@bob:hs'), /no key packages left/);
+  // Already a member: said so.
+  api.claimKeys = async () => ({ key_packages: { '@bob:hs': { BDEV: 'BOBKP' } }, failures: {} });
+  client.members['!g:hs'].push({ user_id: '@bob:hs', device_id: 'BDEV' });
+  s.refreshMembers(s.state.convs['!g:hs']);
+  await assert.rejects(s.invite('!g:hs', '@bob:hs'), /@bob:hs is already in this conversation/);
 });
 
 const BOB = { user_id: '@bob:hs', device_id: 'BDEV' };

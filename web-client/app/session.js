@@ -604,9 +604,10 @@ export class Session {
    * ones, with one commit per group. A device without key packages yet is retried at the
    * next poll. Returns the number of groups changed.
    */
-  syncOwnDevices() {
+  async syncOwnDevices() {
+    // The poll itself stays outside the queue, so a slow homeserver does not hold up sending.
+    const resp = await this.api.userDevices(this.me);
     return this.queue.run(async () => {
-      const resp = await this.api.userDevices(this.me);
       this.client.setUserDevices(JSON.stringify(resp));
       const listed = (resp.devices || []).map((d) => d.device_id);
       if (!listed.includes(this.myDevice)) return 0; // this device was revoked

@@ -176,7 +176,7 @@ async fn refresh(
         RotateOutcome::Rotated(session) => session_response(&state, &session, new_token, now),
         RotateOutcome::Reused { user_id, device_id } => {
             tracing::warn!(%user_id, %device_id, "rotated-out refresh token reused; device sessions revoked");
-            state.notifier.notify(&user_id, &device_id);
+            state.notifier.notify_session(&user_id, &device_id);
             Err(Error::UnknownToken)
         }
         RotateOutcome::Unknown => Err(Error::UnknownToken),
@@ -190,7 +190,9 @@ async fn logout(
 ) -> ApiResult<Json<Empty>> {
     state.store.delete_session(&auth.session_id).await?;
     // Wake the device's long-polls and sockets so they notice the session is gone.
-    state.notifier.notify(&auth.user_id, &auth.device_id);
+    state
+        .notifier
+        .notify_session(&auth.user_id, &auth.device_id);
     tracing::info!(user_id = %auth.user_id, device_id = %auth.device_id, "logged out");
     Ok(Json(Empty {}))
 }
@@ -229,7 +231,7 @@ async fn delete_device(
     if !state.store.delete_device(&auth.user_id, &device_id).await? {
         return Err(Error::NotFound("no such device".into()));
     }
-    state.notifier.notify(&auth.user_id, &device_id);
+    state.notifier.notify_session(&auth.user_id, &device_id);
     crate::keys::publish_device_list(&state, &auth.user_id).await?;
     tracing::info!(user_id = %auth.user_id, %device_id, "device deleted");
     Ok(Json(Empty {}))

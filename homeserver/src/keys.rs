@@ -264,7 +264,7 @@ async fn upload(
         .store
         .key_package_count(&auth.user_id, &auth.device_id, now as i64)
         .await?;
-    state.notifier.notify(&auth.user_id, &auth.device_id);
+    state.notifier.notify_keys(&auth.user_id, &auth.device_id);
     Ok(Json(KeyCountResponse {
         count,
         last_resort: has_last_resort,
@@ -383,7 +383,7 @@ pub async fn claim_local(state: &AppState, user_ids: Vec<String>) -> ApiResult<C
             {
                 Some(kp) => {
                     claimed.insert(device.device_id.clone(), STANDARD.encode(&kp.data));
-                    state.notifier.notify(user.as_str(), &device.device_id);
+                    state.notifier.notify_keys(user.as_str(), &device.device_id);
                 }
                 None => {
                     response.failures.insert(

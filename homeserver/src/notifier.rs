@@ -1,7 +1,8 @@
 //! Wakes a device's waiting `/sync` requests and WebSockets when something arrives for it.
 //!
-//! One `watch` channel per connected device; the value is a generation counter, so a waiter
-//! only learns "look again" and re-reads the store, which stays the source of truth.
+//! One `watch` channel per connected device; the value counts changes per kind, so a waiter
+//! learns which kind to look at again (events, key-package counts, sessions) and re-reads only
+//! that from the store, which stays the source of truth.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,40 +11,86 @@ use tokio::sync::watch;
 
 type DeviceKey = (String, String);
 
+/// Change counters of one device; a waiter compares them with the ones it last saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// New group messages or welcomes.
+    pub events: u64,
+    /// The device's key-package count changed.
+    pub keys: u64,
+    /// A session of the device was revoked.
+    pub sessions: u64,
+}
+
+impl Changes {
+    /// Which kinds differ from `earlier`.
+    pub fn since(&self, earlier: &Changes) -> Changed {
+        Changed {
+            events: self.events != earlier.events,
+            keys: self.keys != earlier.keys,
+            sessions: self.sessions != earlier.sessions,
+        }
+    }
+}
+
+/// What a waiter must re-read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub events: bool,
+    pub keys: bool,
+    pub sessions: bool,
+}
+
 /// Per-device wake-ups for this process.
 #[derive(Debug, Default)]
 pub struct Notifier {
-    devices: Mutex<HashMap<DeviceKey, watch::Sender<u64>>>,
+    devices: Mutex<HashMap<DeviceKey, watch::Sender<Changes>>>,
 }
 
 impl Notifier {
-    /// A receiver that changes whenever [`Notifier::notify`] is called for the device.
-    pub fn subscribe(&self, user_id: &str, device_id: &str) -> watch::Receiver<u64> {
+    /// A receiver that changes whenever the device is notified of anything.
+    pub fn subscribe(&self, user_id: &str, device_id: &str) -> watch::Receiver<Changes> {
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         devices
             .entry((user_id.to_owned(), device_id.to_owned()))
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Changes::default()).0)
             .subscribe()
     }
 
-    /// Wakes every waiter of one device (new events, key-count change, or session revoked).
-    pub fn notify(&self, user_id: &str, device_id: &str) {
+    fn bump(&self, user_id: &str, device_id: &str, change: impl FnOnce(&mut Changes)) {
         let key = (user_id.to_owned(), device_id.to_owned());
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = devices.get(&key) {
             if sender.receiver_count() == 0 {
                 devices.remove(&key);
             } else {
-                sender.send_modify(|g| *g = g.wrapping_add(1));
+                sender.send_modify(change);
             }
         }
     }
 
-    /// Wakes each listed device.
+    /// New events (group messages, welcomes) for one device.
+    pub fn notify(&self, user_id: &str, device_id: &str) {
+        self.bump(user_id, device_id, |c| c.events = c.events.wrapping_add(1));
+    }
+
+    /// New events for each listed device.
     pub fn notify_all<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>) {
         for (user_id, device_id) in devices {
             self.notify(user_id, device_id);
         }
+    }
+
+    /// The device's key-package count changed (upload or claim).
+    pub fn notify_keys(&self, user_id: &str, device_id: &str) {
+        self.bump(user_id, device_id, |c| c.keys = c.keys.wrapping_add(1));
+    }
+
+    /// A session of the device was revoked: its long-polls and sockets re-check theirs.
+    pub fn notify_session(&self, user_id: &str, device_id: &str) {
+        self.bump(user_id, device_id, |c| {
+            c.sessions = c.sessions.wrapping_add(1)
+        });
     }
 }
 
@@ -65,6 +112,25 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_millis(50), b.changed())
                 .await
                 .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_learns_which_kind_changed() {
+        let n = Notifier::default();
+        let mut a = n.subscribe("@a:x", "D");
+        let seen = *a.borrow_and_update();
+        n.notify_keys("@a:x", "D");
+        n.notify_session("@a:x", "D");
+        a.changed().await.unwrap();
+        let changed = a.borrow_and_update().since(&seen);
+        assert_eq!(
+            changed,
+            Changed {
+                events: false,
+                keys: true,
+                sessions: true
+            }
         );
     }
 

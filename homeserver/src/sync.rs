@@ -21,6 +21,7 @@ use parley_schema::{GroupMessage, Welcome};
 
 use crate::error::{ApiResult, Error};
 use crate::http::{authenticate, route, ApiQuery, Authed};
+use crate::notifier::Changed;
 use crate::state::{now_ms, AppState};
 
 /// Longest long-poll wait.
@@ -65,6 +66,7 @@ async fn sync(
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
     // Subscribe before reading so an event committed in between still wakes us.
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    let mut seen = *wake.borrow_and_update();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (messages, welcomes, next) = state
@@ -82,9 +84,17 @@ async fn sync(
         {
             continue; // deadline: one last read, then answer
         }
-        // Woken: the session may have been revoked meanwhile.
-        if state.store.session(&auth.session_id).await?.is_none() {
+        let current = *wake.borrow_and_update();
+        let changed = current.since(&seen);
+        seen = current;
+        if changed.sessions && state.store.session(&auth.session_id).await?.is_none() {
             return Err(Error::UnknownToken);
+        }
+        if changed.keys && !changed.events {
+            // A new key-package count is news for a long-poll too.
+            let (messages, welcomes, next) = (Vec::new(), Vec::new(), since);
+            let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
+            return Ok(Json(build_sync(messages, welcomes, next, key_packages)));
         }
     }
 }
@@ -240,49 +250,65 @@ async fn run_socket(
         }
     };
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    let mut seen = *wake.borrow_and_update();
     let mut last_keys: Option<KeyCountResponse> = None;
+    // What to re-read on this turn: everything at first, then only what changed.
+    let mut todo = Changed {
+        events: true,
+        keys: true,
+        sessions: false, // just authenticated
+    };
     loop {
-        if state.store.session(&auth.session_id).await?.is_none() {
+        if todo.sessions && state.store.session(&auth.session_id).await?.is_none() {
             close_with_error(&mut socket, &Error::UnknownToken).await;
             return Ok(());
         }
-        loop {
+        while todo.events {
             let (messages, welcomes, next) = state
                 .store
                 .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
                 .await?;
-            let done = messages.is_empty() && welcomes.is_empty();
+            // A kind that filled its limit may have more behind it.
+            todo.events =
+                messages.len() as i64 >= SYNC_LIMIT || welcomes.len() as i64 >= SYNC_LIMIT;
             for frame in ws_frames(messages, welcomes, next) {
                 socket
                     .send(Message::Text(serde_json::to_string(&frame)?.into()))
                     .await?;
             }
             pos = next;
-            if done {
-                break;
+        }
+        if todo.keys {
+            let keys = key_count(&state, &auth.user_id, &auth.device_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if last_keys != Some(keys) {
+                let frame = WsEvent::KeyPackages {
+                    key_packages: keys,
+                    next_batch: batch_token(pos),
+                };
+                socket
+                    .send(Message::Text(serde_json::to_string(&frame)?.into()))
+                    .await?;
+                last_keys = Some(keys);
             }
         }
-        let keys = key_count(&state, &auth.user_id, &auth.device_id)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if last_keys != Some(keys) {
-            let frame = WsEvent::KeyPackages {
-                key_packages: keys,
-                next_batch: batch_token(pos),
-            };
-            socket
-                .send(Message::Text(serde_json::to_string(&frame)?.into()))
-                .await?;
-            last_keys = Some(keys);
-        }
-        tokio::select! {
-            changed = wake.changed() => { changed?; }
-            _ = tokio::time::sleep(WS_SESSION_CHECK) => {}
+        todo = tokio::select! {
+            changed = wake.changed() => {
+                changed?;
+                let current = *wake.borrow_and_update();
+                let changed = current.since(&seen);
+                seen = current;
+                changed
+            }
+            // Idle: re-check the session, and the key count (packages expire with time).
+            _ = tokio::time::sleep(WS_SESSION_CHECK) => Changed { events: false, keys: true, sessions: true },
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
-                Some(Ok(_)) => {} // pings are answered by the library; other frames are ignored
+                // Pings are answered by the library; other frames are ignored.
+                Some(Ok(_)) => Changed::default(),
             },
-        }
+        };
     }
 }
 

@@ -222,8 +222,9 @@ impl Store {
         device_id: &str,
         now_ts: i64,
     ) -> StoreResult<()> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         with_conn!(self, write, |conn| {
-            diesel::update(devices::table.find((user_id, device_id)))
+            diesel::update(devices::table.find((&user_id, &device_id)))
                 .set(devices::last_seen_ts.eq(now_ts))
                 .execute(conn)
                 .await?;
@@ -245,8 +246,9 @@ impl Store {
 
     /// Revokes one session. Returns whether it existed.
     pub async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
+        let session_id = session_id.to_owned();
         with_conn!(self, write, |conn| {
-            let n = diesel::delete(sessions::table.find(session_id))
+            let n = diesel::delete(sessions::table.find(&session_id))
                 .execute(conn)
                 .await?;
             Ok(n > 0)

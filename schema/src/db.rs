@@ -2,16 +2,20 @@
 
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
+use crate::sqlite_writer::{establish_sync, sqlite_pragmas, Inline, SqliteWriter};
 use crate::{StoreError, StoreResult};
 
-/// The SQLite connection type used through diesel-async.
-pub type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection>;
+/// The SQLite connection type used through diesel-async: queries run inline on whichever thread
+/// the store chose (see [`crate::sqlite_writer`]).
+pub type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection, Inline>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -42,10 +46,11 @@ impl Default for StoreConfig {
 }
 
 pub(crate) enum Pools {
-    /// SQLite: one writer connection (writes are serialised anyway; this keeps `BEGIN` from
-    /// ever failing to upgrade a lock) and a pool of readers, which WAL lets run beside it.
+    /// SQLite: one writer thread with group commit (writes are serialised anyway; one writer
+    /// also keeps `BEGIN` from ever failing to upgrade a lock) and a pool of readers, which WAL
+    /// lets run beside it. Reads are short indexed lookups and run inline on the runtime.
     Sqlite {
-        writer: Pool<SqliteConn>,
+        writer: SqliteWriter,
         readers: Pool<SqliteConn>,
     },
     /// PostgreSQL: one pool for everything.
@@ -69,23 +74,44 @@ impl std::fmt::Debug for Store {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! with_conn {
-    ($store:expr, $mode:ident, |$conn:ident| $body:expr) => {{
+    ($store:expr, write, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
-            $crate::db::Pools::Sqlite { writer, readers } => {
-                let pool = if $crate::with_conn!(@is_write $mode) { writer } else { readers };
-                let mut obj = pool.get().await.map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
-                let $conn: &mut $crate::db::SqliteConn = &mut obj;
-                $body
+            // The body runs on the writer thread, so it may capture only owned values.
+            $crate::db::Pools::Sqlite { writer, .. } => {
+                writer
+                    .run(move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }))
+                    .await
             }
             $crate::db::Pools::Postgres(pool) => {
-                let mut obj = pool.get().await.map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let mut obj = pool
+                    .get()
+                    .await
+                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
                 let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
                 $body
             }
         }
     }};
-    (@is_write write) => { true };
-    (@is_write read) => { false };
+    ($store:expr, read, |$conn:ident| $body:expr) => {{
+        match &*$store.pools {
+            $crate::db::Pools::Sqlite { readers, .. } => {
+                let mut obj = readers
+                    .get()
+                    .await
+                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let $conn: &mut $crate::db::SqliteConn = &mut obj;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut obj = pool
+                    .get()
+                    .await
+                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
+                $body
+            }
+        }
+    }};
 }
 
 impl Store {
@@ -116,7 +142,7 @@ impl Store {
         match &*self.pools {
             Pools::Sqlite { writer, readers } => {
                 readers.close();
-                writer.close();
+                writer.stop();
             }
             Pools::Postgres(pool) => pool.close(),
         }
@@ -131,46 +157,48 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
         }
     }
     let busy = config.sqlite_busy_timeout_ms;
-    let manager = || {
-        let mut mc = ManagerConfig::<SqliteConn>::default();
-        mc.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
-            async move {
-                let mut conn = SqliteConn::establish(&url).await?;
-                // WAL lets readers run beside the writer; synchronous=FULL makes every commit
-                // durable before it is acknowledged.
-                conn.batch_execute(&format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = {busy}; PRAGMA foreign_keys = ON;"
-                ))
+    let mut mc = ManagerConfig::<SqliteConn>::default();
+    // A local file cannot drop a connection: skip the `SELECT 1` on every checkout.
+    mc.recycling_method = RecyclingMethod::Fast;
+    mc.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            conn.batch_execute(&sqlite_pragmas(busy))
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(conn)
-            }
-            .boxed()
-        });
-        AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, mc)
-    };
-    let build = |size: usize| {
-        Pool::builder(manager())
-            .max_size(size)
-            .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))
-    };
-    let writer = build(1)?;
-    let readers = build(config.max_connections.max(1))?;
-    {
-        let conn = writer
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        run_migrations(deadpool::managed::Object::take(conn), SQLITE_MIGRATIONS).await?;
-    }
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let readers = Pool::builder(AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+        path, mc,
+    ))
+    .max_size(config.max_connections.max(1))
+    .build()
+    .map_err(|e| StoreError::Pool(e.to_string()))?;
+    // Migrations run on the writer connection before the writer thread takes it.
+    let owned_path = path.to_owned();
+    let conn = tokio::task::spawn_blocking(move || {
+        let mut conn = establish_sync(&owned_path, busy)?;
+        conn.run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok::<_, StoreError>(conn)
+    })
+    .await
+    .map_err(|e| StoreError::Migration(e.to_string()))??;
+    let owned_path = path.to_owned();
+    let writer = SqliteWriter::start(SqliteConn::with_runtime(conn, Inline), move || {
+        establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline))
+    })?;
     Ok(Pools::Sqlite { writer, readers })
 }
 
 async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<Pools> {
     let mut mc = ManagerConfig::<AsyncPgConnection>::default();
+    // No `SELECT 1` round trip per checkout: a connection the server dropped fails its next
+    // query, is reported broken and replaced.
+    mc.recycling_method = RecyclingMethod::Fast;
     mc.custom_setup = Box::new(|url| {
         let url = url.to_owned();
         async move {

@@ -121,12 +121,14 @@ impl Store {
         response: &str,
         now_ms: i64,
     ) -> StoreResult<()> {
+        let (origin, txn_id, response) =
+            (origin.to_owned(), txn_id.to_owned(), response.to_owned());
         with_conn!(self, write, |conn| {
             diesel::insert_into(inbound_transactions::table)
                 .values((
-                    inbound_transactions::origin.eq(origin),
-                    inbound_transactions::txn_id.eq(txn_id),
-                    inbound_transactions::response.eq(response),
+                    inbound_transactions::origin.eq(&origin),
+                    inbound_transactions::txn_id.eq(&txn_id),
+                    inbound_transactions::response.eq(&response),
                     inbound_transactions::received_ts.eq(now_ms),
                 ))
                 .on_conflict_do_nothing()

@@ -566,12 +566,13 @@ impl Store {
         device_id: &str,
         id: i64,
     ) -> StoreResult<bool> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         with_conn!(self, write, |conn| {
             let n = diesel::delete(
                 welcomes::table
                     .find(id)
-                    .filter(welcomes::user_id.eq(user_id))
-                    .filter(welcomes::device_id.eq(device_id)),
+                    .filter(welcomes::user_id.eq(&user_id))
+                    .filter(welcomes::device_id.eq(&device_id)),
             )
             .execute(conn)
             .await?;

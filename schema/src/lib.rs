@@ -10,6 +10,7 @@ pub mod federation;
 pub mod groups;
 pub mod keys;
 pub mod schema;
+mod sqlite_writer;
 pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};

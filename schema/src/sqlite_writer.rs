@@ -1,0 +1,226 @@
+//! SQLite's single writer: a dedicated thread that owns the write connection and commits
+//! concurrent writes together (group commit).
+//!
+//! SQLite serialises writers anyway, and with `synchronous=FULL` every commit costs an fsync.
+//! So instead of one transaction per request, the thread takes every write that is waiting,
+//! runs each in its own savepoint inside one transaction, commits once, and only then answers
+//! each caller: a write is acknowledged only after the transaction holding it is on disk, and
+//! one failing write rolls back alone without failing the others of its batch.
+//!
+//! The queries run inline on this thread (the connection's [`Inline`] runtime), so a write
+//! costs no thread hand-off per query.
+
+use std::error::Error as StdError;
+use std::sync::mpsc;
+
+use diesel::Connection as _;
+use diesel_async::sync_connection_wrapper::SpawnBlocking;
+use diesel_async::{AsyncConnection, TransactionManager};
+use futures_util::future::BoxFuture;
+
+use crate::db::SqliteConn;
+use crate::{StoreError, StoreResult};
+
+/// Most writes committed in one transaction; bounds the latency a batch adds to its first write.
+const MAX_BATCH: usize = 256;
+
+/// Runs a "blocking" task immediately on the calling thread. SQLite connections use it because
+/// the store already picked the thread: the writer thread, or a runtime worker for short reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+impl SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn StdError + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        Box::pin(std::future::ready(Ok(task())))
+    }
+
+    fn get_runtime() -> Self {
+        Inline
+    }
+}
+
+/// Called once the batch holding a write has committed (`Ok`) or failed to (`Err`).
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One caller's write, run in a savepoint of the batch transaction.
+type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, Finish> + Send>;
+
+enum Command {
+    Write(Job),
+    Stop,
+}
+
+/// Handle to the writer thread.
+pub(crate) struct SqliteWriter {
+    commands: mpsc::Sender<Command>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SqliteWriter {
+    /// Starts the writer thread on `conn`; `reopen` replaces the connection if a write panics.
+    pub(crate) fn start(
+        conn: SqliteConn,
+        reopen: impl Fn() -> StoreResult<SqliteConn> + Send + 'static,
+    ) -> StoreResult<SqliteWriter> {
+        let (commands, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, receiver, reopen))
+            .map_err(|e| StoreError::Pool(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(SqliteWriter {
+            commands,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `write` on the writer connection and returns its result once it is durable.
+    pub(crate) async fn run<R, F>(&self, write: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
+    {
+        let (done, outcome) = tokio::sync::oneshot::channel::<StoreResult<R>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = in_savepoint(conn, write).await;
+                let finish: Finish = Box::new(move |committed| {
+                    let answer = match committed {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Pool(format!("commit failed: {e}"))),
+                    };
+                    // The caller may have gone away; its write stands either way.
+                    let _ = done.send(answer);
+                });
+                finish
+            })
+        });
+        self.commands
+            .send(Command::Write(job))
+            .map_err(|_| StoreError::Pool("the SQLite writer has stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Pool("the SQLite writer dropped a write".into()))?
+    }
+
+    /// Finishes the writes already queued, closes the connection (SQLite checkpoints the WAL)
+    /// and waits for the thread to end. Later writes fail.
+    pub(crate) fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+        let thread = match self.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs one write in a savepoint: its own changes roll back if it fails.
+async fn in_savepoint<R, F>(conn: &mut SqliteConn, write: F) -> StoreResult<R>
+where
+    F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>>,
+{
+    type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
+    Tm::begin_transaction(conn).await?;
+    let result = write(conn).await;
+    match &result {
+        Ok(_) => Tm::commit_transaction(conn).await?,
+        Err(_) => Tm::rollback_transaction(conn).await?,
+    }
+    result
+}
+
+fn writer_loop(
+    mut conn: SqliteConn,
+    commands: mpsc::Receiver<Command>,
+    reopen: impl Fn() -> StoreResult<SqliteConn>,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = commands.recv() else { break };
+        let mut batch = Vec::new();
+        match first {
+            Command::Write(job) => batch.push(job),
+            Command::Stop => break,
+        }
+        // Everything that queued while the previous batch was committing joins this one.
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(Command::Write(job)) => batch.push(job),
+                Ok(Command::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            futures_executor::block_on(run_batch(&mut conn, batch))
+        }));
+        if ran.is_err() {
+            // The callers of this batch see their writes dropped; the connection may be
+            // mid-transaction, so start over on a fresh one.
+            tracing::error!(
+                size,
+                "a write panicked; reopening the SQLite writer connection"
+            );
+            match reopen() {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reopen the SQLite writer; writes stop");
+                    return;
+                }
+            }
+        }
+    }
+    tracing::debug!("SQLite writer stopped");
+}
+
+async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
+    type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
+    if let Err(e) = Tm::begin_transaction(conn).await {
+        // Nothing ran: dropping the jobs tells each caller its write was not made.
+        tracing::error!(error = %e, "cannot begin a SQLite transaction");
+        return;
+    }
+    let mut finishes = Vec::with_capacity(batch.len());
+    for job in batch {
+        finishes.push(job(conn).await);
+    }
+    let committed = Tm::commit_transaction(conn).await.map_err(|e| {
+        tracing::error!(error = %e, "SQLite group commit failed");
+        e.to_string()
+    });
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
+
+/// Opens a sync SQLite connection with the store's pragmas (used before it is wrapped).
+pub(crate) fn establish_sync(
+    path: &str,
+    busy_timeout_ms: u64,
+) -> StoreResult<diesel::SqliteConnection> {
+    use diesel::connection::SimpleConnection as _;
+    let mut conn = diesel::SqliteConnection::establish(path)
+        .map_err(|e| StoreError::Pool(format!("{path}: {e}")))?;
+    conn.batch_execute(&sqlite_pragmas(busy_timeout_ms))?;
+    Ok(conn)
+}
+
+/// The busy timeout comes first so that switching to WAL waits for a closing connection.
+/// WAL lets readers run beside the writer; `synchronous=FULL` makes every commit durable before
+/// it is acknowledged.
+pub(crate) fn sqlite_pragmas(busy_timeout_ms: u64) -> String {
+    format!(
+        "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+    )
+}

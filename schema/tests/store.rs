@@ -272,3 +272,71 @@ async fn unknown_database_scheme_is_refused() {
         .unwrap_err();
     assert!(matches!(err, StoreError::BadUrl));
 }
+
+/// Concurrent writes share SQLite's group commit: each write that fails rolls back alone (its
+/// earlier statements too), and every write that was acknowledged is there after a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = testing::sqlite_url(dir.path());
+    let pg_url = testing::fresh_postgres_url().await;
+    for url in [url, pg_url] {
+        let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
+        store
+            .create_user_with_session(
+                &user("owner"),
+                &device("owner", "D"),
+                &session("owner", "D", "taken"),
+                b"h-owner",
+                50,
+            )
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = format!("u{i}");
+                // Odd writers reuse a taken session id: their user and device rows are
+                // written first and must be rolled back with the failing session insert.
+                let sid = if i % 2 == 1 {
+                    "taken".to_owned()
+                } else {
+                    format!("s{i}")
+                };
+                store
+                    .create_user_with_session(
+                        &user(&name),
+                        &device(&name, "D"),
+                        &session(&name, "D", &sid),
+                        format!("h{i}").as_bytes(),
+                        50,
+                    )
+                    .await
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        store.close();
+        let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
+        for (i, result) in results.into_iter().enumerate() {
+            let found = store
+                .user(&format!("@u{i}:test.example"))
+                .await
+                .unwrap()
+                .is_some();
+            if i % 2 == 1 {
+                assert!(
+                    matches!(result, Err(StoreError::Conflict)),
+                    "u{i}: {result:?}"
+                );
+                assert!(!found, "u{i} was refused but its user row stayed");
+            } else {
+                assert!(result.is_ok(), "u{i}: {result:?}");
+                assert!(found, "u{i} was acknowledged but is missing after reopen");
+            }
+        }
+    }
+}

@@ -190,14 +190,23 @@ async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
         tracing::error!(error = %e, "cannot begin a SQLite transaction");
         return;
     }
-    let mut finishes = Vec::with_capacity(batch.len());
+    let size = batch.len();
+    let started = std::time::Instant::now();
+    let mut finishes = Vec::with_capacity(size);
     for job in batch {
         finishes.push(job(conn).await);
     }
+    let ran = started.elapsed();
     let committed = Tm::commit_transaction(conn).await.map_err(|e| {
         tracing::error!(error = %e, "SQLite group commit failed");
         e.to_string()
     });
+    tracing::trace!(
+        size,
+        run_us = ran.as_micros() as u64,
+        commit_us = (started.elapsed() - ran).as_micros() as u64,
+        "group commit"
+    );
     for finish in finishes {
         finish(committed.clone());
     }

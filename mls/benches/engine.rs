@@ -595,46 +595,51 @@ fn bench_add(c: &mut Criterion) {
     }
 }
 
-fn bench_self_update(c: &mut Criterion) {
-    for (order, n) in [(3usize, 100usize), (4, 1000)] {
+/// Runs the row `row` makes from an engine group and a bare openmls group of the same `n`
+/// members, for each `(order, n)` of `sizes`, measuring `measure_ms(n)` per side.
+fn bench_on_groups_of<R: Row>(
+    c: &mut Criterion,
+    name: &str,
+    sizes: [(usize, usize); 2],
+    row: impl Fn(EngineGroup, BareGroup) -> R,
+    measure_ms: impl Fn(usize) -> u64,
+) {
+    for (order, n) in sizes {
         let mut dir = StaticDeviceKeys::new();
         let others = shared_kps(2, n - 2, &mut dir);
-        let mut row = SelfUpdateRow {
-            eg: engine_group(&others, &dir),
-            bg: bare_group(&others),
-        };
+        let mut row = row(engine_group(&others, &dir), bare_group(&others));
         run_row(
             c,
             order,
-            "self_update",
+            name,
             Some(n),
-            &heavy(if n >= 1000 { 2500 } else { 1500 }),
+            &heavy(measure_ms(n)),
             &mut row,
             Duration::from_secs(4),
         );
     }
 }
 
+fn bench_self_update(c: &mut Criterion) {
+    bench_on_groups_of(
+        c,
+        "self_update",
+        [(3, 100), (4, 1000)],
+        |eg, bg| SelfUpdateRow { eg, bg },
+        |n| if n >= 1000 { 2500 } else { 1500 },
+    );
+}
+
 fn bench_process_commit(c: &mut Criterion) {
-    for (order, n) in [(5usize, 100usize), (6, 1000)] {
-        let mut dir = StaticDeviceKeys::new();
-        let others = shared_kps(2, n - 2, &mut dir);
-        let mut row = ProcessCommitRow {
-            eg: engine_group(&others, &dir),
-            bg: bare_group(&others),
-        };
-        // Every op also builds the commit (untimed, ~10x the timed part): keep the measured
-        // time short or the 1000-member row runs for minutes.
-        run_row(
-            c,
-            order,
-            "process_commit",
-            Some(n),
-            &heavy(if n >= 1000 { 250 } else { 400 }),
-            &mut row,
-            Duration::from_secs(4),
-        );
-    }
+    // Every op also builds the commit (untimed, ~10x the timed part): keep the measured
+    // time short or the 1000-member row runs for minutes.
+    bench_on_groups_of(
+        c,
+        "process_commit",
+        [(5, 100), (6, 1000)],
+        |eg, bg| ProcessCommitRow { eg, bg },
+        |n| if n >= 1000 { 250 } else { 400 },
+    );
 }
 
 fn bench_encrypt_decrypt(c: &mut Criterion) {

@@ -53,6 +53,32 @@ async fn group_of_two(alice: &mut Device, bob: &mut Device) -> anyhow::Result<St
     Ok(group)
 }
 
+/// `hs1` started, with Alice and Bob registered on it in a group of two (see [`group_of_two`]).
+async fn alice_and_bob_in_a_group(
+    ctx: &mut Ctx,
+) -> anyhow::Result<(Server, Device, Device, String)> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    Ok((hs, alice, bob, group))
+}
+
+/// `from` sends `text` to `group`; after syncing, it is the only text `to` has received there.
+async fn expect_only_text_delivered(
+    from: &mut Device,
+    to: &mut Device,
+    group: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    from.send_text(group, text).await?;
+    to.sync_all().await?;
+    expect_eq(
+        &to.texts(group),
+        &vec![text.to_owned()],
+        "the recipient's texts",
+    )
+}
+
 async fn members_of(d: &Device, group: &str) -> anyhow::Result<Option<(u64, Vec<WireDevice>)>> {
     let groups = expect_ok(d.client.groups().await, "GET /groups")?;
     Ok(groups
@@ -124,20 +150,12 @@ async fn invited_local_member_gets_the_welcome_not_the_commit_and_joins(
         &Some((1, expected)),
         "bob's GET /groups entry",
     )?;
-    alice.send_text(&group, "hello bob").await?;
-    bob.sync_all().await?;
-    expect_eq(
-        &bob.texts(&group),
-        &vec!["hello bob".to_owned()],
-        "bob's texts",
-    )?;
+    expect_only_text_delivered(&mut alice, &mut bob, &group, "hello bob").await?;
     Ok(())
 }
 
 async fn removed_member_learns_it_and_can_no_longer_send(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let (_, stale) = bob.encrypt(&group, "from the past")?;
     let r = alice.remove(&group, &[bob.me()]).await?;
     expect_eq(&r.epoch, &2, "epoch after the removal")?;
@@ -174,9 +192,7 @@ async fn removed_member_learns_it_and_can_no_longer_send(mut ctx: Ctx) -> anyhow
 }
 
 async fn leave_is_a_proposal_committed_by_reference(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let proposal = bob
         .engine
         .leave_group(&group)
@@ -220,9 +236,7 @@ async fn leave_is_a_proposal_committed_by_reference(mut ctx: Ctx) -> anyhow::Res
 }
 
 async fn self_update_advances_the_epoch_for_everyone(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let r = bob.self_update(&group).await?;
     expect_eq(
         &(r.epoch, r.seq),
@@ -249,20 +263,12 @@ async fn self_update_advances_the_epoch_for_everyone(mut ctx: Ctx) -> anyhow::Re
         &Some(2),
         "GET /groups epoch",
     )?;
-    alice.send_text(&group, "new epoch").await?;
-    bob.sync_all().await?;
-    expect_eq(
-        &bob.texts(&group),
-        &vec!["new epoch".to_owned()],
-        "bob's texts",
-    )?;
+    expect_only_text_delivered(&mut alice, &mut bob, &group, "new epoch").await?;
     Ok(())
 }
 
 async fn stale_commit_is_409_with_the_current_epoch(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let stale = bob
         .engine
         .self_update(&group)
@@ -311,9 +317,7 @@ async fn non_member_cannot_send_403_not_member(mut ctx: Ctx) -> anyhow::Result<(
 }
 
 async fn message_for_another_group_is_400_invalid_message(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, _bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let other = alice.create_group().await?;
     let (_, message) = alice.encrypt(&group, "for the first group")?;
     expect_error(
@@ -436,9 +440,7 @@ async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Resu
 }
 
 async fn txn_id_reuse_returns_the_first_seq_and_delivers_once(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let (_, first) = alice.encrypt(&group, "once")?;
     let (_, second) = alice.encrypt(&group, "a different body")?;
     let s1 = expect_ok(alice.client.send(&group, "txn-1", &first).await, "send")?;

@@ -154,12 +154,13 @@ fn wire(bundle: CommitMessageBundle) -> Wire {
 }
 
 impl Bare {
-    /// The engine's add: same commit-builder calls.
-    fn add(&mut self, kps: Vec<KeyPackage>) -> Wire {
-        let bundle = self
-            .group
-            .commit_builder()
-            .propose_adds(kps)
+    /// Builds and stages the commit `propose` prepares, with the engine's settings
+    /// (`Engine::stage_commit`): stored PSKs, ratchet tree extension, every proposal accepted.
+    fn commit(
+        &mut self,
+        propose: impl FnOnce(CommitBuilder<'_, Initial>) -> CommitBuilder<'_, Initial>,
+    ) -> Wire {
+        let bundle = propose(self.group.commit_builder())
             .load_psks(self.provider.storage())
             .unwrap()
             .use_ratchet_tree_extension(true)
@@ -175,27 +176,18 @@ impl Bare {
         wire(bundle)
     }
 
+    /// The engine's add: same commit-builder calls.
+    fn add(&mut self, kps: Vec<KeyPackage>) -> Wire {
+        self.commit(|b| b.propose_adds(kps))
+    }
+
     /// The engine's self-update: same commit-builder calls.
     fn self_update(&mut self) -> Wire {
-        let bundle = self
-            .group
-            .commit_builder()
-            .consume_proposal_store(true)
-            .force_self_update(true)
-            .leaf_node_parameters(LeafNodeParameters::default())
-            .load_psks(self.provider.storage())
-            .unwrap()
-            .use_ratchet_tree_extension(true)
-            .build(
-                self.provider.rand(),
-                self.provider.crypto(),
-                &self.signer,
-                |_| true,
-            )
-            .unwrap()
-            .stage_commit(&self.provider)
-            .unwrap();
-        wire(bundle)
+        self.commit(|b| {
+            b.consume_proposal_store(true)
+                .force_self_update(true)
+                .leaf_node_parameters(LeafNodeParameters::default())
+        })
     }
 
     fn clear(&mut self) {

@@ -451,8 +451,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The hub accepted the pending commit: merge it. Its echo from the hub is then ignored.
-    pub fn confirm_pending_commit(&mut self, group_id: &str) -> Result<Event> {
+    /// The group's entry, which must have a pending commit, and the provider beside it.
+    fn entry_with_pending_commit(
+        &mut self,
+        group_id: &str,
+    ) -> Result<(&mut GroupEntry, &EngineProvider)> {
         let Self {
             groups, provider, ..
         } = self;
@@ -462,6 +465,12 @@ impl Engine {
         if entry.mls.pending_commit().is_none() {
             return Err(MlsError::NoPendingCommit);
         }
+        Ok((entry, provider))
+    }
+
+    /// The hub accepted the pending commit: merge it. Its echo from the hub is then ignored.
+    pub fn confirm_pending_commit(&mut self, group_id: &str) -> Result<Event> {
+        let (entry, provider) = self.entry_with_pending_commit(group_id)?;
         entry.mls.merge_pending_commit(provider).map_err(mls)?;
         let pending = entry.meta.pending.take();
         let event = Event::OwnCommitConfirmed {
@@ -477,15 +486,7 @@ impl Engine {
     /// The hub refused the pending commit (409 `P_STALE_EPOCH`): forget it, so the winning
     /// commit can be processed and the operation retried.
     pub fn discard_pending_commit(&mut self, group_id: &str) -> Result<()> {
-        let Self {
-            groups, provider, ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        if entry.mls.pending_commit().is_none() {
-            return Err(MlsError::NoPendingCommit);
-        }
+        let (entry, provider) = self.entry_with_pending_commit(group_id)?;
         entry
             .mls
             .clear_pending_commit(provider.storage())

@@ -3,7 +3,7 @@
 //! Every client here is a real `parley-mls` device.
 
 use parley_client_api::groups::DeviceRef as WireDevice;
-use parley_mls::Event;
+use parley_mls::{CommitBundle, Event};
 
 use crate::check::{expect_eq, expect_error, expect_ok};
 use crate::device::{bundle_request, Device};
@@ -77,6 +77,31 @@ async fn expect_only_text_delivered(
         &vec![text.to_owned()],
         "the recipient's texts",
     )
+}
+
+/// Checks that `by` sending the application `message` (as `txn_id`) to `group`, then the
+/// commit `update`, is refused both times with `(status, errcode)`.
+async fn expect_message_and_commit_refused(
+    by: &Device,
+    group: &str,
+    txn_id: &str,
+    message: &[u8],
+    update: &CommitBundle,
+    (status, errcode): (u16, &str),
+) -> anyhow::Result<()> {
+    expect_error(
+        by.client.send(group, txn_id, message).await,
+        status,
+        errcode,
+    )
+    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
+    expect_error(
+        by.client.commit(group, &bundle_request(update)).await,
+        status,
+        errcode,
+    )
+    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
+    Ok(())
 }
 
 async fn members_of(d: &Device, group: &str) -> anyhow::Result<Option<(u64, Vec<WireDevice>)>> {
@@ -294,49 +319,24 @@ async fn non_member_cannot_send_403_not_member(mut ctx: Ctx) -> anyhow::Result<(
     let mallory = Device::register(&hs, &ctx.user("mallory")).await?;
     let group = group_of_two(&mut alice, &mut bob).await?;
     let (_, message) = bob.encrypt(&group, "bob's words")?;
-    expect_error(
-        mallory.client.send(&group, "m-1", &message).await,
-        403,
-        "P_NOT_MEMBER",
-    )
-    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
     let update = alice
         .engine
         .self_update(&group)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    expect_error(
-        mallory
-            .client
-            .commit(&group, &bundle_request(&update))
-            .await,
-        403,
-        "P_NOT_MEMBER",
-    )
-    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
-    Ok(())
+    let refused = (403, "P_NOT_MEMBER");
+    expect_message_and_commit_refused(&mallory, &group, "m-1", &message, &update, refused).await
 }
 
 async fn message_for_another_group_is_400_invalid_message(mut ctx: Ctx) -> anyhow::Result<()> {
     let (_hs, mut alice, _bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let other = alice.create_group().await?;
     let (_, message) = alice.encrypt(&group, "for the first group")?;
-    expect_error(
-        alice.client.send(&other, "x-1", &message).await,
-        400,
-        "P_INVALID_MESSAGE",
-    )
-    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
     let update = alice
         .engine
         .self_update(&group)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    expect_error(
-        alice.client.commit(&other, &bundle_request(&update)).await,
-        400,
-        "P_INVALID_MESSAGE",
-    )
-    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
-    Ok(())
+    let refused = (400, "P_INVALID_MESSAGE");
+    expect_message_and_commit_refused(&alice, &other, "x-1", &message, &update, refused).await
 }
 
 async fn declared_adds_that_disagree_with_the_commit_are_400(mut ctx: Ctx) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use crate::check::{expect_eq, expect_ok, send, shorten, Reply};
 use crate::device::{envelope_of, now_ms, Device};
 use crate::fake_remote::{FakeDevice, FakeRemote, Recorded, FAKE_NAME};
 use crate::fixture::{free_port, skip, Ctx, Server};
-use crate::scenarios::server_name_of;
+use crate::scenarios::{device_keys_of, server_name_of};
 
 crate::tests!("federation":
     key_document_is_self_signed_for_its_own_name,
@@ -451,15 +451,7 @@ async fn remote_key_claim_is_answered_by_the_remote_server(mut ctx: Ctx) -> anyh
         .ok_or_else(|| anyhow::anyhow!("the fake received no keys/claim"))?;
     signed_by(claim, &name)?;
     // Device lists go through the remote too.
-    let devices = expect_ok(
-        alice.client.user_devices(&user).await,
-        "remote user devices",
-    )?;
-    let keys: Vec<(String, String)> = devices
-        .devices
-        .into_iter()
-        .map(|d| (d.device_id, d.signature_key))
-        .collect();
+    let keys = device_keys_of(&alice.client, &user, "remote user devices").await?;
     expect_eq(
         &keys,
         &vec![("FAKEDEV".to_owned(), b64(&engine.signature_public_key()))],

@@ -10,7 +10,7 @@ use parley_mls::{Engine, EngineConfig};
 use crate::check::{expect_eq, expect_error, expect_ok};
 use crate::device::Device;
 use crate::fixture::{free_port, Ctx};
-use crate::scenarios::{server_name_of, PASSWORD};
+use crate::scenarios::{device_keys_of, server_name_of, PASSWORD};
 
 crate::tests!("keys":
     binding_the_same_key_again_is_ok_and_another_is_409,
@@ -60,12 +60,7 @@ async fn binding_the_same_key_again_is_ok_and_another_is_409(mut ctx: Ctx) -> an
         409,
         "P_SIGNATURE_KEY_MISMATCH",
     )?;
-    let listed = expect_ok(c.user_devices(&s.user_id).await, "GET /users/{id}/devices")?;
-    let keys: Vec<(String, String)> = listed
-        .devices
-        .into_iter()
-        .map(|d| (d.device_id, d.signature_key))
-        .collect();
+    let keys = device_keys_of(&c, &s.user_id, "GET /users/{id}/devices").await?;
     expect_eq(
         &keys,
         &vec![(s.device_id.clone(), b64(&key))],

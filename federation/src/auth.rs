@@ -427,6 +427,18 @@ mod tests {
         sign_request(k, "a.example", "b.example", "PUT", URI, Some(&body())).unwrap()
     }
 
+    /// Authenticates, as b.example, a PUT of `raw` to [`URI`] carrying `header`.
+    fn receive_put(raw: &[u8], header: &str, keys: &impl KeyLookup) -> Result<Authenticated> {
+        authenticate_request(
+            "PUT",
+            URI,
+            Some(raw),
+            Some(header.as_bytes()),
+            "b.example",
+            keys,
+        )
+    }
+
     #[test]
     fn header_has_the_documented_format() {
         let h = signed_put(&key());
@@ -445,15 +457,7 @@ mod tests {
         let k = key();
         let h = signed_put(&k);
         let raw = serde_json::to_vec_pretty(&body()).unwrap();
-        let a = authenticate_request(
-            "PUT",
-            URI,
-            Some(&raw),
-            Some(h.as_bytes()),
-            "b.example",
-            &lookup(&k),
-        )
-        .unwrap();
+        let a = receive_put(&raw, &h, &lookup(&k)).unwrap();
         assert_eq!(a.origin, "a.example");
         assert_eq!(a.key_id, *k.key_id());
         assert_eq!(a.body, Some(body()));
@@ -491,14 +495,7 @@ mod tests {
         let k = key();
         let h = signed_put(&k);
         let tampered = br#"{"origin":"a.example","origin_ts":6,"events":[]}"#;
-        let r = authenticate_request(
-            "PUT",
-            URI,
-            Some(tampered),
-            Some(h.as_bytes()),
-            "b.example",
-            &lookup(&k),
-        );
+        let r = receive_put(tampered, &h, &lookup(&k));
         assert!(matches!(r, Err(Error::BadSignature)));
     }
 
@@ -506,14 +503,7 @@ mod tests {
     fn body_added_to_a_request_signed_without_one_is_refused() {
         let k = key();
         let h = sign_request(&k, "a.example", "b.example", "PUT", URI, None).unwrap();
-        let r = authenticate_request(
-            "PUT",
-            URI,
-            Some(b"{}"),
-            Some(h.as_bytes()),
-            "b.example",
-            &lookup(&k),
-        );
+        let r = receive_put(b"{}", &h, &lookup(&k));
         assert!(matches!(r, Err(Error::BadSignature)));
     }
 
@@ -572,14 +562,7 @@ mod tests {
         let forged = signed_put(&k).replace("origin=\"a.example\"", "origin=\"evil.example\"");
         let raw = serde_json::to_vec(&body()).unwrap();
         let any_key = |_: &str, _: &KeyId| Some(k.verifying_key());
-        let r = authenticate_request(
-            "PUT",
-            URI,
-            Some(&raw),
-            Some(forged.as_bytes()),
-            "b.example",
-            &any_key,
-        );
+        let r = receive_put(&raw, &forged, &any_key);
         assert!(matches!(r, Err(Error::BadSignature)));
     }
 
@@ -589,14 +572,7 @@ mod tests {
         let impostor = ServerSigningKey::from_seed(k.key_id().clone(), &[2; 32]);
         let h = signed_put(&impostor);
         let raw = serde_json::to_vec(&body()).unwrap();
-        let r = authenticate_request(
-            "PUT",
-            URI,
-            Some(&raw),
-            Some(h.as_bytes()),
-            "b.example",
-            &lookup(&k),
-        );
+        let r = receive_put(&raw, &h, &lookup(&k));
         assert!(matches!(r, Err(Error::BadSignature)));
     }
 
@@ -606,14 +582,7 @@ mod tests {
         let h = signed_put(&k);
         let raw = serde_json::to_vec(&body()).unwrap();
         let none = |_: &str, _: &KeyId| None;
-        let r = authenticate_request(
-            "PUT",
-            URI,
-            Some(&raw),
-            Some(h.as_bytes()),
-            "b.example",
-            &none,
-        );
+        let r = receive_put(&raw, &h, &none);
         let e = r.unwrap_err();
         assert!(matches!(e, Error::UnknownKey { .. }));
         assert_eq!((e.http_status(), e.errcode()), (401, "P_UNAUTHORIZED"));
@@ -643,15 +612,7 @@ mod tests {
             (br#"{"a": 1.5}"#, |e| matches!(e, Error::NonIntegerNumber)),
         ];
         for (raw, expected) in cases {
-            let e = authenticate_request(
-                "PUT",
-                URI,
-                Some(raw),
-                Some(h.as_bytes()),
-                "b.example",
-                &lookup(&k),
-            )
-            .unwrap_err();
+            let e = receive_put(raw, &h, &lookup(&k)).unwrap_err();
             assert!(expected(&e), "{e:?}");
             assert_eq!(e.http_status(), 400);
         }

@@ -109,45 +109,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status a server answers this error with.
-    pub fn http_status(&self) -> u16 {
+    /// The HTTP status and `errcode` a server answers this error with (DESIGN §3).
+    fn answer(&self) -> (u16, &'static str) {
         match self {
             Error::MissingAuthorization
             | Error::MalformedAuthorization(_)
             | Error::WrongDestination { .. }
             | Error::UnknownKey { .. }
-            | Error::BadSignature => 401,
-            Error::InvalidKeyFile { .. } | Error::KeyFileIo { .. } => 500,
+            | Error::BadSignature => (401, "P_UNAUTHORIZED"),
+            Error::NotJson(_) => (400, "P_NOT_JSON"),
+            Error::InvalidKeyFile { .. } | Error::KeyFileIo { .. } => (500, "P_UNKNOWN"),
             Error::KeyDocumentServerMismatch { .. }
             | Error::KeyDocumentUnsigned
-            | Error::KeyDocumentExpired => 502,
-            Error::NotJson(_)
-            | Error::NonIntegerNumber
-            | Error::IntegerOutOfRange
-            | Error::DuplicateKey(_)
-            | Error::BadJson(_)
-            | Error::Base64
-            | Error::InvalidKeyId(_)
-            | Error::InvalidEd25519(_)
-            | Error::InvalidTxnId
-            | Error::TooManyEvents(_)
-            | Error::InvalidServerName(_) => 400,
-        }
-    }
-
-    /// The `errcode` a server answers this error with (DESIGN §3).
-    pub fn errcode(&self) -> &'static str {
-        match self {
-            Error::MissingAuthorization
-            | Error::MalformedAuthorization(_)
-            | Error::WrongDestination { .. }
-            | Error::UnknownKey { .. }
-            | Error::BadSignature => "P_UNAUTHORIZED",
-            Error::NotJson(_) => "P_NOT_JSON",
-            Error::InvalidKeyFile { .. } | Error::KeyFileIo { .. } => "P_UNKNOWN",
-            Error::KeyDocumentServerMismatch { .. }
-            | Error::KeyDocumentUnsigned
-            | Error::KeyDocumentExpired => "P_UNREACHABLE_SERVER",
+            | Error::KeyDocumentExpired => (502, "P_UNREACHABLE_SERVER"),
             Error::NonIntegerNumber
             | Error::IntegerOutOfRange
             | Error::DuplicateKey(_)
@@ -157,8 +131,18 @@ impl Error {
             | Error::InvalidEd25519(_)
             | Error::InvalidTxnId
             | Error::TooManyEvents(_)
-            | Error::InvalidServerName(_) => "P_BAD_JSON",
+            | Error::InvalidServerName(_) => (400, "P_BAD_JSON"),
         }
+    }
+
+    /// The HTTP status a server answers this error with.
+    pub fn http_status(&self) -> u16 {
+        self.answer().0
+    }
+
+    /// The `errcode` a server answers this error with (DESIGN §3).
+    pub fn errcode(&self) -> &'static str {
+        self.answer().1
     }
 
     /// Whether this is a request-authentication failure (401 `P_UNAUTHORIZED`).

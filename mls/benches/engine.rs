@@ -154,12 +154,13 @@ fn wire(bundle: CommitMessageBundle) -> Wire {
 }
 
 impl Bare {
-    /// The engine's add: same commit-builder calls.
-    fn add(&mut self, kps: Vec<KeyPackage>) -> Wire {
-        let bundle = self
-            .group
-            .commit_builder()
-            .propose_adds(kps)
+    /// Builds and stages the commit `propose` prepares, with the engine's settings
+    /// (`Engine::stage_commit`): stored PSKs, ratchet tree extension, every proposal accepted.
+    fn commit(
+        &mut self,
+        propose: impl FnOnce(CommitBuilder<'_, Initial>) -> CommitBuilder<'_, Initial>,
+    ) -> Wire {
+        let bundle = propose(self.group.commit_builder())
             .load_psks(self.provider.storage())
             .unwrap()
             .use_ratchet_tree_extension(true)
@@ -175,27 +176,18 @@ impl Bare {
         wire(bundle)
     }
 
+    /// The engine's add: same commit-builder calls.
+    fn add(&mut self, kps: Vec<KeyPackage>) -> Wire {
+        self.commit(|b| b.propose_adds(kps))
+    }
+
     /// The engine's self-update: same commit-builder calls.
     fn self_update(&mut self) -> Wire {
-        let bundle = self
-            .group
-            .commit_builder()
-            .consume_proposal_store(true)
-            .force_self_update(true)
-            .leaf_node_parameters(LeafNodeParameters::default())
-            .load_psks(self.provider.storage())
-            .unwrap()
-            .use_ratchet_tree_extension(true)
-            .build(
-                self.provider.rand(),
-                self.provider.crypto(),
-                &self.signer,
-                |_| true,
-            )
-            .unwrap()
-            .stage_commit(&self.provider)
-            .unwrap();
-        wire(bundle)
+        self.commit(|b| {
+            b.consume_proposal_store(true)
+                .force_self_update(true)
+                .leaf_node_parameters(LeafNodeParameters::default())
+        })
     }
 
     fn clear(&mut self) {
@@ -595,46 +587,51 @@ fn bench_add(c: &mut Criterion) {
     }
 }
 
-fn bench_self_update(c: &mut Criterion) {
-    for (order, n) in [(3usize, 100usize), (4, 1000)] {
+/// Runs the row `row` makes from an engine group and a bare openmls group of the same `n`
+/// members, for each `(order, n)` of `sizes`, measuring `measure_ms(n)` per side.
+fn bench_on_groups_of<R: Row>(
+    c: &mut Criterion,
+    name: &str,
+    sizes: [(usize, usize); 2],
+    row: impl Fn(EngineGroup, BareGroup) -> R,
+    measure_ms: impl Fn(usize) -> u64,
+) {
+    for (order, n) in sizes {
         let mut dir = StaticDeviceKeys::new();
         let others = shared_kps(2, n - 2, &mut dir);
-        let mut row = SelfUpdateRow {
-            eg: engine_group(&others, &dir),
-            bg: bare_group(&others),
-        };
+        let mut row = row(engine_group(&others, &dir), bare_group(&others));
         run_row(
             c,
             order,
-            "self_update",
+            name,
             Some(n),
-            &heavy(if n >= 1000 { 2500 } else { 1500 }),
+            &heavy(measure_ms(n)),
             &mut row,
             Duration::from_secs(4),
         );
     }
 }
 
+fn bench_self_update(c: &mut Criterion) {
+    bench_on_groups_of(
+        c,
+        "self_update",
+        [(3, 100), (4, 1000)],
+        |eg, bg| SelfUpdateRow { eg, bg },
+        |n| if n >= 1000 { 2500 } else { 1500 },
+    );
+}
+
 fn bench_process_commit(c: &mut Criterion) {
-    for (order, n) in [(5usize, 100usize), (6, 1000)] {
-        let mut dir = StaticDeviceKeys::new();
-        let others = shared_kps(2, n - 2, &mut dir);
-        let mut row = ProcessCommitRow {
-            eg: engine_group(&others, &dir),
-            bg: bare_group(&others),
-        };
-        // Every op also builds the commit (untimed, ~10x the timed part): keep the measured
-        // time short or the 1000-member row runs for minutes.
-        run_row(
-            c,
-            order,
-            "process_commit",
-            Some(n),
-            &heavy(if n >= 1000 { 250 } else { 400 }),
-            &mut row,
-            Duration::from_secs(4),
-        );
-    }
+    // Every op also builds the commit (untimed, ~10x the timed part): keep the measured
+    // time short or the 1000-member row runs for minutes.
+    bench_on_groups_of(
+        c,
+        "process_commit",
+        [(5, 100), (6, 1000)],
+        |eg, bg| ProcessCommitRow { eg, bg },
+        |n| if n >= 1000 { 250 } else { 400 },
+    );
 }
 
 fn bench_encrypt_decrypt(c: &mut Criterion) {

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 
 use openmls::prelude::LeafNodeIndex;
-use openmls_traits::OpenMlsProvider as _;
 
 use crate::engine::Engine;
 use crate::error::{mls, MlsError, Result};
@@ -53,29 +52,11 @@ impl Engine {
                 reason: "key packages must be exactly one per forked member".into(),
             });
         }
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let bundle = entry
-            .mls
-            .recover_fork_by_readding(&partition)
-            .map_err(mls)?
-            .provide_key_packages(kps)
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .use_ratchet_tree_extension(true)
-            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
-                true
-            })
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        self.finish_commit(group_id, bundle, changes)
+        self.stage_commit(group_id, changes, |group| {
+            Ok(group
+                .recover_fork_by_readding(&partition)
+                .map_err(mls)?
+                .provide_key_packages(kps))
+        })
     }
 }

@@ -1,10 +1,11 @@
 //! Group operations: create, add, remove, update, leave, proposals, encrypt, members.
 
 use openmls::prelude::{
-    tls_codec::Serialize as _, Credential, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsMessageOut, StagedCommit,
+    tls_codec::Serialize as _, CommitBuilder, Credential, Initial, LeafNodeIndex, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageOut, StagedCommit,
 };
 use openmls::treesync::LeafNodeParameters;
+use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::{random::OpenMlsRand as _, OpenMlsProvider as _};
 use sha2::{Digest, Sha256};
 
@@ -14,6 +15,7 @@ use crate::error::{mls, MlsError, Result};
 use crate::events::{CommitBundle, Event, MemberInfo, OutgoingMessage};
 use crate::identity::{fingerprint, DeviceRef};
 use crate::key_packages::parse_key_package;
+use crate::provider::EngineProvider;
 use crate::trust::KeyChange;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
@@ -245,6 +247,50 @@ impl Engine {
         Ok((out, changes))
     }
 
+    /// Runs `f` on the MLS group `group_id` with the provider and this device's signer
+    /// (borrowed apart from the rest of the engine).
+    pub(crate) fn with_group_and_signer<T>(
+        &mut self,
+        group_id: &str,
+        f: impl FnOnce(&mut MlsGroup, &EngineProvider, &SignatureKeyPair) -> Result<T>,
+    ) -> Result<T> {
+        let Self {
+            groups,
+            provider,
+            identity,
+            ..
+        } = self;
+        let entry = groups
+            .get_mut(group_id.as_bytes())
+            .ok_or(MlsError::UnknownGroup)?;
+        f(&mut entry.mls, provider, &identity.signer)
+    }
+
+    /// Builds the commit whose proposals `propose` puts in the group's commit builder (stored
+    /// PSKs loaded, ratchet tree in the Welcome, every queued proposal accepted), stages it
+    /// as the pending commit and returns its bundle (see [`Engine::finish_commit`]).
+    pub(crate) fn stage_commit<F>(
+        &mut self,
+        group_id: &str,
+        key_changes: Vec<KeyChange>,
+        propose: F,
+    ) -> Result<CommitBundle>
+    where
+        F: for<'g> FnOnce(&'g mut MlsGroup) -> Result<CommitBuilder<'g, Initial>>,
+    {
+        let bundle = self.with_group_and_signer(group_id, |group, provider, signer| {
+            propose(group)?
+                .load_psks(provider.storage())
+                .map_err(mls)?
+                .use_ratchet_tree_extension(true)
+                .build(provider.rand(), provider.crypto(), signer, |_| true)
+                .map_err(mls)?
+                .stage_commit(provider)
+                .map_err(mls)
+        })?;
+        self.finish_commit(group_id, bundle, key_changes)
+    }
+
     /// Turns the group's freshly staged pending commit into a bundle and remembers it.
     pub(crate) fn finish_commit(
         &mut self,
@@ -292,29 +338,9 @@ impl Engine {
     ) -> Result<CommitBundle> {
         self.ensure_no_pending(group_id)?;
         let (kps, changes) = self.checked_key_packages(key_packages, validator)?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let bundle = entry
-            .mls
-            .commit_builder()
-            .propose_adds(kps)
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .use_ratchet_tree_extension(true)
-            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
-                true
-            })
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        self.finish_commit(group_id, bundle, changes)
+        self.stage_commit(group_id, changes, |group| {
+            Ok(group.commit_builder().propose_adds(kps))
+        })
     }
 
     fn leaf_of(&self, group_id: &str, device: &DeviceRef) -> Result<LeafNodeIndex> {
@@ -338,29 +364,9 @@ impl Engine {
             .iter()
             .map(|d| self.leaf_of(group_id, d))
             .collect::<Result<Vec<_>>>()?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let bundle = entry
-            .mls
-            .commit_builder()
-            .propose_removals(leaves)
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .use_ratchet_tree_extension(true)
-            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
-                true
-            })
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        self.finish_commit(group_id, bundle, Vec::new())
+        self.stage_commit(group_id, Vec::new(), |group| {
+            Ok(group.commit_builder().propose_removals(leaves))
+        })
     }
 
     /// Commits a fresh leaf (new HPKE keys, update path) for post-compromise security; also
@@ -376,49 +382,21 @@ impl Engine {
 
     fn commit_with(&mut self, group_id: &str, force_update: bool) -> Result<CommitBundle> {
         self.ensure_no_pending(group_id)?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let bundle = entry
-            .mls
-            .commit_builder()
-            .consume_proposal_store(true)
-            .force_self_update(force_update)
-            .leaf_node_parameters(LeafNodeParameters::default())
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .use_ratchet_tree_extension(true)
-            .build(provider.rand(), provider.crypto(), &identity.signer, |_| {
-                true
-            })
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        self.finish_commit(group_id, bundle, Vec::new())
+        self.stage_commit(group_id, Vec::new(), |group| {
+            Ok(group
+                .commit_builder()
+                .consume_proposal_store(true)
+                .force_self_update(force_update)
+                .leaf_node_parameters(LeafNodeParameters::default()))
+        })
     }
 
     /// Proposes removing this device; another member must commit it. Returns the proposal.
     pub fn leave_group(&mut self, group_id: &str) -> Result<Vec<u8>> {
         self.ensure_no_pending(group_id)?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let msg = entry
-            .mls
-            .leave_group(provider, &identity.signer)
-            .map_err(mls)?;
+        let msg = self.with_group_and_signer(group_id, |group, provider, signer| {
+            group.leave_group(provider, signer).map_err(mls)
+        })?;
         to_bytes(&msg)
     }
 
@@ -435,19 +413,9 @@ impl Engine {
             .into_iter()
             .next()
             .ok_or_else(|| MlsError::Mls("no key package".into()))?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let (msg, _) = entry
-            .mls
-            .propose_add_member(provider, &identity.signer, &kp)
-            .map_err(mls)?;
+        let (msg, _) = self.with_group_and_signer(group_id, |group, provider, signer| {
+            group.propose_add_member(provider, signer, &kp).map_err(mls)
+        })?;
         to_bytes(&msg)
     }
 
@@ -455,38 +423,22 @@ impl Engine {
     pub fn propose_remove(&mut self, group_id: &str, device: &DeviceRef) -> Result<Vec<u8>> {
         self.ensure_no_pending(group_id)?;
         let leaf = self.leaf_of(group_id, device)?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let (msg, _) = entry
-            .mls
-            .propose_remove_member(provider, &identity.signer, leaf)
-            .map_err(mls)?;
+        let (msg, _) = self.with_group_and_signer(group_id, |group, provider, signer| {
+            group
+                .propose_remove_member(provider, signer, leaf)
+                .map_err(mls)
+        })?;
         to_bytes(&msg)
     }
 
     /// Standalone proposal to update this device's leaf.
     pub fn propose_update(&mut self, group_id: &str) -> Result<Vec<u8>> {
         self.ensure_no_pending(group_id)?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let (msg, _) = entry
-            .mls
-            .propose_self_update(provider, &identity.signer, LeafNodeParameters::default())
-            .map_err(mls)?;
+        let (msg, _) = self.with_group_and_signer(group_id, |group, provider, signer| {
+            group
+                .propose_self_update(provider, signer, LeafNodeParameters::default())
+                .map_err(mls)
+        })?;
         to_bytes(&msg)
     }
 
@@ -499,8 +451,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The hub accepted the pending commit: merge it. Its echo from the hub is then ignored.
-    pub fn confirm_pending_commit(&mut self, group_id: &str) -> Result<Event> {
+    /// The group's entry, which must have a pending commit, and the provider beside it.
+    fn entry_with_pending_commit(
+        &mut self,
+        group_id: &str,
+    ) -> Result<(&mut GroupEntry, &EngineProvider)> {
         let Self {
             groups, provider, ..
         } = self;
@@ -510,6 +465,12 @@ impl Engine {
         if entry.mls.pending_commit().is_none() {
             return Err(MlsError::NoPendingCommit);
         }
+        Ok((entry, provider))
+    }
+
+    /// The hub accepted the pending commit: merge it. Its echo from the hub is then ignored.
+    pub fn confirm_pending_commit(&mut self, group_id: &str) -> Result<Event> {
+        let (entry, provider) = self.entry_with_pending_commit(group_id)?;
         entry.mls.merge_pending_commit(provider).map_err(mls)?;
         let pending = entry.meta.pending.take();
         let event = Event::OwnCommitConfirmed {
@@ -525,15 +486,7 @@ impl Engine {
     /// The hub refused the pending commit (409 `P_STALE_EPOCH`): forget it, so the winning
     /// commit can be processed and the operation retried.
     pub fn discard_pending_commit(&mut self, group_id: &str) -> Result<()> {
-        let Self {
-            groups, provider, ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        if entry.mls.pending_commit().is_none() {
-            return Err(MlsError::NoPendingCommit);
-        }
+        let (entry, provider) = self.entry_with_pending_commit(group_id)?;
         entry
             .mls
             .clear_pending_commit(provider.storage())
@@ -565,27 +518,20 @@ impl Engine {
             .rand()
             .random_array()
             .map_err(|e| MlsError::Crypto(format!("{e:?}")))?;
-        let Self {
-            groups,
-            provider,
-            identity,
-            ..
-        } = self;
-        let entry = groups
-            .get_mut(group_id.as_bytes())
-            .ok_or(MlsError::UnknownGroup)?;
-        let epoch = entry.mls.epoch().as_u64();
-        let aad = Aad {
-            epoch,
-            group_id: group_id.to_owned(),
-            msg_id: uuid_v4(random),
-            ts: now_ms,
-        };
-        entry.mls.set_aad(aad.encode()?);
-        let msg = entry
-            .mls
-            .create_message(provider, &identity.signer, plaintext)
-            .map_err(mls)?;
+        let (aad, msg) = self.with_group_and_signer(group_id, |group, provider, signer| {
+            let aad = Aad {
+                epoch: group.epoch().as_u64(),
+                group_id: group_id.to_owned(),
+                msg_id: uuid_v4(random),
+                ts: now_ms,
+            };
+            group.set_aad(aad.encode()?);
+            let msg = group
+                .create_message(provider, signer, plaintext)
+                .map_err(mls)?;
+            Ok((aad, msg))
+        })?;
+        let epoch = aad.epoch;
         Ok(OutgoingMessage {
             message: to_bytes(&msg)?,
             msg_id: aad.msg_id,

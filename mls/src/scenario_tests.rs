@@ -179,6 +179,20 @@ fn three() -> World {
     w
 }
 
+/// Alice (client 0) and Bob (client 1) in group `G`, their engines keeping `max_past_epochs`.
+fn alice_and_bob_keeping_past_epochs(max_past_epochs: usize) -> World {
+    let cfg = EngineConfig {
+        max_past_epochs,
+        ..EngineConfig::default()
+    };
+    let mut w = World::new(
+        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
+        cfg,
+    );
+    w.start(&[1]);
+    w
+}
+
 #[test]
 fn three_clients_create_add_join_and_exchange() {
     let mut w = three();
@@ -343,15 +357,7 @@ fn out_of_order_application_messages_within_tolerance_decrypt() {
 
 #[test]
 fn past_epoch_message_decrypts_within_max_past_epochs_and_not_beyond() {
-    let cfg = EngineConfig {
-        max_past_epochs: 2,
-        ..EngineConfig::default()
-    };
-    let mut w = World::new(
-        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
-        cfg,
-    );
-    w.start(&[1]);
+    let mut w = alice_and_bob_keeping_past_epochs(2);
     let early = w.send(0, b"early");
     let late = w.send(0, b"late");
     for _ in 0..2 {
@@ -629,15 +635,7 @@ fn export_import_mid_conversation_continues_every_group() {
 
 #[test]
 fn past_epoch_secrets_are_absent_from_a_later_export() {
-    let cfg = EngineConfig {
-        max_past_epochs: 1,
-        ..EngineConfig::default()
-    };
-    let mut w = World::new(
-        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
-        cfg,
-    );
-    w.start(&[1]);
+    let mut w = alice_and_bob_keeping_past_epochs(1);
     let old_msg = w.send(0, b"epoch one");
     let early = crate::state::store_entries(&w.clients[1].export_state().unwrap()).unwrap();
     for _ in 0..3 {

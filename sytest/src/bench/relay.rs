@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use parley_client_api::client::b64;
 use parley_client_api::endpoint::fill_path;
 use parley_mls::Engine;
+use parley_sytest::fake_remote::federation_config;
 
 use super::load::{self, drive, EchoWorker, Outcome, Worker};
 use super::receiver::{self, Receipt, Receiver};
@@ -334,7 +335,7 @@ async fn relay(
         }
         Topology::Federated => {
             let (pa, pb) = (server::free_port()?, server::free_port()?);
-            let fed = server::federation_toml(&[("a.example", pa), ("b.example", pb)]);
+            let fed = federation_config(&[("a.example", pa), ("b.example", pb)]);
             let a = Parley::start(
                 parley,
                 dir,

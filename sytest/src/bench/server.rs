@@ -206,15 +206,3 @@ pub fn parley_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     );
     Ok(p)
 }
-
-/// `[federation]` for two servers on loopback over plain HTTP.
-pub fn federation_toml(peers: &[(&str, u16)]) -> String {
-    let resolve: Vec<String> = peers
-        .iter()
-        .map(|(name, port)| format!("\"{name}\" = \"127.0.0.1:{port}\""))
-        .collect();
-    format!(
-        "[federation]\nallow_insecure_http = true\nmax_backoff_ms = 1000\nresolve = {{ {} }}\n",
-        resolve.join(", ")
-    )
-}

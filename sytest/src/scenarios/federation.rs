@@ -15,7 +15,7 @@ use crate::check::{expect_eq, expect_ok, send, shorten, Reply};
 use crate::device::{envelope_of, now_ms, Device};
 use crate::fake_remote::{FakeDevice, FakeRemote, Recorded, FAKE_NAME};
 use crate::fixture::{free_port, skip, Ctx, Server};
-use crate::scenarios::server_name_of;
+use crate::scenarios::{device_keys_of, server_name_of};
 
 crate::tests!("federation":
     key_document_is_self_signed_for_its_own_name,
@@ -60,6 +60,27 @@ async fn with_fake(ctx: &mut Ctx) -> anyhow::Result<(FakeRemote, Server, String)
 
 fn claim_body() -> Value {
     json!({"user_ids": ["@nobody:fake.test"]})
+}
+
+/// The `X-Parley` header with which `key` signs, as the fake remote's name, a claim of
+/// `body` for `destination`.
+fn sign_claim_as_fake(
+    key: &ServerSigningKey,
+    destination: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    parley_federation::auth::sign_request(key, FAKE_NAME, destination, "POST", CLAIM, Some(body))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// POSTs the key claim `body` to `hs` with the header `authorization`.
+async fn post_claim(hs: &Server, authorization: &str, body: &Value) -> anyhow::Result<Reply> {
+    send(
+        hs.request(Method::POST, CLAIM)
+            .header("authorization", authorization)
+            .json(body),
+    )
+    .await
 }
 
 fn unauthorized(reply: &Reply, what: &str) -> anyhow::Result<()> {
@@ -119,12 +140,7 @@ async fn malformed_authorization_is_401(mut ctx: Ctx) -> anyhow::Result<()> {
         "Bearer abc",
         "X-Parley origin=\"fake.test\",destination=\"x\",key=\"ed25519:a\",sig=\"!!!\"",
     ] {
-        let reply = send(
-            hs.request(Method::POST, CLAIM)
-                .header("authorization", header)
-                .json(&claim_body()),
-        )
-        .await?;
+        let reply = post_claim(&hs, header, &claim_body()).await?;
         unauthorized(&reply, header)?;
     }
     Ok(())
@@ -134,21 +150,8 @@ async fn request_for_another_destination_is_401(mut ctx: Ctx) -> anyhow::Result<
     let hs = ctx.server("hs1").start().await?;
     let key = ServerSigningKey::generate(KeyId::generate());
     let body = claim_body();
-    let header = parley_federation::auth::sign_request(
-        &key,
-        FAKE_NAME,
-        "elsewhere.test",
-        "POST",
-        CLAIM,
-        Some(&body),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reply = send(
-        hs.request(Method::POST, CLAIM)
-            .header("authorization", header)
-            .json(&body),
-    )
-    .await?;
+    let header = sign_claim_as_fake(&key, "elsewhere.test", &body)?;
+    let reply = post_claim(&hs, &header, &body).await?;
     unauthorized(&reply, "destination elsewhere.test")
 }
 
@@ -166,21 +169,8 @@ async fn unknown_key_id_is_401(mut ctx: Ctx) -> anyhow::Result<()> {
     let stranger = ServerSigningKey::generate(
         KeyId::new("ed25519:notpublished").map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let header = parley_federation::auth::sign_request(
-        &stranger,
-        FAKE_NAME,
-        &name,
-        "POST",
-        CLAIM,
-        Some(&body),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reply = send(
-        hs.request(Method::POST, CLAIM)
-            .header("authorization", header)
-            .json(&body),
-    )
-    .await?;
+    let header = sign_claim_as_fake(&stranger, &name, &body)?;
+    let reply = post_claim(&hs, &header, &body).await?;
     unauthorized(&reply, "unknown key id")
 }
 
@@ -189,21 +179,8 @@ async fn bad_signature_is_401(mut ctx: Ctx) -> anyhow::Result<()> {
     let body = claim_body();
     // Same key id as the fake's published key, another secret.
     let impostor = ServerSigningKey::generate(fake.key().key_id().clone());
-    let header = parley_federation::auth::sign_request(
-        &impostor,
-        FAKE_NAME,
-        &name,
-        "POST",
-        CLAIM,
-        Some(&body),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reply = send(
-        hs.request(Method::POST, CLAIM)
-            .header("authorization", header)
-            .json(&body),
-    )
-    .await?;
+    let header = sign_claim_as_fake(&impostor, &name, &body)?;
+    let reply = post_claim(&hs, &header, &body).await?;
     unauthorized(&reply, "signature by another secret")?;
     // A signature over another method/uri.
     let header = fake.sign(
@@ -212,12 +189,7 @@ async fn bad_signature_is_401(mut ctx: Ctx) -> anyhow::Result<()> {
         "/_parley/federation/v1/keys/claim?x=1",
         Some(&body),
     )?;
-    let reply = send(
-        hs.request(Method::POST, CLAIM)
-            .header("authorization", header)
-            .json(&body),
-    )
-    .await?;
+    let reply = post_claim(&hs, &header, &body).await?;
     unauthorized(&reply, "signature over another uri")
 }
 
@@ -226,12 +198,7 @@ async fn body_changed_after_signing_is_401(mut ctx: Ctx) -> anyhow::Result<()> {
     let signed = claim_body();
     let header = fake.sign(&name, "POST", CLAIM, Some(&signed))?;
     let tampered = json!({"user_ids": ["@someone-else:fake.test"]});
-    let reply = send(
-        hs.request(Method::POST, CLAIM)
-            .header("authorization", header.clone())
-            .json(&tampered),
-    )
-    .await?;
+    let reply = post_claim(&hs, &header, &tampered).await?;
     unauthorized(&reply, "tampered body")?;
     // Dropping the body is tampering too.
     let reply = send(
@@ -484,15 +451,7 @@ async fn remote_key_claim_is_answered_by_the_remote_server(mut ctx: Ctx) -> anyh
         .ok_or_else(|| anyhow::anyhow!("the fake received no keys/claim"))?;
     signed_by(claim, &name)?;
     // Device lists go through the remote too.
-    let devices = expect_ok(
-        alice.client.user_devices(&user).await,
-        "remote user devices",
-    )?;
-    let keys: Vec<(String, String)> = devices
-        .devices
-        .into_iter()
-        .map(|d| (d.device_id, d.signature_key))
-        .collect();
+    let keys = device_keys_of(&alice.client, &user, "remote user devices").await?;
     expect_eq(
         &keys,
         &vec![("FAKEDEV".to_owned(), b64(&engine.signature_public_key()))],

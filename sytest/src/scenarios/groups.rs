@@ -3,7 +3,7 @@
 //! Every client here is a real `parley-mls` device.
 
 use parley_client_api::groups::DeviceRef as WireDevice;
-use parley_mls::Event;
+use parley_mls::{CommitBundle, Event};
 
 use crate::check::{expect_eq, expect_error, expect_ok};
 use crate::device::{bundle_request, Device};
@@ -51,6 +51,57 @@ async fn group_of_two(alice: &mut Device, bob: &mut Device) -> anyhow::Result<St
         "bob did not join {group} (no Welcome delivered)"
     );
     Ok(group)
+}
+
+/// `hs1` started, with Alice and Bob registered on it in a group of two (see [`group_of_two`]).
+async fn alice_and_bob_in_a_group(
+    ctx: &mut Ctx,
+) -> anyhow::Result<(Server, Device, Device, String)> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(ctx, &hs).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    Ok((hs, alice, bob, group))
+}
+
+/// `from` sends `text` to `group`; after syncing, it is the only text `to` has received there.
+async fn expect_only_text_delivered(
+    from: &mut Device,
+    to: &mut Device,
+    group: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    from.send_text(group, text).await?;
+    to.sync_all().await?;
+    expect_eq(
+        &to.texts(group),
+        &vec![text.to_owned()],
+        "the recipient's texts",
+    )
+}
+
+/// Checks that `by` sending the application `message` (as `txn_id`) to `group`, then the
+/// commit `update`, is refused both times with `(status, errcode)`.
+async fn expect_message_and_commit_refused(
+    by: &Device,
+    group: &str,
+    txn_id: &str,
+    message: &[u8],
+    update: &CommitBundle,
+    (status, errcode): (u16, &str),
+) -> anyhow::Result<()> {
+    expect_error(
+        by.client.send(group, txn_id, message).await,
+        status,
+        errcode,
+    )
+    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
+    expect_error(
+        by.client.commit(group, &bundle_request(update)).await,
+        status,
+        errcode,
+    )
+    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
+    Ok(())
 }
 
 async fn members_of(d: &Device, group: &str) -> anyhow::Result<Option<(u64, Vec<WireDevice>)>> {
@@ -124,20 +175,12 @@ async fn invited_local_member_gets_the_welcome_not_the_commit_and_joins(
         &Some((1, expected)),
         "bob's GET /groups entry",
     )?;
-    alice.send_text(&group, "hello bob").await?;
-    bob.sync_all().await?;
-    expect_eq(
-        &bob.texts(&group),
-        &vec!["hello bob".to_owned()],
-        "bob's texts",
-    )?;
+    expect_only_text_delivered(&mut alice, &mut bob, &group, "hello bob").await?;
     Ok(())
 }
 
 async fn removed_member_learns_it_and_can_no_longer_send(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let (_, stale) = bob.encrypt(&group, "from the past")?;
     let r = alice.remove(&group, &[bob.me()]).await?;
     expect_eq(&r.epoch, &2, "epoch after the removal")?;
@@ -174,9 +217,7 @@ async fn removed_member_learns_it_and_can_no_longer_send(mut ctx: Ctx) -> anyhow
 }
 
 async fn leave_is_a_proposal_committed_by_reference(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let proposal = bob
         .engine
         .leave_group(&group)
@@ -220,9 +261,7 @@ async fn leave_is_a_proposal_committed_by_reference(mut ctx: Ctx) -> anyhow::Res
 }
 
 async fn self_update_advances_the_epoch_for_everyone(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let r = bob.self_update(&group).await?;
     expect_eq(
         &(r.epoch, r.seq),
@@ -249,20 +288,12 @@ async fn self_update_advances_the_epoch_for_everyone(mut ctx: Ctx) -> anyhow::Re
         &Some(2),
         "GET /groups epoch",
     )?;
-    alice.send_text(&group, "new epoch").await?;
-    bob.sync_all().await?;
-    expect_eq(
-        &bob.texts(&group),
-        &vec!["new epoch".to_owned()],
-        "bob's texts",
-    )?;
+    expect_only_text_delivered(&mut alice, &mut bob, &group, "new epoch").await?;
     Ok(())
 }
 
 async fn stale_commit_is_409_with_the_current_epoch(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let stale = bob
         .engine
         .self_update(&group)
@@ -288,51 +319,24 @@ async fn non_member_cannot_send_403_not_member(mut ctx: Ctx) -> anyhow::Result<(
     let mallory = Device::register(&hs, &ctx.user("mallory")).await?;
     let group = group_of_two(&mut alice, &mut bob).await?;
     let (_, message) = bob.encrypt(&group, "bob's words")?;
-    expect_error(
-        mallory.client.send(&group, "m-1", &message).await,
-        403,
-        "P_NOT_MEMBER",
-    )
-    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
     let update = alice
         .engine
         .self_update(&group)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    expect_error(
-        mallory
-            .client
-            .commit(&group, &bundle_request(&update))
-            .await,
-        403,
-        "P_NOT_MEMBER",
-    )
-    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
-    Ok(())
+    let refused = (403, "P_NOT_MEMBER");
+    expect_message_and_commit_refused(&mallory, &group, "m-1", &message, &update, refused).await
 }
 
 async fn message_for_another_group_is_400_invalid_message(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, _bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let other = alice.create_group().await?;
     let (_, message) = alice.encrypt(&group, "for the first group")?;
-    expect_error(
-        alice.client.send(&other, "x-1", &message).await,
-        400,
-        "P_INVALID_MESSAGE",
-    )
-    .map_err(|e| anyhow::anyhow!("application message: {e}"))?;
     let update = alice
         .engine
         .self_update(&group)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    expect_error(
-        alice.client.commit(&other, &bundle_request(&update)).await,
-        400,
-        "P_INVALID_MESSAGE",
-    )
-    .map_err(|e| anyhow::anyhow!("commit: {e}"))?;
-    Ok(())
+    let refused = (400, "P_INVALID_MESSAGE");
+    expect_message_and_commit_refused(&alice, &other, "x-1", &message, &update, refused).await
 }
 
 async fn declared_adds_that_disagree_with_the_commit_are_400(mut ctx: Ctx) -> anyhow::Result<()> {
@@ -436,9 +440,7 @@ async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Resu
 }
 
 async fn txn_id_reuse_returns_the_first_seq_and_delivers_once(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
-    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_hs, mut alice, mut bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
     let (_, first) = alice.encrypt(&group, "once")?;
     let (_, second) = alice.encrypt(&group, "a different body")?;
     let s1 = expect_ok(alice.client.send(&group, "txn-1", &first).await, "send")?;

@@ -2,7 +2,7 @@
 //! size limits, the error body.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::check::{expect_ok, send};
 use crate::fixture::{Ctx, Server};
@@ -150,16 +150,11 @@ async fn body_without_json_content_type_is_400_not_json(mut ctx: Ctx) -> anyhow:
     Ok(())
 }
 
-async fn body_missing_a_field_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()> {
-    let hs = ctx.server("hs1").start().await?;
-    let user = ctx.user("missing");
-    for body in [
-        json!({"username": user}),
-        json!({"password": PASSWORD}),
-        json!({}),
-    ] {
+/// Checks that each of `bodies`, sent as JSON to register and to login, is 400 `P_BAD_JSON`.
+async fn expect_bad_json(hs: &Server, bodies: &[Value]) -> anyhow::Result<()> {
+    for body in bodies {
         check_body(
-            &hs,
+            hs,
             Some("application/json"),
             &body.to_string(),
             400,
@@ -170,24 +165,32 @@ async fn body_missing_a_field_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()
     Ok(())
 }
 
+async fn body_missing_a_field_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let user = ctx.user("missing");
+    expect_bad_json(
+        &hs,
+        &[
+            json!({"username": user}),
+            json!({"password": PASSWORD}),
+            json!({}),
+        ],
+    )
+    .await
+}
+
 async fn body_with_a_mistyped_field_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx.server("hs1").start().await?;
     let user = ctx.user("typed");
-    for body in [
-        json!({"username": 5, "password": PASSWORD}),
-        json!({"username": user, "password": ["x"]}),
-        json!({"username": user, "password": PASSWORD, "device_name": 12}),
-    ] {
-        check_body(
-            &hs,
-            Some("application/json"),
-            &body.to_string(),
-            400,
-            "P_BAD_JSON",
-        )
-        .await?;
-    }
-    Ok(())
+    expect_bad_json(
+        &hs,
+        &[
+            json!({"username": 5, "password": PASSWORD}),
+            json!({"username": user, "password": ["x"]}),
+            json!({"username": user, "password": PASSWORD, "device_name": 12}),
+        ],
+    )
+    .await
 }
 
 async fn body_that_is_an_array_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()> {

@@ -4,12 +4,13 @@
 
 use parley_client_api::client::{b64, unb64};
 use parley_client_api::keys::UploadKeysRequest;
+use parley_client_api::ClientError;
 use parley_mls::{Engine, EngineConfig};
 
 use crate::check::{expect_eq, expect_error, expect_ok};
 use crate::device::Device;
 use crate::fixture::{free_port, Ctx};
-use crate::scenarios::{server_name_of, PASSWORD};
+use crate::scenarios::{device_keys_of, server_name_of, PASSWORD};
 
 crate::tests!("keys":
     binding_the_same_key_again_is_ok_and_another_is_409,
@@ -26,6 +27,17 @@ crate::tests!("keys":
     counts_are_reported_by_keys_count_and_sync,
     deleted_device_packages_are_not_handed_out,
 );
+
+/// Checks that an upload was refused as 400 `P_INVALID_KEY_PACKAGE` naming package `index`
+/// (`what` says which package that is).
+fn expect_invalid_key_package_at<T: std::fmt::Debug>(
+    upload: Result<T, ClientError>,
+    index: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let body = expect_error(upload, 400, "P_INVALID_KEY_PACKAGE")?;
+    expect_eq(&body.extra_u64("index"), &Some(index), what)
+}
 
 fn engine(user_id: &str, device_id: &str) -> anyhow::Result<Engine> {
     Engine::new(user_id, device_id, EngineConfig::default())
@@ -48,12 +60,7 @@ async fn binding_the_same_key_again_is_ok_and_another_is_409(mut ctx: Ctx) -> an
         409,
         "P_SIGNATURE_KEY_MISMATCH",
     )?;
-    let listed = expect_ok(c.user_devices(&s.user_id).await, "GET /users/{id}/devices")?;
-    let keys: Vec<(String, String)> = listed
-        .devices
-        .into_iter()
-        .map(|d| (d.device_id, d.signature_key))
-        .collect();
+    let keys = device_keys_of(&c, &s.user_id, "GET /users/{id}/devices").await?;
     expect_eq(
         &keys,
         &vec![(s.device_id.clone(), b64(&key))],
@@ -127,14 +134,9 @@ async fn invalid_package_is_refused_by_index_and_nothing_is_stored(
         .engine
         .generate_last_resort_key_package()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let body = expect_error(
+    expect_invalid_key_package_at(
         bob.client.upload_keys(&kps, Some(&lr)).await,
-        400,
-        "P_INVALID_KEY_PACKAGE",
-    )?;
-    expect_eq(
-        &body.extra_u64("index"),
-        &Some(1),
+        1,
         "index of the bad package",
     )?;
     let count = expect_ok(bob.client.key_count().await, "key count")?;
@@ -148,16 +150,11 @@ async fn invalid_package_is_refused_by_index_and_nothing_is_stored(
         key_packages: vec![b64(&kps[0]), "%%%".into()],
         last_resort: None,
     };
-    let body = expect_error(
+    expect_invalid_key_package_at(
         bob.client
             .call::<parley_client_api::keys::UploadKeys>(&[], &raw)
             .await,
-        400,
-        "P_INVALID_KEY_PACKAGE",
-    )?;
-    expect_eq(
-        &body.extra_u64("index"),
-        &Some(1),
+        1,
         "index of the bad base64",
     )?;
     let count = expect_ok(bob.client.key_count().await, "key count")?;
@@ -173,12 +170,11 @@ async fn package_of_another_device_is_refused(mut ctx: Ctx) -> anyhow::Result<()
         .engine
         .generate_key_packages(1)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let body = expect_error(
+    expect_invalid_key_package_at(
         bob.client.upload_keys(&[mine[0].clone()], None).await,
-        400,
-        "P_INVALID_KEY_PACKAGE",
+        0,
+        "index",
     )?;
-    expect_eq(&body.extra_u64("index"), &Some(0), "index")?;
     let count = expect_ok(bob.client.key_count().await, "key count")?;
     expect_eq(&count.count, &0, "bob's count")?;
     Ok(())
@@ -192,27 +188,17 @@ async fn bad_last_resort_has_the_index_of_the_package_count(mut ctx: Ctx) -> any
         .generate_key_packages(3)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // An ordinary package (no last_resort extension) as the last resort.
-    let body = expect_error(
+    expect_invalid_key_package_at(
         bob.client.upload_keys(&kps[..2], Some(&kps[2])).await,
-        400,
-        "P_INVALID_KEY_PACKAGE",
-    )?;
-    expect_eq(
-        &body.extra_u64("index"),
-        &Some(2),
+        2,
         "index of an ordinary last resort",
     )?;
     // Bytes that are no package at all.
-    let body = expect_error(
+    expect_invalid_key_package_at(
         bob.client
             .upload_keys(&kps[..1], Some(b"not a package"))
             .await,
-        400,
-        "P_INVALID_KEY_PACKAGE",
-    )?;
-    expect_eq(
-        &body.extra_u64("index"),
-        &Some(1),
+        1,
         "index of a garbage last resort",
     )?;
     let count = expect_ok(bob.client.key_count().await, "key count")?;

@@ -43,6 +43,21 @@ pub async fn server_name_of(hs: &crate::fixture::Server) -> anyhow::Result<Strin
     Ok(versions.server_name)
 }
 
+/// `user`'s devices as `client` gets them from `GET /users/{id}/devices`: (device id, base64
+/// signature key) pairs, in the listed order; `what` names the request in an error.
+pub async fn device_keys_of(
+    client: &parley_client_api::client::Client,
+    user: &str,
+    what: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let listed = crate::check::expect_ok(client.user_devices(user).await, what)?;
+    Ok(listed
+        .devices
+        .into_iter()
+        .map(|d| (d.device_id, d.signature_key))
+        .collect())
+}
+
 /// Whether `group_id` is `!opaque:server` with an opaque part of 8–64 `[A-Za-z0-9_-]`.
 pub fn is_valid_group_id(group_id: &str, server: &str) -> bool {
     let Some((opaque, hub)) = group_id

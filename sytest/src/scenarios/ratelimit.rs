@@ -1,6 +1,9 @@
 //! Rate limits (`[rate_limits]`): 429 `P_LIMIT_EXCEEDED` with `retry_after_ms`, and recovery.
 
+use std::fmt::Debug;
 use std::time::Duration;
+
+use parley_client_api::ClientError;
 
 use crate::check::{expect_error, expect_ok};
 use crate::fixture::Ctx;
@@ -11,6 +14,20 @@ crate::tests!("ratelimit":
     register_over_the_limit_is_429_with_retry_after_ms,
     rate_limited_client_succeeds_after_retry_after_ms,
 );
+
+/// Checks that `result` is 429 `P_LIMIT_EXCEEDED` with an integer `retry_after_ms` over a
+/// second.
+fn expect_limited_for_over_a_second<T: Debug>(
+    result: Result<T, ClientError>,
+) -> anyhow::Result<()> {
+    let body = expect_error(result, 429, "P_LIMIT_EXCEEDED")?;
+    let retry = body.extra_u64("retry_after_ms");
+    anyhow::ensure!(
+        retry.is_some_and(|ms| ms > 1000),
+        "retry_after_ms is {retry:?}, expected an integer > 1000"
+    );
+    Ok(())
+}
 
 async fn login_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
@@ -29,18 +46,8 @@ async fn login_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow
         )
         .map_err(|e| anyhow::anyhow!("attempt {attempt} of the burst: {e}"))?;
     }
-    let body = expect_error(
-        hs.client().login(&name, PASSWORD, None).await,
-        429,
-        "P_LIMIT_EXCEEDED",
-    )?;
-    let retry = body.extra_u64("retry_after_ms");
     // One token per 100 s: the wait is far more than a second.
-    anyhow::ensure!(
-        retry.is_some_and(|ms| ms > 1000),
-        "retry_after_ms is {retry:?}, expected an integer > 1000"
-    );
-    Ok(())
+    expect_limited_for_over_a_second(hs.client().login(&name, PASSWORD, None).await)
 }
 
 async fn register_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {
@@ -55,17 +62,7 @@ async fn register_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> any
             &format!("registration {attempt} of the burst"),
         )?;
     }
-    let body = expect_error(
-        hs.client().register(&ctx.user("rr"), PASSWORD).await,
-        429,
-        "P_LIMIT_EXCEEDED",
-    )?;
-    let retry = body.extra_u64("retry_after_ms");
-    anyhow::ensure!(
-        retry.is_some_and(|ms| ms > 1000),
-        "retry_after_ms is {retry:?}, expected an integer > 1000"
-    );
-    Ok(())
+    expect_limited_for_over_a_second(hs.client().register(&ctx.user("rr"), PASSWORD).await)
 }
 
 async fn rate_limited_client_succeeds_after_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {

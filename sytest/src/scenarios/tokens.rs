@@ -4,7 +4,7 @@
 use reqwest::Method;
 
 use crate::check::{expect_error, expect_ok, send};
-use crate::fixture::Ctx;
+use crate::fixture::{Ctx, Server};
 use crate::scenarios::{paths, PASSWORD};
 
 crate::tests!("tokens":
@@ -28,16 +28,29 @@ const AUTHED: [(Method, &str); 3] = [
     (Method::POST, paths::LOGOUT),
 ];
 
+/// `method path` bearing `token`, if any; a POST carries an empty JSON object.
+fn authed_request(
+    hs: &Server,
+    method: &Method,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut request = hs.request(method.clone(), path);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if *method == Method::POST {
+        request = request.json(&serde_json::json!({}));
+    }
+    request
+}
+
 async fn missing_token_is_401_missing_token(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx.server("hs1").start().await?;
     let mut endpoints = AUTHED.to_vec();
     endpoints.push((Method::DELETE, "/_parley/client/v1/devices/ABCDEFGHIJ"));
     for (method, path) in endpoints {
-        let mut request = hs.request(method.clone(), path);
-        if method == Method::POST {
-            request = request.json(&serde_json::json!({}));
-        }
-        send(request)
+        send(authed_request(&hs, &method, path, None))
             .await?
             .expect_error(401, "P_MISSING_TOKEN")
             .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
@@ -54,11 +67,7 @@ async fn garbage_token_is_401_unknown_token(mut ctx: Ctx) -> anyhow::Result<()> 
         "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJAeDpoczEudGVzdCJ9.",
     ] {
         for (method, path) in AUTHED {
-            let mut request = hs.request(method.clone(), path).bearer_auth(token);
-            if method == Method::POST {
-                request = request.json(&serde_json::json!({}));
-            }
-            send(request)
+            send(authed_request(&hs, &method, path, Some(token)))
                 .await?
                 .expect_error(401, "P_UNKNOWN_TOKEN")
                 .map_err(|e| anyhow::anyhow!("{method} {path} with {token:?}: {e}"))?;

@@ -385,3 +385,120 @@ async fn a_group_spans_three_servers_through_adds_and_removes() {
     assert_eq!(carol.texts(&group), Vec::<String>::new());
     assert_eq!(bob.texts(&group), ["hello from c", "only a and b now"]);
 }
+
+/// Deletes the queued group messages for `destination` from a stopped server's outbox, as if
+/// they had been lost; returns how many.
+async fn lose_queued_messages(server: &TestServer, destination: &str) -> usize {
+    let store = parley_schema::Store::connect(&server.database, &Default::default())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .outbox_batch(destination, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "message")
+        .map(|r| r.id)
+        .collect();
+    store.delete_outbox(&ids).await.unwrap();
+    store.close();
+    ids.len()
+}
+
+/// Alice on the hub a.example, bob on b.example, both in one group, one message delivered.
+async fn group_across_pair(db: Db) -> (TestServer, TestServer, Device, Device, String, u16) {
+    let (pa, pb) = (free_port(), free_port());
+    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
+    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
+    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    know_users(&["@alice:a.example", "@bob:b.example"]);
+    let mut alice = Device::register(&a, "alice").await;
+    let mut bob = Device::register(&b, "bob").await;
+    let group = alice.create_group().await;
+    alice.add(&group, &["@bob:b.example"]).await.unwrap();
+    sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+    alice.send_text(&group, "m0").await;
+    sync_until(&mut bob, |d| d.texts(&group) == ["m0"]).await;
+    (a, b, alice, bob, group, pa)
+}
+
+/// Alice sends m1..m3, commits a self-update, sends m4..m6: seven messages, one a commit, so
+/// a device that saw them out of order could not even decrypt them.
+async fn send_gap_messages(alice: &mut Device, group: &str) {
+    for i in 1..=3 {
+        alice.send_text(group, &format!("m{i}")).await;
+    }
+    alice.self_update(group).await.unwrap();
+    for i in 4..=6 {
+        alice.send_text(group, &format!("m{i}")).await;
+    }
+}
+
+on_both_backends!(
+    member_server_fills_a_gap_when_a_later_message_arrives_and_delivers_all_in_order_once,
+    |db: Db| async move {
+        let (mut a, b, mut alice, mut bob, group, pa) = group_across_pair(db).await;
+        // The hub cannot reach b.example for a while (b stays up, so no start-up catch-up).
+        let dead = free_port();
+        let cut = federation_toml(&[("a.example", pa), ("b.example", dead)]);
+        let good = federation_toml(&[
+            ("a.example", pa),
+            (
+                "b.example",
+                b.base_url.rsplit(':').next().unwrap().parse().unwrap(),
+            ),
+        ]);
+        assert!(a.stop());
+        a.set_extra_toml(&cut);
+        a.start_again();
+        send_gap_messages(&mut alice, &group).await;
+        // The hub's queue for b.example is lost.
+        assert!(a.stop());
+        assert_eq!(lose_queued_messages(&a, "b.example").await, 7);
+        a.set_extra_toml(&good);
+        a.start_again();
+        bob.sync(300).await;
+        assert_eq!(
+            bob.texts(&group),
+            ["m0"],
+            "nothing may arrive before the gap is noticed"
+        );
+
+        // One more message reveals the gap: b.example fetches seqs it missed from the hub.
+        alice.send_text(&group, "m7").await;
+        let expected: Vec<String> = (0..=7).map(|i| format!("m{i}")).collect();
+        sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
+        assert_eq!(bob.texts(&group), expected);
+        assert_eq!(
+            bob.engine.epoch(&group).unwrap(),
+            alice.engine.epoch(&group).unwrap()
+        );
+        // Exactly once: a fresh sync from the start replays the same seqs, each once, in order.
+        let all = bob.client.sync(None, 0).await.unwrap();
+        let seqs: Vec<u64> = all.groups[&group].messages.iter().map(|m| m.seq).collect();
+        let first = seqs[0];
+        assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        bob.sync(0).await;
+        assert_eq!(bob.texts(&group), expected);
+    }
+);
+
+on_both_backends!(
+    member_server_catches_up_lost_messages_at_start_without_a_new_message,
+    |db: Db| async move {
+        let (mut a, mut b, mut alice, mut bob, group, _) = group_across_pair(db).await;
+        assert!(b.stop());
+        send_gap_messages(&mut alice, &group).await;
+        assert!(a.stop());
+        assert_eq!(lose_queued_messages(&a, "b.example").await, 7);
+        a.start_again();
+        b.start_again();
+        let expected: Vec<String> = (0..=6).map(|i| format!("m{i}")).collect();
+        sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
+        assert_eq!(bob.texts(&group), expected);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        bob.sync(0).await;
+        assert_eq!(bob.texts(&group), expected);
+    }
+);

@@ -2,7 +2,7 @@
 //! servers call — transactions from hubs, key claims and device lists for their clients, and
 //! follower submissions to groups this server is the hub of.
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::{ApiResult, Error};
+use crate::http::ApiPath as Path;
 use crate::hub::{hub_commit, hub_of, hub_send, server_of};
 use crate::state::{now_ms, AppState};
 use crate::sync::message_event;
@@ -411,14 +412,17 @@ pub const CATCH_UP_PAGE: i64 = 100;
 async fn group_messages(
     State(state): State<AppState>,
     Path(group_id): Path<String>,
-    query: crate::http::ApiQuery<MessagesQuery>,
+    uri: axum::http::Uri,
     fed: Federated,
 ) -> ApiResult<Json<Value>> {
+    // Parsed only once the request is authenticated.
+    let query: MessagesQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| Error::BadJson(format!("query string: {e}")))?;
     if hub_of(&state, &group_id)?.is_some() || state.store.group(&group_id).await?.is_none() {
         return Err(Error::NotFound("no such group at this hub".into()));
     }
     let since =
-        i64::try_from(query.0.since).map_err(|_| Error::BadJson("since is out of range".into()))?;
+        i64::try_from(query.since).map_err(|_| Error::BadJson("since is out of range".into()))?;
     let history = state.store.group_membership_history(&group_id).await?;
     let theirs: Vec<Option<i64>> = history
         .into_iter()

@@ -502,3 +502,178 @@ on_both_backends!(
         assert_eq!(bob.texts(&group), expected);
     }
 );
+
+/// Sends a request signed with `server`'s own federation key (read from its data dir).
+async fn signed_as(
+    server: &TestServer,
+    to: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (key, created) =
+        parley_federation::keys::ServerSigningKey::load_or_generate(server.data_dir()).unwrap();
+    assert!(!created);
+    let auth = parley_federation::auth::sign_request(
+        &key,
+        &server.server_name,
+        &to.server_name,
+        method,
+        path,
+        body,
+    )
+    .unwrap();
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{}{path}", to.base_url))
+        .header("authorization", auth);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn enc(s: &str) -> String {
+    s.replace('!', "%21").replace(':', "%3A")
+}
+
+on_both_backends!(
+    catch_up_and_transactions_refuse_bad_input_with_errcodes_and_serve_members_in_order,
+    |db: Db| async move {
+        let (a, b, mut alice, _bob, group, _) = group_across_pair(db).await;
+        let other = alice.create_group().await;
+        let msgs =
+            |g: &str, q: &str| format!("/_parley/federation/v1/groups/{}/messages{q}", enc(g));
+        let check = |(status, body): (u16, serde_json::Value), want: u16, errcode: &str| {
+            assert_eq!(
+                (status, body["errcode"].as_str().unwrap_or("")),
+                (want, errcode),
+                "{body}"
+            );
+        };
+        // The hub serves a member server its log in seq order (seq 1 is the add, 2 is m0).
+        let (status, body) = signed_as(&b, &a, "GET", &msgs(&group, "?since=1"), None).await;
+        assert_eq!(status, 200, "{body}");
+        let seqs: Vec<u64> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [2]);
+        check(
+            signed_as(&b, &a, "GET", &msgs(&group, "?since=abc"), None).await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs(&group, "?since=-1"), None).await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(
+                &b,
+                &a,
+                "GET",
+                &msgs(&group, "?since=18446744073709551615"),
+                None,
+            )
+            .await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs(&other, ""), None).await,
+            403,
+            "P_FORBIDDEN",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("!nope:a.example", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("!x:b.example", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("no-group", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(
+                &b,
+                &a,
+                "GET",
+                "/_parley/federation/v1/groups/%FF/messages",
+                None,
+            )
+            .await,
+            400,
+            "P_BAD_JSON",
+        );
+        // Unsigned: 401 before anything else.
+        let r = reqwest::get(format!("{}{}", a.base_url, msgs(&group, "?since=abc")))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+
+        // Bad events in a transaction are refused one by one; the rest of the batch stands.
+        let event = |id: &str, seq: serde_json::Value, message: &str, kind: &str, g: &str| {
+            serde_json::json!({"event_id": id, "type": "message", "group_id": g, "seq": seq,
+                "sender": {"user_id": "@alice:a.example", "device_id": "D"}, "kind": kind,
+                "epoch": 1, "message": message, "ts": 1})
+        };
+        let txn = serde_json::json!({"origin": "a.example", "origin_ts": 1, "events": [
+            event("zero", 0.into(), "AAAA", "application", &group),
+            event("huge", ((1u64 << 53) - 1).into(), "AAAA", "application", &group),
+            event("b64", 50.into(), "not base64!", "application", &group),
+            event("kind", 50.into(), "AAAA", "shout", &group),
+            event("hub", 50.into(), "AAAA", "application", "!x:b.example"),
+            event("nogroup", 50.into(), "AAAA", "application", "not a group"),
+            {"event_id": "shape", "type": "message"},
+            {"event_id": "type", "type": "nonsense"},
+        ]});
+        let (status, body) = signed_as(
+            &a,
+            &b,
+            "PUT",
+            "/_parley/federation/v1/send/bad1",
+            Some(&txn),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let results = &body["results"];
+        for (id, errcode) in [
+            ("zero", "P_BAD_JSON"),
+            ("b64", "P_INVALID_MESSAGE"),
+            ("kind", "P_BAD_JSON"),
+            ("hub", "P_FORBIDDEN"),
+            ("nogroup", "P_NOT_FOUND"),
+            ("shape", "P_BAD_JSON"),
+            ("type", "P_BAD_JSON"),
+        ] {
+            assert_eq!(results[id]["errcode"], errcode, "{id}: {body}");
+        }
+        // An out-of-range seq from the hub is a gap it fills from its own log: accepted.
+        assert_eq!(results["huge"], serde_json::json!({}), "{body}");
+        // A whole-batch error is 400 P_BAD_JSON; b.example still works afterwards.
+        let (status, body) = signed_as(
+            &a,
+            &b,
+            "PUT",
+            "/_parley/federation/v1/send/bad2",
+            Some(&serde_json::json!({"origin": "a.example", "origin_ts": 1, "events": "x"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (400, Some("P_BAD_JSON"))
+        );
+        alice.send_text(&group, "still fine").await;
+    }
+);

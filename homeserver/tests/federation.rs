@@ -677,3 +677,23 @@ on_both_backends!(
         alice.send_text(&group, "still fine").await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_outbox_sender_is_woken_at_once_by_a_new_message() {
+    let (_a, _b, mut alice, mut bob, group, _) = group_across_pair(Db::Sqlite).await;
+    for round in 1..=3 {
+        // Let the sender go idle (waiting for a wake-up, with a 60 s look-again timeout).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let text = format!("after idle {round}");
+        let started = std::time::Instant::now();
+        alice.send_text(&group, &text).await;
+        let response = bob.client.sync(bob.since.as_deref(), 10_000).await.unwrap();
+        let elapsed = started.elapsed();
+        bob.apply(response).await;
+        assert_eq!(bob.texts(&group).last(), Some(&text));
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "round {round}: {elapsed:?} from send to receipt"
+        );
+    }
+}

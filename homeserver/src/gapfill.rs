@@ -29,6 +29,8 @@ use crate::state::AppState;
 
 /// First retry delay of a fill that could not reach the hub.
 const MIN_RETRY_MS: u64 = 500;
+/// How long the start-up catch-up waits for one group before starting the next.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// Attempts before a fill gives up until the group's next message or the next start.
 const MAX_ATTEMPTS: u32 = 20;
 
@@ -131,13 +133,16 @@ pub async fn catch_up_all(state: AppState) {
             continue;
         };
         request_fill(&state, &hub, &group_id);
-        // One at a time: wait for this group's fill before starting the next.
-        while state
-            .gaps
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&group_id)
+        // One at a time: wait for this group's fill before starting the next, but not behind
+        // a hub that is down (its fill keeps retrying on its own).
+        let give_up = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        while tokio::time::Instant::now() < give_up
+            && state
+                .gaps
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&group_id)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

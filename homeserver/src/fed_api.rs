@@ -2,7 +2,7 @@
 //! servers call — transactions from hubs, key claims and device lists for their clients, and
 //! follower submissions to groups this server is the hub of.
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::{ApiResult, Error};
+use crate::http::ApiPath as Path;
 use crate::hub::{hub_commit, hub_of, hub_send, server_of};
 use crate::state::{now_ms, AppState};
 use crate::sync::message_event;
@@ -200,6 +201,70 @@ fn is_ours(state: &AppState, user_id: &str) -> bool {
     server_of(user_id) == state.config.server_name
 }
 
+/// A relayed message as this server stores it (400 `P_INVALID_MESSAGE` / `P_BAD_JSON` for
+/// values no hub could have produced).
+pub fn remote_message(
+    state: &AppState,
+    m: parley_federation::transactions::GroupMessage,
+) -> ApiResult<RemoteMessage> {
+    use parley_federation::transactions::{MessageKind, UserDevice};
+    let seq = i64::try_from(m.seq)
+        .ok()
+        .filter(|s| *s >= 1)
+        .ok_or_else(|| Error::BadJson("seq must be a positive integer".into()))?;
+    let epoch = i64::try_from(m.epoch)
+        .ok()
+        .filter(|e| *e < i64::MAX)
+        .ok_or_else(|| Error::BadJson("epoch is out of range".into()))?;
+    let ts = i64::try_from(m.ts).map_err(|_| Error::BadJson("ts is out of range".into()))?;
+    let message = STANDARD
+        .decode(m.message.as_bytes())
+        .map_err(|_| Error::InvalidMessage("message is not base64".into()))?;
+    let local = |list: &Option<Vec<UserDevice>>| -> Vec<(String, String)> {
+        list.iter()
+            .flatten()
+            .filter(|d| is_ours(state, &d.user_id))
+            .map(|d| (d.user_id.clone(), d.device_id.clone()))
+            .collect()
+    };
+    let wire = |list: &Option<Vec<UserDevice>>| -> ApiResult<Option<String>> {
+        list.as_ref()
+            .map(|l| {
+                let refs: Vec<DeviceRef> = l
+                    .iter()
+                    .map(|d| DeviceRef {
+                        user_id: d.user_id.clone(),
+                        device_id: d.device_id.clone(),
+                    })
+                    .collect();
+                serde_json::to_string(&refs).map_err(|e| Error::Internal(e.to_string()))
+            })
+            .transpose()
+    };
+    let kind = match m.kind {
+        MessageKind::Commit => "commit",
+        MessageKind::Proposal => "proposal",
+        MessageKind::Application => "application",
+    };
+    Ok(RemoteMessage {
+        local_adds: local(&m.adds),
+        local_removes: local(&m.removes),
+        message: GroupMessage {
+            group_id: m.group_id,
+            seq,
+            stream_pos: 0,
+            sender_user: m.sender.user_id,
+            sender_device: m.sender.device_id,
+            kind: kind.to_owned(),
+            epoch,
+            message,
+            adds: wire(&m.adds)?,
+            removes: wire(&m.removes)?,
+            ts,
+        },
+    })
+}
+
 /// Applies one event of a transaction from `origin`.
 async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> ApiResult<()> {
     match payload {
@@ -210,62 +275,9 @@ async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> A
                     "only the group's hub relays its messages".into(),
                 ));
             }
-            let message = STANDARD
-                .decode(m.message.as_bytes())
-                .map_err(|_| Error::InvalidMessage("message is not base64".into()))?;
-            let local = |list: &Option<Vec<parley_federation::transactions::UserDevice>>| -> Vec<(String, String)> {
-                list.iter()
-                    .flatten()
-                    .filter(|d| is_ours(state, &d.user_id))
-                    .map(|d| (d.user_id.clone(), d.device_id.clone()))
-                    .collect()
-            };
-            let wire = |list: &Option<Vec<parley_federation::transactions::UserDevice>>| {
-                list.as_ref().map(|l| {
-                    let refs: Vec<DeviceRef> = l
-                        .iter()
-                        .map(|d| DeviceRef {
-                            user_id: d.user_id.clone(),
-                            device_id: d.device_id.clone(),
-                        })
-                        .collect();
-                    serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into())
-                })
-            };
-            let kind = serde_json::to_value(m.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let remote = RemoteMessage {
-                message: GroupMessage {
-                    group_id: m.group_id.clone(),
-                    seq: m.seq as i64,
-                    stream_pos: 0,
-                    sender_user: m.sender.user_id.clone(),
-                    sender_device: m.sender.device_id.clone(),
-                    kind,
-                    epoch: m.epoch as i64,
-                    message,
-                    adds: wire(&m.adds),
-                    removes: wire(&m.removes),
-                    ts: m.ts as i64,
-                },
-                local_adds: local(&m.adds),
-                local_removes: local(&m.removes),
-            };
-            let removed = remote.local_removes.clone();
-            if state.store.store_remote_message(remote).await? {
-                let members = state.store.roster(&m.group_id).await?;
-                state.notifier.notify_all(
-                    members
-                        .iter()
-                        .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
-                );
-                state
-                    .notifier
-                    .notify_all(removed.iter().map(|(u, d)| (u.as_str(), d.as_str())));
-            }
-            Ok(())
+            let group_id = m.group_id.clone();
+            let remote = remote_message(state, m)?;
+            crate::gapfill::store_or_fill(state, origin, &group_id, remote).await
         }
         EventPayload::Welcome(w) => {
             if hub_of(state, &w.group_id)?.as_deref() != Some(origin) {
@@ -389,26 +401,61 @@ struct MessagesQuery {
     since: u64,
 }
 
-/// Catch-up from the hub, for servers with devices in the group.
+/// Messages per catch-up page; a shorter page means the requester has reached the end.
+pub const CATCH_UP_PAGE: i64 = 100;
+
+/// Catch-up from the hub (`GET /groups/{group_id}/messages?since=SEQ`), for servers with
+/// devices in the group: up to [`CATCH_UP_PAGE`] messages with seq > `since`, in order. A
+/// server whose devices have all left gets messages up to the commit that removed the last of
+/// them (it must deliver that commit), nothing after; a server that never had a member is
+/// refused (403).
 async fn group_messages(
     State(state): State<AppState>,
     Path(group_id): Path<String>,
-    query: crate::http::ApiQuery<MessagesQuery>,
+    uri: axum::http::Uri,
     fed: Federated,
 ) -> ApiResult<Json<Value>> {
+    // Parsed only once the request is authenticated.
+    let query: MessagesQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| Error::BadJson(format!("query string: {e}")))?;
     if hub_of(&state, &group_id)?.is_some() || state.store.group(&group_id).await?.is_none() {
         return Err(Error::NotFound("no such group at this hub".into()));
     }
-    let members = state.store.roster(&group_id).await?;
-    if !members.iter().any(|m| server_of(&m.user_id) == fed.origin) {
+    let since =
+        i64::try_from(query.since).map_err(|_| Error::BadJson("since is out of range".into()))?;
+    let history = state.store.group_membership_history(&group_id).await?;
+    let theirs: Vec<Option<i64>> = history
+        .into_iter()
+        .filter(|(user_id, _)| server_of(user_id) == fed.origin)
+        .map(|(_, left_pos)| left_pos)
+        .collect();
+    if theirs.is_empty() {
         return Err(Error::Forbidden(
             "the requesting server has no member in this group".into(),
         ));
     }
+    // No current member: the last message it may see is the commit removing its last device.
+    let until = if theirs.iter().any(Option::is_none) {
+        None
+    } else {
+        let last_left = theirs.iter().flatten().copied().max().unwrap_or(0);
+        Some(
+            state
+                .store
+                .seq_at_position(&group_id, last_left)
+                .await?
+                .unwrap_or(0),
+        )
+    };
     let messages = state
         .store
-        .group_messages_since(&group_id, query.0.since as i64, 100)
+        .group_messages_since(&group_id, since, CATCH_UP_PAGE)
         .await?;
-    let messages: Vec<_> = messages.into_iter().map(message_event).collect();
+    let messages: Vec<_> = messages
+        .into_iter()
+        .filter(|m| until.is_none_or(|u| m.seq <= u))
+        .map(message_event)
+        .collect();
+    tracing::debug!(%group_id, origin = %fed.origin, since, count = messages.len(), "catch-up served");
     Ok(Json(json!({ "group_id": group_id, "messages": messages })))
 }

@@ -252,3 +252,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|e| Error::BadJson(format!("query string: {e}")))
     }
 }
+
+/// Path parameters parsed into `T`; a parameter that does not percent-decode to UTF-8 (or
+/// has the wrong shape) is 400 `P_BAD_JSON` instead of axum's plain-text rejection.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| Error::BadJson(format!("path: {}", e.body_text())))
+    }
+}

@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod fed_api;
 mod fed_client;
+mod gapfill;
 mod http;
 mod hub;
 mod keys;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use parley_schema::{OutboxRow, Store};
+use parley_schema::{GroupMessage, OutboxRow, Store};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -21,6 +21,8 @@ use crate::sync::message_event;
 const BATCH: i64 = 100;
 /// First retry delay.
 const MIN_BACKOFF_MS: u64 = 500;
+/// Least time between two counts of a destination's queue (for the long-queue warning).
+const LEN_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Wakes and runs the per-destination senders.
 pub struct Outbox {
@@ -104,6 +106,7 @@ impl Outbox {
     async fn run(self: Arc<Self>, destination: String, sender: Arc<Sender>) {
         let notify = &sender.notify;
         let mut backoff_ms = 0u64;
+        let mut last_len_check: Option<std::time::Instant> = None;
         loop {
             let batch = match self.store.outbox_batch(&destination, BATCH).await {
                 Ok(b) => b,
@@ -118,9 +121,16 @@ impl Outbox {
                 let _ = tokio::time::timeout(Duration::from_secs(60), notify.notified()).await;
                 continue;
             }
-            if let Ok(len) = self.store.outbox_len(&destination).await {
-                if len > self.warn_len {
-                    tracing::warn!(%destination, queued = len, "federation outbox is long: the server may be down");
+            // Counting is O(queue length): do it only when a full batch says the queue may be
+            // long, and at most every LEN_CHECK_EVERY, so draining a backlog stays linear.
+            if batch.len() as i64 == BATCH
+                && last_len_check.is_none_or(|t| t.elapsed() >= LEN_CHECK_EVERY)
+            {
+                last_len_check = Some(std::time::Instant::now());
+                if let Ok(len) = self.store.outbox_len(&destination).await {
+                    if len > self.warn_len {
+                        tracing::warn!(%destination, queued = len, "federation outbox is long: the server may be down");
+                    }
                 }
             }
             match self.send_batch(&destination, &batch).await {
@@ -153,9 +163,10 @@ impl Outbox {
     }
 
     async fn send_batch(&self, destination: &str, batch: &[OutboxRow]) -> Result<(), FedError> {
+        let messages = self.batch_messages(batch).await;
         let mut events = Vec::with_capacity(batch.len());
         for row in batch {
-            if let Some(event) = self.event_of(row).await {
+            if let Some(event) = self.event_of(row, &messages) {
                 events.push(event);
             }
         }
@@ -183,12 +194,57 @@ impl Outbox {
         self.client.server_name().to_owned()
     }
 
-    async fn event_of(&self, row: &OutboxRow) -> Option<Value> {
+    /// The group messages a batch carries, read with one query per group (a batch usually
+    /// holds a run of consecutive seqs of few groups) rather than one per row.
+    async fn batch_messages(&self, batch: &[OutboxRow]) -> HashMap<(String, i64), GroupMessage> {
+        let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
+        for row in batch.iter().filter(|r| r.kind == "message") {
+            if let Some(seq) = row.seq {
+                let range = ranges.entry(row.group_id.as_str()).or_insert((seq, seq));
+                range.0 = range.0.min(seq);
+                range.1 = range.1.max(seq);
+            }
+        }
+        let mut messages = HashMap::new();
+        for (group_id, (first, last)) in ranges {
+            if last - first >= 2 * BATCH {
+                // Sparse (the destination left and rejoined the group): read row by row rather
+                // than the whole range in between.
+                for seq in batch
+                    .iter()
+                    .filter(|r| r.kind == "message" && r.group_id == group_id)
+                    .filter_map(|r| r.seq)
+                {
+                    if let Ok(Some(m)) = self.store.group_message(group_id, seq).await {
+                        messages.insert((m.group_id.clone(), m.seq), m);
+                    }
+                }
+                continue;
+            }
+            match self
+                .store
+                .group_messages_since(group_id, first - 1, last - first + 1)
+                .await
+            {
+                Ok(found) => {
+                    messages.extend(found.into_iter().map(|m| ((m.group_id.clone(), m.seq), m)))
+                }
+                Err(e) => tracing::error!(error = %e, %group_id, "cannot read queued messages"),
+            }
+        }
+        messages
+    }
+
+    fn event_of(
+        &self,
+        row: &OutboxRow,
+        messages: &HashMap<(String, i64), GroupMessage>,
+    ) -> Option<Value> {
         let event_id = format!("e{}", row.id);
         match row.kind.as_str() {
             "message" => {
                 let seq = row.seq?;
-                let message = self.store.group_message(&row.group_id, seq).await.ok()??;
+                let message = messages.get(&(row.group_id.clone(), seq))?.clone();
                 let mut event = serde_json::to_value(message_event(message)).ok()?;
                 let obj = event.as_object_mut()?;
                 obj.insert("event_id".into(), json!(event_id));

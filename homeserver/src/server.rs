@@ -99,6 +99,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let state = AppState::new(config, store.clone(), tokens, fed);
     state.outbox.resume().await;
+    if state.config.federation.enabled {
+        // Followed groups may lag behind their hubs (a restore from backup, a fill cut short
+        // by a restart): catch each up once, in the background.
+        tokio::spawn(crate::gapfill::catch_up_all(state.clone()));
+    }
     let app = router(state).into_make_service_with_connect_info::<PeerAddr>();
     match tls {
         Some(tls) => {

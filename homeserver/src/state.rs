@@ -10,6 +10,7 @@ use parley_schema::Store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fed_client::FederationClient;
+use crate::gapfill::GapFiller;
 use crate::notifier::Notifier;
 use crate::outbox::Outbox;
 use crate::ratelimit::RateLimiter;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub fed: Arc<FederationClient>,
     /// Durable delivery to other servers.
     pub outbox: Arc<Outbox>,
+    /// Running gap fills of groups whose hub is elsewhere.
+    pub gaps: Arc<GapFiller>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
     federation_limiter: Arc<RateLimiter<String>>,
 }
@@ -73,6 +76,7 @@ impl AppState {
             federation_limiter: Arc::new(RateLimiter::new(config.rate_limits.federation)),
             fed,
             outbox,
+            gaps: Arc::new(GapFiller::default()),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             config: Arc::new(config),

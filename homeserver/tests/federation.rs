@@ -385,3 +385,315 @@ async fn a_group_spans_three_servers_through_adds_and_removes() {
     assert_eq!(carol.texts(&group), Vec::<String>::new());
     assert_eq!(bob.texts(&group), ["hello from c", "only a and b now"]);
 }
+
+/// Deletes the queued group messages for `destination` from a stopped server's outbox, as if
+/// they had been lost; returns how many.
+async fn lose_queued_messages(server: &TestServer, destination: &str) -> usize {
+    let store = parley_schema::Store::connect(&server.database, &Default::default())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .outbox_batch(destination, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "message")
+        .map(|r| r.id)
+        .collect();
+    store.delete_outbox(&ids).await.unwrap();
+    store.close();
+    ids.len()
+}
+
+/// Alice on the hub a.example, bob on b.example, both in one group, one message delivered.
+async fn group_across_pair(db: Db) -> (TestServer, TestServer, Device, Device, String, u16) {
+    let (pa, pb) = (free_port(), free_port());
+    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
+    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
+    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    know_users(&["@alice:a.example", "@bob:b.example"]);
+    let mut alice = Device::register(&a, "alice").await;
+    let mut bob = Device::register(&b, "bob").await;
+    let group = alice.create_group().await;
+    alice.add(&group, &["@bob:b.example"]).await.unwrap();
+    sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
+    alice.send_text(&group, "m0").await;
+    sync_until(&mut bob, |d| d.texts(&group) == ["m0"]).await;
+    (a, b, alice, bob, group, pa)
+}
+
+/// Alice sends m1..m3, commits a self-update, sends m4..m6: seven messages, one a commit, so
+/// a device that saw them out of order could not even decrypt them.
+async fn send_gap_messages(alice: &mut Device, group: &str) {
+    for i in 1..=3 {
+        alice.send_text(group, &format!("m{i}")).await;
+    }
+    alice.self_update(group).await.unwrap();
+    for i in 4..=6 {
+        alice.send_text(group, &format!("m{i}")).await;
+    }
+}
+
+on_both_backends!(
+    member_server_fills_a_gap_when_a_later_message_arrives_and_delivers_all_in_order_once,
+    |db: Db| async move {
+        let (mut a, b, mut alice, mut bob, group, pa) = group_across_pair(db).await;
+        // The hub cannot reach b.example for a while (b stays up, so no start-up catch-up).
+        let dead = free_port();
+        let cut = federation_toml(&[("a.example", pa), ("b.example", dead)]);
+        let good = federation_toml(&[
+            ("a.example", pa),
+            (
+                "b.example",
+                b.base_url.rsplit(':').next().unwrap().parse().unwrap(),
+            ),
+        ]);
+        assert!(a.stop());
+        a.set_extra_toml(&cut);
+        a.start_again();
+        send_gap_messages(&mut alice, &group).await;
+        // The hub's queue for b.example is lost.
+        assert!(a.stop());
+        assert_eq!(lose_queued_messages(&a, "b.example").await, 7);
+        a.set_extra_toml(&good);
+        a.start_again();
+        bob.sync(300).await;
+        assert_eq!(
+            bob.texts(&group),
+            ["m0"],
+            "nothing may arrive before the gap is noticed"
+        );
+
+        // One more message reveals the gap: b.example fetches seqs it missed from the hub.
+        alice.send_text(&group, "m7").await;
+        let expected: Vec<String> = (0..=7).map(|i| format!("m{i}")).collect();
+        sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
+        assert_eq!(bob.texts(&group), expected);
+        assert_eq!(
+            bob.engine.epoch(&group).unwrap(),
+            alice.engine.epoch(&group).unwrap()
+        );
+        // Exactly once: a fresh sync from the start replays the same seqs, each once, in order.
+        let all = bob.client.sync(None, 0).await.unwrap();
+        let seqs: Vec<u64> = all.groups[&group].messages.iter().map(|m| m.seq).collect();
+        let first = seqs[0];
+        assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        bob.sync(0).await;
+        assert_eq!(bob.texts(&group), expected);
+    }
+);
+
+on_both_backends!(
+    member_server_catches_up_lost_messages_at_start_without_a_new_message,
+    |db: Db| async move {
+        let (mut a, mut b, mut alice, mut bob, group, _) = group_across_pair(db).await;
+        assert!(b.stop());
+        send_gap_messages(&mut alice, &group).await;
+        assert!(a.stop());
+        assert_eq!(lose_queued_messages(&a, "b.example").await, 7);
+        a.start_again();
+        b.start_again();
+        let expected: Vec<String> = (0..=6).map(|i| format!("m{i}")).collect();
+        sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
+        assert_eq!(bob.texts(&group), expected);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        bob.sync(0).await;
+        assert_eq!(bob.texts(&group), expected);
+    }
+);
+
+/// Sends a request signed with `server`'s own federation key (read from its data dir).
+async fn signed_as(
+    server: &TestServer,
+    to: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (key, created) =
+        parley_federation::keys::ServerSigningKey::load_or_generate(server.data_dir()).unwrap();
+    assert!(!created);
+    let auth = parley_federation::auth::sign_request(
+        &key,
+        &server.server_name,
+        &to.server_name,
+        method,
+        path,
+        body,
+    )
+    .unwrap();
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{}{path}", to.base_url))
+        .header("authorization", auth);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn enc(s: &str) -> String {
+    s.replace('!', "%21").replace(':', "%3A")
+}
+
+on_both_backends!(
+    catch_up_and_transactions_refuse_bad_input_with_errcodes_and_serve_members_in_order,
+    |db: Db| async move {
+        let (a, b, mut alice, _bob, group, _) = group_across_pair(db).await;
+        let other = alice.create_group().await;
+        let msgs =
+            |g: &str, q: &str| format!("/_parley/federation/v1/groups/{}/messages{q}", enc(g));
+        let check = |(status, body): (u16, serde_json::Value), want: u16, errcode: &str| {
+            assert_eq!(
+                (status, body["errcode"].as_str().unwrap_or("")),
+                (want, errcode),
+                "{body}"
+            );
+        };
+        // The hub serves a member server its log in seq order (seq 1 is the add, 2 is m0).
+        let (status, body) = signed_as(&b, &a, "GET", &msgs(&group, "?since=1"), None).await;
+        assert_eq!(status, 200, "{body}");
+        let seqs: Vec<u64> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [2]);
+        check(
+            signed_as(&b, &a, "GET", &msgs(&group, "?since=abc"), None).await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs(&group, "?since=-1"), None).await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(
+                &b,
+                &a,
+                "GET",
+                &msgs(&group, "?since=18446744073709551615"),
+                None,
+            )
+            .await,
+            400,
+            "P_BAD_JSON",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs(&other, ""), None).await,
+            403,
+            "P_FORBIDDEN",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("!nope:a.example", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("!x:b.example", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(&b, &a, "GET", &msgs("no-group", ""), None).await,
+            404,
+            "P_NOT_FOUND",
+        );
+        check(
+            signed_as(
+                &b,
+                &a,
+                "GET",
+                "/_parley/federation/v1/groups/%FF/messages",
+                None,
+            )
+            .await,
+            400,
+            "P_BAD_JSON",
+        );
+        // Unsigned: 401 before anything else.
+        let r = reqwest::get(format!("{}{}", a.base_url, msgs(&group, "?since=abc")))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+
+        // Bad events in a transaction are refused one by one; the rest of the batch stands.
+        let event = |id: &str, seq: serde_json::Value, message: &str, kind: &str, g: &str| {
+            serde_json::json!({"event_id": id, "type": "message", "group_id": g, "seq": seq,
+                "sender": {"user_id": "@alice:a.example", "device_id": "D"}, "kind": kind,
+                "epoch": 1, "message": message, "ts": 1})
+        };
+        let txn = serde_json::json!({"origin": "a.example", "origin_ts": 1, "events": [
+            event("zero", 0.into(), "AAAA", "application", &group),
+            event("huge", ((1u64 << 53) - 1).into(), "AAAA", "application", &group),
+            event("b64", 50.into(), "not base64!", "application", &group),
+            event("kind", 50.into(), "AAAA", "shout", &group),
+            event("hub", 50.into(), "AAAA", "application", "!x:b.example"),
+            event("nogroup", 50.into(), "AAAA", "application", "not a group"),
+            {"event_id": "shape", "type": "message"},
+            {"event_id": "type", "type": "nonsense"},
+        ]});
+        let (status, body) = signed_as(
+            &a,
+            &b,
+            "PUT",
+            "/_parley/federation/v1/send/bad1",
+            Some(&txn),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let results = &body["results"];
+        for (id, errcode) in [
+            ("zero", "P_BAD_JSON"),
+            ("b64", "P_INVALID_MESSAGE"),
+            ("kind", "P_BAD_JSON"),
+            ("hub", "P_FORBIDDEN"),
+            ("nogroup", "P_NOT_FOUND"),
+            ("shape", "P_BAD_JSON"),
+            ("type", "P_BAD_JSON"),
+        ] {
+            assert_eq!(results[id]["errcode"], errcode, "{id}: {body}");
+        }
+        // An out-of-range seq from the hub is a gap it fills from its own log: accepted.
+        assert_eq!(results["huge"], serde_json::json!({}), "{body}");
+        // A whole-batch error is 400 P_BAD_JSON; b.example still works afterwards.
+        let (status, body) = signed_as(
+            &a,
+            &b,
+            "PUT",
+            "/_parley/federation/v1/send/bad2",
+            Some(&serde_json::json!({"origin": "a.example", "origin_ts": 1, "events": "x"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (400, Some("P_BAD_JSON"))
+        );
+        alice.send_text(&group, "still fine").await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_outbox_sender_is_woken_at_once_by_a_new_message() {
+    let (_a, _b, mut alice, mut bob, group, _) = group_across_pair(Db::Sqlite).await;
+    for round in 1..=3 {
+        // Let the sender go idle (waiting for a wake-up, with a 60 s look-again timeout).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let text = format!("after idle {round}");
+        let started = std::time::Instant::now();
+        alice.send_text(&group, &text).await;
+        let response = bob.client.sync(bob.since.as_deref(), 10_000).await.unwrap();
+        let elapsed = started.elapsed();
+        bob.apply(response).await;
+        assert_eq!(bob.texts(&group).last(), Some(&text));
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "round {round}: {elapsed:?} from send to receipt"
+        );
+    }
+}

@@ -34,6 +34,17 @@ pub struct RemoteMessage {
     pub local_removes: Vec<(String, String)>,
 }
 
+/// What became of a message relayed by a remote hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteStored {
+    /// Stored as the group's next message; its devices should be woken.
+    Stored,
+    /// Already stored (a replay, or a page overlapping what arrived meanwhile).
+    Duplicate,
+    /// Not stored: messages after `last_seq` are missing and must be fetched first.
+    Gap { last_seq: i64 },
+}
+
 impl Store {
     /// Servers with queued events.
     pub async fn outbox_destinations(&self) -> StoreResult<Vec<String>> {
@@ -138,51 +149,77 @@ impl Store {
         })
     }
 
-    /// Stores a message relayed by a remote hub and updates local memberships; a message
-    /// already stored (same group and seq) is ignored. Returns whether it was new.
-    pub async fn store_remote_message(&self, remote: RemoteMessage) -> StoreResult<bool> {
+    /// Stores a message relayed by a remote hub, in the group's order, and updates local
+    /// memberships. The group's `last_seq` is the last seq stored without a gap; only its
+    /// successor is stored (a compare-and-set on `last_seq`, so concurrent writers — a gap
+    /// fill and an incoming transaction, or two processes — cannot interleave out of order).
+    /// An older seq is [`RemoteStored::Duplicate`]; a later one is [`RemoteStored::Gap`] and
+    /// is not stored (the caller fetches the missing range from the hub, this one included).
+    ///
+    /// A group this server has not heard of starts at seq 1, or at a commit that adds one of
+    /// this server's devices (the hub sends a server a group's messages from the commit that
+    /// adds its first device); anything else is a gap from 0.
+    pub async fn store_remote_message(&self, remote: RemoteMessage) -> StoreResult<RemoteStored> {
         with_conn!(self, write, |conn| {
             let remote = remote.clone();
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let m = &remote.message;
-                let exists: i64 = group_messages::table
-                    .filter(group_messages::group_id.eq(&m.group_id))
-                    .filter(group_messages::seq.eq(m.seq))
-                    .count()
-                    .get_result(c)
-                    .await?;
-                if exists > 0 {
-                    return Ok(false);
+                let epoch_after = if m.kind == "commit" {
+                    m.epoch + 1
+                } else {
+                    m.epoch
+                };
+                // Compare-and-set: only the successor of the last stored seq advances it. On
+                // PostgreSQL the row lock makes a concurrent writer re-check after we commit.
+                let mut advanced = diesel::update(
+                    groups::table
+                        .find(&m.group_id)
+                        .filter(groups::last_seq.eq(m.seq - 1)),
+                )
+                .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
+                .execute(c)
+                .await?
+                    == 1;
+                if !advanced {
+                    let last: Option<i64> = groups::table
+                        .find(&m.group_id)
+                        .select(groups::last_seq)
+                        .first(c)
+                        .await
+                        .optional()?;
+                    match last {
+                        Some(last) if m.seq <= last => return Ok(RemoteStored::Duplicate),
+                        Some(last) => return Ok(RemoteStored::Gap { last_seq: last }),
+                        None => {
+                            let base =
+                                m.seq == 1 || (m.kind == "commit" && !remote.local_adds.is_empty());
+                            if !base {
+                                return Ok(RemoteStored::Gap { last_seq: 0 });
+                            }
+                            advanced = diesel::insert_into(groups::table)
+                                .values((
+                                    groups::group_id.eq(&m.group_id),
+                                    groups::epoch.eq(epoch_after),
+                                    groups::last_seq.eq(m.seq),
+                                    groups::created_ts.eq(m.ts),
+                                ))
+                                .on_conflict(groups::group_id)
+                                .do_nothing()
+                                .execute(c)
+                                .await?
+                                == 1;
+                            if !advanced {
+                                // Created concurrently: the caller retries against that row.
+                                return Ok(RemoteStored::Gap { last_seq: 0 });
+                            }
+                        }
+                    }
                 }
                 let pos: i64 = diesel::update(stream_position::table.find(1))
                     .set(stream_position::pos.eq(stream_position::pos + 1))
                     .returning(stream_position::pos)
                     .get_result(c)
                     .await?;
-                let epoch_after = if m.kind == "commit" {
-                    m.epoch + 1
-                } else {
-                    m.epoch
-                };
-                diesel::insert_into(groups::table)
-                    .values((
-                        groups::group_id.eq(&m.group_id),
-                        groups::epoch.eq(epoch_after),
-                        groups::last_seq.eq(m.seq),
-                        groups::created_ts.eq(m.ts),
-                    ))
-                    .on_conflict(groups::group_id)
-                    .do_nothing()
-                    .execute(c)
-                    .await?;
-                diesel::update(
-                    groups::table
-                        .find(&m.group_id)
-                        .filter(groups::last_seq.lt(m.seq)),
-                )
-                .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
-                .execute(c)
-                .await?;
                 diesel::insert_into(group_messages::table)
                     .values((
                         group_messages::group_id.eq(&m.group_id),
@@ -223,9 +260,55 @@ impl Store {
                         .execute(c)
                         .await?;
                 }
-                Ok(true)
+                Ok(RemoteStored::Stored)
             })
             .await
+        })
+    }
+
+    /// Groups whose hub is another server and which have a current member device of this
+    /// server, with the last seq stored for each (what a start-up catch-up asks the hub for).
+    pub async fn followed_groups(&self, our_server: &str) -> StoreResult<Vec<(String, i64)>> {
+        with_conn!(self, read, |conn| {
+            let rows: Vec<(String, i64)> = groups::table
+                .inner_join(memberships::table.on(memberships::group_id.eq(groups::group_id)))
+                .filter(memberships::left_pos.is_null())
+                .select((groups::group_id, groups::last_seq))
+                .distinct()
+                .order(groups::group_id.asc())
+                .load(conn)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .filter(|(g, _)| g.split_once(':').is_some_and(|(_, hub)| hub != our_server))
+                .collect())
+        })
+    }
+
+    /// Every membership a group has had, current and past: `(user_id, left_pos)`.
+    pub async fn group_membership_history(
+        &self,
+        group_id: &str,
+    ) -> StoreResult<Vec<(String, Option<i64>)>> {
+        with_conn!(self, read, |conn| {
+            Ok(memberships::table
+                .filter(memberships::group_id.eq(group_id))
+                .select((memberships::user_id, memberships::left_pos))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// The seq of the group message at stream position `pos`, if there is one.
+    pub async fn seq_at_position(&self, group_id: &str, pos: i64) -> StoreResult<Option<i64>> {
+        with_conn!(self, read, |conn| {
+            Ok(group_messages::table
+                .filter(group_messages::group_id.eq(group_id))
+                .filter(group_messages::stream_pos.eq(pos))
+                .select(group_messages::seq)
+                .first(conn)
+                .await
+                .optional()?)
         })
     }
 

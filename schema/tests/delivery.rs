@@ -1,8 +1,8 @@
 //! Key-package directory and hub log, against both SQLite and PostgreSQL.
 
 use parley_schema::{
-    testing, BindOutcome, CommitToApply, Member, MessageToAppend, NewDevice, NewKeyPackage,
-    Refused, Session, Store, StoreConfig, User,
+    testing, BindOutcome, CommitToApply, GroupMessage, Member, MessageToAppend, NewDevice,
+    NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, StoreConfig, User,
 };
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -408,5 +408,122 @@ async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
         assert!(!store.delete_welcome(a, "D", welcomes[0].id).await.unwrap());
         let (_, welcomes, _) = store.device_events(b, "D", 0, 10).await.unwrap();
         assert!(welcomes.is_empty());
+    }
+}
+
+fn relayed(group_id: &str, seq: i64, kind: &str, local_adds: &[(&str, &str)]) -> RemoteMessage {
+    RemoteMessage {
+        message: GroupMessage {
+            group_id: group_id.into(),
+            seq,
+            stream_pos: 0,
+            sender_user: "@h:hub.example".into(),
+            sender_device: "H".into(),
+            kind: kind.into(),
+            epoch: 1,
+            message: vec![seq as u8],
+            adds: None,
+            removes: None,
+            ts: seq,
+        },
+        local_adds: local_adds
+            .iter()
+            .map(|(u, d)| (u.to_string(), d.to_string()))
+            .collect(),
+        local_removes: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_the_gap() {
+    for (store, _d) in stores().await {
+        let g = "!f:hub.example";
+        // An unknown group starts only at seq 1 or at a commit adding one of our devices.
+        assert_eq!(
+            store
+                .store_remote_message(relayed(g, 5, "application", &[]))
+                .await
+                .unwrap(),
+            RemoteStored::Gap { last_seq: 0 }
+        );
+        assert!(store.group(g).await.unwrap().is_none());
+        let base = relayed(g, 4, "commit", &[("@me:t.example", "D")]);
+        assert_eq!(
+            store.store_remote_message(base).await.unwrap(),
+            RemoteStored::Stored
+        );
+        // Ahead of a gap: not stored, and the last gap-free seq is reported.
+        assert_eq!(
+            store
+                .store_remote_message(relayed(g, 7, "application", &[]))
+                .await
+                .unwrap(),
+            RemoteStored::Gap { last_seq: 4 }
+        );
+        for seq in [5, 6, 7] {
+            assert_eq!(
+                store
+                    .store_remote_message(relayed(g, seq, "application", &[]))
+                    .await
+                    .unwrap(),
+                RemoteStored::Stored
+            );
+        }
+        assert_eq!(
+            store
+                .store_remote_message(relayed(g, 6, "application", &[]))
+                .await
+                .unwrap(),
+            RemoteStored::Duplicate
+        );
+        assert_eq!(store.group(g).await.unwrap().unwrap().last_seq, 7);
+        // The device sees them in seq order, once.
+        let (messages, _, _) = store
+            .device_events("@me:t.example", "D", 0, 100)
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [5, 6, 7]);
+        assert_eq!(
+            store.followed_groups("t.example").await.unwrap(),
+            [(g.to_owned(), 7)]
+        );
+        assert!(store
+            .followed_groups("hub.example")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
+    for (store, _d) in stores().await {
+        let g = "!cf:hub.example";
+        store
+            .store_remote_message(relayed(g, 1, "application", &[]))
+            .await
+            .unwrap();
+        // Several fills racing over the same range, each in order: every seq stored once.
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 2..=30 {
+                    s.store_remote_message(relayed(g, seq, "application", &[]))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let log = store.group_messages_since(g, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = log.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+        let mut by_pos = log.clone();
+        by_pos.sort_by_key(|m| m.stream_pos);
+        assert_eq!(by_pos, log, "stream positions follow seqs");
     }
 }

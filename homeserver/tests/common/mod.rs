@@ -156,6 +156,15 @@ impl TestServer {
         self.spawn(&addr);
     }
 
+    /// Replaces the extra TOML of the config; takes effect at the next (re)start.
+    pub fn set_extra_toml(&self, extra_toml: &str) {
+        std::fs::write(
+            &self.config_path,
+            format!("log.level = \"warn\"\n{extra_toml}\n"),
+        )
+        .expect("write config");
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -1,0 +1,272 @@
+//! Gap fill on member (follower) servers: a group's messages are stored and delivered in the
+//! hub's seq order, exactly once, even when some never arrived (a hub's outbox row lost, this
+//! server's database restored from a backup, an ACL that blocked the hub for a while).
+//!
+//! A relayed message whose seq is not the successor of the last one stored is not stored: it
+//! starts (or re-arms) a fill of that group, which pages through the hub's
+//! `GET /groups/{group_id}/messages?since=SEQ` from the last stored seq and stores every page
+//! in order — the message that revealed the gap included, since the hub has it too. Devices
+//! therefore never see a seq before the ones below it. One fill runs per group at a time; a gap
+//! noticed while it runs makes it look again when done. A fill that cannot reach the hub retries
+//! with capped exponential backoff; one the hub refuses (403/404, or a page that is not the
+//! group's gap-free log) gives up, and the next message of the group starts another. At
+//! start-up every followed group with a current member device is caught up once, which also
+//! covers a fill interrupted by a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parley_federation::transactions::{parse_event, EventPayload};
+use parley_schema::{RemoteMessage, RemoteStored};
+use serde_json::{json, Value};
+
+use crate::error::{ApiResult, Error};
+use crate::fed_api::{remote_message, CATCH_UP_PAGE};
+use crate::fed_client::FedError;
+use crate::hub::{fed_path, hub_of};
+use crate::state::AppState;
+
+/// First retry delay of a fill that could not reach the hub.
+const MIN_RETRY_MS: u64 = 500;
+/// How long the start-up catch-up waits for one group before starting the next.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// Attempts before a fill gives up until the group's next message or the next start.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// The running fills, by group id; the flag asks a running fill to look once more.
+#[derive(Default)]
+pub struct GapFiller {
+    running: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+}
+
+/// Why a fill stopped short.
+#[derive(Debug)]
+enum FillError {
+    /// Worth retrying: the hub was unreachable, or our store failed.
+    Transient(String),
+    /// Retrying will not help until something changes (refused, or a broken page).
+    Permanent(String),
+}
+
+impl From<FedError> for FillError {
+    fn from(e: FedError) -> Self {
+        match &e {
+            FedError::Refused { status, .. } if *status != 429 => {
+                FillError::Permanent(e.to_string())
+            }
+            FedError::NotAllowed(_) => FillError::Permanent(e.to_string()),
+            _ => FillError::Transient(e.to_string()),
+        }
+    }
+}
+
+impl From<parley_schema::StoreError> for FillError {
+    fn from(e: parley_schema::StoreError) -> Self {
+        FillError::Transient(e.to_string())
+    }
+}
+
+/// Stores a message relayed by `hub` if it is the group's next one and wakes its devices;
+/// otherwise starts a fill from the hub (which fetches this message too). Duplicates are
+/// ignored. Either way the event is accepted: the hub's log is the source of truth.
+pub async fn store_or_fill(
+    state: &AppState,
+    hub: &str,
+    group_id: &str,
+    remote: RemoteMessage,
+) -> ApiResult<()> {
+    let seq = remote.message.seq;
+    let removed = remote.local_removes.clone();
+    match state.store.store_remote_message(remote).await? {
+        RemoteStored::Stored => notify(state, group_id, &removed).await,
+        RemoteStored::Duplicate => Ok(()),
+        RemoteStored::Gap { last_seq } => {
+            tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
+            request_fill(state, hub, group_id);
+            Ok(())
+        }
+    }
+}
+
+/// Wakes the group's local devices (and those a commit just removed).
+async fn notify(state: &AppState, group_id: &str, removed: &[(String, String)]) -> ApiResult<()> {
+    let members = state.store.roster(group_id).await?;
+    state.notifier.notify_all(
+        members
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
+    );
+    state
+        .notifier
+        .notify_all(removed.iter().map(|(u, d)| (u.as_str(), d.as_str())));
+    Ok(())
+}
+
+/// Starts a fill of `group_id` from `hub`, or asks the running one to look again.
+pub fn request_fill(state: &AppState, hub: &str, group_id: &str) {
+    let flag = {
+        let mut running = state.gaps.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = running.get(group_id) {
+            again.store(true, std::sync::atomic::Ordering::Release);
+            return;
+        }
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        running.insert(group_id.to_owned(), flag.clone());
+        flag
+    };
+    let (state, hub, group_id) = (state.clone(), hub.to_owned(), group_id.to_owned());
+    tokio::spawn(async move { run_fill(state, hub, group_id, flag).await });
+}
+
+/// Catches up every followed group once (at start-up), one group after another.
+pub async fn catch_up_all(state: AppState) {
+    let groups = match state.store.followed_groups(&state.config.server_name).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list followed groups for catch-up");
+            return;
+        }
+    };
+    for (group_id, _) in groups {
+        let Ok(Some(hub)) = hub_of(&state, &group_id) else {
+            continue;
+        };
+        request_fill(&state, &hub, &group_id);
+        // One at a time: wait for this group's fill before starting the next, but not behind
+        // a hub that is down (its fill keeps retrying on its own).
+        let give_up = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        while tokio::time::Instant::now() < give_up
+            && state
+                .gaps
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&group_id)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn run_fill(
+    state: AppState,
+    hub: String,
+    group_id: String,
+    again: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let max_backoff = state.config.federation.max_backoff_ms.max(MIN_RETRY_MS);
+    let mut attempts = 0u32;
+    let mut backoff = 0u64;
+    loop {
+        again.store(false, std::sync::atomic::Ordering::Release);
+        match fill(&state, &hub, &group_id).await {
+            Ok(stored) => {
+                attempts = 0;
+                backoff = 0;
+                if stored > 0 {
+                    tracing::info!(%group_id, %hub, stored, "gap filled");
+                }
+            }
+            Err(FillError::Permanent(e)) => {
+                tracing::warn!(%group_id, %hub, error = %e, "gap fill refused: waiting for the group's next message");
+            }
+            Err(FillError::Transient(e)) => {
+                attempts += 1;
+                if attempts < MAX_ATTEMPTS {
+                    backoff = (backoff * 2).clamp(MIN_RETRY_MS, max_backoff);
+                    tracing::warn!(%group_id, %hub, error = %e, attempt = attempts, retry_in_ms = backoff, "gap fill failed");
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    continue;
+                }
+                tracing::error!(%group_id, %hub, error = %e, "gap fill gave up: waiting for the group's next message");
+            }
+        }
+        {
+            let mut running = state.gaps.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !again.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                running.remove(&group_id);
+                return;
+            }
+        }
+    }
+}
+
+/// Pages through the hub's log from the last stored seq until a short page; returns how many
+/// messages were stored.
+async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, FillError> {
+    let mut stored = 0usize;
+    loop {
+        let since = state
+            .store
+            .group(group_id)
+            .await?
+            .map_or(0, |g| g.last_seq.max(0));
+        let path = format!(
+            "{}?since={since}",
+            fed_path(&["groups", group_id, "messages"])
+        );
+        let answer = state
+            .fed
+            .request(reqwest::Method::GET, hub, &path, None)
+            .await?;
+        let page = answer
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or_else(|| FillError::Permanent("catch-up answer has no messages list".into()))?;
+        let full = page.len() as i64 >= CATCH_UP_PAGE;
+        let mut woken = Vec::new();
+        for raw in page {
+            let remote = page_message(state, group_id, raw).map_err(|e| {
+                FillError::Permanent(format!("catch-up page holds a bad message: {e}"))
+            })?;
+            let seq = remote.message.seq;
+            let removed = remote.local_removes.clone();
+            match state.store.store_remote_message(remote).await? {
+                RemoteStored::Stored => {
+                    stored += 1;
+                    woken.extend(removed);
+                }
+                RemoteStored::Duplicate => {}
+                RemoteStored::Gap { last_seq } => {
+                    notify(state, group_id, &woken).await.ok();
+                    return Err(FillError::Permanent(format!(
+                        "the hub's page skips from seq {last_seq} to {seq}"
+                    )));
+                }
+            }
+        }
+        // Wake devices after each page, so a long fill delivers as it goes.
+        notify(state, group_id, &woken)
+            .await
+            .map_err(|e| FillError::Transient(e.to_string()))?;
+        let now = state
+            .store
+            .group(group_id)
+            .await?
+            .map_or(0, |g| g.last_seq.max(0));
+        if !full {
+            return Ok(stored);
+        }
+        if now <= since {
+            return Err(FillError::Permanent(
+                "a full catch-up page made no progress".into(),
+            ));
+        }
+    }
+}
+
+/// One message of a catch-up page, checked as a transaction's message event would be.
+fn page_message(state: &AppState, group_id: &str, raw: &Value) -> ApiResult<RemoteMessage> {
+    let mut event = raw.clone();
+    let obj = event
+        .as_object_mut()
+        .ok_or_else(|| Error::BadJson("a message is not an object".into()))?;
+    obj.insert("event_id".into(), json!("catch-up"));
+    obj.insert("type".into(), json!("message"));
+    obj.insert("group_id".into(), json!(group_id));
+    match parse_event(&event)?.payload {
+        EventPayload::Message(m) => remote_message(state, m),
+        _ => Err(Error::BadJson("not a message".into())),
+    }
+}

@@ -552,23 +552,40 @@ pub async fn hub_send(
     txn_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendResponse> {
-    let (state, group_id, txn_id) = (state.clone(), group_id.to_owned(), txn_id.to_owned());
-    let auth = sender;
-    if !valid_txn_id(&txn_id) {
+    if !valid_txn_id(txn_id) {
         return Err(Error::BadJson(
             "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
         ));
     }
-    // A reused txn_id returns the first result, whatever the new body.
-    if let Some(seq) = state
-        .store
-        .txn_seq(&auth.user_id, &auth.device_id, &txn_id)
-        .await?
-    {
-        return Ok(SendResponse {
-            seq: seq.max(0) as u64,
-        });
+    match accept_send(state, sender, group_id, txn_id, req).await {
+        Ok(sent) => Ok(sent),
+        Err(Error::Store(e)) => Err(Error::Store(e)),
+        // A reused txn_id returns the first result, whatever the new body; so a refusal
+        // stands only for a new txn_id. (An accepted retry is recognised inside the append's
+        // own transaction, which saves a read on every send.)
+        Err(refused) => match state
+            .store
+            .txn_seq(&sender.user_id, &sender.device_id, txn_id)
+            .await?
+        {
+            Some(seq) => Ok(SendResponse {
+                seq: seq.max(0) as u64,
+            }),
+            None => Err(refused),
+        },
     }
+}
+
+/// Checks and appends a send whose txn_id may be new.
+async fn accept_send(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    txn_id: &str,
+    req: SendRequest,
+) -> ApiResult<SendResponse> {
+    let (state, group_id, txn_id) = (state.clone(), group_id.to_owned(), txn_id.to_owned());
+    let auth = sender;
     let group = group_or_404(&state, &group_id).await?;
     let message = decode("message", &req.message)?;
     if message.len() as u64 > state.config.limits.max_message_bytes {
@@ -635,10 +652,11 @@ pub async fn hub_send(
         .append_message(to_append)
         .await?
         .map_err(refusal)?;
-    state.notifier.notify_all(
+    state.notifier.notify_at(
         members
             .iter()
             .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
+        accepted.stream_pos,
     );
     for d in remote_servers(&state, &members) {
         state.outbox.wake(&d);

@@ -14,8 +14,11 @@ type DeviceKey = (String, String);
 /// Change counters of one device; a waiter compares them with the ones it last saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// New group messages or welcomes.
+    /// New group messages or welcomes, position unknown.
     pub events: u64,
+    /// Highest stream position of new events notified with their position: a waiter that has
+    /// already read up to it has nothing new to read.
+    pub events_pos: i64,
     /// The device's key-package count changed.
     pub keys: u64,
     /// A session of the device was revoked.
@@ -26,7 +29,7 @@ impl Changes {
     /// Which kinds differ from `earlier`.
     pub fn since(&self, earlier: &Changes) -> Changed {
         Changed {
-            events: self.events != earlier.events,
+            events: self.events != earlier.events || self.events_pos != earlier.events_pos,
             keys: self.keys != earlier.keys,
             sessions: self.sessions != earlier.sessions,
         }
@@ -81,6 +84,13 @@ impl Notifier {
         }
     }
 
+    /// A new event at stream position `pos` for each listed device.
+    pub fn notify_at<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>, pos: i64) {
+        for (user_id, device_id) in devices {
+            self.bump(user_id, device_id, |c| c.events_pos = c.events_pos.max(pos));
+        }
+    }
+
     /// The device's key-package count changed (upload or claim).
     pub fn notify_keys(&self, user_id: &str, device_id: &str) {
         self.bump(user_id, device_id, |c| c.keys = c.keys.wrapping_add(1));
@@ -113,6 +123,20 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_positioned_event_carries_the_highest_position() {
+        let n = Notifier::default();
+        let mut a = n.subscribe("@a:x", "D");
+        let seen = *a.borrow_and_update();
+        n.notify_at([("@a:x", "D")], 7);
+        n.notify_at([("@a:x", "D")], 5);
+        a.changed().await.unwrap();
+        let now = *a.borrow_and_update();
+        assert!(now.since(&seen).events);
+        assert_eq!(now.events_pos, 7);
+        assert_eq!(now.events, seen.events);
     }
 
     #[tokio::test]

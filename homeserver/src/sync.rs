@@ -297,7 +297,10 @@ async fn run_socket(
             changed = wake.changed() => {
                 changed?;
                 let current = *wake.borrow_and_update();
-                let changed = current.since(&seen);
+                let mut changed = current.since(&seen);
+                // Events notified with a position this socket has already read past (several
+                // sends committed together wake it once each) need no new read.
+                changed.events = current.events != seen.events || current.events_pos > pos;
                 seen = current;
                 changed
             }

@@ -9,6 +9,9 @@
 //!
 //! The queries run inline on this thread (the connection's [`Inline`] runtime), so a write
 //! costs no thread hand-off per query.
+//!
+//! WAL checkpoints (copying the log back into the database file, with its own fsync) run on a
+//! second thread with its own connection, so a checkpoint never holds up a batch of writes.
 
 use std::error::Error as StdError;
 use std::sync::mpsc;
@@ -59,14 +62,41 @@ enum Command {
 pub(crate) struct SqliteWriter {
     commands: mpsc::Sender<Command>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping it stops the checkpointer.
+    checkpointer: std::sync::Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl SqliteWriter {
     /// Starts the writer thread on `conn`; `reopen` replaces the connection if a write panics.
     pub(crate) fn start(
-        conn: SqliteConn,
+        mut conn: SqliteConn,
+        mut checkpoint_conn: diesel::SqliteConnection,
         reopen: impl Fn() -> StoreResult<SqliteConn> + Send + 'static,
     ) -> StoreResult<SqliteWriter> {
+        // Commits no longer checkpoint by themselves; the checkpointer thread does.
+        futures_executor::block_on(diesel_async::SimpleAsyncConnection::batch_execute(
+            &mut conn,
+            "PRAGMA wal_autocheckpoint = 0;",
+        ))?;
+        let (stop_checkpoints, stop_signal) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                use diesel::connection::SimpleConnection as _;
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stop_signal.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // PASSIVE: copies what no reader still needs, never blocks the writer.
+                    if let Err(e) = checkpoint_conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Pool(format!("cannot start the SQLite checkpointer: {e}")))?;
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -75,6 +105,7 @@ impl SqliteWriter {
         Ok(SqliteWriter {
             commands,
             thread: std::sync::Mutex::new(Some(thread)),
+            checkpointer: std::sync::Mutex::new(Some((stop_checkpoints, checkpointer))),
         })
     }
 
@@ -116,6 +147,14 @@ impl SqliteWriter {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        let checkpointer = match self.checkpointer.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some((stop, thread)) = checkpointer {
+            drop(stop);
             let _ = thread.join();
         }
     }
@@ -172,7 +211,15 @@ fn writer_loop(
                 "a write panicked; reopening the SQLite writer connection"
             );
             match reopen() {
-                Ok(fresh) => conn = fresh,
+                Ok(mut fresh) => {
+                    let off = "PRAGMA wal_autocheckpoint = 0;";
+                    if let Err(e) = futures_executor::block_on(
+                        diesel_async::SimpleAsyncConnection::batch_execute(&mut fresh, off),
+                    ) {
+                        tracing::warn!(error = %e, "cannot hand checkpoints to the checkpointer");
+                    }
+                    conn = fresh;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot reopen the SQLite writer; writes stop");
                     return;

@@ -167,6 +167,9 @@ async fn send_transaction(
     let txn = Transaction::from_body(fed.body.clone().unwrap_or(Value::Null))?;
     txn.validate()?;
     let mut response = TransactionResponse::default();
+    // Consecutive group messages are stored together (one write, in order); any other event
+    // first stores the run before it, so events still take effect in the order sent.
+    let mut run: Vec<(String, RemoteMessage)> = Vec::new();
     for raw in &txn.events {
         let event_id = raw
             .get("event_id")
@@ -174,14 +177,27 @@ async fn send_transaction(
             .unwrap_or_default()
             .to_owned();
         let result = match parse_event(raw) {
-            Ok(event) => match apply_event(&state, &fed.origin, event.payload).await {
-                Ok(()) => EventResult::Accepted {},
-                Err(e) => refused(&e),
+            Ok(event) => match event.payload {
+                EventPayload::Message(m) => match relayed_message(&state, &fed.origin, m) {
+                    Ok(remote) => {
+                        run.push((event_id, remote));
+                        continue;
+                    }
+                    Err(e) => refused(&e),
+                },
+                other => {
+                    store_run(&state, &fed.origin, &mut run, &mut response).await;
+                    match apply_event(&state, &fed.origin, other).await {
+                        Ok(()) => EventResult::Accepted {},
+                        Err(e) => refused(&e),
+                    }
+                }
             },
             Err(e) => EventResult::refused(&e),
         };
         response.results.insert(event_id, result);
     }
+    store_run(&state, &fed.origin, &mut run, &mut response).await;
     let answer = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
     state
         .store
@@ -265,18 +281,55 @@ pub fn remote_message(
     })
 }
 
+/// A group message relayed by `origin`, checked: only a group's hub relays its messages.
+fn relayed_message(
+    state: &AppState,
+    origin: &str,
+    m: parley_federation::transactions::GroupMessage,
+) -> ApiResult<RemoteMessage> {
+    if hub_of(state, &m.group_id)?.as_deref() != Some(origin) {
+        return Err(Error::Forbidden(
+            "only the group's hub relays its messages".into(),
+        ));
+    }
+    remote_message(state, m)
+}
+
+/// Stores a run of checked messages from one transaction and records each one's result.
+async fn store_run(
+    state: &AppState,
+    origin: &str,
+    run: &mut Vec<(String, RemoteMessage)>,
+    response: &mut TransactionResponse,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let (ids, remotes): (Vec<String>, Vec<RemoteMessage>) = std::mem::take(run).into_iter().unzip();
+    match crate::gapfill::store_all_or_fill(state, origin, remotes).await {
+        Ok(results) => {
+            for (id, result) in ids.into_iter().zip(results) {
+                let result = match result {
+                    Ok(()) => EventResult::Accepted {},
+                    Err(e) => refused(&e),
+                };
+                response.results.insert(id, result);
+            }
+        }
+        Err(e) => {
+            for id in ids {
+                response.results.insert(id, refused(&e));
+            }
+        }
+    }
+}
+
 /// Applies one event of a transaction from `origin`.
 async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> ApiResult<()> {
     match payload {
         EventPayload::Message(m) => {
-            // Only a group's hub relays its messages.
-            if hub_of(state, &m.group_id)?.as_deref() != Some(origin) {
-                return Err(Error::Forbidden(
-                    "only the group's hub relays its messages".into(),
-                ));
-            }
             let group_id = m.group_id.clone();
-            let remote = remote_message(state, m)?;
+            let remote = relayed_message(state, origin, m)?;
             crate::gapfill::store_or_fill(state, origin, &group_id, remote).await
         }
         EventPayload::Welcome(w) => {

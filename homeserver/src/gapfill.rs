@@ -89,6 +89,49 @@ pub async fn store_or_fill(
     }
 }
 
+/// [`store_or_fill`] for a run of messages from one inbound transaction: stored in one write,
+/// in order, each accepted or refused alone; each group's devices are woken once.
+pub async fn store_all_or_fill(
+    state: &AppState,
+    hub: &str,
+    remotes: Vec<RemoteMessage>,
+) -> ApiResult<Vec<ApiResult<()>>> {
+    let keys: Vec<(String, i64, Vec<(String, String)>)> = remotes
+        .iter()
+        .map(|r| {
+            let m = &r.message;
+            (m.group_id.clone(), m.seq, r.local_removes.clone())
+        })
+        .collect();
+    let results = state.store.store_remote_messages(remotes).await?;
+    let mut stored_groups = std::collections::BTreeSet::new();
+    let mut removed = Vec::new();
+    let mut answers = Vec::with_capacity(results.len());
+    for ((group_id, seq, local_removes), result) in keys.into_iter().zip(results) {
+        answers.push(match result {
+            Ok(RemoteStored::Stored) => {
+                removed.extend(local_removes);
+                stored_groups.insert(group_id);
+                Ok(())
+            }
+            Ok(RemoteStored::Duplicate) => Ok(()),
+            Ok(RemoteStored::Gap { last_seq }) => {
+                tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
+                request_fill(state, hub, &group_id);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        });
+    }
+    for group_id in &stored_groups {
+        // Stored is stored: a failed wake-up is caught by the devices' next read.
+        if let Err(e) = notify(state, group_id, &removed).await {
+            tracing::warn!(%group_id, error = %e, "cannot wake the group's devices");
+        }
+    }
+    Ok(answers)
+}
+
 /// Wakes the group's local devices (and those a commit just removed).
 async fn notify(state: &AppState, group_id: &str, removed: &[(String, String)]) -> ApiResult<()> {
     let members = state.store.roster(group_id).await?;

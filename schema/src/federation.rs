@@ -160,109 +160,126 @@ impl Store {
     /// this server's devices (the hub sends a server a group's messages from the commit that
     /// adds its first device); anything else is a gap from 0.
     pub async fn store_remote_message(&self, remote: RemoteMessage) -> StoreResult<RemoteStored> {
+        self.store_remote_messages(vec![remote])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Pool("no result for a stored message".into())))
+    }
+
+    /// [`Store::store_remote_message`] for several messages in order, in one write (one commit
+    /// for a whole inbound transaction on SQLite); each message succeeds or fails alone.
+    pub async fn store_remote_messages(
+        &self,
+        remotes: Vec<RemoteMessage>,
+    ) -> StoreResult<Vec<StoreResult<RemoteStored>>> {
         with_conn!(self, write, |conn| {
-            let remote = remote.clone();
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                let m = &remote.message;
-                let epoch_after = if m.kind == "commit" {
-                    m.epoch + 1
-                } else {
-                    m.epoch
-                };
-                // Compare-and-set: only the successor of the last stored seq advances it. On
-                // PostgreSQL the row lock makes a concurrent writer re-check after we commit.
-                let mut advanced = diesel::update(
-                    groups::table
-                        .find(&m.group_id)
-                        .filter(groups::last_seq.eq(m.seq - 1)),
-                )
-                .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
-                .execute(c)
-                .await?
-                    == 1;
-                if !advanced {
-                    let last: Option<i64> = groups::table
-                        .find(&m.group_id)
-                        .select(groups::last_seq)
-                        .first(c)
-                        .await
-                        .optional()?;
-                    match last {
-                        Some(last) if m.seq <= last => return Ok(RemoteStored::Duplicate),
-                        Some(last) => return Ok(RemoteStored::Gap { last_seq: last }),
-                        None => {
-                            let base =
-                                m.seq == 1 || (m.kind == "commit" && !remote.local_adds.is_empty());
-                            if !base {
-                                return Ok(RemoteStored::Gap { last_seq: 0 });
-                            }
-                            advanced = diesel::insert_into(groups::table)
-                                .values((
-                                    groups::group_id.eq(&m.group_id),
-                                    groups::epoch.eq(epoch_after),
-                                    groups::last_seq.eq(m.seq),
-                                    groups::created_ts.eq(m.ts),
-                                ))
-                                .on_conflict(groups::group_id)
-                                .do_nothing()
-                                .execute(c)
-                                .await?
-                                == 1;
-                            if !advanced {
-                                // Created concurrently: the caller retries against that row.
-                                return Ok(RemoteStored::Gap { last_seq: 0 });
+            let mut results = Vec::with_capacity(remotes.len());
+            for remote in remotes {
+                results.push(
+                    conn.transaction::<_, StoreError, _>(async move |c| {
+                        let m = &remote.message;
+                        let epoch_after = if m.kind == "commit" {
+                            m.epoch + 1
+                        } else {
+                            m.epoch
+                        };
+                        // Compare-and-set: only the successor of the last stored seq advances it. On
+                        // PostgreSQL the row lock makes a concurrent writer re-check after we commit.
+                        let mut advanced = diesel::update(
+                            groups::table
+                                .find(&m.group_id)
+                                .filter(groups::last_seq.eq(m.seq - 1)),
+                        )
+                        .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
+                        .execute(c)
+                        .await?
+                            == 1;
+                        if !advanced {
+                            let last: Option<i64> = groups::table
+                                .find(&m.group_id)
+                                .select(groups::last_seq)
+                                .first(c)
+                                .await
+                                .optional()?;
+                            match last {
+                                Some(last) if m.seq <= last => return Ok(RemoteStored::Duplicate),
+                                Some(last) => return Ok(RemoteStored::Gap { last_seq: last }),
+                                None => {
+                                    let base = m.seq == 1
+                                        || (m.kind == "commit" && !remote.local_adds.is_empty());
+                                    if !base {
+                                        return Ok(RemoteStored::Gap { last_seq: 0 });
+                                    }
+                                    advanced = diesel::insert_into(groups::table)
+                                        .values((
+                                            groups::group_id.eq(&m.group_id),
+                                            groups::epoch.eq(epoch_after),
+                                            groups::last_seq.eq(m.seq),
+                                            groups::created_ts.eq(m.ts),
+                                        ))
+                                        .on_conflict(groups::group_id)
+                                        .do_nothing()
+                                        .execute(c)
+                                        .await?
+                                        == 1;
+                                    if !advanced {
+                                        // Created concurrently: the caller retries against that row.
+                                        return Ok(RemoteStored::Gap { last_seq: 0 });
+                                    }
+                                }
                             }
                         }
-                    }
-                }
-                let pos: i64 = diesel::update(stream_position::table.find(1))
-                    .set(stream_position::pos.eq(stream_position::pos + 1))
-                    .returning(stream_position::pos)
-                    .get_result(c)
-                    .await?;
-                diesel::insert_into(group_messages::table)
-                    .values((
-                        group_messages::group_id.eq(&m.group_id),
-                        group_messages::seq.eq(m.seq),
-                        group_messages::stream_pos.eq(pos),
-                        group_messages::sender_user.eq(&m.sender_user),
-                        group_messages::sender_device.eq(&m.sender_device),
-                        group_messages::kind.eq(&m.kind),
-                        group_messages::epoch.eq(m.epoch),
-                        group_messages::message.eq(&m.message),
-                        group_messages::adds.eq(&m.adds),
-                        group_messages::removes.eq(&m.removes),
-                        group_messages::ts.eq(m.ts),
-                    ))
-                    .execute(c)
-                    .await?;
-                for (user_id, device_id) in &remote.local_removes {
-                    diesel::update(
-                        memberships::table
-                            .filter(memberships::group_id.eq(&m.group_id))
-                            .filter(memberships::user_id.eq(user_id))
-                            .filter(memberships::device_id.eq(device_id))
-                            .filter(memberships::left_pos.is_null()),
-                    )
-                    .set(memberships::left_pos.eq(Some(pos)))
-                    .execute(c)
-                    .await?;
-                }
-                for (user_id, device_id) in &remote.local_adds {
-                    diesel::insert_into(memberships::table)
-                        .values((
-                            memberships::group_id.eq(&m.group_id),
-                            memberships::user_id.eq(user_id),
-                            memberships::device_id.eq(device_id),
-                            memberships::leaf_index.eq(-1i64),
-                            memberships::joined_pos.eq(pos),
-                        ))
-                        .execute(c)
-                        .await?;
-                }
-                Ok(RemoteStored::Stored)
-            })
-            .await
+                        let pos: i64 = diesel::update(stream_position::table.find(1))
+                            .set(stream_position::pos.eq(stream_position::pos + 1))
+                            .returning(stream_position::pos)
+                            .get_result(c)
+                            .await?;
+                        diesel::insert_into(group_messages::table)
+                            .values((
+                                group_messages::group_id.eq(&m.group_id),
+                                group_messages::seq.eq(m.seq),
+                                group_messages::stream_pos.eq(pos),
+                                group_messages::sender_user.eq(&m.sender_user),
+                                group_messages::sender_device.eq(&m.sender_device),
+                                group_messages::kind.eq(&m.kind),
+                                group_messages::epoch.eq(m.epoch),
+                                group_messages::message.eq(&m.message),
+                                group_messages::adds.eq(&m.adds),
+                                group_messages::removes.eq(&m.removes),
+                                group_messages::ts.eq(m.ts),
+                            ))
+                            .execute(c)
+                            .await?;
+                        for (user_id, device_id) in &remote.local_removes {
+                            diesel::update(
+                                memberships::table
+                                    .filter(memberships::group_id.eq(&m.group_id))
+                                    .filter(memberships::user_id.eq(user_id))
+                                    .filter(memberships::device_id.eq(device_id))
+                                    .filter(memberships::left_pos.is_null()),
+                            )
+                            .set(memberships::left_pos.eq(Some(pos)))
+                            .execute(c)
+                            .await?;
+                        }
+                        for (user_id, device_id) in &remote.local_adds {
+                            diesel::insert_into(memberships::table)
+                                .values((
+                                    memberships::group_id.eq(&m.group_id),
+                                    memberships::user_id.eq(user_id),
+                                    memberships::device_id.eq(device_id),
+                                    memberships::leaf_index.eq(-1i64),
+                                    memberships::joined_pos.eq(pos),
+                                ))
+                                .execute(c)
+                                .await?;
+                        }
+                        Ok(RemoteStored::Stored)
+                    })
+                    .await,
+                );
+            }
+            Ok(results)
         })
     }
 

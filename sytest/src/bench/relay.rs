@@ -496,10 +496,18 @@ async fn relay_on(
     }
     let warm = drain(&senders, &receivers, opts.groups, Duration::from_secs(30)).await;
     let want = (n * receivers.len()) as u64;
-    let decrypted: u64 = receivers
-        .iter()
-        .map(|r| r.decrypted.load(Ordering::Relaxed))
-        .sum();
+    let decrypted_so_far = || -> u64 {
+        receivers
+            .iter()
+            .map(|r| r.decrypted.load(Ordering::Relaxed))
+            .sum()
+    };
+    // A receiver logs a frame's arrival before it decrypts it: let the last decryptions finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while decrypted_so_far() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let decrypted = decrypted_so_far();
     verify.store(false, Ordering::Relaxed);
     let failures: Vec<String> = receivers
         .iter()

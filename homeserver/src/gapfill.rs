@@ -89,6 +89,9 @@ pub async fn store_or_fill(
     }
 }
 
+/// A stored message's group, seq and the local devices it removes.
+type MessageKey = (String, i64, Vec<(String, String)>);
+
 /// [`store_or_fill`] for a run of messages from one inbound transaction: stored in one write,
 /// in order, each accepted or refused alone; each group's devices are woken once.
 pub async fn store_all_or_fill(
@@ -96,7 +99,7 @@ pub async fn store_all_or_fill(
     hub: &str,
     remotes: Vec<RemoteMessage>,
 ) -> ApiResult<Vec<ApiResult<()>>> {
-    let keys: Vec<(String, i64, Vec<(String, String)>)> = remotes
+    let keys: Vec<MessageKey> = remotes
         .iter()
         .map(|r| {
             let m = &r.message;

@@ -113,7 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .await?;
         }
         None => {
-            axum::serve(listener, app)
+            axum::serve(crate::tls::PlainListener(listener), app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?
         }

@@ -21,8 +21,8 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, PlainListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }
@@ -30,6 +30,25 @@ impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
 impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// A plain TCP listener whose connections send small frames (pushes, answers) at once rather
+/// than after Nagle's delay.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, peer) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, peer)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Listener::local_addr(&self.0)
     }
 }
 
@@ -82,6 +101,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small frames (pushes, answers) go out at once, not after Nagle's delay.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

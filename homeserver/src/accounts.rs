@@ -2,7 +2,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::config::RegistrationMode;
 use crate::error::{ApiResult, Error};
-use crate::http::{route, ApiJson, Authed};
+use crate::http::{route, ApiJson, ApiPath as Path, Authed};
 use crate::state::{now_ms, AppState};
 use crate::tokens::{hash_refresh_token, new_refresh_token, random_id};
 

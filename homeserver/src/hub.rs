@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -16,7 +16,7 @@ use parley_client_api::groups::{
 use parley_schema::{CommitToApply, Group, Member, MessageToAppend, OutboxItem, Refused};
 
 use crate::error::{ApiResult, Error};
-use crate::http::{route, ApiJson, Authed};
+use crate::http::{route, ApiJson, ApiPath as Path, Authed};
 use crate::mls_check::{self, ContentKind, MessageSender, Roster, StoredProposal};
 use crate::state::{now_ms, AppState};
 use crate::tokens::random_id;

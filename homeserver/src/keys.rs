@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -19,7 +19,7 @@ use parley_schema::{BindOutcome, NewKeyPackage};
 
 use crate::error::{ApiResult, Error};
 use crate::fed_client::FedError;
-use crate::http::{route, ApiJson, Authed};
+use crate::http::{route, ApiJson, ApiPath as Path, Authed};
 use crate::mls_check;
 use crate::state::{now_ms, AppState};
 use crate::sync::key_count;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::{Json, Router};
@@ -20,7 +20,7 @@ use parley_client_api::sync::{
 use parley_schema::{GroupMessage, Welcome};
 
 use crate::error::{ApiResult, Error};
-use crate::http::{authenticate, route, ApiQuery, Authed};
+use crate::http::{authenticate, route, ApiPath as Path, ApiQuery, Authed};
 use crate::notifier::Changed;
 use crate::state::{now_ms, AppState};
 

@@ -433,3 +433,39 @@ on_both_backends!(
         assert!(server.stop(), "SIGTERM should end the server with success");
     }
 );
+
+on_both_backends!(
+    undecodable_path_segments_are_400_bad_json_on_client_routes,
+    |db: Db| async move {
+        let server = TestServer::start(db, NAME, "").await;
+        let mut alice = server.client();
+        alice.register("alice", "pw-alice").await.unwrap();
+        let token = alice.access_token().unwrap().to_owned();
+        // `%FF` is not UTF-8: the route matches but its parameter cannot be decoded.
+        for (method, path) in [
+            (reqwest::Method::DELETE, "/_parley/client/v1/devices/%FF"),
+            (reqwest::Method::GET, "/_parley/client/v1/users/%FF/devices"),
+            (
+                reqwest::Method::PUT,
+                "/_parley/client/v1/devices/%FF/signature_key",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/_parley/client/v1/groups/%FF/send/t1",
+            ),
+            (
+                reqwest::Method::POST,
+                "/_parley/client/v1/groups/%FF/commit",
+            ),
+            (reqwest::Method::DELETE, "/_parley/client/v1/welcomes/%FF"),
+        ] {
+            let req = raw(&server, method.clone(), path)
+                .await
+                .bearer_auth(&token)
+                .json(&json!({}));
+            let (status, body) = status_and_body(req).await;
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            assert_eq!(body["errcode"], "P_BAD_JSON", "{method} {path}: {body}");
+        }
+    }
+);

@@ -35,6 +35,7 @@ crate::tests!("federation":
     remote_member_gets_welcome_and_commit_in_signed_transactions,
     failed_transaction_is_retried_and_delivered_events_are_not_resent,
     follower_submission_for_a_user_of_another_domain_is_403,
+    catch_up_serves_a_member_server_in_seq_order_and_refuses_others,
     two_servers_hold_a_cross_server_conversation,
 );
 
@@ -762,6 +763,74 @@ async fn follower_submission_for_a_user_of_another_domain_is_403(
         &Some(0),
         "epoch after refused submissions",
     )?;
+    Ok(())
+}
+
+/// `GET /groups/{gid}/messages?since=SEQ` (DESIGN §3.2): the hub answers a member's server
+/// with the group's messages after `since`, gap-free and in seq order; a server with no member
+/// in the group is refused.
+async fn catch_up_serves_a_member_server_in_seq_order_and_refuses_others(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let (fake, hs, name) = with_fake(&mut ctx).await?;
+    let mut rg = group_with_remote_member(&ctx, &fake, &hs, &name).await?;
+    let first = rg.alice.send_text(&rg.group, "one").await?;
+    let second = rg.alice.send_text(&rg.group, "two").await?;
+    let catch_up = |group: &str, since: &str| {
+        format!(
+            "/_parley/federation/v1/groups/{}/messages?since={since}",
+            percent(group)
+        )
+    };
+    let seqs = |reply: &Reply| -> anyhow::Result<Vec<u64>> {
+        reply
+            .json
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|ms| ms.iter().filter_map(|m| m["seq"].as_u64()).collect())
+            .ok_or_else(|| anyhow::anyhow!("no messages list: {}", shorten(&reply.json.to_string())))
+    };
+    let reply = fake
+        .send_signed(
+            hs.url(),
+            &name,
+            Method::GET,
+            &catch_up(&rg.group, "0"),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.status == 200,
+        "catch-up for a member server: {} {}",
+        reply.status,
+        shorten(&reply.json.to_string())
+    );
+    let all = seqs(&reply)?;
+    let expected: Vec<u64> = (1..=second).collect();
+    expect_eq(
+        &all,
+        &expected,
+        "seqs after 0 (the add commit, then both texts)",
+    )?;
+    let reply = fake
+        .send_signed(
+            hs.url(),
+            &name,
+            Method::GET,
+            &catch_up(&rg.group, &first.to_string()),
+            None,
+        )
+        .await?;
+    expect_eq(&seqs(&reply)?, &vec![second], "seqs after the first text")?;
+    // A group with no member on the fake server.
+    let other = rg.alice.create_group().await?;
+    let reply = fake
+        .send_signed(hs.url(), &name, Method::GET, &catch_up(&other, "0"), None)
+        .await?;
+    reply
+        .expect_error(403, "P_FORBIDDEN")
+        .map_err(|e| anyhow::anyhow!("catch-up for a group without a member there: {e}"))?;
+    let _ = &rg.fx_user;
     Ok(())
 }
 

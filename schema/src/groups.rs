@@ -289,7 +289,6 @@ impl Store {
         commit: CommitToApply,
     ) -> StoreResult<Result<Accepted, Refused>> {
         with_conn!(self, write, |conn| {
-            let commit = commit.clone();
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let next_epoch = commit.epoch + 1;
                 let won = diesel::update(
@@ -400,7 +399,6 @@ impl Store {
         msg: MessageToAppend,
     ) -> StoreResult<Result<Accepted, Refused>> {
         with_conn!(self, write, |conn| {
-            let msg = msg.clone();
             conn.transaction::<_, StoreError, _>(async move |c| {
                 if let Some(txn_id) = &msg.txn_id {
                     let previous: Option<(String, i64)> = transaction_ids::table

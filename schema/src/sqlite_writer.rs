@@ -50,8 +50,11 @@ impl SpawnBlocking for Inline {
 
 /// Called once the batch holding a write has committed (`Ok`) or failed to (`Err`).
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// One caller's write, run in a savepoint of the batch transaction.
-type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, Finish> + Send>;
+/// One caller's write. Given `true`, it runs in a savepoint of the batch transaction; given
+/// `false` (it is alone in its batch), directly in the transaction. Returns whether it
+/// succeeded, and what to do once the batch has committed.
+type Job =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConn, bool) -> BoxFuture<'c, (bool, Finish)> + Send>;
 
 enum Command {
     Write(Job),
@@ -116,9 +119,14 @@ impl SqliteWriter {
         F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
     {
         let (done, outcome) = tokio::sync::oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |conn| {
+        let job: Job = Box::new(move |conn, isolate| {
             Box::pin(async move {
-                let result = in_savepoint(conn, write).await;
+                let result = if isolate {
+                    in_savepoint(conn, write).await
+                } else {
+                    write(conn).await
+                };
+                let succeeded = result.is_ok();
                 let finish: Finish = Box::new(move |committed| {
                     let answer = match committed {
                         Ok(()) => result,
@@ -127,7 +135,7 @@ impl SqliteWriter {
                     // The caller may have gone away; its write stands either way.
                     let _ = done.send(answer);
                 });
-                finish
+                (succeeded, finish)
             })
         });
         self.commands
@@ -239,15 +247,29 @@ async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
     }
     let size = batch.len();
     let started = std::time::Instant::now();
+    // A write alone in its batch needs no savepoint: if it fails, the whole transaction
+    // (only its own changes) is rolled back instead.
+    let isolate = size > 1;
     let mut finishes = Vec::with_capacity(size);
+    let mut all_succeeded = true;
     for job in batch {
-        finishes.push(job(conn).await);
+        let (succeeded, finish) = job(conn, isolate).await;
+        all_succeeded &= succeeded;
+        finishes.push(finish);
     }
     let ran = started.elapsed();
-    let committed = Tm::commit_transaction(conn).await.map_err(|e| {
-        tracing::error!(error = %e, "SQLite group commit failed");
-        e.to_string()
-    });
+    let committed = if isolate || all_succeeded {
+        Tm::commit_transaction(conn).await.map_err(|e| {
+            tracing::error!(error = %e, "SQLite group commit failed");
+            e.to_string()
+        })
+    } else {
+        // The lone write failed and already holds its error; undo what it did.
+        if let Err(e) = Tm::rollback_transaction(conn).await {
+            tracing::error!(error = %e, "SQLite rollback failed");
+        }
+        Ok(())
+    };
     tracing::trace!(
         size,
         run_us = ran.as_micros() as u64,

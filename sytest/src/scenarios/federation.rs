@@ -788,7 +788,9 @@ async fn catch_up_serves_a_member_server_in_seq_order_and_refuses_others(
             .get("messages")
             .and_then(Value::as_array)
             .map(|ms| ms.iter().filter_map(|m| m["seq"].as_u64()).collect())
-            .ok_or_else(|| anyhow::anyhow!("no messages list: {}", shorten(&reply.json.to_string())))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no messages list: {}", shorten(&reply.json.to_string()))
+            })
     };
     let reply = fake
         .send_signed(

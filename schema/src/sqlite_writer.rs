@@ -240,7 +240,14 @@ fn writer_loop(
 
 async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
     type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
-    if let Err(e) = Tm::begin_transaction(conn).await {
+    // IMMEDIATE: take the write lock now, waiting (busy timeout) if a reader holds it for a
+    // moment, as one does to re-read a WAL header it saw half-written. A deferred transaction
+    // would instead upgrade at its first write, and SQLite fails such an upgrade at once with
+    // "database is locked" rather than wait.
+    let begin = conn.spawn_blocking(|inner| {
+        diesel::connection::AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
+    });
+    if let Err(e) = begin.await {
         // Nothing ran: dropping the jobs tells each caller its write was not made.
         tracing::error!(error = %e, "cannot begin a SQLite transaction");
         return;

@@ -507,6 +507,17 @@ async fn check_added_device(
 }
 
 /// Whether `txn_id` has the grammar of DESIGN §3.4.
+/// 400 `P_BAD_JSON` for a txn_id outside its grammar.
+fn check_txn_id(txn_id: &str) -> ApiResult<()> {
+    if valid_txn_id(txn_id) {
+        Ok(())
+    } else {
+        Err(Error::BadJson(
+            "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
+        ))
+    }
+}
+
 fn valid_txn_id(txn_id: &str) -> bool {
     (1..=64).contains(&txn_id.len())
         && txn_id
@@ -529,11 +540,7 @@ async fn send_message(
             .await
             .map(Json),
         Some(hub) => {
-            if !valid_txn_id(&txn_id) {
-                return Err(Error::BadJson(
-                    "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
-                ));
-            }
+            check_txn_id(&txn_id)?;
             let body = follower_body(&req, &sender)?;
             let path = fed_path(&["groups", &group_id, "send", &txn_id]);
             let answer = relay(&state, reqwest::Method::PUT, &hub, &path, &body).await?;
@@ -552,11 +559,7 @@ pub async fn hub_send(
     txn_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendResponse> {
-    if !valid_txn_id(txn_id) {
-        return Err(Error::BadJson(
-            "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
-        ));
-    }
+    check_txn_id(txn_id)?;
     match accept_send(state, sender, group_id, txn_id, req).await {
         Ok(sent) => Ok(sent),
         Err(Error::Store(e)) => Err(Error::Store(e)),

@@ -83,30 +83,27 @@ macro_rules! with_conn {
                     .await
             }
             $crate::db::Pools::Postgres(pool) => {
-                let mut obj = pool
-                    .get()
-                    .await
-                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let mut obj = $crate::with_conn!(@checkout pool);
                 let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
                 $body
             }
         }
     }};
+    (@checkout $pool:expr) => {
+        $pool
+            .get()
+            .await
+            .map_err(|e| $crate::StoreError::Pool(e.to_string()))?
+    };
     ($store:expr, read, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
             $crate::db::Pools::Sqlite { readers, .. } => {
-                let mut obj = readers
-                    .get()
-                    .await
-                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let mut obj = $crate::with_conn!(@checkout readers);
                 let $conn: &mut $crate::db::SqliteConn = &mut obj;
                 $body
             }
             $crate::db::Pools::Postgres(pool) => {
-                let mut obj = pool
-                    .get()
-                    .await
-                    .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+                let mut obj = $crate::with_conn!(@checkout pool);
                 let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
                 $body
             }

@@ -507,7 +507,7 @@ async fn group_messages(
     let messages: Vec<_> = messages
         .into_iter()
         .filter(|m| until.is_none_or(|u| m.seq <= u))
-        .map(message_event)
+        .map(|m| message_event(&m))
         .collect();
     tracing::debug!(%group_id, origin = %fed.origin, since, count = messages.len(), "catch-up served");
     Ok(Json(json!({ "group_id": group_id, "messages": messages })))

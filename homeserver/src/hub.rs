@@ -13,7 +13,9 @@ use parley_client_api::groups::{
     CommitRequest, CommitResponse, CreateGroup, CreateGroupResponse, DeviceRef, GroupSummary,
     ListGroups, ListGroupsResponse, SendMessage, SendRequest, SendResponse, SubmitCommit,
 };
-use parley_schema::{CommitToApply, Group, Member, MessageToAppend, OutboxItem, Refused};
+use parley_schema::{
+    CommitToApply, EpochRoster, Group, Member, MessageToAppend, OutboxItem, Refused,
+};
 
 use crate::error::{ApiResult, Error};
 use crate::http::{route, ApiJson, ApiPath as Path, Authed};
@@ -126,6 +128,8 @@ fn refusal(refused: Refused) -> Error {
         },
         Refused::FutureEpoch(_) => invalid("the message's epoch is ahead of the group"),
         Refused::NoGroup => Error::NotFound("no such group at this hub".into()),
+        // Only after retries: a commit landed between every check and its append.
+        Refused::RosterChanged => Error::Internal("the group's roster kept changing".into()),
     }
 }
 
@@ -562,10 +566,12 @@ pub async fn hub_send(
     check_txn_id(txn_id)?;
     match accept_send(state, sender, group_id, txn_id, req).await {
         Ok(sent) => Ok(sent),
-        Err(Error::Store(e)) => Err(Error::Store(e)),
+        Err(Error::Store(e)) if !matches!(e, parley_schema::StoreError::Conflict) => {
+            Err(Error::Store(e))
+        }
         // A reused txn_id returns the first result, whatever the new body; so a refusal
-        // stands only for a new txn_id. (An accepted retry is recognised inside the append's
-        // own transaction, which saves a read on every send.)
+        // stands only for a new txn_id. (The append itself refuses a used txn_id with a
+        // conflict, which saves a read on every send.)
         Err(refused) => match state
             .store
             .txn_seq(&sender.user_id, &sender.device_id, txn_id)
@@ -587,9 +593,8 @@ async fn accept_send(
     txn_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendResponse> {
-    let (state, group_id, txn_id) = (state.clone(), group_id.to_owned(), txn_id.to_owned());
-    let auth = sender;
-    let group = group_or_404(&state, &group_id).await?;
+    // An unknown group is refused before the message is looked at (DESIGN §3.4).
+    let mut roster = epoch_roster_or_404(state, group_id).await?;
     let message = decode("message", &req.message)?;
     if message.len() as u64 > state.config.limits.max_message_bytes {
         return Err(Error::TooLarge {
@@ -607,14 +612,67 @@ async fn accept_send(
         ContentKind::Commit => return Err(invalid("commits go to /commit")),
     };
     let framed = mls_check::check_envelope(&info, group_id.as_bytes(), kind).map_err(invalid)?;
-    let current = group.epoch.max(0) as u64;
+    // The roster is checked as of an epoch, and the append refuses if a commit has moved the
+    // group on since: then check again against the new roster.
+    for _ in 0..8 {
+        let checked = CheckedSend {
+            sender,
+            group_id,
+            txn_id,
+            kind,
+            framed,
+        };
+        match append_checked(state, checked, &roster, &message).await? {
+            Ok(sent) => return Ok(sent),
+            Err(Refused::RosterChanged) => roster = epoch_roster_or_404(state, group_id).await?,
+            Err(refused) => return Err(refusal(refused)),
+        }
+    }
+    Err(refusal(Refused::RosterChanged))
+}
+
+async fn epoch_roster_or_404(
+    state: &AppState,
+    group_id: &str,
+) -> ApiResult<std::sync::Arc<EpochRoster>> {
+    state
+        .store
+        .epoch_roster(group_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such group at this hub".into()))
+}
+
+/// A send whose MLS framing has been checked, before the roster check.
+struct CheckedSend<'a> {
+    sender: &'a DeviceRef,
+    group_id: &'a str,
+    txn_id: &'a str,
+    kind: ContentKind,
+    framed: &'a mls_check::FramedInfo,
+}
+
+/// Checks a send against one epoch's roster and appends it.
+async fn append_checked(
+    state: &AppState,
+    send: CheckedSend<'_>,
+    roster: &EpochRoster,
+    message: &[u8],
+) -> ApiResult<Result<SendResponse, Refused>> {
+    let CheckedSend {
+        sender: auth,
+        group_id,
+        txn_id,
+        kind,
+        framed,
+    } = send;
+    let current = roster.epoch.max(0) as u64;
     if framed.epoch > current {
         return Err(Error::InvalidMessage(format!(
             "message is for epoch {} but the group is at {current}",
             framed.epoch
         )));
     }
-    let members = state.store.roster(&group_id).await?;
+    let members = &roster.members;
     let me = members
         .iter()
         .find(|m| m.user_id == auth.user_id && m.device_id == auth.device_id);
@@ -635,38 +693,36 @@ async fn accept_send(
     } else {
         state.config.limits.max_past_epochs as i64
     };
+    let remote = remote_servers(state, members);
     let to_append = MessageToAppend {
-        group_id: group_id.clone(),
+        group_id: group_id.to_owned(),
         sender_user: auth.user_id.clone(),
         sender_device: auth.device_id.clone(),
         kind: kind.as_str().to_owned(),
         epoch: framed.epoch as i64,
-        message,
+        message: message.to_vec(),
         ts: now_ms() as i64,
         max_past_epochs: max_past,
-        txn_id: Some(txn_id),
-        outbox: remote_servers(&state, &members)
-            .iter()
-            .map(|d| OutboxItem::message(d))
-            .collect(),
+        txn_id: Some(txn_id.to_owned()),
+        roster_epoch: roster.epoch,
+        outbox: remote.iter().map(|d| OutboxItem::message(d)).collect(),
     };
-    let accepted = state
-        .store
-        .append_message(to_append)
-        .await?
-        .map_err(refusal)?;
+    let accepted = match state.store.append_message(to_append).await? {
+        Ok(accepted) => accepted,
+        Err(refused) => return Ok(Err(refused)),
+    };
     state.notifier.notify_at(
         members
             .iter()
             .map(|m| (m.user_id.as_str(), m.device_id.as_str())),
         accepted.stream_pos,
     );
-    for d in remote_servers(&state, &members) {
+    for d in remote {
         state.outbox.wake(&d);
     }
-    Ok(SendResponse {
+    Ok(Ok(SendResponse {
         seq: accepted.seq.max(0) as u64,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -245,7 +245,7 @@ impl Outbox {
             "message" => {
                 let seq = row.seq?;
                 let message = messages.get(&(row.group_id.clone(), seq))?.clone();
-                let mut event = serde_json::to_value(message_event(message)).ok()?;
+                let mut event = serde_json::to_value(message_event(&message)).ok()?;
                 let obj = event.as_object_mut()?;
                 obj.insert("event_id".into(), json!(event_id));
                 obj.insert("type".into(), json!("message"));

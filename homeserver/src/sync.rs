@@ -1,6 +1,7 @@
 //! Delivery to devices: `/sync` long-poll, `/ws` push, welcome acknowledgement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -17,7 +18,7 @@ use parley_client_api::sync::{
     DeleteWelcome, GroupEvents, MessageEvent, Sync, SyncRequest, SyncResponse, WelcomeEvent,
     WsAuth, WsEvent, WS_PATH,
 };
-use parley_schema::{GroupMessage, Welcome};
+use parley_schema::{GroupMessage, TailRead, Welcome};
 
 use crate::error::{ApiResult, Error};
 use crate::http::{authenticate, route, ApiPath as Path, ApiQuery, Authed};
@@ -125,7 +126,7 @@ fn build_sync(
             .entry(group_id)
             .or_default()
             .messages
-            .push(message_event(m));
+            .push(message_event(&m));
     }
     SyncResponse {
         next_batch: batch_token(next),
@@ -136,21 +137,23 @@ fn build_sync(
 }
 
 /// The wire form of a stored message.
-pub fn message_event(m: GroupMessage) -> MessageEvent {
-    let parse =
-        |json: Option<String>| json.and_then(|s| serde_json::from_str::<Vec<DeviceRef>>(&s).ok());
+pub fn message_event(m: &GroupMessage) -> MessageEvent {
+    let parse = |json: &Option<String>| {
+        json.as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<DeviceRef>>(s).ok())
+    };
     MessageEvent {
         seq: m.seq.max(0) as u64,
         sender: DeviceRef {
-            user_id: m.sender_user,
-            device_id: m.sender_device,
+            user_id: m.sender_user.clone(),
+            device_id: m.sender_device.clone(),
         },
-        kind: m.kind,
+        kind: m.kind.clone(),
         epoch: m.epoch.max(0) as u64,
         message: STANDARD.encode(&m.message),
         ts: m.ts.max(0) as u64,
-        adds: parse(m.adds),
-        removes: parse(m.removes),
+        adds: parse(&m.adds),
+        removes: parse(&m.removes),
     }
 }
 
@@ -252,6 +255,9 @@ async fn run_socket(
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
     let mut last_keys: Option<KeyCountResponse> = None;
+    // The device's groups as of `pos`, once read with events from the database: with them, new
+    // messages come from the stream tail instead of a query per wake-up.
+    let mut tail_groups: Option<HashSet<String>> = None;
     // What to re-read on this turn: everything at first, then only what changed.
     let mut todo = Changed {
         events: true,
@@ -264,14 +270,38 @@ async fn run_socket(
             return Ok(());
         }
         while todo.events {
-            let (messages, welcomes, next) = state
-                .store
-                .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
-                .await?;
+            let from_tail = match (state.store.tail(), &tail_groups) {
+                (Some(tail), Some(groups)) => tail.read(
+                    &auth.user_id,
+                    &auth.device_id,
+                    groups,
+                    pos,
+                    SYNC_LIMIT as usize,
+                ),
+                _ => TailRead::Reread,
+            };
+            let (messages, welcomes, next) = match from_tail {
+                TailRead::Messages { messages, next } => (messages, Vec::new(), next),
+                TailRead::Reread if state.store.tail().is_some() => {
+                    let (messages, welcomes, next, groups) = state
+                        .store
+                        .device_events_and_groups(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
+                        .await?;
+                    tail_groups = Some(groups.into_iter().collect());
+                    (messages.into_iter().map(Arc::new).collect(), welcomes, next)
+                }
+                TailRead::Reread => {
+                    let (messages, welcomes, next) = state
+                        .store
+                        .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
+                        .await?;
+                    (messages.into_iter().map(Arc::new).collect(), welcomes, next)
+                }
+            };
             // A kind that filled its limit may have more behind it.
             todo.events =
                 messages.len() as i64 >= SYNC_LIMIT || welcomes.len() as i64 >= SYNC_LIMIT;
-            for frame in ws_frames(messages, welcomes, next) {
+            for frame in ws_frames(&messages, welcomes, next) {
                 socket
                     .send(Message::Text(serde_json::to_string(&frame)?.into()))
                     .await?;
@@ -316,7 +346,7 @@ async fn run_socket(
 }
 
 /// Frames for a batch of events in stream order; each carries the token to resume after it.
-fn ws_frames(messages: Vec<GroupMessage>, welcomes: Vec<Welcome>, next: i64) -> Vec<WsEvent> {
+fn ws_frames(messages: &[Arc<GroupMessage>], welcomes: Vec<Welcome>, next: i64) -> Vec<WsEvent> {
     let mut items: Vec<(i64, WsEvent)> = Vec::with_capacity(messages.len() + welcomes.len());
     for m in messages {
         let pos = m.stream_pos;

@@ -203,7 +203,9 @@ impl Store {
     /// Deletes a device; its sessions and refresh tokens go with it. Returns whether it existed.
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        with_conn!(self, write, |conn| {
+        let memory = self.memory.clone();
+        let after = move |_: Option<&mut _>| memory.sessions.invalidate_all();
+        with_conn!(self, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 delete_device_sessions!(c, &user_id, &device_id)?;
                 let n = diesel::delete(devices::table.find((&user_id, &device_id)))
@@ -233,21 +235,37 @@ impl Store {
     }
 
     /// The live session with this id, if it was not revoked.
+    /// Served from memory once read: every write that deletes sessions invalidates it.
     pub async fn session(&self, session_id: &str) -> StoreResult<Option<Session>> {
-        with_conn!(self, read, |conn| {
-            Ok(sessions::table
-                .find(session_id)
-                .select(Session::as_select())
-                .first(conn)
-                .await
-                .optional()?)
-        })
+        let generation = match self.memory.sessions.get(session_id) {
+            Ok(session) => return Ok(Some(session)),
+            Err(generation) => generation,
+        };
+        let session: Option<Session> = with_conn!(self, read, |conn| {
+            Ok::<_, StoreError>(
+                sessions::table
+                    .find(session_id)
+                    .select(Session::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?,
+            )
+        })?;
+        if let Some(s) = &session {
+            self.memory
+                .sessions
+                .fill(generation, s.session_id.clone(), s.clone());
+        }
+        Ok(session)
     }
 
     /// Revokes one session. Returns whether it existed.
     pub async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
         let session_id = session_id.to_owned();
-        with_conn!(self, write, |conn| {
+        let memory = self.memory.clone();
+        let revoked = session_id.clone();
+        let after = move |_: Option<&mut _>| memory.sessions.invalidate(&revoked);
+        with_conn!(self, write, after = after, |conn| {
             let n = diesel::delete(sessions::table.find(&session_id))
                 .execute(conn)
                 .await?;
@@ -265,7 +283,17 @@ impl Store {
         new_expires_ts: i64,
     ) -> StoreResult<RotateOutcome> {
         let (old_hash, new_hash) = (old_hash.to_vec(), new_hash.to_vec());
-        with_conn!(self, write, |conn| {
+        // A reused token revokes every session of its device.
+        let memory = self.memory.clone();
+        let after = move |outcome: Option<&mut RotateOutcome>| {
+            if !matches!(
+                outcome,
+                Some(RotateOutcome::Rotated(_) | RotateOutcome::Unknown)
+            ) {
+                memory.sessions.invalidate_all();
+            }
+        };
+        with_conn!(self, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let found: Option<(String, bool, i64)> = refresh_tokens::table
                     .find(&old_hash)

@@ -10,7 +10,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
+use crate::cache::GenCache;
 use crate::sqlite_writer::{establish_sync, sqlite_pragmas, Inline, SqliteWriter};
+use crate::tail::Tail;
 use crate::{StoreError, StoreResult};
 
 /// The SQLite connection type used through diesel-async: queries run inline on whichever thread
@@ -61,6 +63,18 @@ pub(crate) enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pools: std::sync::Arc<Pools>,
+    pub(crate) memory: std::sync::Arc<Memory>,
+}
+
+/// What the store keeps in memory beside the database (see [`crate::cache`], [`crate::tail`]).
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// Live sessions by id, read on every authenticated request.
+    pub(crate) sessions: GenCache<String, crate::Session>,
+    /// Group epoch and roster by group id, read on every send.
+    pub(crate) rosters: GenCache<String, std::sync::Arc<crate::groups::EpochRoster>>,
+    /// The stream's latest positions (SQLite only).
+    pub(crate) tail: Option<std::sync::Arc<Tail>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,18 +88,35 @@ impl std::fmt::Debug for Store {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! with_conn {
-    ($store:expr, write, |$conn:ident| $body:expr) => {{
+    ($store:expr, write, |$conn:ident| $body:expr) => {
+        $crate::with_conn!($store, write, after = |_: Option<&mut _>| (), |$conn| $body)
+    };
+    // `after` gets `Some(&mut result)` once the write has committed (`None` if it failed) and
+    // runs even if the caller goes away meanwhile: it is how writes invalidate caches and
+    // publish to the stream tail. The body may capture only owned values: on SQLite it runs on
+    // the writer thread, on PostgreSQL in a task of its own (so `after` always runs).
+    ($store:expr, write, after = $after:expr, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
-            // The body runs on the writer thread, so it may capture only owned values.
             $crate::db::Pools::Sqlite { writer, .. } => {
                 writer
-                    .run(move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }))
+                    .run(
+                        move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }),
+                        $after,
+                    )
                     .await
             }
             $crate::db::Pools::Postgres(pool) => {
-                let mut obj = $crate::with_conn!(@checkout pool);
-                let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
-                $body
+                let pool = pool.clone();
+                let after = $after;
+                tokio::spawn(async move {
+                    let mut obj = $crate::with_conn!(@checkout pool);
+                    let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
+                    let mut result = async { $body }.await;
+                    after(result.as_mut().ok());
+                    result
+                })
+                .await
+                .map_err(|e| $crate::StoreError::Pool(format!("write task: {e}")))?
             }
         }
     }};
@@ -114,16 +145,26 @@ macro_rules! with_conn {
 impl Store {
     /// Opens `url` (`sqlite://PATH` or `postgres://…`), applying pending migrations.
     pub async fn connect(url: &str, config: &StoreConfig) -> StoreResult<Store> {
-        let pools = if let Some(path) = url.strip_prefix("sqlite://") {
-            open_sqlite(path, config).await?
+        let (pools, tail) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let (pools, head) = open_sqlite(path, config).await?;
+            (pools, Some(std::sync::Arc::new(Tail::new(head))))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            open_postgres(url, config).await?
+            (open_postgres(url, config).await?, None)
         } else {
             return Err(StoreError::BadUrl);
         };
         Ok(Store {
             pools: std::sync::Arc::new(pools),
+            memory: std::sync::Arc::new(Memory {
+                tail,
+                ..Memory::default()
+            }),
         })
+    }
+
+    /// The in-memory stream tail, on stores that keep one (SQLite).
+    pub fn tail(&self) -> Option<&Tail> {
+        self.memory.tail.as_deref()
     }
 
     /// The backend in use.
@@ -146,7 +187,8 @@ impl Store {
     }
 }
 
-async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
+/// Opens SQLite; also returns the stream position at opening, where the tail starts.
+async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i64)> {
     if let Some(dir) = std::path::Path::new(path).parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)
@@ -176,11 +218,17 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
     .map_err(|e| StoreError::Pool(e.to_string()))?;
     // Migrations run on the writer connection before the writer thread takes it.
     let owned_path = path.to_owned();
-    let conn = tokio::task::spawn_blocking(move || {
+    let (conn, head) = tokio::task::spawn_blocking(move || {
+        use diesel::{QueryDsl as _, RunQueryDsl as _};
         let mut conn = establish_sync(&owned_path, busy)?;
         conn.run_pending_migrations(SQLITE_MIGRATIONS)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok::<_, StoreError>(conn)
+        // Only the writer takes positions, and it has not started: this is the head.
+        let head: i64 = crate::schema::stream_position::table
+            .find(1)
+            .select(crate::schema::stream_position::pos)
+            .first(&mut conn)?;
+        Ok::<_, StoreError>((conn, head))
     })
     .await
     .map_err(|e| StoreError::Migration(e.to_string()))??;
@@ -191,7 +239,7 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<Pools> {
         checkpoint_conn,
         move || establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline)),
     )?;
-    Ok(Pools::Sqlite { writer, readers })
+    Ok((Pools::Sqlite { writer, readers }, head))
 }
 
 async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<Pools> {

@@ -8,6 +8,7 @@ use crate::groups::{GroupMessage, Member};
 use crate::schema::{
     group_messages, groups, inbound_transactions, memberships, outbox, stream_position, welcomes,
 };
+use crate::tail::TailEvent;
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// A queued event for another server.
@@ -172,7 +173,17 @@ impl Store {
         &self,
         remotes: Vec<RemoteMessage>,
     ) -> StoreResult<Vec<StoreResult<RemoteStored>>> {
-        with_conn!(self, write, |conn| {
+        type Stored = Vec<StoreResult<(RemoteStored, Option<(i64, TailEvent)>)>>;
+        // Stored messages took consecutive positions, in order.
+        let publish = self.publish_after(|results: &mut Stored| {
+            let mut events = results
+                .iter_mut()
+                .filter_map(|r| r.as_mut().ok().and_then(|(_, e)| e.take()))
+                .peekable();
+            let first = events.peek().map_or(0, |(pos, _)| *pos);
+            (first, events.map(|(_, e)| e).collect())
+        });
+        let stored: Stored = with_conn!(self, write, after = publish, |conn| {
             let mut results = Vec::with_capacity(remotes.len());
             for remote in remotes {
                 results.push(
@@ -202,13 +213,17 @@ impl Store {
                                 .await
                                 .optional()?;
                             match last {
-                                Some(last) if m.seq <= last => return Ok(RemoteStored::Duplicate),
-                                Some(last) => return Ok(RemoteStored::Gap { last_seq: last }),
+                                Some(last) if m.seq <= last => {
+                                    return Ok((RemoteStored::Duplicate, None))
+                                }
+                                Some(last) => {
+                                    return Ok((RemoteStored::Gap { last_seq: last }, None))
+                                }
                                 None => {
                                     let base = m.seq == 1
                                         || (m.kind == "commit" && !remote.local_adds.is_empty());
                                     if !base {
-                                        return Ok(RemoteStored::Gap { last_seq: 0 });
+                                        return Ok((RemoteStored::Gap { last_seq: 0 }, None));
                                     }
                                     advanced = diesel::insert_into(groups::table)
                                         .values((
@@ -224,7 +239,7 @@ impl Store {
                                         == 1;
                                     if !advanced {
                                         // Created concurrently: the caller retries against that row.
-                                        return Ok(RemoteStored::Gap { last_seq: 0 });
+                                        return Ok((RemoteStored::Gap { last_seq: 0 }, None));
                                     }
                                 }
                             }
@@ -274,13 +289,30 @@ impl Store {
                                 .execute(c)
                                 .await?;
                         }
-                        Ok(RemoteStored::Stored)
+                        let event = if m.kind == "commit" {
+                            let mut devices = remote.local_adds;
+                            devices.extend(remote.local_removes);
+                            TailEvent::Change {
+                                group_id: Some(remote.message.group_id),
+                                devices,
+                            }
+                        } else {
+                            TailEvent::Message(std::sync::Arc::new(GroupMessage {
+                                stream_pos: pos,
+                                ..remote.message
+                            }))
+                        };
+                        Ok((RemoteStored::Stored, Some((pos, event))))
                     })
                     .await,
                 );
             }
             Ok(results)
-        })
+        })?;
+        Ok(stored
+            .into_iter()
+            .map(|r| r.map(|(outcome, _)| outcome))
+            .collect())
     }
 
     /// Groups whose hub is another server and which have a current member device of this
@@ -344,8 +376,21 @@ impl Store {
             welcome.to_vec(),
             recipients.to_vec(),
         );
-        with_conn!(self, write, |conn| {
+        let changes: Vec<TailEvent> = recipients
+            .iter()
+            .map(|device| TailEvent::Change {
+                group_id: Some(group_id.clone()),
+                devices: vec![device.clone()],
+            })
+            .collect();
+        // One position per recipient, consecutive from the first.
+        let publish = self.publish_after(move |first: &mut Option<i64>| match first {
+            Some(first) => (*first, changes),
+            None => (0, Vec::new()),
+        });
+        with_conn!(self, write, after = publish, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
+                let mut first = None;
                 for (user_id, device_id) in &recipients {
                     let pos: i64 = diesel::update(stream_position::table.find(1))
                         .set(stream_position::pos.eq(stream_position::pos + 1))
@@ -365,11 +410,13 @@ impl Store {
                         ))
                         .execute(c)
                         .await?;
+                    first.get_or_insert(pos);
                 }
-                Ok(())
+                Ok(first)
             })
             .await
         })
+        .map(drop)
     }
 }
 

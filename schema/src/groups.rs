@@ -7,6 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use crate::schema::{
     group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
 };
+use crate::tail::TailEvent;
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// Queues federation events in the current transaction: `message` items carry the seq just
@@ -32,6 +33,64 @@ macro_rules! queue_outbox {
                 .await?;
         }
     };
+}
+
+/// Events for one device after position `$since` (at most `$limit` of each kind), in stream
+/// order, and the position to resume from; on either backend's connection.
+macro_rules! device_events {
+    ($c:expr, $user_id:expr, $device_id:expr, $since:expr, $limit:expr) => {{
+        // Read the head first: anything committed later has a larger position.
+        let head: i64 = stream_position::table
+            .find(1)
+            .select(stream_position::pos)
+            .first($c)
+            .await?;
+        let messages: Vec<GroupMessage> = group_messages::table
+            .inner_join(memberships::table.on(memberships::group_id.eq(group_messages::group_id)))
+            .filter(memberships::user_id.eq($user_id))
+            .filter(memberships::device_id.eq($device_id))
+            .filter(group_messages::stream_pos.gt($since))
+            .filter(group_messages::stream_pos.le(head))
+            .filter(group_messages::stream_pos.gt(memberships::joined_pos))
+            .filter(
+                memberships::left_pos
+                    .is_null()
+                    .or(group_messages::stream_pos.le(memberships::left_pos.assume_not_null())),
+            )
+            .order(group_messages::stream_pos.asc())
+            .limit($limit)
+            .select(GroupMessage::as_select())
+            .load($c)
+            .await?;
+        let welcomes: Vec<Welcome> = welcomes::table
+            .filter(welcomes::user_id.eq($user_id))
+            .filter(welcomes::device_id.eq($device_id))
+            .filter(welcomes::stream_pos.gt($since))
+            .filter(welcomes::stream_pos.le(head))
+            .order(welcomes::stream_pos.asc())
+            .limit($limit)
+            .select(Welcome::as_select())
+            .load($c)
+            .await?;
+        // When a kind hit its limit, resume right after the earlier of the two cut-offs so
+        // nothing of the other kind is skipped.
+        let mut next = head;
+        if messages.len() as i64 == $limit {
+            next = next.min(messages.last().map_or(head, |m| m.stream_pos));
+        }
+        if welcomes.len() as i64 == $limit {
+            next = next.min(welcomes.last().map_or(head, |w| w.stream_pos));
+        }
+        let messages: Vec<GroupMessage> = messages
+            .into_iter()
+            .filter(|m| m.stream_pos <= next)
+            .collect();
+        let welcomes: Vec<Welcome> = welcomes
+            .into_iter()
+            .filter(|w| w.stream_pos <= next)
+            .collect();
+        (messages, welcomes, next)
+    }};
 }
 
 /// An event for another server, queued with the message that caused it.
@@ -92,6 +151,14 @@ pub struct Member {
     pub user_id: String,
     pub device_id: String,
     pub leaf_index: u32,
+}
+
+/// A group's epoch with the roster of that epoch, as the hub checks sends against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochRoster {
+    pub epoch: i64,
+    /// Current members, by leaf index.
+    pub members: Vec<Member>,
 }
 
 /// An accepted message of a group's log.
@@ -174,6 +241,8 @@ pub enum Refused {
     StaleEpoch(i64),
     /// The message's epoch is ahead of the group's.
     FutureEpoch(i64),
+    /// The group is no longer at the epoch whose roster the send was checked against.
+    RosterChanged,
 }
 
 /// A non-commit message the hub appends.
@@ -189,8 +258,12 @@ pub struct MessageToAppend {
     pub ts: i64,
     /// Oldest acceptable epoch is `current − max_past_epochs` (proposals: current only).
     pub max_past_epochs: i64,
-    /// Idempotency key (`txn_id`) of the sending device.
+    /// Idempotency key (`txn_id`) of the sending device. A key already used is refused with
+    /// [`StoreError::Conflict`] and nothing is written.
     pub txn_id: Option<String>,
+    /// The epoch whose roster the sender and recipients were checked against: the append is
+    /// refused with [`Refused::RosterChanged`] if the group has moved on since.
+    pub roster_epoch: i64,
     /// Events for other servers with members in the group.
     pub outbox: Vec<OutboxItem>,
 }
@@ -209,7 +282,12 @@ impl Store {
             user_id.to_owned(),
             device_id.to_owned(),
         );
-        with_conn!(self, write, |conn| {
+        let change = TailEvent::Change {
+            group_id: Some(group_id.clone()),
+            devices: vec![(user_id.clone(), device_id.clone())],
+        };
+        let after = self.publish_after(move |pos: &mut i64| (*pos, vec![change]));
+        with_conn!(self, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let pos = take_positions!(c, 1);
                 diesel::insert_into(groups::table)
@@ -231,10 +309,11 @@ impl Store {
                     ))
                     .execute(c)
                     .await?;
-                Ok(())
+                Ok(pos)
             })
             .await
         })
+        .map(drop)
     }
 
     /// One group.
@@ -267,6 +346,56 @@ impl Store {
         })
     }
 
+    /// A group's epoch and the roster of that epoch; `None` for an unknown group. Served from
+    /// memory once read: commits invalidate it, and an append checked against it is refused
+    /// if the epoch has moved on ([`MessageToAppend::roster_epoch`]).
+    pub async fn epoch_roster(
+        &self,
+        group_id: &str,
+    ) -> StoreResult<Option<std::sync::Arc<EpochRoster>>> {
+        let generation = match self.memory.rosters.get(group_id) {
+            Ok(roster) => return Ok(Some(roster)),
+            Err(generation) => generation,
+        };
+        let Some(group) = self.group(group_id).await? else {
+            return Ok(None);
+        };
+        let members = self.roster(group_id).await?;
+        let roster = std::sync::Arc::new(EpochRoster {
+            epoch: group.epoch,
+            members,
+        });
+        // Roster and epoch were read apart: keep them only if they still belong together.
+        let again = self.group(group_id).await?;
+        if again.is_some_and(|g| g.epoch == group.epoch) {
+            self.memory
+                .rosters
+                .fill(generation, group_id.to_owned(), roster.clone());
+        }
+        Ok(Some(roster))
+    }
+
+    /// Forgets a group's cached roster (after a write that changes it).
+    fn roster_changed(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let memory = self.memory.clone();
+        move |group_id: &str| memory.rosters.invalidate(group_id)
+    }
+
+    /// An `after` hook that publishes to the tail what `events` makes of a committed result:
+    /// the first position and the events from it on.
+    pub(crate) fn publish_after<R>(
+        &self,
+        events: impl FnOnce(&mut R) -> (i64, Vec<TailEvent>) + Send + 'static,
+    ) -> impl FnOnce(Option<&mut R>) + Send + 'static {
+        let tail = self.memory.tail.clone();
+        move |committed: Option<&mut R>| {
+            if let (Some(tail), Some(result)) = (tail, committed) {
+                let (first, events) = events(result);
+                tail.publish(first, events);
+            }
+        }
+    }
+
     /// The groups a device is currently a member of.
     pub async fn device_groups(&self, user_id: &str, device_id: &str) -> StoreResult<Vec<Group>> {
         with_conn!(self, read, |conn| {
@@ -288,7 +417,35 @@ impl Store {
         &self,
         commit: CommitToApply,
     ) -> StoreResult<Result<Accepted, Refused>> {
-        with_conn!(self, write, |conn| {
+        // The commit's position, then one per Welcome: each concerns the group's devices and
+        // the devices it adds or removes.
+        let mut concerned: Vec<(String, String)> = commit.removed.clone();
+        concerned.extend(
+            commit
+                .added
+                .iter()
+                .map(|m| (m.user_id.clone(), m.device_id.clone())),
+        );
+        let positions = 1 + if commit.welcome.is_some() {
+            commit.welcome_recipients.len()
+        } else {
+            0
+        };
+        let change = TailEvent::Change {
+            group_id: Some(commit.group_id.clone()),
+            devices: concerned,
+        };
+        let group_id = commit.group_id.clone();
+        let roster_changed = self.roster_changed();
+        let publish = self.publish_after(move |r: &mut Result<Accepted, Refused>| match r {
+            Ok(accepted) => (accepted.stream_pos, vec![change; positions]),
+            Err(_) => (0, Vec::new()),
+        });
+        let after = move |r: Option<&mut Result<Accepted, Refused>>| {
+            roster_changed(&group_id);
+            publish(r);
+        };
+        with_conn!(self, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let next_epoch = commit.epoch + 1;
                 let won = diesel::update(
@@ -393,55 +550,54 @@ impl Store {
     }
 
     /// Appends an application message or proposal, checking its epoch against the group's at
-    /// write time; a repeated `txn_id` of the same device returns the first result.
+    /// write time. A `txn_id` the device already used is refused with
+    /// [`StoreError::Conflict`] (the caller looks up the first result).
     pub async fn append_message(
         &self,
         msg: MessageToAppend,
     ) -> StoreResult<Result<Accepted, Refused>> {
-        with_conn!(self, write, |conn| {
+        type Appended = Result<(Accepted, Option<std::sync::Arc<GroupMessage>>), Refused>;
+        let publish = self.publish_after(|r: &mut Appended| match r {
+            Ok((accepted, message)) => (
+                accepted.stream_pos,
+                message.take().map(TailEvent::Message).into_iter().collect(),
+            ),
+            Err(_) => (0, Vec::new()),
+        });
+        let appended: Appended = with_conn!(self, write, after = publish, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
-                if let Some(txn_id) = &msg.txn_id {
-                    let previous: Option<(String, i64)> = transaction_ids::table
-                        .find((&msg.sender_user, &msg.sender_device, txn_id))
-                        .select((transaction_ids::group_id, transaction_ids::seq))
-                        .first(c)
-                        .await
-                        .optional()?;
-                    if let Some((group_id, seq)) = previous {
-                        let found: Option<(i64, i64)> = group_messages::table
-                            .find((&group_id, seq))
-                            .select((group_messages::stream_pos, group_messages::epoch))
-                            .first(c)
-                            .await
-                            .optional()?;
-                        let (stream_pos, epoch) = found.unwrap_or((0, 0));
-                        return Ok(Ok(Accepted {
-                            seq,
-                            stream_pos,
-                            epoch,
-                        }));
-                    }
-                }
-                let current: Option<i64> = groups::table
-                    .find(&msg.group_id)
-                    .select(groups::epoch)
-                    .first(c)
-                    .await
-                    .optional()?;
-                let Some(current) = current else {
-                    return Ok(Err(Refused::NoGroup));
-                };
-                if msg.epoch > current {
-                    return Ok(Err(Refused::FutureEpoch(current)));
-                }
-                if msg.epoch < current - msg.max_past_epochs {
-                    return Ok(Err(Refused::StaleEpoch(current)));
-                }
-                let seq: i64 = diesel::update(groups::table.find(&msg.group_id))
+                let lowest = msg.roster_epoch - msg.max_past_epochs;
+                let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
+                // One statement checks that the group is still at the roster's epoch and takes
+                // the next seq.
+                let taken: Option<i64> = if in_window {
+                    diesel::update(
+                        groups::table
+                            .find(&msg.group_id)
+                            .filter(groups::epoch.eq(msg.roster_epoch)),
+                    )
                     .set(groups::last_seq.eq(groups::last_seq + 1))
                     .returning(groups::last_seq)
                     .get_result(c)
-                    .await?;
+                    .await
+                    .optional()?
+                } else {
+                    None
+                };
+                let Some(seq) = taken else {
+                    let current: Option<i64> = groups::table
+                        .find(&msg.group_id)
+                        .select(groups::epoch)
+                        .first(c)
+                        .await
+                        .optional()?;
+                    return Ok(Err(match current {
+                        None => Refused::NoGroup,
+                        Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
+                        Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
+                        Some(e) => Refused::StaleEpoch(e),
+                    }));
+                };
                 let pos = take_positions!(c, 1);
                 diesel::insert_into(group_messages::table)
                     .values((
@@ -458,6 +614,7 @@ impl Store {
                     .execute(c)
                     .await?;
                 if let Some(txn_id) = &msg.txn_id {
+                    // A used txn_id violates the key and rolls this write back.
                     diesel::insert_into(transaction_ids::table)
                         .values((
                             transaction_ids::user_id.eq(&msg.sender_user),
@@ -470,14 +627,29 @@ impl Store {
                         .await?;
                 }
                 queue_outbox!(c, &msg.outbox, &msg.group_id, seq, msg.ts);
-                Ok(Ok(Accepted {
+                let accepted = Accepted {
                     seq,
                     stream_pos: pos,
-                    epoch: current,
-                }))
+                    epoch: msg.roster_epoch,
+                };
+                let stored = GroupMessage {
+                    group_id: msg.group_id,
+                    seq,
+                    stream_pos: pos,
+                    sender_user: msg.sender_user,
+                    sender_device: msg.sender_device,
+                    kind: msg.kind,
+                    epoch: msg.epoch,
+                    message: msg.message,
+                    adds: None,
+                    removes: None,
+                    ts: msg.ts,
+                };
+                Ok(Ok((accepted, Some(std::sync::Arc::new(stored)))))
             })
             .await
-        })
+        })?;
+        Ok(appended.map(|(accepted, _)| accepted))
     }
 
     /// The latest stream position: every event a device can receive is at or below it.
@@ -501,59 +673,37 @@ impl Store {
         limit: i64,
     ) -> StoreResult<(Vec<GroupMessage>, Vec<Welcome>, i64)> {
         with_conn!(self, read, |conn| {
-            // Read the head first: anything committed later has a larger position.
-            let head: i64 = stream_position::table
-                .find(1)
-                .select(stream_position::pos)
-                .first(conn)
-                .await?;
-            let messages: Vec<GroupMessage> = group_messages::table
-                .inner_join(
-                    memberships::table.on(memberships::group_id.eq(group_messages::group_id)),
-                )
-                .filter(memberships::user_id.eq(user_id))
-                .filter(memberships::device_id.eq(device_id))
-                .filter(group_messages::stream_pos.gt(since))
-                .filter(group_messages::stream_pos.le(head))
-                .filter(group_messages::stream_pos.gt(memberships::joined_pos))
-                .filter(
-                    memberships::left_pos
-                        .is_null()
-                        .or(group_messages::stream_pos.le(memberships::left_pos.assume_not_null())),
-                )
-                .order(group_messages::stream_pos.asc())
-                .limit(limit)
-                .select(GroupMessage::as_select())
-                .load(conn)
-                .await?;
-            let welcomes: Vec<Welcome> = welcomes::table
-                .filter(welcomes::user_id.eq(user_id))
-                .filter(welcomes::device_id.eq(device_id))
-                .filter(welcomes::stream_pos.gt(since))
-                .filter(welcomes::stream_pos.le(head))
-                .order(welcomes::stream_pos.asc())
-                .limit(limit)
-                .select(Welcome::as_select())
-                .load(conn)
-                .await?;
-            // When a kind hit its limit, resume right after the earlier of the two cut-offs so
-            // nothing of the other kind is skipped.
-            let mut next = head;
-            if messages.len() as i64 == limit {
-                next = next.min(messages.last().map_or(head, |m| m.stream_pos));
-            }
-            if welcomes.len() as i64 == limit {
-                next = next.min(welcomes.last().map_or(head, |w| w.stream_pos));
-            }
-            let messages = messages
-                .into_iter()
-                .filter(|m| m.stream_pos <= next)
-                .collect();
-            let welcomes = welcomes
-                .into_iter()
-                .filter(|w| w.stream_pos <= next)
-                .collect();
-            Ok((messages, welcomes, next))
+            Ok(device_events!(conn, user_id, device_id, since, limit))
+        })
+    }
+
+    /// [`Store::device_events`], and the groups the device is a member of at the position
+    /// returned, read together from one snapshot (what a WebSocket needs to go on from the
+    /// stream tail).
+    pub async fn device_events_and_groups(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<GroupMessage>, Vec<Welcome>, i64, Vec<String>)> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        with_conn!(self, read, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let (messages, welcomes, next) =
+                    device_events!(c, &user_id, &device_id, since, limit);
+                // Memberships are as of the snapshot's head; a cut-off below it (a full page)
+                // only means the next read starts from the database again.
+                let groups: Vec<String> = memberships::table
+                    .filter(memberships::user_id.eq(&user_id))
+                    .filter(memberships::device_id.eq(&device_id))
+                    .filter(memberships::left_pos.is_null())
+                    .select(memberships::group_id)
+                    .load(c)
+                    .await?;
+                Ok((messages, welcomes, next, groups))
+            })
+            .await
         })
     }
 

@@ -5,22 +5,25 @@
 //! instantiated for both connection types by the [`with_conn!`] macro.
 
 pub mod accounts;
+mod cache;
 mod db;
 pub mod federation;
 pub mod groups;
 pub mod keys;
 pub mod schema;
 mod sqlite_writer;
+pub mod tail;
 pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
 pub use federation::{OutboxRow, RemoteMessage, RemoteStored};
 pub use groups::{
-    Accepted, CommitToApply, Group, GroupMessage, Member, MessageToAppend, OutboxItem, Refused,
-    Welcome,
+    Accepted, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend, OutboxItem,
+    Refused, Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
+pub use tail::{Tail, TailEvent, TailRead};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -113,10 +113,15 @@ impl SqliteWriter {
     }
 
     /// Runs `write` on the writer connection and returns its result once it is durable.
-    pub(crate) async fn run<R, F>(&self, write: F) -> StoreResult<R>
+    /// `after` runs on this thread once the batch holding the write has committed, before the
+    /// caller is answered and even if the caller has gone away: given the result when the
+    /// write succeeded and was committed, `None` otherwise. Batches commit in order, so
+    /// `after` hooks run in commit order.
+    pub(crate) async fn run<R, F, A>(&self, write: F, after: A) -> StoreResult<R>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
+        A: FnOnce(Option<&mut R>) + Send + 'static,
     {
         let (done, outcome) = tokio::sync::oneshot::channel::<StoreResult<R>>();
         let job: Job = Box::new(move |conn, isolate| {
@@ -129,8 +134,15 @@ impl SqliteWriter {
                 let succeeded = result.is_ok();
                 let finish: Finish = Box::new(move |committed| {
                     let answer = match committed {
-                        Ok(()) => result,
-                        Err(e) => Err(StoreError::Pool(format!("commit failed: {e}"))),
+                        Ok(()) => {
+                            let mut result = result;
+                            after(result.as_mut().ok());
+                            result
+                        }
+                        Err(e) => {
+                            after(None);
+                            Err(StoreError::Pool(format!("commit failed: {e}")))
+                        }
                     };
                     // The caller may have gone away; its write stands either way.
                     let _ = done.send(answer);

@@ -2,7 +2,8 @@
 
 use parley_schema::{
     testing, BindOutcome, CommitToApply, GroupMessage, Member, MessageToAppend, NewDevice,
-    NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, StoreConfig, User,
+    NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, StoreConfig, StoreError,
+    TailRead, User,
 };
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -222,7 +223,19 @@ fn member(u: &str, leaf: u32) -> Member {
     }
 }
 
+/// A message at `epoch`, checked against the roster of that same epoch.
 fn app(group: &str, sender: &str, epoch: i64, txn: Option<&str>) -> MessageToAppend {
+    app_at(group, sender, epoch, epoch, txn)
+}
+
+/// A message at `epoch`, checked against the roster of `roster_epoch`.
+fn app_at(
+    group: &str,
+    sender: &str,
+    epoch: i64,
+    roster_epoch: i64,
+    txn: Option<&str>,
+) -> MessageToAppend {
     MessageToAppend {
         group_id: group.into(),
         sender_user: sender.into(),
@@ -233,6 +246,7 @@ fn app(group: &str, sender: &str, epoch: i64, txn: Option<&str>) -> MessageToApp
         ts: 6,
         max_past_epochs: 1,
         txn_id: txn.map(str::to_owned),
+        roster_epoch,
         outbox: vec![],
     }
 }
@@ -278,10 +292,16 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
         assert_eq!(m1.seq, 2);
         let again = store
             .append_message(app("!g1:t.example", a, 1, Some("t1")))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(again.seq, 2, "txn retry returns the first result");
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict)),
+            "a used txn_id is refused: {again:?}"
+        );
+        assert_eq!(
+            store.txn_seq(a, "D", "t1").await.unwrap(),
+            Some(2),
+            "the first result stays"
+        );
         let (msgs, welcomes, next) = store.device_events(b, "D", 0, 100).await.unwrap();
         assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(welcomes.len(), 1);
@@ -318,24 +338,33 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
 
         // Application messages: one epoch back is fine, two is stale, ahead is refused.
         assert!(store
-            .append_message(app("!g1:t.example", a, 1, None))
+            .append_message(app_at("!g1:t.example", a, 1, 2, None))
             .await
             .unwrap()
             .is_ok());
         assert_eq!(
             store
-                .append_message(app("!g1:t.example", a, 0, None))
+                .append_message(app_at("!g1:t.example", a, 0, 2, None))
                 .await
                 .unwrap(),
             Err(Refused::StaleEpoch(2))
         );
         assert_eq!(
             store
-                .append_message(app("!g1:t.example", a, 3, None))
+                .append_message(app_at("!g1:t.example", a, 3, 2, None))
                 .await
                 .unwrap(),
             Err(Refused::FutureEpoch(2))
         );
+        // Checked against the roster of an epoch the group has left: refused, nothing written.
+        assert_eq!(
+            store
+                .append_message(app_at("!g1:t.example", a, 1, 1, Some("late")))
+                .await
+                .unwrap(),
+            Err(Refused::RosterChanged)
+        );
+        assert_eq!(store.txn_seq(a, "D", "late").await.unwrap(), None);
         let log: Vec<i64> = store
             .group_messages_since("!g1:t.example", 0, 100)
             .await
@@ -525,5 +554,69 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
         let mut by_pos = log.clone();
         by_pos.sort_by_key(|m| m.stream_pos);
         assert_eq!(by_pos, log, "stream positions follow seqs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_database() {
+    for (store, _d) in stores().await {
+        let Some(tail) = store.tail() else {
+            continue; // PostgreSQL keeps no tail
+        };
+        let (a, b) = ("@a:t.example", "@b:t.example");
+        store.create_group("!t:t.example", a, "D", 1).await.unwrap();
+        store.create_group("!u:t.example", b, "D", 1).await.unwrap();
+        store
+            .apply_commit(commit("!t:t.example", 0, a, vec![member(b, 1)], vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let start = store.stream_position().await.unwrap();
+        // Concurrent sends (committed together) and refused ones interleave.
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let s = store.clone();
+            let (group, epoch) = if i % 3 == 0 {
+                ("!u:t.example", 0)
+            } else {
+                ("!t:t.example", 1)
+            };
+            let sender = if i % 3 == 0 { b } else { a };
+            let txn = format!("x{}", i % 25); // five reuse a txn_id and are refused
+            tasks.push(tokio::spawn(async move {
+                s.append_message(app(group, sender, epoch, Some(&txn)))
+                    .await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        assert_eq!(tail.last(), store.stream_position().await.unwrap());
+        for (user, after) in [(a, 0), (b, 0), (b, start)] {
+            let (db, _, _, groups) = store
+                .device_events_and_groups(user, "D", after, 1000)
+                .await
+                .unwrap();
+            let groups = groups.into_iter().collect();
+            // From a position after the last change concerning the device, the tail answers.
+            let TailRead::Messages { messages, next } = tail.read(user, "D", &groups, start, 1000)
+            else {
+                panic!("the tail could not answer for {user} from {start}")
+            };
+            let from_db: Vec<i64> = db
+                .iter()
+                .filter(|m| m.stream_pos > start && m.kind == "application")
+                .map(|m| m.stream_pos)
+                .collect();
+            let from_tail: Vec<i64> = messages.iter().map(|m| m.stream_pos).collect();
+            assert_eq!(from_tail, from_db, "{user} after {after}");
+            assert_eq!(next, tail.last());
+        }
+        // Reading across the commit that added b sends b to the database.
+        let groups = ["!t:t.example".to_owned()].into_iter().collect();
+        assert!(matches!(
+            tail.read(b, "D", &groups, 0, 1000),
+            TailRead::Reread
+        ));
     }
 }

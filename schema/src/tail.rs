@@ -1,0 +1,286 @@
+//! The stream tail: the most recent stream positions, kept in memory so that a connected
+//! device's WebSocket takes new group messages from here instead of querying the database
+//! once per wake-up.
+//!
+//! Every write that takes stream positions publishes what it wrote at them once it has
+//! committed. On SQLite all such writes go through the single writer thread, which publishes
+//! in commit order, so the tail is gap-free and in position order. Only application messages
+//! and proposals are carried whole: anything that changes who receives what (a commit, a
+//! Welcome, a new group) is published as a [`TailEvent::Change`], and a device it concerns goes
+//! back to the database, which stays the source of truth, for that stretch. A device reading
+//! from before the oldest position kept does the same. PostgreSQL stores have no tail (writes
+//! there may commit and publish out of order), and their devices always read the database.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::groups::GroupMessage;
+
+/// Positions kept in memory.
+const CAPACITY: usize = 16_384;
+
+/// What was committed at one stream position.
+#[derive(Debug, Clone)]
+pub enum TailEvent {
+    /// An application message or proposal: for the group's members, and changes no roster.
+    Message(Arc<GroupMessage>),
+    /// Anything else (a commit, a Welcome, a new group): devices in `group_id` and the listed
+    /// devices must read this stretch from the database.
+    Change {
+        group_id: Option<String>,
+        devices: Vec<(String, String)>,
+    },
+}
+
+/// Result of reading the tail for one device.
+#[derive(Debug)]
+pub enum TailRead {
+    /// The device's messages after `since`, in stream order, and the position to resume after.
+    Messages {
+        messages: Vec<Arc<GroupMessage>>,
+        next: i64,
+    },
+    /// The tail cannot answer (a change concerning the device, or positions no longer kept):
+    /// read from the database.
+    Reread,
+}
+
+/// The in-memory tail of the stream.
+#[derive(Debug)]
+pub struct Tail {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Position of `events[0]`.
+    first: i64,
+    events: VecDeque<TailEvent>,
+}
+
+impl Inner {
+    /// The last position published (everything up to it is here or older than `first`).
+    fn last(&self) -> i64 {
+        self.first + self.events.len() as i64 - 1
+    }
+}
+
+impl Tail {
+    /// An empty tail whose next position is `head + 1`.
+    pub(crate) fn new(head: i64) -> Tail {
+        Tail {
+            inner: Mutex::new(Inner {
+                first: head + 1,
+                events: VecDeque::with_capacity(CAPACITY),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the events committed at positions `first_pos..first_pos + events.len()`.
+    /// Publishing anywhere but right after the last position (which a correct store never
+    /// does) drops what is kept, so readers fall back to the database rather than skip.
+    pub(crate) fn publish(&self, first_pos: i64, events: Vec<TailEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        if first_pos != inner.last() + 1 {
+            tracing::warn!(
+                expected = inner.last() + 1,
+                got = first_pos,
+                "stream tail out of step; devices re-read from the database"
+            );
+            inner.events.clear();
+            inner.first = first_pos;
+        }
+        for event in events {
+            if inner.events.len() == CAPACITY {
+                inner.events.pop_front();
+                inner.first += 1;
+            }
+            inner.events.push_back(event);
+        }
+    }
+
+    /// The last position published.
+    pub fn last(&self) -> i64 {
+        self.lock().last()
+    }
+
+    /// Messages after position `since` for a device that is a current member of exactly
+    /// `groups` (as of `since`), at most `limit` of them.
+    pub fn read(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        groups: &HashSet<String>,
+        since: i64,
+        limit: usize,
+    ) -> TailRead {
+        let inner = self.lock();
+        let last = inner.last();
+        if since >= last {
+            return TailRead::Messages {
+                messages: Vec::new(),
+                next: since,
+            };
+        }
+        if since + 1 < inner.first {
+            return TailRead::Reread;
+        }
+        let mut messages = Vec::new();
+        let mut next = since;
+        let skip = (since + 1 - inner.first) as usize;
+        for event in inner.events.iter().skip(skip) {
+            if messages.len() == limit {
+                break;
+            }
+            match event {
+                TailEvent::Message(m) => {
+                    if groups.contains(&m.group_id) {
+                        messages.push(m.clone());
+                    }
+                }
+                TailEvent::Change { group_id, devices } => {
+                    let in_group = group_id.as_ref().is_some_and(|g| groups.contains(g));
+                    let listed = devices.iter().any(|(u, d)| u == user_id && d == device_id);
+                    if in_group || listed {
+                        return TailRead::Reread;
+                    }
+                }
+            }
+            next += 1;
+        }
+        TailRead::Messages { messages, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(group_id: &str, pos: i64) -> TailEvent {
+        TailEvent::Message(Arc::new(GroupMessage {
+            group_id: group_id.into(),
+            seq: pos,
+            stream_pos: pos,
+            sender_user: "@s:x".into(),
+            sender_device: "S".into(),
+            kind: "application".into(),
+            epoch: 0,
+            message: vec![1, 2, 3],
+            adds: None,
+            removes: None,
+            ts: 0,
+        }))
+    }
+
+    fn groups(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn positions(read: TailRead) -> (Vec<i64>, i64) {
+        match read {
+            TailRead::Messages { messages, next } => {
+                (messages.iter().map(|m| m.stream_pos).collect(), next)
+            }
+            TailRead::Reread => panic!("unexpected re-read"),
+        }
+    }
+
+    #[test]
+    fn a_device_gets_its_groups_messages_in_order_and_resumes_after_the_last_position() {
+        let tail = Tail::new(10);
+        tail.publish(11, vec![message("!a:x", 11), message("!b:x", 12)]);
+        tail.publish(13, vec![message("!a:x", 13)]);
+        let mine = groups(&["!a:x"]);
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 10, 100)),
+            (vec![11, 13], 13)
+        );
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 11, 100)),
+            (vec![13], 13)
+        );
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 13, 100)),
+            (vec![], 13)
+        );
+        // Past the last published position (read from the database just before a publish).
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 20, 100)),
+            (vec![], 20)
+        );
+        // A limit stops right after the last message taken.
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 10, 1)),
+            (vec![11], 11)
+        );
+    }
+
+    #[test]
+    fn a_change_that_concerns_the_device_sends_it_to_the_database() {
+        let tail = Tail::new(0);
+        tail.publish(1, vec![message("!a:x", 1)]);
+        tail.publish(
+            2,
+            vec![TailEvent::Change {
+                group_id: Some("!b:x".into()),
+                devices: vec![("@u:x".into(), "D".into())],
+            }],
+        );
+        tail.publish(
+            3,
+            vec![TailEvent::Change {
+                group_id: Some("!a:x".into()),
+                devices: vec![],
+            }],
+        );
+        let mine = groups(&["!a:x"]);
+        // Added to !b by position 2, so positions 1.. come from the database.
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, 0, 100),
+            TailRead::Reread
+        ));
+        // Another device of another group skips both changes.
+        let theirs = groups(&["!c:x"]);
+        assert_eq!(
+            positions(tail.read("@v:x", "E", &theirs, 0, 100)),
+            (vec![], 3)
+        );
+        // A commit in a group of the device.
+        assert!(matches!(
+            tail.read("@w:x", "F", &mine, 2, 100),
+            TailRead::Reread
+        ));
+    }
+
+    #[test]
+    fn positions_no_longer_kept_or_a_publish_out_of_step_fall_back_to_the_database() {
+        let tail = Tail::new(0);
+        let events: Vec<TailEvent> = (1..=CAPACITY as i64 + 5)
+            .map(|p| message("!a:x", p))
+            .collect();
+        tail.publish(1, events);
+        let mine = groups(&["!a:x"]);
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, 0, 10),
+            TailRead::Reread
+        ));
+        assert_eq!(positions(tail.read("@u:x", "D", &mine, 5, 1)), (vec![6], 6));
+        let last = tail.last();
+        tail.publish(last + 2, vec![message("!a:x", last + 2)]);
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, last, 10),
+            TailRead::Reread
+        ));
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, last + 1, 10)),
+            (vec![last + 2], last + 2)
+        );
+    }
+}

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use futures_util::SinkExt;
 use parley_client_api::endpoint::Empty;
 use parley_client_api::groups::DeviceRef;
 use parley_client_api::keys::KeyCountResponse;
@@ -18,7 +19,7 @@ use parley_client_api::sync::{
     DeleteWelcome, GroupEvents, MessageEvent, Sync, SyncRequest, SyncResponse, WelcomeEvent,
     WsAuth, WsEvent, WS_PATH,
 };
-use parley_schema::{GroupMessage, TailRead, Welcome};
+use parley_schema::{GroupMessage, TailMessage, TailRead, Welcome};
 
 use crate::error::{ApiResult, Error};
 use crate::http::{authenticate, route, ApiPath as Path, ApiQuery, Authed};
@@ -206,7 +207,7 @@ async fn websocket(
     upgrade
         // Small buffers: tungstenite's 128 KiB defaults dominated an idle connection's memory.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             if let Err(e) = run_socket(state, socket, header_auth).await {
@@ -280,6 +281,12 @@ async fn run_socket(
                 ),
                 _ => TailRead::Reread,
             };
+            let wrap = |messages: Vec<GroupMessage>| -> Vec<Arc<TailMessage>> {
+                messages
+                    .into_iter()
+                    .map(|m| Arc::new(TailMessage::new(m)))
+                    .collect()
+            };
             let (messages, welcomes, next) = match from_tail {
                 TailRead::Messages { messages, next } => (messages, Vec::new(), next),
                 TailRead::Reread if state.store.tail().is_some() => {
@@ -288,24 +295,24 @@ async fn run_socket(
                         .device_events_and_groups(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
                         .await?;
                     tail_groups = Some(groups.into_iter().collect());
-                    (messages.into_iter().map(Arc::new).collect(), welcomes, next)
+                    (wrap(messages), welcomes, next)
                 }
                 TailRead::Reread => {
                     let (messages, welcomes, next) = state
                         .store
                         .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
                         .await?;
-                    (messages.into_iter().map(Arc::new).collect(), welcomes, next)
+                    (wrap(messages), welcomes, next)
                 }
             };
             // A kind that filled its limit may have more behind it.
             todo.events =
                 messages.len() as i64 >= SYNC_LIMIT || welcomes.len() as i64 >= SYNC_LIMIT;
-            for frame in ws_frames(&messages, welcomes, next) {
-                socket
-                    .send(Message::Text(serde_json::to_string(&frame)?.into()))
-                    .await?;
+            // Frames are queued and written together: one write for a whole batch.
+            for frame in ws_frames(&messages, welcomes, next)? {
+                socket.feed(Message::Text(frame.into())).await?;
             }
+            socket.flush().await?;
             pos = next;
         }
         if todo.keys {
@@ -345,41 +352,67 @@ async fn run_socket(
     }
 }
 
-/// Frames for a batch of events in stream order; each carries the token to resume after it.
-fn ws_frames(messages: &[Arc<GroupMessage>], welcomes: Vec<Welcome>, next: i64) -> Vec<WsEvent> {
-    let mut items: Vec<(i64, WsEvent)> = Vec::with_capacity(messages.len() + welcomes.len());
-    for m in messages {
-        let pos = m.stream_pos;
-        let group_id = m.group_id.clone();
-        items.push((
-            pos,
-            WsEvent::Message {
-                group_id,
-                message: message_event(m),
-                next_batch: batch_token(pos),
-            },
-        ));
-    }
-    for w in welcomes {
-        let pos = w.stream_pos;
-        items.push((
-            pos,
-            WsEvent::Welcome {
-                welcome: welcome_event(w),
-                next_batch: batch_token(pos),
-            },
-        ));
-    }
+/// Frames for a batch of events in stream order; each carries the token to resume after it,
+/// the last one the token to resume after everything read.
+fn ws_frames(
+    messages: &[Arc<TailMessage>],
+    welcomes: Vec<Welcome>,
+    next: i64,
+) -> serde_json::Result<Vec<String>> {
+    let mut items: Vec<(i64, Frame)> = Vec::with_capacity(messages.len() + welcomes.len());
+    items.extend(
+        messages
+            .iter()
+            .map(|m| (m.message.stream_pos, Frame::Message(m))),
+    );
+    items.extend(
+        welcomes
+            .into_iter()
+            .map(|w| (w.stream_pos, Frame::Welcome(w))),
+    );
     items.sort_by_key(|(pos, _)| *pos);
-    if let Some((_, last)) = items.last_mut() {
-        // The last frame of a batch resumes after everything read, not just after itself.
-        match last {
-            WsEvent::Message { next_batch, .. }
-            | WsEvent::Welcome { next_batch, .. }
-            | WsEvent::KeyPackages { next_batch, .. } => *next_batch = batch_token(next),
+    let last = items.len().saturating_sub(1);
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, (pos, frame))| {
+            let token = batch_token(if i == last { next } else { pos });
+            match frame {
+                Frame::Message(m) => message_frame(m, &token),
+                Frame::Welcome(w) => serde_json::to_string(&WsEvent::Welcome {
+                    welcome: welcome_event(w),
+                    next_batch: token,
+                }),
+            }
+        })
+        .collect()
+}
+
+enum Frame<'a> {
+    Message(&'a TailMessage),
+    Welcome(Welcome),
+}
+
+/// The `message` frame of [`WsEvent::Message`], built around the message's wire form, which
+/// is serialised once and shared by every socket that sends it.
+fn message_frame(m: &TailMessage, next_batch: &str) -> serde_json::Result<String> {
+    let wire = match m.wire.get() {
+        Some(wire) => wire,
+        None => {
+            let made = serde_json::to_string(&message_event(&m.message))?;
+            m.wire.get_or_init(|| made)
         }
-    }
-    items.into_iter().map(|(_, e)| e).collect()
+    };
+    // `{"seq":…}` → its fields, spliced between the frame's own (`message` is flattened).
+    let fields = wire
+        .strip_prefix('{')
+        .and_then(|w| w.strip_suffix('}'))
+        .unwrap_or_default();
+    let group_id = serde_json::to_string(&m.message.group_id)?;
+    let next_batch = serde_json::to_string(next_batch)?;
+    Ok(format!(
+        r#"{{"type":"message","group_id":{group_id},{fields},"next_batch":{next_batch}}}"#
+    ))
 }
 
 async fn close_with_error(socket: &mut WebSocket, error: &Error) {
@@ -391,4 +424,39 @@ async fn close_with_error(socket: &mut WebSocket, error: &Error) {
             reason: error.errcode().as_str().into(),
         })))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spliced_message_frame_is_what_serde_makes_of_the_event() {
+        let stored = GroupMessage {
+            group_id: "!g\"x:h.example".into(),
+            seq: 7,
+            stream_pos: 42,
+            sender_user: "@a:h.example".into(),
+            sender_device: "DEV".into(),
+            kind: "commit".into(),
+            epoch: 3,
+            message: vec![0, 1, 2, 250],
+            adds: Some(r#"[{"user_id":"@b:h.example","device_id":"B"}]"#.into()),
+            removes: Some("[]".into()),
+            ts: 1234,
+        };
+        let m = TailMessage::new(stored.clone());
+        for _ in 0..2 {
+            // The second time from the shared wire form.
+            let spliced: serde_json::Value =
+                serde_json::from_str(&message_frame(&m, "s42").unwrap()).unwrap();
+            let expected = serde_json::to_value(WsEvent::Message {
+                group_id: stored.group_id.clone(),
+                message: message_event(&stored),
+                next_batch: "s42".into(),
+            })
+            .unwrap();
+            assert_eq!(spliced, expected);
+        }
+    }
 }

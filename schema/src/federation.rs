@@ -4,11 +4,12 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use crate::db::FixedSql;
 use crate::groups::{GroupMessage, Member};
 use crate::schema::{
     group_messages, groups, inbound_transactions, memberships, outbox, stream_position, welcomes,
 };
-use crate::tail::TailEvent;
+use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// A queued event for another server.
@@ -196,12 +197,14 @@ impl Store {
                         };
                         // Compare-and-set: only the successor of the last stored seq advances it. On
                         // PostgreSQL the row lock makes a concurrent writer re-check after we commit.
-                        let mut advanced = diesel::update(
-                            groups::table
-                                .find(&m.group_id)
-                                .filter(groups::last_seq.eq(m.seq - 1)),
+                        let mut advanced = FixedSql(
+                            diesel::update(
+                                groups::table
+                                    .find(&m.group_id)
+                                    .filter(groups::last_seq.eq(m.seq - 1)),
+                            )
+                            .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after))),
                         )
-                        .set((groups::last_seq.eq(m.seq), groups::epoch.eq(epoch_after)))
                         .execute(c)
                         .await?
                             == 1;
@@ -244,11 +247,13 @@ impl Store {
                                 }
                             }
                         }
-                        let pos: i64 = diesel::update(stream_position::table.find(1))
-                            .set(stream_position::pos.eq(stream_position::pos + 1))
-                            .returning(stream_position::pos)
-                            .get_result(c)
-                            .await?;
+                        let pos: i64 = FixedSql(
+                            diesel::update(stream_position::table.find(1))
+                                .set(stream_position::pos.eq(stream_position::pos + 1))
+                                .returning(stream_position::pos),
+                        )
+                        .get_result(c)
+                        .await?;
                         diesel::insert_into(group_messages::table)
                             .values((
                                 group_messages::group_id.eq(&m.group_id),
@@ -297,10 +302,12 @@ impl Store {
                                 devices,
                             }
                         } else {
-                            TailEvent::Message(std::sync::Arc::new(GroupMessage {
-                                stream_pos: pos,
-                                ..remote.message
-                            }))
+                            TailEvent::Message(std::sync::Arc::new(TailMessage::new(
+                                GroupMessage {
+                                    stream_pos: pos,
+                                    ..remote.message
+                                },
+                            )))
                         };
                         Ok((RemoteStored::Stored, Some((pos, event))))
                     })

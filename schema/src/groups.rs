@@ -4,10 +4,11 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use crate::db::FixedSql;
 use crate::schema::{
     group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
 };
-use crate::tail::TailEvent;
+use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// Queues federation events in the current transaction: `message` items carry the seq just
@@ -122,11 +123,13 @@ impl OutboxItem {
 /// The row update serialises writers on PostgreSQL, so positions commit in order.
 macro_rules! take_positions {
     ($c:expr, $n:expr) => {{
-        let last: i64 = diesel::update(stream_position::table.find(1))
-            .set(stream_position::pos.eq(stream_position::pos + $n))
-            .returning(stream_position::pos)
-            .get_result($c)
-            .await?;
+        let last: i64 = FixedSql(
+            diesel::update(stream_position::table.find(1))
+                .set(stream_position::pos.eq(stream_position::pos + $n))
+                .returning(stream_position::pos),
+        )
+        .get_result($c)
+        .await?;
         last - $n + 1
     }};
 }
@@ -556,7 +559,7 @@ impl Store {
         &self,
         msg: MessageToAppend,
     ) -> StoreResult<Result<Accepted, Refused>> {
-        type Appended = Result<(Accepted, Option<std::sync::Arc<GroupMessage>>), Refused>;
+        type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Refused>;
         let publish = self.publish_after(|r: &mut Appended| match r {
             Ok((accepted, message)) => (
                 accepted.stream_pos,
@@ -564,90 +567,92 @@ impl Store {
             ),
             Err(_) => (0, Vec::new()),
         });
-        let appended: Appended = with_conn!(self, write, after = publish, |conn| {
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                let lowest = msg.roster_epoch - msg.max_past_epochs;
-                let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
-                // One statement checks that the group is still at the roster's epoch and takes
-                // the next seq.
-                let taken: Option<i64> = if in_window {
+        let appended: Appended = with_conn!(self, write_atomic, after = publish, |c| {
+            let lowest = msg.roster_epoch - msg.max_past_epochs;
+            let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
+            // One statement checks that the group is still at the roster's epoch and takes
+            // the next seq.
+            let taken: Option<i64> = if in_window {
+                FixedSql(
                     diesel::update(
                         groups::table
                             .find(&msg.group_id)
                             .filter(groups::epoch.eq(msg.roster_epoch)),
                     )
                     .set(groups::last_seq.eq(groups::last_seq + 1))
-                    .returning(groups::last_seq)
-                    .get_result(c)
+                    .returning(groups::last_seq),
+                )
+                .get_result(c)
+                .await
+                .optional()?
+            } else {
+                None
+            };
+            let Some(seq) = taken else {
+                let current: Option<i64> = groups::table
+                    .find(&msg.group_id)
+                    .select(groups::epoch)
+                    .first(c)
                     .await
-                    .optional()?
-                } else {
-                    None
-                };
-                let Some(seq) = taken else {
-                    let current: Option<i64> = groups::table
-                        .find(&msg.group_id)
-                        .select(groups::epoch)
-                        .first(c)
-                        .await
-                        .optional()?;
-                    return Ok(Err(match current {
-                        None => Refused::NoGroup,
-                        Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
-                        Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
-                        Some(e) => Refused::StaleEpoch(e),
-                    }));
-                };
-                let pos = take_positions!(c, 1);
-                diesel::insert_into(group_messages::table)
+                    .optional()?;
+                return Ok(Err(match current {
+                    None => Refused::NoGroup,
+                    Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
+                    Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
+                    Some(e) => Refused::StaleEpoch(e),
+                }));
+            };
+            let pos = take_positions!(c, 1);
+            diesel::insert_into(group_messages::table)
+                .values((
+                    group_messages::group_id.eq(&msg.group_id),
+                    group_messages::seq.eq(seq),
+                    group_messages::stream_pos.eq(pos),
+                    group_messages::sender_user.eq(&msg.sender_user),
+                    group_messages::sender_device.eq(&msg.sender_device),
+                    group_messages::kind.eq(&msg.kind),
+                    group_messages::epoch.eq(msg.epoch),
+                    group_messages::message.eq(&msg.message),
+                    group_messages::ts.eq(msg.ts),
+                ))
+                .execute(c)
+                .await?;
+            if let Some(txn_id) = &msg.txn_id {
+                // A used txn_id violates the key and rolls this write back.
+                diesel::insert_into(transaction_ids::table)
                     .values((
-                        group_messages::group_id.eq(&msg.group_id),
-                        group_messages::seq.eq(seq),
-                        group_messages::stream_pos.eq(pos),
-                        group_messages::sender_user.eq(&msg.sender_user),
-                        group_messages::sender_device.eq(&msg.sender_device),
-                        group_messages::kind.eq(&msg.kind),
-                        group_messages::epoch.eq(msg.epoch),
-                        group_messages::message.eq(&msg.message),
-                        group_messages::ts.eq(msg.ts),
+                        transaction_ids::user_id.eq(&msg.sender_user),
+                        transaction_ids::device_id.eq(&msg.sender_device),
+                        transaction_ids::txn_id.eq(txn_id),
+                        transaction_ids::group_id.eq(&msg.group_id),
+                        transaction_ids::seq.eq(seq),
                     ))
                     .execute(c)
                     .await?;
-                if let Some(txn_id) = &msg.txn_id {
-                    // A used txn_id violates the key and rolls this write back.
-                    diesel::insert_into(transaction_ids::table)
-                        .values((
-                            transaction_ids::user_id.eq(&msg.sender_user),
-                            transaction_ids::device_id.eq(&msg.sender_device),
-                            transaction_ids::txn_id.eq(txn_id),
-                            transaction_ids::group_id.eq(&msg.group_id),
-                            transaction_ids::seq.eq(seq),
-                        ))
-                        .execute(c)
-                        .await?;
-                }
-                queue_outbox!(c, &msg.outbox, &msg.group_id, seq, msg.ts);
-                let accepted = Accepted {
-                    seq,
-                    stream_pos: pos,
-                    epoch: msg.roster_epoch,
-                };
-                let stored = GroupMessage {
-                    group_id: msg.group_id,
-                    seq,
-                    stream_pos: pos,
-                    sender_user: msg.sender_user,
-                    sender_device: msg.sender_device,
-                    kind: msg.kind,
-                    epoch: msg.epoch,
-                    message: msg.message,
-                    adds: None,
-                    removes: None,
-                    ts: msg.ts,
-                };
-                Ok(Ok((accepted, Some(std::sync::Arc::new(stored)))))
-            })
-            .await
+            }
+            queue_outbox!(c, &msg.outbox, &msg.group_id, seq, msg.ts);
+            let accepted = Accepted {
+                seq,
+                stream_pos: pos,
+                epoch: msg.roster_epoch,
+            };
+            let stored = GroupMessage {
+                group_id: msg.group_id,
+                seq,
+                stream_pos: pos,
+                sender_user: msg.sender_user,
+                sender_device: msg.sender_device,
+                kind: msg.kind,
+                epoch: msg.epoch,
+                message: msg.message,
+                adds: None,
+                removes: None,
+                ts: msg.ts,
+            };
+            Ok(Ok((
+                accepted,
+                Some(std::sync::Arc::new(TailMessage::new(stored))),
+            )))
         })?;
         Ok(appended.map(|(accepted, _)| accepted))
     }

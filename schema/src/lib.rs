@@ -23,7 +23,7 @@ pub use groups::{
     Refused, Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
-pub use tail::{Tail, TailEvent, TailRead};
+pub use tail::{Tail, TailEvent, TailMessage, TailRead};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -12,18 +12,37 @@
 //! there may commit and publish out of order), and their devices always read the database.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::groups::GroupMessage;
 
 /// Positions kept in memory.
 const CAPACITY: usize = 16_384;
 
+/// A message as kept in the tail.
+#[derive(Debug)]
+pub struct TailMessage {
+    pub message: GroupMessage,
+    /// The message's client wire form, made by the first connection that sends it and reused
+    /// by the others (every member's socket sends the same bytes).
+    pub wire: OnceLock<String>,
+}
+
+impl TailMessage {
+    /// A message whose wire form is not made yet.
+    pub fn new(message: GroupMessage) -> TailMessage {
+        TailMessage {
+            message,
+            wire: OnceLock::new(),
+        }
+    }
+}
+
 /// What was committed at one stream position.
 #[derive(Debug, Clone)]
 pub enum TailEvent {
     /// An application message or proposal: for the group's members, and changes no roster.
-    Message(Arc<GroupMessage>),
+    Message(Arc<TailMessage>),
     /// Anything else (a commit, a Welcome, a new group): devices in `group_id` and the listed
     /// devices must read this stretch from the database.
     Change {
@@ -37,7 +56,7 @@ pub enum TailEvent {
 pub enum TailRead {
     /// The device's messages after `since`, in stream order, and the position to resume after.
     Messages {
-        messages: Vec<Arc<GroupMessage>>,
+        messages: Vec<Arc<TailMessage>>,
         next: i64,
     },
     /// The tail cannot answer (a change concerning the device, or positions no longer kept):
@@ -141,7 +160,7 @@ impl Tail {
             }
             match event {
                 TailEvent::Message(m) => {
-                    if groups.contains(&m.group_id) {
+                    if groups.contains(&m.message.group_id) {
                         messages.push(m.clone());
                     }
                 }
@@ -164,7 +183,7 @@ mod tests {
     use super::*;
 
     fn message(group_id: &str, pos: i64) -> TailEvent {
-        TailEvent::Message(Arc::new(GroupMessage {
+        TailEvent::Message(Arc::new(TailMessage::new(GroupMessage {
             group_id: group_id.into(),
             seq: pos,
             stream_pos: pos,
@@ -176,7 +195,7 @@ mod tests {
             adds: None,
             removes: None,
             ts: 0,
-        }))
+        })))
     }
 
     fn groups(ids: &[&str]) -> HashSet<String> {
@@ -185,9 +204,10 @@ mod tests {
 
     fn positions(read: TailRead) -> (Vec<i64>, i64) {
         match read {
-            TailRead::Messages { messages, next } => {
-                (messages.iter().map(|m| m.stream_pos).collect(), next)
-            }
+            TailRead::Messages { messages, next } => (
+                messages.iter().map(|m| m.message.stream_pos).collect(),
+                next,
+            ),
             TailRead::Reread => panic!("unexpected re-read"),
         }
     }

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-type DeviceKey = (String, String);
+/// Watch channels by user id, then device id (looked up by `&str`, without allocating).
+type Devices = HashMap<String, HashMap<String, watch::Sender<Changes>>>;
 
 /// Change counters of one device; a waiter compares them with the ones it last saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,58 +48,71 @@ pub struct Changed {
 /// Per-device wake-ups for this process.
 #[derive(Debug, Default)]
 pub struct Notifier {
-    devices: Mutex<HashMap<DeviceKey, watch::Sender<Changes>>>,
+    devices: Mutex<Devices>,
 }
 
 impl Notifier {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Devices> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A receiver that changes whenever the device is notified of anything.
     pub fn subscribe(&self, user_id: &str, device_id: &str) -> watch::Receiver<Changes> {
-        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        devices
-            .entry((user_id.to_owned(), device_id.to_owned()))
+        self.lock()
+            .entry(user_id.to_owned())
+            .or_default()
+            .entry(device_id.to_owned())
             .or_insert_with(|| watch::channel(Changes::default()).0)
             .subscribe()
     }
 
-    fn bump(&self, user_id: &str, device_id: &str, change: impl FnOnce(&mut Changes)) {
-        let key = (user_id.to_owned(), device_id.to_owned());
-        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = devices.get(&key) {
-            if sender.receiver_count() == 0 {
-                devices.remove(&key);
-            } else {
-                sender.send_modify(change);
+    /// Applies `change` to each listed device that has a waiter, under one lock; channels
+    /// whose waiters have all gone are dropped on the way.
+    fn bump<'a>(
+        &self,
+        devices: impl IntoIterator<Item = (&'a str, &'a str)>,
+        change: impl Fn(&mut Changes),
+    ) {
+        let mut all = self.lock();
+        for (user_id, device_id) in devices {
+            let Some(user) = all.get_mut(user_id) else {
+                continue;
+            };
+            let gone = match user.get(device_id) {
+                Some(sender) if sender.receiver_count() == 0 => true,
+                Some(sender) => {
+                    sender.send_modify(&change);
+                    false
+                }
+                None => false,
+            };
+            if gone {
+                user.remove(device_id);
+                if user.is_empty() {
+                    all.remove(user_id);
+                }
             }
         }
     }
 
-    /// New events (group messages, welcomes) for one device.
-    pub fn notify(&self, user_id: &str, device_id: &str) {
-        self.bump(user_id, device_id, |c| c.events = c.events.wrapping_add(1));
-    }
-
     /// New events for each listed device.
     pub fn notify_all<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        for (user_id, device_id) in devices {
-            self.notify(user_id, device_id);
-        }
+        self.bump(devices, |c| c.events = c.events.wrapping_add(1));
     }
 
     /// A new event at stream position `pos` for each listed device.
     pub fn notify_at<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>, pos: i64) {
-        for (user_id, device_id) in devices {
-            self.bump(user_id, device_id, |c| c.events_pos = c.events_pos.max(pos));
-        }
+        self.bump(devices, |c| c.events_pos = c.events_pos.max(pos));
     }
 
     /// The device's key-package count changed (upload or claim).
     pub fn notify_keys(&self, user_id: &str, device_id: &str) {
-        self.bump(user_id, device_id, |c| c.keys = c.keys.wrapping_add(1));
+        self.bump([(user_id, device_id)], |c| c.keys = c.keys.wrapping_add(1));
     }
 
     /// A session of the device was revoked: its long-polls and sockets re-check theirs.
     pub fn notify_session(&self, user_id: &str, device_id: &str) {
-        self.bump(user_id, device_id, |c| {
+        self.bump([(user_id, device_id)], |c| {
             c.sessions = c.sessions.wrapping_add(1)
         });
     }
@@ -113,7 +127,7 @@ mod tests {
         let n = Notifier::default();
         let mut a = n.subscribe("@a:x", "D");
         let mut b = n.subscribe("@b:x", "D");
-        n.notify("@a:x", "D");
+        n.notify_all([("@a:x", "D")]);
         tokio::time::timeout(std::time::Duration::from_secs(1), a.changed())
             .await
             .unwrap()
@@ -162,7 +176,7 @@ mod tests {
     fn senders_without_receivers_are_dropped() {
         let n = Notifier::default();
         drop(n.subscribe("@a:x", "D"));
-        n.notify("@a:x", "D");
+        n.notify_all([("@a:x", "D")]);
         assert!(n.devices.lock().unwrap().is_empty());
     }
 }

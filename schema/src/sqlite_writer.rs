@@ -21,7 +21,7 @@ use diesel_async::sync_connection_wrapper::SpawnBlocking;
 use diesel_async::{AsyncConnection, TransactionManager};
 use futures_util::future::BoxFuture;
 
-use crate::db::SqliteConn;
+use crate::db::{FixedSql, SqliteConn};
 use crate::{StoreError, StoreResult};
 
 /// Most writes committed in one transaction; bounds the latency a batch adds to its first write.
@@ -180,18 +180,21 @@ impl SqliteWriter {
     }
 }
 
-/// Runs one write in a savepoint: its own changes roll back if it fails.
+/// Runs one write in a savepoint: its own changes roll back if it fails. The savepoint
+/// statements are prepared once and reused (diesel's own savepoints are parsed anew each
+/// time); a transaction the write opens nests inside it.
 async fn in_savepoint<R, F>(conn: &mut SqliteConn, write: F) -> StoreResult<R>
 where
     F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>>,
 {
-    type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
-    Tm::begin_transaction(conn).await?;
+    use diesel_async::RunQueryDsl as _;
+    let statement = |sql: &'static str| FixedSql(diesel::sql_query(sql));
+    statement("SAVEPOINT batched_write").execute(conn).await?;
     let result = write(conn).await;
-    match &result {
-        Ok(_) => Tm::commit_transaction(conn).await?,
-        Err(_) => Tm::rollback_transaction(conn).await?,
+    if result.is_err() {
+        statement("ROLLBACK TO batched_write").execute(conn).await?;
     }
+    statement("RELEASE batched_write").execute(conn).await?;
     result
 }
 

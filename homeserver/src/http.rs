@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::state::AppState;
+use crate::tokens::Claims;
 
 /// Adds endpoint `E` to `router`, routed by its declared method and path, with its declared
 /// rate limit applied before the handler runs.
@@ -34,38 +35,49 @@ where
     method_router = method_router.layer(axum::Extension(limit));
     if E::RATE_LIMIT != RateLimitClass::None {
         let class = E::RATE_LIMIT;
-        method_router =
-            method_router.route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                move |state: axum::extract::State<AppState>,
-                      ip: ClientIp,
-                      req: Request,
-                      next: Next| async move {
-                    let key = rate_key(class, &state, req.headers(), ip.0);
-                    state.check_rate(class, key)?;
-                    Ok::<Response, Error>(next.run(req).await)
-                },
-            ));
+        method_router = method_router.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            move |state: axum::extract::State<AppState>,
+                  ip: ClientIp,
+                  mut req: Request,
+                  next: Next| async move {
+                let (key, claims) = rate_key(class, &state, req.headers(), ip.0);
+                state.check_rate(class, key)?;
+                if let Some(claims) = claims {
+                    // The handler's authentication reuses the verified token.
+                    req.extensions_mut().insert(VerifiedToken(claims));
+                }
+                Ok::<Response, Error>(next.run(req).await)
+            },
+        ));
     }
     router.route(E::PATH, method_router)
 }
 
 /// Whom a request is counted against: the client IP for login and registration, the user
 /// (from a validly signed token; the handler still checks the session) for everything else.
-fn rate_key(class: RateLimitClass, state: &AppState, headers: &HeaderMap, ip: IpAddr) -> String {
+/// Also returns the token's verified claims, if any.
+fn rate_key(
+    class: RateLimitClass,
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> (String, Option<Claims>) {
     if matches!(class, RateLimitClass::Login | RateLimitClass::Register) {
-        return format!("ip:{ip}");
+        return (format!("ip:{ip}"), None);
     }
-    let user = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| state.tokens.verify(t.trim()));
-    match user {
-        Some(claims) => format!("user:{}", claims.sub),
-        None => format!("ip:{ip}"),
+    let claims = bearer_token(headers)
+        .ok()
+        .and_then(|t| state.tokens.verify(t));
+    match claims {
+        Some(claims) => (format!("user:{}", claims.sub), Some(claims)),
+        None => (format!("ip:{ip}"), None),
     }
 }
+
+/// Claims of the request's access token, verified by the rate limiter before the handler.
+#[derive(Debug, Clone)]
+struct VerifiedToken(Claims);
 
 /// Answer for a known path with the wrong method: 405 `P_UNRECOGNIZED`.
 pub async fn wrong_method() -> Error {
@@ -126,12 +138,26 @@ pub fn parse_json_body<T: DeserializeOwned>(
             "Content-Type must be application/json".into(),
         ));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::NotJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(Error::BadJson("request body must be a JSON object".into()));
+    // Anything but an object is refused first (serde would read a struct from an array).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(_) => Error::BadJson("request body must be a JSON object".into()),
+            Err(syntax) => Error::NotJson(syntax.to_string()),
+        });
     }
-    serde_json::from_value(value).map_err(|e| Error::BadJson(e.to_string()))
+    // One pass into `T`; only a failure is looked at again, to tell bad JSON from JSON of the
+    // wrong shape.
+    serde_json::from_slice(bytes).map_err(|e| {
+        let value = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => value,
+            Err(syntax) => return Error::NotJson(syntax.to_string()),
+        };
+        if value.is_object() {
+            Error::BadJson(e.to_string())
+        } else {
+            Error::BadJson("request body must be a JSON object".into())
+        }
+    })
 }
 
 /// The client's IP address (the TCP peer).
@@ -162,7 +188,10 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let result = authenticate(&parts.headers, state).await;
+        let result = match parts.extensions.get::<VerifiedToken>() {
+            Some(VerifiedToken(claims)) => check_session(claims, state).await,
+            None => authenticate(&parts.headers, state).await,
+        };
         if matches!(result, Err(Error::MissingToken | Error::UnknownToken)) {
             state
                 .metrics
@@ -173,18 +202,28 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-/// Verifies the bearer token of `headers` and that its session is still alive.
-pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
+/// The bearer token of `headers`.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(Error::MissingToken)?;
     let value = value.to_str().map_err(|_| Error::UnknownToken)?;
-    let token = value
+    Ok(value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(Error::MissingToken)?
-        .trim();
+        .trim())
+}
+
+/// Verifies the bearer token of `headers` and that its session is still alive.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
+    let token = bearer_token(headers)?;
     let claims = state.tokens.verify(token).ok_or(Error::UnknownToken)?;
+    check_session(&claims, state).await
+}
+
+/// The device of verified `claims`, if their session is still alive.
+async fn check_session(claims: &Claims, state: &AppState) -> Result<Authed, Error> {
     // The session is checked on every request, so logout and device deletion act at once.
     let session = state
         .store
@@ -230,6 +269,15 @@ mod tests {
         assert!(matches!(
             parse_json_body::<Shape>(b"[1]", true),
             Err(Error::BadJson(_))
+        ));
+        // serde reads a struct from an array too; the protocol wants an object.
+        assert!(matches!(
+            parse_json_body::<Shape>(b" [\"x\"]", true),
+            Err(Error::BadJson(_))
+        ));
+        assert!(matches!(
+            parse_json_body::<Shape>(b"{\"name\":\"x\"} trailing", true),
+            Err(Error::NotJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"", true),

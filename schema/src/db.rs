@@ -123,11 +123,19 @@ macro_rules! with_conn {
     // A write that is one transaction. The SQLite writer already runs every write in a
     // savepoint or transaction of its own, so there the body runs directly (two statements
     // fewer per write); on PostgreSQL it runs in a transaction.
-    ($store:expr, write_atomic, after = $after:expr, |$conn:ident| $body:expr) => {{
+    ($store:expr, write_atomic, after = $after:expr, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@transaction $store, run, after = $after, |$conn| $body)
+    };
+    // A `write_atomic` that fails only on a storage error once it has changed anything: on
+    // SQLite it runs without a savepoint at all (see `SqliteWriter::run_unguarded`).
+    ($store:expr, write_unguarded, after = $after:expr, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@transaction $store, run_unguarded, after = $after, |$conn| $body)
+    };
+    (@transaction $store:expr, $run:ident, after = $after:expr, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
             $crate::db::Pools::Sqlite { writer, .. } => {
                 writer
-                    .run(
+                    .$run(
                         move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }),
                         $after,
                     )

@@ -559,7 +559,8 @@ impl Store {
         &self,
         msg: MessageToAppend,
     ) -> StoreResult<Result<Accepted, Refused>> {
-        type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Refused>;
+        // `Err(None)`: the txn_id was used (refused before any change, like the others).
+        type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<Refused>>;
         let publish = self.publish_after(|r: &mut Appended| match r {
             Ok((accepted, message)) => (
                 accepted.stream_pos,
@@ -567,7 +568,20 @@ impl Store {
             ),
             Err(_) => (0, Vec::new()),
         });
-        let appended: Appended = with_conn!(self, write_atomic, after = publish, |c| {
+        // Every refusal comes before the first change, and a used txn_id is found by a read
+        // first, so past that only a storage error can fail it: no savepoint needed.
+        let appended: Appended = with_conn!(self, write_unguarded, after = publish, |c| {
+            if let Some(txn_id) = &msg.txn_id {
+                let used: Option<i64> = transaction_ids::table
+                    .find((&msg.sender_user, &msg.sender_device, txn_id))
+                    .select(transaction_ids::seq)
+                    .first(c)
+                    .await
+                    .optional()?;
+                if used.is_some() {
+                    return Ok(Err(None));
+                }
+            }
             let lowest = msg.roster_epoch - msg.max_past_epochs;
             let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
             // One statement checks that the group is still at the roster's epoch and takes
@@ -595,12 +609,12 @@ impl Store {
                     .first(c)
                     .await
                     .optional()?;
-                return Ok(Err(match current {
+                return Ok(Err(Some(match current {
                     None => Refused::NoGroup,
                     Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
                     Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
                     Some(e) => Refused::StaleEpoch(e),
-                }));
+                })));
             };
             let pos = take_positions!(c, 1);
             diesel::insert_into(group_messages::table)
@@ -618,7 +632,7 @@ impl Store {
                 .execute(c)
                 .await?;
             if let Some(txn_id) = &msg.txn_id {
-                // A used txn_id violates the key and rolls this write back.
+                // Concurrent retries on PostgreSQL: the key refuses the second.
                 diesel::insert_into(transaction_ids::table)
                     .values((
                         transaction_ids::user_id.eq(&msg.sender_user),
@@ -654,7 +668,11 @@ impl Store {
                 Some(std::sync::Arc::new(TailMessage::new(stored))),
             )))
         })?;
-        Ok(appended.map(|(accepted, _)| accepted))
+        match appended {
+            Ok((accepted, _)) => Ok(Ok(accepted)),
+            Err(Some(refused)) => Ok(Err(refused)),
+            Err(None) => Err(StoreError::Conflict),
+        }
     }
 
     /// The latest stream position: every event a device can receive is at or below it.

@@ -53,8 +53,16 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// One caller's write. Given `true`, it runs in a savepoint of the batch transaction; given
 /// `false` (it is alone in its batch), directly in the transaction. Returns whether it
 /// succeeded, and what to do once the batch has committed.
-type Job =
+type JobFn =
     Box<dyn for<'c> FnOnce(&'c mut SqliteConn, bool) -> BoxFuture<'c, (bool, Finish)> + Send>;
+
+/// A write waiting for the writer thread.
+struct Job {
+    run: JobFn,
+    /// Whether the write may fail after it has changed something, and so needs a savepoint
+    /// to roll back alone. A write without one fails its whole batch if it fails.
+    guarded: bool,
+}
 
 enum Command {
     Write(Job),
@@ -123,8 +131,30 @@ impl SqliteWriter {
         F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
         A: FnOnce(Option<&mut R>) + Send + 'static,
     {
+        self.submit(write, after, true).await
+    }
+
+    /// [`SqliteWriter::run`] for a write that fails only on a storage error once it has
+    /// changed anything (its refusals come before its first change). It runs without a
+    /// savepoint of its own (a statement journal copy of every page it touches); if it does
+    /// fail, its whole batch is rolled back and every write of it answered with the error.
+    pub(crate) async fn run_unguarded<R, F, A>(&self, write: F, after: A) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
+        A: FnOnce(Option<&mut R>) + Send + 'static,
+    {
+        self.submit(write, after, false).await
+    }
+
+    async fn submit<R, F, A>(&self, write: F, after: A, guarded: bool) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
+        A: FnOnce(Option<&mut R>) + Send + 'static,
+    {
         let (done, outcome) = tokio::sync::oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |conn, isolate| {
+        let run: JobFn = Box::new(move |conn, isolate| {
             Box::pin(async move {
                 let result = if isolate {
                     in_savepoint(conn, write).await
@@ -151,7 +181,7 @@ impl SqliteWriter {
             })
         });
         self.commands
-            .send(Command::Write(job))
+            .send(Command::Write(Job { run, guarded }))
             .map_err(|_| StoreError::Pool("the SQLite writer has stopped".into()))?;
         outcome
             .await
@@ -269,28 +299,41 @@ async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
     }
     let size = batch.len();
     let started = std::time::Instant::now();
-    // A write alone in its batch needs no savepoint: if it fails, the whole transaction
-    // (only its own changes) is rolled back instead.
-    let isolate = size > 1;
     let mut finishes = Vec::with_capacity(size);
-    let mut all_succeeded = true;
+    // Whether a write that ran outside a savepoint failed: then nothing of the batch stands.
+    let mut unguarded_failed = false;
     for job in batch {
-        let (succeeded, finish) = job(conn, isolate).await;
-        all_succeeded &= succeeded;
+        if unguarded_failed {
+            // Dropped unrun: its caller learns the write was not made.
+            continue;
+        }
+        // A write alone in its batch needs no savepoint: if it fails, the whole transaction
+        // (only its own changes) is rolled back instead.
+        let isolate = size > 1 && job.guarded;
+        let (succeeded, finish) = (job.run)(conn, isolate).await;
+        unguarded_failed = !succeeded && !isolate;
         finishes.push(finish);
     }
     let ran = started.elapsed();
-    let committed = if isolate || all_succeeded {
+    let committed = if unguarded_failed {
+        if let Err(e) = Tm::rollback_transaction(conn).await {
+            tracing::error!(error = %e, "SQLite rollback failed");
+        }
+        if size == 1 {
+            // The lone write already holds its own error.
+            Ok(())
+        } else {
+            tracing::warn!(
+                size,
+                "a write failed outside a savepoint; its batch is rolled back"
+            );
+            Err("another write of its batch failed".to_owned())
+        }
+    } else {
         Tm::commit_transaction(conn).await.map_err(|e| {
             tracing::error!(error = %e, "SQLite group commit failed");
             e.to_string()
         })
-    } else {
-        // The lone write failed and already holds its error; undo what it did.
-        if let Err(e) = Tm::rollback_transaction(conn).await {
-            tracing::error!(error = %e, "SQLite rollback failed");
-        }
-        Ok(())
     };
     tracing::trace!(
         size,
@@ -317,10 +360,111 @@ pub(crate) fn establish_sync(
 
 /// The busy timeout comes first so that switching to WAL waits for a closing connection.
 /// WAL lets readers run beside the writer; `synchronous=FULL` makes every commit durable before
-/// it is acknowledged.
+/// it is acknowledged. `temp_store=MEMORY` keeps the statement journal of a batch's savepoints
+/// in memory: every write of a batch copies the pages it changes there, and past 64 KiB SQLite
+/// would otherwise spill it to a temporary file (a write syscall per page).
 pub(crate) fn sqlite_pragmas(busy_timeout_ms: u64) -> String {
     format!(
         "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    use crate::db::Pools;
+    use crate::schema::users;
+    use crate::{testing, Store, StoreConfig, StoreError, StoreResult};
+
+    /// Inserts user `name`, then fails if `fail`.
+    async fn insert_user(
+        conn: &mut super::SqliteConn,
+        name: String,
+        fail: bool,
+    ) -> StoreResult<()> {
+        diesel::insert_into(users::table)
+            .values((
+                users::user_id.eq(&name),
+                users::localpart.eq(&name),
+                users::password_hash.eq(""),
+                users::created_ts.eq(0i64),
+            ))
+            .execute(conn)
+            .await?;
+        if fail {
+            return Err(StoreError::Pool("failed on purpose".into()));
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unguarded_write_that_fails_takes_its_whole_batch_with_it_and_a_guarded_one_only_itself(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
+            .await
+            .unwrap();
+        let Pools::Sqlite { writer, .. } = &*store.pools else {
+            unreachable!("a SQLite store")
+        };
+        let writer = std::sync::Arc::new(writer);
+        for unguarded_fails in [true, false] {
+            let tag = if unguarded_fails { "u" } else { "g" };
+            // A slow first write holds the thread, so the three after it queue into one batch.
+            let (started, running) = tokio::sync::oneshot::channel::<()>();
+            let slow = writer.run(
+                move |_conn| {
+                    Box::pin(async move {
+                        let _ = started.send(());
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        Ok(())
+                    })
+                },
+                |_| (),
+            );
+            let a = format!("@{tag}a:x");
+            let b = format!("@{tag}b:x");
+            let c = format!("@{tag}c:x");
+            let (slow, (first, failing, last)) = tokio::join!(slow, async {
+                running.await.unwrap();
+                let first = writer.run(move |conn| Box::pin(insert_user(conn, a, false)), |_| ());
+                let failing = async {
+                    if unguarded_fails {
+                        writer
+                            .run_unguarded(move |conn| Box::pin(insert_user(conn, b, true)), |_| ())
+                            .await
+                    } else {
+                        writer
+                            .run(move |conn| Box::pin(insert_user(conn, b, true)), |_| ())
+                            .await
+                    }
+                };
+                let last =
+                    writer.run_unguarded(move |conn| Box::pin(insert_user(conn, c, false)), |_| ());
+                tokio::join!(first, failing, last)
+            });
+            slow.unwrap();
+            assert!(failing.is_err());
+            let kept: Vec<String> = store
+                .user(&format!("@{tag}a:x"))
+                .await
+                .unwrap()
+                .into_iter()
+                .chain(store.user(&format!("@{tag}b:x")).await.unwrap())
+                .chain(store.user(&format!("@{tag}c:x")).await.unwrap())
+                .map(|u| u.user_id)
+                .collect();
+            if unguarded_fails {
+                assert!(first.is_err() && last.is_err(), "{first:?} {last:?}");
+                assert!(kept.is_empty(), "{kept:?}");
+            } else {
+                first.unwrap();
+                last.unwrap();
+                assert_eq!(kept, [format!("@{tag}a:x"), format!("@{tag}c:x")]);
+            }
+        }
+    }
 }

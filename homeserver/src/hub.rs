@@ -570,8 +570,8 @@ pub async fn hub_send(
             Err(Error::Store(e))
         }
         // A reused txn_id returns the first result, whatever the new body; so a refusal
-        // stands only for a new txn_id. (The append itself refuses a used txn_id with a
-        // conflict, which saves a read on every send.)
+        // stands only for a new txn_id. (The append refuses a used txn_id with a conflict
+        // before it changes anything; other refusals come earlier and never look it up.)
         Err(refused) => match state
             .store
             .txn_seq(&sender.user_id, &sender.device_id, txn_id)

@@ -95,43 +95,27 @@ macro_rules! with_conn {
     // runs even if the caller goes away meanwhile: it is how writes invalidate caches and
     // publish to the stream tail. The body may capture only owned values: on SQLite it runs on
     // the writer thread, on PostgreSQL in a task of its own (so `after` always runs).
-    ($store:expr, write, after = $after:expr, |$conn:ident| $body:expr) => {{
-        match &*$store.pools {
-            $crate::db::Pools::Sqlite { writer, .. } => {
-                writer
-                    .run(
-                        move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }),
-                        $after,
-                    )
-                    .await
-            }
-            $crate::db::Pools::Postgres(pool) => {
-                let pool = pool.clone();
-                let after = $after;
-                tokio::spawn(async move {
-                    let mut obj = $crate::with_conn!(@checkout pool);
-                    let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
-                    let mut result = async { $body }.await;
-                    after(result.as_mut().ok());
-                    result
-                })
-                .await
-                .map_err(|e| $crate::StoreError::Pool(format!("write task: {e}")))?
-            }
-        }
-    }};
+    ($store:expr, write, after = $after:expr, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@submit $store, run, after = $after, |$conn| $body,
+            postgres = |pg| async { let $conn = pg; $body }.await)
+    };
     // A write that is one transaction. The SQLite writer already runs every write in a
     // savepoint or transaction of its own, so there the body runs directly (two statements
     // fewer per write); on PostgreSQL it runs in a transaction.
     ($store:expr, write_atomic, after = $after:expr, |$conn:ident| $body:expr) => {
-        $crate::with_conn!(@transaction $store, run, after = $after, |$conn| $body)
+        $crate::with_conn!(@submit $store, run, after = $after, |$conn| $body,
+            postgres = |pg| pg.transaction::<_, $crate::StoreError, _>(async move |$conn| $body).await)
     };
     // A `write_atomic` that fails only on a storage error once it has changed anything: on
     // SQLite it runs without a savepoint at all (see `SqliteWriter::run_unguarded`).
     ($store:expr, write_unguarded, after = $after:expr, |$conn:ident| $body:expr) => {
-        $crate::with_conn!(@transaction $store, run_unguarded, after = $after, |$conn| $body)
+        $crate::with_conn!(@submit $store, run_unguarded, after = $after, |$conn| $body,
+            postgres = |pg| pg.transaction::<_, $crate::StoreError, _>(async move |$conn| $body).await)
     };
-    (@transaction $store:expr, $run:ident, after = $after:expr, |$conn:ident| $body:expr) => {{
+    // Submits a write: `$body` to the SQLite writer's `$run`, or `$pg_body` (given the
+    // PostgreSQL connection as `$pg`) in a task of its own.
+    (@submit $store:expr, $run:ident, after = $after:expr, |$conn:ident| $body:expr,
+        postgres = |$pg:ident| $pg_body:expr) => {{
         match &*$store.pools {
             $crate::db::Pools::Sqlite { writer, .. } => {
                 writer
@@ -146,10 +130,8 @@ macro_rules! with_conn {
                 let after = $after;
                 tokio::spawn(async move {
                     let mut obj = $crate::with_conn!(@checkout pool);
-                    let conn: &mut diesel_async::AsyncPgConnection = &mut obj;
-                    let mut result = conn
-                        .transaction::<_, $crate::StoreError, _>(async move |$conn| $body)
-                        .await;
+                    let $pg: &mut diesel_async::AsyncPgConnection = &mut obj;
+                    let mut result = $pg_body;
                     after(result.as_mut().ok());
                     result
                 })

@@ -6,9 +6,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::FixedSql;
 use crate::groups::{GroupMessage, Member};
-use crate::schema::{
-    group_messages, groups, inbound_transactions, memberships, outbox, stream_position, welcomes,
-};
+use crate::schema::{group_messages, groups, inbound_transactions, memberships, outbox, welcomes};
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
@@ -247,67 +245,31 @@ impl Store {
                                 }
                             }
                         }
-                        let pos: i64 = FixedSql(
-                            diesel::update(stream_position::table.find(1))
-                                .set(stream_position::pos.eq(stream_position::pos + 1))
-                                .returning(stream_position::pos),
-                        )
-                        .get_result(c)
-                        .await?;
+                        let pos = take_positions!(c, 1);
+                        let stored = GroupMessage {
+                            stream_pos: pos,
+                            ..remote.message
+                        };
                         diesel::insert_into(group_messages::table)
-                            .values((
-                                group_messages::group_id.eq(&m.group_id),
-                                group_messages::seq.eq(m.seq),
-                                group_messages::stream_pos.eq(pos),
-                                group_messages::sender_user.eq(&m.sender_user),
-                                group_messages::sender_device.eq(&m.sender_device),
-                                group_messages::kind.eq(&m.kind),
-                                group_messages::epoch.eq(m.epoch),
-                                group_messages::message.eq(&m.message),
-                                group_messages::adds.eq(&m.adds),
-                                group_messages::removes.eq(&m.removes),
-                                group_messages::ts.eq(m.ts),
-                            ))
+                            .values(&stored)
                             .execute(c)
                             .await?;
-                        for (user_id, device_id) in &remote.local_removes {
-                            diesel::update(
-                                memberships::table
-                                    .filter(memberships::group_id.eq(&m.group_id))
-                                    .filter(memberships::user_id.eq(user_id))
-                                    .filter(memberships::device_id.eq(device_id))
-                                    .filter(memberships::left_pos.is_null()),
-                            )
-                            .set(memberships::left_pos.eq(Some(pos)))
-                            .execute(c)
-                            .await?;
-                        }
-                        for (user_id, device_id) in &remote.local_adds {
-                            diesel::insert_into(memberships::table)
-                                .values((
-                                    memberships::group_id.eq(&m.group_id),
-                                    memberships::user_id.eq(user_id),
-                                    memberships::device_id.eq(device_id),
-                                    memberships::leaf_index.eq(-1i64),
-                                    memberships::joined_pos.eq(pos),
-                                ))
-                                .execute(c)
-                                .await?;
-                        }
-                        let event = if m.kind == "commit" {
+                        leave_group!(c, &stored.group_id, &remote.local_removes, pos);
+                        join_group!(
+                            c,
+                            &stored.group_id,
+                            remote.local_adds.iter().map(|(u, d)| (u, d, -1i64)),
+                            pos
+                        );
+                        let event = if stored.kind == "commit" {
                             let mut devices = remote.local_adds;
                             devices.extend(remote.local_removes);
                             TailEvent::Change {
-                                group_id: Some(remote.message.group_id),
+                                group_id: Some(stored.group_id),
                                 devices,
                             }
                         } else {
-                            TailEvent::Message(std::sync::Arc::new(TailMessage::new(
-                                GroupMessage {
-                                    stream_pos: pos,
-                                    ..remote.message
-                                },
-                            )))
+                            TailEvent::Message(std::sync::Arc::new(TailMessage::new(stored)))
                         };
                         Ok((RemoteStored::Stored, Some((pos, event))))
                     })
@@ -399,11 +361,7 @@ impl Store {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let mut first = None;
                 for (user_id, device_id) in &recipients {
-                    let pos: i64 = diesel::update(stream_position::table.find(1))
-                        .set(stream_position::pos.eq(stream_position::pos + 1))
-                        .returning(stream_position::pos)
-                        .get_result(c)
-                        .await?;
+                    let pos = take_positions!(c, 1);
                     diesel::insert_into(welcomes::table)
                         .values((
                             welcomes::stream_pos.eq(pos),

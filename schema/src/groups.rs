@@ -119,21 +119,6 @@ impl OutboxItem {
     }
 }
 
-/// Takes `n` new stream positions inside the current transaction and returns the first.
-/// The row update serialises writers on PostgreSQL, so positions commit in order.
-macro_rules! take_positions {
-    ($c:expr, $n:expr) => {{
-        let last: i64 = FixedSql(
-            diesel::update(stream_position::table.find(1))
-                .set(stream_position::pos.eq(stream_position::pos + $n))
-                .returning(stream_position::pos),
-        )
-        .get_result($c)
-        .await?;
-        last - $n + 1
-    }};
-}
-
 /// A group as the hub keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = groups)]
@@ -165,7 +150,7 @@ pub struct EpochRoster {
 }
 
 /// An accepted message of a group's log.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = group_messages)]
 pub struct GroupMessage {
     pub group_id: String,
@@ -302,16 +287,7 @@ impl Store {
                     ))
                     .execute(c)
                     .await?;
-                diesel::insert_into(memberships::table)
-                    .values((
-                        memberships::group_id.eq(&group_id),
-                        memberships::user_id.eq(&user_id),
-                        memberships::device_id.eq(&device_id),
-                        memberships::leaf_index.eq(0i64),
-                        memberships::joined_pos.eq(pos),
-                    ))
-                    .execute(c)
-                    .await?;
+                join_group!(c, &group_id, [(&user_id, &device_id, 0i64)], pos);
                 Ok(pos)
             })
             .await
@@ -484,46 +460,34 @@ impl Store {
                     0
                 };
                 let pos = take_positions!(c, 1 + n_welcomes);
+                let logged = GroupMessage {
+                    group_id: commit.group_id.clone(),
+                    seq,
+                    stream_pos: pos,
+                    sender_user: commit.sender_user.clone(),
+                    sender_device: commit.sender_device.clone(),
+                    kind: "commit".into(),
+                    epoch: commit.epoch,
+                    message: commit.message,
+                    adds: Some(commit.adds_json),
+                    removes: Some(commit.removes_json),
+                    ts: commit.ts,
+                };
                 diesel::insert_into(group_messages::table)
-                    .values((
-                        group_messages::group_id.eq(&commit.group_id),
-                        group_messages::seq.eq(seq),
-                        group_messages::stream_pos.eq(pos),
-                        group_messages::sender_user.eq(&commit.sender_user),
-                        group_messages::sender_device.eq(&commit.sender_device),
-                        group_messages::kind.eq("commit"),
-                        group_messages::epoch.eq(commit.epoch),
-                        group_messages::message.eq(&commit.message),
-                        group_messages::adds.eq(Some(&commit.adds_json)),
-                        group_messages::removes.eq(Some(&commit.removes_json)),
-                        group_messages::ts.eq(commit.ts),
-                    ))
+                    .values(&logged)
                     .execute(c)
                     .await?;
-                for (user_id, device_id) in &commit.removed {
-                    diesel::update(
-                        memberships::table
-                            .filter(memberships::group_id.eq(&commit.group_id))
-                            .filter(memberships::user_id.eq(user_id))
-                            .filter(memberships::device_id.eq(device_id))
-                            .filter(memberships::left_pos.is_null()),
-                    )
-                    .set(memberships::left_pos.eq(Some(pos)))
-                    .execute(c)
-                    .await?;
-                }
-                for m in &commit.added {
-                    diesel::insert_into(memberships::table)
-                        .values((
-                            memberships::group_id.eq(&commit.group_id),
-                            memberships::user_id.eq(&m.user_id),
-                            memberships::device_id.eq(&m.device_id),
-                            memberships::leaf_index.eq(i64::from(m.leaf_index)),
-                            memberships::joined_pos.eq(pos),
-                        ))
-                        .execute(c)
-                        .await?;
-                }
+                leave_group!(c, &commit.group_id, &commit.removed, pos);
+                join_group!(
+                    c,
+                    &commit.group_id,
+                    commit.added.iter().map(|m| (
+                        &m.user_id,
+                        &m.device_id,
+                        i64::from(m.leaf_index)
+                    )),
+                    pos
+                );
                 if let Some(welcome) = &commit.welcome {
                     for (i, (user_id, device_id)) in commit.welcome_recipients.iter().enumerate() {
                         diesel::insert_into(welcomes::table)
@@ -617,39 +581,6 @@ impl Store {
                 })));
             };
             let pos = take_positions!(c, 1);
-            diesel::insert_into(group_messages::table)
-                .values((
-                    group_messages::group_id.eq(&msg.group_id),
-                    group_messages::seq.eq(seq),
-                    group_messages::stream_pos.eq(pos),
-                    group_messages::sender_user.eq(&msg.sender_user),
-                    group_messages::sender_device.eq(&msg.sender_device),
-                    group_messages::kind.eq(&msg.kind),
-                    group_messages::epoch.eq(msg.epoch),
-                    group_messages::message.eq(&msg.message),
-                    group_messages::ts.eq(msg.ts),
-                ))
-                .execute(c)
-                .await?;
-            if let Some(txn_id) = &msg.txn_id {
-                // Concurrent retries on PostgreSQL: the key refuses the second.
-                diesel::insert_into(transaction_ids::table)
-                    .values((
-                        transaction_ids::user_id.eq(&msg.sender_user),
-                        transaction_ids::device_id.eq(&msg.sender_device),
-                        transaction_ids::txn_id.eq(txn_id),
-                        transaction_ids::group_id.eq(&msg.group_id),
-                        transaction_ids::seq.eq(seq),
-                    ))
-                    .execute(c)
-                    .await?;
-            }
-            queue_outbox!(c, &msg.outbox, &msg.group_id, seq, msg.ts);
-            let accepted = Accepted {
-                seq,
-                stream_pos: pos,
-                epoch: msg.roster_epoch,
-            };
             let stored = GroupMessage {
                 group_id: msg.group_id,
                 seq,
@@ -662,6 +593,29 @@ impl Store {
                 adds: None,
                 removes: None,
                 ts: msg.ts,
+            };
+            diesel::insert_into(group_messages::table)
+                .values(&stored)
+                .execute(c)
+                .await?;
+            if let Some(txn_id) = &msg.txn_id {
+                // Concurrent retries on PostgreSQL: the key refuses the second.
+                diesel::insert_into(transaction_ids::table)
+                    .values((
+                        transaction_ids::user_id.eq(&stored.sender_user),
+                        transaction_ids::device_id.eq(&stored.sender_device),
+                        transaction_ids::txn_id.eq(txn_id),
+                        transaction_ids::group_id.eq(&stored.group_id),
+                        transaction_ids::seq.eq(seq),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
+            queue_outbox!(c, &msg.outbox, &stored.group_id, seq, stored.ts);
+            let accepted = Accepted {
+                seq,
+                stream_pos: pos,
+                epoch: msg.roster_epoch,
             };
             Ok(Ok((
                 accepted,

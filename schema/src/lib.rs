@@ -4,6 +4,8 @@
 //! One store API serves both backends. Each query is written once with diesel's DSL and
 //! instantiated for both connection types by the [`with_conn!`] macro.
 
+#[macro_use]
+mod statements;
 pub mod accounts;
 mod cache;
 mod db;

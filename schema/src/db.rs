@@ -253,12 +253,9 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i6
     .await
     .map_err(|e| StoreError::Migration(e.to_string()))??;
     let owned_path = path.to_owned();
-    let checkpoint_conn = establish_sync(path, busy)?;
-    let writer = SqliteWriter::start(
-        SqliteConn::with_runtime(conn, Inline),
-        checkpoint_conn,
-        move || establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline)),
-    )?;
+    let writer = SqliteWriter::start(SqliteConn::with_runtime(conn, Inline), move || {
+        establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline))
+    })?;
     Ok((Pools::Sqlite { writer, readers }, head))
 }
 
@@ -340,4 +337,81 @@ impl<Q> diesel::query_builder::QueryId for FixedSql<Q> {
 
 impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for FixedSql<Q> {
     type SqlType = Q::SqlType;
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::RunQueryDsl as _;
+    use diesel_migrations::MigrationHarness as _;
+
+    use super::SQLITE_MIGRATIONS;
+    use crate::sqlite_writer::establish_sync;
+
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        group_id: String,
+        #[diesel(sql_type = BigInt)]
+        seq: i64,
+        #[diesel(sql_type = BigInt)]
+        stream_pos: i64,
+    }
+
+    fn messages(conn: &mut diesel::SqliteConnection) -> Vec<Row> {
+        diesel::sql_query(
+            "SELECT group_id, seq, stream_pos FROM group_messages ORDER BY stream_pos",
+        )
+        .load(conn)
+        .unwrap()
+    }
+
+    #[test]
+    fn rekeying_group_messages_and_transaction_ids_keeps_every_row_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.db");
+        let mut conn = establish_sync(path.to_str().unwrap(), 1000).unwrap();
+        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        conn.revert_last_migration(SQLITE_MIGRATIONS).unwrap();
+        conn.batch_execute(
+            "INSERT INTO groups (group_id, epoch, last_seq, created_ts) VALUES ('g', 0, 2, 0);
+             INSERT INTO group_messages (group_id, seq, stream_pos, sender_user, sender_device,
+                 kind, epoch, message, ts)
+                 VALUES ('g', 1, 7, '@a:x', 'D', 'application', 0, x'01', 0),
+                        ('g', 2, 9, '@a:x', 'D', 'application', 0, x'02', 0);
+             INSERT INTO transaction_ids (user_id, device_id, txn_id, group_id, seq)
+                 VALUES ('@a:x', 'D', 't1', 'g', 1);",
+        )
+        .unwrap();
+        let before = messages(&mut conn);
+        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(messages(&mut conn), before);
+        // The stream position is now the rowid, and the key still refuses a second (group, seq).
+        conn.batch_execute(
+            "INSERT INTO group_messages (group_id, seq, stream_pos, sender_user, sender_device,
+                 kind, epoch, message, ts)
+                 VALUES ('g', 3, 10, '@a:x', 'D', 'application', 0, x'03', 0);",
+        )
+        .unwrap();
+        let duplicate = conn.batch_execute(
+            "INSERT INTO group_messages (group_id, seq, stream_pos, sender_user, sender_device,
+                 kind, epoch, message, ts)
+                 VALUES ('g', 3, 11, '@a:x', 'D', 'application', 0, x'04', 0);",
+        );
+        assert!(duplicate.is_err());
+        let reused = conn.batch_execute(
+            "INSERT INTO transaction_ids (user_id, device_id, txn_id, group_id, seq)
+                 VALUES ('@a:x', 'D', 't1', 'g', 3);",
+        );
+        assert!(reused.is_err());
+        conn.revert_last_migration(SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(messages(&mut conn).len(), 3);
+        let kept: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+            "(SELECT count(*) FROM transaction_ids)",
+        ))
+        .get_result(&mut conn)
+        .unwrap();
+        assert_eq!(kept, 1);
+    }
 }

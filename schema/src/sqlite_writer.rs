@@ -10,8 +10,13 @@
 //! The queries run inline on this thread (the connection's [`Inline`] runtime), so a write
 //! costs no thread hand-off per query.
 //!
-//! WAL checkpoints (copying the log back into the database file, with its own fsync) run on a
-//! second thread with its own connection, so a checkpoint never holds up a batch of writes.
+//! WAL checkpoints (copying the log back into the database file) run on this thread too, right
+//! after a commit that leaves more than [`CHECKPOINT_PAGES`] pages in the log (SQLite's
+//! auto-checkpoint). That is what keeps the log small: SQLite starts the log over only when a
+//! write transaction begins with every frame copied back, which under a steady stream of writes
+//! happens only if the writer itself checkpoints between two of them. A log that is written
+//! over, rather than appended to, also makes each commit's `fdatasync` cheaper: the file's size
+//! and blocks stay as they are, so the filesystem has no metadata to journal.
 
 use std::error::Error as StdError;
 use std::sync::mpsc;
@@ -23,6 +28,9 @@ use futures_util::future::BoxFuture;
 
 use crate::db::{FixedSql, SqliteConn};
 use crate::{StoreError, StoreResult};
+
+/// Pages in the write-ahead log after which a commit checkpoints it (SQLite's default).
+const CHECKPOINT_PAGES: u32 = 1000;
 
 /// Most writes committed in one transaction; bounds the latency a batch adds to its first write.
 const MAX_BATCH: usize = 256;
@@ -73,41 +81,15 @@ enum Command {
 pub(crate) struct SqliteWriter {
     commands: mpsc::Sender<Command>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Dropping it stops the checkpointer.
-    checkpointer: std::sync::Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
-
-/// How often the checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl SqliteWriter {
     /// Starts the writer thread on `conn`; `reopen` replaces the connection if a write panics.
     pub(crate) fn start(
         mut conn: SqliteConn,
-        mut checkpoint_conn: diesel::SqliteConnection,
         reopen: impl Fn() -> StoreResult<SqliteConn> + Send + 'static,
     ) -> StoreResult<SqliteWriter> {
-        // Commits no longer checkpoint by themselves; the checkpointer thread does.
-        futures_executor::block_on(diesel_async::SimpleAsyncConnection::batch_execute(
-            &mut conn,
-            "PRAGMA wal_autocheckpoint = 0;",
-        ))?;
-        let (stop_checkpoints, stop_signal) = mpsc::channel::<()>();
-        let checkpointer = std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                use diesel::connection::SimpleConnection as _;
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stop_signal.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    // PASSIVE: copies what no reader still needs, never blocks the writer.
-                    if let Err(e) = checkpoint_conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
-                    {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Pool(format!("cannot start the SQLite checkpointer: {e}")))?;
+        checkpoint_after_commits(&mut conn)?;
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -116,7 +98,6 @@ impl SqliteWriter {
         Ok(SqliteWriter {
             commands,
             thread: std::sync::Mutex::new(Some(thread)),
-            checkpointer: std::sync::Mutex::new(Some((stop_checkpoints, checkpointer))),
         })
     }
 
@@ -199,15 +180,16 @@ impl SqliteWriter {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        let checkpointer = match self.checkpointer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some((stop, thread)) = checkpointer {
-            drop(stop);
-            let _ = thread.join();
-        }
     }
+}
+
+/// Makes the writer connection checkpoint the log once it holds [`CHECKPOINT_PAGES`] pages.
+fn checkpoint_after_commits(conn: &mut SqliteConn) -> StoreResult<()> {
+    let pragma = format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};");
+    futures_executor::block_on(diesel_async::SimpleAsyncConnection::batch_execute(
+        conn, &pragma,
+    ))?;
+    Ok(())
 }
 
 /// Runs one write in a savepoint: its own changes roll back if it fails. The savepoint
@@ -265,11 +247,8 @@ fn writer_loop(
             );
             match reopen() {
                 Ok(mut fresh) => {
-                    let off = "PRAGMA wal_autocheckpoint = 0;";
-                    if let Err(e) = futures_executor::block_on(
-                        diesel_async::SimpleAsyncConnection::batch_execute(&mut fresh, off),
-                    ) {
-                        tracing::warn!(error = %e, "cannot hand checkpoints to the checkpointer");
+                    if let Err(e) = checkpoint_after_commits(&mut fresh) {
+                        tracing::warn!(error = %e, "cannot set the checkpoint threshold");
                     }
                     conn = fresh;
                 }

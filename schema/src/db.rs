@@ -339,6 +339,48 @@ impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for FixedSql<
     type SqlType = Q::SqlType;
 }
 
+impl<Q, Conn> diesel::RunQueryDsl<Conn> for FixedSql<Q> {}
+
+/// A statement whose SQL never varies, named by a marker type `Id` of its own (never shared by
+/// two statements): the statement cache finds it by that type, without building its SQL text
+/// to look it up. For the statements of the hottest write, the append of a message.
+pub(crate) struct Named<Id, Q>(pub(crate) Q, pub(crate) std::marker::PhantomData<Id>);
+
+impl<Id, Q> Named<Id, Q> {
+    /// `query`, named `Id`.
+    pub(crate) fn new(query: Q) -> Self {
+        Named(query, std::marker::PhantomData)
+    }
+}
+
+impl<Id, Q, DB> diesel::query_builder::QueryFragment<DB> for Named<Id, Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Id: 'static, Q> diesel::query_builder::QueryId for Named<Id, Q> {
+    type QueryId = Id;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Id, Q: diesel::query_builder::Query> diesel::query_builder::Query for Named<Id, Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Id, Q, Conn> diesel::RunQueryDsl<Conn> for Named<Id, Q> {}
+
 #[cfg(test)]
 mod tests {
     use diesel::connection::SimpleConnection as _;

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::FixedSql;
+use crate::db::{Named, Pools, SqliteConn};
 use crate::schema::{
     group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
 };
@@ -15,6 +15,12 @@ use crate::{with_conn, Store, StoreError, StoreResult};
 /// taken; `welcome` items carry their payload and recipients.
 macro_rules! queue_outbox {
     ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr) => {
+        queue_outbox!(@run $c, $items, $group_id, $seq, $ts; .await)
+    };
+    ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr; sync) => {
+        queue_outbox!(@run $c, $items, $group_id, $seq, $ts;)
+    };
+    (@run $c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr; $($aw:tt)*) => {
         for item in $items {
             diesel::insert_into(outbox::table)
                 .values((
@@ -31,9 +37,128 @@ macro_rules! queue_outbox {
                     outbox::created_ts.eq($ts),
                 ))
                 .execute($c)
-                .await?;
+                $($aw)*?;
         }
     };
+}
+
+/// Names of the append's statements (see [`Named`]).
+mod statement_names {
+    pub(crate) struct FindTxn;
+    pub(crate) struct TakeSeq;
+    pub(crate) struct TakePosition;
+    pub(crate) struct InsertAppended;
+    pub(crate) struct InsertTxn;
+}
+
+/// What an append comes to: `Err(None)` is a used `txn_id` (refused before any change, like
+/// the others).
+type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<Refused>>;
+
+/// The statements of [`Store::append_message`], written once for either kind of connection:
+/// `$($aw)*` is `.await` on an async one and nothing on SQLite's synchronous writer connection.
+/// Evaluates to the `Appended` result; `Err(None)` is a used `txn_id`.
+macro_rules! append_message_statements {
+    ($c:expr, $msg:ident; $($aw:tt)*) => {{
+        if let Some(txn_id) = &$msg.txn_id {
+            let used: Option<i64> = Named::<statement_names::FindTxn, _>::new(
+                transaction_ids::table
+                    .find((&$msg.sender_user, &$msg.sender_device, txn_id))
+                    .select(transaction_ids::seq)
+                    .limit(1),
+            )
+            .get_result($c)
+                $($aw)*
+                .optional()?;
+            if used.is_some() {
+                return Ok(Err(None));
+            }
+        }
+        let lowest = $msg.roster_epoch - $msg.max_past_epochs;
+        let in_window = (lowest..=$msg.roster_epoch).contains(&$msg.epoch);
+        // One statement checks that the group is still at the roster's epoch and takes
+        // the next seq.
+        let taken: Option<i64> = if in_window {
+            Named::<statement_names::TakeSeq, _>::new(
+                diesel::update(
+                    groups::table
+                        .find(&$msg.group_id)
+                        .filter(groups::epoch.eq($msg.roster_epoch)),
+                )
+                .set(groups::last_seq.eq(groups::last_seq + 1))
+                .returning(groups::last_seq),
+            )
+            .get_result($c)
+            $($aw)*
+            .optional()?
+        } else {
+            None
+        };
+        let Some(seq) = taken else {
+            let current: Option<i64> = groups::table
+                .find(&$msg.group_id)
+                .select(groups::epoch)
+                .first($c)
+                $($aw)*
+                .optional()?;
+            return Ok(Err(Some(match current {
+                None => Refused::NoGroup,
+                Some(e) if e != $msg.roster_epoch => Refused::RosterChanged,
+                Some(e) if $msg.epoch > e => Refused::FutureEpoch(e),
+                Some(e) => Refused::StaleEpoch(e),
+            })));
+        };
+        let pos: i64 = Named::<statement_names::TakePosition, _>::new(
+            diesel::update(stream_position::table.find(1))
+                .set(stream_position::pos.eq(stream_position::pos + 1))
+                .returning(stream_position::pos),
+        )
+        .get_result($c)
+        $($aw)*?;
+        let stored = GroupMessage {
+            group_id: $msg.group_id,
+            seq,
+            stream_pos: pos,
+            sender_user: $msg.sender_user,
+            sender_device: $msg.sender_device,
+            kind: $msg.kind,
+            epoch: $msg.epoch,
+            message: $msg.message,
+            adds: None,
+            removes: None,
+            ts: $msg.ts,
+        };
+        // Its SQL is fixed: `adds` and `removes` are always empty here.
+        Named::<statement_names::InsertAppended, _>::new(
+            diesel::insert_into(group_messages::table).values(&stored),
+        )
+        .execute($c)
+        $($aw)*?;
+        if let Some(txn_id) = &$msg.txn_id {
+            // Concurrent retries on PostgreSQL: the key refuses the second.
+            Named::<statement_names::InsertTxn, _>::new(
+                diesel::insert_into(transaction_ids::table).values((
+                    transaction_ids::user_id.eq(&stored.sender_user),
+                    transaction_ids::device_id.eq(&stored.sender_device),
+                    transaction_ids::txn_id.eq(txn_id),
+                    transaction_ids::group_id.eq(&stored.group_id),
+                    transaction_ids::seq.eq(seq),
+                )),
+            )
+            .execute($c)
+            $($aw)*?;
+        }
+        queue_outbox!(@run $c, &$msg.outbox, &stored.group_id, seq, stored.ts; $($aw)*);
+        let accepted = Accepted {
+            seq,
+            stream_pos: pos,
+            epoch: $msg.roster_epoch,
+        };
+        Ok(Ok((
+            accepted,
+            Some(std::sync::Arc::new(TailMessage::new(stored))),
+        )))
+    }};
 }
 
 /// Events for one device after position `$since` (at most `$limit` of each kind), in stream
@@ -523,8 +648,6 @@ impl Store {
         &self,
         msg: MessageToAppend,
     ) -> StoreResult<Result<Accepted, Refused>> {
-        // `Err(None)`: the txn_id was used (refused before any change, like the others).
-        type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<Refused>>;
         let publish = self.publish_after(|r: &mut Appended| match r {
             Ok((accepted, message)) => (
                 accepted.stream_pos,
@@ -534,94 +657,27 @@ impl Store {
         });
         // Every refusal comes before the first change, and a used txn_id is found by a read
         // first, so past that only a storage error can fail it: no savepoint needed.
-        let appended: Appended = with_conn!(self, write_unguarded, after = publish, |c| {
-            if let Some(txn_id) = &msg.txn_id {
-                let used: Option<i64> = transaction_ids::table
-                    .find((&msg.sender_user, &msg.sender_device, txn_id))
-                    .select(transaction_ids::seq)
-                    .first(c)
-                    .await
-                    .optional()?;
-                if used.is_some() {
-                    return Ok(Err(None));
-                }
-            }
-            let lowest = msg.roster_epoch - msg.max_past_epochs;
-            let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
-            // One statement checks that the group is still at the roster's epoch and takes
-            // the next seq.
-            let taken: Option<i64> = if in_window {
-                FixedSql(
-                    diesel::update(
-                        groups::table
-                            .find(&msg.group_id)
-                            .filter(groups::epoch.eq(msg.roster_epoch)),
+        let appended: Appended = match &*self.pools {
+            // The hottest write runs on the writer's connection directly (synchronous diesel):
+            // its statements are looked up in the statement cache by type instead of having
+            // their SQL and binds rebuilt and copied for the async wrapper.
+            Pools::Sqlite { writer, .. } => {
+                writer
+                    .run_unguarded(
+                        move |c: &mut SqliteConn| {
+                            Box::pin(async move {
+                                c.spawn_blocking(move |c| Ok(sqlite_sync::append_message(c, msg)))
+                                    .await?
+                            })
+                        },
+                        publish,
                     )
-                    .set(groups::last_seq.eq(groups::last_seq + 1))
-                    .returning(groups::last_seq),
-                )
-                .get_result(c)
-                .await
-                .optional()?
-            } else {
-                None
-            };
-            let Some(seq) = taken else {
-                let current: Option<i64> = groups::table
-                    .find(&msg.group_id)
-                    .select(groups::epoch)
-                    .first(c)
-                    .await
-                    .optional()?;
-                return Ok(Err(Some(match current {
-                    None => Refused::NoGroup,
-                    Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
-                    Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
-                    Some(e) => Refused::StaleEpoch(e),
-                })));
-            };
-            let pos = take_positions!(c, 1);
-            let stored = GroupMessage {
-                group_id: msg.group_id,
-                seq,
-                stream_pos: pos,
-                sender_user: msg.sender_user,
-                sender_device: msg.sender_device,
-                kind: msg.kind,
-                epoch: msg.epoch,
-                message: msg.message,
-                adds: None,
-                removes: None,
-                ts: msg.ts,
-            };
-            diesel::insert_into(group_messages::table)
-                .values(&stored)
-                .execute(c)
-                .await?;
-            if let Some(txn_id) = &msg.txn_id {
-                // Concurrent retries on PostgreSQL: the key refuses the second.
-                diesel::insert_into(transaction_ids::table)
-                    .values((
-                        transaction_ids::user_id.eq(&stored.sender_user),
-                        transaction_ids::device_id.eq(&stored.sender_device),
-                        transaction_ids::txn_id.eq(txn_id),
-                        transaction_ids::group_id.eq(&stored.group_id),
-                        transaction_ids::seq.eq(seq),
-                    ))
-                    .execute(c)
-                    .await?;
+                    .await?
             }
-            queue_outbox!(c, &msg.outbox, &stored.group_id, seq, stored.ts);
-            let accepted = Accepted {
-                seq,
-                stream_pos: pos,
-                epoch: msg.roster_epoch,
-            };
-            Ok(Ok((
-                accepted,
-                Some(std::sync::Arc::new(TailMessage::new(stored))),
-            )))
-        })?;
+            Pools::Postgres(_) => with_conn!(self, write_unguarded, after = publish, |c| {
+                append_message_statements!(c, msg; .await)
+            })?,
+        };
         match appended {
             Ok((accepted, _)) => Ok(Ok(accepted)),
             Err(Some(refused)) => Ok(Err(refused)),
@@ -767,5 +823,23 @@ impl Store {
                 .load(conn)
                 .await?)
         })
+    }
+}
+
+/// The append on SQLite's writer connection, used synchronously (see [`Store::append_message`]).
+mod sqlite_sync {
+    use diesel::prelude::*;
+
+    use super::{statement_names, Accepted, Appended, GroupMessage, MessageToAppend, Refused};
+    use crate::db::Named;
+    use crate::schema::{group_messages, groups, outbox, stream_position, transaction_ids};
+    use crate::tail::TailMessage;
+    use crate::StoreResult;
+
+    pub(super) fn append_message(
+        c: &mut diesel::SqliteConnection,
+        msg: MessageToAppend,
+    ) -> StoreResult<Appended> {
+        append_message_statements!(c, msg;)
     }
 }

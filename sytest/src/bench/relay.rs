@@ -596,6 +596,12 @@ async fn phase(
     tag: &str,
     name: &str,
 ) -> anyhow::Result<(Outcome, Latency, f64, Vec<Sender>)> {
+    // Announced, with the server's pid, so a profiler can be pointed at exactly this phase.
+    eprintln!(
+        "[{tag}] {name}: running for {} s (server pid {})",
+        opts.duration.as_secs(),
+        hub.pid
+    );
     let cpu0 = cpu_time(hub.pid);
     let (outcome, mut senders) = drive(senders, opts.duration, interval).await;
     let cpu = (cpu_time(hub.pid) - cpu0).as_secs_f64() / outcome.elapsed.as_secs_f64();

@@ -253,9 +253,12 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i6
     .await
     .map_err(|e| StoreError::Migration(e.to_string()))??;
     let owned_path = path.to_owned();
-    let writer = SqliteWriter::start(SqliteConn::with_runtime(conn, Inline), move || {
-        establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline))
-    })?;
+    let checkpoint_conn = establish_sync(path, busy)?;
+    let writer = SqliteWriter::start(
+        SqliteConn::with_runtime(conn, Inline),
+        checkpoint_conn,
+        move || establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline)),
+    )?;
     Ok((Pools::Sqlite { writer, readers }, head))
 }
 

@@ -312,51 +312,41 @@ where
 /// A statement whose SQL never varies with its values, marked so that its prepared statement
 /// is reused. Diesel never reuses an UPDATE's (a changeset's SQL may depend on its values);
 /// wrap only updates whose changeset is fixed, such as `x = x + ?`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FixedSql<Q>(pub(crate) Q);
+///
+/// `K` says how the statement cache finds it: [`BySqlText`] (built for each lookup), or a
+/// marker type of the statement's own (see [`CacheKey`]), found by type without building any
+/// SQL; that is for the statements of the hottest write, the append of a message.
+pub(crate) struct FixedSql<Q, K = BySqlText>(pub(crate) Q, std::marker::PhantomData<K>);
 
-impl<Q, DB> diesel::query_builder::QueryFragment<DB> for FixedSql<Q>
-where
-    DB: diesel::backend::Backend,
-    Q: diesel::query_builder::QueryFragment<DB>,
-{
-    fn walk_ast<'b>(
-        &'b self,
-        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
-    ) -> diesel::QueryResult<()> {
-        self.0.walk_ast(pass)
-    }
-
-    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
-        Ok(true)
-    }
+/// How the statement cache finds a [`FixedSql`]. A marker type with `BY_TYPE` must name one
+/// statement only: two statements sharing it would share one prepared statement.
+pub(crate) trait CacheKey: 'static {
+    /// Whether the statement is found by this type rather than by its SQL text.
+    const BY_TYPE: bool = true;
 }
 
-impl<Q> diesel::query_builder::QueryId for FixedSql<Q> {
-    type QueryId = ();
-    // Cached by its SQL text.
-    const HAS_STATIC_QUERY_ID: bool = false;
+/// Find the statement by its SQL text.
+pub(crate) struct BySqlText;
+
+impl CacheKey for BySqlText {
+    const BY_TYPE: bool = false;
 }
 
-impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for FixedSql<Q> {
-    type SqlType = Q::SqlType;
-}
-
-impl<Q, Conn> diesel::RunQueryDsl<Conn> for FixedSql<Q> {}
-
-/// A statement whose SQL never varies, named by a marker type `Id` of its own (never shared by
-/// two statements): the statement cache finds it by that type, without building its SQL text
-/// to look it up. For the statements of the hottest write, the append of a message.
-pub(crate) struct Named<Id, Q>(pub(crate) Q, pub(crate) std::marker::PhantomData<Id>);
-
-impl<Id, Q> Named<Id, Q> {
-    /// `query`, named `Id`.
+impl<Q> FixedSql<Q> {
+    /// `query`, found in the cache by its SQL text.
     pub(crate) fn new(query: Q) -> Self {
-        Named(query, std::marker::PhantomData)
+        FixedSql(query, std::marker::PhantomData)
     }
 }
 
-impl<Id, Q, DB> diesel::query_builder::QueryFragment<DB> for Named<Id, Q>
+impl<Q, K: CacheKey> FixedSql<Q, K> {
+    /// `query`, found in the cache by the marker type `K`.
+    pub(crate) fn named(query: Q) -> Self {
+        FixedSql(query, std::marker::PhantomData)
+    }
+}
+
+impl<Q, K, DB> diesel::query_builder::QueryFragment<DB> for FixedSql<Q, K>
 where
     DB: diesel::backend::Backend,
     Q: diesel::query_builder::QueryFragment<DB>,
@@ -373,16 +363,16 @@ where
     }
 }
 
-impl<Id: 'static, Q> diesel::query_builder::QueryId for Named<Id, Q> {
-    type QueryId = Id;
-    const HAS_STATIC_QUERY_ID: bool = true;
+impl<Q, K: CacheKey> diesel::query_builder::QueryId for FixedSql<Q, K> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = K::BY_TYPE;
 }
 
-impl<Id, Q: diesel::query_builder::Query> diesel::query_builder::Query for Named<Id, Q> {
+impl<Q: diesel::query_builder::Query, K> diesel::query_builder::Query for FixedSql<Q, K> {
     type SqlType = Q::SqlType;
 }
 
-impl<Id, Q, Conn> diesel::RunQueryDsl<Conn> for Named<Id, Q> {}
+impl<Q, K, Conn> diesel::RunQueryDsl<Conn> for FixedSql<Q, K> {}
 
 #[cfg(test)]
 mod tests {

@@ -195,7 +195,7 @@ impl Store {
                         };
                         // Compare-and-set: only the successor of the last stored seq advances it. On
                         // PostgreSQL the row lock makes a concurrent writer re-check after we commit.
-                        let mut advanced = FixedSql(
+                        let mut advanced = FixedSql::new(
                             diesel::update(
                                 groups::table
                                     .find(&m.group_id)

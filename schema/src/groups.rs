@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::{Named, Pools, SqliteConn};
+use crate::db::{FixedSql, Pools, SqliteConn};
 use crate::schema::{
     group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
 };
@@ -42,13 +42,21 @@ macro_rules! queue_outbox {
     };
 }
 
-/// Names of the append's statements (see [`Named`]).
+/// Names of the append's statements (see [`FixedSql`]), one each.
 mod statement_names {
+    use crate::db::CacheKey;
+
     pub(crate) struct FindTxn;
     pub(crate) struct TakeSeq;
     pub(crate) struct TakePosition;
     pub(crate) struct InsertAppended;
     pub(crate) struct InsertTxn;
+
+    impl CacheKey for FindTxn {}
+    impl CacheKey for TakeSeq {}
+    impl CacheKey for TakePosition {}
+    impl CacheKey for InsertAppended {}
+    impl CacheKey for InsertTxn {}
 }
 
 /// What an append comes to: `Err(None)` is a used `txn_id` (refused before any change, like
@@ -61,7 +69,7 @@ type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<R
 macro_rules! append_message_statements {
     ($c:expr, $msg:ident; $($aw:tt)*) => {{
         if let Some(txn_id) = &$msg.txn_id {
-            let used: Option<i64> = Named::<statement_names::FindTxn, _>::new(
+            let used: Option<i64> = FixedSql::<_, statement_names::FindTxn>::named(
                 transaction_ids::table
                     .find((&$msg.sender_user, &$msg.sender_device, txn_id))
                     .select(transaction_ids::seq)
@@ -79,7 +87,7 @@ macro_rules! append_message_statements {
         // One statement checks that the group is still at the roster's epoch and takes
         // the next seq.
         let taken: Option<i64> = if in_window {
-            Named::<statement_names::TakeSeq, _>::new(
+            FixedSql::<_, statement_names::TakeSeq>::named(
                 diesel::update(
                     groups::table
                         .find(&$msg.group_id)
@@ -108,7 +116,7 @@ macro_rules! append_message_statements {
                 Some(e) => Refused::StaleEpoch(e),
             })));
         };
-        let pos: i64 = Named::<statement_names::TakePosition, _>::new(
+        let pos: i64 = FixedSql::<_, statement_names::TakePosition>::named(
             diesel::update(stream_position::table.find(1))
                 .set(stream_position::pos.eq(stream_position::pos + 1))
                 .returning(stream_position::pos),
@@ -129,14 +137,14 @@ macro_rules! append_message_statements {
             ts: $msg.ts,
         };
         // Its SQL is fixed: `adds` and `removes` are always empty here.
-        Named::<statement_names::InsertAppended, _>::new(
+        FixedSql::<_, statement_names::InsertAppended>::named(
             diesel::insert_into(group_messages::table).values(&stored),
         )
         .execute($c)
         $($aw)*?;
         if let Some(txn_id) = &$msg.txn_id {
             // Concurrent retries on PostgreSQL: the key refuses the second.
-            Named::<statement_names::InsertTxn, _>::new(
+            FixedSql::<_, statement_names::InsertTxn>::named(
                 diesel::insert_into(transaction_ids::table).values((
                     transaction_ids::user_id.eq(&stored.sender_user),
                     transaction_ids::device_id.eq(&stored.sender_device),
@@ -831,7 +839,7 @@ mod sqlite_sync {
     use diesel::prelude::*;
 
     use super::{statement_names, Accepted, Appended, GroupMessage, MessageToAppend, Refused};
-    use crate::db::Named;
+    use crate::db::FixedSql;
     use crate::schema::{group_messages, groups, outbox, stream_position, transaction_ids};
     use crate::tail::TailMessage;
     use crate::StoreResult;

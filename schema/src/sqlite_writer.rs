@@ -239,7 +239,7 @@ where
     F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>>,
 {
     use diesel_async::RunQueryDsl as _;
-    let statement = |sql: &'static str| FixedSql(diesel::sql_query(sql));
+    let statement = |sql: &'static str| FixedSql::new(diesel::sql_query(sql));
     statement("SAVEPOINT batched_write").execute(conn).await?;
     let result = write(conn).await;
     if result.is_err() {

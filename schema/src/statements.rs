@@ -13,7 +13,7 @@ macro_rules! take_positions {
     };
     (@run $c:expr, $n:expr; $($aw:tt)*) => {{
         use $crate::schema::stream_position;
-        let last: i64 = $crate::db::FixedSql(
+        let last: i64 = $crate::db::FixedSql::new(
             diesel::update(stream_position::table.find(1))
                 .set(stream_position::pos.eq(stream_position::pos + $n))
                 .returning(stream_position::pos),

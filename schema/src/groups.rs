@@ -12,13 +12,11 @@ use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// Queues federation events in the current transaction: `message` items carry the seq just
-/// taken; `welcome` items carry their payload and recipients.
+/// taken; `welcome` items carry their payload and recipients. The `@run` form takes the
+/// `.await` (or nothing, on a synchronous connection) to put after each statement.
 macro_rules! queue_outbox {
     ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr) => {
         queue_outbox!(@run $c, $items, $group_id, $seq, $ts; .await)
-    };
-    ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr; sync) => {
-        queue_outbox!(@run $c, $items, $group_id, $seq, $ts;)
     };
     (@run $c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr; $($aw:tt)*) => {
         for item in $items {

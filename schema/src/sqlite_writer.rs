@@ -397,17 +397,18 @@ mod tests {
     use crate::schema::users;
     use crate::{testing, Store, StoreConfig, StoreError, StoreResult};
 
-    /// Inserts user `name`, then fails if `fail`.
+    /// Inserts user `name` (with a password hash of `hash_bytes`), then fails if `fail`.
     async fn insert_user(
         conn: &mut super::SqliteConn,
         name: String,
+        hash_bytes: usize,
         fail: bool,
     ) -> StoreResult<()> {
         diesel::insert_into(users::table)
             .values((
                 users::user_id.eq(&name),
                 users::localpart.eq(&name),
-                users::password_hash.eq(""),
+                users::password_hash.eq("h".repeat(hash_bytes)),
                 users::created_ts.eq(0i64),
             ))
             .execute(conn)
@@ -448,20 +449,24 @@ mod tests {
             let c = format!("@{tag}c:x");
             let (slow, (first, failing, last)) = tokio::join!(slow, async {
                 running.await.unwrap();
-                let first = writer.run(move |conn| Box::pin(insert_user(conn, a, false)), |_| ());
+                let first =
+                    writer.run(move |conn| Box::pin(insert_user(conn, a, 0, false)), |_| ());
                 let failing = async {
                     if unguarded_fails {
                         writer
-                            .run_unguarded(move |conn| Box::pin(insert_user(conn, b, true)), |_| ())
+                            .run_unguarded(
+                                move |conn| Box::pin(insert_user(conn, b, 0, true)),
+                                |_| (),
+                            )
                             .await
                     } else {
                         writer
-                            .run(move |conn| Box::pin(insert_user(conn, b, true)), |_| ())
+                            .run(move |conn| Box::pin(insert_user(conn, b, 0, true)), |_| ())
                             .await
                     }
                 };
-                let last =
-                    writer.run_unguarded(move |conn| Box::pin(insert_user(conn, c, false)), |_| ());
+                let last = writer
+                    .run_unguarded(move |conn| Box::pin(insert_user(conn, c, 0, false)), |_| ());
                 tokio::join!(first, failing, last)
             });
             slow.unwrap();
@@ -506,20 +511,7 @@ mod tests {
                     let name = format!("@w{w}-{i}:x");
                     writer
                         .run(
-                            move |conn| {
-                                Box::pin(async move {
-                                    diesel::insert_into(users::table)
-                                        .values((
-                                            users::user_id.eq(&name),
-                                            users::localpart.eq(&name),
-                                            users::password_hash.eq("h".repeat(3000)),
-                                            users::created_ts.eq(0i64),
-                                        ))
-                                        .execute(conn)
-                                        .await?;
-                                    Ok(())
-                                })
-                            },
+                            move |conn| Box::pin(insert_user(conn, name, 3000, false)),
                             |_| (),
                         )
                         .await

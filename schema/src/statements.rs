@@ -3,15 +3,8 @@
 
 /// Takes `n` new stream positions inside the current transaction and returns the first.
 /// The row update serialises writers on PostgreSQL, so positions commit in order.
-/// `take_positions!(c, n; sync)` is the same statement on a synchronous connection.
 macro_rules! take_positions {
-    ($c:expr, $n:expr) => {
-        take_positions!(@run $c, $n; .await)
-    };
-    ($c:expr, $n:expr; sync) => {
-        take_positions!(@run $c, $n;)
-    };
-    (@run $c:expr, $n:expr; $($aw:tt)*) => {{
+    ($c:expr, $n:expr) => {{
         use $crate::schema::stream_position;
         let last: i64 = $crate::db::FixedSql::new(
             diesel::update(stream_position::table.find(1))
@@ -19,7 +12,7 @@ macro_rules! take_positions {
                 .returning(stream_position::pos),
         )
         .get_result($c)
-        $($aw)*?;
+        .await?;
         last - $n + 1
     }};
 }

@@ -44,21 +44,21 @@ macro_rules! queue_outbox {
 mod statement_names {
     use crate::db::CacheKey;
 
-    pub(crate) struct FindTxn;
     pub(crate) struct TakeSeq;
+    pub(crate) struct ClaimTxn;
+    pub(crate) struct GiveBackSeq;
     pub(crate) struct TakePosition;
     pub(crate) struct InsertAppended;
-    pub(crate) struct InsertTxn;
 
-    impl CacheKey for FindTxn {}
     impl CacheKey for TakeSeq {}
+    impl CacheKey for ClaimTxn {}
+    impl CacheKey for GiveBackSeq {}
     impl CacheKey for TakePosition {}
     impl CacheKey for InsertAppended {}
-    impl CacheKey for InsertTxn {}
 }
 
-/// What an append comes to: `Err(None)` is a used `txn_id` (refused before any change, like
-/// the others).
+/// What an append comes to: `Err(None)` is a used `txn_id` (the append leaves no change
+/// behind, like the other refusals).
 type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<Refused>>;
 
 /// The statements of [`Store::append_message`], written once for either kind of connection:
@@ -66,20 +66,6 @@ type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<R
 /// Evaluates to the `Appended` result; `Err(None)` is a used `txn_id`.
 macro_rules! append_message_statements {
     ($c:expr, $msg:ident; $($aw:tt)*) => {{
-        if let Some(txn_id) = &$msg.txn_id {
-            let used: Option<i64> = FixedSql::<_, statement_names::FindTxn>::named(
-                transaction_ids::table
-                    .find((&$msg.sender_user, &$msg.sender_device, txn_id))
-                    .select(transaction_ids::seq)
-                    .limit(1),
-            )
-            .get_result($c)
-                $($aw)*
-                .optional()?;
-            if used.is_some() {
-                return Ok(Err(None));
-            }
-        }
         let lowest = $msg.roster_epoch - $msg.max_past_epochs;
         let in_window = (lowest..=$msg.roster_epoch).contains(&$msg.epoch);
         // One statement checks that the group is still at the roster's epoch and takes
@@ -114,6 +100,33 @@ macro_rules! append_message_statements {
                 Some(e) => Refused::StaleEpoch(e),
             })));
         };
+        if let Some(txn_id) = &$msg.txn_id {
+            // The txn_id is claimed by the insert that records it: a used one inserts nothing
+            // (also when a concurrent retry on PostgreSQL got there first), and the seq just
+            // taken is given back. One statement instead of a lookup and an insert.
+            let claimed = FixedSql::<_, statement_names::ClaimTxn>::named(
+                diesel::insert_into(transaction_ids::table)
+                    .values((
+                        transaction_ids::user_id.eq(&$msg.sender_user),
+                        transaction_ids::device_id.eq(&$msg.sender_device),
+                        transaction_ids::txn_id.eq(txn_id),
+                        transaction_ids::group_id.eq(&$msg.group_id),
+                        transaction_ids::seq.eq(seq),
+                    ))
+                    .on_conflict_do_nothing(),
+            )
+            .execute($c)
+            $($aw)*?;
+            if claimed == 0 {
+                FixedSql::<_, statement_names::GiveBackSeq>::named(
+                    diesel::update(groups::table.find(&$msg.group_id))
+                        .set(groups::last_seq.eq(groups::last_seq - 1)),
+                )
+                .execute($c)
+                $($aw)*?;
+                return Ok(Err(None));
+            }
+        }
         let pos: i64 = FixedSql::<_, statement_names::TakePosition>::named(
             diesel::update(stream_position::table.find(1))
                 .set(stream_position::pos.eq(stream_position::pos + 1))
@@ -140,20 +153,6 @@ macro_rules! append_message_statements {
         )
         .execute($c)
         $($aw)*?;
-        if let Some(txn_id) = &$msg.txn_id {
-            // Concurrent retries on PostgreSQL: the key refuses the second.
-            FixedSql::<_, statement_names::InsertTxn>::named(
-                diesel::insert_into(transaction_ids::table).values((
-                    transaction_ids::user_id.eq(&stored.sender_user),
-                    transaction_ids::device_id.eq(&stored.sender_device),
-                    transaction_ids::txn_id.eq(txn_id),
-                    transaction_ids::group_id.eq(&stored.group_id),
-                    transaction_ids::seq.eq(seq),
-                )),
-            )
-            .execute($c)
-            $($aw)*?;
-        }
         queue_outbox!(@run $c, &$msg.outbox, &stored.group_id, seq, stored.ts; $($aw)*);
         let accepted = Accepted {
             seq,
@@ -661,8 +660,8 @@ impl Store {
             ),
             Err(_) => (0, Vec::new()),
         });
-        // Every refusal comes before the first change, and a used txn_id is found by a read
-        // first, so past that only a storage error can fail it: no savepoint needed.
+        // Every refusal comes before the first change, and a used txn_id gives back the seq it
+        // took, so only a storage error can fail it midway: no savepoint needed.
         let appended: Appended = match &*self.pools {
             // The hottest write runs on the writer's connection directly (synchronous diesel):
             // its statements are looked up in the statement cache by type instead of having

@@ -377,6 +377,63 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
+    for (store, _d) in stores().await {
+        let a = "@a:t.example";
+        store.create_group("!g:t.example", a, "D", 1).await.unwrap();
+        let first = store
+            .append_message(app("!g:t.example", a, 0, Some("t0")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.seq, 1);
+        // Retries of t0 and new sends at once: on SQLite they share group commits.
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let txn = if i % 2 == 0 {
+                    "t0".to_owned()
+                } else {
+                    format!("n{i}")
+                };
+                store
+                    .append_message(app("!g:t.example", a, 0, Some(&txn)))
+                    .await
+            }));
+        }
+        let mut seqs = vec![1];
+        for (i, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(Ok(accepted)) => {
+                    assert_eq!(i % 2, 1, "a retry of t0 was appended again");
+                    seqs.push(accepted.seq);
+                }
+                Err(StoreError::Conflict) => assert_eq!(i % 2, 0, "a new txn_id was refused"),
+                other => panic!("unexpected: {other:?}"),
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
+        let stored = store
+            .group_messages_since("!g:t.example", 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (1..=13).collect::<Vec<_>>()
+        );
+        assert_eq!(store.txn_seq(a, "D", "t0").await.unwrap(), Some(1));
+        let next = store
+            .append_message(app("!g:t.example", a, 0, None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.seq, 14, "the next send follows on without a gap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
     for (store, _d) in stores().await {
         store

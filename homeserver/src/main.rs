@@ -1,6 +1,7 @@
 //! `parley`: the Parley homeserver.
 
 mod accounts;
+mod allocator;
 mod config;
 mod error;
 mod fed_api;
@@ -29,10 +30,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
-/// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers
-/// across threads, which glibc's arenas spend a tenth of the server's CPU on under load.
+/// mimalloc, with large blocks from glibc: see [`allocator`].
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::SplitAllocator = allocator::SplitAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -102,18 +102,6 @@ impl ServeArgs {
     }
 }
 
-/// Argon2id allocates ~19 MiB per password hash. glibc raises its mmap threshold once such a
-/// block is freed, so later ones come from per-thread arenas and stay resident: a burst of
-/// logins would leave hundreds of MiB behind. A fixed threshold keeps large blocks mmapped, so
-/// they go back to the OS when freed.
-fn return_large_blocks_to_the_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
 fn init_logging(config: &Config) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
@@ -154,7 +142,7 @@ fn main() -> std::process::ExitCode {
             }
         }
         Command::Serve(args) => {
-            return_large_blocks_to_the_os();
+            allocator::return_large_blocks_to_the_os();
             let config = match args.into_config() {
                 Ok(c) => c,
                 Err(e) => {

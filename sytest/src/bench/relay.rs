@@ -655,7 +655,8 @@ async fn idle_rss(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = server.rss_kib()?;
-    let per = after.saturating_sub(before) as f64 / k as f64;
+    // Signed: a fall means memory went back to the OS meanwhile, and the report says so.
+    let per = (after as f64 - before as f64) / k as f64;
     eprintln!(
         "[single] {k} idle WebSockets: server RSS {before} KiB -> {after} KiB ({per:.1} KiB each)"
     );

@@ -117,9 +117,7 @@ impl TokenKeys {
     /// Verifies signature, issuer and expiry; `None` for any bad token.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(u64::MAX, |d| d.as_secs());
+        let now_s = crate::state::now_ms() / 1000;
         let remembered = self.verified_cache().get(&digest).cloned();
         if let Some(claims) = remembered {
             // The same test as a fresh decode (no leeway): expired is expired.
@@ -188,6 +186,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::now_ms;
 
     #[test]
     fn token_signed_with_another_key_is_refused() {
@@ -261,12 +260,5 @@ mod tests {
             .unwrap();
         let second = TokenKeys::load_or_generate(dir.path(), "a.example").unwrap();
         assert!(second.verify(&token).is_some());
-    }
-
-    fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
     }
 }

@@ -204,17 +204,19 @@ impl SqliteWriter {
     /// and waits for the thread to end. Later writes fail.
     pub(crate) fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
-        let thread = match self.thread.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        let checkpointer = match self.checkpointer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some((stop, thread)) = checkpointer {
             drop(stop);
             let _ = thread.join();
@@ -397,6 +399,15 @@ mod tests {
     use crate::schema::users;
     use crate::{testing, Store, StoreConfig, StoreError, StoreResult};
 
+    /// A store on a fresh SQLite file, with the directory holding it.
+    async fn sqlite_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
     /// Inserts user `name` (with a password hash of `hash_bytes`), then fails if `fail`.
     async fn insert_user(
         conn: &mut super::SqliteConn,
@@ -422,10 +433,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_unguarded_write_that_fails_takes_its_whole_batch_with_it_and_a_guarded_one_only_itself(
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-            .await
-            .unwrap();
+        let (_dir, store) = sqlite_store().await;
         let Pools::Sqlite { writer, .. } = &*store.pools else {
             unreachable!("a SQLite store")
         };
@@ -493,10 +501,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_wal_is_written_over_and_stays_small_under_a_steady_stream_of_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-            .await
-            .unwrap();
+        let (dir, store) = sqlite_store().await;
         let Pools::Sqlite { writer, .. } = &*store.pools else {
             unreachable!("a SQLite store")
         };

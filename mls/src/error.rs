@@ -53,6 +53,10 @@ pub enum MlsError {
         /// Current epoch of the group.
         group_epoch: u64,
     },
+    /// An application message more than `maximum_forward_distance` generations ahead of what
+    /// this member last saw from its sender (the sender ratchet would have to skip that far).
+    #[error("message is beyond maximum_forward_distance of its sender's ratchet")]
+    TooFarAhead,
     /// The operation needs the group's pending commit to be confirmed or discarded first.
     #[error("the group has a pending commit")]
     PendingCommit,

@@ -1,6 +1,7 @@
 //! Incoming messages: Welcomes, commits, proposals and application messages.
 
-use openmls::group::{JoinBuilder, ProcessedWelcome};
+use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
+use openmls::group::{JoinBuilder, ProcessedWelcome, ValidationError};
 use openmls::prelude::{
     tls_codec::Deserialize as _, ContentType, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
     ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedWelcome,
@@ -209,6 +210,9 @@ impl Engine {
             .mls
             .process_message(&self.provider, protocol)
             .map_err(|e| match e {
+                ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+                    MessageDecryptionError::SecretTreeError(SecretTreeError::TooDistantInTheFuture),
+                )) => MlsError::TooFarAhead,
                 ProcessMessageError::ValidationError(_) if message_epoch < group_epoch => {
                     MlsError::WrongEpoch {
                         message_epoch,

@@ -356,6 +356,37 @@ fn out_of_order_application_messages_within_tolerance_decrypt() {
 }
 
 #[test]
+fn message_beyond_maximum_forward_distance_is_refused_as_too_far_ahead_and_one_within_decrypts() {
+    let cfg = EngineConfig {
+        maximum_forward_distance: 5,
+        ..EngineConfig::default()
+    };
+    let mut w = World::new(
+        &[("@alice:a.example", "ALICE"), ("@bob:b.example", "BOB")],
+        cfg,
+    );
+    w.start(&[1]);
+    // Alice encrypts generations 0..=6; Bob has seen none of them (his ratchet is at 0).
+    let msgs: Vec<_> = (0..=6u8).map(|i| w.send(0, &[i])).collect();
+    let (beyond, env) = &msgs[6];
+    assert!(matches!(
+        w.clients[1].process(G, beyond, env, &w.dir),
+        Err(MlsError::TooFarAhead)
+    ));
+    // Generation 5 is exactly `maximum_forward_distance` ahead: it decrypts.
+    let (within, env) = &msgs[5];
+    let ev = w.clients[1].process(G, within, env, &w.dir).unwrap();
+    assert!(
+        matches!(&ev[..], [Event::ApplicationMessage { plaintext, .. }] if plaintext == &vec![5u8])
+    );
+    // The refusal changed nothing: generation 6 is now one ahead and decrypts too.
+    let ev = w.clients[1].process(G, beyond, &msgs[6].1, &w.dir).unwrap();
+    assert!(
+        matches!(&ev[..], [Event::ApplicationMessage { plaintext, .. }] if plaintext == &vec![6u8])
+    );
+}
+
+#[test]
 fn past_epoch_message_decrypts_within_max_past_epochs_and_not_beyond() {
     let mut w = alice_and_bob_keeping_past_epochs(2);
     let early = w.send(0, b"early");

@@ -56,6 +56,7 @@ impl From<MlsError> for WebError {
             MlsError::Replay(_) => "Replay",
             MlsError::TimestampSkew => "TimestampSkew",
             MlsError::WrongEpoch { .. } => "WrongEpoch",
+            MlsError::TooFarAhead => "TooFarAhead",
             MlsError::PendingCommit => "PendingCommit",
             MlsError::NoPendingCommit => "NoPendingCommit",
             MlsError::KeyChangeUnacknowledged(_) => "KeyChangeUnacknowledged",

@@ -24,13 +24,15 @@ pub enum ErrCode {
     StaleEpoch,
     UnreachableServer,
     Unauthorized,
+    /// The request's body did not arrive in time (408).
+    Timeout,
     /// The server failed; nothing the client did caused it.
     Unknown,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 20] = [
+    pub const ALL: [ErrCode; 21] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -50,6 +52,7 @@ impl ErrCode {
         ErrCode::StaleEpoch,
         ErrCode::UnreachableServer,
         ErrCode::Unauthorized,
+        ErrCode::Timeout,
         ErrCode::Unknown,
     ];
 
@@ -75,6 +78,7 @@ impl ErrCode {
             ErrCode::StaleEpoch => "P_STALE_EPOCH",
             ErrCode::UnreachableServer => "P_UNREACHABLE_SERVER",
             ErrCode::Unauthorized => "P_UNAUTHORIZED",
+            ErrCode::Timeout => "P_TIMEOUT",
             ErrCode::Unknown => "P_UNKNOWN",
         }
     }

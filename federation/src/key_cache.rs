@@ -45,16 +45,64 @@ struct Entry {
     last_fetch_ms: Option<u64>,
 }
 
-/// Verified keys of remote servers, by server name.
-#[derive(Debug, Default, Clone)]
+/// Servers a cache holds by default before it evicts ([`KeyCache::with_max_servers`]).
+pub const DEFAULT_MAX_SERVERS: usize = 10_000;
+
+/// Verified keys of remote servers, by server name. Its size is bounded: past
+/// `max_servers` entries it drops stale ones, then failed fetches, then any.
+#[derive(Debug, Clone)]
 pub struct KeyCache {
     servers: HashMap<String, Entry>,
+    max_servers: usize,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::with_max_servers(DEFAULT_MAX_SERVERS)
+    }
 }
 
 impl KeyCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache holding at most `max_servers` servers (at least 1).
+    pub fn with_max_servers(max_servers: usize) -> Self {
+        KeyCache {
+            servers: HashMap::new(),
+            max_servers: max_servers.max(1),
+        }
+    }
+
+    /// Servers currently held (fresh, stale or only a recent failed fetch).
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Makes room for one more server, keeping `keep`: stale entries go first, then entries
+    /// with no keys (failed fetches), then arbitrary ones.
+    fn make_room(&mut self, keep: &str, now_ms: u64) {
+        if self.servers.len() < self.max_servers || self.servers.contains_key(keep) {
+            return;
+        }
+        self.purge_stale(now_ms);
+        if self.servers.len() >= self.max_servers {
+            self.servers
+                .retain(|name, e| name == keep || e.keys.is_some());
+        }
+        while self.servers.len() >= self.max_servers {
+            let Some(victim) = self.servers.keys().find(|n| *n != keep).cloned() else {
+                break;
+            };
+            self.servers.remove(&victim);
+        }
     }
 
     /// The cached current key `key_id` of `origin`, if fresh at `now_ms` (never fetches).
@@ -80,6 +128,7 @@ impl KeyCache {
 
     /// Notes that a fetch for `origin` starts at `now_ms` (successful or not, it counts).
     pub fn record_fetch_attempt(&mut self, origin: &str, now_ms: u64) {
+        self.make_room(origin, now_ms);
         self.servers
             .entry(origin.to_owned())
             .or_default()
@@ -90,6 +139,12 @@ impl KeyCache {
     /// replacing what was cached for that server.
     pub fn insert(&mut self, keys: VerifiedServerKeys) {
         let server_name = keys.server_name.clone();
+        let now = self
+            .servers
+            .get(&server_name)
+            .and_then(|e| e.last_fetch_ms)
+            .unwrap_or(0);
+        self.make_room(&server_name, now);
         self.servers.entry(server_name).or_default().keys = Some(keys);
     }
 
@@ -189,5 +244,25 @@ mod tests {
         );
         c.purge_stale(NOW + HOUR);
         assert!(c.servers.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_failed_fetches_is_bounded_and_keeps_fresh_keys() {
+        let mut c = KeyCache::with_max_servers(100);
+        let (v, k) = verified("good.example", "k", HOUR);
+        c.insert(v);
+        let id = KeyId::from_version("k").unwrap();
+        for i in 0..10_000 {
+            let origin = format!("o{i}.example");
+            assert_eq!(c.lookup(&origin, &id, NOW), CacheLookup::Fetch);
+            c.record_fetch_attempt(&origin, NOW);
+            // The failure just recorded is remembered (negative cache).
+            assert_eq!(c.lookup(&origin, &id, NOW + 1), CacheLookup::Unavailable);
+            assert!(c.len() <= 100);
+        }
+        assert_eq!(
+            c.lookup("good.example", k.key_id(), NOW),
+            CacheLookup::Found(k.verifying_key())
+        );
     }
 }

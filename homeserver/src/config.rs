@@ -31,6 +31,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Server-to-server federation.
     pub federation: FederationConfig,
+    /// Background jobs that purge expired and old rows.
+    pub retention: RetentionConfig,
     /// Directory of the built web client, served at `/` when it exists.
     pub web_client_dir: PathBuf,
     /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
@@ -69,6 +71,10 @@ pub struct FederationConfig {
     pub deny: Vec<String>,
     /// PEM file of extra CA certificates trusted for other servers (besides the built-in roots).
     pub ca_file: Option<PathBuf>,
+    /// Most recipients a relayed Welcome may list (a group's plausible size).
+    pub max_welcome_recipients: usize,
+    /// Key-document fetches running at once, whoever caused them.
+    pub max_key_fetches_in_flight: usize,
 }
 
 impl FederationConfig {
@@ -118,6 +124,28 @@ impl Default for FederationConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             ca_file: None,
+            max_welcome_recipients: 1000,
+            max_key_fetches_in_flight: 16,
+        }
+    }
+}
+
+/// The retention jobs ([`crate::retention`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the jobs run (the first time at start-up), in milliseconds.
+    pub interval_ms: u64,
+    /// How long a used client `txn_id` and the answer to an inbound federation transaction
+    /// are remembered, in milliseconds; a retry after that is treated as new.
+    pub transactions_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_ms: 3_600_000,
+            transactions_ms: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -185,6 +213,12 @@ pub struct LimitsConfig {
     pub max_bundle_bytes: u64,
     /// Longest accepted key-package lifetime, in milliseconds.
     pub max_key_package_lifetime_ms: u64,
+    /// A connection that has not sent a request's complete headers within this is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request whose body has not fully arrived within this is refused (408 `P_TIMEOUT`).
+    pub body_read_timeout_ms: u64,
+    /// Connections open at once (more wait in the listen backlog).
+    pub max_connections: usize,
 }
 
 /// Rate limits, each a token bucket per client IP.
@@ -203,8 +237,13 @@ pub struct RateLimitsConfig {
     pub group_create: RateLimit,
     /// Commits, proposals and application messages, per user.
     pub send: RateLimit,
-    /// Inbound federation requests, per origin server.
+    /// Inbound federation requests, per origin server (counted once authenticated).
     pub federation: RateLimit,
+    /// Inbound federation requests per client address, counted before the body is read or
+    /// any key fetched.
+    pub federation_per_address: RateLimit,
+    /// Key-document fetches that unauthenticated requests from one client address may cause.
+    pub key_fetch_per_address: RateLimit,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -229,6 +268,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             federation: FederationConfig::default(),
+            retention: RetentionConfig::default(),
             web_client_dir: PathBuf::from("web-client/dist"),
             tls: None,
         }
@@ -271,6 +311,9 @@ impl Default for LimitsConfig {
             max_message_bytes: 64 * 1024,
             max_bundle_bytes: 1024 * 1024,
             max_key_package_lifetime_ms: 90 * 24 * 3600 * 1000,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -305,6 +348,15 @@ impl Default for RateLimitsConfig {
             federation: RateLimit {
                 per_second: 500.0,
                 burst: 2000,
+            },
+            federation_per_address: RateLimit {
+                per_second: 500.0,
+                burst: 2000,
+            },
+            // 10 at once, then one a second: at most 20 in any 10 s.
+            key_fetch_per_address: RateLimit {
+                per_second: 1.0,
+                burst: 10,
             },
         }
     }
@@ -375,6 +427,9 @@ impl Config {
         if self.auth.access_token_ttl_ms == 0 || self.auth.refresh_token_ttl_ms == 0 {
             anyhow::bail!("auth token lifetimes must be > 0");
         }
+        if self.retention.interval_ms == 0 || self.retention.transactions_ms == 0 {
+            anyhow::bail!("retention.interval_ms and retention.transactions_ms must be > 0");
+        }
         Ok(())
     }
 }
@@ -434,6 +489,13 @@ max_past_epochs = 5
 max_message_bytes = 65536
 max_bundle_bytes = 1048576
 max_key_package_lifetime_ms = 7776000000   # 90 days
+# Slow clients: a connection without a request's complete headers within this is closed; a
+# body not fully arrived within body_read_timeout_ms is refused (408 P_TIMEOUT).
+header_read_timeout_ms = 30000
+body_read_timeout_ms = 60000
+# Connections open at once; more wait in the kernel's listen backlog. Keep it below the
+# process's file-descriptor limit (ulimit -n).
+max_connections = 10000
 
 [rate_limits]
 # Token buckets per client IP: `burst` requests at once, refilled at `per_second`.
@@ -445,8 +507,20 @@ key_upload = { per_second = 1.0, burst = 20 }
 key_claim = { per_second = 10.0, burst = 50 }
 group_create = { per_second = 1.0, burst = 20 }
 send = { per_second = 200.0, burst = 1000 }
-# Per origin server: inbound federation requests.
+# Per origin server: inbound federation requests (once their signature is verified).
 federation = { per_second = 500.0, burst = 2000 }
+# Per client address, before a federation request's body is read or its signature checked:
+# the requests, and the key-document fetches they may cause (10 at once, then one a second:
+# at most 20 fetches in any 10 s from one address, whatever origins the requests name).
+federation_per_address = { per_second = 500.0, burst = 2000 }
+key_fetch_per_address = { per_second = 1.0, burst = 10 }
+
+[retention]
+# Background jobs: purge expired key packages, and forget used client txn_ids and answers to
+# inbound federation transactions once they are older than `transactions_ms`. They run at
+# start-up and then every `interval_ms`.
+interval_ms = 3600000               # 1 hour
+transactions_ms = 604800000         # 7 days: a retry after that is a new send
 
 [federation]
 enabled = true
@@ -465,6 +539,11 @@ allow = []
 deny = []
 # Extra CA certificates (PEM) trusted for other servers, besides the built-in web roots.
 # ca_file = "/etc/parley/federation-ca.pem"
+# Most recipients a relayed Welcome may list (413 P_TOO_LARGE beyond). It is stored once, for
+# the listed devices that exist on this server.
+max_welcome_recipients = 1000
+# Key-document fetches running at once (a request needing one more is 429 P_LIMIT_EXCEEDED).
+max_key_fetches_in_flight = 16
 "#;
 
 #[cfg(test)]
@@ -497,6 +576,11 @@ mod tests {
             parsed.rate_limits.login.burst,
             default.rate_limits.login.burst
         );
+        assert_eq!(parsed.retention.interval_ms, default.retention.interval_ms);
+        assert_eq!(
+            parsed.retention.transactions_ms,
+            default.retention.transactions_ms
+        );
         parsed.validate().unwrap();
     }
 
@@ -517,6 +601,17 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::from_toml("sever_name = \"typo.example\"").is_err());
+    }
+
+    #[test]
+    fn retention_periods_of_zero_are_invalid() {
+        let c = Config::from_toml("[retention]\ninterval_ms = 0").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::from_toml("[retention]\ntransactions_ms = 0").unwrap();
+        assert!(c.validate().is_err());
+        let c =
+            Config::from_toml("[retention]\ninterval_ms = 1000\ntransactions_ms = 2000").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

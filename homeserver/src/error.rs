@@ -28,6 +28,9 @@ pub enum Error {
     TooLarge { limit: usize },
     #[error("too many requests")]
     LimitExceeded { retry_after_ms: u64 },
+    /// The client did not send its whole body in time.
+    #[error("the request body did not arrive in time")]
+    Timeout,
     #[error("user id is already taken")]
     UserInUse,
     #[error("{0}")]
@@ -40,6 +43,9 @@ pub enum Error {
     InvalidMessage(String),
     #[error("the sending device is not a member of this group")]
     NotMember,
+    /// A relayed event for a group in which no device of this server is a member.
+    #[error("no device of this server is a member of this group")]
+    NoLocalMember,
     #[error("the group is at epoch {current_epoch}")]
     StaleEpoch { current_epoch: u64 },
     #[error("{0}")]
@@ -75,6 +81,7 @@ impl Error {
             Error::UnrecognizedPath => (StatusCode::NOT_FOUND, ErrCode::Unrecognized),
             Error::UnrecognizedMethod => (StatusCode::METHOD_NOT_ALLOWED, ErrCode::Unrecognized),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrCode::TooLarge),
+            Error::Timeout => (StatusCode::REQUEST_TIMEOUT, ErrCode::Timeout),
             Error::LimitExceeded { retry_after_ms } => {
                 extra.insert("retry_after_ms".into(), json!(retry_after_ms));
                 (StatusCode::TOO_MANY_REQUESTS, ErrCode::LimitExceeded)
@@ -87,7 +94,7 @@ impl Error {
             }
             Error::SignatureKeyMismatch => (StatusCode::CONFLICT, ErrCode::SignatureKeyMismatch),
             Error::InvalidMessage(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidMessage),
-            Error::NotMember => (StatusCode::FORBIDDEN, ErrCode::NotMember),
+            Error::NotMember | Error::NoLocalMember => (StatusCode::FORBIDDEN, ErrCode::NotMember),
             Error::StaleEpoch { current_epoch } => {
                 extra.insert("current_epoch".into(), json!(current_epoch));
                 (StatusCode::CONFLICT, ErrCode::StaleEpoch)

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::{ApiResult, Error};
+use crate::fed_client::KeyAnswer;
 use crate::http::ApiPath as Path;
 use crate::hub::{hub_commit, hub_of, hub_send, server_of};
 use crate::state::{now_ms, AppState};
@@ -97,17 +98,13 @@ impl FromRequest<AppState> for Federated {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let header_value = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        let limit = state.config.federation.max_request_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| Error::TooLarge { limit })?;
+        let ip = crate::http::ClientIp::of(req.extensions())?;
+        // Everything that costs little comes first: the header, the destination, the ACL and
+        // the client address's budget, before the body is read or any key fetched.
         let auth = XParleyAuth::parse_bytes(
-            header_value
-                .as_deref()
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
                 .ok_or(parley_federation::Error::MissingAuthorization)?,
         )?;
         check_destination(&auth, &state.config.server_name)?;
@@ -117,15 +114,37 @@ impl FromRequest<AppState> for Federated {
                 auth.origin
             )));
         }
+        state.check_federation_address_rate(ip)?;
+        let limit = state.config.federation.max_request_bytes;
+        let declared_too_large = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64);
+        if declared_too_large {
+            return Err(Error::TooLarge { limit });
+        }
+        let timeout = std::time::Duration::from_millis(state.config.limits.body_read_timeout_ms);
+        let bytes = crate::http::read_body(req.into_body(), limit, timeout).await?;
         let body = parse_body((!bytes.is_empty()).then_some(&bytes[..]))?;
-        let key = state
+        let key = match state
             .fed
-            .verifying_key(&auth.origin, &auth.key_id)
+            .verifying_key(&auth.origin, &auth.key_id, || state.take_key_fetch(ip))
             .await
-            .ok_or_else(|| parley_federation::Error::UnknownKey {
-                origin: auth.origin.clone(),
-                key_id: auth.key_id.as_str().to_owned(),
-            })?;
+        {
+            KeyAnswer::Found(key) => key,
+            KeyAnswer::Throttled { retry_after_ms } => {
+                return Err(Error::LimitExceeded { retry_after_ms })
+            }
+            KeyAnswer::Unavailable => {
+                return Err(parley_federation::Error::UnknownKey {
+                    origin: auth.origin.clone(),
+                    key_id: auth.key_id.as_str().to_owned(),
+                }
+                .into())
+            }
+        };
         verify_request(&auth, &method, &uri, body.as_ref(), &key)?;
         // Counted only once the origin is proven, so nobody can spend another server's budget.
         state.check_federation_rate(&auth.origin)?;
@@ -179,15 +198,18 @@ async fn send_transaction(
         let result = match parse_event(raw) {
             Ok(event) => match event.payload {
                 EventPayload::Message(m) => match relayed_message(&state, &fed.origin, m) {
-                    Ok(remote) => {
-                        run.push((event_id, remote));
-                        continue;
-                    }
+                    Ok(mut remote) => match keep_existing_local_adds(&state, &mut remote).await {
+                        Ok(()) => {
+                            run.push((event_id, remote));
+                            continue;
+                        }
+                        Err(e) => refused(&e),
+                    },
                     Err(e) => refused(&e),
                 },
                 other => {
                     store_run(&state, &fed.origin, &mut run, &mut response).await;
-                    match apply_event(&state, &fed.origin, other).await {
+                    match apply_event(&state, &fed.origin, &event_id, other).await {
                         Ok(()) => EventResult::Accepted {},
                         Err(e) => refused(&e),
                     }
@@ -236,6 +258,17 @@ pub fn remote_message(
     let message = STANDARD
         .decode(m.message.as_bytes())
         .map_err(|_| Error::InvalidMessage("message is not base64".into()))?;
+    // The client API's limits hold for what other hubs relay, too.
+    let limits = &state.config.limits;
+    let limit = match m.kind {
+        MessageKind::Commit => limits.max_bundle_bytes,
+        MessageKind::Proposal | MessageKind::Application => limits.max_message_bytes,
+    };
+    if message.len() as u64 > limit {
+        return Err(Error::TooLarge {
+            limit: limit as usize,
+        });
+    }
     let local = |list: &Option<Vec<UserDevice>>| -> Vec<(String, String)> {
         list.iter()
             .flatten()
@@ -279,6 +312,22 @@ pub fn remote_message(
             ts,
         },
     })
+}
+
+/// Drops from a relayed commit's local adds the devices that do not exist here: a hub cannot
+/// make us keep a group for a device we never had.
+pub async fn keep_existing_local_adds(
+    state: &AppState,
+    remote: &mut RemoteMessage,
+) -> ApiResult<()> {
+    let mut kept = Vec::with_capacity(remote.local_adds.len());
+    for (user_id, device_id) in std::mem::take(&mut remote.local_adds) {
+        if state.store.device(&user_id, &device_id).await?.is_some() {
+            kept.push((user_id, device_id));
+        }
+    }
+    remote.local_adds = kept;
+    Ok(())
 }
 
 /// A group message relayed by `origin`, checked: only a group's hub relays its messages.
@@ -325,11 +374,17 @@ async fn store_run(
 }
 
 /// Applies one event of a transaction from `origin`.
-async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> ApiResult<()> {
+async fn apply_event(
+    state: &AppState,
+    origin: &str,
+    event_id: &str,
+    payload: EventPayload,
+) -> ApiResult<()> {
     match payload {
         EventPayload::Message(m) => {
             let group_id = m.group_id.clone();
-            let remote = relayed_message(state, origin, m)?;
+            let mut remote = relayed_message(state, origin, m)?;
+            keep_existing_local_adds(state, &mut remote).await?;
             crate::gapfill::store_or_fill(state, origin, &group_id, remote).await
         }
         EventPayload::Welcome(w) => {
@@ -338,27 +393,39 @@ async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> A
                     "only the group's hub relays its welcomes".into(),
                 ));
             }
+            let recipients = welcome_recipients(state, &w.recipients)?;
             let welcome = STANDARD
                 .decode(w.welcome.as_bytes())
                 .map_err(|_| Error::InvalidMessage("welcome is not base64".into()))?;
-            let recipients: Vec<(String, String)> = w
-                .recipients
-                .iter()
-                .filter(|d| is_ours(state, &d.user_id))
-                .map(|d| (d.user_id.clone(), d.device_id.clone()))
-                .collect();
+            let limit = state.config.limits.max_bundle_bytes;
+            if welcome.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    limit: limit as usize,
+                });
+            }
+            crate::mls_check::inspect_welcome(&welcome)
+                .map_err(|e| Error::InvalidMessage(format!("welcome: {e}")))?;
             let sender = Member {
                 user_id: w.sender.user_id.clone(),
                 device_id: w.sender.device_id.clone(),
                 leaf_index: 0,
             };
-            state
+            // Stored once, for the recipients that are devices of ours.
+            let queued = state
                 .store
-                .store_remote_welcome(&w.group_id, &sender, &welcome, &recipients, now_ms() as i64)
+                .store_remote_welcome(
+                    origin,
+                    event_id,
+                    &w.group_id,
+                    &sender,
+                    &welcome,
+                    &recipients,
+                    now_ms() as i64,
+                )
                 .await?;
             state
                 .notifier
-                .notify_all(recipients.iter().map(|(u, d)| (u.as_str(), d.as_str())));
+                .notify_all(queued.iter().map(|(u, d)| (u.as_str(), d.as_str())));
             Ok(())
         }
         EventPayload::DeviceListUpdate(update) => {
@@ -382,6 +449,25 @@ async fn apply_event(state: &AppState, origin: &str, payload: EventPayload) -> A
             crate::keys::cache_remote_devices(state.clone(), &list).await
         }
     }
+}
+
+/// A relayed Welcome's recipients on this server, each once; more than
+/// `federation.max_welcome_recipients` listed is 413 `P_TOO_LARGE`.
+fn welcome_recipients(
+    state: &AppState,
+    listed: &[parley_federation::transactions::UserDevice],
+) -> ApiResult<Vec<(String, String)>> {
+    let cap = state.config.federation.max_welcome_recipients;
+    if listed.len() > cap {
+        return Err(Error::TooLarge { limit: cap });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(listed.len());
+    Ok(listed
+        .iter()
+        .filter(|d| is_ours(state, &d.user_id))
+        .map(|d| (d.user_id.clone(), d.device_id.clone()))
+        .filter(|d| seen.insert(d.clone()))
+        .collect())
 }
 
 async fn claim_keys(

@@ -42,6 +42,40 @@ pub struct FederationClient {
     config: FederationConfig,
     keys: Mutex<KeyCache>,
     fetch_gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds the key fetches running at once, whoever caused them.
+    fetches_in_flight: tokio::sync::Semaphore,
+}
+
+/// The outcome of [`FederationClient::verifying_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAnswer {
+    /// The origin's current key.
+    Found(VerifyingKey),
+    /// Not known, and not fetchable now (failed or refused fetch in the last minute).
+    Unavailable,
+    /// A fetch is needed but the requester's budget or the in-flight cap is spent.
+    Throttled { retry_after_ms: u64 },
+}
+
+/// Largest key document or `.well-known` answer read from another server.
+pub const MAX_KEY_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Largest answer to any other federation request read from another server.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads a response body of at most `limit` bytes; `None` past it or on a read error.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 impl FederationClient {
@@ -79,6 +113,7 @@ impl FederationClient {
             config: config.clone(),
             keys: Mutex::new(KeyCache::new()),
             fetch_gates: Mutex::new(Default::default()),
+            fetches_in_flight: tokio::sync::Semaphore::new(config.max_key_fetches_in_flight.max(1)),
         })
     }
 
@@ -108,7 +143,9 @@ impl FederationClient {
             Resolution::Resolved(d) => Ok(d),
             Resolution::NeedWellKnown(req) => {
                 let body = match self.http.get(&req.url).send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.ok().map(|b| b.to_vec()),
+                    Ok(r) if r.status().is_success() => {
+                        read_capped(r, MAX_KEY_RESPONSE_BYTES).await
+                    }
                     _ => None,
                 };
                 self.resolver
@@ -155,10 +192,9 @@ impl FederationClient {
             .await
             .map_err(|e| unreachable(e.without_url().to_string()))?;
         let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
+        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| unreachable(e.without_url().to_string()))?;
+            .ok_or_else(|| unreachable("answer unreadable or too large".into()))?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status == 200 {
             Ok(value)
@@ -174,16 +210,28 @@ impl FederationClient {
     }
 
     /// The current verify key `key_id` of `origin`, fetching its key document when it is not
-    /// cached (at most once a minute per origin). Only the origin's own answer is believed.
-    pub async fn verifying_key(&self, origin: &str, key_id: &KeyId) -> Option<VerifyingKey> {
+    /// cached (at most once a minute per origin; a failed fetch is remembered for that minute).
+    /// Only the origin's own answer is believed. A fetch is made only if `may_fetch` allows
+    /// it (the requester's per-address budget) and fewer than `max_key_fetches_in_flight` run.
+    pub async fn verifying_key(
+        &self,
+        origin: &str,
+        key_id: &KeyId,
+        may_fetch: impl FnOnce() -> Result<(), u64>,
+    ) -> KeyAnswer {
         let cached = |now| {
             self.keys
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .lookup(origin, key_id, now)
         };
-        if let CacheLookup::Found(key) = cached(now_ms()) {
-            return Some(key);
+        match cached(now_ms()) {
+            CacheLookup::Found(key) => return KeyAnswer::Found(key),
+            CacheLookup::Unavailable => return KeyAnswer::Unavailable,
+            CacheLookup::Fetch => {}
+        }
+        if let Err(retry_after_ms) = may_fetch() {
+            return KeyAnswer::Throttled { retry_after_ms };
         }
         // One fetch per origin at a time: concurrent first requests wait for its result
         // instead of being refused while it is in flight.
@@ -191,17 +239,62 @@ impl FederationClient {
             let mut gates = self.fetch_gates.lock().unwrap_or_else(|p| p.into_inner());
             gates.entry(origin.to_owned()).or_default().clone()
         };
-        let _guard = gate.lock().await;
+        let answer = {
+            let _guard = gate.lock().await;
+            self.fetch_key(origin, key_id).await
+        };
+        // The gate map holds only origins with a fetch under way.
+        {
+            let mut gates = self.fetch_gates.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&gate) <= 2 {
+                gates.remove(origin);
+            }
+        }
+        answer
+    }
+
+    /// Fetches `origin`'s key document unless a fetch just happened (called under its gate).
+    async fn fetch_key(&self, origin: &str, key_id: &KeyId) -> KeyAnswer {
         let now = now_ms();
-        match cached(now) {
-            CacheLookup::Found(key) => return Some(key),
-            CacheLookup::Unavailable => return None,
+        match self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(origin, key_id, now)
+        {
+            CacheLookup::Found(key) => return KeyAnswer::Found(key),
+            CacheLookup::Unavailable => return KeyAnswer::Unavailable,
             CacheLookup::Fetch => {}
         }
+        let Ok(_slot) = self.fetches_in_flight.try_acquire() else {
+            return KeyAnswer::Throttled {
+                retry_after_ms: 1000,
+            };
+        };
         self.keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record_fetch_attempt(origin, now);
+        let Some(body) = self.get_key_document(origin).await else {
+            return KeyAnswer::Unavailable;
+        };
+        let verified = match verify_key_document(&body, origin, now) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%origin, error = %e, "refused a server key document");
+                return KeyAnswer::Unavailable;
+            }
+        };
+        let key = verified.verify_keys.get(key_id).copied();
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(verified);
+        key.map_or(KeyAnswer::Unavailable, KeyAnswer::Found)
+    }
+
+    /// The body of `origin`'s key document response, if it answered 200 within the size cap.
+    async fn get_key_document(&self, origin: &str) -> Option<Vec<u8>> {
         let target = self.base_url(origin).await.ok()?;
         let response = self
             .http
@@ -212,19 +305,6 @@ impl FederationClient {
         if !response.status().is_success() {
             return None;
         }
-        let body = response.bytes().await.ok()?;
-        let verified = match verify_key_document(&body, origin, now) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(%origin, error = %e, "refused a server key document");
-                return None;
-            }
-        };
-        let key = verified.verify_keys.get(key_id).copied();
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(verified);
-        key
+        read_capped(response, MAX_KEY_RESPONSE_BYTES).await
     }
 }

@@ -81,6 +81,7 @@ pub async fn store_or_fill(
     match state.store.store_remote_message(remote).await? {
         RemoteStored::Stored => notify(state, group_id, &removed).await,
         RemoteStored::Duplicate => Ok(()),
+        RemoteStored::NoLocalMember => Err(Error::NoLocalMember),
         RemoteStored::Gap { last_seq } => {
             tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
             request_fill(state, hub, group_id);
@@ -118,6 +119,7 @@ pub async fn store_all_or_fill(
                 Ok(())
             }
             Ok(RemoteStored::Duplicate) => Ok(()),
+            Ok(RemoteStored::NoLocalMember) => Err(Error::NoLocalMember),
             Ok(RemoteStored::Gap { last_seq }) => {
                 tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
                 request_fill(state, hub, &group_id);
@@ -263,9 +265,12 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
         let full = page.len() as i64 >= CATCH_UP_PAGE;
         let mut woken = Vec::new();
         for raw in page {
-            let remote = page_message(state, group_id, raw).map_err(|e| {
+            let mut remote = page_message(state, group_id, raw).map_err(|e| {
                 FillError::Permanent(format!("catch-up page holds a bad message: {e}"))
             })?;
+            crate::fed_api::keep_existing_local_adds(state, &mut remote)
+                .await
+                .map_err(|e| FillError::Transient(e.to_string()))?;
             let seq = remote.message.seq;
             let removed = remote.local_removes.clone();
             match state.store.store_remote_message(remote).await? {
@@ -273,7 +278,8 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
                     stored += 1;
                     woken.extend(removed);
                 }
-                RemoteStored::Duplicate => {}
+                // Before the commit that adds our first device: not ours to keep.
+                RemoteStored::Duplicate | RemoteStored::NoLocalMember => {}
                 RemoteStored::Gap { last_seq } => {
                     notify(state, group_id, &woken).await.ok();
                     return Err(FillError::Permanent(format!(

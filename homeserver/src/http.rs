@@ -2,6 +2,7 @@
 //! the JSON body extractor, authentication, client IPs and the fallbacks.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -116,10 +117,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if declared_too_large {
             return Err(Error::TooLarge { limit });
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| Error::TooLarge { limit })?;
+        let timeout = Duration::from_millis(state.config.limits.body_read_timeout_ms);
+        let bytes = read_body(req.into_body(), limit, timeout).await?;
         parse_json_body(&bytes, is_json).map(ApiJson)
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (413 past it) within `timeout` (408
+/// `P_TIMEOUT` past it: a client trickling its body holds no connection for long).
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, Error> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(Error::TooLarge { limit }),
+        Err(_) => Err(Error::Timeout),
     }
 }
 
@@ -164,15 +178,21 @@ pub fn parse_json_body<T: DeserializeOwned>(
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
+impl ClientIp {
+    /// The peer address recorded in a request's extensions.
+    pub fn of(extensions: &axum::http::Extensions) -> Result<IpAddr, Error> {
+        extensions
+            .get::<ConnectInfo<crate::connections::PeerAddr>>()
+            .map(|ci| ci.0 .0.ip())
+            .ok_or_else(|| Error::Internal("no peer address on request".into()))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        parts
-            .extensions
-            .get::<ConnectInfo<crate::tls::PeerAddr>>()
-            .map(|ci| ClientIp(ci.0 .0.ip()))
-            .ok_or_else(|| Error::Internal("no peer address on request".into()))
+        ClientIp::of(&parts.extensions).map(ClientIp)
     }
 }
 

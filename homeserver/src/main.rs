@@ -3,6 +3,8 @@
 mod accounts;
 mod allocator;
 mod config;
+mod connections;
+mod data_dir;
 mod error;
 mod fed_api;
 mod fed_client;

@@ -1,7 +1,5 @@
 //! Start-up: open the store, load keys, build the router, serve until a shutdown signal.
 
-use crate::tls::{PeerAddr, TlsListener};
-
 use axum::extract::State;
 use axum::{Json, Router};
 use parley_client_api::endpoint::Empty;
@@ -16,6 +14,7 @@ use crate::state::AppState;
 use crate::tokens::TokenKeys;
 use parley_federation::keys::ServerSigningKey;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds the whole router for `state`.
 pub fn router(state: AppState) -> Router {
@@ -64,8 +63,7 @@ async fn versions(
 /// the database.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", config.data_dir.display()))?;
+    crate::data_dir::prepare(&config.data_dir)?;
     let store_config = StoreConfig {
         max_connections: config.database_max_connections,
         ..StoreConfig::default()
@@ -93,31 +91,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "http"
     };
     println!("parley listening on {scheme}://{local}");
+    if config.federation.allow_insecure_http {
+        tracing::warn!("federation.allow_insecure_http is on: requests to other servers use plain HTTP (for tests on loopback only)");
+    }
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
     };
     let state = AppState::new(config, store.clone(), tokens, fed);
     state.outbox.resume().await;
+    tokio::spawn(crate::retention::run(state.clone()));
     if state.config.federation.enabled {
         // Followed groups may lag behind their hubs (a restore from backup, a fill cut short
         // by a restart): catch each up once, in the background.
         tokio::spawn(crate::gapfill::catch_up_all(state.clone()));
     }
-    let app = router(state).into_make_service_with_connect_info::<PeerAddr>();
-    match tls {
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
-        }
-        None => {
-            axum::serve(crate::tls::PlainListener(listener), app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-    }
+    let limits = crate::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(state.config.limits.header_read_timeout_ms),
+        max_connections: state.config.limits.max_connections,
+    };
+    crate::connections::serve(listener, tls, router(state), limits, shutdown_signal()).await;
     tracing::info!("shutting down: in-flight requests done, closing database");
     store.close();
     Ok(())

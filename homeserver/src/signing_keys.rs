@@ -39,6 +39,7 @@ pub fn rotate(data_dir: &Path, now_ms: u64) -> anyhow::Result<(KeyId, KeyId)> {
     std::fs::write(&tmp, list)?;
     std::fs::rename(&tmp, data_dir.join(OLD_KEYS_FILE))?;
     std::fs::remove_file(data_dir.join(KEY_FILE_NAME))?;
+    crate::data_dir::sync_dir(data_dir)?;
     let (new, created) = ServerSigningKey::load_or_generate(data_dir)?;
     anyhow::ensure!(created, "a new signing key appeared while rotating");
     Ok((current.key_id().clone(), new.key_id().clone()))

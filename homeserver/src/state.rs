@@ -1,6 +1,7 @@
 //! Shared state of the running server.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -43,6 +44,10 @@ pub struct AppState {
     pub gaps: Arc<GapFiller>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
     federation_limiter: Arc<RateLimiter<String>>,
+    /// Inbound federation requests per client address, before authentication.
+    federation_address_limiter: Arc<RateLimiter<IpAddr>>,
+    /// Key fetches caused by unauthenticated requests, per client address.
+    key_fetch_limiter: Arc<RateLimiter<IpAddr>>,
 }
 
 impl AppState {
@@ -74,6 +79,10 @@ impl AppState {
         );
         AppState {
             federation_limiter: Arc::new(RateLimiter::new(config.rate_limits.federation)),
+            federation_address_limiter: Arc::new(RateLimiter::new(
+                config.rate_limits.federation_per_address,
+            )),
+            key_fetch_limiter: Arc::new(RateLimiter::new(config.rate_limits.key_fetch_per_address)),
             fed,
             outbox,
             gaps: Arc::new(GapFiller::default()),
@@ -96,6 +105,31 @@ impl AppState {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Error::LimitExceeded { retry_after_ms }
             })
+    }
+
+    /// Takes a token from a client address's pre-authentication federation bucket, or
+    /// refuses with 429.
+    pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), Error> {
+        self.federation_address_limiter
+            .check(&ip)
+            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
+    }
+
+    /// Takes a token from a client address's key-fetch budget; `Err(retry_after_ms)` when
+    /// it is spent.
+    pub fn take_key_fetch(&self, ip: IpAddr) -> Result<(), u64> {
+        self.key_fetch_limiter.check(&ip).inspect_err(|_| {
+            self.metrics
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    }
+
+    fn rate_limited(&self, retry_after_ms: u64) -> Error {
+        self.metrics
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Error::LimitExceeded { retry_after_ms }
     }
 
     /// Takes a token from `key`'s bucket of `class` (a client IP or a user id), or refuses

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// File in the data dir holding the JWT signing secret.
-const JWT_KEY_FILE: &str = "jwt_signing.key";
+/// The JWT signing secret, in the data dir.
+pub const JWT_KEY_FILE: &str = "jwt_signing.key";
 /// Length of the HS256 secret.
 const JWT_KEY_BYTES: usize = 64;
 
@@ -67,6 +68,8 @@ impl TokenKeys {
                 let mut secret = Zeroizing::new(vec![0u8; JWT_KEY_BYTES]);
                 rand::rngs::OsRng.fill_bytes(&mut secret);
                 write_private_file(&path, &secret)?;
+                crate::data_dir::sync_dir(data_dir)
+                    .map_err(|e| anyhow::anyhow!("syncing {}: {e}", data_dir.display()))?;
                 secret
             }
             Err(e) => anyhow::bail!("reading {}: {e}", path.display()),

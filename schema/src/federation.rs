@@ -43,6 +43,9 @@ pub enum RemoteStored {
     Duplicate,
     /// Not stored: messages after `last_seq` are missing and must be fetched first.
     Gap { last_seq: i64 },
+    /// Refused: no device of this server is a current member of the group, and the message
+    /// is not a commit adding one. Nothing was stored.
+    NoLocalMember,
 }
 
 impl Store {
@@ -188,6 +191,20 @@ impl Store {
                 results.push(
                     conn.transaction::<_, StoreError, _>(async move |c| {
                         let m = &remote.message;
+                        // Only groups with a current device of ours cost us storage.
+                        let adds_ours = m.kind == "commit" && !remote.local_adds.is_empty();
+                        if !adds_ours {
+                            let has_member: bool = diesel::select(diesel::dsl::exists(
+                                memberships::table
+                                    .filter(memberships::group_id.eq(&m.group_id))
+                                    .filter(memberships::left_pos.is_null()),
+                            ))
+                            .get_result(c)
+                            .await?;
+                            if !has_member {
+                                return Ok((RemoteStored::NoLocalMember, None));
+                            }
+                        }
                         let epoch_after = if m.kind == "commit" {
                             m.epoch + 1
                         } else {
@@ -330,58 +347,100 @@ impl Store {
         })
     }
 
-    /// Queues a Welcome relayed by a remote hub for this server's `recipients`.
+    /// Queues a Welcome relayed by a remote hub (event `event_id` of `origin`) for this
+    /// server's `recipients`: the bytes are stored once, with one row per recipient that is an
+    /// existing device of this server (others are dropped). Returns the devices it was queued
+    /// for: empty when none exists, or when the event was already stored (a replay).
+    #[allow(clippy::too_many_arguments)]
     pub async fn store_remote_welcome(
         &self,
+        origin: &str,
+        event_id: &str,
         group_id: &str,
         sender: &Member,
         welcome: &[u8],
         recipients: &[(String, String)],
         ts: i64,
-    ) -> StoreResult<()> {
-        let (group_id, sender, welcome, recipients) = (
+    ) -> StoreResult<Vec<(String, String)>> {
+        use crate::schema::{devices, welcome_bodies};
+        let (origin, event_id, group_id, sender, welcome, recipients) = (
+            origin.to_owned(),
+            event_id.to_owned(),
             group_id.to_owned(),
             sender.clone(),
             welcome.to_vec(),
             recipients.to_vec(),
         );
-        let changes: Vec<TailEvent> = recipients
-            .iter()
-            .map(|device| TailEvent::Change {
-                group_id: Some(group_id.clone()),
-                devices: vec![device.clone()],
-            })
-            .collect();
         // One position per recipient, consecutive from the first.
-        let publish = self.publish_after(move |first: &mut Option<i64>| match first {
-            Some(first) => (*first, changes),
-            None => (0, Vec::new()),
-        });
-        with_conn!(self, write, after = publish, |conn| {
+        let tail_group = group_id.clone();
+        let publish = self.publish_after(
+            move |stored: &mut (Option<i64>, Vec<(String, String)>)| match stored.0 {
+                Some(first) => (
+                    first,
+                    stored
+                        .1
+                        .iter()
+                        .map(|device| TailEvent::Change {
+                            group_id: Some(tail_group.clone()),
+                            devices: vec![device.clone()],
+                        })
+                        .collect(),
+                ),
+                None => (0, Vec::new()),
+            },
+        );
+        let stored = with_conn!(self, write, after = publish, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
-                let mut first = None;
-                for (user_id, device_id) in &recipients {
-                    let pos = take_positions!(c, 1);
+                let users: Vec<&String> = recipients.iter().map(|(u, _)| u).collect();
+                let existing: std::collections::HashSet<(String, String)> = devices::table
+                    .filter(devices::user_id.eq_any(users))
+                    .select((devices::user_id, devices::device_id))
+                    .load::<(String, String)>(c)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let kept: Vec<(String, String)> = recipients
+                    .into_iter()
+                    .filter(|d| existing.contains(d))
+                    .collect();
+                if kept.is_empty() {
+                    return Ok((None, kept));
+                }
+                let body_id: Option<i64> = diesel::insert_into(welcome_bodies::table)
+                    .values((
+                        welcome_bodies::welcome.eq(&welcome),
+                        welcome_bodies::origin.eq(&origin),
+                        welcome_bodies::event_id.eq(&event_id),
+                    ))
+                    .on_conflict_do_nothing()
+                    .returning(welcome_bodies::id)
+                    .get_result(c)
+                    .await
+                    .optional()?;
+                let Some(body_id) = body_id else {
+                    return Ok((None, Vec::new()));
+                };
+                let first = take_positions!(c, kept.len() as i64);
+                for (i, (user_id, device_id)) in kept.iter().enumerate() {
                     diesel::insert_into(welcomes::table)
                         .values((
-                            welcomes::stream_pos.eq(pos),
+                            welcomes::stream_pos.eq(first + i as i64),
                             welcomes::user_id.eq(user_id),
                             welcomes::device_id.eq(device_id),
                             welcomes::group_id.eq(&group_id),
                             welcomes::sender_user.eq(&sender.user_id),
                             welcomes::sender_device.eq(&sender.device_id),
-                            welcomes::welcome.eq(&welcome),
+                            welcomes::body_id.eq(body_id),
                             welcomes::ts.eq(ts),
                         ))
                         .execute(c)
                         .await?;
-                    first.get_or_insert(pos);
                 }
-                Ok(first)
+                Ok((Some(first), kept))
             })
             .await
-        })
-        .map(drop)
+        })?;
+        Ok(stored.1)
     }
 }
 

@@ -6,7 +6,8 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::{FixedSql, Pools, SqliteConn};
 use crate::schema::{
-    group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcomes,
+    group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcome_bodies,
+    welcomes,
 };
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
@@ -194,6 +195,7 @@ macro_rules! device_events {
             .load($c)
             .await?;
         let welcomes: Vec<Welcome> = welcomes::table
+            .inner_join(welcome_bodies::table)
             .filter(welcomes::user_id.eq($user_id))
             .filter(welcomes::device_id.eq($device_id))
             .filter(welcomes::stream_pos.gt($since))
@@ -311,6 +313,9 @@ pub struct Welcome {
     pub group_id: String,
     pub sender_user: String,
     pub sender_device: String,
+    /// The Welcome's bytes, stored once in `welcome_bodies` for all its recipients.
+    #[diesel(select_expression = welcome_bodies::welcome)]
+    #[diesel(select_expression_type = welcome_bodies::welcome)]
     pub welcome: Vec<u8>,
     pub ts: i64,
 }
@@ -331,7 +336,7 @@ pub struct CommitToApply {
     pub removed: Vec<(String, String)>,
     /// Devices joining, with the leaf each takes.
     pub added: Vec<Member>,
-    /// The Welcome for the added devices of this server, one copy each.
+    /// The Welcome for the added devices of this server, stored once for all of them.
     pub welcome: Option<Vec<u8>>,
     /// Added devices of this server that receive the Welcome.
     pub welcome_recipients: Vec<(String, String)>,
@@ -619,6 +624,11 @@ impl Store {
                     pos
                 );
                 if let Some(welcome) = &commit.welcome {
+                    let body_id: i64 = diesel::insert_into(welcome_bodies::table)
+                        .values(welcome_bodies::welcome.eq(welcome))
+                        .returning(welcome_bodies::id)
+                        .get_result(c)
+                        .await?;
                     for (i, (user_id, device_id)) in commit.welcome_recipients.iter().enumerate() {
                         diesel::insert_into(welcomes::table)
                             .values((
@@ -628,7 +638,7 @@ impl Store {
                                 welcomes::group_id.eq(&commit.group_id),
                                 welcomes::sender_user.eq(&commit.sender_user),
                                 welcomes::sender_device.eq(&commit.sender_device),
-                                welcomes::welcome.eq(welcome),
+                                welcomes::body_id.eq(body_id),
                                 welcomes::ts.eq(commit.ts),
                             ))
                             .execute(c)
@@ -745,7 +755,22 @@ impl Store {
         })
     }
 
-    /// Deletes a device's welcome; returns whether it existed.
+    /// Welcome bodies stored and their total bytes (each body is shared by its recipients).
+    pub async fn welcome_bodies_stored(&self) -> StoreResult<(i64, i64)> {
+        with_conn!(self, read, |conn| {
+            let lengths: Vec<Vec<u8>> = welcome_bodies::table
+                .select(welcome_bodies::welcome)
+                .load(conn)
+                .await?;
+            Ok((
+                lengths.len() as i64,
+                lengths.iter().map(|b| b.len() as i64).sum(),
+            ))
+        })
+    }
+
+    /// Deletes a device's welcome (its bytes go with the last recipient); returns whether it
+    /// existed.
     pub async fn delete_welcome(
         &self,
         user_id: &str,
@@ -754,15 +779,29 @@ impl Store {
     ) -> StoreResult<bool> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         with_conn!(self, write, |conn| {
-            let n = diesel::delete(
-                welcomes::table
-                    .find(id)
-                    .filter(welcomes::user_id.eq(&user_id))
-                    .filter(welcomes::device_id.eq(&device_id)),
-            )
-            .execute(conn)
-            .await?;
-            Ok(n > 0)
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let body_id: Option<i64> = diesel::delete(
+                    welcomes::table
+                        .find(id)
+                        .filter(welcomes::user_id.eq(&user_id))
+                        .filter(welcomes::device_id.eq(&device_id)),
+                )
+                .returning(welcomes::body_id)
+                .get_result(c)
+                .await
+                .optional()?;
+                let Some(body_id) = body_id else {
+                    return Ok(false);
+                };
+                // The bytes go with their last recipient.
+                diesel::delete(welcome_bodies::table.find(body_id).filter(diesel::dsl::not(
+                    diesel::dsl::exists(welcomes::table.filter(welcomes::body_id.eq(body_id))),
+                )))
+                .execute(c)
+                .await?;
+                Ok(true)
+            })
+            .await
         })
     }
 

@@ -107,8 +107,17 @@ diesel::table! {
         group_id -> Text,
         sender_user -> Text,
         sender_device -> Text,
-        welcome -> Binary,
+        body_id -> BigInt,
         ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    welcome_bodies (id) {
+        id -> BigInt,
+        welcome -> Binary,
+        origin -> Nullable<Text>,
+        event_id -> Nullable<Text>,
     }
 }
 
@@ -122,7 +131,14 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(groups, memberships, group_messages, welcomes);
+diesel::allow_tables_to_appear_in_same_query!(
+    groups,
+    memberships,
+    group_messages,
+    welcomes,
+    welcome_bodies
+);
+diesel::joinable!(welcomes -> welcome_bodies (body_id));
 
 diesel::table! {
     outbox (id) {

@@ -524,14 +524,17 @@ fn relayed(group_id: &str, seq: i64, kind: &str, local_adds: &[(&str, &str)]) ->
 async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_the_gap() {
     for (store, _d) in stores().await {
         let g = "!f:hub.example";
-        // An unknown group starts only at seq 1 or at a commit adding one of our devices.
-        assert_eq!(
-            store
-                .store_remote_message(relayed(g, 5, "application", &[]))
-                .await
-                .unwrap(),
-            RemoteStored::Gap { last_seq: 0 }
-        );
+        // An unknown group starts only at a commit adding one of our devices: anything else is
+        // refused, not stored.
+        for (seq, kind) in [(1, "application"), (5, "application"), (3, "commit")] {
+            assert_eq!(
+                store
+                    .store_remote_message(relayed(g, seq, kind, &[]))
+                    .await
+                    .unwrap(),
+                RemoteStored::NoLocalMember
+            );
+        }
         assert!(store.group(g).await.unwrap().is_none());
         let base = relayed(g, 4, "commit", &[("@me:t.example", "D")]);
         assert_eq!(
@@ -587,7 +590,7 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
     for (store, _d) in stores().await {
         let g = "!cf:hub.example";
         store
-            .store_remote_message(relayed(g, 1, "application", &[]))
+            .store_remote_message(relayed(g, 1, "commit", &[("@me:t.example", "D")]))
             .await
             .unwrap();
         // Several fills racing over the same range, each in order: every seq stored once.
@@ -675,5 +678,92 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
             tail.read(b, "D", &groups, 0, 1000),
             TailRead::Reread
         ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_adding_a_hundred_devices_stores_its_welcome_once_until_the_last_deletes_it() {
+    for (store, _d) in stores().await {
+        let a = "@a:t.example";
+        store.create_group("!w:t.example", a, "D", 1).await.unwrap();
+        let added: Vec<Member> = (0..100)
+            .map(|i| member(&format!("@u{i}:t.example"), i + 1))
+            .collect();
+        store
+            .apply_commit(commit("!w:t.example", 0, a, added, vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 7));
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            let user = format!("@u{i}:t.example");
+            let (_, welcomes, _) = store.device_events(&user, "D", 0, 10).await.unwrap();
+            assert_eq!(welcomes.len(), 1, "{user} has its welcome");
+            assert_eq!(welcomes[0].welcome, b"welcome");
+            ids.push((user, welcomes[0].id));
+        }
+        let (last, others) = ids.split_last().unwrap();
+        for (user, id) in others {
+            assert!(store.delete_welcome(user, "D", *id).await.unwrap());
+        }
+        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 7));
+        assert!(store.delete_welcome(&last.0, "D", last.1).await.unwrap());
+        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (0, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_event_not_again() {
+    for (store, _d) in stores().await {
+        add_user(&store, "me", &["D", "E"]).await;
+        let sender = member("@h:hub.example", 0);
+        let g = "!rw:hub.example";
+        let listed: Vec<(String, String)> = (0..300)
+            .map(|i| ("@ghost:t.example".to_owned(), format!("G{i}")))
+            .chain([
+                ("@me:t.example".into(), "D".into()),
+                ("@me:t.example".into(), "E".into()),
+            ])
+            .collect();
+        let queued = store
+            .store_remote_welcome("hub.example", "ev1", g, &sender, &[7; 1000], &listed, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            queued,
+            [
+                ("@me:t.example".to_owned(), "D".to_owned()),
+                ("@me:t.example".to_owned(), "E".to_owned())
+            ]
+        );
+        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 1000));
+        // The same event again (another transaction): nothing more.
+        let again = store
+            .store_remote_welcome("hub.example", "ev1", g, &sender, &[7; 1000], &listed, 1)
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+        // No existing recipient: nothing stored.
+        let none = store
+            .store_remote_welcome(
+                "hub.example",
+                "ev2",
+                g,
+                &sender,
+                &[7; 1000],
+                &listed[..300],
+                1,
+            )
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 1000));
+        let (_, welcomes, _) = store
+            .device_events("@me:t.example", "D", 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(welcomes.len(), 1);
+        assert_eq!(welcomes[0].welcome, vec![7; 1000]);
     }
 }

@@ -389,6 +389,26 @@ impl Server {
         Ok(())
     }
 
+    /// The data dir of a self-started server (`None` with `--server`).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.managed.as_ref().map(|m| m.data_dir.as_path())
+    }
+
+    /// Whether a self-started server keeps its database in its data dir (SQLite).
+    pub fn database_in_data_dir(&self) -> bool {
+        self.managed
+            .as_ref()
+            .is_some_and(|m| m.database.starts_with("sqlite://"))
+    }
+
+    /// The process id of a self-started, running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.managed
+            .as_ref()
+            .and_then(|m| m.process.as_ref())
+            .and_then(|p| p.pid())
+    }
+
     /// The last lines of the server's log (self-started servers only).
     pub fn log_tail(&self) -> String {
         self.managed

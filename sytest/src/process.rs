@@ -73,6 +73,11 @@ impl ServerProcess {
         })
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the exit; kills the process if it does not exit in time.
     pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         if let Some(pid) = self.child.id() {

@@ -58,6 +58,7 @@ pub fn all() -> Vec<Test> {
         groups::TESTS,
         delivery::TESTS,
         federation::TESTS,
+        hostile::TESTS,
     ]
     .concat()
 }

@@ -232,7 +232,7 @@ async fn body_origin_other_than_the_signer_is_403(mut ctx: Ctx) -> anyhow::Resul
     Ok(())
 }
 
-fn transaction(events: Vec<Value>) -> Value {
+pub(crate) fn transaction(events: Vec<Value>) -> Value {
     json!({"origin": FAKE_NAME, "origin_ts": now_ms(), "events": events})
 }
 
@@ -240,7 +240,7 @@ fn device_list(event_id: &str) -> Value {
     json!({"event_id": event_id, "type": "device_list_update", "user_id": "@x:fake.test", "devices": []})
 }
 
-async fn put_txn(
+pub(crate) async fn put_txn(
     fake: &FakeRemote,
     hs: &Server,
     name: &str,
@@ -257,7 +257,7 @@ async fn put_txn(
     .await
 }
 
-fn results(reply: &Reply) -> anyhow::Result<serde_json::Map<String, Value>> {
+pub(crate) fn results(reply: &Reply) -> anyhow::Result<serde_json::Map<String, Value>> {
     reply.expect_ok()?;
     reply
         .json
@@ -267,7 +267,7 @@ fn results(reply: &Reply) -> anyhow::Result<serde_json::Map<String, Value>> {
         .ok_or_else(|| anyhow::anyhow!("answer has no results object: {}", shorten(&reply.text)))
 }
 
-fn refused(results: &serde_json::Map<String, Value>, id: &str) -> bool {
+pub(crate) fn refused(results: &serde_json::Map<String, Value>, id: &str) -> bool {
     results
         .get(id)
         .and_then(|r| r.get("errcode"))
@@ -275,7 +275,7 @@ fn refused(results: &serde_json::Map<String, Value>, id: &str) -> bool {
         .is_some_and(|c| c.starts_with("P_"))
 }
 
-fn accepted(results: &serde_json::Map<String, Value>, id: &str) -> bool {
+pub(crate) fn accepted(results: &serde_json::Map<String, Value>, id: &str) -> bool {
     results
         .get(id)
         .and_then(Value::as_object)

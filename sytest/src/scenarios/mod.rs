@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod delivery;
 pub mod federation;
 pub mod groups;
+pub mod hostile;
 pub mod hygiene;
 pub mod keys;
 pub mod ratelimit;

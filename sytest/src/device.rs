@@ -53,6 +53,18 @@ impl Device {
         Device::setup(client, s.user_id, s.device_id, packages, last_resort).await
     }
 
+    /// Registers `name` like [`Device::register`], with an engine configured by `config`
+    /// (e.g. no padding, so that a test can make messages of an exact size).
+    pub async fn register_configured(
+        server: &Server,
+        name: &str,
+        config: EngineConfig,
+    ) -> anyhow::Result<Device> {
+        let mut client = server.client();
+        let s = expect_ok(client.register(name, PASSWORD).await, "register")?;
+        Device::setup_configured(client, s.user_id, s.device_id, 5, true, config).await
+    }
+
     /// Logs `name` in on a new device and sets it up like [`Device::register`].
     pub async fn login(server: &Server, name: &str) -> anyhow::Result<Device> {
         let mut client = server.client();
@@ -68,7 +80,20 @@ impl Device {
         packages: usize,
         last_resort: bool,
     ) -> anyhow::Result<Device> {
-        let mut engine = Engine::new(&user_id, &device_id, EngineConfig::default())
+        let config = EngineConfig::default();
+        Device::setup_configured(client, user_id, device_id, packages, last_resort, config).await
+    }
+
+    /// [`Device::setup`] with an engine configured by `config`.
+    pub async fn setup_configured(
+        client: Client,
+        user_id: String,
+        device_id: String,
+        packages: usize,
+        last_resort: bool,
+        config: EngineConfig,
+    ) -> anyhow::Result<Device> {
+        let mut engine = Engine::new(&user_id, &device_id, config)
             .map_err(|e| anyhow::anyhow!("MLS engine for {user_id}/{device_id}: {e}"))?;
         expect_ok(
             client

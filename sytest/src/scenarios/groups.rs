@@ -3,7 +3,7 @@
 //! Every client here is a real `parley-mls` device.
 
 use parley_client_api::groups::DeviceRef as WireDevice;
-use parley_mls::{CommitBundle, Event};
+use parley_mls::{CommitBundle, EngineConfig, Event};
 
 use crate::check::{expect_eq, expect_error, expect_ok};
 use crate::device::{bundle_request, Device};
@@ -23,6 +23,7 @@ crate::tests!("groups":
     commit_adding_members_without_a_welcome_is_400,
     bad_base64_in_bundles_and_messages_is_400,
     txn_id_reuse_returns_the_first_seq_and_delivers_once,
+    application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the_limit_is_delivered,
 );
 
 /// Alice and Bob, both on `hs`, knowing each other's keys.
@@ -464,5 +465,62 @@ async fn txn_id_reuse_returns_the_first_seq_and_delivers_once(mut ctx: Ctx) -> a
         })
         .unwrap_or(0);
     expect_eq(&apps, &1, "application messages stored")?;
+    Ok(())
+}
+
+/// An application message of `d` in `group` whose MLS bytes are exactly `size` long, with the
+/// text it carries. `d`'s engine must not pad (`padding_size = 0`): then one more byte of text
+/// is one more byte of message (above 16 KiB, where the length prefixes stop growing).
+fn message_of_exactly(d: &mut Device, group: &str, size: u64) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut text_len = size.saturating_sub(256);
+    for _ in 0..8 {
+        let text = "x".repeat(text_len as usize);
+        let (_, message) = d.encrypt(group, &text)?;
+        let len = message.len() as u64;
+        if len == size {
+            return Ok((text, message));
+        }
+        text_len = (text_len + size).saturating_sub(len);
+    }
+    anyhow::bail!("cannot make an application message of exactly {size} bytes")
+}
+
+async fn application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the_limit_is_delivered(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let versions = expect_ok(hs.client().versions().await, "GET /versions")?;
+    let limit = versions.limits.max_message_bytes;
+    let unpadded = EngineConfig {
+        padding_size: 0,
+        ..EngineConfig::default()
+    };
+    let mut alice = Device::register_configured(&hs, &ctx.user("alice"), unpadded).await?;
+    let mut bob = Device::register(&hs, &ctx.user("bob")).await?;
+    let (a, b) = (alice.user_id.clone(), bob.user_id.clone());
+    alice.know(&[&a, &b]);
+    bob.know(&[&a, &b]);
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let (_, over) = message_of_exactly(&mut alice, &group, limit + 1)?;
+    expect_error(
+        alice.client.send(&group, "big-1", &over).await,
+        413,
+        "P_TOO_LARGE",
+    )
+    .map_err(|e| anyhow::anyhow!("a message of max_message_bytes ({limit}) + 1 bytes: {e}"))?;
+    let (text, at_limit) = message_of_exactly(&mut alice, &group, limit)?;
+    expect_ok(
+        alice.client.send(&group, "big-2", &at_limit).await,
+        &format!("a message of exactly max_message_bytes ({limit}) bytes"),
+    )?;
+    bob.sync_all().await?;
+    anyhow::ensure!(
+        bob.texts(&group) == vec![text],
+        "bob did not receive exactly the message at the limit (texts of lengths {:?})",
+        bob.texts(&group)
+            .iter()
+            .map(String::len)
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Rate limits (`[rate_limits]`): 429 `P_LIMIT_EXCEEDED` with `retry_after_ms`, and recovery.
+//! Rate limits (`[rate_limits]`): 429 `P_LIMIT_EXCEEDED` with `retry_after_ms`, and recovery;
+//! per address (login, registration) and per user (sends, group creation, key uploads, claims).
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -6,13 +7,18 @@ use std::time::Duration;
 use parley_client_api::ClientError;
 
 use crate::check::{expect_error, expect_ok};
-use crate::fixture::Ctx;
+use crate::device::Device;
+use crate::fixture::{Ctx, Server};
 use crate::scenarios::PASSWORD;
 
 crate::tests!("ratelimit":
     login_over_the_limit_is_429_with_retry_after_ms,
     register_over_the_limit_is_429_with_retry_after_ms,
     rate_limited_client_succeeds_after_retry_after_ms,
+    sends_over_the_per_user_limit_are_429_and_other_users_still_send,
+    group_creation_over_the_per_user_limit_is_429_and_other_users_still_create,
+    key_uploads_over_the_per_user_limit_are_429_and_other_users_still_upload,
+    key_claims_over_the_per_user_limit_are_429_and_other_users_still_claim,
 );
 
 /// Checks that `result` is 429 `P_LIMIT_EXCEEDED` with an integer `retry_after_ms` over a
@@ -94,5 +100,112 @@ async fn rate_limited_client_succeeds_after_retry_after_ms(mut ctx: Ctx) -> anyh
         hs.client().login(&name, PASSWORD, None).await,
         "login after waiting retry_after_ms",
     )?;
+    Ok(())
+}
+
+/// A server whose per-user limit `class` allows a burst of `burst` and then one request per
+/// 100 s (so the wait asked for is far over a second).
+async fn server_limiting(ctx: &mut Ctx, class: &str, burst: u32) -> anyhow::Result<Server> {
+    ctx.server("hs1")
+        .config(&format!(
+            "[rate_limits]\n{class} = {{ per_second = 0.01, burst = {burst} }}"
+        ))
+        .start()
+        .await
+}
+
+async fn sends_over_the_per_user_limit_are_429_and_other_users_still_send(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = server_limiting(&mut ctx, "send", 3).await?;
+    let mut alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let group = alice.create_group().await?;
+    for i in 1..=3 {
+        alice
+            .send_text(&group, &format!("message {i} of the burst"))
+            .await
+            .map_err(|e| anyhow::anyhow!("send {i} of the burst: {e}"))?;
+    }
+    let (txn, message) = alice.encrypt(&group, "one too many")?;
+    expect_limited_for_over_a_second(alice.client.send(&group, &txn, &message).await)
+        .map_err(|e| anyhow::anyhow!("send after the burst: {e}"))?;
+    // The bucket is the user's, not the address's.
+    let mut bob = Device::register(&hs, &ctx.user("bob")).await?;
+    let bobs = bob.create_group().await?;
+    bob.send_text(&bobs, "bob has a bucket of his own")
+        .await
+        .map_err(|e| anyhow::anyhow!("another user's send: {e}"))?;
+    Ok(())
+}
+
+async fn group_creation_over_the_per_user_limit_is_429_and_other_users_still_create(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = server_limiting(&mut ctx, "group_create", 2).await?;
+    let mut alice = hs.client();
+    expect_ok(
+        alice.register(&ctx.user("alice"), PASSWORD).await,
+        "register",
+    )?;
+    for i in 1..=2 {
+        expect_ok(
+            alice.create_group().await,
+            &format!("group {i} of the burst"),
+        )?;
+    }
+    expect_limited_for_over_a_second(alice.create_group().await)
+        .map_err(|e| anyhow::anyhow!("group creation after the burst: {e}"))?;
+    let mut bob = hs.client();
+    expect_ok(bob.register(&ctx.user("bob"), PASSWORD).await, "register")?;
+    expect_ok(bob.create_group().await, "another user's group creation")?;
+    Ok(())
+}
+
+async fn key_uploads_over_the_per_user_limit_are_429_and_other_users_still_upload(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = server_limiting(&mut ctx, "key_upload", 2).await?;
+    // Set up without uploading anything, so that the burst is all the test's.
+    let mut alice = Device::register_with(&hs, &ctx.user("alice"), 0, false).await?;
+    for i in 1..=2 {
+        let kps = alice
+            .engine
+            .generate_key_packages(1)
+            .map_err(|e| anyhow::anyhow!("key packages: {e}"))?;
+        expect_ok(
+            alice.client.upload_keys(&kps, None).await,
+            &format!("upload {i} of the burst"),
+        )?;
+    }
+    let kps = alice
+        .engine
+        .generate_key_packages(1)
+        .map_err(|e| anyhow::anyhow!("key packages: {e}"))?;
+    expect_limited_for_over_a_second(alice.client.upload_keys(&kps, None).await)
+        .map_err(|e| anyhow::anyhow!("upload after the burst: {e}"))?;
+    // Bob's set-up uploads once, within his own bucket.
+    Device::register_with(&hs, &ctx.user("bob"), 1, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("another user's upload: {e}"))?;
+    Ok(())
+}
+
+async fn key_claims_over_the_per_user_limit_are_429_and_other_users_still_claim(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = server_limiting(&mut ctx, "key_claim", 2).await?;
+    let bob = Device::register(&hs, &ctx.user("bob")).await?;
+    let bobs = [bob.user_id.as_str()];
+    let alice = Device::register(&hs, &ctx.user("alice")).await?;
+    for i in 1..=2 {
+        expect_ok(
+            alice.client.claim_keys(&bobs).await,
+            &format!("claim {i} of the burst"),
+        )?;
+    }
+    expect_limited_for_over_a_second(alice.client.claim_keys(&bobs).await)
+        .map_err(|e| anyhow::anyhow!("claim after the burst: {e}"))?;
+    let carol = Device::register(&hs, &ctx.user("carol")).await?;
+    expect_ok(carol.client.claim_keys(&bobs).await, "another user's claim")?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod mls_check;
 mod notifier;
 mod outbox;
 mod ratelimit;
+mod retention;
 mod server;
 mod signing_keys;
 mod state;

@@ -12,6 +12,7 @@ mod db;
 pub mod federation;
 pub mod groups;
 pub mod keys;
+pub mod retention;
 pub mod schema;
 mod sqlite_writer;
 pub mod tail;
@@ -25,6 +26,7 @@ pub use groups::{
     Refused, Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
+pub use retention::RetainedRows;
 pub use tail::{Tail, TailEvent, TailMessage, TailRead};
 
 /// What the store can fail with.

@@ -1,0 +1,68 @@
+//! Retention jobs: a background task that, at start-up and then every
+//! `retention.interval_ms`, purges expired key packages and forgets used client `txn_id`s and
+//! answers to inbound federation transactions older than `retention.transactions_ms`.
+//!
+//! Expired key packages are never served (every read filters them), so purging them changes no
+//! answer: it only frees their rows. Pruned `txn_id`s and transactions change what a very late
+//! retry gets: it is treated as new.
+
+use std::time::Duration;
+
+use crate::state::{now_ms, AppState};
+
+/// What one run of the jobs removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Expired key packages purged.
+    pub key_packages: usize,
+    /// Used client `txn_id`s forgotten.
+    pub transaction_ids: usize,
+    /// Answers to inbound federation transactions forgotten.
+    pub inbound_transactions: usize,
+}
+
+/// Runs the jobs now and then every `retention.interval_ms`, forever (spawned at start-up).
+pub async fn run(state: AppState) {
+    let period = Duration::from_millis(state.config.retention.interval_ms.max(1));
+    let mut ticker = tokio::time::interval(period);
+    // A run that took longer than the period is not followed by a burst of catch-up runs.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        run_once(&state).await;
+    }
+}
+
+/// One run of every job. A job that fails is logged and retried at the next run; the others
+/// still run.
+pub async fn run_once(state: &AppState) -> Pruned {
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let keep = i64::try_from(state.config.retention.transactions_ms).unwrap_or(i64::MAX);
+    let before = now.saturating_sub(keep);
+    let store = &state.store;
+    let pruned = Pruned {
+        key_packages: logged("key_packages", store.purge_expired_key_packages(now).await),
+        transaction_ids: logged("transaction_ids", store.prune_transaction_ids(before).await),
+        inbound_transactions: logged(
+            "inbound_transactions",
+            store.prune_inbound_transactions(before).await,
+        ),
+    };
+    if pruned != Pruned::default() {
+        tracing::info!(
+            key_packages = pruned.key_packages,
+            transaction_ids = pruned.transaction_ids,
+            inbound_transactions = pruned.inbound_transactions,
+            "retention: pruned rows"
+        );
+    }
+    pruned
+}
+
+/// The count of a job's rows, or 0 after logging its failure.
+fn logged(job: &'static str, result: parley_schema::StoreResult<usize>) -> usize {
+    result.unwrap_or_else(|e| {
+        tracing::warn!(job, error = %e, "retention job failed; retrying at the next run");
+        0
+    })
+}

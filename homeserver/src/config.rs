@@ -65,6 +65,11 @@ pub struct FederationConfig {
     pub max_backoff_ms: u64,
     /// Queued events per destination above which a warning is logged.
     pub outbox_warn_len: i64,
+    /// Largest transaction this server sends, in bytes (well under receivers' body caps).
+    pub max_txn_bytes: usize,
+    /// Events for a server that has been failing this long are dropped (its devices catch
+    /// up from the hubs), in milliseconds.
+    pub outbox_max_age_ms: u64,
     /// If not empty, only servers matching one of these globs (`*` wildcard) may federate.
     pub allow: Vec<String>,
     /// Servers matching one of these globs may not federate (checked after `allow`).
@@ -121,6 +126,8 @@ impl Default for FederationConfig {
             max_request_bytes: 4 * 1024 * 1024,
             max_backoff_ms: 3_600_000,
             outbox_warn_len: 10_000,
+            max_txn_bytes: 1024 * 1024,
+            outbox_max_age_ms: 3 * 24 * 3600 * 1000,
             allow: Vec::new(),
             deny: Vec::new(),
             ca_file: None,
@@ -533,6 +540,11 @@ max_request_bytes = 4194304
 max_backoff_ms = 3600000
 # A warning is logged when this many events wait for one server.
 outbox_warn_len = 10000
+# Largest transaction sent to another server (a bigger event goes alone); a 413 halves it.
+max_txn_bytes = 1048576
+# Events for a server that has been failing for this long are dropped; its devices catch up
+# from the hubs when it returns.
+outbox_max_age_ms = 259200000   # 3 days
 # Server ACL, applied to inbound and outbound federation (403 P_FORBIDDEN). Globs with `*`.
 # An empty allow list allows everyone not denied.
 allow = []

@@ -74,8 +74,12 @@ impl AppState {
         let outbox = Outbox::new(
             store.clone(),
             fed.clone(),
-            fed_config.max_backoff_ms,
-            fed_config.outbox_warn_len,
+            crate::outbox::OutboxConfig {
+                max_backoff_ms: fed_config.max_backoff_ms,
+                warn_len: fed_config.outbox_warn_len,
+                max_txn_bytes: fed_config.max_txn_bytes,
+                max_age_ms: fed_config.outbox_max_age_ms,
+            },
         );
         AppState {
             federation_limiter: Arc::new(RateLimiter::new(config.rate_limits.federation)),

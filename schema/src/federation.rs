@@ -84,6 +84,25 @@ impl Store {
         })
     }
 
+    /// Drops `destination`'s events queued before `before_ts` (a server unreachable for too
+    /// long catches up from the hubs instead); returns how many.
+    pub async fn drop_outbox_before(
+        &self,
+        destination: &str,
+        before_ts: i64,
+    ) -> StoreResult<usize> {
+        let destination = destination.to_owned();
+        with_conn!(self, write, |conn| {
+            Ok(diesel::delete(
+                outbox::table
+                    .filter(outbox::destination.eq(&destination))
+                    .filter(outbox::created_ts.lt(before_ts)),
+            )
+            .execute(conn)
+            .await?)
+        })
+    }
+
     /// Forgets delivered events.
     pub async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
         let ids = ids.to_vec();

@@ -80,6 +80,7 @@ struct Shared {
     target_keys: Mutex<Option<VerifiedServerKeys>>,
     requests: Mutex<Vec<Recorded>>,
     fail_transactions: AtomicUsize,
+    max_transaction_bytes: AtomicUsize,
     users: Mutex<BTreeMap<String, BTreeMap<String, FakeDevice>>>,
     http: reqwest::Client,
 }
@@ -103,6 +104,7 @@ impl FakeRemote {
             target_keys: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             fail_transactions: AtomicUsize::new(0),
+            max_transaction_bytes: AtomicUsize::new(0),
             users: Mutex::new(BTreeMap::new()),
             http,
         });
@@ -162,6 +164,13 @@ impl FakeRemote {
     /// Answers 500 to the next `n` transactions.
     pub fn fail_next_transactions(&self, n: usize) {
         self.shared.fail_transactions.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers 413 `P_TOO_LARGE` to transactions whose body exceeds `bytes` (0: no limit).
+    pub fn refuse_transactions_over(&self, bytes: usize) {
+        self.shared
+            .max_transaction_bytes
+            .store(bytes, Ordering::SeqCst);
     }
 
     /// Serves `user_id`'s device: its signature key, and packages for claims.
@@ -328,8 +337,14 @@ async fn handle(
             (None, answer)
         } else {
             let verdict = verify(&shared, method.as_str(), &uri_text, &headers, &body).await;
+            let cap = shared.max_transaction_bytes.load(Ordering::SeqCst);
             let answer = match &verdict {
                 Err(e) => error(StatusCode::UNAUTHORIZED, "P_UNAUTHORIZED", e),
+                Ok(_) if cap > 0 && body.len() > cap && uri.path().contains("/send/") => error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "P_TOO_LARGE",
+                    "the fake was told to refuse transactions this large",
+                ),
                 Ok(_) => route(&shared, &method, uri.path(), json_body.as_ref()),
             };
             (Some(verdict), answer)

@@ -34,9 +34,11 @@ crate::tests!("federation":
     remote_key_claim_while_the_remote_is_down_is_unreachable,
     remote_member_gets_welcome_and_commit_in_signed_transactions,
     failed_transaction_is_retried_and_delivered_events_are_not_resent,
+    a_transaction_too_large_for_the_receiver_is_split_and_an_event_refused_alone_is_dropped,
     follower_submission_for_a_user_of_another_domain_is_403,
     catch_up_serves_a_member_server_in_seq_order_and_refuses_others,
     two_servers_hold_a_cross_server_conversation,
+    a_backlog_of_large_messages_reaches_a_restarted_server_once_and_in_order,
 );
 
 const CLAIM: &str = "/_parley/federation/v1/keys/claim";
@@ -891,4 +893,150 @@ async fn two_servers_hold_a_cross_server_conversation(mut ctx: Ctx) -> anyhow::R
         "alice's texts",
     )?;
     Ok(())
+}
+
+async fn a_backlog_of_large_messages_reaches_a_restarted_server_once_and_in_order(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    if !ctx.is_managed() {
+        return Err(skip(
+            "needs two servers configured to reach each other, one restarted (not possible with --server)",
+        ));
+    }
+    let (p1, p2) = (free_port()?, free_port()?);
+    let config = crate::fake_remote::federation_config(&[("hs1.test", p1), ("hs2.test", p2)]);
+    let hs1 = ctx
+        .server("hs1")
+        .server_name("hs1.test")
+        .port(p1)
+        .config(&config)
+        .start()
+        .await?;
+    let mut hs2 = ctx
+        .server("hs2")
+        .server_name("hs2.test")
+        .port(p2)
+        .config(&config)
+        .restartable()
+        .start()
+        .await?;
+    let mut alice = Device::register(&hs1, &ctx.user("alice")).await?;
+    let mut bob = Device::register(&hs2, &ctx.user("bob")).await?;
+    let (a, b) = (alice.user_id.clone(), bob.user_id.clone());
+    alice.know(&[&a, &b]);
+    bob.know(&[&a, &b]);
+    let group = alice.create_group().await?;
+    alice.add(&group, &[&b]).await?;
+    bob.sync_until(20, "the Welcome", |d| d.engine.group_ids().contains(&group))
+        .await?;
+    hs2.stop().await?;
+    // 100 messages of 48 KiB: 6.4 MB of base64, more than one transaction may carry.
+    let texts: Vec<String> = (0..100)
+        .map(|i| format!("{i:03}{}", "x".repeat(48 * 1024 - 3)))
+        .collect();
+    for text in &texts {
+        alice.send_text(&group, text).await?;
+    }
+    hs2.start_again().await?;
+    let started = std::time::Instant::now();
+    bob.sync_until(60, "the 100 messages sent while hs2 was down", |d| {
+        d.texts(&group).len() >= 100
+    })
+    .await?;
+    eprintln!(
+        "measured: 100 messages of 48 KiB queued while hs2 was down reached bob {:?} after hs2 restarted",
+        started.elapsed()
+    );
+    let got = bob.texts(&group);
+    anyhow::ensure!(
+        got == texts,
+        "bob got {} messages, not each once in order (first prefixes: {:?})",
+        got.len(),
+        got.iter().take(5).map(|t| &t[..3]).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+async fn a_transaction_too_large_for_the_receiver_is_split_and_an_event_refused_alone_is_dropped(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let (fake, hs, name) = with_fake(&mut ctx).await?;
+    let mut rg = group_with_remote_member(&ctx, &fake, &hs, &name).await?;
+    fake.refuse_transactions_over(30_000);
+    // The first send fails, so the next ones queue up and leave together.
+    fake.fail_next_transactions(1);
+    rg.alice.send_text(&rg.group, "first").await?;
+    let mut expected = vec!["first".to_owned()];
+    for i in 0..6 {
+        let text = format!("mid{i}{}", "m".repeat(8 * 1024));
+        rg.alice.send_text(&rg.group, &text).await?;
+        expected.push(text);
+    }
+    // Too large for the receiver even alone: dropped, and it blocks nothing behind it.
+    rg.alice
+        .send_text(&rg.group, &"L".repeat(40 * 1024))
+        .await?;
+    rg.alice.send_text(&rg.group, "after").await?;
+    let apps = |rs: &[Recorded]| -> Vec<Value> {
+        delivered_events(rs)
+            .into_iter()
+            .filter(|e| e["type"] == "message" && e["kind"] == "application")
+            .collect()
+    };
+    let requests = fake
+        .wait_for(30, "the messages around the refused one", |rs| {
+            apps(rs).len() > expected.len()
+        })
+        .await?;
+    let delivered = apps(&requests);
+    let refused_413 = requests
+        .iter()
+        .filter(|r| r.is_transaction() && r.status == 413)
+        .count();
+    let mut texts = Vec::new();
+    for e in &delivered {
+        texts.push(decrypt_event(&mut rg, e)?);
+    }
+    expected.push("after".into());
+    eprintln!(
+        "measured: {} transactions refused 413 by a 30 kB receiver; {} of 9 messages delivered",
+        refused_413,
+        texts.len()
+    );
+    anyhow::ensure!(
+        texts == expected,
+        "delivered {:?}",
+        texts
+            .iter()
+            .map(|t| &t[..t.len().min(6)])
+            .collect::<Vec<_>>()
+    );
+    anyhow::ensure!(refused_413 >= 2, "no batch was refused as too large");
+    Ok(())
+}
+
+/// The text of a relayed application message, decrypted by the fake's member.
+fn decrypt_event(rg: &mut RemoteGroup, event: &Value) -> anyhow::Result<String> {
+    let m: parley_client_api::sync::MessageEvent = serde_json::from_value(event.clone())
+        .map_err(|e| anyhow::anyhow!("message event lacks the sync fields ({e}): {event}"))?;
+    let bytes = unb64(&m.message).ok_or_else(|| anyhow::anyhow!("message is not base64"))?;
+    let mut keys = parley_mls::StaticDeviceKeys::new();
+    keys.insert(
+        parley_mls::DeviceRef::new(&rg.alice.user_id, &rg.alice.device_id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        rg.alice.engine.signature_public_key(),
+    );
+    let events = rg
+        .fx_engine
+        .process(&rg.group, &bytes, &envelope_of(&m)?, &keys)
+        .map_err(|e| anyhow::anyhow!("the fake's user cannot decrypt seq {}: {e}", m.seq))?;
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            parley_mls::Event::ApplicationMessage { plaintext, .. } => {
+                Some(String::from_utf8_lossy(&plaintext).into_owned())
+            }
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("seq {} is not an application message", m.seq))
 }

@@ -16,6 +16,8 @@ pub enum ErrCode {
     LimitExceeded,
     UserInUse,
     InvalidUsername,
+    /// A password shorter than the server's minimum (400).
+    WeakPassword,
     InvalidKeyPackage,
     SignatureKeyMismatch,
     KeyPackagesExhausted,
@@ -32,7 +34,7 @@ pub enum ErrCode {
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 21] = [
+    pub const ALL: [ErrCode; 22] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -44,6 +46,7 @@ impl ErrCode {
         ErrCode::LimitExceeded,
         ErrCode::UserInUse,
         ErrCode::InvalidUsername,
+        ErrCode::WeakPassword,
         ErrCode::InvalidKeyPackage,
         ErrCode::SignatureKeyMismatch,
         ErrCode::KeyPackagesExhausted,
@@ -70,6 +73,7 @@ impl ErrCode {
             ErrCode::LimitExceeded => "P_LIMIT_EXCEEDED",
             ErrCode::UserInUse => "P_USER_IN_USE",
             ErrCode::InvalidUsername => "P_INVALID_USERNAME",
+            ErrCode::WeakPassword => "P_WEAK_PASSWORD",
             ErrCode::InvalidKeyPackage => "P_INVALID_KEY_PACKAGE",
             ErrCode::SignatureKeyMismatch => "P_SIGNATURE_KEY_MISMATCH",
             ErrCode::KeyPackagesExhausted => "P_KEY_PACKAGES_EXHAUSTED",

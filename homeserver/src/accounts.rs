@@ -1,7 +1,5 @@
 //! Accounts: registration, login, token refresh, logout, whoami and the caller's devices.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::State;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
@@ -13,6 +11,7 @@ use parley_client_api::accounts::{
 use parley_client_api::endpoint::Empty;
 use parley_client_api::ids::{is_valid_localpart, UserId};
 use parley_schema::{NewDevice, RotateOutcome, Session, StoreError, User};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -50,12 +49,16 @@ async fn register(
         RegistrationMode::Closed => return Err(Error::Forbidden("registration is closed".into())),
         RegistrationMode::Token => {
             let given = req.registration_token.as_deref().unwrap_or("");
+            // Digests are compared, so neither the content nor the length of a token leaks.
+            let given = Sha256::digest(given.as_bytes());
             let valid = state
                 .config
                 .registration
                 .tokens
                 .iter()
-                .any(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())));
+                .fold(false, |found, t| {
+                    found | bool::from(Sha256::digest(t.as_bytes()).ct_eq(&given))
+                });
             if !valid {
                 return Err(Error::Forbidden(
                     "a valid registration_token is required".into(),
@@ -71,11 +74,17 @@ async fn register(
     let user_id = UserId::new(&req.username, &state.config.server_name)
         .map_err(|e| Error::InvalidUsername(e.to_string()))?;
     check_password_shape(&password)?;
+    let min = state.config.registration.min_password_length;
+    if password.chars().count() < min {
+        return Err(Error::WeakPassword(format!(
+            "password must have at least {min} characters"
+        )));
+    }
     check_device_name(req.device_name.as_deref())?;
     if state.store.user(user_id.as_str()).await?.is_some() {
         return Err(Error::UserInUse);
     }
-    let password_hash = hash_password(password).await?;
+    let password_hash = state.passwords.hash(password).await?;
     let now = now_ms();
     let user = User {
         user_id: user_id.to_string(),
@@ -104,6 +113,12 @@ async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<SessionResponse>> {
     let password = Zeroizing::new(req.password);
+    // The cap bounds the hashing work; an empty password is just a wrong one.
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::BadJson(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
     let denied = || Error::Forbidden("invalid username or password".into());
     let user_id = if req.username.starts_with('@') {
         UserId::parse(&req.username)
@@ -118,7 +133,7 @@ async fn login(
     };
     // Verify against a dummy hash when the user is unknown, so timing does not reveal it.
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    if !verify_password(password, stored_hash).await? {
+    if !state.passwords.verify(password, stored_hash).await? {
         return Err(denied());
     }
     let Some(user) = user else {
@@ -307,36 +322,4 @@ fn session_response(
         refresh_token,
         expires_in_ms: ttl,
     }))
-}
-
-/// Hashes with Argon2id (default parameters, stored in the PHC string) off the async threads.
-async fn hash_password(password: Zeroizing<String>) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Internal(format!("hashing password: {e}")))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-}
-
-/// A hash of a random password, verified against when the user does not exist.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Dj0a1xnSh7q0Jm9YyZ4LsCN1jFf8fPq1m5oU4d2R5M";
-
-async fn verify_password(password: Zeroizing<String>, stored: Option<String>) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let ok = match PasswordHash::new(&stored) {
-            Ok(hash) => Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok(),
-            Err(_) => false,
-        };
-        ok && known
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))
 }

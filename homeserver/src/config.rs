@@ -183,6 +183,8 @@ pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     /// Tokens accepted in `token` mode.
     pub tokens: Vec<String>,
+    /// Shortest password accepted at registration, in characters.
+    pub min_password_length: usize,
 }
 
 /// Who may register.
@@ -296,6 +298,7 @@ impl Default for RegistrationConfig {
         RegistrationConfig {
             mode: RegistrationMode::Open,
             tokens: Vec::new(),
+            min_password_length: 8,
         }
     }
 }
@@ -479,6 +482,8 @@ format = "text"
 # "open": anyone may register; "closed": nobody; "token": only with one of `tokens`.
 mode = "open"
 tokens = []
+# Shorter passwords are refused at registration (400 P_WEAK_PASSWORD).
+min_password_length = 8
 
 [auth]
 # Access tokens (JWTs) are short-lived; clients renew them with their refresh token.

@@ -35,6 +35,9 @@ pub enum Error {
     UserInUse,
     #[error("{0}")]
     InvalidUsername(String),
+    /// A password shorter than the configured minimum.
+    #[error("{0}")]
+    WeakPassword(String),
     #[error("key package {index} is invalid: {reason}")]
     InvalidKeyPackage { index: usize, reason: String },
     #[error("a different signature key is already bound to this device")]
@@ -88,6 +91,7 @@ impl Error {
             }
             Error::UserInUse => (StatusCode::CONFLICT, ErrCode::UserInUse),
             Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidUsername),
+            Error::WeakPassword(_) => (StatusCode::BAD_REQUEST, ErrCode::WeakPassword),
             Error::InvalidKeyPackage { index, .. } => {
                 extra.insert("index".into(), json!(index));
                 (StatusCode::BAD_REQUEST, ErrCode::InvalidKeyPackage)

@@ -16,7 +16,7 @@ use parley_federation::keys::ServerKeyDocument;
 use parley_federation::transactions::{
     parse_event, EventPayload, EventResult, Transaction, TransactionResponse,
 };
-use parley_schema::{GroupMessage, Member, RemoteMessage};
+use parley_schema::{GroupMessage, InboundClaim, Member, RemoteMessage};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -174,17 +174,36 @@ async fn send_transaction(
     fed: Federated,
 ) -> ApiResult<Json<Value>> {
     parley_federation::transactions::validate_txn_id(&txn_id)?;
-    if let Some(previous) = state
+    // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
+    match state
         .store
-        .inbound_transaction(&fed.origin, &txn_id)
+        .claim_inbound_transaction(&fed.origin, &txn_id, now_ms() as i64)
         .await?
     {
-        let answer: Value =
-            serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()))?;
-        return Ok(Json(answer));
+        InboundClaim::Claimed => {}
+        InboundClaim::Answered(previous) => {
+            let answer: Value =
+                serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()))?;
+            return Ok(Json(answer));
+        }
+        InboundClaim::InFlight => {
+            return Err(Error::LimitExceeded {
+                retry_after_ms: 1000,
+            })
+        }
     }
-    let txn = Transaction::from_body(fed.body.clone().unwrap_or(Value::Null))?;
-    txn.validate()?;
+    let txn = match Transaction::from_body(fed.body.clone().unwrap_or(Value::Null))
+        .and_then(|t| t.validate().map(|()| t))
+    {
+        Ok(txn) => txn,
+        Err(e) => {
+            let _ = state
+                .store
+                .release_inbound_transaction(&fed.origin, &txn_id)
+                .await;
+            return Err(e.into());
+        }
+    };
     let mut response = TransactionResponse::default();
     // Consecutive group messages are stored together (one write, in order); any other event
     // first stores the run before it, so events still take effect in the order sent.
@@ -221,10 +240,18 @@ async fn send_transaction(
     }
     store_run(&state, &fed.origin, &mut run, &mut response).await;
     let answer = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
-    state
+    if let Err(e) = state
         .store
         .record_inbound_transaction(&fed.origin, &txn_id, &answer.to_string(), now_ms() as i64)
-        .await?;
+        .await
+    {
+        // Let a copy be applied again (each event is idempotent) rather than wait it out.
+        let _ = state
+            .store
+            .release_inbound_transaction(&fed.origin, &txn_id)
+            .await;
+        return Err(e.into());
+    }
     Ok(Json(answer))
 }
 

@@ -12,9 +12,11 @@ mod gapfill;
 mod http;
 mod hub;
 mod keys;
+mod logging;
 mod mls_check;
 mod notifier;
 mod outbox;
+mod passwords;
 mod ratelimit;
 mod retention;
 mod server;
@@ -29,9 +31,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 /// mimalloc, with large blocks from glibc: see [`allocator`].
 #[global_allocator]
@@ -105,18 +106,6 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -153,7 +142,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            init_logging(&config);
+            logging::init(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -42,6 +42,8 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
     /// Running gap fills of groups whose hub is elsewhere.
     pub gaps: Arc<GapFiller>,
+    /// Password hashing, a bounded number at a time.
+    pub passwords: Arc<crate::passwords::Passwords>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
     federation_limiter: Arc<RateLimiter<String>>,
     /// Inbound federation requests per client address, before authentication.
@@ -90,6 +92,7 @@ impl AppState {
             fed,
             outbox,
             gaps: Arc::new(GapFiller::default()),
+            passwords: Arc::new(crate::passwords::Passwords::for_this_machine()),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             config: Arc::new(config),

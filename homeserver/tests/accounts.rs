@@ -56,21 +56,21 @@ on_both_backends!(
     wrong_password_and_unknown_user_are_forbidden,
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
-        server.client().register("bob", "pw-bob").await.unwrap();
+        server.client().register("bob", "pw-bob-1").await.unwrap();
         assert_api_error(
             server.client().login("bob", "nope", None).await,
             403,
             "P_FORBIDDEN",
         );
         assert_api_error(
-            server.client().login("nobody", "pw", None).await,
+            server.client().login("nobody", "pw-12345", None).await,
             403,
             "P_FORBIDDEN",
         );
         assert_api_error(
             server
                 .client()
-                .login("@bob:other.example", "pw-bob", None)
+                .login("@bob:other.example", "pw-bob-1", None)
                 .await,
             403,
             "P_FORBIDDEN",
@@ -82,25 +82,25 @@ on_both_backends!(
     duplicate_and_invalid_usernames_are_refused,
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
-        server.client().register("carol", "pw").await.unwrap();
+        server.client().register("carol", "pw-12345").await.unwrap();
         assert_api_error(
-            server.client().register("carol", "pw2").await,
+            server.client().register("carol", "pw2-12345").await,
             409,
             "P_USER_IN_USE",
         );
         assert_api_error(
-            server.client().register("Bad Name!", "pw").await,
+            server.client().register("Bad Name!", "pw-12345").await,
             400,
             "P_INVALID_USERNAME",
         );
         assert_api_error(
-            server.client().register("", "pw").await,
+            server.client().register("", "pw-12345").await,
             400,
             "P_INVALID_USERNAME",
         );
         let long = "a".repeat(250);
         assert_api_error(
-            server.client().register(&long, "pw").await,
+            server.client().register(&long, "pw-12345").await,
             400,
             "P_INVALID_USERNAME",
         );
@@ -130,13 +130,13 @@ on_both_backends!(
 
         // Same server name, different signing key: the signature does not verify.
         let mut foreign = other.client();
-        foreign.register("dave", "pw").await.unwrap();
+        foreign.register("dave", "pw-12345").await.unwrap();
         let mut forged = server.client();
         forged.set_access_token(foreign.access_token().map(str::to_owned));
         assert_api_error(forged.whoami().await, 401, "P_UNKNOWN_TOKEN");
 
         let mut eve = server.client();
-        eve.register("eve", "pw").await.unwrap();
+        eve.register("eve", "pw-12345").await.unwrap();
         eve.whoami().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
         assert_api_error(eve.whoami().await, 401, "P_UNKNOWN_TOKEN");
@@ -148,14 +148,14 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
         let mut a = server.client();
-        a.register("frank", "pw").await.unwrap();
+        a.register("frank", "pw-12345").await.unwrap();
         a.logout().await.unwrap();
         assert_api_error(a.whoami().await, 401, "P_UNKNOWN_TOKEN");
 
         let mut b = server.client();
-        let b_session = b.login("frank", "pw", None).await.unwrap();
+        let b_session = b.login("frank", "pw-12345", None).await.unwrap();
         let mut c = server.client();
-        c.login("frank", "pw", None).await.unwrap();
+        c.login("frank", "pw-12345", None).await.unwrap();
         c.delete_device(&b_session.device_id).await.unwrap();
         assert_api_error(b.whoami().await, 401, "P_UNKNOWN_TOKEN");
         assert_api_error(
@@ -170,7 +170,7 @@ on_both_backends!(
         );
         // Another user's device cannot be deleted, and cannot be logged into.
         let mut g = server.client();
-        let g_session = g.register("grace", "pw").await.unwrap();
+        let g_session = g.register("grace", "pw-12345").await.unwrap();
         assert_api_error(
             c.delete_device(&g_session.device_id).await,
             404,
@@ -179,7 +179,7 @@ on_both_backends!(
         assert_api_error(
             server
                 .client()
-                .login("frank", "pw", Some(&g_session.device_id))
+                .login("frank", "pw-12345", Some(&g_session.device_id))
                 .await,
             403,
             "P_FORBIDDEN",
@@ -193,7 +193,7 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
         let mut h = server.client();
-        let first = h.register("heidi", "pw").await.unwrap();
+        let first = h.register("heidi", "pw-12345").await.unwrap();
         let second = h.refresh(&first.refresh_token).await.unwrap();
         assert_ne!(second.refresh_token, first.refresh_token);
         assert_eq!(second.device_id, first.device_id);
@@ -314,7 +314,7 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
         let mut a = server.client();
-        let session = a.register("ivan", "pw").await.unwrap();
+        let session = a.register("ivan", "pw-12345").await.unwrap();
         for token in [None, Some(session.access_token.as_str())] {
             for (method, path, status) in [
                 (reqwest::Method::GET, "/_parley/client/v1/nope", 404),
@@ -360,7 +360,7 @@ on_both_backends!(
             "[rate_limits]\nlogin = { per_second = 0.01, burst = 3 }",
         )
         .await;
-        server.client().register("judy", "pw").await.unwrap();
+        server.client().register("judy", "pw-12345").await.unwrap();
         for _ in 0..3 {
             assert_api_error(
                 server.client().login("judy", "wrong", None).await,
@@ -369,7 +369,7 @@ on_both_backends!(
             );
         }
         let body = assert_api_error(
-            server.client().login("judy", "pw", None).await,
+            server.client().login("judy", "pw-12345", None).await,
             429,
             "P_LIMIT_EXCEEDED",
         );
@@ -383,7 +383,7 @@ on_both_backends!(
 on_both_backends!(registration_modes_are_enforced, |db: Db| async move {
     let closed = TestServer::start(db, NAME, "[registration]\nmode = \"closed\"").await;
     assert_api_error(
-        closed.client().register("kim", "pw").await,
+        closed.client().register("kim", "pw-12345").await,
         403,
         "P_FORBIDDEN",
     );
@@ -394,13 +394,13 @@ on_both_backends!(registration_modes_are_enforced, |db: Db| async move {
     )
     .await;
     assert_api_error(
-        token.client().register("kim", "pw").await,
+        token.client().register("kim", "kim password").await,
         403,
         "P_FORBIDDEN",
     );
     let request = parley_client_api::accounts::RegisterRequest {
         username: "kim".into(),
-        password: "pw".into(),
+        password: "kim password".into(),
         device_name: Some("phone".into()),
         registration_token: Some("let-me-in".into()),
     };
@@ -424,12 +424,12 @@ on_both_backends!(
     |db: Db| async move {
         let mut server = TestServer::start(db, NAME, "").await;
         let mut a = server.client();
-        a.register("leo", "pw").await.unwrap();
+        a.register("leo", "pw-12345").await.unwrap();
         server.restart();
         let mut a2 = Client::new(server.base_url.clone());
         a2.set_access_token(a.access_token().map(str::to_owned));
         assert_eq!(a2.whoami().await.unwrap().user_id, "@leo:test.example");
-        server.client().login("leo", "pw", None).await.unwrap();
+        server.client().login("leo", "pw-12345", None).await.unwrap();
         assert!(server.stop(), "SIGTERM should end the server with success");
     }
 );
@@ -439,7 +439,7 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, "").await;
         let mut alice = server.client();
-        alice.register("alice", "pw-alice").await.unwrap();
+        alice.register("alice", "pw-alice-1").await.unwrap();
         let token = alice.access_token().unwrap().to_owned();
         // `%FF` is not UTF-8: the route matches but its parameter cannot be decoded.
         for (method, path) in [

@@ -34,6 +34,20 @@ pub struct RemoteMessage {
     pub local_removes: Vec<(String, String)>,
 }
 
+/// How long an unanswered claim on an inbound transaction holds off a copy of it.
+pub const INBOUND_CLAIM_STALE_MS: i64 = 120_000;
+
+/// The state of an inbound transaction when a copy of it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundClaim {
+    /// This copy is the one to apply.
+    Claimed,
+    /// Already applied: the first answer.
+    Answered(String),
+    /// Another copy is being applied right now.
+    InFlight,
+}
+
 /// What became of a message relayed by a remote hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteStored {
@@ -130,23 +144,82 @@ impl Store {
         })
     }
 
-    /// The first answer given to an inbound transaction.
+    /// The first answer given to an inbound transaction (`None` while none was recorded).
     pub async fn inbound_transaction(
         &self,
         origin: &str,
         txn_id: &str,
     ) -> StoreResult<Option<String>> {
         with_conn!(self, read, |conn| {
-            Ok(inbound_transactions::table
+            let response: Option<String> = inbound_transactions::table
                 .find((origin, txn_id))
                 .select(inbound_transactions::response)
                 .first(conn)
                 .await
-                .optional()?)
+                .optional()?;
+            Ok(response.filter(|r| !r.is_empty()))
         })
     }
 
-    /// Records the answer to an inbound transaction (a concurrent duplicate keeps the first).
+    /// Claims inbound transaction `(origin, txn_id)` before it is applied, so that two
+    /// concurrent copies are applied once. A claim left unanswered for
+    /// [`INBOUND_CLAIM_STALE_MS`] (its process died) may be taken over.
+    pub async fn claim_inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<InboundClaim> {
+        let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
+        with_conn!(self, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let inserted = diesel::insert_into(inbound_transactions::table)
+                    .values((
+                        inbound_transactions::origin.eq(&origin),
+                        inbound_transactions::txn_id.eq(&txn_id),
+                        inbound_transactions::response.eq(""),
+                        inbound_transactions::received_ts.eq(now_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(c)
+                    .await?;
+                if inserted == 1 {
+                    return Ok(InboundClaim::Claimed);
+                }
+                let (response, received): (String, i64) = inbound_transactions::table
+                    .find((&origin, &txn_id))
+                    .select((
+                        inbound_transactions::response,
+                        inbound_transactions::received_ts,
+                    ))
+                    .first(c)
+                    .await?;
+                if !response.is_empty() {
+                    return Ok(InboundClaim::Answered(response));
+                }
+                if now_ms - received < INBOUND_CLAIM_STALE_MS {
+                    return Ok(InboundClaim::InFlight);
+                }
+                let taken = diesel::update(
+                    inbound_transactions::table
+                        .find((&origin, &txn_id))
+                        .filter(inbound_transactions::response.eq(""))
+                        .filter(inbound_transactions::received_ts.eq(received)),
+                )
+                .set(inbound_transactions::received_ts.eq(now_ms))
+                .execute(c)
+                .await?;
+                Ok(if taken == 1 {
+                    InboundClaim::Claimed
+                } else {
+                    InboundClaim::InFlight
+                })
+            })
+            .await
+        })
+    }
+
+    /// Records the answer to a claimed inbound transaction.
     pub async fn record_inbound_transaction(
         &self,
         origin: &str,
@@ -164,9 +237,29 @@ impl Store {
                     inbound_transactions::response.eq(&response),
                     inbound_transactions::received_ts.eq(now_ms),
                 ))
-                .on_conflict_do_nothing()
+                .on_conflict((inbound_transactions::origin, inbound_transactions::txn_id))
+                .do_update()
+                .set((
+                    inbound_transactions::response.eq(&response),
+                    inbound_transactions::received_ts.eq(now_ms),
+                ))
                 .execute(conn)
                 .await?;
+            Ok(())
+        })
+    }
+
+    /// Gives up a claim whose transaction could not be answered (it may be sent again).
+    pub async fn release_inbound_transaction(&self, origin: &str, txn_id: &str) -> StoreResult<()> {
+        let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
+        with_conn!(self, write, |conn| {
+            diesel::delete(
+                inbound_transactions::table
+                    .find((&origin, &txn_id))
+                    .filter(inbound_transactions::response.eq("")),
+            )
+            .execute(conn)
+            .await?;
             Ok(())
         })
     }

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
-pub use federation::{OutboxRow, RemoteMessage, RemoteStored};
+pub use federation::{InboundClaim, OutboxRow, RemoteMessage, RemoteStored};
 pub use groups::{
     Accepted, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend, OutboxItem,
     Refused, Welcome,

@@ -767,3 +767,65 @@ async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_ev
         assert_eq!(welcomes[0].welcome, vec![7; 1000]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_taken_over() {
+    use parley_schema::InboundClaim;
+    for (store, _d) in stores().await {
+        let (o, t) = ("hub.example", "t1");
+        assert_eq!(
+            store.claim_inbound_transaction(o, t, 1_000).await.unwrap(),
+            InboundClaim::Claimed
+        );
+        // A concurrent copy waits.
+        assert_eq!(
+            store.claim_inbound_transaction(o, t, 2_000).await.unwrap(),
+            InboundClaim::InFlight
+        );
+        assert_eq!(store.inbound_transaction(o, t).await.unwrap(), None);
+        store
+            .record_inbound_transaction(o, t, "{\"results\":{}}", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim_inbound_transaction(o, t, 4_000).await.unwrap(),
+            InboundClaim::Answered("{\"results\":{}}".into())
+        );
+        // A claim whose process died is taken over once it is stale; a released one at once.
+        assert_eq!(
+            store.claim_inbound_transaction(o, "t2", 0).await.unwrap(),
+            InboundClaim::Claimed
+        );
+        let later = parley_schema::federation::INBOUND_CLAIM_STALE_MS + 1;
+        assert_eq!(
+            store
+                .claim_inbound_transaction(o, "t2", later)
+                .await
+                .unwrap(),
+            InboundClaim::Claimed
+        );
+        store.release_inbound_transaction(o, "t2").await.unwrap();
+        assert_eq!(
+            store
+                .claim_inbound_transaction(o, "t2", later + 1)
+                .await
+                .unwrap(),
+            InboundClaim::Claimed
+        );
+        // Concurrent claims of a new id: exactly one wins.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.claim_inbound_transaction(o, "t3", 10 + i).await.unwrap()
+            }));
+        }
+        let mut claimed = 0;
+        for task in tasks {
+            if task.await.unwrap() == InboundClaim::Claimed {
+                claimed += 1;
+            }
+        }
+        assert_eq!(claimed, 1);
+    }
+}

@@ -19,6 +19,8 @@ crate::tests!("accounts":
     login_of_unknown_user_is_403_forbidden,
     register_of_taken_username_is_409_user_in_use,
     register_of_invalid_username_is_400_invalid_username,
+    register_with_a_password_under_eight_characters_is_400_weak_password,
+    login_with_a_password_over_1024_bytes_is_400_bad_json,
     devices_lists_the_callers_devices_with_every_field,
     deleted_device_disappears_from_the_list,
     deleting_an_unknown_device_is_404_not_found,
@@ -196,6 +198,32 @@ async fn register_of_invalid_username_is_400_invalid_username(mut ctx: Ctx) -> a
         )
         .map_err(|e| anyhow::anyhow!("username {bad:.40?}: {e}"))?;
     }
+    Ok(())
+}
+
+async fn register_with_a_password_under_eight_characters_is_400_weak_password(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let name = ctx.user("shorty");
+    expect_error(
+        hs.client().register(&name, "1234567").await,
+        400,
+        "P_WEAK_PASSWORD",
+    )?;
+    expect_ok(hs.client().register(&name, "12345678").await, "register")?;
+    Ok(())
+}
+
+async fn login_with_a_password_over_1024_bytes_is_400_bad_json(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let name = ctx.user("longpw");
+    expect_ok(hs.client().register(&name, PASSWORD).await, "register")?;
+    expect_error(
+        hs.client().login(&name, &"p".repeat(1025), None).await,
+        400,
+        "P_BAD_JSON",
+    )?;
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub database: String,
     config_path: PathBuf,
+    /// Where stderr goes (appended across restarts) and the `RUST_LOG` it runs with, if set.
+    log: Option<(PathBuf, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -60,6 +62,33 @@ impl TestServer {
 
     /// Like [`TestServer::start`], listening on `listen`.
     pub async fn start_at(db: Db, server_name: &str, extra_toml: &str, listen: &str) -> TestServer {
+        let mut server = TestServer::prepare(db, server_name, extra_toml).await;
+        server.spawn(listen);
+        server
+    }
+
+    /// Like [`TestServer::start_at`], with `RUST_LOG=rust_log` and every stderr line appended
+    /// to [`TestServer::log_path`].
+    pub async fn start_logged(
+        db: Db,
+        server_name: &str,
+        extra_toml: &str,
+        listen: &str,
+        rust_log: &str,
+    ) -> TestServer {
+        let mut server = TestServer::prepare(db, server_name, extra_toml).await;
+        let path = server.config_path.with_file_name("server.log");
+        server.log = Some((path, rust_log.to_owned()));
+        server.spawn(listen);
+        server
+    }
+
+    /// The file stderr is appended to (servers started with [`TestServer::start_logged`]).
+    pub fn log_path(&self) -> Option<&Path> {
+        self.log.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    async fn prepare(db: Db, server_name: &str, extra_toml: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let database = match db {
@@ -72,21 +101,34 @@ impl TestServer {
             format!("log.level = \"warn\"\n{extra_toml}\n"),
         )
         .expect("write config");
-        let mut server = TestServer {
+        TestServer {
             child: None,
             base_url: String::new(),
             server_name: server_name.to_owned(),
             data_dir,
             database,
             config_path,
+            log: None,
             _dir: Some(dir),
-        };
-        server.spawn(listen);
-        server
+        }
     }
 
     fn spawn(&mut self, listen: &str) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+        match &self.log {
+            Some((path, rust_log)) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open server log");
+                command.env("RUST_LOG", rust_log).stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::inherit());
+            }
+        }
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
@@ -99,7 +141,6 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn parley");
         let stdout = child.stdout.take().expect("stdout");

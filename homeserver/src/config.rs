@@ -214,6 +214,8 @@ pub struct LimitsConfig {
     pub max_request_bytes: usize,
     /// Most key packages in one upload.
     pub max_key_packages_per_upload: usize,
+    /// Most unclaimed key packages a device may hold (an upload past it is 413).
+    pub max_key_packages_per_device: u64,
     /// How many epochs back an application message is still accepted.
     pub max_past_epochs: u64,
     /// Largest decoded MLS message, in bytes.
@@ -317,6 +319,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_request_bytes: 64 * 1024,
             max_key_packages_per_upload: 100,
+            max_key_packages_per_device: 200,
             max_past_epochs: 5,
             max_message_bytes: 64 * 1024,
             max_bundle_bytes: 1024 * 1024,
@@ -496,6 +499,9 @@ refresh_token_ttl_ms = 2592000000   # 30 days
 max_request_bytes = 65536
 # Most key packages in one upload (413 P_TOO_LARGE beyond).
 max_key_packages_per_upload = 100
+# Most unclaimed key packages one device may hold (413 P_TOO_LARGE for an upload past it,
+# nothing of it stored).
+max_key_packages_per_device = 200
 # Protocol limits announced in GET /_parley/client/versions.
 max_past_epochs = 5
 max_message_bytes = 65536

@@ -15,7 +15,7 @@ use parley_client_api::keys::{
     UserDevicesResponse,
 };
 use parley_client_api::{ErrCode, ErrorBody};
-use parley_schema::{BindOutcome, NewKeyPackage};
+use parley_schema::{BindOutcome, NewKeyPackage, StoreError};
 
 use crate::error::{ApiResult, Error};
 use crate::fed_client::FedError;
@@ -250,16 +250,27 @@ async fn upload(
         Some(kp) => Some(check(req.key_packages.len(), kp, true)?),
         None => None,
     };
-    let count = state
+    let max = limits.max_key_packages_per_device;
+    let count = match state
         .store
-        .store_key_packages(
+        .store_key_packages_capped(
             &auth.user_id,
             &auth.device_id,
             &packages,
             last_resort.as_ref(),
             now as i64,
+            max,
         )
-        .await?;
+        .await
+    {
+        Ok(count) => count,
+        Err(StoreError::Quota(_)) => {
+            return Err(Error::TooLarge {
+                limit: max as usize,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (_, has_last_resort) = state
         .store
         .key_package_count(&auth.user_id, &auth.device_id, now as i64)

@@ -226,6 +226,15 @@ macro_rules! device_events {
     }};
 }
 
+diesel::define_sql_function! {
+    /// SQL `COALESCE` over two nullable blobs.
+    #[sql_name = "COALESCE"]
+    fn coalesce_binary(
+        first: diesel::sql_types::Nullable<diesel::sql_types::Binary>,
+        second: diesel::sql_types::Nullable<diesel::sql_types::Binary>,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Binary>;
+}
+
 /// An event for another server, queued with the message that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
@@ -570,7 +579,8 @@ impl Store {
                 .set((
                     groups::epoch.eq(next_epoch),
                     groups::last_seq.eq(groups::last_seq + 1),
-                    groups::group_info.eq(&commit.group_info),
+                    // A commit without a GroupInfo keeps the latest one.
+                    groups::group_info.eq(coalesce_binary(&commit.group_info, groups::group_info)),
                 ))
                 .returning(groups::last_seq)
                 .get_result::<i64>(c)

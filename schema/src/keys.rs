@@ -93,6 +93,21 @@ impl Store {
         last_resort: Option<&NewKeyPackage>,
         now_ms: i64,
     ) -> StoreResult<u64> {
+        self.store_key_packages_capped(user_id, device_id, packages, last_resort, now_ms, u64::MAX)
+            .await
+    }
+
+    /// [`Store::store_key_packages`], refused with [`StoreError::Quota`] (nothing stored) when
+    /// the device would then hold more than `max_unclaimed` unexpired ordinary packages.
+    pub async fn store_key_packages_capped(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+        now_ms: i64,
+        max_unclaimed: u64,
+    ) -> StoreResult<u64> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         let (packages, last_resort) = (packages.to_vec(), last_resort.cloned());
         with_conn!(self, write, |conn| {
@@ -145,7 +160,14 @@ impl Store {
                     .count()
                     .get_result(c)
                     .await?;
-                Ok(count.max(0) as u64)
+                let count = count.max(0) as u64;
+                if count > max_unclaimed {
+                    // Rolls the whole upload back.
+                    return Err(StoreError::Quota(format!(
+                        "a device holds at most {max_unclaimed} key packages"
+                    )));
+                }
+                Ok(count)
             })
             .await
         })

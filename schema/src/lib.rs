@@ -47,6 +47,9 @@ pub enum StoreError {
     /// A migration failed to apply.
     #[error("migration: {0}")]
     Migration(String),
+    /// A write would take a quota past its bound; nothing was written.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
 }
 
 impl From<diesel::result::Error> for StoreError {

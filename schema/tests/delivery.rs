@@ -829,3 +829,24 @@ async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_
         assert_eq!(claimed, 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_without_group_info_keeps_the_latest_one() {
+    for (store, _d) in stores().await {
+        let a = "@a:t.example";
+        store
+            .create_group("!gi:t.example", a, "D", 1)
+            .await
+            .unwrap();
+        store
+            .apply_commit(commit("!gi:t.example", 0, a, vec![], vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut bare = commit("!gi:t.example", 1, a, vec![], vec![]);
+        bare.group_info = None;
+        store.apply_commit(bare).await.unwrap().unwrap();
+        let group = store.group("!gi:t.example").await.unwrap().unwrap();
+        assert_eq!((group.epoch, group.group_info), (2, Some(b"gi".to_vec())));
+    }
+}

@@ -33,6 +33,7 @@ crate::tests!("hostile":
     connections_that_never_finish_their_headers_are_closed,
     a_body_that_never_finishes_is_refused_with_408,
     data_dir_and_database_are_readable_by_the_server_user_only,
+    key_packages_beyond_the_per_device_quota_are_refused_and_none_stored,
 );
 
 /// A fake remote and a server under test (with `config` merged in) that reaches it.
@@ -528,5 +529,54 @@ async fn data_dir_and_database_are_readable_by_the_server_user_only(
     eprintln!("measured: data dir {dir_mode:o}; files readable by others: {open:?}");
     anyhow::ensure!(dir_mode == 0o700, "the data dir is {dir_mode:o}");
     anyhow::ensure!(open.is_empty(), "files open to others: {open:?}");
+    Ok(())
+}
+
+async fn key_packages_beyond_the_per_device_quota_are_refused_and_none_stored(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    if !ctx.is_managed() {
+        return Err(skip(
+            "needs its own configuration (not possible with --server)",
+        ));
+    }
+    let hs = ctx
+        .server("hs1")
+        .config("[limits]\nmax_key_packages_per_device = 20\n")
+        .start()
+        .await?;
+    let mut alice = Device::register_with(&hs, &ctx.user("alice"), 15, true).await?;
+    let more = alice
+        .engine
+        .generate_key_packages(10)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::check::expect_error(
+        alice.client.upload_keys(&more, None).await,
+        413,
+        "P_TOO_LARGE",
+    )?;
+    let count = expect_ok(alice.client.key_count().await, "GET /keys/count")?;
+    eprintln!(
+        "measured: 15 held + an upload of 10 with a quota of 20: refused, {} held",
+        count.count
+    );
+    anyhow::ensure!(
+        count.count == 15,
+        "the device holds {} packages",
+        count.count
+    );
+    let five = alice
+        .engine
+        .generate_key_packages(5)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let count = expect_ok(
+        alice.client.upload_keys(&five, None).await,
+        "upload up to the quota",
+    )?;
+    anyhow::ensure!(
+        count.count == 20,
+        "after filling the quota: {}",
+        count.count
+    );
     Ok(())
 }

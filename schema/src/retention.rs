@@ -10,6 +10,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use crate::federation::INBOUND_CLAIM_STALE_MS;
 use crate::schema::{group_messages, inbound_transactions, key_packages, transaction_ids};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
@@ -94,8 +95,11 @@ impl Store {
 
     /// Forgets the answers to inbound federation transactions received before `before_ms`;
     /// returns how many. A replay of a forgotten transaction is applied again (its events
-    /// are deduplicated on their own).
+    /// are deduplicated on their own). A claim not answered yet is kept until it is stale as
+    /// well ([`INBOUND_CLAIM_STALE_MS`] older still), so that a short retention never lets a
+    /// second copy in while the first is being applied.
     pub async fn prune_inbound_transactions(&self, before_ms: i64) -> StoreResult<usize> {
+        let stale_claims_before = before_ms.saturating_sub(INBOUND_CLAIM_STALE_MS);
         let mut after = (String::new(), String::new());
         let mut pruned = 0;
         loop {
@@ -109,6 +113,11 @@ impl Store {
                             .or(inbound_transactions::txn_id.gt(&t)),
                     )
                     .filter(inbound_transactions::received_ts.lt(before_ms))
+                    .filter(
+                        inbound_transactions::response
+                            .ne("")
+                            .or(inbound_transactions::received_ts.lt(stale_claims_before)),
+                    )
                     .order((
                         inbound_transactions::origin.asc(),
                         inbound_transactions::txn_id.asc(),

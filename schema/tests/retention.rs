@@ -2,7 +2,7 @@
 //! ones kept, against both SQLite and PostgreSQL.
 
 use parley_schema::{
-    testing, CommitToApply, Member, MessageToAppend, RetainedRows, Store, StoreConfig,
+    testing, CommitToApply, InboundClaim, Member, MessageToAppend, RetainedRows, Store, StoreConfig,
 };
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -123,31 +123,42 @@ async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages_and_later_ones_kept(
+async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages_and_later_ones_and_live_claims_kept(
 ) {
+    const CUTOFF: i64 = 10_000_000;
     for (store, _dir) in stores().await {
         for i in 0..510 {
             let origin = if i % 2 == 0 { "a.example" } else { "b.example" };
             store
-                .record_inbound_transaction(origin, &format!("t{i:03}"), "{}", 1_000)
+                .record_inbound_transaction(origin, &format!("t{i:03}"), "{}", 1_000_000)
                 .await
                 .unwrap();
         }
         for (origin, txn) in [("a.example", "new"), ("b.example", "0")] {
             store
-                .record_inbound_transaction(origin, txn, "{}", 5_000)
+                .record_inbound_transaction(origin, txn, "{}", CUTOFF)
                 .await
                 .unwrap();
         }
+        // Claims not answered: one being applied (older than the cutoff, not stale), one
+        // whose process died long ago.
+        store
+            .claim_inbound_transaction("a.example", "live", CUTOFF - 1_000)
+            .await
+            .unwrap();
+        store
+            .claim_inbound_transaction("a.example", "dead", 1_000_000)
+            .await
+            .unwrap();
         assert_eq!(
             store.retained_rows().await.unwrap(),
             RetainedRows {
                 key_packages: 0,
                 transaction_ids: 0,
-                inbound_transactions: 512,
+                inbound_transactions: 514,
             }
         );
-        assert_eq!(store.prune_inbound_transactions(5_000).await.unwrap(), 510);
+        assert_eq!(store.prune_inbound_transactions(CUTOFF).await.unwrap(), 511);
         assert_eq!(
             store
                 .inbound_transaction("a.example", "t000")
@@ -162,7 +173,15 @@ async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages
                 .unwrap()
                 .is_some());
         }
-        assert_eq!(store.prune_inbound_transactions(5_000).await.unwrap(), 0);
-        assert_eq!(store.retained_rows().await.unwrap().inbound_transactions, 2);
+        assert_eq!(
+            store
+                .claim_inbound_transaction("a.example", "live", CUTOFF)
+                .await
+                .unwrap(),
+            InboundClaim::InFlight,
+            "the live claim was pruned"
+        );
+        assert_eq!(store.prune_inbound_transactions(CUTOFF).await.unwrap(), 0);
+        assert_eq!(store.retained_rows().await.unwrap().inbound_transactions, 3);
     }
 }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,54 @@ impl ServerName {
 
     /// Whether the host is an IPv4 or IPv6 literal.
     pub fn is_ip_literal(&self) -> bool {
-        self.host.starts_with('[') || self.host.parse::<Ipv4Addr>().is_ok()
+        self.ip().is_some()
+    }
+
+    /// The host as an IP address, when it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self
+            .host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+        {
+            Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            None => self.host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        }
+    }
+}
+
+/// Whether `ip` is a public unicast address: not loopback, private, link-local, shared,
+/// unspecified, documentation, multicast or broadcast (for IPv6 also unique-local, and an
+/// IPv4-mapped address by its IPv4 part).
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xC0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xFE) == 18)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xFE00) == 0xFC00
+                || (first & 0xFFC0) == 0xFE80
+                || first == 0x2001 && v6.segments()[1] == 0x0DB8)
+        }
     }
 }
 
@@ -198,19 +245,42 @@ pub enum Resolution {
     NeedWellKnown(WellKnownRequest),
 }
 
-/// Resolves server names; holds the test override map and the insecure-HTTP switch.
+/// Resolves server names; holds the test override map, the insecure-HTTP switch and the
+/// destination policy.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     overrides: HashMap<String, (String, u16)>,
     allow_insecure_http: bool,
+    allow_ip_literals: bool,
+    allow_private_addresses: bool,
 }
 
 impl Resolver {
-    /// A resolver using HTTPS, or plain HTTP when `allow_insecure_http` (tests only).
+    /// A resolver using HTTPS, or plain HTTP when `allow_insecure_http` (tests only). It
+    /// refuses IP-literal server names and non-public IP-literal targets until allowed with
+    /// [`Resolver::allow`]; entries of the override map are always allowed.
     pub fn new(allow_insecure_http: bool) -> Self {
         Resolver {
             overrides: HashMap::new(),
             allow_insecure_http,
+            allow_ip_literals: false,
+            allow_private_addresses: false,
+        }
+    }
+
+    /// Allows IP-literal server names, and targets that are not public addresses.
+    pub fn allow(&mut self, ip_literals: bool, private_addresses: bool) {
+        self.allow_ip_literals = ip_literals;
+        self.allow_private_addresses = private_addresses;
+    }
+
+    /// Refuses a host that is a non-public IP literal, unless private addresses are allowed.
+    fn check_target(&self, host: &ServerName) -> Result<()> {
+        match host.ip() {
+            Some(ip) if !self.allow_private_addresses && !is_public_ip(ip) => Err(
+                Error::ForbiddenDestination(format!("{} is not a public address", host.host())),
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -252,6 +322,12 @@ impl Resolver {
             )));
         }
         let name = ServerName::parse(server_name)?;
+        if name.is_ip_literal() && !self.allow_ip_literals {
+            return Err(Error::ForbiddenDestination(format!(
+                "{server_name} is an IP literal"
+            )));
+        }
+        self.check_target(&name)?;
         if let Some(port) = name.port() {
             return Ok(Resolution::Resolved(self.destination(
                 server_name,
@@ -286,6 +362,9 @@ impl Resolver {
         let delegated = well_known_body
             .and_then(|b| serde_json::from_slice::<WellKnownServer>(b).ok())
             .and_then(|w| ServerName::parse(&w.server).ok());
+        if let Some(d) = &delegated {
+            self.check_target(d)?;
+        }
         Ok(match delegated {
             Some(d) => self.destination(
                 &request.server_name,
@@ -368,13 +447,71 @@ mod tests {
 
     #[test]
     fn ip_literal_without_port_uses_8448_without_well_known() {
-        let d = Resolver::new(false)
-            .resolve_with("[::1]", no_fetch)
-            .unwrap();
+        let mut r = Resolver::new(false);
+        r.allow(true, true);
+        let d = r.resolve_with("[::1]", no_fetch).unwrap();
         assert_eq!(
             (d.authority().as_str(), d.tls_name()),
             ("[::1]:8448", "::1")
         );
+    }
+
+    #[test]
+    fn ip_literal_names_and_private_targets_are_refused_unless_allowed() {
+        let mut r = Resolver::new(false);
+        for name in ["127.0.0.1:8448", "[::1]", "93.184.216.34"] {
+            assert!(
+                matches!(r.start(name), Err(Error::ForbiddenDestination(_))),
+                "{name}"
+            );
+        }
+        // A public name delegating to a private address is refused too.
+        for target in ["10.0.0.5:8448", "127.0.0.1", "[fe80::1]:443", "169.254.1.1"] {
+            let body = format!(r#"{{"server":"{target}"}}"#);
+            assert!(
+                matches!(
+                    r.resolve_with("b.example", |_| Some(body.clone().into_bytes())),
+                    Err(Error::ForbiddenDestination(_))
+                ),
+                "{target}"
+            );
+        }
+        // IP literals allowed: public ones only, until private addresses are allowed too.
+        r.allow(true, false);
+        assert!(r.start("93.184.216.34:8448").is_ok());
+        assert!(r.start("192.168.1.1:8448").is_err());
+        r.allow(true, true);
+        assert!(r.start("192.168.1.1:8448").is_ok());
+        // An override is configuration: always allowed.
+        let mut r = Resolver::new(false);
+        r.insert_override("c.example", "127.0.0.1:9000").unwrap();
+        assert!(r.start("c.example").is_ok());
+    }
+
+    #[test]
+    fn public_addresses_are_told_from_internal_ones() {
+        for ip in ["8.8.8.8", "2a00:1450::1", "93.184.216.34"] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub enum Error {
     #[error("bad JSON: {0}")]
     BadJson(String),
 
+    /// A server this server will not connect to: an IP-literal name, or an address that is
+    /// not public (loopback, private, link-local…), unless configured.
+    #[error("not a permitted federation destination: {0}")]
+    ForbiddenDestination(String),
+
     // --- base64 -----------------------------------------------------------------------
     /// A base64 value does not decode.
     #[error("invalid base64")]
@@ -132,6 +137,7 @@ impl Error {
             | Error::InvalidTxnId
             | Error::TooManyEvents(_)
             | Error::InvalidServerName(_) => (400, "P_BAD_JSON"),
+            Error::ForbiddenDestination(_) => (403, "P_FORBIDDEN"),
         }
     }
 

@@ -59,6 +59,11 @@ pub struct FederationConfig {
     pub allow_insecure_http: bool,
     /// `server_name → host:port` overrides of the normal resolution (tests, split DNS).
     pub resolve: std::collections::BTreeMap<String, String>,
+    /// Federate with servers named by an IP literal (`203.0.113.7:8448`), both ways.
+    pub allow_ip_literals: bool,
+    /// Connect to loopback, private and link-local addresses (a name resolving there, or an
+    /// IP literal). `resolve` entries are always allowed.
+    pub allow_private_addresses: bool,
     /// Largest inbound federation body, in bytes.
     pub max_request_bytes: usize,
     /// Longest wait between retries to an unreachable server, in milliseconds.
@@ -83,10 +88,38 @@ pub struct FederationConfig {
 }
 
 impl FederationConfig {
-    /// Whether the ACL lets this server federate with `server_name`, both ways.
+    /// Whether the ACL lets this server federate with `server_name`, both ways. Globs match
+    /// the host (ports are ignored on both sides); IP-literal names need `allow_ip_literals`.
     pub fn allows(&self, server_name: &str) -> bool {
-        let matches = |patterns: &[String]| patterns.iter().any(|p| glob_match(p, server_name));
+        let Ok(name) = parley_federation::destination::ServerName::parse(server_name) else {
+            return false;
+        };
+        if name.is_ip_literal() && !self.allow_ip_literals {
+            return false;
+        }
+        let host = name.host();
+        let matches =
+            |patterns: &[String]| patterns.iter().any(|p| glob_match(strip_port(p), host));
         (self.allow.is_empty() || matches(&self.allow)) && !matches(&self.deny)
+    }
+}
+
+/// A glob without its `:port` suffix, if it has one (`localhost:*` → `localhost`).
+fn strip_port(pattern: &str) -> &str {
+    match pattern.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.ends_with(']')
+                && port.bytes().all(|b| b.is_ascii_digit() || b == b'*') =>
+        {
+            host
+        }
+        Some((host, port))
+            if host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit() || b == b'*') =>
+        {
+            host
+        }
+        _ => pattern,
     }
 }
 
@@ -123,6 +156,8 @@ impl Default for FederationConfig {
             enabled: true,
             allow_insecure_http: false,
             resolve: Default::default(),
+            allow_ip_literals: false,
+            allow_private_addresses: false,
             max_request_bytes: 4 * 1024 * 1024,
             max_backoff_ms: 3_600_000,
             outbox_warn_len: 10_000,
@@ -546,6 +581,11 @@ enabled = true
 allow_insecure_http = false
 # server_name = "host:port" overrides of normal resolution (.well-known, then :8448).
 resolve = {}
+# Servers named by an IP literal are refused both ways unless allowed; connections to
+# loopback, private and link-local addresses (by IP literal, delegation or DNS) too. Entries
+# of `resolve` are configuration and always allowed.
+allow_ip_literals = false
+allow_private_addresses = false
 max_request_bytes = 4194304
 # Retries to an unreachable server back off exponentially (with jitter) up to this.
 max_backoff_ms = 3600000
@@ -619,6 +659,22 @@ mod tests {
         assert!(f.allows("localhost:8448"));
         assert!(!f.allows("a.example.org"));
         assert!(!f.allows("X.EVIL.example"));
+        // Ports are ignored on both sides.
+        assert!(f.allows("a.example:8449"));
+        f.deny = vec!["bad.example:8448".into()];
+        assert!(!f.allows("bad.example:9999"));
+    }
+
+    #[test]
+    fn ip_literal_names_need_their_own_setting() {
+        let mut f = FederationConfig::default();
+        assert!(!f.allows("203.0.113.7:8448"));
+        assert!(!f.allows("[2001:db8::1]:8448"));
+        f.allow_ip_literals = true;
+        assert!(f.allows("203.0.113.7:8448"));
+        f.deny = vec!["203.0.113.*".into()];
+        assert!(!f.allows("203.0.113.7:8448"));
+        assert!(!f.allows("not a name"));
     }
 
     #[test]

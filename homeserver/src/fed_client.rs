@@ -46,6 +46,26 @@ pub struct FederationClient {
     fetches_in_flight: tokio::sync::Semaphore,
 }
 
+/// DNS resolution that keeps public addresses only: a name pointing at loopback, private or
+/// link-local space does not make this server connect there.
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> = found
+                .filter(|a| parley_federation::destination::is_public_ip(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// The outcome of [`FederationClient::verifying_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyAnswer {
@@ -86,6 +106,7 @@ impl FederationClient {
         key: Arc<ServerSigningKey>,
     ) -> anyhow::Result<FederationClient> {
         let mut resolver = Resolver::new(config.allow_insecure_http);
+        resolver.allow(config.allow_ip_literals, config.allow_private_addresses);
         for (name, target) in &config.resolve {
             resolver
                 .insert_override(name, target)
@@ -98,6 +119,9 @@ impl FederationClient {
             for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if !config.allow_private_addresses {
+            builder = builder.dns_resolver(Arc::new(PublicAddressesOnly));
         }
         let http = builder
             .connect_timeout(Duration::from_secs(10))
@@ -131,15 +155,16 @@ impl FederationClient {
         &self,
         destination: &str,
     ) -> Result<parley_federation::destination::Destination, FedError> {
-        let unreachable = |detail: String| FedError::Unreachable {
-            server: destination.to_owned(),
-            detail,
+        let refused = |e: parley_federation::Error| match e {
+            parley_federation::Error::ForbiddenDestination(_) => {
+                FedError::NotAllowed(destination.to_owned())
+            }
+            other => FedError::Unreachable {
+                server: destination.to_owned(),
+                detail: other.to_string(),
+            },
         };
-        match self
-            .resolver
-            .start(destination)
-            .map_err(|e| unreachable(e.to_string()))?
-        {
+        match self.resolver.start(destination).map_err(refused)? {
             Resolution::Resolved(d) => Ok(d),
             Resolution::NeedWellKnown(req) => {
                 let body = match self.http.get(&req.url).send().await {
@@ -148,9 +173,7 @@ impl FederationClient {
                     }
                     _ => None,
                 };
-                self.resolver
-                    .finish(&req, body.as_deref())
-                    .map_err(|e| unreachable(e.to_string()))
+                self.resolver.finish(&req, body.as_deref()).map_err(refused)
             }
         }
     }

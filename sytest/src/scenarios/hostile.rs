@@ -34,6 +34,7 @@ crate::tests!("hostile":
     a_body_that_never_finishes_is_refused_with_408,
     data_dir_and_database_are_readable_by_the_server_user_only,
     key_packages_beyond_the_per_device_quota_are_refused_and_none_stored,
+    ip_literal_and_loopback_servers_are_never_contacted,
 );
 
 /// A fake remote and a server under test (with `config` merged in) that reaches it.
@@ -577,6 +578,49 @@ async fn key_packages_beyond_the_per_device_quota_are_refused_and_none_stored(
         count.count == 20,
         "after filling the quota: {}",
         count.count
+    );
+    Ok(())
+}
+
+async fn ip_literal_and_loopback_servers_are_never_contacted(mut ctx: Ctx) -> anyhow::Result<()> {
+    if !ctx.is_managed() {
+        return Err(skip(
+            "counts requests reaching a local listener (not possible with --server)",
+        ));
+    }
+    let (port, hits) = counting_origin().await?;
+    // Federation on, plain HTTP allowed as in the other tests, but no `resolve` entries.
+    let hs = ctx
+        .server("hs1")
+        .config("[federation]\nallow_insecure_http = true\n")
+        .start()
+        .await?;
+    let alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let servers = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    let users: Vec<String> = servers.iter().map(|s| format!("@x:{s}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let claimed = expect_ok(alice.client.claim_keys(&refs).await, "claim keys")?;
+    let failures: Vec<(String, String)> = claimed
+        .failures
+        .iter()
+        .map(|(k, v)| (k.clone(), v.errcode.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reached = hits.load(Ordering::SeqCst);
+    eprintln!(
+        "measured: key claims for users on {servers:?}: failures {failures:?}; requests reaching the listener: {reached}"
+    );
+    anyhow::ensure!(
+        reached == 0,
+        "{reached} requests reached a loopback listener"
+    );
+    anyhow::ensure!(
+        failures.len() == 3,
+        "expected a failure per server, got {failures:?}"
     );
     Ok(())
 }

@@ -189,6 +189,9 @@ async fn delete_welcome(
     Ok(Json(Empty {}))
 }
 
+/// Largest WebSocket message or frame a client may send (an auth frame is well under it).
+const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
+
 /// `GET /ws`: authenticates with an `Authorization` header (native clients) or a first
 /// `{"access_token", "since"}` frame (browsers), then pushes events as they happen.
 async fn websocket(
@@ -208,7 +211,10 @@ async fn websocket(
         // Small buffers: tungstenite's 128 KiB defaults dominated an idle connection's memory.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .max_message_size(64 * 1024)
+        // Clients send only the auth frame (a token and a `since`), and pings: nothing
+        // larger is read, before authentication or after.
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             if let Err(e) = run_socket(state, socket, header_auth).await {
                 tracing::debug!(error = %e, "websocket closed");

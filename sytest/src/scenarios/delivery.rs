@@ -24,6 +24,7 @@ crate::tests!("delivery":
     websocket_with_a_bad_token_is_closed_without_events,
     deleted_welcome_is_not_sent_again,
     restart_keeps_groups_messages_and_welcomes,
+    websocket_frame_larger_than_an_auth_frame_closes_the_socket,
 );
 
 /// Alice and Bob in a group of two (Bob joined).
@@ -448,5 +449,34 @@ async fn restart_keeps_groups_messages_and_welcomes(mut ctx: Ctx) -> anyhow::Res
         &(3, 13),
         "(epoch, seq) of a commit after the restart",
     )?;
+    Ok(())
+}
+
+async fn websocket_frame_larger_than_an_auth_frame_closes_the_socket(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let bob = Device::register(&hs, &ctx.user("bob")).await?;
+    let token = bob.client.access_token().unwrap_or_default().to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&hs))
+        .await
+        .map_err(|e| anyhow::anyhow!("WebSocket upgrade of /ws failed: {e}"))?;
+    // A valid auth frame padded to 32 KiB: far more than any auth frame needs.
+    let big = serde_json::json!({ "access_token": token, "padding": "x".repeat(32 * 1024) });
+    let _ = ws.send(Message::Text(big.to_string().into())).await;
+    let started = Instant::now();
+    loop {
+        match next_frame(&mut ws, 10).await {
+            Ok(None) => break,
+            Ok(Some(frame)) if frame["type"] == "error" => {}
+            Ok(Some(frame)) => anyhow::bail!("an oversized first frame got {frame}"),
+            Err(_) => anyhow::bail!("a socket that sent 32 KiB before auth stayed open for 10 s"),
+        }
+    }
+    anyhow::ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "closing took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }

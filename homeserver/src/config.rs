@@ -251,6 +251,10 @@ pub struct LimitsConfig {
     pub max_key_packages_per_upload: usize,
     /// Most unclaimed key packages a device may hold (an upload past it is 413).
     pub max_key_packages_per_device: u64,
+    /// Most devices one commit may add (413 past it).
+    pub max_adds_per_commit: usize,
+    /// Most other servers a group hosted here may have members on (413 past it).
+    pub max_servers_per_group: usize,
     /// How many epochs back an application message is still accepted.
     pub max_past_epochs: u64,
     /// Largest decoded MLS message, in bytes.
@@ -355,6 +359,8 @@ impl Default for LimitsConfig {
             max_request_bytes: 64 * 1024,
             max_key_packages_per_upload: 100,
             max_key_packages_per_device: 200,
+            max_adds_per_commit: 1000,
+            max_servers_per_group: 100,
             max_past_epochs: 5,
             max_message_bytes: 64 * 1024,
             max_bundle_bytes: 1024 * 1024,
@@ -537,6 +543,10 @@ max_key_packages_per_upload = 100
 # Most unclaimed key packages one device may hold (413 P_TOO_LARGE for an upload past it,
 # nothing of it stored).
 max_key_packages_per_device = 200
+# Groups this server is the hub of: devices one commit may add, and other servers the group
+# may span (413 P_TOO_LARGE past either). Adds on servers the federation ACL refuses are 403.
+max_adds_per_commit = 1000
+max_servers_per_group = 100
 # Protocol limits announced in GET /_parley/client/versions.
 max_past_epochs = 5
 max_message_bytes = 65536

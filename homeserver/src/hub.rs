@@ -311,6 +311,8 @@ pub async fn hub_commit(
         if let Some(w) = &welcome_info {
             mls_check::check_welcome(w, &delta.adds).map_err(invalid)?;
         }
+        // Before any device list is fetched from an invitee's server.
+        check_adds_policy(&state, &members, &added_identities)?;
         for add in &delta.adds {
             check_added_device(&state, &add.identity, &add.signature_key).await?;
         }
@@ -480,6 +482,43 @@ fn is_local(state: &AppState, user_id: &str) -> bool {
         parley_client_api::ids::UserId::parse(user_id)
             .is_ok_and(|u| u.server_name() == state.config.server_name)
     })
+}
+
+/// The hub's bounds on who a commit may add: at most `limits.max_adds_per_commit` devices
+/// (413), only servers the federation ACL allows (403), and a group spanning at most
+/// `limits.max_servers_per_group` servers (413).
+fn check_adds_policy(state: &AppState, members: &[Member], adds: &[String]) -> ApiResult<()> {
+    let limits = &state.config.limits;
+    if adds.len() > limits.max_adds_per_commit {
+        return Err(Error::TooLarge {
+            limit: limits.max_adds_per_commit,
+        });
+    }
+    let ours = state.config.server_name.as_str();
+    let mut servers: std::collections::BTreeSet<&str> = members
+        .iter()
+        .map(|m| server_of(&m.user_id))
+        .filter(|s| *s != ours)
+        .collect();
+    for add in adds {
+        let user = split_identity(add).map_or("", |(u, _)| u);
+        let server = server_of(user);
+        if server == ours {
+            continue;
+        }
+        if !state.config.federation.enabled || !state.config.federation.allows(server) {
+            return Err(Error::Forbidden(format!(
+                "federation with {server} is not allowed"
+            )));
+        }
+        servers.insert(server);
+    }
+    if servers.len() > limits.max_servers_per_group {
+        return Err(Error::TooLarge {
+            limit: limits.max_servers_per_group,
+        });
+    }
+    Ok(())
 }
 
 /// An added device of this server must exist with the signature key its leaf carries.

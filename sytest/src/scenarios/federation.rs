@@ -401,7 +401,11 @@ async fn message_for_a_group_whose_hub_is_not_the_origin_is_refused(
 }
 
 /// A user on the fake with one device (engine kept by the test) and `packages` packages.
-fn fake_user(ctx: &Ctx, fake: &FakeRemote, packages: usize) -> anyhow::Result<(String, Engine)> {
+pub(crate) fn fake_user(
+    ctx: &Ctx,
+    fake: &FakeRemote,
+    packages: usize,
+) -> anyhow::Result<(String, Engine)> {
     let user = format!("@{}:{FAKE_NAME}", ctx.user("fx"));
     let mut engine = Engine::new(&user, "FAKEDEV", EngineConfig::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

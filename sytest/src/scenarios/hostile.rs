@@ -35,6 +35,7 @@ crate::tests!("hostile":
     data_dir_and_database_are_readable_by_the_server_user_only,
     key_packages_beyond_the_per_device_quota_are_refused_and_none_stored,
     ip_literal_and_loopback_servers_are_never_contacted,
+    commits_adding_past_the_hubs_bounds_are_refused,
 );
 
 /// A fake remote and a server under test (with `config` merged in) that reaches it.
@@ -622,5 +623,70 @@ async fn ip_literal_and_loopback_servers_are_never_contacted(mut ctx: Ctx) -> an
         failures.len() == 3,
         "expected a failure per server, got {failures:?}"
     );
+    Ok(())
+}
+
+/// Submits a commit adding `kps` and expects the refusal `status`/`errcode`.
+async fn add_refused(
+    alice: &mut Device,
+    group: &str,
+    kps: &[Vec<u8>],
+    status: u16,
+    errcode: &str,
+) -> anyhow::Result<()> {
+    let bundle = alice.add_bundle(group, kps)?;
+    let request = crate::device::bundle_request(&bundle);
+    let result = alice.client.commit(group, &request).await;
+    let _ = alice.engine.discard_pending_commit(group);
+    crate::check::expect_error(result, status, errcode).map(drop)
+}
+
+async fn commits_adding_past_the_hubs_bounds_are_refused(mut ctx: Ctx) -> anyhow::Result<()> {
+    let (fake, hs, _name) = hostile_fake(
+        &mut ctx,
+        "[limits]\nmax_adds_per_commit = 1\nmax_servers_per_group = 0\n[federation]\ndeny = [\"denied.test\"]\n",
+    )
+    .await?;
+    let mut alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let bob = Device::register(&hs, &ctx.user("bob")).await?;
+    let carol = Device::register(&hs, &ctx.user("carol")).await?;
+    let group = alice.create_group().await?;
+    // A device of a server the ACL denies, its package made here (no claim can reach it).
+    let denied_user = format!("@{}:denied.test", ctx.user("dx"));
+    let mut denied = Engine::new(&denied_user, "DENIEDDEV", EngineConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kp = denied
+        .generate_key_packages(1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    alice.keys.insert(
+        parley_mls::DeviceRef::new(&denied_user, "DENIEDDEV")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        denied.signature_public_key(),
+    );
+    add_refused(&mut alice, &group, &kp, 403, "P_FORBIDDEN")
+        .await
+        .map_err(|e| anyhow::anyhow!("adding a device of a denied server: {e}"))?;
+    // A device of an allowed server, past max_servers_per_group = 0.
+    let (fx_user, _fx) = crate::scenarios::federation::fake_user(&ctx, &fake, 1)?;
+    let kps = alice.claim(&[&fx_user]).await?;
+    add_refused(&mut alice, &group, &kps, 413, "P_TOO_LARGE")
+        .await
+        .map_err(|e| anyhow::anyhow!("adding a server past the group's bound: {e}"))?;
+    // Two local devices, past max_adds_per_commit = 1.
+    let kps = alice.claim(&[&bob.user_id, &carol.user_id]).await?;
+    add_refused(&mut alice, &group, &kps, 413, "P_TOO_LARGE")
+        .await
+        .map_err(|e| anyhow::anyhow!("adding two devices past max_adds_per_commit = 1: {e}"))?;
+    // One local device is within every bound.
+    let kps = alice.claim(&[&bob.user_id]).await?;
+    let bundle = alice.add_bundle(&group, &kps)?;
+    alice.submit(&group, bundle).await?;
+    let sent = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is_transaction())
+        .count();
+    eprintln!("measured: refused adds (denied server, server bound, adds bound); transactions sent to the remote: {sent}");
+    anyhow::ensure!(sent == 0, "{sent} transactions went to the remote server");
     Ok(())
 }

@@ -567,11 +567,15 @@ struct MessagesQuery {
     since: u64,
 }
 
-/// Messages per catch-up page; a shorter page means the requester has reached the end.
+/// Messages per catch-up page.
 pub const CATCH_UP_PAGE: i64 = 100;
+/// MLS bytes per catch-up page (one message always goes): a page may be short before the end,
+/// so a requester reads until a page is empty.
+pub const CATCH_UP_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Catch-up from the hub (`GET /groups/{group_id}/messages?since=SEQ`), for servers with
-/// devices in the group: up to [`CATCH_UP_PAGE`] messages with seq > `since`, in order. A
+/// devices in the group: up to [`CATCH_UP_PAGE`] messages and [`CATCH_UP_PAGE_BYTES`] with
+/// seq > `since`, in order; an empty page is the end. A
 /// server whose devices have all left gets messages up to the commit that removed the last of
 /// them (it must deliver that commit), nothing after; a server that never had a member is
 /// refused (403).
@@ -617,9 +621,16 @@ async fn group_messages(
         .store
         .group_messages_since(&group_id, since, CATCH_UP_PAGE)
         .await?;
+    // A page carries at most CATCH_UP_PAGE_BYTES of MLS data (at least one message).
+    let mut bytes = 0usize;
     let messages: Vec<_> = messages
         .into_iter()
         .filter(|m| until.is_none_or(|u| m.seq <= u))
+        .take_while(|m| {
+            let first = bytes == 0;
+            bytes += m.message.len().max(1);
+            first || bytes <= CATCH_UP_PAGE_BYTES
+        })
         .map(|m| message_event(&m))
         .collect();
     tracing::debug!(%group_id, origin = %fed.origin, since, count = messages.len(), "catch-up served");

@@ -22,7 +22,7 @@ use parley_schema::{RemoteMessage, RemoteStored};
 use serde_json::{json, Value};
 
 use crate::error::{ApiResult, Error};
-use crate::fed_api::{remote_message, CATCH_UP_PAGE};
+use crate::fed_api::remote_message;
 use crate::fed_client::FedError;
 use crate::hub::{fed_path, hub_of};
 use crate::state::AppState;
@@ -240,7 +240,7 @@ async fn run_fill(
     }
 }
 
-/// Pages through the hub's log from the last stored seq until a short page; returns how many
+/// Pages through the hub's log from the last stored seq until an empty page; returns how many
 /// messages were stored.
 async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, FillError> {
     let mut stored = 0usize;
@@ -262,7 +262,8 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
             .get("messages")
             .and_then(Value::as_array)
             .ok_or_else(|| FillError::Permanent("catch-up answer has no messages list".into()))?;
-        let full = page.len() as i64 >= CATCH_UP_PAGE;
+        // A page may be cut by bytes before the end: only an empty one ends the fill.
+        let full = !page.is_empty();
         let mut woken = Vec::new();
         for raw in page {
             let mut remote = page_message(state, group_id, raw).map_err(|e| {

@@ -30,6 +30,9 @@ use crate::state::{now_ms, AppState};
 const MAX_TIMEOUT_MS: u64 = 30_000;
 /// Events of each kind per sync response.
 const SYNC_LIMIT: i64 = 500;
+/// Most MLS bytes one sync answer or WebSocket batch carries (one event always goes, however
+/// large: a message is at most `max_message_bytes`, a Welcome at most `max_bundle_bytes`).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a WebSocket may take to authenticate.
 const WS_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle WebSocket re-checks that its session still exists.
@@ -71,10 +74,17 @@ async fn sync(
     let mut seen = *wake.borrow_and_update();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let (messages, welcomes, next) = state
+        let (mut messages, mut welcomes, mut next) = state
             .store
             .device_events(&auth.user_id, &auth.device_id, since, SYNC_LIMIT)
             .await?;
+        trim_to_budget(
+            &mut messages,
+            &mut welcomes,
+            &mut next,
+            MAX_BATCH_BYTES,
+            |m| (m.stream_pos, m.message.len()),
+        );
         let now = tokio::time::Instant::now();
         if !messages.is_empty() || !welcomes.is_empty() || now >= deadline {
             let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
@@ -97,6 +107,41 @@ async fn sync(
             let (messages, welcomes, next) = (Vec::new(), Vec::new(), since);
             let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
             return Ok(Json(build_sync(messages, welcomes, next, key_packages)));
+        }
+    }
+}
+
+/// Cuts a batch of events (messages and Welcomes, each in stream order) at `budget` bytes of
+/// MLS data, keeping at least the first event, and moves `next` back to just before the first
+/// event left out, so the device gets the rest next time. Returns whether it cut.
+fn trim_to_budget<M>(
+    messages: &mut Vec<M>,
+    welcomes: &mut Vec<Welcome>,
+    next: &mut i64,
+    budget: usize,
+    position_and_size: impl Fn(&M) -> (i64, usize),
+) -> bool {
+    let (mut i, mut j, mut used) = (0usize, 0usize, 0usize);
+    loop {
+        let m = messages.get(i).map(&position_and_size);
+        let w = welcomes.get(j).map(|w| (w.stream_pos, w.welcome.len()));
+        let (pos, size, is_message) = match (m, w) {
+            (None, None) => return false,
+            (Some((pm, sm)), Some((pw, _))) if pm < pw => (pm, sm, true),
+            (Some((pm, sm)), None) => (pm, sm, true),
+            (_, Some((pw, sw))) => (pw, sw, false),
+        };
+        if (i + j) > 0 && used + size > budget {
+            messages.truncate(i);
+            welcomes.truncate(j);
+            *next = pos - 1;
+            return true;
+        }
+        used += size;
+        if is_message {
+            i += 1;
+        } else {
+            j += 1;
         }
     }
 }
@@ -293,8 +338,13 @@ async fn run_socket(
                     .map(|m| Arc::new(TailMessage::new(m)))
                     .collect()
             };
-            let (messages, welcomes, next) = match from_tail {
-                TailRead::Messages { messages, next } => (messages, Vec::new(), next),
+            let mut tail_more = false;
+            let (mut messages, mut welcomes, mut next) = match from_tail {
+                TailRead::Messages { messages, next } => {
+                    // Stopped short of the tail's end (its count or byte budget): read on.
+                    tail_more = state.store.tail().is_some_and(|t| next < t.last());
+                    (messages, Vec::new(), next)
+                }
                 TailRead::Reread if state.store.tail().is_some() => {
                     let (messages, welcomes, next, groups) = state
                         .store
@@ -311,9 +361,19 @@ async fn run_socket(
                     (wrap(messages), welcomes, next)
                 }
             };
-            // A kind that filled its limit may have more behind it.
-            todo.events =
-                messages.len() as i64 >= SYNC_LIMIT || welcomes.len() as i64 >= SYNC_LIMIT;
+            let trimmed = trim_to_budget(
+                &mut messages,
+                &mut welcomes,
+                &mut next,
+                MAX_BATCH_BYTES,
+                |m| (m.message.stream_pos, m.message.message.len()),
+            );
+            // A kind that filled its limit, or a batch cut at its byte budget, may have more
+            // behind it.
+            todo.events = trimmed
+                || tail_more
+                || messages.len() as i64 >= SYNC_LIMIT
+                || welcomes.len() as i64 >= SYNC_LIMIT;
             // Frames are queued and written together: one write for a whole batch.
             for frame in ws_frames(&messages, welcomes, next)? {
                 socket.feed(Message::Text(frame.into())).await?;
@@ -464,5 +524,61 @@ mod tests {
             .unwrap();
             assert_eq!(spliced, expected);
         }
+    }
+
+    fn welcome_at(pos: i64, size: usize) -> Welcome {
+        Welcome {
+            id: pos,
+            stream_pos: pos,
+            user_id: "@u:h.example".into(),
+            device_id: "D".into(),
+            group_id: "!g:h.example".into(),
+            sender_user: "@a:h.example".into(),
+            sender_device: "A".into(),
+            welcome: vec![0; size],
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_its_byte_budget_and_resumes_at_the_first_event_left_out() {
+        // Messages at 1, 2, 4 and 5 (100 bytes each), a Welcome at 3 (500 bytes).
+        let mut messages: Vec<(i64, usize)> = vec![(1, 100), (2, 100), (4, 100), (5, 100)];
+        let mut welcomes = vec![welcome_at(3, 500)];
+        let mut next = 5;
+        assert!(trim_to_budget(
+            &mut messages,
+            &mut welcomes,
+            &mut next,
+            650,
+            |m| *m
+        ));
+        assert_eq!(messages, [(1, 100), (2, 100)]);
+        assert_eq!(welcomes.len(), 0);
+        assert_eq!(next, 2);
+        // Within budget: nothing changes.
+        let mut messages: Vec<(i64, usize)> = vec![(1, 100), (4, 100)];
+        let mut welcomes = vec![welcome_at(3, 500)];
+        let mut next = 9;
+        assert!(!trim_to_budget(
+            &mut messages,
+            &mut welcomes,
+            &mut next,
+            700,
+            |m| *m
+        ));
+        assert_eq!((messages.len(), welcomes.len(), next), (2, 1, 9));
+        // One event larger than the budget still goes alone.
+        let mut messages: Vec<(i64, usize)> = vec![(2, 100)];
+        let mut welcomes = vec![welcome_at(1, 5000)];
+        let mut next = 2;
+        assert!(trim_to_budget(
+            &mut messages,
+            &mut welcomes,
+            &mut next,
+            10,
+            |m| *m
+        ));
+        assert_eq!((messages.len(), welcomes.len(), next), (0, 1, 1));
     }
 }

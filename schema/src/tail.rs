@@ -18,6 +18,11 @@ use crate::groups::GroupMessage;
 
 /// Positions kept in memory.
 const CAPACITY: usize = 16_384;
+/// Bytes of MLS messages kept in memory: past it the oldest positions go, whatever their
+/// count (16,384 messages of 64 KiB would otherwise hold 1 GiB).
+const BYTE_BUDGET: usize = 32 * 1024 * 1024;
+/// Bytes of MLS messages one read hands out (at least one message).
+const READ_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
 /// A message as kept in the tail.
 #[derive(Debug)]
@@ -75,6 +80,16 @@ struct Inner {
     /// Position of `events[0]`.
     first: i64,
     events: VecDeque<TailEvent>,
+    /// MLS bytes of the messages in `events`.
+    bytes: usize,
+}
+
+/// MLS bytes an event holds in memory.
+fn event_bytes(event: &TailEvent) -> usize {
+    match event {
+        TailEvent::Message(m) => m.message.message.len(),
+        TailEvent::Change { .. } => 0,
+    }
 }
 
 impl Inner {
@@ -91,6 +106,7 @@ impl Tail {
             inner: Mutex::new(Inner {
                 first: head + 1,
                 events: VecDeque::with_capacity(CAPACITY),
+                bytes: 0,
             }),
         }
     }
@@ -114,14 +130,19 @@ impl Tail {
                 "stream tail out of step; devices re-read from the database"
             );
             inner.events.clear();
+            inner.bytes = 0;
             inner.first = first_pos;
         }
         for event in events {
-            if inner.events.len() == CAPACITY {
-                inner.events.pop_front();
+            inner.bytes += event_bytes(&event);
+            inner.events.push_back(event);
+            while inner.events.len() > CAPACITY || inner.bytes > BYTE_BUDGET {
+                let Some(old) = inner.events.pop_front() else {
+                    break;
+                };
+                inner.bytes -= event_bytes(&old);
                 inner.first += 1;
             }
-            inner.events.push_back(event);
         }
     }
 
@@ -153,6 +174,7 @@ impl Tail {
         }
         let mut messages = Vec::new();
         let mut next = since;
+        let mut bytes = 0usize;
         let skip = (since + 1 - inner.first) as usize;
         for event in inner.events.iter().skip(skip) {
             if messages.len() == limit {
@@ -161,6 +183,11 @@ impl Tail {
             match event {
                 TailEvent::Message(m) => {
                     if groups.contains(&m.message.group_id) {
+                        let size = m.message.message.len();
+                        if !messages.is_empty() && bytes + size > READ_BYTE_BUDGET {
+                            break;
+                        }
+                        bytes += size;
                         messages.push(m.clone());
                     }
                 }
@@ -302,5 +329,46 @@ mod tests {
             positions(tail.read("@u:x", "D", &mine, last + 1, 10)),
             (vec![last + 2], last + 2)
         );
+    }
+
+    fn sized(group_id: &str, pos: i64, size: usize) -> TailEvent {
+        TailEvent::Message(Arc::new(TailMessage::new(GroupMessage {
+            group_id: group_id.into(),
+            seq: pos,
+            stream_pos: pos,
+            sender_user: "@s:x".into(),
+            sender_device: "S".into(),
+            kind: "application".into(),
+            epoch: 0,
+            message: vec![0; size],
+            adds: None,
+            removes: None,
+            ts: 0,
+        })))
+    }
+
+    #[test]
+    fn the_tail_keeps_at_most_its_byte_budget_and_a_read_hands_out_at_most_its_own() {
+        let tail = Tail::new(0);
+        // 64 messages of 1 MiB: twice the byte budget.
+        for pos in 1..=64 {
+            tail.publish(pos, vec![sized("!a:x", pos, 1024 * 1024)]);
+        }
+        let (first, bytes, last) = {
+            let inner = tail.lock();
+            (inner.first, inner.bytes, inner.last())
+        };
+        assert_eq!(last, 64);
+        assert!(bytes <= BYTE_BUDGET, "{bytes} bytes kept");
+        assert_eq!(first, 64 - (BYTE_BUDGET / (1024 * 1024)) as i64 + 1);
+        // Reading from before what is kept goes to the database.
+        assert!(matches!(
+            tail.read("@u:x", "D", &groups(&["!a:x"]), 0, 1000),
+            TailRead::Reread
+        ));
+        // A read stops at its own budget and says where to resume.
+        let (got, next) = positions(tail.read("@u:x", "D", &groups(&["!a:x"]), first - 1, 1000));
+        assert_eq!(got.len(), READ_BYTE_BUDGET / (1024 * 1024));
+        assert_eq!(next, *got.last().unwrap());
     }
 }

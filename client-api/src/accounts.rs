@@ -14,7 +14,7 @@ crate::endpoint!(
 );
 crate::endpoint!(
     /// Trades a refresh token for a new access and refresh token (rotation).
-    Refresh, Post, "/_parley/client/v1/refresh", None, Login, RefreshRequest => SessionResponse
+    Refresh, Post, "/_parley/client/v1/refresh", None, Refresh, RefreshRequest => SessionResponse
 );
 crate::endpoint!(
     /// Revokes the calling device's session.

@@ -54,6 +54,10 @@ pub enum RateLimitClass {
     GroupCreate,
     /// Commits, proposals and application messages, per user.
     Send,
+    /// Token refreshes, per client address (and per refresh token in the handler).
+    Refresh,
+    /// Device-list lookups (`GET /users/{id}/devices`), per user.
+    DeviceLookup,
 }
 
 /// One endpoint: method, path template, authentication, rate-limit class and wire types.

@@ -14,7 +14,7 @@ crate::endpoint!(
 );
 crate::endpoint!(
     /// Devices with bound signature keys of any user, local or remote.
-    UserDevices, Get, "/_parley/client/v1/users/{user_id}/devices", AccessToken, None, Empty => UserDevicesResponse
+    UserDevices, Get, "/_parley/client/v1/users/{user_id}/devices", AccessToken, DeviceLookup, Empty => UserDevicesResponse
 );
 crate::endpoint!(
     /// Uploads key packages (and optionally the last-resort package) for the calling device.

@@ -127,6 +127,10 @@ async fn login(
     } else {
         UserId::new(&req.username, &state.config.server_name).ok()
     };
+    // Each account has its own budget of attempts, whatever addresses they come from.
+    if let Some(id) = &user_id {
+        state.check_login_account_rate(id.as_str())?;
+    }
     let user = match &user_id {
         Some(id) => state.store.user(id.as_str()).await?,
         None => None,
@@ -176,6 +180,11 @@ async fn refresh(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<SessionResponse>> {
     let old_hash = hash_refresh_token(&req.refresh_token);
+    // One refresh token (one session's lineage) may be retried only so often.
+    let mut key = [0u8; 32];
+    let n = old_hash.len().min(32);
+    key[..n].copy_from_slice(&old_hash[..n]);
+    state.check_refresh_token_rate(key)?;
     let (new_token, new_hash) = new_refresh_token();
     let now = now_ms();
     let outcome = state

@@ -37,6 +37,8 @@ pub struct Config {
     pub web_client_dir: PathBuf,
     /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The server's own certificate.
@@ -287,6 +289,14 @@ pub struct RateLimitsConfig {
     pub group_create: RateLimit,
     /// Commits, proposals and application messages, per user.
     pub send: RateLimit,
+    /// Token refreshes, per client address.
+    pub refresh: RateLimit,
+    /// Token refreshes, per refresh token (a client retrying one refresh).
+    pub refresh_token: RateLimit,
+    /// Login attempts, per account (besides per address).
+    pub login_account: RateLimit,
+    /// Device-list lookups, per user.
+    pub device_lookup: RateLimit,
     /// Inbound federation requests, per origin server (counted once authenticated).
     pub federation: RateLimit,
     /// Inbound federation requests per client address, counted before the body is read or
@@ -321,6 +331,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             web_client_dir: PathBuf::from("web-client/dist"),
             tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -398,6 +409,22 @@ impl Default for RateLimitsConfig {
             send: RateLimit {
                 per_second: 200.0,
                 burst: 1000,
+            },
+            refresh: RateLimit {
+                per_second: 1.0,
+                burst: 30,
+            },
+            refresh_token: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+            login_account: RateLimit {
+                per_second: 0.2,
+                burst: 20,
+            },
+            device_lookup: RateLimit {
+                per_second: 20.0,
+                burst: 200,
             },
             federation: RateLimit {
                 per_second: 500.0,
@@ -478,6 +505,11 @@ impl Config {
                 anyhow::bail!("rate_limits.{name}: per_second must be > 0 and burst ≥ 1");
             }
         }
+        for proxy in &self.trusted_proxies {
+            if crate::ratelimit::Cidr::parse(proxy).is_none() {
+                anyhow::bail!("trusted_proxies: {proxy:?} is not an address or CIDR");
+            }
+        }
         if self.auth.access_token_ttl_ms == 0 || self.auth.refresh_token_ttl_ms == 0 {
             anyhow::bail!("auth token lifetimes must be > 0");
         }
@@ -515,6 +547,10 @@ web_client_dir = "web-client/dist"
 
 # Serve HTTPS directly (otherwise plain HTTP, e.g. behind a TLS-terminating proxy).
 # tls = { cert_file = "/etc/parley/fullchain.pem", key_file = "/etc/parley/privkey.pem" }
+
+# Reverse proxies (addresses or CIDRs, e.g. "10.0.0.0/8") whose X-Forwarded-For header names
+# the client. From any other peer the header is ignored. Rate limits count IPv6 clients by /64.
+trusted_proxies = []
 
 [log]
 # A tracing filter; RUST_LOG overrides it.
@@ -570,6 +606,12 @@ key_upload = { per_second = 1.0, burst = 20 }
 key_claim = { per_second = 10.0, burst = 50 }
 group_create = { per_second = 1.0, burst = 20 }
 send = { per_second = 200.0, burst = 1000 }
+# Token refreshes per client address, and per refresh token; login attempts per account
+# (besides login per address above); device-list lookups per user.
+refresh = { per_second = 1.0, burst = 30 }
+refresh_token = { per_second = 0.2, burst = 5 }
+login_account = { per_second = 0.2, burst = 20 }
+device_lookup = { per_second = 20.0, burst = 200 }
 # Per origin server: inbound federation requests (once their signature is verified).
 federation = { per_second = 500.0, burst = 2000 }
 # Per client address, before a federation request's body is read or its signature checked:

@@ -98,7 +98,7 @@ impl FromRequest<AppState> for Federated {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let ip = crate::http::ClientIp::of(req.extensions())?;
+        let ip = crate::http::ClientIp::of(state, req.headers(), req.extensions())?;
         // Everything that costs little comes first: the header, the destination, the ACL and
         // the client address's budget, before the body is read or any key fetched.
         let auth = XParleyAuth::parse_bytes(

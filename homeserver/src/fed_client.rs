@@ -44,6 +44,8 @@ pub struct FederationClient {
     fetch_gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bounds the key fetches running at once, whoever caused them.
     fetches_in_flight: tokio::sync::Semaphore,
+    /// Servers that could not be connected to, until when requests to them fail at once.
+    recent_failures: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// DNS resolution that keeps public addresses only: a name pointing at loopback, private or
@@ -76,6 +78,12 @@ pub enum KeyAnswer {
     /// A fetch is needed but the requester's budget or the in-flight cap is spent.
     Throttled { retry_after_ms: u64 },
 }
+
+/// How long a server that could not be connected to is not tried again for clients'
+/// requests (device lists, key claims, submissions): they fail at once meanwhile.
+const FAILURE_MEMORY_MS: u64 = 10_000;
+/// Servers remembered as unreachable at most.
+const MAX_REMEMBERED_FAILURES: usize = 10_000;
 
 /// Largest key document or `.well-known` answer read from another server.
 pub const MAX_KEY_RESPONSE_BYTES: usize = 64 * 1024;
@@ -138,6 +146,7 @@ impl FederationClient {
             keys: Mutex::new(KeyCache::new()),
             fetch_gates: Mutex::new(Default::default()),
             fetches_in_flight: tokio::sync::Semaphore::new(config.max_key_fetches_in_flight.max(1)),
+            recent_failures: Mutex::new(Default::default()),
         })
     }
 
@@ -193,6 +202,9 @@ impl FederationClient {
             server: destination.to_owned(),
             detail,
         };
+        if self.failed_recently(destination) {
+            return Err(unreachable("could not be reached a moment ago".into()));
+        }
         let target = self.base_url(destination).await?;
         let header = sign_request(
             &self.key,
@@ -210,10 +222,15 @@ impl FederationClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(e.without_url().to_string()))?;
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_connect() || e.is_timeout() {
+                    self.note_failure(destination);
+                }
+                return Err(unreachable(e.without_url().to_string()));
+            }
+        };
         let status = response.status().as_u16();
         let bytes = read_capped(response, MAX_RESPONSE_BYTES)
             .await
@@ -230,6 +247,41 @@ impl FederationClient {
                 body: value,
             })
         }
+    }
+
+    /// Whether `destination` could not be connected to within [`FAILURE_MEMORY_MS`].
+    fn failed_recently(&self, destination: &str) -> bool {
+        let failures = self
+            .recent_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(destination)
+            .is_some_and(|until| *until > now_ms())
+    }
+
+    /// Remembers that `destination` could not be connected to (bounded map).
+    fn note_failure(&self, destination: &str) {
+        let now = now_ms();
+        let mut failures = self
+            .recent_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_REMEMBERED_FAILURES {
+            failures.retain(|_, until| *until > now);
+            if failures.len() >= MAX_REMEMBERED_FAILURES {
+                failures.clear();
+            }
+        }
+        failures.insert(destination.to_owned(), now + FAILURE_MEMORY_MS);
+    }
+
+    /// `destination` contacted us: it is reachable again.
+    pub fn forget_failure(&self, destination: &str) {
+        self.recent_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(destination);
     }
 
     /// The current verify key `key_id` of `origin`, fetching its key document when it is not

@@ -64,7 +64,11 @@ fn rate_key(
     headers: &HeaderMap,
     ip: IpAddr,
 ) -> (String, Option<Claims>) {
-    if matches!(class, RateLimitClass::Login | RateLimitClass::Register) {
+    let ip = crate::ratelimit::address_bucket(ip);
+    if matches!(
+        class,
+        RateLimitClass::Login | RateLimitClass::Register | RateLimitClass::Refresh
+    ) {
         return (format!("ip:{ip}"), None);
     }
     let claims = bearer_token(headers)
@@ -179,20 +183,31 @@ pub fn parse_json_body<T: DeserializeOwned>(
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    /// The peer address recorded in a request's extensions.
-    pub fn of(extensions: &axum::http::Extensions) -> Result<IpAddr, Error> {
-        extensions
+    /// The client's address: the TCP peer recorded in the request's extensions, or what a
+    /// trusted proxy says in `X-Forwarded-For`.
+    pub fn of(
+        state: &AppState,
+        headers: &HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Result<IpAddr, Error> {
+        let peer = extensions
             .get::<ConnectInfo<crate::connections::PeerAddr>>()
             .map(|ci| ci.0 .0.ip())
-            .ok_or_else(|| Error::Internal("no peer address on request".into()))
+            .ok_or_else(|| Error::Internal("no peer address on request".into()))?;
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(crate::ratelimit::client_address(
+            peer,
+            forwarded,
+            &state.trusted_proxies,
+        ))
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        ClientIp::of(&parts.extensions).map(ClientIp)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        ClientIp::of(state, &parts.headers, &parts.extensions).map(ClientIp)
     }
 }
 

@@ -111,6 +111,7 @@ impl Outbox {
 
     /// `destination` contacted us, so it is up: retry now, cutting a backoff short.
     pub fn contacted(self: &Arc<Self>, destination: &str) {
+        self.client.forget_failure(destination);
         self.poke(destination, true);
     }
 

@@ -50,6 +50,12 @@ pub struct AppState {
     federation_address_limiter: Arc<RateLimiter<IpAddr>>,
     /// Key fetches caused by unauthenticated requests, per client address.
     key_fetch_limiter: Arc<RateLimiter<IpAddr>>,
+    /// Login attempts per account.
+    login_account_limiter: Arc<RateLimiter<String>>,
+    /// Refreshes per refresh token.
+    refresh_token_limiter: Arc<RateLimiter<[u8; 32]>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<crate::ratelimit::Cidr>>,
 }
 
 impl AppState {
@@ -71,6 +77,11 @@ impl AppState {
                 RateLimiter::new(rl.group_create),
             ),
             (RateLimitClass::Send, RateLimiter::new(rl.send)),
+            (RateLimitClass::Refresh, RateLimiter::new(rl.refresh)),
+            (
+                RateLimitClass::DeviceLookup,
+                RateLimiter::new(rl.device_lookup),
+            ),
         ]);
         let fed_config = &config.federation;
         let outbox = Outbox::new(
@@ -89,6 +100,15 @@ impl AppState {
                 config.rate_limits.federation_per_address,
             )),
             key_fetch_limiter: Arc::new(RateLimiter::new(config.rate_limits.key_fetch_per_address)),
+            login_account_limiter: Arc::new(RateLimiter::new(config.rate_limits.login_account)),
+            refresh_token_limiter: Arc::new(RateLimiter::new(config.rate_limits.refresh_token)),
+            trusted_proxies: Arc::new(
+                config
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| crate::ratelimit::Cidr::parse(p))
+                    .collect(),
+            ),
             fed,
             outbox,
             gaps: Arc::new(GapFiller::default()),
@@ -118,18 +138,34 @@ impl AppState {
     /// refuses with 429.
     pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), Error> {
         self.federation_address_limiter
-            .check(&ip)
+            .check(&crate::ratelimit::address_bucket(ip))
             .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
     }
 
     /// Takes a token from a client address's key-fetch budget; `Err(retry_after_ms)` when
     /// it is spent.
     pub fn take_key_fetch(&self, ip: IpAddr) -> Result<(), u64> {
-        self.key_fetch_limiter.check(&ip).inspect_err(|_| {
-            self.metrics
-                .rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })
+        self.key_fetch_limiter
+            .check(&crate::ratelimit::address_bucket(ip))
+            .inspect_err(|_| {
+                self.metrics
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+    }
+
+    /// Takes a token from an account's login bucket, or refuses with 429.
+    pub fn check_login_account_rate(&self, user_id: &str) -> Result<(), Error> {
+        self.login_account_limiter
+            .check(&user_id.to_owned())
+            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
+    }
+
+    /// Takes a token from a refresh token's bucket (keyed by its hash), or refuses with 429.
+    pub fn check_refresh_token_rate(&self, token_hash: [u8; 32]) -> Result<(), Error> {
+        self.refresh_token_limiter
+            .check(&token_hash)
+            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
     }
 
     fn rate_limited(&self, retry_after_ms: u64) -> Error {

@@ -19,6 +19,10 @@ crate::tests!("ratelimit":
     group_creation_over_the_per_user_limit_is_429_and_other_users_still_create,
     key_uploads_over_the_per_user_limit_are_429_and_other_users_still_upload,
     key_claims_over_the_per_user_limit_are_429_and_other_users_still_claim,
+    logins_to_one_account_are_limited_per_account_and_others_still_log_in,
+    retries_of_one_refresh_token_are_limited,
+    device_lookups_over_the_per_user_limit_are_429,
+    forwarded_for_counts_only_behind_a_trusted_proxy,
 );
 
 /// Checks that `result` is 429 `P_LIMIT_EXCEEDED` with an integer `retry_after_ms` over a
@@ -207,5 +211,123 @@ async fn key_claims_over_the_per_user_limit_are_429_and_other_users_still_claim(
         .map_err(|e| anyhow::anyhow!("claim after the burst: {e}"))?;
     let carol = Device::register(&hs, &ctx.user("carol")).await?;
     expect_ok(carol.client.claim_keys(&bobs).await, "another user's claim")?;
+    Ok(())
+}
+
+async fn logins_to_one_account_are_limited_per_account_and_others_still_log_in(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    // The address allows far more than the account does.
+    let hs = ctx
+        .server("hs1")
+        .config("[rate_limits]\nlogin_account = { per_second = 0.01, burst = 3 }")
+        .start()
+        .await?;
+    let (target, other) = (ctx.user("la"), ctx.user("lb"));
+    expect_ok(hs.client().register(&target, PASSWORD).await, "register")?;
+    expect_ok(hs.client().register(&other, PASSWORD).await, "register")?;
+    for attempt in 1..=3 {
+        expect_error(
+            hs.client().login(&target, "wrong", None).await,
+            403,
+            "P_FORBIDDEN",
+        )
+        .map_err(|e| anyhow::anyhow!("attempt {attempt} of the burst: {e}"))?;
+    }
+    expect_limited_for_over_a_second(hs.client().login(&target, PASSWORD, None).await)?;
+    expect_ok(
+        hs.client().login(&other, PASSWORD, None).await,
+        "login to another account from the same address",
+    )?;
+    Ok(())
+}
+
+async fn retries_of_one_refresh_token_are_limited(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx
+        .server("hs1")
+        .config("[rate_limits]\nrefresh_token = { per_second = 0.01, burst = 2 }")
+        .start()
+        .await?;
+    let mut client = hs.client();
+    for attempt in 1..=2 {
+        expect_error(
+            client.refresh("not a refresh token").await,
+            401,
+            "P_UNKNOWN_TOKEN",
+        )
+        .map_err(|e| anyhow::anyhow!("attempt {attempt} of the burst: {e}"))?;
+    }
+    expect_limited_for_over_a_second(client.refresh("not a refresh token").await)?;
+    // Another token has its own budget.
+    expect_error(
+        client.refresh("another refresh token").await,
+        401,
+        "P_UNKNOWN_TOKEN",
+    )?;
+    Ok(())
+}
+
+async fn device_lookups_over_the_per_user_limit_are_429(mut ctx: Ctx) -> anyhow::Result<()> {
+    let hs = ctx
+        .server("hs1")
+        .config("[rate_limits]\ndevice_lookup = { per_second = 0.01, burst = 2 }")
+        .start()
+        .await?;
+    let alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let bob = Device::register(&hs, &ctx.user("bob")).await?;
+    for _ in 0..2 {
+        expect_ok(alice.client.user_devices(&bob.user_id).await, "lookup")?;
+    }
+    expect_limited_for_over_a_second(alice.client.user_devices(&bob.user_id).await)?;
+    expect_ok(
+        bob.client.user_devices(&alice.user_id).await,
+        "another user's lookup",
+    )?;
+    Ok(())
+}
+
+/// `POST /register` from `hs` claiming to be forwarded for `address`.
+async fn register_forwarded(hs: &Server, name: &str, address: &str) -> anyhow::Result<u16> {
+    let reply = crate::check::send(
+        hs.request(reqwest::Method::POST, crate::scenarios::paths::REGISTER)
+            .header("x-forwarded-for", address)
+            .json(&serde_json::json!({"username": name, "password": PASSWORD})),
+    )
+    .await?;
+    Ok(reply.status)
+}
+
+async fn forwarded_for_counts_only_behind_a_trusted_proxy(mut ctx: Ctx) -> anyhow::Result<()> {
+    let limit = "[rate_limits]\nregister = { per_second = 0.01, burst = 1 }\n";
+    // Behind a trusted proxy (the suite's own address): each forwarded client has a bucket,
+    // IPv6 clients one per /64.
+    let proxied = ctx
+        .server("hs1")
+        .config(&format!(
+            "trusted_proxies = [\"127.0.0.1\", \"::1\"]\n{limit}"
+        ))
+        .start()
+        .await?;
+    let statuses = [
+        register_forwarded(&proxied, &ctx.user("f"), "203.0.113.1").await?,
+        register_forwarded(&proxied, &ctx.user("f"), "203.0.113.1").await?,
+        register_forwarded(&proxied, &ctx.user("f"), "203.0.113.2").await?,
+        register_forwarded(&proxied, &ctx.user("f"), "2001:db8:1:2::1").await?,
+        register_forwarded(&proxied, &ctx.user("f"), "2001:db8:1:2::99").await?,
+    ];
+    anyhow::ensure!(
+        statuses == [200, 429, 200, 200, 429],
+        "behind a trusted proxy: {statuses:?}, expected [200, 429, 200, 200, 429]"
+    );
+    // Without one, the header is the client's to forge and counts for nothing.
+    let direct = ctx.server("hs2").config(limit).start().await?;
+    let statuses = [
+        register_forwarded(&direct, &ctx.user("g"), "203.0.113.1").await?,
+        register_forwarded(&direct, &ctx.user("g"), "203.0.113.2").await?,
+    ];
+    anyhow::ensure!(
+        statuses == [200, 429],
+        "without a trusted proxy: {statuses:?}, expected [200, 429]"
+    );
     Ok(())
 }

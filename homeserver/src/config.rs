@@ -257,6 +257,8 @@ pub struct LimitsConfig {
     pub max_adds_per_commit: usize,
     /// Most other servers a group hosted here may have members on (413 past it).
     pub max_servers_per_group: usize,
+    /// Most proposals a group hosted here accepts in one epoch (413 past it, until a commit).
+    pub max_proposals_per_epoch: usize,
     /// How many epochs back an application message is still accepted.
     pub max_past_epochs: u64,
     /// Largest decoded MLS message, in bytes.
@@ -372,6 +374,7 @@ impl Default for LimitsConfig {
             max_key_packages_per_device: 200,
             max_adds_per_commit: 1000,
             max_servers_per_group: 100,
+            max_proposals_per_epoch: 100,
             max_past_epochs: 5,
             max_message_bytes: 64 * 1024,
             max_bundle_bytes: 1024 * 1024,
@@ -583,6 +586,8 @@ max_key_packages_per_device = 200
 # may span (413 P_TOO_LARGE past either). Adds on servers the federation ACL refuses are 403.
 max_adds_per_commit = 1000
 max_servers_per_group = 100
+# Proposals a group accepts in one epoch (413 P_TOO_LARGE past it until the next commit).
+max_proposals_per_epoch = 100
 # Protocol limits announced in GET /_parley/client/versions.
 max_past_epochs = 5
 max_message_bytes = 65536

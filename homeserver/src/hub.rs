@@ -651,6 +651,17 @@ async fn accept_send(
         ContentKind::Commit => return Err(invalid("commits go to /commit")),
     };
     let framed = mls_check::check_envelope(&info, group_id.as_bytes(), kind).map_err(invalid)?;
+    if kind == ContentKind::Proposal {
+        // Every commit of the epoch looks at them all: their number is bounded.
+        let max = state.config.limits.max_proposals_per_epoch;
+        let held = state
+            .store
+            .group_proposal_count(group_id, framed.epoch as i64)
+            .await?;
+        if held >= max as i64 {
+            return Err(Error::TooLarge { limit: max });
+        }
+    }
     // The roster is checked as of an epoch, and the append refuses if a commit has moved the
     // group on since: then check again against the new roster.
     for _ in 0..8 {

@@ -861,6 +861,19 @@ impl Store {
         })
     }
 
+    /// How many proposals were accepted for `group_id` at `epoch`.
+    pub async fn group_proposal_count(&self, group_id: &str, epoch: i64) -> StoreResult<i64> {
+        with_conn!(self, read, |conn| {
+            Ok(group_messages::table
+                .filter(group_messages::group_id.eq(group_id))
+                .filter(group_messages::kind.eq("proposal"))
+                .filter(group_messages::epoch.eq(epoch))
+                .count()
+                .get_result(conn)
+                .await?)
+        })
+    }
+
     /// The proposals accepted in one epoch of a group (a commit may reference them).
     pub async fn group_proposals(
         &self,

@@ -36,6 +36,7 @@ crate::tests!("hostile":
     key_packages_beyond_the_per_device_quota_are_refused_and_none_stored,
     ip_literal_and_loopback_servers_are_never_contacted,
     commits_adding_past_the_hubs_bounds_are_refused,
+    proposals_past_the_per_epoch_cap_are_refused,
 );
 
 /// A fake remote and a server under test (with `config` merged in) that reaches it.
@@ -688,5 +689,40 @@ async fn commits_adding_past_the_hubs_bounds_are_refused(mut ctx: Ctx) -> anyhow
         .count();
     eprintln!("measured: refused adds (denied server, server bound, adds bound); transactions sent to the remote: {sent}");
     anyhow::ensure!(sent == 0, "{sent} transactions went to the remote server");
+    Ok(())
+}
+
+async fn proposals_past_the_per_epoch_cap_are_refused(mut ctx: Ctx) -> anyhow::Result<()> {
+    if !ctx.is_managed() {
+        return Err(skip(
+            "needs its own configuration (not possible with --server)",
+        ));
+    }
+    let hs = ctx
+        .server("hs1")
+        .config("[limits]\nmax_proposals_per_epoch = 3\n")
+        .start()
+        .await?;
+    let mut alice = Device::register(&hs, &ctx.user("alice")).await?;
+    let group = alice.create_group().await?;
+    for i in 0..3 {
+        let proposal = alice
+            .engine
+            .propose_update(&group)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        expect_ok(
+            alice.client.send(&group, &format!("p{i}"), &proposal).await,
+            &format!("proposal {i} within the cap"),
+        )?;
+    }
+    let proposal = alice
+        .engine
+        .propose_update(&group)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::check::expect_error(
+        alice.client.send(&group, "p3", &proposal).await,
+        413,
+        "P_TOO_LARGE",
+    )?;
     Ok(())
 }

@@ -11,104 +11,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, WEB, startHomeservers, webOrigin } from './harness.mjs';
-
-const SKIP = process.env.PARLEY_E2E === '0';
-const ARTIFACTS = path.join(WEB, 'test-artifacts');
-const TIMEOUT = 20000;
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
+import { CHROMIUM, startHomeservers, webOrigin } from './harness.mjs';
+import {
+  SKIP, TIMEOUT, assertNeverArrives, assertNoSecretsInConsole, browsers, button, byLabel,
+  closeBrowsers, consoleLines, messages, openUser, readSafetyNumber, send, shootAll, shot,
+  signUp, startShots, unlock, waitAlert, waitBubbleState, waitMessage, waitStatus, waitText,
+} from './browser.mjs';
 
 const servers = [];
 const fronts = [];
-const browsers = [];
-const consoleLines = [];
-let step = 0;
-let prefix = '';
-
-async function shot(page, who, name) {
-  step += 1;
-  const file = path.join(ARTIFACTS, `${prefix}-${String(step).padStart(2, '0')}-${who}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
-
-async function openUser(who, origin) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `parley-e2e-${who}-`));
-  const ctx = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1200, height: 800 },
-  });
-  browsers.push({ ctx, dir });
-  const page = ctx.pages()[0] || await ctx.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  page.on('console', (m) => consoleLines.push(`${who}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`${who} pageerror: ${e.message}`));
-  await page.goto(origin);
-  return page;
-}
-
-// Password inputs have no ARIA role: find them by label, among visible elements (each screen
-// has its own form; hidden screens are out of the accessibility tree).
-const byLabel = (page, name) => page.getByLabel(name, { exact: true }).filter({ visible: true });
-const button = (page, name) => page.getByRole('button', { name, exact: true });
-
-/** Polls until the role=status region contains `text`. */
-async function waitStatus(page, text) {
-  const status = page.getByRole('status', { name: 'Announcements', exact: true });
-  const deadline = Date.now() + TIMEOUT;
-  let last = '';
-  while (Date.now() < deadline) {
-    last = (await status.textContent()) || '';
-    if (last.includes(text)) return;
-    await page.waitForTimeout(100);
-  }
-  const alert = (await page.getByRole('alert').first().textContent().catch(() => '')) || '';
-  throw new Error(`status never said ${JSON.stringify(text)}; last status ${JSON.stringify(last)}, alert ${JSON.stringify(alert)}`);
-}
-
-async function waitAlert(page, text) {
-  await page.getByRole('alert').filter({ hasText: text }).first().waitFor();
-}
-
-async function signUp(page, who, origin, username, password, passphrase) {
-  await byLabel(page, 'Homeserver').fill(origin);
-  await byLabel(page, 'Username').fill(username);
-  await byLabel(page, 'Password').fill(password);
-  await shot(page, who, 'signup-form');
-  await button(page, 'Sign up').click();
-  await byLabel(page, 'Vault passphrase').fill(passphrase);
-  await byLabel(page, 'Confirm vault passphrase').fill(passphrase);
-  await shot(page, who, 'vault-passphrase');
-  await button(page, 'Create vault').click();
-  await button(page, 'Lock').waitFor();
-  await waitStatus(page, 'Device keys published');
-  await shot(page, who, 'signed-up');
-}
-
-const messages = (page) => page.getByRole('list', { name: 'Messages', exact: true });
-
-async function waitMessage(page, text) {
-  await messages(page).getByRole('listitem').filter({ hasText: text }).first().waitFor();
-}
-
-async function send(page, text) {
-  await byLabel(page, 'Message').fill(text);
-  await button(page, 'Send').click();
-  await messages(page).getByRole('listitem').filter({ hasText: text }).first().waitFor();
-}
-
-async function unlock(page, passphrase) {
-  await byLabel(page, 'Vault passphrase').fill(passphrase);
-  await button(page, 'Unlock').click();
-  await button(page, 'Lock').waitFor();
-}
-
-async function readSafetyNumber(page) {
-  await button(page, 'Verify').click();
-  const dialog = page.getByRole('dialog', { name: 'Verify safety numbers' });
-  await dialog.waitFor();
-  const number = await dialog.getByRole('textbox', { name: 'Safety number' }).inputValue();
-  return { dialog, number };
-}
 
 async function vaultBytesContain(page, needle) {
   return page.evaluate(async (n) => new Promise((resolve, reject) => {
@@ -129,16 +40,12 @@ async function vaultBytesContain(page, needle) {
 }
 
 async function setUp(count) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   servers.push(...await startHomeservers(count, { log: process.env.PARLEY_E2E_LOG === '1' }));
   for (const hs of servers) fronts.push(await webOrigin(hs));
 }
 
 async function tearDown() {
-  for (const b of browsers.splice(0)) {
-    await b.ctx.close().catch(() => {});
-    fs.rmSync(b.dir, { recursive: true, force: true });
-  }
+  await closeBrowsers();
   for (const f of fronts.splice(0)) await f.stop().catch(() => {});
   for (const s of servers.splice(0)) await s.stop().catch(() => {});
 }
@@ -150,8 +57,7 @@ const MODES = (process.env.PARLEY_E2E_SERVERS || '1,2').split(',').map(Number);
 for (const count of MODES) {
   const title = count === 1 ? 'one homeserver' : `${count} homeservers`;
   test(`alice and bob chat end to end in the browser (${title})`, { skip: SKIP, timeout: 240000 }, async () => {
-    prefix = count === 1 ? 'single' : 'federated';
-    step = 0;
+    startShots(count === 1 ? 'single' : 'federated');
     consoleLines.length = 0;
     await setUp(count);
     try {
@@ -165,17 +71,13 @@ for (const count of MODES) {
 // Direct messages, typing, read receipts, a second device, remove and leave — with bob on a
 // second homeserver (one when only PARLEY_E2E_SERVERS=1 is asked for).
 test('DMs, typing, read receipts, a second device, remove and leave in the browser', { skip: SKIP, timeout: 300000 }, async () => {
-  prefix = 'features';
-  step = 0;
+  startShots('features');
   consoleLines.length = 0;
   await setUp(MODES.includes(2) ? 2 : 1);
   try {
     await featureScenario();
   } catch (err) {
-    // Screenshots of every page at the failure, for the test artefacts.
-    for (const [i, b] of browsers.entries()) {
-      for (const page of b.ctx.pages()) await shot(page, `failure${i}`, 'state').catch(() => {});
-    }
+    await shootAll(); // every page at the failure, for the test artefacts
     throw err;
   } finally {
     await tearDown();
@@ -183,12 +85,11 @@ test('DMs, typing, read receipts, a second device, remove and leave in the brows
 });
 
 test('a page whose WASM cannot load shows a clear error screen', { skip: SKIP, timeout: 60000 }, async () => {
-  prefix = 'nowasm';
-  step = 0;
+  startShots('nowasm');
   await setUp(1);
   try {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-e2e-nowasm-'));
-    const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
     browsers.push({ ctx, dir });
     const page = ctx.pages()[0] || await ctx.newPage();
     page.setDefaultTimeout(TIMEOUT);
@@ -306,35 +207,7 @@ async function scenario() {
   await shot(bob, 'bob', 'wiped');
 
   // Nothing secret in the console.
-  for (const line of consoleLines) {
-    for (const secret of ['hello bob', 'hi alice', alicePass, bobPass]) {
-      assert.ok(!line.includes(secret), `console leaked a secret: ${line}`);
-    }
-  }
-}
-
-/** Polls until `locator`'s text satisfies `pred`. */
-async function waitText(locator, pred, what, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let last = '';
-  while (Date.now() < deadline) {
-    last = (await locator.textContent().catch(() => '')) || '';
-    if (pred(last)) return last;
-    await new Promise((r) => { setTimeout(r, 100); });
-  }
-  throw new Error(`${what}: last text ${JSON.stringify(last)}`);
-}
-
-const bubble = (page, text) => messages(page).getByRole('listitem').filter({ hasText: text }).first();
-
-async function waitBubbleState(page, text, state) {
-  await waitText(bubble(page, text), (t) => t.includes(`· ${state}`), `bubble ${JSON.stringify(text)} never became ${state}`);
-}
-
-/** Waits `ms`, then checks that `page`'s open conversation does not show `text`. */
-async function assertNeverArrives(page, text, ms = 2500) {
-  await page.waitForTimeout(ms);
-  assert.equal(await messages(page).getByRole('listitem').filter({ hasText: text }).count(), 0, `${text} must not arrive`);
+  assertNoSecretsInConsole(['hello bob', 'hi alice', alicePass, bobPass]);
 }
 
 async function featureScenario() {
@@ -456,9 +329,5 @@ async function featureScenario() {
   await shot(bob, 'bob', 'left-dm');
   await assertNeverArrives(bob, 'dm after bob left');
 
-  for (const line of consoleLines) {
-    for (const secret of ['dm hello', 'dm reply', 'to both alice devices', alicePass, alice2Pass]) {
-      assert.ok(!line.includes(secret), `console leaked a secret: ${line}`);
-    }
-  }
+  assertNoSecretsInConsole(['dm hello', 'dm reply', 'to both alice devices', alicePass, alice2Pass]);
 }

@@ -39,13 +39,16 @@ export async function freePort() {
 }
 
 /** Starts `count` homeservers on free loopback ports, server names `localhost:PORT`, each
- * configured to federate with the others over plain http on loopback. */
-export async function startHomeservers(count, { log = false } = {}) {
+ * configured to federate with the others over plain http on loopback. `configs[i]` is extra
+ * TOML for server i (e.g. `[auth]\naccess_token_ttl_ms = 3000`). */
+export async function startHomeservers(count, { log = false, configs = [] } = {}) {
   const ports = [];
   for (let i = 0; i < count; i += 1) ports.push(await freePort());
   const servers = [];
   try {
-    for (const port of ports) servers.push(await startHomeserver({ port, peers: ports, log }));
+    for (const [i, port] of ports.entries()) {
+      servers.push(await startHomeserver({ port, peers: ports, log, config: configs[i] || '' }));
+    }
   } catch (err) {
     for (const s of servers) await s.stop().catch(() => {});
     throw err;
@@ -53,8 +56,11 @@ export async function startHomeservers(count, { log = false } = {}) {
   return servers;
 }
 
-/** Starts `parley serve` on `port` (default: a free one) with server name `localhost:PORT`. */
-export async function startHomeserver({ port: wanted, peers = [], log = false } = {}) {
+/** Starts `parley serve` on `port` (default: a free one) with server name `localhost:PORT`.
+ * `config`: extra TOML appended to the generated config. The result's `restart()` stops the
+ * process and starts it again on the same port, config and data; `stop()` also deletes the
+ * data. */
+export async function startHomeserver({ port: wanted, peers = [], log = false, config: extra = '' } = {}) {
   if (!fs.existsSync(PARLEY_BIN)) throw new Error(`homeserver binary not found: ${PARLEY_BIN} (set PARLEY_BIN)`);
   const port = wanted || await freePort();
   const name = `localhost:${port}`;
@@ -66,40 +72,65 @@ export async function startHomeserver({ port: wanted, peers = [], log = false } 
     'allow_insecure_http = true',
     `resolve = { ${resolve} }`,
     '',
+    extra,
+    '',
   ].join('\n'));
-  const child = spawn(PARLEY_BIN, ['serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--server-name', name], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // The homeserver serves `web-client/dist` (its default web_client_dir) relative to its cwd.
-    cwd: path.resolve(WEB, '..'),
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-  });
-  let output = '';
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`homeserver did not start:\n${output}`)), 30000);
-    const onData = (d) => {
-      output += d.toString();
-      if (log) process.stderr.write(d);
-      const m = /parley listening on (http:\/\/\S+)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
+  const hs = {
+    url: null, name, dataDir, child: null,
+    /** Stops the process (SIGTERM, then SIGKILL after 5 s); the data stays. */
+    async kill() {
+      const { child } = hs;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        await new Promise((r) => {
+          const t = setTimeout(() => { child.kill('SIGKILL'); }, 5000);
+          child.on('exit', () => { clearTimeout(t); r(); });
+          child.kill('SIGTERM');
+        });
       }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`homeserver exited (${code}):\n${output}`)); });
-  });
-  child.removeAllListeners('exit');
-  return {
-    url, name, dataDir, child,
+    },
+    /** Starts the process again: same port, config and data. */
+    async restart() {
+      await hs.kill();
+      await launch();
+    },
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await new Promise((r) => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 5000); child.on('exit', () => { clearTimeout(t); r(); }); });
-      }
+      await hs.kill();
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  async function launch() {
+    const child = spawn(PARLEY_BIN, ['serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--server-name', name], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // The homeserver serves `web-client/dist` (its default web_client_dir) relative to its cwd.
+      cwd: path.resolve(WEB, '..'),
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    });
+    hs.child = child;
+    let output = '';
+    hs.url = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`homeserver did not start:\n${output}`)), 30000);
+      const onData = (d) => {
+        output += d.toString();
+        if (log) process.stderr.write(d);
+        const m = /parley listening on (http:\/\/\S+)/.exec(output);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`homeserver exited (${code}):\n${output}`)); });
+    });
+    child.removeAllListeners('exit');
+  }
+  try {
+    await launch();
+  } catch (err) {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return hs;
 }
 
 async function servesWebClient(url) {

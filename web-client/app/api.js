@@ -38,13 +38,16 @@ const enc = encodeURIComponent;
 export class Api {
   /**
    * @param {string} baseUrl homeserver URL
-   * @param {{fetchFn?: Function, onSession?: Function}} opts `onSession(session)` is called
-   *   whenever tokens change (login, refresh) so the app can persist them.
+   * @param {{fetchFn?: Function, onSession?: Function, onSessionEnded?: Function}} opts
+   *   `onSession(session)` is called whenever tokens change (login, refresh) so the app can
+   *   persist them; `onSessionEnded(err)` when the homeserver refuses the refresh token (401):
+   *   the device was revoked or its session ended, nothing will work until a new login.
    */
-  constructor(baseUrl, { fetchFn, onSession } = {}) {
+  constructor(baseUrl, { fetchFn, onSession, onSessionEnded } = {}) {
     this.baseUrl = baseUrl;
     this.fetchFn = fetchFn || ((...a) => globalThis.fetch(...a));
     this.onSession = onSession || (() => {});
+    this.onSessionEnded = onSessionEnded || (() => {});
     this.session = null;
     this.refreshing = null;
   }
@@ -97,7 +100,13 @@ export class Api {
     if (!this.refreshing) {
       this.refreshing = (async () => {
         try {
-          const r = await this.raw('POST', `${PREFIX}/refresh`, { refresh_token: this.session.refresh_token });
+          let r;
+          try {
+            r = await this.raw('POST', `${PREFIX}/refresh`, { refresh_token: this.session.refresh_token });
+          } catch (err) {
+            if (err.status === 401) this.onSessionEnded(err);
+            throw err;
+          }
           this.session = { ...this.session, ...r };
           await this.onSession(this.session);
         } finally {

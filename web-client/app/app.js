@@ -24,6 +24,7 @@ let session = null;
 let pendingLogin = null; // {base, session} between login and vault creation
 let openGid = null;
 let idle = null;
+let closing = false; // closeSession() in progress
 
 // ----- small UI helpers -----
 
@@ -192,6 +193,8 @@ async function startSession() {
       state.session = { ...state.session, access_token: s.access_token, refresh_token: s.refresh_token };
       return session ? session.save() : persist();
     },
+    // The refresh token was refused: this device's session is gone (revoked, logged out).
+    onSessionEnded: () => { signedOut(); },
   });
   api.setSession(state.session);
   session = new Session({
@@ -202,6 +205,7 @@ async function startSession() {
     onChange: render,
     notify: (kind, text) => (kind === 'alert' ? alertMsg(text) : announce(text)),
     isVisible: () => document.visibilityState !== 'hidden',
+    onSignedOut: () => { signedOut(); },
   });
   openGid = null;
   show('screen-chat');
@@ -218,26 +222,52 @@ async function startSession() {
   }
 }
 
-async function lock(reason = 'Locked.') {
-  if (!client) return;
-  if (idle) idle.stop();
-  const s = session;
-  session = null;
-  if (s) {
-    s.stop();
-    await withTimeout(s.flush(), 5000);
+/** Stops the session and wipes keys from memory (the sealed vault stays); false if locked. */
+async function closeSession() {
+  if (!client || closing) return false;
+  // A second caller (idle timer and Lock button at once) finds nothing to do.
+  closing = true;
+  try {
+    if (idle) idle.stop();
+    const s = session;
+    session = null;
+    if (s) {
+      s.stop();
+      await withTimeout(s.flush(), 5000); // seals the latest state with the keys still here
+    }
+    try { client.lock(); client.free(); } catch { /* already freed */ }
+    client = null;
+    state = null;
+    api = null;
+    openGid = null;
+    closeDialogs();
+    clearChatDom();
+    return true;
+  } finally {
+    closing = false;
   }
-  try { client.lock(); client.free(); } catch { /* already freed */ }
-  client = null;
-  state = null;
-  api = null;
-  openGid = null;
-  clearChatDom();
+}
+
+async function lock(reason = 'Locked.') {
+  if (!(await closeSession())) return;
   let rec = null;
   try { rec = await store.load(); } catch { /* shown on unlock */ }
   if (rec) showUnlock(rec);
   else show('screen-login');
   announce(reason);
+}
+
+/**
+ * This device's session ended on the server (revoked from another device, logged out, or its
+ * refresh token refused): stop at once, wipe the keys from memory and show the sign-in screen
+ * with the reason. The sealed vault stays (its history is the user's; a new login replaces it).
+ */
+async function signedOut() {
+  if (!(await closeSession())) return;
+  show('screen-login');
+  announce('This device was signed out.');
+  alertMsg('This device was signed out: it was revoked from another device, or the homeserver ended its session. Log in again to use Parley in this browser.');
+  $('login-username').focus();
 }
 
 async function panicWipe() {
@@ -256,16 +286,32 @@ async function panicWipe() {
   api = null;
   pendingLogin = null;
   openGid = null;
+  closeDialogs();
   clearChatDom();
   for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user', 'dm-user']) $(id).value = '';
+  show('screen-login');
   try {
-    await store.wipe();
-    show('screen-login');
+    await store.wipe({
+      // Another tab holds the database open: the deletion waits for it, so say so.
+      onBlocked: () => alertMsg('Not wiped yet: another Parley tab or window is using this browser\'s storage. Close it to finish the wipe; until then your sealed vault stays on this device.'),
+    });
+    clearAlert();
     announce('Everything was wiped from this browser.');
   } catch (err) {
-    show('screen-login');
     alertMsg(`Wiping the browser storage failed: ${describeError(err)}`);
   }
+}
+
+function closeDialogs() {
+  for (const id of ['verify-dialog', 'settings-dialog']) {
+    const d = $(id);
+    if (d.open) d.close();
+  }
+  $('own-fingerprint').value = '';
+  $('verify-number').value = '';
+  $('verify-own').textContent = '';
+  $('verify-devices').replaceChildren();
+  $('device-list').replaceChildren();
 }
 
 function clearChatDom() {
@@ -316,6 +362,11 @@ function renderConv(me) {
   if (!conv) return;
   $('conv-title').textContent = conversationTitle(conv, me);
 
+  // Unacknowledged key changes of members (a changed key, or a verified contact's new device).
+  let changes = [];
+  try { changes = session.keyChanges(conv.group_id); } catch { /* locked */ }
+  const changedUsers = new Set(changes.map((c) => c.user_id));
+
   // Members, one entry per user, with trust badges.
   const users = [...new Set(conv.members.map((m) => m.user_id))].sort();
   const ml = $('member-list');
@@ -323,6 +374,7 @@ function renderConv(me) {
   for (const u of users) {
     let trust = 'tofu';
     try { trust = u === me ? 'own' : client.userTrust(u); } catch { /* locked */ }
+    if (changedUsers.has(u)) trust = 'key_changed';
     const li = el('li', {}, el('span', { text: u === me ? `${u} (you)` : u }));
     if (trust === 'verified') li.append(el('span', { role: 'img', 'aria-label': 'Verified', class: 'verified', text: '✓' }));
     if (trust === 'key_changed') li.append(el('span', { role: 'img', 'aria-label': 'Key changed', class: 'changed', text: '⚠' }));
@@ -357,18 +409,23 @@ function renderConv(me) {
   if ($('typing').textContent !== typing) $('typing').textContent = typing;
 
   // TOFU warning blocks sending until acknowledged.
-  let changes = [];
-  try { changes = session.keyChanges(conv.group_id); } catch { /* locked */ }
   $('tofu-warning').hidden = changes.length === 0;
-  $('tofu-text').textContent = changes.length
-    ? `The safety number with ${[...new Set(changes.map((c) => c.user_id))].join(', ')} changed. Sending is blocked until you acknowledge it; verify again to be sure nobody is impersonating them.`
-    : '';
+  $('tofu-text').textContent = changes.length ? keyChangeText(changes) : '';
   $('send-btn').disabled = !conv.active || changes.length > 0;
   $('message-input').disabled = !conv.active;
   $('invite-btn').disabled = !conv.active;
   $('invite-user').disabled = !conv.active;
   $('leave-btn').disabled = !conv.active;
   $('verify-btn').disabled = users.length < 2;
+}
+
+/** The warning for unacknowledged key changes: whose safety number changed, and why. */
+function keyChangeText(changes) {
+  const why = [...new Set(changes.map((c) => (c.kind === 'new_device'
+    ? `${c.user_id} has a new device (${c.device_id}) since you verified them`
+    : `the key of ${c.user_id}'s device ${c.device_id} changed`)))];
+  const users = [...new Set(changes.map((c) => c.user_id))];
+  return `The safety number with ${users.join(', ')} changed: ${why.join('; ')}. Sending is blocked until you acknowledge it; verify again to be sure nobody is impersonating them.`;
 }
 
 function openConversation(gid) {
@@ -405,11 +462,13 @@ function fillVerify() {
   if (!u || !conv) return;
   try {
     $('verify-number').value = formatSafetyNumber(client.safetyNumber(u));
-    const theirs = conv.members.filter((m) => m.user_id === u).map((m) => `${m.device_id}: ${m.fingerprint}`);
-    $('verify-fingerprints').textContent = `Your device: ${client.fingerprint()}. Their devices: ${theirs.join('; ')}.`;
+    $('verify-own').textContent = `Your device: ${client.fingerprint()}`;
+    $('verify-devices').replaceChildren(...conv.members.filter((m) => m.user_id === u)
+      .map((m) => el('li', { text: `${m.device_id}: ${m.fingerprint}` })));
   } catch (err) {
     $('verify-number').value = '';
-    $('verify-fingerprints').textContent = describeError(err);
+    $('verify-own').textContent = describeError(err);
+    $('verify-devices').replaceChildren();
   }
 }
 
@@ -510,8 +569,13 @@ function wire() {
     if (session && openGid && e.currentTarget.value.trim()) session.noteTyping(openGid).catch(() => {});
   });
   document.addEventListener('visibilitychange', () => {
-    if (session && openGid && document.visibilityState === 'visible') session.sendReadReceipt(openGid).catch(() => {});
+    if (document.visibilityState !== 'visible') return;
+    // Timers of hidden tabs are throttled (or stopped while the machine sleeps): compare the
+    // wall clock with the last activity before anything else.
+    if (idle && client && idle.check()) return;
+    if (session && openGid) session.sendReadReceipt(openGid).catch(() => {});
   });
+  for (const ev of ['pageshow', 'focus']) window.addEventListener(ev, () => { if (idle && client) idle.check(); });
   $('message-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();

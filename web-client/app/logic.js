@@ -275,30 +275,59 @@ export async function commitWithRetry({ build, submit, confirm, discard, catchUp
   }
 }
 
-/** Idle timer: calls `onIdle` after `ms` without `poke()`. Clock injectable for tests. */
+/**
+ * Idle timer: calls `onIdle` after `ms` without `poke()`. Besides its timeout it compares
+ * wall-clock time: browsers throttle or suspend timers of hidden tabs and sleeping machines, so
+ * `check()` (called when the tab becomes visible again) and `poke()` fire at once when the idle
+ * time has already passed. Clock injectable for tests.
+ */
 export class IdleTimer {
   constructor(ms, onIdle, {
     setTimeoutFn = (fn, t) => setTimeout(fn, t), clearTimeoutFn = (h) => clearTimeout(h),
+    now = () => Date.now(),
   } = {}) {
     this.ms = ms;
     this.onIdle = onIdle;
     this.set = setTimeoutFn;
     this.clear = clearTimeoutFn;
+    this.now = now;
     this.handle = null;
+    this.last = 0; // time of the last activity
+    this.running = false;
   }
 
-  start() { this.poke(); }
+  start() { this.running = true; this.arm(); }
 
+  /** Activity: postpones the lock, unless the idle time already passed unnoticed. */
   poke() {
-    if (this.handle !== null) this.clear(this.handle);
-    this.handle = this.set(() => { this.handle = null; this.onIdle(); }, this.ms);
+    if (!this.running || this.check()) return;
+    this.arm();
   }
 
-  setMs(ms) { this.ms = ms; if (this.handle !== null) this.poke(); }
+  arm() {
+    if (this.handle !== null) this.clear(this.handle);
+    this.last = this.now();
+    this.handle = this.set(() => { this.handle = null; this.fire(); }, this.ms);
+  }
+
+  /** Fires now if the idle time has passed by the wall clock; returns whether it fired. */
+  check() {
+    if (!this.running || this.now() - this.last < this.ms) return false;
+    this.fire();
+    return true;
+  }
+
+  fire() {
+    this.stop();
+    this.onIdle();
+  }
+
+  setMs(ms) { this.ms = ms; if (this.running) this.arm(); }
 
   stop() {
     if (this.handle !== null) this.clear(this.handle);
     this.handle = null;
+    this.running = false;
   }
 }
 
@@ -367,6 +396,8 @@ export function emptyAppState() {
     //             dm (contact of a direct message), reads (user → seq read), readSent}
     convs: {},
     order: [], // group ids, most recent first
+    // "user/device" → {user_id, device_id}: new devices of verified contacts, unacknowledged
+    newDevices: {},
   };
 }
 

@@ -22,6 +22,26 @@ class NothingToDo extends Error {}
 /** Engine errors that mean "already handled" when a message is delivered again. */
 const BENIGN = new Set(['WrongEpoch', 'Replay', 'UnknownGroup', 'GroupExists']);
 
+/**
+ * The system message and announcement for a joined group. Who added this device is named from
+ * the MLS group, never from the server's envelope alone: the engine's `welcome_sender` (the
+ * Welcome's signer) when it reports one, else the envelope's sender only if that device is a
+ * member of the group just joined (its credential validated); otherwise the members are named.
+ */
+export function welcomeText(joined, envelopeSender, me) {
+  const members = joined.members || [];
+  const isMember = (d) => !!d && members.some((m) => m.user_id === d.user_id && m.device_id === d.device_id);
+  const sender = isMember(joined.welcome_sender) ? joined.welcome_sender
+    : (!joined.welcome_sender && isMember(envelopeSender) ? envelopeSender : null);
+  if (sender && sender.user_id === me) {
+    return { body: `Your device ${sender.device_id} added this device.`, status: 'Your other device added you to a conversation.' };
+  }
+  if (sender) return { body: `${sender.user_id} added you.`, status: `${sender.user_id} added you to a conversation.` };
+  const others = [...new Set(members.map((m) => m.user_id))].filter((u) => u !== me).sort();
+  const withWhom = others.length ? ` with ${others.join(', ')}` : '';
+  return { body: `You were added to a conversation${withWhom}.`, status: `You were added to a conversation${withWhom}.` };
+}
+
 export class Session {
   /**
    * @param {object} deps
@@ -31,10 +51,12 @@ export class Session {
    * @param {(blobInput: string) => Promise<void>} deps.persist seals and stores the state
    * @param {() => void} deps.onChange UI refresh
    * @param {(kind: 'status'|'alert', text: string) => void} deps.notify announcements
+   * @param {() => void} [deps.onSignedOut] the homeserver ended this device's session (revoked
+   *   from another device, logged out): the app leaves the chat screen
    */
   constructor({
     client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now,
-    defer, isVisible, devicePollMs = DEVICE_POLL_MS,
+    defer, isVisible, devicePollMs = DEVICE_POLL_MS, onSignedOut,
   }) {
     this.client = client;
     this.api = api;
@@ -46,6 +68,8 @@ export class Session {
     // Timers are injectable for tests: `defer(fn, ms)` runs fn later.
     this.defer = defer || ((fn, ms) => setTimeout(fn, ms));
     this.isVisible = isVisible || (() => true);
+    this.onSignedOut = onSignedOut
+      || (() => this.notify('alert', 'This device was signed out by the homeserver. Log in again.'));
     this.devicePollMs = devicePollMs;
     this.deviceTimer = null;
     this.typing = {}; // group id → {user id → expiry ms}; in memory only, never sealed
@@ -209,7 +233,9 @@ export class Session {
         await this.queue.run(() => this.catchUp());
       } catch (err) {
         if (err && err.status === 401) {
-          this.notify('alert', 'This device was logged out by the homeserver. Lock and log in again.');
+          // Even the refresh token was refused: revoked or logged out. Retrying cannot help.
+          this.stop();
+          this.onSignedOut();
           return;
         }
       }
@@ -250,17 +276,19 @@ export class Session {
     const known = J(this.client.groupIds()).includes(w.group_id);
     if (!known) {
       try {
-        await this.fetchUsers([w.sender.user_id]);
+        // A hint only (the devices the join will need first); who added us comes from the group.
+        if (w.sender && w.sender.user_id) await this.fetchUsers([w.sender.user_id]).catch(() => {});
         const joined = J(await withDeviceKeys(() => this.client.join(w.welcome), this.missing, this.fetchUsers));
         const conv = this.state.convs[joined.group_id] || this.newConv(joined.group_id);
         conv.active = true;
         conv.members = joined.members;
-        const body = w.sender.user_id === this.me ? `Your device ${w.sender.device_id} added this device.` : `${w.sender.user_id} added you.`;
+        const { body, status } = welcomeText(joined, w.sender, this.me);
         pushMessage(conv, { id: `w:${w.id}`, kind: 'system', body, ts: w.ts });
         conv.unread = (conv.unread || 0) + 1;
         bumpOrder(this.state.order, joined.group_id);
+        this.noteNewDevices(w.ts);
         await this.save();
-        this.notify('status', `${w.sender.user_id === this.me ? 'Your other device' : w.sender.user_id} added you to a conversation.`);
+        this.notify('status', status);
       } catch (err) {
         const code = errorCode(err);
         if (code !== 'GroupExists') {
@@ -304,7 +332,13 @@ export class Session {
         gotText = this.handlePayload(conv, ev, m) || gotText;
       } else if (ev.type === 'commit') {
         const who = (l) => [...new Set(l.map((d) => d.user_id))].join(', ');
-        if (ev.added.length) pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body: `${ev.committer.user_id} added ${who(ev.added)}.`, ts: m.ts });
+        if (ev.added.length) {
+          const own = ev.added.every((d) => d.user_id === ev.committer.user_id);
+          const body = own
+            ? `${ev.committer.user_id} added their device ${ev.added.map((d) => d.device_id).join(', ')}.`
+            : `${ev.committer.user_id} added ${who(ev.added)}.`;
+          pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body, ts: m.ts });
+        }
         if (ev.removed.length) pushMessage(conv, { id: `c:${m.seq}:r`, kind: 'system', body: `${who(ev.removed)} left or was removed.`, ts: m.ts });
       } else if (ev.type === 'removed') {
         conv.active = false;
@@ -317,6 +351,7 @@ export class Session {
       }
     }
     this.refreshMembers(conv);
+    if (events.some((ev) => ev.type === 'commit' && ev.added.length)) this.noteNewDevices(m.ts);
     if (gotText && isOpen) this.defer(() => { this.sendReadReceipt(gid).catch(() => {}); }, 200);
     if (leavers.size) {
       // A member asked to leave: commit the proposal (any member may; a 409 means someone did,
@@ -397,7 +432,7 @@ export class Session {
    */
   async signalNow(gid, payload) {
     const conv = this.state.convs[gid];
-    if (!conv || !conv.active) return false;
+    if (!conv || !conv.active || this.keyChanges(gid).length) return false;
     try {
       const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
       await this.api.send(gid, out.msg_id, out.message);
@@ -441,6 +476,7 @@ export class Session {
     });
     const conv = this.state.convs[gid];
     if (conv) this.refreshMembers(conv);
+    if (r.bundle && r.bundle.adds && r.bundle.adds.length) this.noteNewDevices(this.now());
     await this.save();
     return r;
   }
@@ -502,6 +538,9 @@ export class Session {
     return this.queue.run(async () => {
       const conv = this.state.convs[gid];
       if (!conv || !conv.active) throw new Error('This conversation is not active.');
+      if (this.keyChanges(gid).length) {
+        throw new Error('A member\'s safety number changed: acknowledge the key change before sending.');
+      }
       const out = J(this.client.encrypt(gid, JSON.stringify({ type: 'text', body: text }), this.now()));
       const local = pushMessage(conv, {
         id: out.msg_id, kind: 'text', own: true, sender: this.me, body: text, ts: out.ts, state: 'sending',
@@ -523,19 +562,80 @@ export class Session {
     });
   }
 
-  /** Conversation's members with an unacknowledged key change. */
+  /**
+   * Unacknowledged key changes among a conversation's members: `{user_id, device_id, kind}`,
+   * `kind` "key" for a device whose key changed (the engine's TOFU check, which also refuses to
+   * encrypt) or "new_device" for a verified contact's new device (`noteNewDevices`).
+   */
   keyChanges(gid) {
     const conv = this.state.convs[gid];
     if (!conv) return [];
     const ids = new Set(conv.members.map((m) => `${m.user_id}/${m.device_id}`));
-    return J(this.client.pendingKeyChanges()).filter((k) => ids.has(`${k.user_id}/${k.device_id}`));
+    const changed = J(this.client.pendingKeyChanges())
+      .filter((k) => ids.has(`${k.user_id}/${k.device_id}`))
+      .map((k) => ({ user_id: k.user_id, device_id: k.device_id, kind: 'key' }));
+    const fresh = Object.entries(this.state.newDevices || {})
+      .filter(([id]) => ids.has(id))
+      .map(([, d]) => ({ user_id: d.user_id, device_id: d.device_id, kind: 'new_device' }));
+    return [...changed, ...fresh];
   }
 
+  /**
+   * Flags the devices of verified contacts that are not verified themselves: a device that
+   * joined after the user compared safety numbers (a new login, a device replacing a verified
+   * one). Their safety number changed as surely as with a changed key, so each is a key change
+   * (`state.newDevices`, sealed) until acknowledged or until the contact is verified again.
+   * Announces the new ones; called after every change of membership.
+   */
+  noteNewDevices(ts) {
+    const byUser = new Map(); // user id → Map(device id → trust)
+    for (const gid of J(this.client.groupIds())) {
+      let members;
+      try { members = J(this.client.members(gid)); } catch { continue; }
+      for (const m of members) {
+        if (m.user_id === this.me) continue;
+        if (!byUser.has(m.user_id)) byUser.set(m.user_id, new Map());
+        byUser.get(m.user_id).set(m.device_id, m.trust);
+      }
+    }
+    const flagged = this.state.newDevices || (this.state.newDevices = {});
+    for (const [user, devices] of byUser) {
+      if (![...devices.values()].includes('verified')) continue;
+      for (const [device, trust] of devices) {
+        const id = `${user}/${device}`;
+        if (trust !== 'tofu' || flagged[id]) continue;
+        flagged[id] = { user_id: user, device_id: device };
+        for (const conv of Object.values(this.state.convs)) {
+          if (!conv.members.some((m) => m.user_id === user && m.device_id === device)) continue;
+          pushMessage(conv, { id: `n:${id}`, kind: 'system', body: `${user} has a new device ${device}: the safety number changed.`, ts: ts || this.now() });
+        }
+        this.notify('alert', `The safety number with ${user} changed: a new device (${device}) since you verified them. Review it before sending.`);
+      }
+    }
+  }
+
+  forgetNewDevices(userId) {
+    for (const [id, d] of Object.entries(this.state.newDevices || {})) {
+      if (d.user_id === userId) delete this.state.newDevices[id];
+    }
+  }
+
+  /**
+   * Accepts the conversation's key changes. As the engine does for a changed key, the
+   * verified mark of everyone concerned is dropped: it comes back only by verifying again.
+   */
   acknowledgeKeyChanges(gid) {
     return this.queue.run(async () => {
-      for (const k of this.keyChanges(gid)) this.client.acknowledgeKeyChange(k.user_id, k.device_id);
-      const conv = this.state.convs[gid];
-      if (conv) this.refreshMembers(conv);
+      const users = new Set();
+      for (const k of this.keyChanges(gid)) {
+        if (k.kind === 'key') this.client.acknowledgeKeyChange(k.user_id, k.device_id);
+        users.add(k.user_id);
+      }
+      for (const u of users) {
+        this.client.setUserVerified(u, false);
+        this.forgetNewDevices(u);
+      }
+      for (const conv of Object.values(this.state.convs)) this.refreshMembers(conv);
       await this.save();
       this.onChange();
     });
@@ -544,6 +644,9 @@ export class Session {
   setVerified(userId, verified) {
     return this.queue.run(async () => {
       this.client.setUserVerified(userId, verified);
+      // Verified again (the new safety number compared) or not verified at all: either way
+      // no device is new "since you verified them" any more.
+      this.forgetNewDevices(userId);
       for (const conv of Object.values(this.state.convs)) this.refreshMembers(conv);
       await this.save();
       this.onChange();

@@ -25,7 +25,12 @@ function open(idb) {
       const db = req.result;
       if (!db.objectStoreNames.contains(STORE)) db.createObjectStore(STORE);
     };
-    req.onsuccess = () => resolve(req.result);
+    req.onsuccess = () => {
+      const db = req.result;
+      // Another tab wipes or upgrades the database: let go at once instead of blocking it.
+      db.onversionchange = () => db.close();
+      resolve(db);
+    };
     req.onerror = () => reject(req.error || new Error('IndexedDB is unavailable'));
     req.onblocked = () => reject(new Error('IndexedDB is blocked by another tab'));
   });
@@ -71,14 +76,18 @@ export class VaultStore {
     }
   }
 
-  /** Deletes the whole database. */
-  async wipe() {
+  /**
+   * Deletes the whole database; resolves once it is gone. While another tab keeps it open the
+   * deletion waits (the browser's `blocked` event): `onBlocked()` is called so the user can be
+   * told, and the promise resolves only when that tab lets go.
+   */
+  async wipe({ onBlocked = () => {} } = {}) {
     if (!this.idb) return;
     await new Promise((resolve, reject) => {
       const req = this.idb.deleteDatabase(DB);
       req.onsuccess = () => resolve();
       req.onerror = () => reject(req.error || new Error('Deleting the database failed'));
-      req.onblocked = () => resolve(); // completes once other connections close
+      req.onblocked = () => onBlocked();
     });
   }
 }

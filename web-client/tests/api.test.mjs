@@ -71,10 +71,18 @@ test('an expired access token is refreshed once and the request retried', async 
   assert.equal(calls.filter((c) => c.url.endsWith('/refresh')).length, 1, 'one refresh for concurrent 401s');
   assert.deepEqual(sessions, ['R2']);
   assert.equal(api.session.access_token, 'T2');
-  // A revoked session: the refresh fails and the error surfaces.
+  // A revoked session: the refresh fails, the error surfaces and the app is told the session
+  // ended (once per refused refresh).
   const { fn: fn2 } = fakeFetch(async () => [401, { errcode: 'P_UNKNOWN_TOKEN', error: 'revoked' }]);
-  const api2 = new Api('http://hs', { fetchFn: fn2 });
+  const ended = [];
+  const api2 = new Api('http://hs', { fetchFn: fn2, onSessionEnded: (e) => ended.push(e.errcode) });
   api2.setSession({ access_token: 'X', refresh_token: 'Y' });
   const err = await api2.whoami().catch((e) => e);
   assert.equal(err.status, 401);
+  assert.deepEqual(ended, ['P_UNKNOWN_TOKEN']);
+  // A refresh that fails for another reason (homeserver down) is not the end of the session.
+  const api3 = new Api('http://hs', { fetchFn: async () => { throw new TypeError('down'); }, onSessionEnded: (e) => ended.push(e.errcode) });
+  api3.setSession({ access_token: 'X', refresh_token: 'Y' });
+  await assert.rejects(api3.refresh('X'));
+  assert.deepEqual(ended, ['P_UNKNOWN_TOKEN']);
 });

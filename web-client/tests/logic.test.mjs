@@ -166,6 +166,32 @@ test('IdleTimer fires after inactivity and poke() postpones it', () => {
   assert.equal(timers.size, 0);
 });
 
+test('IdleTimer locks by the wall clock when its timeout was throttled: check() and poke() after the idle time fire', () => {
+  let now = 0;
+  const timers = new Set();
+  const set = (fn) => { const h = { fn }; timers.add(h); return h; };
+  const clear = (h) => timers.delete(h);
+  let fired = 0;
+  const t = new IdleTimer(60000, () => { fired += 1; }, { setTimeoutFn: set, clearTimeoutFn: clear, now: () => now });
+  t.start();
+  now = 59000;
+  assert.equal(t.check(), false, 'not idle long enough');
+  t.poke(); // activity at 59 s: idle from there
+  now = 59000 + 60000;
+  // The tab was hidden: its timeout never ran. Becoming visible checks the clock.
+  assert.equal(t.check(), true);
+  assert.equal(fired, 1);
+  assert.equal(timers.size, 0, 'stopped after firing');
+  assert.equal(t.check(), false, 'fires once');
+  t.poke();
+  assert.equal(fired, 1, 'a stopped timer ignores activity');
+  // Activity after the idle time passed unnoticed locks instead of postponing.
+  t.start();
+  now += 61000;
+  t.poke();
+  assert.equal(fired, 2);
+});
+
 test('Queue runs jobs one at a time, in order, and survives failures', async () => {
   const q = new Queue();
   const order = [];

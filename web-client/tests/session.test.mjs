@@ -1,7 +1,7 @@
 // Unit tests of Session (the sync/commit glue) with a fake engine and a fake homeserver.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Session } from '../app/session.js';
+import { Session, welcomeText } from '../app/session.js';
 import { emptyAppState } from '../app/logic.js';
 
 const ME = { user_id: '@alice:hs', device_id: 'ADEV' };
@@ -392,4 +392,100 @@ test('a member\'s leave proposal is committed once; after a 409 whose winner rem
   await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 3, sender: BOB, kind: 'proposal', epoch: 2, message: 'P', ts: 1 }, true);
   assert.deepEqual(client.log.filter((l) => l === 'commitProposals').length, 1, 'not rebuilt after the winner removed bob');
   assert.ok(conv.messages.some((m) => m.body.includes('@bob:hs left or was removed')));
+});
+
+test('a Welcome names who added this device from the MLS group, never from a forged envelope', async () => {
+  const joined = { group_id: '!g:hs', members: [{ ...ME }, { ...BOB }] };
+  assert.equal(welcomeText(joined, BOB, ME.user_id).body, '@bob:hs added you.');
+  // The server claims someone who is not in the group: the members are named instead.
+  const forged = welcomeText(joined, { user_id: '@mallory:evil', device_id: 'M' }, ME.user_id);
+  assert.equal(forged.body, 'You were added to a conversation with @bob:hs.');
+  assert.ok(!forged.status.includes('mallory'));
+  // "Your device X" only if that own device really is a member.
+  assert.equal(welcomeText(joined, { user_id: ME.user_id, device_id: 'GHOST' }, ME.user_id).body, 'You were added to a conversation with @bob:hs.');
+  const own = { group_id: '!g:hs', members: [{ ...ME }, { user_id: ME.user_id, device_id: 'A2' }] };
+  assert.equal(welcomeText(own, { user_id: ME.user_id, device_id: 'A2' }, ME.user_id).body, 'Your device A2 added this device.');
+  // The engine's own answer (the Welcome's signer) wins over the envelope.
+  const carol = { user_id: '@carol:hs', device_id: 'C' };
+  const signed = { ...joined, members: [...joined.members, carol], welcome_sender: carol };
+  assert.equal(welcomeText(signed, BOB, ME.user_id).body, '@carol:hs added you.');
+
+  // Through the session: the system message and the announcement.
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), deleteWelcome: () => ({}) });
+  const notes = [];
+  const s = session(client, api, emptyAppState(), { notify: (kind, text) => notes.push(text) });
+  await s.handleFrame({ type: 'welcome', id: 'w1', group_id: '!g:hs', sender: { user_id: '@mallory:evil', device_id: 'M' }, welcome: 'W', ts: 5 }, true);
+  const conv = s.state.convs['!g:hs'];
+  assert.deepEqual(conv.messages.map((m) => m.body), ['You were added to a conversation with @bob:hs.']);
+  assert.ok(notes.every((n) => !n.includes('mallory')));
+});
+
+test('a verified contact\'s new device is a key change: sending blocked until acknowledged, which drops the verified mark', async () => {
+  const client = fakeClient();
+  const trust = { BDEV: 'tofu' };
+  client.groups.add('!g:hs');
+  client.setUserVerified = (u, v) => { for (const d of Object.keys(trust)) trust[d] = v ? 'verified' : 'tofu'; };
+  const acked = [];
+  client.acknowledgeKeyChange = (u, d) => acked.push(d);
+  client.process = (g, json) => {
+    const m = JSON.parse(json);
+    trust.BNEW = 'tofu';
+    return JSON.stringify([{ type: 'commit', committer: m.sender, epoch: 2, added: [{ user_id: BOB.user_id, device_id: 'BNEW' }], removed: [], updated: [] }]);
+  };
+  const raw = { '!g:hs': [{ ...ME, trust: 'own' }, { ...BOB }] };
+  client.members = (g) => JSON.stringify((raw[g] || []).map((m) => (m.user_id === BOB.user_id ? { ...m, trust: trust[m.device_id] } : m)));
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: 7 }) });
+  const notes = [];
+  const s = session(client, api, emptyAppState(), { notify: (kind, text) => notes.push([kind, text]) });
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  await s.setVerified(BOB.user_id, true);
+  assert.equal(trust.BDEV, 'verified');
+
+  // Bob's new device is added by his first one.
+  raw['!g:hs'].push({ user_id: BOB.user_id, device_id: 'BNEW' });
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 1, sender: BOB, kind: 'commit', epoch: 1, message: 'C', ts: 1, adds: [{ user_id: BOB.user_id, device_id: 'BNEW' }], removes: [] }, false);
+  assert.deepEqual(s.keyChanges('!g:hs'), [{ user_id: BOB.user_id, device_id: 'BNEW', kind: 'new_device' }]);
+  assert.ok(notes.some(([kind, text]) => kind === 'alert' && text.includes('safety number with @bob:hs changed')));
+  assert.ok(conv.messages.some((m) => m.body === '@bob:hs has a new device BNEW: the safety number changed.'));
+  // The old verified device leaving does not end the warning.
+  raw['!g:hs'] = raw['!g:hs'].filter((m) => m.device_id !== 'BDEV');
+  s.refreshMembers(conv);
+  assert.equal(s.keyChanges('!g:hs').length, 1);
+  await assert.rejects(s.sendText('!g:hs', 'blocked text'), /acknowledge the key change/);
+  assert.equal(await s.signalNow('!g:hs', { type: 'typing' }), false);
+  assert.deepEqual(client.sent, [], 'nothing encrypted while a key change is pending');
+
+  await s.acknowledgeKeyChanges('!g:hs');
+  assert.deepEqual(s.keyChanges('!g:hs'), []);
+  assert.deepEqual(acked, [], 'no engine key change to acknowledge');
+  assert.equal(trust.BNEW, 'tofu', 'not verified until verified again');
+  await s.sendText('!g:hs', 'after the acknowledgement');
+  assert.deepEqual(client.sent.map((p) => p.body), ['after the acknowledgement']);
+  // Verifying again: no warning, and a later device of a verified contact is flagged again.
+  await s.setVerified(BOB.user_id, true);
+  assert.equal(trust.BNEW, 'verified');
+  s.noteNewDevices();
+  assert.deepEqual(s.keyChanges('!g:hs'), []);
+});
+
+test('a device whose refresh token is refused stops reconnecting and signs out', async () => {
+  const client = fakeClient();
+  const api = fakeApi({
+    refresh: () => { const e = new Error('revoked'); e.status = 401; e.errcode = 'P_UNKNOWN_TOKEN'; throw e; },
+    sync: () => { const e = new Error('revoked'); e.status = 401; e.errcode = 'P_UNKNOWN_TOKEN'; throw e; },
+  });
+  let signedOut = 0;
+  const sockets = [];
+  class FakeWs { constructor(url) { this.url = url; sockets.push(this); } send() {} close() {} }
+  const s = session(client, api, emptyAppState(), { WebSocketImpl: FakeWs, onSignedOut: () => { signedOut += 1; } });
+  s.stopped = false;
+  s.connectWs();
+  sockets[0].onmessage({ data: JSON.stringify({ type: 'error', errcode: 'P_UNKNOWN_TOKEN' }) });
+  sockets[0].onclose();
+  await new Promise((r) => { setTimeout(r, 1100); }); // the first reconnect comes within 1 s
+  assert.equal(signedOut, 1);
+  assert.equal(s.stopped, true);
+  assert.equal(sockets.length, 1, 'no reconnect after the session ended');
 });

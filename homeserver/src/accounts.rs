@@ -185,15 +185,16 @@ async fn refresh(
     let n = old_hash.len().min(32);
     key[..n].copy_from_slice(&old_hash[..n]);
     state.check_refresh_token_rate(key)?;
-    let (new_token, new_hash) = new_refresh_token();
+    let (new_token, new_hash) = state.tokens.successor_refresh_token(&req.refresh_token);
     let now = now_ms();
     let outcome = state
         .store
-        .rotate_refresh_token(
+        .rotate_refresh_token_with_grace(
             &old_hash,
             &new_hash,
             now as i64,
             refresh_expiry(&state, now),
+            state.config.auth.refresh_retry_grace_ms as i64,
         )
         .await?;
     match outcome {

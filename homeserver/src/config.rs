@@ -241,6 +241,10 @@ pub struct AuthConfig {
     pub access_token_ttl_ms: u64,
     /// Lifetime of a refresh token, in milliseconds.
     pub refresh_token_ttl_ms: u64,
+    /// A rotated-out refresh token presented again within this many milliseconds, while its
+    /// successor is unused, gets that same successor (a retry after a lost answer) instead of
+    /// revoking the device. 0 (the default) keeps the protocol's rule: reuse revokes.
+    pub refresh_retry_grace_ms: u64,
 }
 
 /// Size and protocol limits.
@@ -362,6 +366,7 @@ impl Default for AuthConfig {
         AuthConfig {
             access_token_ttl_ms: 15 * 60 * 1000,
             refresh_token_ttl_ms: 30 * 24 * 3600 * 1000,
+            refresh_retry_grace_ms: 0,
         }
     }
 }
@@ -572,6 +577,10 @@ min_password_length = 8
 # Access tokens (JWTs) are short-lived; clients renew them with their refresh token.
 access_token_ttl_ms = 900000        # 15 minutes
 refresh_token_ttl_ms = 2592000000   # 30 days
+# A client retrying a refresh whose answer it lost: within this window, while the new refresh
+# token is unused, the old one gets the same new one again instead of revoking the device.
+# 0 keeps the protocol's rule (any reuse revokes). A few seconds suits flaky mobile networks.
+refresh_retry_grace_ms = 0
 
 [limits]
 # Largest JSON body of account endpoints. Bodies carrying MLS messages may be as large as

@@ -50,6 +50,8 @@ pub struct TokenKeys {
     /// and its lookups compare nothing an attacker could learn a token from; only tokens
     /// that verified go in, so forged ones cannot crowd it.
     verified: Mutex<HashMap<[u8; 32], Claims>>,
+    /// Key deriving a refresh token's successor (see [`TokenKeys::successor_refresh_token`]).
+    successor_key: Zeroizing<[u8; 32]>,
 }
 
 impl TokenKeys {
@@ -89,7 +91,26 @@ impl TokenKeys {
             validation,
             server_name: server_name.to_owned(),
             verified: Mutex::new(HashMap::new()),
+            successor_key: {
+                let mut h = Sha256::new();
+                h.update(b"parley refresh successor v1\0");
+                h.update(secret);
+                Zeroizing::new(h.finalize().into())
+            },
         }
+    }
+
+    /// The refresh token that replaces `old` when it is rotated, and its hash: derived from
+    /// `old` under a server secret, so a retried refresh (within the grace window) hands out
+    /// the same successor, and nobody without `old` and the secret can predict it.
+    pub fn successor_refresh_token(&self, old: &str) -> (String, Vec<u8>) {
+        let mut h = Sha256::new();
+        h.update(self.successor_key.as_ref());
+        h.update(old.as_bytes());
+        let raw = Zeroizing::new(h.finalize());
+        let token = format!("pr_{}", URL_SAFE_NO_PAD.encode(raw.as_slice()));
+        let hash = hash_refresh_token(&token);
+        (token, hash)
     }
 
     /// Issues an access token for a session, valid for `ttl_ms`.

@@ -282,6 +282,23 @@ impl Store {
         now_ts: i64,
         new_expires_ts: i64,
     ) -> StoreResult<RotateOutcome> {
+        self.rotate_refresh_token_with_grace(old_hash, new_hash, now_ts, new_expires_ts, 0)
+            .await
+    }
+
+    /// [`Store::rotate_refresh_token`] where a token rotated out less than `grace_ms` ago,
+    /// whose successor `new_hash` is still unused, rotates again to that same successor (a
+    /// client retrying a refresh whose answer it lost) instead of counting as reuse. The
+    /// rotation is a compare-and-set on `rotated`, so two concurrent refreshes of one token
+    /// never both mint a new one.
+    pub async fn rotate_refresh_token_with_grace(
+        &self,
+        old_hash: &[u8],
+        new_hash: &[u8],
+        now_ts: i64,
+        new_expires_ts: i64,
+        grace_ms: i64,
+    ) -> StoreResult<RotateOutcome> {
         let (old_hash, new_hash) = (old_hash.to_vec(), new_hash.to_vec());
         // A reused token revokes every session of its device.
         let memory = self.memory.clone();
@@ -295,17 +312,18 @@ impl Store {
         };
         with_conn!(self, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
-                let found: Option<(String, bool, i64)> = refresh_tokens::table
+                let found: Option<(String, bool, i64, Option<i64>)> = refresh_tokens::table
                     .find(&old_hash)
                     .select((
                         refresh_tokens::session_id,
                         refresh_tokens::rotated,
                         refresh_tokens::expires_ts,
+                        refresh_tokens::rotated_ts,
                     ))
                     .first(c)
                     .await
                     .optional()?;
-                let Some((session_id, rotated, expires_ts)) = found else {
+                let Some((session_id, mut rotated, expires_ts, mut rotated_ts)) = found else {
                     return Ok(RotateOutcome::Unknown);
                 };
                 let session: Option<Session> = sessions::table
@@ -317,22 +335,49 @@ impl Store {
                 let Some(session) = session else {
                     return Ok(RotateOutcome::Unknown);
                 };
-                if rotated {
-                    delete_device_sessions!(c, &session.user_id, &session.device_id)?;
-                    return Ok(RotateOutcome::Reused {
-                        user_id: session.user_id,
-                        device_id: session.device_id,
-                    });
-                }
-                if expires_ts <= now_ts {
-                    return Ok(RotateOutcome::Unknown);
-                }
-                diesel::update(refresh_tokens::table.find(&old_hash))
-                    .set(refresh_tokens::rotated.eq(true))
+                if !rotated {
+                    if expires_ts <= now_ts {
+                        return Ok(RotateOutcome::Unknown);
+                    }
+                    // Compare-and-set: on PostgreSQL a concurrent rotation holds the row and
+                    // this update then finds it rotated.
+                    let won = diesel::update(
+                        refresh_tokens::table
+                            .find(&old_hash)
+                            .filter(refresh_tokens::rotated.eq(false)),
+                    )
+                    .set((
+                        refresh_tokens::rotated.eq(true),
+                        refresh_tokens::rotated_ts.eq(Some(now_ts)),
+                    ))
                     .execute(c)
-                    .await?;
-                insert_refresh!(c, &new_hash, &session_id, new_expires_ts)?;
-                Ok(RotateOutcome::Rotated(session))
+                    .await?
+                        == 1;
+                    if won {
+                        insert_refresh!(c, &new_hash, &session_id, new_expires_ts)?;
+                        return Ok(RotateOutcome::Rotated(session));
+                    }
+                    rotated = true;
+                    rotated_ts = Some(now_ts);
+                }
+                let in_grace = rotated && rotated_ts.is_some_and(|t| now_ts - t < grace_ms);
+                if in_grace {
+                    let successor_unused: Option<bool> = refresh_tokens::table
+                        .find(&new_hash)
+                        .filter(refresh_tokens::session_id.eq(&session_id))
+                        .select(refresh_tokens::rotated)
+                        .first(c)
+                        .await
+                        .optional()?;
+                    if successor_unused == Some(false) {
+                        return Ok(RotateOutcome::Rotated(session));
+                    }
+                }
+                delete_device_sessions!(c, &session.user_id, &session.device_id)?;
+                Ok(RotateOutcome::Reused {
+                    user_id: session.user_id,
+                    device_id: session.device_id,
+                })
             })
             .await
         })

@@ -35,6 +35,7 @@ diesel::table! {
         session_id -> Text,
         rotated -> Bool,
         expires_ts -> BigInt,
+        rotated_ts -> Nullable<BigInt>,
     }
 }
 

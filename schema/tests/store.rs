@@ -340,3 +340,82 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_grace_gets_it_again() {
+    for (store, _dir) in stores().await {
+        store
+            .create_user_with_session(
+                &user("g"),
+                &device("g", "D"),
+                &session("g", "D", "s"),
+                b"t0",
+                1_000_000,
+            )
+            .await
+            .unwrap();
+        // Eight copies of one refresh at once, with a grace window: one rotation, and every
+        // copy answered with the same successor; the session lives.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.rotate_refresh_token_with_grace(b"t0", b"t1", 10, 1_000_000, 5_000)
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), RotateOutcome::Rotated(_)));
+        }
+        assert!(store.session("s").await.unwrap().is_some());
+        // The successor is used: the old token is now plain reuse, even within the window.
+        assert!(matches!(
+            store
+                .rotate_refresh_token_with_grace(b"t1", b"t2", 20, 1_000_000, 5_000)
+                .await
+                .unwrap(),
+            RotateOutcome::Rotated(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh_token_with_grace(b"t0", b"t1", 30, 1_000_000, 5_000)
+                .await
+                .unwrap(),
+            RotateOutcome::Reused { .. }
+        ));
+        assert!(store.session("s").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_grace_window_a_concurrent_second_refresh_is_reuse() {
+    for (store, _dir) in stores().await {
+        store
+            .create_user_with_session(
+                &user("h"),
+                &device("h", "D"),
+                &session("h", "D", "s"),
+                b"t0",
+                1_000_000,
+            )
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.rotate_refresh_token(b"t0", b"t1", 10, 1_000_000)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut rotated = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), RotateOutcome::Rotated(_)) {
+                rotated += 1;
+            }
+        }
+        assert_eq!(rotated, 1, "exactly one copy rotates");
+    }
+}

@@ -17,6 +17,7 @@ crate::tests!("tokens":
     deleted_devices_tokens_are_revoked,
     refresh_rotates_both_tokens,
     reused_refresh_token_is_unknown_and_revokes_the_session,
+    refresh_retried_within_the_grace_window_gets_the_same_new_refresh_token,
     refresh_token_of_a_logged_out_session_is_unknown,
     unknown_refresh_token_is_401_unknown_token,
 );
@@ -251,5 +252,41 @@ async fn unknown_refresh_token_is_401_unknown_token(mut ctx: Ctx) -> anyhow::Res
         expect_error(hs.client().refresh(token).await, 401, "P_UNKNOWN_TOKEN")
             .map_err(|e| anyhow::anyhow!("refresh with {token:.20?}…: {e}"))?;
     }
+    Ok(())
+}
+
+async fn refresh_retried_within_the_grace_window_gets_the_same_new_refresh_token(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx
+        .server("hs1")
+        .config("[auth]\nrefresh_retry_grace_ms = 30000\n")
+        .start()
+        .await?;
+    let mut wes = hs.client();
+    let first = expect_ok(wes.register(&ctx.user("wes"), PASSWORD).await, "register")?;
+    let second = expect_ok(wes.refresh(&first.refresh_token).await, "refresh")?;
+    // The answer was "lost": the client retries with the same token.
+    let retried = expect_ok(
+        hs.client().refresh(&first.refresh_token).await,
+        "refresh retried within the grace window",
+    )?;
+    anyhow::ensure!(
+        retried.refresh_token == second.refresh_token,
+        "the retry got another refresh token"
+    );
+    expect_ok(wes.whoami().await, "whoami after the retry")?;
+    // Once the new token is used, the old one is plain reuse again.
+    expect_ok(
+        wes.refresh(&second.refresh_token).await,
+        "refresh with the new token",
+    )?;
+    expect_error(
+        hs.client().refresh(&first.refresh_token).await,
+        401,
+        "P_UNKNOWN_TOKEN",
+    )?;
+    expect_error(wes.whoami().await, 401, "P_UNKNOWN_TOKEN")
+        .map_err(|e| anyhow::anyhow!("the live access token after reuse: {e}"))?;
     Ok(())
 }

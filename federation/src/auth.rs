@@ -129,7 +129,7 @@ pub fn sign_request(
 
 /// Checks that the request is addressed to this server (`our_server_name`).
 pub fn check_destination(auth: &XParleyAuth, our_server_name: &str) -> Result<()> {
-    if auth.destination == our_server_name {
+    if auth.destination.eq_ignore_ascii_case(our_server_name) {
         Ok(())
     } else {
         Err(Error::WrongDestination {
@@ -527,6 +527,22 @@ mod tests {
             );
             assert!(matches!(r, Err(Error::BadSignature)), "{m} {u}");
         }
+    }
+
+    #[test]
+    fn the_destination_is_compared_without_regard_to_case() {
+        let k = key();
+        let h = signed_put(&k);
+        let raw = serde_json::to_vec(&body()).unwrap();
+        let r = authenticate_request(
+            "PUT",
+            URI,
+            Some(&raw),
+            Some(h.as_bytes()),
+            "B.Example",
+            &lookup(&k),
+        );
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]

@@ -290,8 +290,10 @@ impl Resolver {
         let port = target
             .port()
             .ok_or_else(|| Error::InvalidServerName(host_port.to_owned()))?;
-        self.overrides
-            .insert(server_name.to_owned(), (target.host().to_owned(), port));
+        self.overrides.insert(
+            server_name.to_ascii_lowercase(),
+            (target.host().to_owned(), port),
+        );
         Ok(())
     }
 
@@ -314,7 +316,7 @@ impl Resolver {
 
     /// First step: the destination, or the well-known fetch to do first.
     pub fn start(&self, server_name: &str) -> Result<Resolution> {
-        if let Some((host, port)) = self.overrides.get(server_name) {
+        if let Some((host, port)) = self.overrides.get(&server_name.to_ascii_lowercase()) {
             return Ok(Resolution::Resolved(self.destination(
                 server_name,
                 host,
@@ -482,10 +484,11 @@ mod tests {
         assert!(r.start("192.168.1.1:8448").is_err());
         r.allow(true, true);
         assert!(r.start("192.168.1.1:8448").is_ok());
-        // An override is configuration: always allowed.
+        // An override is configuration: always allowed, whatever the name's case.
         let mut r = Resolver::new(false);
         r.insert_override("c.example", "127.0.0.1:9000").unwrap();
         assert!(r.start("c.example").is_ok());
+        assert!(r.start("C.Example").is_ok());
     }
 
     #[test]

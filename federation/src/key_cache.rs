@@ -45,6 +45,11 @@ struct Entry {
     last_fetch_ms: Option<u64>,
 }
 
+/// A server name as the cache keys it: DNS names compare without regard to case.
+fn normalized(server_name: &str) -> String {
+    server_name.to_ascii_lowercase()
+}
+
 /// Servers a cache holds by default before it evicts ([`KeyCache::with_max_servers`]).
 pub const DEFAULT_MAX_SERVERS: usize = 10_000;
 
@@ -107,7 +112,7 @@ impl KeyCache {
 
     /// The cached current key `key_id` of `origin`, if fresh at `now_ms` (never fetches).
     pub fn get(&self, origin: &str, key_id: &KeyId, now_ms: u64) -> Option<VerifyingKey> {
-        let keys = self.servers.get(origin)?.keys.as_ref()?;
+        let keys = self.servers.get(&normalized(origin))?.keys.as_ref()?;
         if !keys.is_fresh(now_ms) {
             return None;
         }
@@ -119,7 +124,10 @@ impl KeyCache {
         if let Some(key) = self.get(origin, key_id, now_ms) {
             return CacheLookup::Found(key);
         }
-        let last = self.servers.get(origin).and_then(|e| e.last_fetch_ms);
+        let last = self
+            .servers
+            .get(&normalized(origin))
+            .and_then(|e| e.last_fetch_ms);
         match last {
             Some(t) if now_ms.saturating_sub(t) < REFETCH_INTERVAL_MS => CacheLookup::Unavailable,
             _ => CacheLookup::Fetch,
@@ -128,17 +136,15 @@ impl KeyCache {
 
     /// Notes that a fetch for `origin` starts at `now_ms` (successful or not, it counts).
     pub fn record_fetch_attempt(&mut self, origin: &str, now_ms: u64) {
-        self.make_room(origin, now_ms);
-        self.servers
-            .entry(origin.to_owned())
-            .or_default()
-            .last_fetch_ms = Some(now_ms);
+        let origin = normalized(origin);
+        self.make_room(&origin, now_ms);
+        self.servers.entry(origin).or_default().last_fetch_ms = Some(now_ms);
     }
 
     /// Stores keys from a document that passed [`crate::keys::verify_key_document`],
     /// replacing what was cached for that server.
     pub fn insert(&mut self, keys: VerifiedServerKeys) {
-        let server_name = keys.server_name.clone();
+        let server_name = normalized(&keys.server_name);
         let now = self
             .servers
             .get(&server_name)
@@ -244,6 +250,22 @@ mod tests {
         );
         c.purge_stale(NOW + HOUR);
         assert!(c.servers.is_empty());
+    }
+
+    #[test]
+    fn server_names_are_looked_up_without_regard_to_case() {
+        let mut c = KeyCache::new();
+        let (v, k) = verified("a.example", "k", HOUR);
+        c.insert(v);
+        assert_eq!(
+            c.lookup("A.Example", k.key_id(), NOW),
+            CacheLookup::Found(k.verifying_key())
+        );
+        c.record_fetch_attempt("B.EXAMPLE", NOW);
+        assert_eq!(
+            c.lookup("b.example", k.key_id(), NOW + 1),
+            CacheLookup::Unavailable
+        );
     }
 
     #[test]

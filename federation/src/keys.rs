@@ -469,7 +469,8 @@ pub fn verify_key_document_object(
         .get("server_name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadJson("key document without server_name".into()))?;
-    if server_name != requested_server {
+    // Server names are DNS names: compared without regard to case.
+    if !server_name.eq_ignore_ascii_case(requested_server) {
         return Err(Error::KeyDocumentServerMismatch {
             expected: requested_server.to_owned(),
             found: server_name.to_owned(),

@@ -123,7 +123,7 @@ async fn login(
     let user_id = if req.username.starts_with('@') {
         UserId::parse(&req.username)
             .ok()
-            .filter(|u| u.server_name() == state.config.server_name)
+            .filter(|u| crate::hub::same_server(u.server_name(), &state.config.server_name))
     } else {
         UserId::new(&req.username, &state.config.server_name).ok()
     };

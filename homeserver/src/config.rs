@@ -493,6 +493,12 @@ impl Config {
 
     /// Checks values that TOML types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.server_name.bytes().any(|b| b.is_ascii_uppercase()) {
+            anyhow::bail!(
+                "server_name {:?} must be lower case (server names compare without regard to case; the configured one is the canonical spelling)",
+                self.server_name
+            );
+        }
         if !parley_client_api::ids::is_valid_server_name(&self.server_name) {
             anyhow::bail!(
                 "server_name {:?} is not a valid server name",
@@ -741,6 +747,14 @@ mod tests {
         f.deny = vec!["203.0.113.*".into()];
         assert!(!f.allows("203.0.113.7:8448"));
         assert!(!f.allows("not a name"));
+    }
+
+    #[test]
+    fn an_upper_case_server_name_is_refused() {
+        let c = Config::from_toml("server_name = \"Chat.Example\"").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::from_toml("server_name = \"chat.example\"").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

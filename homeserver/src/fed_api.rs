@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::error::{ApiResult, Error};
 use crate::fed_client::KeyAnswer;
 use crate::http::ApiPath as Path;
-use crate::hub::{hub_commit, hub_of, hub_send, server_of};
+use crate::hub::{hub_commit, hub_of, hub_send, same_server, server_of};
 use crate::state::{now_ms, AppState};
 use crate::sync::message_event;
 
@@ -146,10 +146,12 @@ impl FromRequest<AppState> for Federated {
             }
         };
         verify_request(&auth, &method, &uri, body.as_ref(), &key)?;
+        // Normalised once: every later comparison, bucket and key uses the lower-case name.
+        let origin = auth.origin.to_ascii_lowercase();
         // Counted only once the origin is proven, so nobody can spend another server's budget.
-        state.check_federation_rate(&auth.origin)?;
+        state.check_federation_rate(&origin)?;
         // A server that contacts us is up: deliver what we hold for it now.
-        state.outbox.contacted(&auth.origin);
+        state.outbox.contacted(&origin);
         if let Some(claimed) = body
             .as_ref()
             .and_then(|b| b.get("origin"))
@@ -161,10 +163,7 @@ impl FromRequest<AppState> for Federated {
                 ));
             }
         }
-        Ok(Federated {
-            origin: auth.origin,
-            body,
-        })
+        Ok(Federated { origin, body })
     }
 }
 
@@ -263,7 +262,7 @@ fn refused(e: &Error) -> EventResult {
 }
 
 fn is_ours(state: &AppState, user_id: &str) -> bool {
-    server_of(user_id) == state.config.server_name
+    same_server(server_of(user_id), &state.config.server_name)
 }
 
 /// A relayed message as this server stores it (400 `P_INVALID_MESSAGE` / `P_BAD_JSON` for
@@ -457,7 +456,7 @@ async fn apply_event(
         }
         EventPayload::DeviceListUpdate(update) => {
             // A server speaks only for its own users.
-            if server_of(&update.user_id) != origin {
+            if !same_server(server_of(&update.user_id), origin) {
                 return Err(Error::Forbidden(
                     "a server may only update its own users' devices".into(),
                 ));
@@ -524,7 +523,7 @@ fn sender_of(state: &AppState, fed: &Federated) -> ApiResult<DeviceRef> {
         .cloned()
         .ok_or_else(|| Error::BadJson("sender is required".into()))
         .and_then(|s| serde_json::from_value(s).map_err(|e| Error::BadJson(e.to_string())))?;
-    if server_of(&sender.user_id) != fed.origin {
+    if !same_server(server_of(&sender.user_id), &fed.origin) {
         return Err(Error::Forbidden(
             "the sender's server is not the requesting server".into(),
         ));
@@ -596,7 +595,7 @@ async fn group_messages(
     let history = state.store.group_membership_history(&group_id).await?;
     let theirs: Vec<Option<i64>> = history
         .into_iter()
-        .filter(|(user_id, _)| server_of(user_id) == fed.origin)
+        .filter(|(user_id, _)| same_server(server_of(user_id), &fed.origin))
         .map(|(_, left_pos)| left_pos)
         .collect();
     if theirs.is_empty() {

@@ -164,7 +164,7 @@ pub fn hub_of(state: &AppState, group_id: &str) -> ApiResult<Option<String>> {
         .map(|(_, server)| server)
         .filter(|s| parley_client_api::ids::is_valid_server_name(s))
         .ok_or_else(|| Error::NotFound("not a group id".into()))?;
-    Ok((hub != state.config.server_name).then(|| hub.to_owned()))
+    Ok((!same_server(hub, &state.config.server_name)).then(|| hub.to_owned()))
 }
 
 /// A federation path from raw segments, each percent-encoded.
@@ -374,7 +374,7 @@ pub async fn hub_commit(
         .iter()
         .map(|m| server_of(&m.user_id))
         .chain(added.iter().map(|m| server_of(&m.user_id)))
-        .filter(|s| *s != state.config.server_name)
+        .filter(|s| !same_server(s, &state.config.server_name))
         .map(str::to_owned)
         .collect();
     destinations.sort();
@@ -387,7 +387,7 @@ pub async fn hub_commit(
         for d in &destinations {
             let recipients: Vec<DeviceRef> = added
                 .iter()
-                .filter(|m| server_of(&m.user_id) == d)
+                .filter(|m| same_server(server_of(&m.user_id), d))
                 .map(|m| DeviceRef {
                     user_id: m.user_id.clone(),
                     device_id: m.device_id.clone(),
@@ -459,6 +459,11 @@ async fn stored_proposals(
     Ok(map)
 }
 
+/// Whether two server names are the same server (DNS names: case does not matter).
+pub fn same_server(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 /// The server name of a user id (after the first `:`).
 pub fn server_of(user_id: &str) -> &str {
     user_id.split_once(':').map_or("", |(_, s)| s)
@@ -469,7 +474,7 @@ fn remote_servers(state: &AppState, members: &[Member]) -> Vec<String> {
     let mut servers: Vec<String> = members
         .iter()
         .map(|m| server_of(&m.user_id))
-        .filter(|s| *s != state.config.server_name)
+        .filter(|s| !same_server(s, &state.config.server_name))
         .map(str::to_owned)
         .collect();
     servers.sort();
@@ -480,7 +485,7 @@ fn remote_servers(state: &AppState, members: &[Member]) -> Vec<String> {
 fn is_local(state: &AppState, user_id: &str) -> bool {
     user_id.rsplit_once(':').is_some_and(|_| {
         parley_client_api::ids::UserId::parse(user_id)
-            .is_ok_and(|u| u.server_name() == state.config.server_name)
+            .is_ok_and(|u| same_server(u.server_name(), &state.config.server_name))
     })
 }
 
@@ -503,7 +508,7 @@ fn check_adds_policy(state: &AppState, members: &[Member], adds: &[String]) -> A
     for add in adds {
         let user = split_identity(add).map_or("", |(u, _)| u);
         let server = server_of(user);
-        if server == ours {
+        if same_server(server, ours) {
             continue;
         }
         if !state.config.federation.enabled || !state.config.federation.allows(server) {

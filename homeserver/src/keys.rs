@@ -76,7 +76,7 @@ async fn user_devices(
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<UserDevicesResponse>> {
     let user = UserId::parse(&user_id).map_err(|_| Error::NotFound("no such user".into()))?;
-    if user.server_name() == state.config.server_name {
+    if crate::hub::same_server(user.server_name(), &state.config.server_name) {
         return Ok(Json(local_user_devices(&state, &user_id).await?));
     }
     let now = now_ms() as i64;
@@ -165,7 +165,7 @@ const REMOTE_DEVICES_TTL_MS: i64 = 10 * 60 * 1000;
 /// A local user's devices with bound keys; 404 for a user that does not exist here.
 pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
     let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
-    if user.server_name() != state.config.server_name
+    if !crate::hub::same_server(user.server_name(), &state.config.server_name)
         || state.store.user(user.as_str()).await?.is_none()
     {
         return Err(Error::NotFound("no such user".into()));
@@ -303,8 +303,8 @@ async fn claim(
     let mut local = Vec::new();
     for user_id in req.user_ids {
         match UserId::parse(&user_id) {
-            Ok(u) if u.server_name() != state.config.server_name => remote
-                .entry(u.server_name().to_owned())
+            Ok(u) if !crate::hub::same_server(u.server_name(), &state.config.server_name) => remote
+                .entry(u.server_name().to_ascii_lowercase())
                 .or_default()
                 .push(user_id),
             _ => local.push(user_id),
@@ -372,7 +372,7 @@ pub async fn claim_local(state: &AppState, user_ids: Vec<String>) -> ApiResult<C
                 .insert(user_id, failure(ErrCode::NotFound, "not a valid user id"));
             continue;
         };
-        if user.server_name() != state.config.server_name {
+        if !crate::hub::same_server(user.server_name(), &state.config.server_name) {
             response.failures.insert(
                 user.server_name().to_owned(),
                 failure(ErrCode::Forbidden, "not a user of this server"),

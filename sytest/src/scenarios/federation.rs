@@ -26,6 +26,7 @@ crate::tests!("federation":
     bad_signature_is_401,
     body_changed_after_signing_is_401,
     body_origin_other_than_the_signer_is_403,
+    server_names_in_the_signature_header_compare_without_regard_to_case,
     replayed_transaction_gets_the_first_answer,
     transaction_over_100_events_is_400,
     bad_event_is_refused_alone,
@@ -1043,4 +1044,25 @@ fn decrypt_event(rg: &mut RemoteGroup, event: &Value) -> anyhow::Result<String> 
             _ => None,
         })
         .ok_or_else(|| anyhow::anyhow!("seq {} is not an application message", m.seq))
+}
+
+async fn server_names_in_the_signature_header_compare_without_regard_to_case(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let (fake, hs, name) = with_fake(&mut ctx).await?;
+    let body = claim_body();
+    let header = parley_federation::auth::sign_request(
+        fake.key(),
+        &FAKE_NAME.to_uppercase(),
+        &name.to_uppercase(),
+        "POST",
+        CLAIM,
+        Some(&body),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reply = post_claim(&hs, &header, &body).await?;
+    reply
+        .expect_ok()
+        .map_err(|e| anyhow::anyhow!("origin and destination in upper case: {e}"))?;
+    Ok(())
 }

@@ -46,3 +46,22 @@ ensure_postgres() {
   log "installing PostgreSQL"
   apt_install postgresql
 }
+
+# Fuzzing (fuzz/run.sh): cargo-fuzz at a pinned version, a C++ compiler for libFuzzer, and a
+# toolchain that takes `-Zsanitizer`: nightly through rustup when it is installed, else the
+# default (stable) toolchain with RUSTC_BOOTSTRAP=1. Sets FUZZ_CARGO (an array) to the cargo
+# command to run `fuzz …` with.
+PARLEY_CARGO_FUZZ_VERSION=0.13.2
+ensure_fuzz_toolchain() {
+  ensure_rust
+  if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $PARLEY_CARGO_FUZZ_VERSION"; then
+    log "installing cargo-fuzz $PARLEY_CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --version "$PARLEY_CARGO_FUZZ_VERSION" --locked --force
+  fi
+  command -v c++ >/dev/null 2>&1 || apt_install g++
+  if command -v rustup >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then
+    FUZZ_CARGO=(cargo +nightly)
+  else
+    FUZZ_CARGO=(env RUSTC_BOOTSTRAP=1 cargo)
+  fi
+}

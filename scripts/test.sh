@@ -37,3 +37,10 @@ target_dir=${CARGO_TARGET_DIR:-target}
 log "web client: JS unit tests and browser end-to-end (one and two homeservers)"
 case "$target_dir" in /*) parley_bin="$target_dir/debug/parley" ;; *) parley_bin="$PWD/$target_dir/debug/parley" ;; esac
 PARLEY_BIN="$parley_bin" web-client/test.sh
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing (fuzz/README.md): each cargo-fuzz target for 30 s on its committed corpus, one process
+# at a time. fuzz/ is a workspace of its own (not built above); scripts/lib.sh
+# ensure_fuzz_toolchain installs cargo-fuzz and picks nightly, or stable with RUSTC_BOOTSTRAP=1.
+log "fuzz: every target for 30 s (fuzz/run.sh all 30)"
+fuzz/run.sh all 30

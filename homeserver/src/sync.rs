@@ -373,7 +373,7 @@ async fn run_socket(
             todo.events = trimmed
                 || tail_more
                 || messages.len() as i64 >= SYNC_LIMIT
-                || welcomes.len() as i64 >= SYNC_LIMIT;
+                || welcomes.len() as i64 >= parley_schema::groups::WELCOMES_PER_READ;
             // Frames are queued and written together: one write for a whole batch.
             for frame in ws_frames(&messages, welcomes, next)? {
                 socket.feed(Message::Text(frame.into())).await?;

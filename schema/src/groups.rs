@@ -167,8 +167,13 @@ macro_rules! append_message_statements {
     }};
 }
 
-/// Events for one device after position `$since` (at most `$limit` of each kind), in stream
-/// order, and the position to resume from; on either backend's connection.
+/// Welcomes read for one device at a time: each may be up to `max_bundle_bytes`, so a read
+/// holds at most this many of them in memory.
+pub const WELCOMES_PER_READ: i64 = 16;
+
+/// Events for one device after position `$since` (at most `$limit` messages and
+/// [`WELCOMES_PER_READ`] Welcomes), in stream order, and the position to resume from; on
+/// either backend's connection.
 macro_rules! device_events {
     ($c:expr, $user_id:expr, $device_id:expr, $since:expr, $limit:expr) => {{
         // Read the head first: anything committed later has a larger position.
@@ -201,7 +206,7 @@ macro_rules! device_events {
             .filter(welcomes::stream_pos.gt($since))
             .filter(welcomes::stream_pos.le(head))
             .order(welcomes::stream_pos.asc())
-            .limit($limit)
+            .limit(($limit as i64).min(WELCOMES_PER_READ))
             .select(Welcome::as_select())
             .load($c)
             .await?;
@@ -211,7 +216,7 @@ macro_rules! device_events {
         if messages.len() as i64 == $limit {
             next = next.min(messages.last().map_or(head, |m| m.stream_pos));
         }
-        if welcomes.len() as i64 == $limit {
+        if welcomes.len() as i64 == ($limit as i64).min(WELCOMES_PER_READ) {
             next = next.min(welcomes.last().map_or(head, |w| w.stream_pos));
         }
         let messages: Vec<GroupMessage> = messages

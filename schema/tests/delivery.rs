@@ -850,3 +850,30 @@ async fn a_commit_without_group_info_keeps_the_latest_one() {
         assert_eq!((group.epoch, group.group_info), (2, Some(b"gi".to_vec())));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn welcomes_are_read_a_bounded_number_at_a_time_and_none_is_skipped() {
+    for (store, _d) in stores().await {
+        let (a, b) = ("@a:t.example", "@b:t.example");
+        for i in 0..20 {
+            let g = format!("!w{i}:t.example");
+            store.create_group(&g, a, "D", 1).await.unwrap();
+            store
+                .apply_commit(commit(&g, 0, a, vec![member(b, 1)], vec![]))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let (_, first, next) = store.device_events(b, "D", 0, 500).await.unwrap();
+        assert_eq!(first.len() as i64, parley_schema::groups::WELCOMES_PER_READ);
+        let (_, rest, _) = store.device_events(b, "D", next, 500).await.unwrap();
+        let mut groups: Vec<String> = first
+            .iter()
+            .chain(&rest)
+            .map(|w| w.group_id.clone())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        assert_eq!(groups.len(), 20);
+    }
+}

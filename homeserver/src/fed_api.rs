@@ -116,17 +116,7 @@ impl FromRequest<AppState> for Federated {
         }
         state.check_federation_address_rate(ip)?;
         let limit = state.config.federation.max_request_bytes;
-        let declared_too_large = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64);
-        if declared_too_large {
-            return Err(Error::TooLarge { limit });
-        }
-        let timeout = std::time::Duration::from_millis(state.config.limits.body_read_timeout_ms);
-        let bytes = crate::http::read_body(req.into_body(), limit, timeout).await?;
+        let bytes = crate::http::read_body(req, limit, state).await?;
         let body = parse_body((!bytes.is_empty()).then_some(&bytes[..]))?;
         let key = match state
             .fed

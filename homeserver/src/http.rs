@@ -112,29 +112,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        let declared_too_large = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64);
-        if declared_too_large {
-            return Err(Error::TooLarge { limit });
-        }
-        let timeout = Duration::from_millis(state.config.limits.body_read_timeout_ms);
-        let bytes = read_body(req.into_body(), limit, timeout).await?;
+        let bytes = read_body(req, limit, state).await?;
         parse_json_body(&bytes, is_json).map(ApiJson)
     }
 }
 
-/// Reads a request body of at most `limit` bytes (413 past it) within `timeout` (408
-/// `P_TIMEOUT` past it: a client trickling its body holds no connection for long).
+/// Reads a request body of at most `limit` bytes (413 past it, refused unread when the
+/// declared `Content-Length` says so) within `limits.body_read_timeout_ms` (408 `P_TIMEOUT`
+/// past it: a client trickling its body holds no connection for long).
 pub async fn read_body(
-    body: axum::body::Body,
+    req: Request,
     limit: usize,
-    timeout: Duration,
+    state: &AppState,
 ) -> Result<axum::body::Bytes, Error> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+    let declared_too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64);
+    if declared_too_large {
+        return Err(Error::TooLarge { limit });
+    }
+    let timeout = Duration::from_millis(state.config.limits.body_read_timeout_ms);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(Error::TooLarge { limit }),
         Err(_) => Err(Error::Timeout),

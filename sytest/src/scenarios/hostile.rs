@@ -58,6 +58,16 @@ async fn hostile_fake(ctx: &mut Ctx, config: &str) -> anyhow::Result<(FakeRemote
     Ok((fake, hs, name))
 }
 
+/// A self-started server with `config` merged in (the test is skipped with `--server`).
+async fn configured_server(ctx: &mut Ctx, config: &str) -> anyhow::Result<Server> {
+    if !ctx.is_managed() {
+        return Err(skip(
+            "needs its own configuration (not possible with --server)",
+        ));
+    }
+    ctx.server("hs1").config(config).start().await
+}
+
 /// Bytes of every file under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -391,16 +401,7 @@ async fn unsigned_requests_naming_a_hundred_origins_cause_at_most_twenty_key_fet
 async fn connections_that_never_finish_their_headers_are_closed(
     mut ctx: Ctx,
 ) -> anyhow::Result<()> {
-    if !ctx.is_managed() {
-        return Err(skip(
-            "needs its own configuration (not possible with --server)",
-        ));
-    }
-    let hs = ctx
-        .server("hs1")
-        .config("[limits]\nheader_read_timeout_ms = 2000\n")
-        .start()
-        .await?;
+    let hs = configured_server(&mut ctx, "[limits]\nheader_read_timeout_ms = 2000\n").await?;
     let addr = hs
         .url()
         .trim_start_matches("http://")
@@ -456,16 +457,7 @@ async fn connections_that_never_finish_their_headers_are_closed(
 }
 
 async fn a_body_that_never_finishes_is_refused_with_408(mut ctx: Ctx) -> anyhow::Result<()> {
-    if !ctx.is_managed() {
-        return Err(skip(
-            "needs its own configuration (not possible with --server)",
-        ));
-    }
-    let hs = ctx
-        .server("hs1")
-        .config("[limits]\nbody_read_timeout_ms = 1000\n")
-        .start()
-        .await?;
+    let hs = configured_server(&mut ctx, "[limits]\nbody_read_timeout_ms = 1000\n").await?;
     let addr = hs.url().trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await?;
     s.write_all(
@@ -538,16 +530,7 @@ async fn data_dir_and_database_are_readable_by_the_server_user_only(
 async fn key_packages_beyond_the_per_device_quota_are_refused_and_none_stored(
     mut ctx: Ctx,
 ) -> anyhow::Result<()> {
-    if !ctx.is_managed() {
-        return Err(skip(
-            "needs its own configuration (not possible with --server)",
-        ));
-    }
-    let hs = ctx
-        .server("hs1")
-        .config("[limits]\nmax_key_packages_per_device = 20\n")
-        .start()
-        .await?;
+    let hs = configured_server(&mut ctx, "[limits]\nmax_key_packages_per_device = 20\n").await?;
     let mut alice = Device::register_with(&hs, &ctx.user("alice"), 15, true).await?;
     let more = alice
         .engine
@@ -693,16 +676,7 @@ async fn commits_adding_past_the_hubs_bounds_are_refused(mut ctx: Ctx) -> anyhow
 }
 
 async fn proposals_past_the_per_epoch_cap_are_refused(mut ctx: Ctx) -> anyhow::Result<()> {
-    if !ctx.is_managed() {
-        return Err(skip(
-            "needs its own configuration (not possible with --server)",
-        ));
-    }
-    let hs = ctx
-        .server("hs1")
-        .config("[limits]\nmax_proposals_per_epoch = 3\n")
-        .start()
-        .await?;
+    let hs = configured_server(&mut ctx, "[limits]\nmax_proposals_per_epoch = 3\n").await?;
     let mut alice = Device::register(&hs, &ctx.user("alice")).await?;
     let group = alice.create_group().await?;
     for i in 0..3 {

@@ -449,10 +449,6 @@ test('a verified contact\'s new device is a key change: sending blocked until ac
   assert.deepEqual(s.keyChanges('!g:hs'), [{ user_id: BOB.user_id, device_id: 'BNEW', kind: 'new_device' }]);
   assert.ok(notes.some(([kind, text]) => kind === 'alert' && text.includes('safety number with @bob:hs changed')));
   assert.ok(conv.messages.some((m) => m.body === '@bob:hs has a new device BNEW: the safety number changed.'));
-  // The old verified device leaving does not end the warning.
-  raw['!g:hs'] = raw['!g:hs'].filter((m) => m.device_id !== 'BDEV');
-  s.refreshMembers(conv);
-  assert.equal(s.keyChanges('!g:hs').length, 1);
   await assert.rejects(s.sendText('!g:hs', 'blocked text'), /acknowledge the key change/);
   assert.equal(await s.signalNow('!g:hs', { type: 'typing' }), false);
   assert.deepEqual(client.sent, [], 'nothing encrypted while a key change is pending');
@@ -460,13 +456,26 @@ test('a verified contact\'s new device is a key change: sending blocked until ac
   await s.acknowledgeKeyChanges('!g:hs');
   assert.deepEqual(s.keyChanges('!g:hs'), []);
   assert.deepEqual(acked, [], 'no engine key change to acknowledge');
-  assert.equal(trust.BNEW, 'tofu', 'not verified until verified again');
+  assert.deepEqual(trust, { BDEV: 'tofu', BNEW: 'tofu' }, 'no device of bob stays verified');
+  s.noteNewDevices();
+  assert.deepEqual(s.keyChanges('!g:hs'), [], 'the warning does not come back by itself');
   await s.sendText('!g:hs', 'after the acknowledgement');
   assert.deepEqual(client.sent.map((p) => p.body), ['after the acknowledgement']);
-  // Verifying again: no warning, and a later device of a verified contact is flagged again.
+
+  // Verified again; a third device is flagged, and stays flagged when the verified ones leave.
   await s.setVerified(BOB.user_id, true);
-  assert.equal(trust.BNEW, 'verified');
+  assert.deepEqual(trust, { BDEV: 'verified', BNEW: 'verified' });
+  raw['!g:hs'].push({ user_id: BOB.user_id, device_id: 'B3' });
+  trust.B3 = 'tofu';
+  s.refreshMembers(conv);
   s.noteNewDevices();
+  assert.deepEqual(s.keyChanges('!g:hs').map((k) => k.device_id), ['B3']);
+  raw['!g:hs'] = raw['!g:hs'].filter((m) => m.device_id === 'B3' || m.user_id !== BOB.user_id);
+  s.refreshMembers(conv);
+  s.noteNewDevices();
+  assert.deepEqual(s.keyChanges('!g:hs').map((k) => k.device_id), ['B3']);
+  // Verifying again ends it.
+  await s.setVerified(BOB.user_id, true);
   assert.deepEqual(s.keyChanges('!g:hs'), []);
 });
 

@@ -520,7 +520,7 @@ impl Config {
             }
         }
         for proxy in &self.trusted_proxies {
-            if crate::ratelimit::Cidr::parse(proxy).is_none() {
+            if crate::client_address::Cidr::parse(proxy).is_none() {
                 anyhow::bail!("trusted_proxies: {proxy:?} is not an address or CIDR");
             }
         }

@@ -3,14 +3,20 @@
 
 use std::path::Path;
 
+/// The JWT signing secret.
+pub const JWT_KEY_FILE: &str = "jwt_signing.key";
+
+/// Retired federation verify keys, still published.
+pub const OLD_KEYS_FILE: &str = "federation_old_keys.json";
+
 /// Files of the data dir that hold secrets or the database.
 const PRIVATE_FILES: [&str; 7] = [
     "parley.db",
     "parley.db-wal",
     "parley.db-shm",
     "parley.db-journal",
-    crate::tokens::JWT_KEY_FILE,
-    crate::signing_keys::OLD_KEYS_FILE,
+    JWT_KEY_FILE,
+    OLD_KEYS_FILE,
     parley_federation::keys::KEY_FILE_NAME,
 ];
 

@@ -64,7 +64,7 @@ fn rate_key(
     headers: &HeaderMap,
     ip: IpAddr,
 ) -> (String, Option<Claims>) {
-    let ip = crate::ratelimit::address_bucket(ip);
+    let ip = crate::client_address::address_bucket(ip);
     if matches!(
         class,
         RateLimitClass::Login | RateLimitClass::Register | RateLimitClass::Refresh
@@ -196,7 +196,7 @@ impl ClientIp {
             .map(|ci| ci.0 .0.ip())
             .ok_or_else(|| Error::Internal("no peer address on request".into()))?;
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        Ok(crate::ratelimit::client_address(
+        Ok(crate::client_address::client_address(
             peer,
             forwarded,
             &state.trusted_proxies,

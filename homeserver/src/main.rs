@@ -2,6 +2,7 @@
 
 mod accounts;
 mod allocator;
+mod client_address;
 mod config;
 mod connections;
 mod data_dir;

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use parley_federation::keys::{KeyId, OldVerifyKey, ServerSigningKey, KEY_FILE_NAME};
 
-/// File in the data dir listing retired public keys (JSON: key id → `{key, expired_ts}`).
-pub const OLD_KEYS_FILE: &str = "federation_old_keys.json";
+use crate::data_dir::OLD_KEYS_FILE;
 
 /// Retired keys; none when the file does not exist.
 pub fn load_old_keys(data_dir: &Path) -> anyhow::Result<BTreeMap<KeyId, OldVerifyKey>> {

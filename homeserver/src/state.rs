@@ -55,7 +55,7 @@ pub struct AppState {
     /// Refreshes per refresh token.
     refresh_token_limiter: Arc<RateLimiter<[u8; 32]>>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Arc<Vec<crate::ratelimit::Cidr>>,
+    pub trusted_proxies: Arc<Vec<crate::client_address::Cidr>>,
 }
 
 impl AppState {
@@ -106,7 +106,7 @@ impl AppState {
                 config
                     .trusted_proxies
                     .iter()
-                    .filter_map(|p| crate::ratelimit::Cidr::parse(p))
+                    .filter_map(|p| crate::client_address::Cidr::parse(p))
                     .collect(),
             ),
             fed,
@@ -138,7 +138,7 @@ impl AppState {
     /// refuses with 429.
     pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), Error> {
         self.federation_address_limiter
-            .check(&crate::ratelimit::address_bucket(ip))
+            .check(&crate::client_address::address_bucket(ip))
             .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
     }
 
@@ -146,7 +146,7 @@ impl AppState {
     /// it is spent.
     pub fn take_key_fetch(&self, ip: IpAddr) -> Result<(), u64> {
         self.key_fetch_limiter
-            .check(&crate::ratelimit::address_bucket(ip))
+            .check(&crate::client_address::address_bucket(ip))
             .inspect_err(|_| {
                 self.metrics
                     .rate_limited

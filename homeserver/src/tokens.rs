@@ -13,8 +13,6 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// File in the data dir holding the JWT signing secret.
-/// The JWT signing secret, in the data dir.
-pub const JWT_KEY_FILE: &str = "jwt_signing.key";
 /// Length of the HS256 secret.
 const JWT_KEY_BYTES: usize = 64;
 
@@ -57,7 +55,7 @@ pub struct TokenKeys {
 impl TokenKeys {
     /// Loads the signing key from `data_dir`, generating it (mode 0600) on first start.
     pub fn load_or_generate(data_dir: &Path, server_name: &str) -> anyhow::Result<TokenKeys> {
-        let path = data_dir.join(JWT_KEY_FILE);
+        let path = data_dir.join(crate::data_dir::JWT_KEY_FILE);
         let secret = match std::fs::read(&path) {
             Ok(bytes) => {
                 let secret = Zeroizing::new(bytes);

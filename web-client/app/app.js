@@ -25,6 +25,7 @@ let pendingLogin = null; // {base, session} between login and vault creation
 let openGid = null;
 let idle = null;
 let closing = false; // closeSession() in progress
+let sealed = Promise.resolve(); // the last closeSession's sealing of the state
 
 // ----- small UI helpers -----
 
@@ -164,6 +165,7 @@ async function unlock() {
   await guarded($('unlock-btn'), async () => {
     const pass = $('unlock-pass').value;
     if (!pass) throw new Error('Enter your vault passphrase.');
+    await sealed; // a lock still sealing the latest state
     const rec = await store.load();
     if (!rec) {
       show('screen-login');
@@ -222,52 +224,59 @@ async function startSession() {
   }
 }
 
-/** Stops the session and wipes keys from memory (the sealed vault stays); false if locked. */
-async function closeSession() {
-  if (!client || closing) return false;
+/**
+ * Leaves the chat at once: stops the session, hides every conversation and dialog and calls
+ * `next(state)` to show what comes instead; then seals the latest state (keys still in memory)
+ * and wipes the keys from memory. The sealed vault stays. Resolves false if already locked.
+ */
+function closeSession(next) {
   // A second caller (idle timer and Lock button at once) finds nothing to do.
+  if (!client || closing) return Promise.resolve(false);
   closing = true;
-  try {
-    if (idle) idle.stop();
-    const s = session;
-    session = null;
-    if (s) {
-      s.stop();
-      await withTimeout(s.flush(), 5000); // seals the latest state with the keys still here
+  if (idle) idle.stop();
+  const c = client;
+  const s = session;
+  const last = state;
+  session = null;
+  openGid = null;
+  if (s) s.stop();
+  closeDialogs();
+  clearChatDom();
+  next(last);
+  sealed = (async () => {
+    try {
+      if (s) await withTimeout(s.flush(), 5000);
+      try { c.lock(); c.free(); } catch { /* already freed */ }
+      client = null;
+      state = null;
+      api = null;
+    } finally {
+      closing = false;
     }
-    try { client.lock(); client.free(); } catch { /* already freed */ }
-    client = null;
-    state = null;
-    api = null;
-    openGid = null;
-    closeDialogs();
-    clearChatDom();
-    return true;
-  } finally {
-    closing = false;
-  }
+  })();
+  return sealed.then(() => true);
 }
 
-async function lock(reason = 'Locked.') {
-  if (!(await closeSession())) return;
-  let rec = null;
-  try { rec = await store.load(); } catch { /* shown on unlock */ }
-  if (rec) showUnlock(rec);
-  else show('screen-login');
-  announce(reason);
+function lock(reason = 'Locked.') {
+  return closeSession((last) => {
+    showUnlock({ user_id: last.session.user_id, homeserver: last.homeserver });
+    announce(reason);
+  });
 }
 
 /**
  * This device's session ended on the server (revoked from another device, logged out, or its
- * refresh token refused): stop at once, wipe the keys from memory and show the sign-in screen
- * with the reason. The sealed vault stays (its history is the user's; a new login replaces it).
+ * refresh token refused): leave the chat at once for the sign-in screen with the reason, and
+ * wipe the keys from memory. The sealed vault stays (its history is the user's; a new login
+ * replaces it).
  */
-async function signedOut() {
-  if (!(await closeSession())) return;
-  show('screen-login');
-  announce('This device was signed out.');
-  alertMsg('This device was signed out: it was revoked from another device, or the homeserver ended its session. Log in again to use Parley in this browser.');
-  $('login-username').focus();
+function signedOut() {
+  return closeSession(() => {
+    show('screen-login');
+    announce('This device was signed out.');
+    alertMsg('This device was signed out: it was revoked from another device, or the homeserver ended its session. Log in again to use Parley in this browser.');
+    $('login-username').focus();
+  });
 }
 
 async function panicWipe() {
@@ -291,6 +300,7 @@ async function panicWipe() {
   for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user', 'dm-user']) $(id).value = '';
   show('screen-login');
   try {
+    await sealed; // a lock still sealing would write the vault again after the deletion
     await store.wipe({
       // Another tab holds the database open: the deletion waits for it, so say so.
       onBlocked: () => alertMsg('Not wiped yet: another Parley tab or window is using this browser\'s storage. Close it to finish the wipe; until then your sealed vault stays on this device.'),

@@ -607,7 +607,7 @@ export class Session {
         flagged[id] = { user_id: user, device_id: device };
         for (const conv of Object.values(this.state.convs)) {
           if (!conv.members.some((m) => m.user_id === user && m.device_id === device)) continue;
-          pushMessage(conv, { id: `n:${id}`, kind: 'system', body: `${user} has a new device ${device}: the safety number changed.`, ts: ts || this.now() });
+          pushMessage(conv, { id: `n:${id}:${ts || this.now()}`, kind: 'system', body: `${user} has a new device ${device}: the safety number changed.`, ts: ts || this.now() });
         }
         this.notify('alert', `The safety number with ${user} changed: a new device (${device}) since you verified them. Review it before sending.`);
       }

@@ -155,6 +155,9 @@ pub struct Joined {
     pub epoch: u64,
     /// The members at that epoch.
     pub members: Vec<MemberInfo>,
+    /// The device that signed the Welcome (the committer who added us), from the group's
+    /// own tree: never from the server's envelope.
+    pub welcome_sender: Option<DeviceRef>,
     /// Key changes seen among the members.
     pub events: Vec<Event>,
 }

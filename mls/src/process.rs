@@ -116,12 +116,17 @@ impl Engine {
             return Err(MlsError::GroupExists);
         }
         let own_leaf = staged.own_leaf_index();
+        let sender_leaf = staged.welcome_sender_index();
         let mut devices = Vec::new();
+        let mut welcome_sender = None;
         for m in staged.members() {
             if m.index == own_leaf {
                 continue;
             }
             let device = validate_leaf(&m.credential, &m.signature_key, validator)?;
+            if m.index == sender_leaf {
+                welcome_sender = Some(device.clone());
+            }
             devices.push((device, m.signature_key));
         }
         let group = staged.into_group(&self.provider).map_err(mls)?;
@@ -144,6 +149,7 @@ impl Engine {
             members: self.members(&group_id)?,
             group_id,
             epoch,
+            welcome_sender,
             events,
         })
     }

@@ -858,3 +858,27 @@ mod random_ops {
         }
     }
 }
+
+#[test]
+fn a_joiner_learns_who_signed_its_welcome_from_the_group_itself() {
+    let mut w = World::new(
+        &[
+            ("@alice:a.example", "ALICEDEV01"),
+            ("@bob:b.example:8448", "BOBDEV0001"),
+            ("@carol:a.example", "CAROLDEV01"),
+        ],
+        EngineConfig::default(),
+    );
+    w.start(&[1]);
+    // Bob (not the creator) adds Carol: her Welcome names Bob's device.
+    let kps = w.clients[2].generate_key_packages(1).unwrap();
+    let dir = w.dir.clone();
+    let b = w.clients[1].add_members(G, &kps, &dir).unwrap();
+    let env = w.commit_envelope(1, &b);
+    w.clients[1].confirm_pending_commit(G).unwrap();
+    w.clients[0].process(G, &b.commit, &env, &w.dir).unwrap();
+    let joined = w.clients[2]
+        .join_from_welcome(b.welcome.as_ref().unwrap(), &w.dir)
+        .unwrap();
+    assert_eq!(joined.welcome_sender, Some(w.dev(1)));
+}

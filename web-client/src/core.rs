@@ -549,7 +549,8 @@ impl Core {
         Ok(e.discard_pending_commit(group_id)?)
     }
 
-    /// Joins from a Welcome (base64). Returns `{group_id, epoch, members, events}`.
+    /// Joins from a Welcome (base64). Returns `{group_id, epoch, members, welcome_sender,
+    /// events}`; `welcome_sender` is the device that signed the Welcome (`null` if unknown).
     pub fn join(&mut self, welcome_b64: &str) -> WebResult<String> {
         let welcome = unb64("welcome", welcome_b64)?;
         let (e, dir) = self.engine_mut()?;
@@ -558,6 +559,7 @@ impl Core {
             "group_id": joined.group_id,
             "epoch": joined.epoch,
             "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
+            "welcome_sender": joined.welcome_sender.as_ref().map(device_json),
             "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
         })))
     }

@@ -429,7 +429,11 @@ on_both_backends!(
         let mut a2 = Client::new(server.base_url.clone());
         a2.set_access_token(a.access_token().map(str::to_owned));
         assert_eq!(a2.whoami().await.unwrap().user_id, "@leo:test.example");
-        server.client().login("leo", "pw-12345", None).await.unwrap();
+        server
+            .client()
+            .login("leo", "pw-12345", None)
+            .await
+            .unwrap();
         assert!(server.stop(), "SIGTERM should end the server with success");
     }
 );

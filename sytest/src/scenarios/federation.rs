@@ -968,8 +968,9 @@ async fn a_transaction_too_large_for_the_receiver_is_split_and_an_event_refused_
     let (fake, hs, name) = with_fake(&mut ctx).await?;
     let mut rg = group_with_remote_member(&ctx, &fake, &hs, &name).await?;
     fake.refuse_transactions_over(30_000);
-    // The first send fails, so the next ones queue up and leave together.
-    fake.fail_next_transactions(1);
+    // Every send fails until all are queued, so they leave together (on a slow machine a
+    // single failure could be retried before the rest were queued).
+    fake.fail_next_transactions(usize::MAX);
     rg.alice.send_text(&rg.group, "first").await?;
     let mut expected = vec!["first".to_owned()];
     for i in 0..6 {
@@ -982,6 +983,7 @@ async fn a_transaction_too_large_for_the_receiver_is_split_and_an_event_refused_
         .send_text(&rg.group, &"L".repeat(40 * 1024))
         .await?;
     rg.alice.send_text(&rg.group, "after").await?;
+    fake.fail_next_transactions(0);
     let apps = |rs: &[Recorded]| -> Vec<Value> {
         delivered_events(rs)
             .into_iter()

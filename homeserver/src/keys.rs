@@ -3,46 +3,33 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use parley_client_api::endpoint::Empty;
+use parley_client_api::groups::DeviceRef;
 use parley_client_api::ids::UserId;
 use parley_client_api::keys::{
-    BindSignatureKey, BindSignatureKeyRequest, ClaimKeys, ClaimKeysRequest, ClaimKeysResponse,
-    DeviceKey, KeyCount, KeyCountResponse, UploadKeys, UploadKeysRequest, UserDevices,
-    UserDevicesResponse,
+    BindSignatureKeyRequest, ClaimKeysRequest, ClaimKeysResponse, DeviceKey, KeyCountResponse,
+    UploadKeysRequest, UserDevicesResponse,
 };
 use parley_client_api::{ErrCode, ErrorBody};
 use parley_schema::{BindOutcome, NewKeyPackage, StoreError};
 
+use crate::clock::now_ms;
 use crate::error::{ApiResult, Error};
-use crate::fed_client::FedError;
-use crate::http::{route, ApiJson, ApiPath as Path, Authed};
+use crate::federation::client::FedError;
 use crate::mls_check;
-use crate::state::{now_ms, AppState};
-use crate::sync::key_count;
+use crate::state::AppState;
 
 /// Most users in one claim.
 const MAX_CLAIM_USERS: usize = 100;
 
-/// The key endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<BindSignatureKey, _, _>(r, state, bind_signature_key);
-    let r = route::<UserDevices, _, _>(r, state, user_devices);
-    let r = route::<UploadKeys, _, _>(r, state, upload);
-    let r = route::<KeyCount, _, _>(r, state, count);
-    route::<ClaimKeys, _, _>(r, state, claim)
-}
-
-async fn bind_signature_key(
-    State(state): State<AppState>,
-    auth: Authed,
-    Path(device_id): Path<String>,
-    ApiJson(req): ApiJson<BindSignatureKeyRequest>,
-) -> ApiResult<Json<Empty>> {
+/// Binds the MLS signature key of the caller's own device (once; the same key again is fine).
+pub async fn bind_signature_key(
+    state: &AppState,
+    auth: &DeviceRef,
+    device_id: &str,
+    req: BindSignatureKeyRequest,
+) -> ApiResult<()> {
     if device_id != auth.device_id {
         return Err(Error::Forbidden(
             "a device binds only its own signature key".into(),
@@ -61,23 +48,21 @@ async fn bind_signature_key(
         .await?
     {
         BindOutcome::Bound => {
-            publish_device_list(&state, &auth.user_id).await?;
-            Ok(Json(Empty {}))
+            publish_device_list(state, &auth.user_id).await?;
+            Ok(())
         }
-        BindOutcome::AlreadyBound => Ok(Json(Empty {})),
+        BindOutcome::AlreadyBound => Ok(()),
         BindOutcome::Mismatch => Err(Error::SignatureKeyMismatch),
         BindOutcome::NoDevice => Err(Error::UnknownToken),
     }
 }
 
-async fn user_devices(
-    State(state): State<AppState>,
-    _auth: Authed,
-    Path(user_id): Path<String>,
-) -> ApiResult<Json<UserDevicesResponse>> {
-    let user = UserId::parse(&user_id).map_err(|_| Error::NotFound("no such user".into()))?;
-    if crate::hub::same_server(user.server_name(), &state.config.server_name) {
-        return Ok(Json(local_user_devices(&state, &user_id).await?));
+/// A user's devices and their signature keys: local ones from the store, remote ones from a
+/// cache refreshed from their server.
+pub async fn user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
+    let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
+    if crate::ids::same_server(user.server_name(), &state.config.server_name) {
+        return local_user_devices(state, user_id).await;
     }
     let now = now_ms() as i64;
     if let Some((updated, devices)) = state.store.remote_device_list(user.as_str()).await? {
@@ -89,13 +74,13 @@ async fn user_devices(
                     signature_key: STANDARD.encode(key),
                 })
                 .collect();
-            return Ok(Json(UserDevicesResponse {
+            return Ok(UserDevicesResponse {
                 user_id: user.to_string(),
                 devices,
-            }));
+            });
         }
     }
-    let path = crate::hub::fed_path(&["users", user.as_str(), "devices"]);
+    let path = crate::ids::fed_path(&["users", user.as_str(), "devices"]);
     match state
         .fed
         .request(reqwest::Method::GET, user.server_name(), &path, None)
@@ -110,15 +95,15 @@ async fn user_devices(
                     user.server_name()
                 )));
             }
-            cache_remote_devices(state.clone(), &list).await?;
-            Ok(Json(list))
+            cache_remote_devices(state, &list).await?;
+            Ok(list)
         }
         Err(e) => Err(Error::from(e)),
     }
 }
 
 /// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
-pub async fn cache_remote_devices(state: AppState, list: &UserDevicesResponse) -> ApiResult<()> {
+pub async fn cache_remote_devices(state: &AppState, list: &UserDevicesResponse) -> ApiResult<()> {
     let devices: Vec<(String, Vec<u8>)> = list
         .devices
         .iter()
@@ -165,7 +150,7 @@ const REMOTE_DEVICES_TTL_MS: i64 = 10 * 60 * 1000;
 /// A local user's devices with bound keys; 404 for a user that does not exist here.
 pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
     let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
-    if !crate::hub::same_server(user.server_name(), &state.config.server_name)
+    if !crate::ids::same_server(user.server_name(), &state.config.server_name)
         || state.store.user(user.as_str()).await?.is_none()
     {
         return Err(Error::NotFound("no such user".into()));
@@ -192,11 +177,12 @@ pub async fn bound_devices(state: &AppState, user_id: &str) -> ApiResult<Vec<Dev
         .collect())
 }
 
-async fn upload(
-    State(state): State<AppState>,
-    auth: Authed,
-    ApiJson(req): ApiJson<UploadKeysRequest>,
-) -> ApiResult<Json<KeyCountResponse>> {
+/// Validates and stores key packages of the caller's device (all or none).
+pub async fn upload(
+    state: &AppState,
+    auth: &DeviceRef,
+    req: UploadKeysRequest,
+) -> ApiResult<KeyCountResponse> {
     let limits = &state.config.limits;
     if req.key_packages.len() > limits.max_key_packages_per_upload {
         return Err(Error::TooLarge {
@@ -276,23 +262,28 @@ async fn upload(
         .key_package_count(&auth.user_id, &auth.device_id, now as i64)
         .await?;
     state.notifier.notify_keys(&auth.user_id, &auth.device_id);
-    Ok(Json(KeyCountResponse {
+    Ok(KeyCountResponse {
         count,
         last_resort: has_last_resort,
-    }))
+    })
 }
 
-async fn count(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<KeyCountResponse>> {
-    Ok(Json(
-        key_count(&state, &auth.user_id, &auth.device_id).await?,
-    ))
+/// The device's key-package counts, as sent in sync and pushed on `/ws`.
+pub async fn key_count(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+) -> ApiResult<KeyCountResponse> {
+    let (count, last_resort) = state
+        .store
+        .key_package_count(user_id, device_id, now_ms() as i64)
+        .await?;
+    Ok(KeyCountResponse { count, last_resort })
 }
 
-async fn claim(
-    State(state): State<AppState>,
-    _auth: Authed,
-    ApiJson(req): ApiJson<ClaimKeysRequest>,
-) -> ApiResult<Json<ClaimKeysResponse>> {
+/// Claims one key package per device of each user: local users here, remote ones from their
+/// servers (one request per server); failures are reported per user, device or server.
+pub async fn claim(state: &AppState, req: ClaimKeysRequest) -> ApiResult<ClaimKeysResponse> {
     if req.user_ids.len() > MAX_CLAIM_USERS {
         return Err(Error::BadJson(format!(
             "at most {MAX_CLAIM_USERS} user_ids per claim"
@@ -303,16 +294,16 @@ async fn claim(
     let mut local = Vec::new();
     for user_id in req.user_ids {
         match UserId::parse(&user_id) {
-            Ok(u) if !crate::hub::same_server(u.server_name(), &state.config.server_name) => remote
+            Ok(u) if !crate::ids::same_server(u.server_name(), &state.config.server_name) => remote
                 .entry(u.server_name().to_ascii_lowercase())
                 .or_default()
                 .push(user_id),
             _ => local.push(user_id),
         }
     }
-    let mut response = claim_local(&state, local).await?;
+    let mut response = claim_local(state, local).await?;
     for (server, user_ids) in remote {
-        let path = crate::hub::fed_path(&["keys", "claim"]);
+        let path = crate::ids::fed_path(&["keys", "claim"]);
         let body = serde_json::json!({ "user_ids": user_ids });
         let answer = state
             .fed
@@ -357,7 +348,7 @@ async fn claim(
             }
         }
     }
-    Ok(Json(response))
+    Ok(response)
 }
 
 /// Claims one package per device of each local user (what both the client API and the
@@ -372,7 +363,7 @@ pub async fn claim_local(state: &AppState, user_ids: Vec<String>) -> ApiResult<C
                 .insert(user_id, failure(ErrCode::NotFound, "not a valid user id"));
             continue;
         };
-        if !crate::hub::same_server(user.server_name(), &state.config.server_name) {
+        if !crate::ids::same_server(user.server_name(), &state.config.server_name) {
             response.failures.insert(
                 user.server_name().to_owned(),
                 failure(ErrCode::Forbidden, "not a user of this server"),

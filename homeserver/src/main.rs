@@ -1,39 +1,13 @@
-//! `parley`: the Parley homeserver.
-
-mod accounts;
-mod allocator;
-mod client_address;
-mod config;
-mod connections;
-mod data_dir;
-mod error;
-mod fed_api;
-mod fed_client;
-mod gapfill;
-mod http;
-mod hub;
-mod keys;
-mod logging;
-mod mls_check;
-mod notifier;
-mod outbox;
-mod passwords;
-mod ratelimit;
-mod retention;
-mod server;
-mod signing_keys;
-mod state;
-mod sync;
-mod tls;
-mod tokens;
-mod web;
+//! `parley`: the command line of the Parley homeserver (serve, generate-config,
+//! rotate-federation-key); everything else is the `parley_homeserver` library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use parley_homeserver::config::{self, Config};
+use parley_homeserver::{allocator, logging, server, signing_keys};
 
 /// mimalloc, with large blocks from glibc: see [`allocator`].
 #[global_allocator]

@@ -53,7 +53,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 
     /// Buckets held now.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
@@ -136,9 +136,9 @@ mod tests {
         for k in 1..100_000u64 {
             let _ = rl.check_at(&k, t0);
             if k % 10_000 == 0 {
-                assert!(rl.len() <= 6_400, "{} keys held", rl.len());
+                assert!(rl.held() <= 6_400, "{} keys held", rl.held());
             }
         }
-        assert!(rl.len() <= 6_400, "{} keys held", rl.len());
+        assert!(rl.held() <= 6_400, "{} keys held", rl.held());
     }
 }

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use crate::state::{now_ms, AppState};
+use crate::clock::now_ms;
+use crate::state::AppState;
 
 /// What one run of the jobs removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

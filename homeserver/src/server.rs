@@ -1,63 +1,15 @@
 //! Start-up: open the store, load keys, build the router, serve until a shutdown signal.
 
-use axum::extract::State;
-use axum::{Json, Router};
-use parley_client_api::endpoint::Empty;
-use parley_client_api::versions::{GetVersions, Limits, VersionsResponse};
-use parley_schema::{Store, StoreConfig};
-use tower_http::trace::TraceLayer;
-
-use crate::config::Config;
-use crate::fed_client::FederationClient;
-use crate::http::{self, route};
-use crate::state::AppState;
-use crate::tokens::TokenKeys;
-use parley_federation::keys::ServerSigningKey;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Builds the whole router for `state`.
-pub fn router(state: AppState) -> Router {
-    let r = Router::new();
-    let r = route::<GetVersions, _, _>(r, &state, versions);
-    r.merge(crate::accounts::router(&state))
-        .merge(crate::keys::router(&state))
-        .merge(crate::hub::router(&state))
-        .merge(crate::sync::router(&state))
-        .merge(crate::fed_api::router(&state))
-        .fallback(crate::web::web_client_or_unknown)
-        .method_not_allowed_fallback(http::wrong_method)
-        // Spans carry method and path only: never headers (tokens) or query strings.
-        // Clients authenticate with bearer tokens, never cookies, so any origin may call the
-        // API: a web client served by one homeserver can talk to another.
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
-        )
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-        }))
-        .with_state(state)
-}
+use parley_federation::keys::ServerSigningKey;
+use parley_schema::{Store, StoreConfig};
 
-async fn versions(
-    State(state): State<AppState>,
-    _: http::ApiQuery<Empty>,
-) -> Json<VersionsResponse> {
-    let limits = &state.config.limits;
-    Json(VersionsResponse {
-        versions: vec!["v1".into()],
-        server_name: state.config.server_name.clone(),
-        limits: Limits {
-            max_past_epochs: limits.max_past_epochs,
-            max_message_bytes: limits.max_message_bytes,
-            max_bundle_bytes: limits.max_bundle_bytes,
-            max_key_package_lifetime_ms: limits.max_key_package_lifetime_ms,
-        },
-    })
-}
+use crate::accounts::tokens::TokenKeys;
+use crate::config::Config;
+use crate::federation::client::FederationClient;
+use crate::state::AppState;
 
 /// Runs the homeserver until SIGINT/SIGTERM, then lets in-flight requests finish and closes
 /// the database.
@@ -104,13 +56,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if state.config.federation.enabled {
         // Followed groups may lag behind their hubs (a restore from backup, a fill cut short
         // by a restart): catch each up once, in the background.
-        tokio::spawn(crate::gapfill::catch_up_all(state.clone()));
+        tokio::spawn(crate::federation::follower::catch_up_all(state.clone()));
     }
     let limits = crate::connections::ConnectionLimits {
         header_read_timeout: Duration::from_millis(state.config.limits.header_read_timeout_ms),
         max_connections: state.config.limits.max_connections,
     };
-    crate::connections::serve(listener, tls, router(state), limits, shutdown_signal()).await;
+    crate::connections::serve(
+        listener,
+        tls,
+        crate::api::router(state),
+        limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down: in-flight requests done, closing database");
     store.close();
     Ok(())

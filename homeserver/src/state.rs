@@ -8,14 +8,14 @@ use std::sync::Arc;
 use parley_client_api::RateLimitClass;
 use parley_schema::Store;
 
+use crate::accounts::tokens::TokenKeys;
 use crate::config::Config;
+use crate::delivery::notifier::Notifier;
 use crate::error::Error;
-use crate::fed_client::FederationClient;
-use crate::gapfill::GapFiller;
-use crate::notifier::Notifier;
-use crate::outbox::Outbox;
+use crate::federation::client::FederationClient;
+use crate::federation::fills::GapFiller;
+use crate::federation::outbox::Outbox;
 use crate::ratelimit::RateLimiter;
-use crate::tokens::TokenKeys;
 
 /// Counters kept for the metrics endpoint.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ pub struct AppState {
     /// Running gap fills of groups whose hub is elsewhere.
     pub gaps: Arc<GapFiller>,
     /// Password hashing, a bounded number at a time.
-    pub passwords: Arc<crate::passwords::Passwords>,
+    pub passwords: Arc<crate::accounts::passwords::Passwords>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
     federation_limiter: Arc<RateLimiter<String>>,
     /// Inbound federation requests per client address, before authentication.
@@ -87,7 +87,7 @@ impl AppState {
         let outbox = Outbox::new(
             store.clone(),
             fed.clone(),
-            crate::outbox::OutboxConfig {
+            crate::federation::outbox::OutboxConfig {
                 max_backoff_ms: fed_config.max_backoff_ms,
                 warn_len: fed_config.outbox_warn_len,
                 max_txn_bytes: fed_config.max_txn_bytes,
@@ -112,7 +112,7 @@ impl AppState {
             fed,
             outbox,
             gaps: Arc::new(GapFiller::default()),
-            passwords: Arc::new(crate::passwords::Passwords::for_this_machine()),
+            passwords: Arc::new(crate::accounts::passwords::Passwords::for_this_machine()),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             config: Arc::new(config),
@@ -188,12 +188,4 @@ impl AppState {
             Error::LimitExceeded { retry_after_ms }
         })
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

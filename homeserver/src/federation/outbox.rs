@@ -22,9 +22,9 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::fed_client::{FedError, FederationClient};
-use crate::state::now_ms;
-use crate::sync::message_event;
+use crate::clock::now_ms;
+use crate::delivery::events::message_event;
+use crate::federation::client::{FedError, FederationClient};
 
 /// Events per transaction (DESIGN §3.2).
 const BATCH: i64 = 100;

@@ -1,273 +1,37 @@
-//! Delivery to devices: `/sync` long-poll, `/ws` push, welcome acknowledgement.
+//! `/ws`: a device's events pushed as they happen. The socket authenticates (header or first
+//! frame), then sends everything after its `since` token, reading new messages from the
+//! stream tail when the backend keeps one, and re-checks its session while idle.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::{Json, Router};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use futures_util::SinkExt;
-use parley_client_api::endpoint::Empty;
-use parley_client_api::groups::DeviceRef;
 use parley_client_api::keys::KeyCountResponse;
-use parley_client_api::sync::{
-    DeleteWelcome, GroupEvents, MessageEvent, Sync, SyncRequest, SyncResponse, WelcomeEvent,
-    WsAuth, WsEvent, WS_PATH,
-};
+use parley_client_api::sync::{WsAuth, WsEvent};
 use parley_schema::{GroupMessage, TailMessage, TailRead, Welcome};
 
-use crate::error::{ApiResult, Error};
-use crate::http::{authenticate, route, ApiPath as Path, ApiQuery, Authed};
-use crate::notifier::Changed;
-use crate::state::{now_ms, AppState};
+use super::events::{message_event, welcome_event};
+use super::notifier::Changed;
+use super::{batch_token, parse_since, trim_to_budget, MAX_BATCH_BYTES, SYNC_LIMIT};
+use crate::accounts::{authenticate, Authed};
+use crate::error::Error;
+use crate::keys::key_count;
+use crate::state::AppState;
 
-/// Longest long-poll wait.
-const MAX_TIMEOUT_MS: u64 = 30_000;
-/// Events of each kind per sync response.
-const SYNC_LIMIT: i64 = 500;
-/// Most MLS bytes one sync answer or WebSocket batch carries (one event always goes, however
-/// large: a message is at most `max_message_bytes`, a Welcome at most `max_bundle_bytes`).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a WebSocket may take to authenticate.
 const WS_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often an idle WebSocket re-checks that its session still exists.
 const WS_SESSION_CHECK: Duration = Duration::from_secs(30);
 
-/// The delivery endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<Sync, _, _>(r, state, sync);
-    let r = route::<DeleteWelcome, _, _>(r, state, delete_welcome);
-    r.route(WS_PATH, axum::routing::get(websocket))
-}
-
-/// Parses a `next_batch` token (`s<position>`).
-fn parse_since(since: Option<&str>) -> ApiResult<i64> {
-    match since {
-        None | Some("") => Ok(0),
-        Some(token) => token
-            .strip_prefix('s')
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| Error::BadJson("since is not a token this server issued".into())),
-    }
-}
-
-fn batch_token(pos: i64) -> String {
-    format!("s{pos}")
-}
-
-async fn sync(
-    State(state): State<AppState>,
-    auth: Authed,
-    ApiQuery(req): ApiQuery<SyncRequest>,
-) -> ApiResult<Json<SyncResponse>> {
-    let since = parse_since(req.since.as_deref())?;
-    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
-    // Subscribe before reading so an event committed in between still wakes us.
-    let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
-    let mut seen = *wake.borrow_and_update();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (mut messages, mut welcomes, mut next) = state
-            .store
-            .device_events(&auth.user_id, &auth.device_id, since, SYNC_LIMIT)
-            .await?;
-        trim_to_budget(
-            &mut messages,
-            &mut welcomes,
-            &mut next,
-            MAX_BATCH_BYTES,
-            |m| (m.stream_pos, m.message.len()),
-        );
-        let now = tokio::time::Instant::now();
-        if !messages.is_empty() || !welcomes.is_empty() || now >= deadline {
-            let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
-            return Ok(Json(build_sync(messages, welcomes, next, key_packages)));
-        }
-        if tokio::time::timeout_at(deadline, wake.changed())
-            .await
-            .is_err()
-        {
-            continue; // deadline: one last read, then answer
-        }
-        let current = *wake.borrow_and_update();
-        let changed = current.since(&seen);
-        seen = current;
-        if changed.sessions && state.store.session(&auth.session_id).await?.is_none() {
-            return Err(Error::UnknownToken);
-        }
-        if changed.keys && !changed.events {
-            // A new key-package count is news for a long-poll too.
-            let (messages, welcomes, next) = (Vec::new(), Vec::new(), since);
-            let key_packages = key_count(&state, &auth.user_id, &auth.device_id).await?;
-            return Ok(Json(build_sync(messages, welcomes, next, key_packages)));
-        }
-    }
-}
-
-/// Cuts a batch of events (messages and Welcomes, each in stream order) at `budget` bytes of
-/// MLS data, keeping at least the first event, and moves `next` back to just before the first
-/// event left out, so the device gets the rest next time. Returns whether it cut.
-fn trim_to_budget<M>(
-    messages: &mut Vec<M>,
-    welcomes: &mut Vec<Welcome>,
-    next: &mut i64,
-    budget: usize,
-    position_and_size: impl Fn(&M) -> (i64, usize),
-) -> bool {
-    let (mut i, mut j, mut used) = (0usize, 0usize, 0usize);
-    loop {
-        let m = messages.get(i).map(&position_and_size);
-        let w = welcomes.get(j).map(|w| (w.stream_pos, w.welcome.len()));
-        let (pos, size, is_message) = match (m, w) {
-            (None, None) => return false,
-            (Some((pm, sm)), Some((pw, _))) if pm < pw => (pm, sm, true),
-            (Some((pm, sm)), None) => (pm, sm, true),
-            (_, Some((pw, sw))) => (pw, sw, false),
-        };
-        if (i + j) > 0 && used + size > budget {
-            messages.truncate(i);
-            welcomes.truncate(j);
-            *next = pos - 1;
-            return true;
-        }
-        used += size;
-        if is_message {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-}
-
-/// The device's key-package counts, as sent in sync and pushed on `/ws`.
-pub async fn key_count(
-    state: &AppState,
-    user_id: &str,
-    device_id: &str,
-) -> ApiResult<KeyCountResponse> {
-    let (count, last_resort) = state
-        .store
-        .key_package_count(user_id, device_id, now_ms() as i64)
-        .await?;
-    Ok(KeyCountResponse { count, last_resort })
-}
-
-fn build_sync(
-    messages: Vec<GroupMessage>,
-    welcomes: Vec<Welcome>,
-    next: i64,
-    key_packages: KeyCountResponse,
-) -> SyncResponse {
-    let mut groups: BTreeMap<String, GroupEvents> = BTreeMap::new();
-    for m in messages {
-        let group_id = m.group_id.clone();
-        groups
-            .entry(group_id)
-            .or_default()
-            .messages
-            .push(message_event(&m));
-    }
-    SyncResponse {
-        next_batch: batch_token(next),
-        welcomes: welcomes.into_iter().map(welcome_event).collect(),
-        groups,
-        key_packages,
-    }
-}
-
-/// The wire form of a stored message.
-pub fn message_event(m: &GroupMessage) -> MessageEvent {
-    let parse = |json: &Option<String>| {
-        json.as_deref()
-            .and_then(|s| serde_json::from_str::<Vec<DeviceRef>>(s).ok())
-    };
-    MessageEvent {
-        seq: m.seq.max(0) as u64,
-        sender: DeviceRef {
-            user_id: m.sender_user.clone(),
-            device_id: m.sender_device.clone(),
-        },
-        kind: m.kind.clone(),
-        epoch: m.epoch.max(0) as u64,
-        message: STANDARD.encode(&m.message),
-        ts: m.ts.max(0) as u64,
-        adds: parse(&m.adds),
-        removes: parse(&m.removes),
-    }
-}
-
-fn welcome_event(w: Welcome) -> WelcomeEvent {
-    WelcomeEvent {
-        id: w.id.to_string(),
-        group_id: w.group_id,
-        sender: DeviceRef {
-            user_id: w.sender_user,
-            device_id: w.sender_device,
-        },
-        welcome: STANDARD.encode(&w.welcome),
-        ts: w.ts.max(0) as u64,
-    }
-}
-
-async fn delete_welcome(
-    State(state): State<AppState>,
-    auth: Authed,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Empty>> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| Error::NotFound("no such welcome".into()))?;
-    if !state
-        .store
-        .delete_welcome(&auth.user_id, &auth.device_id, id)
-        .await?
-    {
-        return Err(Error::NotFound("no such welcome".into()));
-    }
-    Ok(Json(Empty {}))
-}
-
 /// Largest WebSocket message or frame a client may send (an auth frame is well under it).
-const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
+pub const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
 
-/// `GET /ws`: authenticates with an `Authorization` header (native clients) or a first
-/// `{"access_token", "since"}` frame (browsers), then pushes events as they happen.
-async fn websocket(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let header_auth = if headers.contains_key(axum::http::header::AUTHORIZATION) {
-        match authenticate(&headers, &state).await {
-            Ok(auth) => Some(auth),
-            Err(e) => return axum::response::IntoResponse::into_response(e),
-        }
-    } else {
-        None
-    };
-    upgrade
-        // Small buffers: tungstenite's 128 KiB defaults dominated an idle connection's memory.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        // Clients send only the auth frame (a token and a `since`), and pings: nothing
-        // larger is read, before authentication or after.
-        .max_message_size(MAX_CLIENT_FRAME_BYTES)
-        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            if let Err(e) = run_socket(state, socket, header_auth).await {
-                tracing::debug!(error = %e, "websocket closed");
-            }
-        })
-}
-
-async fn run_socket(
+/// Serves one authenticated (or authenticating) socket until it closes.
+pub async fn run_socket(
     state: AppState,
     mut socket: WebSocket,
     header_auth: Option<Authed>,
@@ -454,6 +218,7 @@ fn ws_frames(
         .collect()
 }
 
+/// One event of a batch, in stream order.
 enum Frame<'a> {
     Message(&'a TailMessage),
     Welcome(Welcome),
@@ -481,6 +246,7 @@ fn message_frame(m: &TailMessage, next_batch: &str) -> serde_json::Result<String
     ))
 }
 
+/// Sends the error as a frame, then closes with code 4001.
 async fn close_with_error(socket: &mut WebSocket, error: &Error) {
     let body = serde_json::json!({"type": "error", "errcode": error.errcode().as_str(), "error": error.to_string()});
     let _ = socket.send(Message::Text(body.to_string().into())).await;
@@ -524,61 +290,5 @@ mod tests {
             .unwrap();
             assert_eq!(spliced, expected);
         }
-    }
-
-    fn welcome_at(pos: i64, size: usize) -> Welcome {
-        Welcome {
-            id: pos,
-            stream_pos: pos,
-            user_id: "@u:h.example".into(),
-            device_id: "D".into(),
-            group_id: "!g:h.example".into(),
-            sender_user: "@a:h.example".into(),
-            sender_device: "A".into(),
-            welcome: vec![0; size],
-            ts: 0,
-        }
-    }
-
-    #[test]
-    fn a_batch_is_cut_at_its_byte_budget_and_resumes_at_the_first_event_left_out() {
-        // Messages at 1, 2, 4 and 5 (100 bytes each), a Welcome at 3 (500 bytes).
-        let mut messages: Vec<(i64, usize)> = vec![(1, 100), (2, 100), (4, 100), (5, 100)];
-        let mut welcomes = vec![welcome_at(3, 500)];
-        let mut next = 5;
-        assert!(trim_to_budget(
-            &mut messages,
-            &mut welcomes,
-            &mut next,
-            650,
-            |m| *m
-        ));
-        assert_eq!(messages, [(1, 100), (2, 100)]);
-        assert_eq!(welcomes.len(), 0);
-        assert_eq!(next, 2);
-        // Within budget: nothing changes.
-        let mut messages: Vec<(i64, usize)> = vec![(1, 100), (4, 100)];
-        let mut welcomes = vec![welcome_at(3, 500)];
-        let mut next = 9;
-        assert!(!trim_to_budget(
-            &mut messages,
-            &mut welcomes,
-            &mut next,
-            700,
-            |m| *m
-        ));
-        assert_eq!((messages.len(), welcomes.len(), next), (2, 1, 9));
-        // One event larger than the budget still goes alone.
-        let mut messages: Vec<(i64, usize)> = vec![(2, 100)];
-        let mut welcomes = vec![welcome_at(1, 5000)];
-        let mut next = 2;
-        assert!(trim_to_budget(
-            &mut messages,
-            &mut welcomes,
-            &mut next,
-            10,
-            |m| *m
-        ));
-        assert_eq!((messages.len(), welcomes.len(), next), (0, 1, 1));
     }
 }

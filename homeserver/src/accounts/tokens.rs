@@ -139,7 +139,7 @@ impl TokenKeys {
     /// Verifies signature, issuer and expiry; `None` for any bad token.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now_s = crate::state::now_ms() / 1000;
+        let now_s = crate::clock::now_ms() / 1000;
         let remembered = self.verified_cache().get(&digest).cloned();
         if let Some(claims) = remembered {
             // The same test as a fresh decode (no leeway): expired is expired.
@@ -176,17 +176,6 @@ pub fn hash_refresh_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// A random identifier of `len` characters from `alphabet`.
-pub fn random_id(len: usize, alphabet: &[u8]) -> String {
-    let mut rng = rand::rngs::OsRng;
-    (0..len)
-        .map(|_| {
-            let i = (rng.next_u32() as usize) % alphabet.len();
-            char::from(alphabet[i])
-        })
-        .collect()
-}
-
 /// Writes a secret file readable only by its owner.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -208,7 +197,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::now_ms;
+    use crate::clock::now_ms;
 
     #[test]
     fn token_signed_with_another_key_is_refused() {

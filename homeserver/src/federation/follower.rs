@@ -13,18 +13,17 @@
 //! start-up every followed group with a current member device is caught up once, which also
 //! covers a fill interrupted by a restart.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parley_federation::transactions::{parse_event, EventPayload};
 use parley_schema::{RemoteMessage, RemoteStored};
 use serde_json::{json, Value};
 
+use super::client::FedError;
+use super::relayed::{keep_existing_local_adds, remote_message};
 use crate::error::{ApiResult, Error};
-use crate::fed_api::remote_message;
-use crate::fed_client::FedError;
-use crate::hub::{fed_path, hub_of};
+use crate::ids::{fed_path, hub_of};
 use crate::state::AppState;
 
 /// First retry delay of a fill that could not reach the hub.
@@ -33,12 +32,6 @@ const MIN_RETRY_MS: u64 = 500;
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// Attempts before a fill gives up until the group's next message or the next start.
 const MAX_ATTEMPTS: u32 = 20;
-
-/// The running fills, by group id; the flag asks a running fill to look once more.
-#[derive(Default)]
-pub struct GapFiller {
-    running: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
-}
 
 /// Why a fill stopped short.
 #[derive(Debug)]
@@ -153,15 +146,8 @@ async fn notify(state: &AppState, group_id: &str, removed: &[(String, String)]) 
 
 /// Starts a fill of `group_id` from `hub`, or asks the running one to look again.
 pub fn request_fill(state: &AppState, hub: &str, group_id: &str) {
-    let flag = {
-        let mut running = state.gaps.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(again) = running.get(group_id) {
-            again.store(true, std::sync::atomic::Ordering::Release);
-            return;
-        }
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        running.insert(group_id.to_owned(), flag.clone());
-        flag
+    let Some(flag) = state.gaps.start(group_id) else {
+        return; // the running fill looks again
     };
     let (state, hub, group_id) = (state.clone(), hub.to_owned(), group_id.to_owned());
     tokio::spawn(async move { run_fill(state, hub, group_id, flag).await });
@@ -177,21 +163,14 @@ pub async fn catch_up_all(state: AppState) {
         }
     };
     for (group_id, _) in groups {
-        let Ok(Some(hub)) = hub_of(&state, &group_id) else {
+        let Ok(Some(hub)) = hub_of(&state.config.server_name, &group_id) else {
             continue;
         };
         request_fill(&state, &hub, &group_id);
         // One at a time: wait for this group's fill before starting the next, but not behind
         // a hub that is down (its fill keeps retrying on its own).
         let give_up = tokio::time::Instant::now() + CATCH_UP_WAIT;
-        while tokio::time::Instant::now() < give_up
-            && state
-                .gaps
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&group_id)
-        {
+        while tokio::time::Instant::now() < give_up && state.gaps.is_running(&group_id) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -230,12 +209,8 @@ async fn run_fill(
                 tracing::error!(%group_id, %hub, error = %e, "gap fill gave up: waiting for the group's next message");
             }
         }
-        {
-            let mut running = state.gaps.running.lock().unwrap_or_else(|p| p.into_inner());
-            if !again.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                running.remove(&group_id);
-                return;
-            }
+        if state.gaps.finish(&group_id, &again) {
+            return;
         }
     }
 }
@@ -269,7 +244,7 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
             let mut remote = page_message(state, group_id, raw).map_err(|e| {
                 FillError::Permanent(format!("catch-up page holds a bad message: {e}"))
             })?;
-            crate::fed_api::keep_existing_local_adds(state, &mut remote)
+            keep_existing_local_adds(state, &mut remote)
                 .await
                 .map_err(|e| FillError::Transient(e.to_string()))?;
             let seq = remote.message.seq;

@@ -11,8 +11,8 @@ use parley_federation::key_cache::{CacheLookup, KeyCache};
 use parley_federation::keys::{verify_key_document, KeyId, ServerSigningKey};
 use serde_json::Value;
 
+use crate::clock::now_ms;
 use crate::config::FederationConfig;
-use crate::state::now_ms;
 
 /// Why an outbound request failed.
 #[derive(Debug, thiserror::Error)]

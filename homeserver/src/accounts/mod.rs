@@ -1,25 +1,31 @@
-//! Accounts: registration, login, token refresh, logout, whoami and the caller's devices.
+//! Accounts: registration, login, token refresh, logout, whoami and the caller's devices;
+//! [`session`] authenticates requests, [`tokens`] issues and verifies the tokens,
+//! [`passwords`] hashes passwords a bounded number at a time.
 
-use axum::extract::State;
-use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parley_client_api::accounts::{
-    DeleteDevice, DeviceInfo, DevicesResponse, ListDevices, Login, LoginRequest, Logout, Refresh,
-    RefreshRequest, Register, RegisterRequest, SessionResponse, WhoAmI, WhoAmIResponse,
+    DeviceInfo, DevicesResponse, LoginRequest, RefreshRequest, RegisterRequest, SessionResponse,
+    WhoAmIResponse,
 };
-use parley_client_api::endpoint::Empty;
 use parley_client_api::ids::{is_valid_localpart, UserId};
 use parley_schema::{NewDevice, RotateOutcome, Session, StoreError, User};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::clock::now_ms;
 use crate::config::RegistrationMode;
 use crate::error::{ApiResult, Error};
-use crate::http::{route, ApiJson, ApiPath as Path, Authed};
-use crate::state::{now_ms, AppState};
-use crate::tokens::{hash_refresh_token, new_refresh_token, random_id};
+use crate::ids::random_id;
+use crate::state::AppState;
+use tokens::{hash_refresh_token, new_refresh_token};
+
+pub mod passwords;
+pub mod session;
+pub mod tokens;
+
+pub use session::{authenticate, Authed};
 
 /// Longest accepted password, in bytes (Argon2 input is bounded; this bounds the work).
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -27,22 +33,8 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 const MAX_DEVICE_NAME_BYTES: usize = 256;
 const DEVICE_ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-/// The account endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<Register, _, _>(r, state, register);
-    let r = route::<Login, _, _>(r, state, login);
-    let r = route::<Refresh, _, _>(r, state, refresh);
-    let r = route::<Logout, _, _>(r, state, logout);
-    let r = route::<WhoAmI, _, _>(r, state, whoami);
-    let r = route::<ListDevices, _, _>(r, state, list_devices);
-    route::<DeleteDevice, _, _>(r, state, delete_device)
-}
-
-async fn register(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RegisterRequest>,
-) -> ApiResult<Json<SessionResponse>> {
+/// Creates an account with its first device and session.
+pub async fn register(state: &AppState, req: RegisterRequest) -> ApiResult<SessionResponse> {
     let password = Zeroizing::new(req.password);
     match state.config.registration.mode {
         RegistrationMode::Open => {}
@@ -94,7 +86,7 @@ async fn register(
     };
     let device = new_device(&user.user_id, req.device_name, now);
     let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device.device_id, now);
-    let expires = refresh_expiry(&state, now);
+    let expires = refresh_expiry(state, now);
     match state
         .store
         .create_user_with_session(&user, &device, &session, &refresh_hash, expires)
@@ -105,13 +97,11 @@ async fn register(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(user_id = %user.user_id, device_id = %device.device_id, "registered");
-    session_response(&state, &session, refresh_token, now)
+    session_response(state, &session, refresh_token, now)
 }
 
-async fn login(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Json<SessionResponse>> {
+/// A new session for an existing or new device of the account, by password.
+pub async fn login(state: &AppState, req: LoginRequest) -> ApiResult<SessionResponse> {
     let password = Zeroizing::new(req.password);
     // The cap bounds the hashing work; an empty password is just a wrong one.
     if password.len() > MAX_PASSWORD_BYTES {
@@ -123,7 +113,7 @@ async fn login(
     let user_id = if req.username.starts_with('@') {
         UserId::parse(&req.username)
             .ok()
-            .filter(|u| crate::hub::same_server(u.server_name(), &state.config.server_name))
+            .filter(|u| crate::ids::same_server(u.server_name(), &state.config.server_name))
     } else {
         UserId::new(&req.username, &state.config.server_name).ok()
     };
@@ -166,19 +156,18 @@ async fn login(
         }
     };
     let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device_id, now);
-    let expires = refresh_expiry(&state, now);
+    let expires = refresh_expiry(state, now);
     state
         .store
         .create_session(device.as_ref(), &session, &refresh_hash, expires)
         .await?;
     tracing::info!(user_id = %user.user_id, device_id = %device_id, new_device = device.is_some(), "logged in");
-    session_response(&state, &session, refresh_token, now)
+    session_response(state, &session, refresh_token, now)
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RefreshRequest>,
-) -> ApiResult<Json<SessionResponse>> {
+/// Rotates a refresh token into a new access and refresh token; a reused rotated-out token
+/// revokes the device's sessions.
+pub async fn refresh(state: &AppState, req: RefreshRequest) -> ApiResult<SessionResponse> {
     let old_hash = hash_refresh_token(&req.refresh_token);
     // One refresh token (one session's lineage) may be retried only so often.
     let mut key = [0u8; 32];
@@ -193,12 +182,12 @@ async fn refresh(
             &old_hash,
             &new_hash,
             now as i64,
-            refresh_expiry(&state, now),
+            refresh_expiry(state, now),
             state.config.auth.refresh_retry_grace_ms as i64,
         )
         .await?;
     match outcome {
-        RotateOutcome::Rotated(session) => session_response(&state, &session, new_token, now),
+        RotateOutcome::Rotated(session) => session_response(state, &session, new_token, now),
         RotateOutcome::Reused { user_id, device_id } => {
             tracing::warn!(%user_id, %device_id, "rotated-out refresh token reused; device sessions revoked");
             state.notifier.notify_session(&user_id, &device_id);
@@ -208,33 +197,29 @@ async fn refresh(
     }
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    auth: Authed,
-    ApiJson(_): ApiJson<Empty>,
-) -> ApiResult<Json<Empty>> {
+/// Ends the caller's session.
+pub async fn logout(state: &AppState, auth: &Authed) -> ApiResult<()> {
     state.store.delete_session(&auth.session_id).await?;
     // Wake the device's long-polls and sockets so they notice the session is gone.
     state
         .notifier
         .notify_session(&auth.user_id, &auth.device_id);
     tracing::info!(user_id = %auth.user_id, device_id = %auth.device_id, "logged out");
-    Ok(Json(Empty {}))
+    Ok(())
 }
 
-async fn whoami(auth: Authed) -> Json<WhoAmIResponse> {
-    Json(WhoAmIResponse {
+/// Who the caller is.
+pub fn whoami(auth: Authed) -> WhoAmIResponse {
+    WhoAmIResponse {
         user_id: auth.user_id,
         device_id: auth.device_id,
-    })
+    }
 }
 
-async fn list_devices(
-    State(state): State<AppState>,
-    auth: Authed,
-) -> ApiResult<Json<DevicesResponse>> {
+/// The caller's devices.
+pub async fn list_devices(state: &AppState, auth: &Authed) -> ApiResult<DevicesResponse> {
     let devices = state.store.devices(&auth.user_id).await?;
-    Ok(Json(DevicesResponse {
+    Ok(DevicesResponse {
         devices: devices
             .into_iter()
             .map(|d| DeviceInfo {
@@ -245,21 +230,19 @@ async fn list_devices(
                 last_seen_ts: d.last_seen_ts.max(0) as u64,
             })
             .collect(),
-    }))
+    })
 }
 
-async fn delete_device(
-    State(state): State<AppState>,
-    auth: Authed,
-    Path(device_id): Path<String>,
-) -> ApiResult<Json<Empty>> {
-    if !state.store.delete_device(&auth.user_id, &device_id).await? {
+/// Deletes one of the caller's devices: its sessions end at once and the other servers
+/// sharing a group with the user learn the new device list.
+pub async fn delete_device(state: &AppState, auth: &Authed, device_id: &str) -> ApiResult<()> {
+    if !state.store.delete_device(&auth.user_id, device_id).await? {
         return Err(Error::NotFound("no such device".into()));
     }
-    state.notifier.notify_session(&auth.user_id, &device_id);
-    crate::keys::publish_device_list(&state, &auth.user_id).await?;
+    state.notifier.notify_session(&auth.user_id, device_id);
+    crate::keys::publish_device_list(state, &auth.user_id).await?;
     tracing::info!(user_id = %auth.user_id, %device_id, "device deleted");
-    Ok(Json(Empty {}))
+    Ok(())
 }
 
 fn check_password_shape(password: &str) -> ApiResult<()> {
@@ -313,7 +296,7 @@ fn session_response(
     session: &Session,
     refresh_token: String,
     now: u64,
-) -> ApiResult<Json<SessionResponse>> {
+) -> ApiResult<SessionResponse> {
     let ttl = state.config.auth.access_token_ttl_ms;
     let access_token = state
         .tokens
@@ -325,11 +308,11 @@ fn session_response(
             ttl,
         )
         .map_err(|e| Error::Internal(format!("signing access token: {e}")))?;
-    Ok(Json(SessionResponse {
+    Ok(SessionResponse {
         user_id: session.user_id.clone(),
         device_id: session.device_id.clone(),
         access_token,
         refresh_token,
         expires_in_ms: ttl,
-    }))
+    })
 }

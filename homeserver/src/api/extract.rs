@@ -14,9 +14,11 @@ use axum::Router;
 use parley_client_api::{Endpoint, Method, RateLimitClass};
 use serde::de::DeserializeOwned;
 
+use crate::accounts::session::{bearer_token, check_session};
+use crate::accounts::tokens::Claims;
+use crate::accounts::{authenticate, Authed};
 use crate::error::Error;
 use crate::state::AppState;
-use crate::tokens::Claims;
 
 /// Adds endpoint `E` to `router`, routed by its declared method and path, with its declared
 /// rate limit applied before the handler runs.
@@ -212,14 +214,6 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-/// An authenticated device: the access token verified and its session still alive.
-#[derive(Debug, Clone)]
-pub struct Authed {
-    pub user_id: String,
-    pub device_id: String,
-    pub session_id: String,
-}
-
 impl FromRequestParts<AppState> for Authed {
     type Rejection = Error;
 
@@ -236,44 +230,6 @@ impl FromRequestParts<AppState> for Authed {
         }
         result
     }
-}
-
-/// The bearer token of `headers`.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(Error::MissingToken)?;
-    let value = value.to_str().map_err(|_| Error::UnknownToken)?;
-    Ok(value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(Error::MissingToken)?
-        .trim())
-}
-
-/// Verifies the bearer token of `headers` and that its session is still alive.
-pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
-    let token = bearer_token(headers)?;
-    let claims = state.tokens.verify(token).ok_or(Error::UnknownToken)?;
-    check_session(&claims, state).await
-}
-
-/// The device of verified `claims`, if their session is still alive.
-async fn check_session(claims: &Claims, state: &AppState) -> Result<Authed, Error> {
-    // The session is checked on every request, so logout and device deletion act at once.
-    let session = state
-        .store
-        .session(&claims.sid)
-        .await?
-        .ok_or(Error::UnknownToken)?;
-    if session.user_id != claims.sub || session.device_id != claims.did {
-        return Err(Error::UnknownToken);
-    }
-    Ok(Authed {
-        user_id: session.user_id,
-        device_id: session.device_id,
-        session_id: session.session_id,
-    })
 }
 
 #[cfg(test)]

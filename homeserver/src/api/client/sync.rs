@@ -1,0 +1,72 @@
+//! Delivery endpoints: `/sync`, `/ws` and Welcome acknowledgement. The rules live in
+//! [`crate::delivery`].
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::{Json, Router};
+use parley_client_api::endpoint::Empty;
+use parley_client_api::sync::{DeleteWelcome, Sync, SyncRequest, SyncResponse, WS_PATH};
+
+use crate::accounts::{authenticate, Authed};
+use crate::api::extract::{route, ApiPath as Path, ApiQuery};
+use crate::delivery::websocket::{run_socket, MAX_CLIENT_FRAME_BYTES};
+use crate::delivery::{self};
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// The delivery endpoints.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let r = Router::new();
+    let r = route::<Sync, _, _>(r, state, sync);
+    let r = route::<DeleteWelcome, _, _>(r, state, delete_welcome);
+    r.route(WS_PATH, axum::routing::get(websocket))
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiQuery(req): ApiQuery<SyncRequest>,
+) -> ApiResult<Json<SyncResponse>> {
+    delivery::sync::sync(&state, &auth, req).await.map(Json)
+}
+
+async fn delete_welcome(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Empty>> {
+    delivery::sync::delete_welcome(&state, &auth, &id).await?;
+    Ok(Json(Empty {}))
+}
+
+/// `GET /ws`: authenticates with an `Authorization` header (native clients) or a first
+/// `{"access_token", "since"}` frame (browsers), then pushes events as they happen.
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_auth = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        match authenticate(&headers, &state).await {
+            Ok(auth) => Some(auth),
+            Err(e) => return axum::response::IntoResponse::into_response(e),
+        }
+    } else {
+        None
+    };
+    upgrade
+        // Small buffers: tungstenite's 128 KiB defaults dominated an idle connection's memory.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        // Clients send only the auth frame (a token and a `since`), and pings: nothing
+        // larger is read, before authentication or after.
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = run_socket(state, socket, header_auth).await {
+                tracing::debug!(error = %e, "websocket closed");
+            }
+        })
+}

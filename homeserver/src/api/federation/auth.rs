@@ -1,0 +1,104 @@
+//! Authentication of federation requests: the `X-Parley` signature of the origin server over
+//! method, path, destination and body, checked in order of cost (header, destination, ACL,
+//! the client address's budget, then the body, then a key fetch).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use parley_federation::auth::{check_destination, parse_body, verify_request, XParleyAuth};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::api::extract::{read_body, ClientIp};
+use crate::error::{ApiResult, Error};
+use crate::federation::client::KeyAnswer;
+use crate::state::AppState;
+
+/// An authenticated federation request: the origin server and its JSON body, if any.
+pub struct Federated {
+    /// The origin server, lower case.
+    pub origin: String,
+    /// The JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl Federated {
+    /// The body as `T` (400 `P_BAD_JSON` otherwise).
+    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        let body = self.body.clone().unwrap_or_else(|| json!({}));
+        serde_json::from_value(body).map_err(|e| Error::BadJson(e.to_string()))
+    }
+}
+
+impl FromRequest<AppState> for Federated {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        if !state.config.federation.enabled {
+            return Err(Error::Forbidden(
+                "federation is disabled on this server".into(),
+            ));
+        }
+        let method = req.method().as_str().to_owned();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let ip = ClientIp::of(state, req.headers(), req.extensions())?;
+        // Everything that costs little comes first: the header, the destination, the ACL and
+        // the client address's budget, before the body is read or any key fetched.
+        let auth = XParleyAuth::parse_bytes(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                .ok_or(parley_federation::Error::MissingAuthorization)?,
+        )?;
+        check_destination(&auth, &state.config.server_name)?;
+        if !state.config.federation.allows(&auth.origin) {
+            return Err(Error::Forbidden(format!(
+                "{} may not federate with this server",
+                auth.origin
+            )));
+        }
+        state.check_federation_address_rate(ip)?;
+        let limit = state.config.federation.max_request_bytes;
+        let bytes = read_body(req, limit, state).await?;
+        let body = parse_body((!bytes.is_empty()).then_some(&bytes[..]))?;
+        let key = match state
+            .fed
+            .verifying_key(&auth.origin, &auth.key_id, || state.take_key_fetch(ip))
+            .await
+        {
+            KeyAnswer::Found(key) => key,
+            KeyAnswer::Throttled { retry_after_ms } => {
+                return Err(Error::LimitExceeded { retry_after_ms })
+            }
+            KeyAnswer::Unavailable => {
+                return Err(parley_federation::Error::UnknownKey {
+                    origin: auth.origin.clone(),
+                    key_id: auth.key_id.as_str().to_owned(),
+                }
+                .into())
+            }
+        };
+        verify_request(&auth, &method, &uri, body.as_ref(), &key)?;
+        // Normalised once: every later comparison, bucket and key uses the lower-case name.
+        let origin = auth.origin.to_ascii_lowercase();
+        // Counted only once the origin is proven, so nobody can spend another server's budget.
+        state.check_federation_rate(&origin)?;
+        // A server that contacts us is up: deliver what we hold for it now.
+        state.outbox.contacted(&origin);
+        if let Some(claimed) = body
+            .as_ref()
+            .and_then(|b| b.get("origin"))
+            .and_then(Value::as_str)
+        {
+            if claimed != auth.origin {
+                return Err(Error::Forbidden(
+                    "body origin differs from the signed origin".into(),
+                ));
+            }
+        }
+        Ok(Federated { origin, body })
+    }
+}

@@ -1,0 +1,33 @@
+//! The HTTP API: the client API (`/_parley/client/v1`, [`client`]), the federation API
+//! (`/_parley/federation/v1` and the key document, [`federation`]), and the web client for
+//! every other path. Handlers are thin: they parse, authenticate and call a service.
+
+pub mod client;
+pub mod extract;
+pub mod federation;
+
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+
+/// Builds the whole router for `state`.
+pub fn router(state: AppState) -> Router {
+    client::router(&state)
+        .merge(federation::router())
+        .fallback(crate::web::web_client_or_unknown)
+        .method_not_allowed_fallback(extract::wrong_method)
+        // Spans carry method and path only: never headers (tokens) or query strings.
+        // Clients authenticate with bearer tokens, never cookies, so any origin may call the
+        // API: a web client served by one homeserver can talk to another.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
+        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,256 @@
+//! Transactions from other servers' hubs: each event applied on its own (group messages in
+//! runs, stored together and in order), with a per-event result; a transaction id is claimed
+//! before anything is applied, so a retried transaction gets the first answer.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::keys::UserDevicesResponse;
+use parley_federation::transactions::{
+    parse_event, EventPayload, EventResult, Transaction, TransactionResponse,
+};
+use parley_schema::{InboundClaim, Member, RemoteMessage};
+use serde_json::Value;
+
+use super::follower::{store_all_or_fill, store_or_fill};
+use super::relayed::{is_ours, keep_existing_local_adds, remote_message};
+use crate::clock::now_ms;
+use crate::error::{ApiResult, Error};
+use crate::ids::{hub_of, same_server, server_of};
+use crate::state::AppState;
+
+/// Applies transaction `txn_id` from `origin` (body `body`) and returns its answer.
+pub async fn receive_transaction(
+    state: &AppState,
+    origin: &str,
+    txn_id: &str,
+    body: Option<Value>,
+) -> ApiResult<Value> {
+    parley_federation::transactions::validate_txn_id(txn_id)?;
+    // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
+    match state
+        .store
+        .claim_inbound_transaction(origin, txn_id, now_ms() as i64)
+        .await?
+    {
+        InboundClaim::Claimed => {}
+        InboundClaim::Answered(previous) => {
+            let answer: Value =
+                serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()))?;
+            return Ok(answer);
+        }
+        InboundClaim::InFlight => {
+            return Err(Error::LimitExceeded {
+                retry_after_ms: 1000,
+            })
+        }
+    }
+    let txn = match Transaction::from_body(body.unwrap_or(Value::Null))
+        .and_then(|t| t.validate().map(|()| t))
+    {
+        Ok(txn) => txn,
+        Err(e) => {
+            let _ = state
+                .store
+                .release_inbound_transaction(origin, txn_id)
+                .await;
+            return Err(e.into());
+        }
+    };
+    let mut response = TransactionResponse::default();
+    // Consecutive group messages are stored together (one write, in order); any other event
+    // first stores the run before it, so events still take effect in the order sent.
+    let mut run: Vec<(String, RemoteMessage)> = Vec::new();
+    for raw in &txn.events {
+        let event_id = raw
+            .get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let result = match parse_event(raw) {
+            Ok(event) => match event.payload {
+                EventPayload::Message(m) => match relayed_message(state, origin, m) {
+                    Ok(mut remote) => match keep_existing_local_adds(state, &mut remote).await {
+                        Ok(()) => {
+                            run.push((event_id, remote));
+                            continue;
+                        }
+                        Err(e) => refused(&e),
+                    },
+                    Err(e) => refused(&e),
+                },
+                other => {
+                    store_run(state, origin, &mut run, &mut response).await;
+                    match apply_event(state, origin, &event_id, other).await {
+                        Ok(()) => EventResult::Accepted {},
+                        Err(e) => refused(&e),
+                    }
+                }
+            },
+            Err(e) => EventResult::refused(&e),
+        };
+        response.results.insert(event_id, result);
+    }
+    store_run(state, origin, &mut run, &mut response).await;
+    let answer = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Err(e) = state
+        .store
+        .record_inbound_transaction(origin, txn_id, &answer.to_string(), now_ms() as i64)
+        .await
+    {
+        // Let a copy be applied again (each event is idempotent) rather than wait it out.
+        let _ = state
+            .store
+            .release_inbound_transaction(origin, txn_id)
+            .await;
+        return Err(e.into());
+    }
+    Ok(answer)
+}
+
+/// The per-event result of a refused event.
+fn refused(e: &Error) -> EventResult {
+    EventResult::Refused {
+        errcode: e.errcode().as_str().to_owned(),
+        error: e.to_string(),
+    }
+}
+
+/// A group message relayed by `origin`, checked: only a group's hub relays its messages.
+fn relayed_message(
+    state: &AppState,
+    origin: &str,
+    m: parley_federation::transactions::GroupMessage,
+) -> ApiResult<RemoteMessage> {
+    if hub_of(&state.config.server_name, &m.group_id)?.as_deref() != Some(origin) {
+        return Err(Error::Forbidden(
+            "only the group's hub relays its messages".into(),
+        ));
+    }
+    remote_message(state, m)
+}
+
+/// Stores a run of checked messages from one transaction and records each one's result.
+async fn store_run(
+    state: &AppState,
+    origin: &str,
+    run: &mut Vec<(String, RemoteMessage)>,
+    response: &mut TransactionResponse,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let (ids, remotes): (Vec<String>, Vec<RemoteMessage>) = std::mem::take(run).into_iter().unzip();
+    match store_all_or_fill(state, origin, remotes).await {
+        Ok(results) => {
+            for (id, result) in ids.into_iter().zip(results) {
+                let result = match result {
+                    Ok(()) => EventResult::Accepted {},
+                    Err(e) => refused(&e),
+                };
+                response.results.insert(id, result);
+            }
+        }
+        Err(e) => {
+            for id in ids {
+                response.results.insert(id, refused(&e));
+            }
+        }
+    }
+}
+
+/// Applies one event of a transaction from `origin`.
+async fn apply_event(
+    state: &AppState,
+    origin: &str,
+    event_id: &str,
+    payload: EventPayload,
+) -> ApiResult<()> {
+    match payload {
+        EventPayload::Message(m) => {
+            let group_id = m.group_id.clone();
+            let mut remote = relayed_message(state, origin, m)?;
+            keep_existing_local_adds(state, &mut remote).await?;
+            store_or_fill(state, origin, &group_id, remote).await
+        }
+        EventPayload::Welcome(w) => {
+            if hub_of(&state.config.server_name, &w.group_id)?.as_deref() != Some(origin) {
+                return Err(Error::Forbidden(
+                    "only the group's hub relays its welcomes".into(),
+                ));
+            }
+            let recipients = welcome_recipients(state, &w.recipients)?;
+            let welcome = STANDARD
+                .decode(w.welcome.as_bytes())
+                .map_err(|_| Error::InvalidMessage("welcome is not base64".into()))?;
+            let limit = state.config.limits.max_bundle_bytes;
+            if welcome.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    limit: limit as usize,
+                });
+            }
+            crate::mls_check::inspect_welcome(&welcome)
+                .map_err(|e| Error::InvalidMessage(format!("welcome: {e}")))?;
+            let sender = Member {
+                user_id: w.sender.user_id.clone(),
+                device_id: w.sender.device_id.clone(),
+                leaf_index: 0,
+            };
+            // Stored once, for the recipients that are devices of ours.
+            let queued = state
+                .store
+                .store_remote_welcome(
+                    origin,
+                    event_id,
+                    &w.group_id,
+                    &sender,
+                    &welcome,
+                    &recipients,
+                    now_ms() as i64,
+                )
+                .await?;
+            state
+                .notifier
+                .notify_all(queued.iter().map(|(u, d)| (u.as_str(), d.as_str())));
+            Ok(())
+        }
+        EventPayload::DeviceListUpdate(update) => {
+            // A server speaks only for its own users.
+            if !same_server(server_of(&update.user_id), origin) {
+                return Err(Error::Forbidden(
+                    "a server may only update its own users' devices".into(),
+                ));
+            }
+            let list = UserDevicesResponse {
+                user_id: update.user_id.clone(),
+                devices: update
+                    .devices
+                    .iter()
+                    .map(|d| parley_client_api::keys::DeviceKey {
+                        device_id: d.device_id.clone(),
+                        signature_key: d.signature_key.clone(),
+                    })
+                    .collect(),
+            };
+            crate::keys::cache_remote_devices(state, &list).await
+        }
+    }
+}
+
+/// A relayed Welcome's recipients on this server, each once; more than
+/// `federation.max_welcome_recipients` listed is 413 `P_TOO_LARGE`.
+fn welcome_recipients(
+    state: &AppState,
+    listed: &[parley_federation::transactions::UserDevice],
+) -> ApiResult<Vec<(String, String)>> {
+    let cap = state.config.federation.max_welcome_recipients;
+    if listed.len() > cap {
+        return Err(Error::TooLarge { limit: cap });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(listed.len());
+    Ok(listed
+        .iter()
+        .filter(|d| is_ours(state, &d.user_id))
+        .map(|d| (d.user_id.clone(), d.device_id.clone()))
+        .filter(|d| seen.insert(d.clone()))
+        .collect())
+}

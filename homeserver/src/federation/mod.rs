@@ -1,0 +1,12 @@
+//! Services that talk to other servers: the signed [`client`], the durable [`outbox`] sender,
+//! [`inbound`] transactions, the [`follower`] side's gap fill (with its running [`fills`]),
+//! [`catch_up`] pages served as a hub, and [`relayed`] messages as stored here.
+
+pub mod catch_up;
+pub mod client;
+pub mod fills;
+pub mod follower;
+pub mod inbound;
+pub mod outbox;
+pub mod relayed;
+pub mod remote_errors;

@@ -1,0 +1,194 @@
+//! The hub: groups registered here, ordered by this server. Commits and messages are checked
+//! against the MLS message itself, then appended to the group's gap-free log and delivered to
+//! every roster device. A device of this server submitting to a group whose hub is another
+//! server goes through [`relay`].
+
+mod commit;
+mod relay;
+mod roster;
+mod send;
+
+pub use commit::hub_commit;
+pub use send::hub_send;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parley_client_api::groups::{
+    CommitRequest, CommitResponse, CreateGroupResponse, DeviceRef, GroupSummary,
+    ListGroupsResponse, SendRequest, SendResponse,
+};
+use parley_schema::{Group, Refused};
+
+use crate::clock::now_ms;
+use crate::error::{ApiResult, Error};
+use crate::ids::{check_txn_id, fed_path, hub_of, random_id};
+use crate::state::AppState;
+
+/// Characters of the random part of a group id.
+const GROUP_ID_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+/// Registers a new group here with `creator` as its only member, at epoch 0.
+pub async fn create_group(state: &AppState, creator: &DeviceRef) -> ApiResult<CreateGroupResponse> {
+    let group_id = format!(
+        "!{}:{}",
+        random_id(22, GROUP_ID_ALPHABET),
+        state.config.server_name
+    );
+    state
+        .store
+        .create_group(
+            &group_id,
+            &creator.user_id,
+            &creator.device_id,
+            now_ms() as i64,
+        )
+        .await?;
+    tracing::info!(%group_id, user_id = %creator.user_id, "group created");
+    Ok(CreateGroupResponse { group_id })
+}
+
+/// The groups `device` is a member of, with their epochs and rosters.
+pub async fn list_groups(state: &AppState, device: &DeviceRef) -> ApiResult<ListGroupsResponse> {
+    let mut groups = Vec::new();
+    for group in state
+        .store
+        .device_groups(&device.user_id, &device.device_id)
+        .await?
+    {
+        let members = state.store.roster(&group.group_id).await?;
+        groups.push(GroupSummary {
+            group_id: group.group_id,
+            epoch: group.epoch.max(0) as u64,
+            members: members
+                .into_iter()
+                .map(|m| DeviceRef {
+                    user_id: m.user_id,
+                    device_id: m.device_id,
+                })
+                .collect(),
+        });
+    }
+    Ok(ListGroupsResponse { groups })
+}
+
+/// A commit from a device of this server: applied here when we are the group's hub,
+/// otherwise submitted to the hub and its verdict handed back.
+pub async fn submit_commit(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    req: CommitRequest,
+) -> ApiResult<CommitResponse> {
+    match hub_of(&state.config.server_name, group_id)? {
+        None => hub_commit(state, sender, group_id, req).await,
+        Some(hub) => {
+            let path = fed_path(&["groups", group_id, "commit"]);
+            relay::submit(state, reqwest::Method::POST, &hub, &path, &req, sender).await
+        }
+    }
+}
+
+/// An application message or proposal from a device of this server, like [`submit_commit`].
+pub async fn submit_send(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    txn_id: &str,
+    req: SendRequest,
+) -> ApiResult<SendResponse> {
+    match hub_of(&state.config.server_name, group_id)? {
+        None => hub_send(state, sender, group_id, txn_id, req).await,
+        Some(hub) => {
+            check_txn_id(txn_id)?;
+            let path = fed_path(&["groups", group_id, "send", txn_id]);
+            relay::submit(state, reqwest::Method::PUT, &hub, &path, &req, sender).await
+        }
+    }
+}
+
+/// A commit a follower server submits for its device `sender` (404 unless we are the hub).
+pub async fn follower_commit(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    req: CommitRequest,
+) -> ApiResult<CommitResponse> {
+    if hub_of(&state.config.server_name, group_id)?.is_some() {
+        return Err(Error::NotFound("this server is not the group's hub".into()));
+    }
+    hub_commit(state, sender, group_id, req).await
+}
+
+/// A message a follower server submits for its device `sender` (404 unless we are the hub).
+pub async fn follower_send(
+    state: &AppState,
+    sender: &DeviceRef,
+    group_id: &str,
+    txn_id: &str,
+    req: SendRequest,
+) -> ApiResult<SendResponse> {
+    if hub_of(&state.config.server_name, group_id)?.is_some() {
+        return Err(Error::NotFound("this server is not the group's hub".into()));
+    }
+    hub_send(state, sender, group_id, txn_id, req).await
+}
+
+/// The group registered at this hub; 404 otherwise.
+async fn group_or_404(state: &AppState, group_id: &str) -> ApiResult<Group> {
+    state
+        .store
+        .group(group_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such group at this hub".into()))
+}
+
+/// Standard base64 of an MLS field; 400 `P_INVALID_MESSAGE` otherwise.
+fn decode(field: &str, b64: &str) -> ApiResult<Vec<u8>> {
+    STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|_| Error::InvalidMessage(format!("{field} is not standard base64")))
+}
+
+/// 400 `P_INVALID_MESSAGE` with `e` as its text.
+fn invalid(e: impl std::fmt::Display) -> Error {
+    Error::InvalidMessage(e.to_string())
+}
+
+/// The protocol error for a write the store refused at commit time.
+fn refusal(refused: Refused) -> Error {
+    match refused {
+        Refused::StaleEpoch(e) => Error::StaleEpoch {
+            current_epoch: e.max(0) as u64,
+        },
+        Refused::FutureEpoch(_) => invalid("the message's epoch is ahead of the group"),
+        Refused::NoGroup => Error::NotFound("no such group at this hub".into()),
+        // Only after retries: a commit landed between every check and its append.
+        Refused::RosterChanged => Error::Internal("the group's roster kept changing".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::roster::roster_of;
+    use parley_schema::Member;
+
+    #[test]
+    fn roster_rebuilds_blank_leaves_from_members() {
+        let members = vec![
+            Member {
+                user_id: "@a:x".into(),
+                device_id: "A".into(),
+                leaf_index: 0,
+            },
+            Member {
+                user_id: "@c:x".into(),
+                device_id: "C".into(),
+                leaf_index: 2,
+            },
+        ];
+        let roster = roster_of(&members);
+        assert_eq!(roster.identity_at(1), None);
+        assert_eq!(roster.identity_at(2), Some("@c:x/C"));
+    }
+}

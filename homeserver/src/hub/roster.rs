@@ -1,0 +1,106 @@
+//! The hub's view of a group's members: the MLS roster rebuilt from stored members, and the
+//! bounds on who a commit may add.
+
+use parley_schema::Member;
+
+use super::invalid;
+use crate::error::{ApiResult, Error};
+use crate::ids::{identity, is_local, same_server, server_of, split_identity};
+use crate::mls_check::Roster;
+use crate::state::AppState;
+
+/// The roster of `members`, with blank leaves where nobody sits.
+pub(super) fn roster_of(members: &[Member]) -> Roster {
+    let len = members
+        .iter()
+        .map(|m| m.leaf_index as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut leaves = vec![None; len];
+    for m in members {
+        leaves[m.leaf_index as usize] = Some(identity(&m.user_id, &m.device_id));
+    }
+    Roster::from_leaves(leaves)
+}
+
+/// Other servers with devices in `members`.
+pub(super) fn remote_servers(state: &AppState, members: &[Member]) -> Vec<String> {
+    let mut servers: Vec<String> = members
+        .iter()
+        .map(|m| server_of(&m.user_id))
+        .filter(|s| !same_server(s, &state.config.server_name))
+        .map(str::to_owned)
+        .collect();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
+/// The hub's bounds on who a commit may add: at most `limits.max_adds_per_commit` devices
+/// (413), only servers the federation ACL allows (403), and a group spanning at most
+/// `limits.max_servers_per_group` servers (413).
+pub(super) fn check_adds_policy(
+    state: &AppState,
+    members: &[Member],
+    adds: &[String],
+) -> ApiResult<()> {
+    let limits = &state.config.limits;
+    if adds.len() > limits.max_adds_per_commit {
+        return Err(Error::TooLarge {
+            limit: limits.max_adds_per_commit,
+        });
+    }
+    let ours = state.config.server_name.as_str();
+    let mut servers: std::collections::BTreeSet<&str> = members
+        .iter()
+        .map(|m| server_of(&m.user_id))
+        .filter(|s| *s != ours)
+        .collect();
+    for add in adds {
+        let user = split_identity(add).map_or("", |(u, _)| u);
+        let server = server_of(user);
+        if same_server(server, ours) {
+            continue;
+        }
+        if !state.config.federation.enabled || !state.config.federation.allows(server) {
+            return Err(Error::Forbidden(format!(
+                "federation with {server} is not allowed"
+            )));
+        }
+        servers.insert(server);
+    }
+    if servers.len() > limits.max_servers_per_group {
+        return Err(Error::TooLarge {
+            limit: limits.max_servers_per_group,
+        });
+    }
+    Ok(())
+}
+
+/// An added device of this server must exist with the signature key its leaf carries.
+pub(super) async fn check_added_device(
+    state: &AppState,
+    identity: &str,
+    signature_key: &[u8],
+) -> ApiResult<()> {
+    let (user_id, device_id) = split_identity(identity)
+        .ok_or_else(|| invalid(format!("credential identity {identity:?} is malformed")))?;
+    if parley_client_api::ids::UserId::parse(user_id).is_err() {
+        return Err(invalid(format!(
+            "credential identity {identity:?} is malformed"
+        )));
+    }
+    if !is_local(&state.config.server_name, user_id) {
+        return Ok(());
+    }
+    let device = state.store.device(user_id, device_id).await?;
+    match device.and_then(|d| d.signature_key) {
+        Some(key) if key == signature_key => Ok(()),
+        Some(_) => Err(invalid(format!(
+            "{identity}: leaf signature key is not the device's bound key"
+        ))),
+        None => Err(invalid(format!(
+            "{identity}: no such device with a bound signature key"
+        ))),
+    }
+}

@@ -1,0 +1,113 @@
+//! Identifiers as the protocol spells them: server names (compared without regard to case),
+//! user ids, device credential identities, group ids, transaction ids, federation paths.
+
+use rand::RngCore;
+
+use crate::error::{ApiResult, Error};
+
+/// Whether two server names are the same server (DNS names: case does not matter).
+pub fn same_server(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The server name of a user id (after the first `:`).
+pub fn server_of(user_id: &str) -> &str {
+    user_id.split_once(':').map_or("", |(_, s)| s)
+}
+
+/// `@user:server/DEVICE`, the MLS credential identity of a device .
+pub fn identity(user_id: &str, device_id: &str) -> String {
+    format!("{user_id}/{device_id}")
+}
+
+/// Splits a credential identity at its last `/`.
+pub fn split_identity(identity: &str) -> Option<(&str, &str)> {
+    identity.rsplit_once('/')
+}
+
+/// A federation path from raw segments, each percent-encoded.
+pub fn fed_path(segments: &[&str]) -> String {
+    let mut path = String::from("/_parley/federation/v1");
+    for s in segments {
+        path.push('/');
+        path.push_str(&parley_client_api::endpoint::fill_path("{x}", &[s]).unwrap_or_default());
+    }
+    path
+}
+
+pub fn valid_txn_id(txn_id: &str) -> bool {
+    (1..=64).contains(&txn_id.len())
+        && txn_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// 400 `P_BAD_JSON` for a txn_id outside its grammar.
+pub fn check_txn_id(txn_id: &str) -> ApiResult<()> {
+    if valid_txn_id(txn_id) {
+        Ok(())
+    } else {
+        Err(Error::BadJson(
+            "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
+        ))
+    }
+}
+
+/// Whether `user_id` is a valid user id of server `own`.
+pub fn is_local(own: &str, user_id: &str) -> bool {
+    parley_client_api::ids::UserId::parse(user_id).is_ok_and(|u| same_server(u.server_name(), own))
+}
+
+/// The hub server of a group when it is another server than `own`; `None` when `own` is the
+/// hub; 404 for a string that is not a group id.
+pub fn hub_of(own: &str, group_id: &str) -> ApiResult<Option<String>> {
+    let hub = group_id
+        .strip_prefix('!')
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, server)| server)
+        .filter(|s| parley_client_api::ids::is_valid_server_name(s))
+        .ok_or_else(|| Error::NotFound("not a group id".into()))?;
+    Ok((!same_server(hub, own)).then(|| hub.to_owned()))
+}
+
+/// A random identifier of `len` characters from `alphabet`.
+pub fn random_id(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rngs::OsRng;
+    (0..len)
+        .map(|_| {
+            let i = (rng.next_u32() as usize) % alphabet.len();
+            char::from(alphabet[i])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_split_at_the_last_slash_so_ports_survive() {
+        assert_eq!(
+            split_identity("@a:h.example:8448/DEV"),
+            Some(("@a:h.example:8448", "DEV"))
+        );
+    }
+
+    #[test]
+    fn txn_id_grammar() {
+        assert!(valid_txn_id("a.B_c~d-9"));
+        assert!(!valid_txn_id(""));
+        assert!(!valid_txn_id(&"a".repeat(65)));
+        assert!(!valid_txn_id("a/b"));
+    }
+
+    #[test]
+    fn a_group_id_names_its_hub_and_case_does_not_matter() {
+        assert_eq!(hub_of("a.example", "!x:A.example").ok(), Some(None));
+        assert_eq!(
+            hub_of("a.example", "!x:b.example:8448").ok(),
+            Some(Some("b.example:8448".to_owned()))
+        );
+        assert!(hub_of("a.example", "x:b.example").is_err());
+    }
+}

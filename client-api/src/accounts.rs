@@ -4,37 +4,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Empty;
 
-crate::endpoint!(
+crate::endpoint! {
     /// Creates an account and its first device.
-    Register, Post, "/_parley/client/v1/register", None, Register, RegisterRequest => SessionResponse
-);
-crate::endpoint!(
+    Register: Post "/_parley/client/v1/register",
+    auth Public, rate Register, body Default, path (),
+    RegisterRequest => SessionResponse, errors [Forbidden, InvalidUsername, WeakPassword, UserInUse]
+}
+crate::endpoint! {
     /// Logs in: a new device, or a new session on an existing one.
-    Login, Post, "/_parley/client/v1/login", None, Login, LoginRequest => SessionResponse
-);
-crate::endpoint!(
+    Login: Post "/_parley/client/v1/login",
+    auth Public, rate Login, body Default, path (),
+    LoginRequest => SessionResponse, errors [Forbidden]
+}
+crate::endpoint! {
     /// Trades a refresh token for a new access and refresh token (rotation).
-    Refresh, Post, "/_parley/client/v1/refresh", None, Refresh, RefreshRequest => SessionResponse
-);
-crate::endpoint!(
+    Refresh: Post "/_parley/client/v1/refresh",
+    auth Public, rate Refresh, body Default, path (),
+    RefreshRequest => SessionResponse, errors [UnknownToken]
+}
+crate::endpoint! {
     /// Revokes the calling device's session.
-    Logout, Post, "/_parley/client/v1/logout", AccessToken, None, Empty => Empty
-);
-crate::endpoint!(
+    Logout: Post "/_parley/client/v1/logout",
+    auth AccessToken, rate None, body Default, path (),
+    Empty => Empty, errors []
+}
+crate::endpoint! {
     /// Who the token belongs to.
-    WhoAmI, Get, "/_parley/client/v1/whoami", AccessToken, None, Empty => WhoAmIResponse
-);
-crate::endpoint!(
+    WhoAmI: Get "/_parley/client/v1/whoami",
+    auth AccessToken, rate None, body Default, path (),
+    crate::endpoint::NoQuery => WhoAmIResponse, errors []
+}
+crate::endpoint! {
     /// The caller's devices.
-    ListDevices, Get, "/_parley/client/v1/devices", AccessToken, None, Empty => DevicesResponse
-);
-crate::endpoint!(
+    ListDevices: Get "/_parley/client/v1/devices",
+    auth AccessToken, rate None, body Default, path (),
+    crate::endpoint::NoQuery => DevicesResponse, errors []
+}
+crate::endpoint! {
     /// Deletes one of the caller's devices with its sessions (and later its key packages).
-    DeleteDevice, Delete, "/_parley/client/v1/devices/{device_id}", AccessToken, None, Empty => Empty
-);
+    DeleteDevice: Delete "/_parley/client/v1/devices/{device_id}",
+    auth AccessToken, rate None, body Default, path crate::params::DevicePath,
+    crate::endpoint::NoQuery => Empty, errors [NotFound]
+}
 
 /// Body of [`Register`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegisterRequest {
     /// Localpart of the new user id.
     pub username: String,
@@ -49,7 +63,7 @@ pub struct RegisterRequest {
 }
 
 /// Body of [`Login`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoginRequest {
     /// A localpart or a full user id of this server.
     pub username: String,
@@ -64,14 +78,14 @@ pub struct LoginRequest {
 }
 
 /// Body of [`Refresh`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RefreshRequest {
     /// The current refresh token.
     pub refresh_token: String,
 }
 
 /// A new session's tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionResponse {
     pub user_id: String,
     pub device_id: String,
@@ -84,14 +98,14 @@ pub struct SessionResponse {
 }
 
 /// Response of [`WhoAmI`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmIResponse {
     pub user_id: String,
     pub device_id: String,
 }
 
 /// One of the caller's devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceInfo {
     pub device_id: String,
     pub display_name: Option<String>,
@@ -102,7 +116,7 @@ pub struct DeviceInfo {
 }
 
 /// Response of [`ListDevices`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DevicesResponse {
     pub devices: Vec<DeviceInfo>,
 }

@@ -1,8 +1,9 @@
 //! A typed async client over the endpoint declarations, for the web client, sytest and tools.
 
 use crate::accounts::{self, LoginRequest, RegisterRequest, SessionResponse};
-use crate::endpoint::{fill_path, Auth, Empty, Endpoint, Method};
+use crate::endpoint::{path_of, Auth, Empty, Endpoint, Method, NoQuery};
 use crate::error::ErrorBody;
+use crate::params::{DevicePath, GroupPath, GroupTxnPath, UserPath, WelcomePath};
 use crate::versions::{GetVersions, VersionsResponse};
 use crate::{groups, keys, sync};
 
@@ -86,13 +87,13 @@ impl Client {
         self.access_token.as_deref()
     }
 
-    /// Calls endpoint `E` with path parameters `params` (in template order) and `request`.
+    /// Calls endpoint `E` with its path parameters and `request`.
     pub async fn call<E: Endpoint>(
         &self,
-        params: &[&str],
+        params: &E::Path,
         request: &E::Request,
     ) -> Result<E::Response, ClientError> {
-        let path = fill_path(E::PATH, params)
+        let path = path_of::<E>(params)
             .ok_or_else(|| ClientError::Usage(format!("path parameters for {}", E::PATH)))?;
         let mut url = format!("{}{}", self.base_url, path);
         let method = match E::METHOD {
@@ -123,7 +124,7 @@ impl Client {
 
     /// `GET /_parley/client/versions`.
     pub async fn versions(&self) -> Result<VersionsResponse, ClientError> {
-        self.call::<GetVersions>(&[], &Empty {}).await
+        self.call::<GetVersions>(&(), &NoQuery {}).await
     }
 
     /// Registers `username` and keeps the new access token.
@@ -138,7 +139,7 @@ impl Client {
             device_name: None,
             registration_token: None,
         };
-        let session = self.call::<accounts::Register>(&[], &request).await?;
+        let session = self.call::<accounts::Register>(&(), &request).await?;
         self.access_token = Some(session.access_token.clone());
         Ok(session)
     }
@@ -156,7 +157,7 @@ impl Client {
             device_id: device_id.map(str::to_owned),
             device_name: None,
         };
-        let session = self.call::<accounts::Login>(&[], &request).await?;
+        let session = self.call::<accounts::Login>(&(), &request).await?;
         self.access_token = Some(session.access_token.clone());
         Ok(session)
     }
@@ -166,33 +167,38 @@ impl Client {
         let request = accounts::RefreshRequest {
             refresh_token: refresh_token.to_owned(),
         };
-        let session = self.call::<accounts::Refresh>(&[], &request).await?;
+        let session = self.call::<accounts::Refresh>(&(), &request).await?;
         self.access_token = Some(session.access_token.clone());
         Ok(session)
     }
 
     /// `GET /whoami`.
     pub async fn whoami(&self) -> Result<accounts::WhoAmIResponse, ClientError> {
-        self.call::<accounts::WhoAmI>(&[], &Empty {}).await
+        self.call::<accounts::WhoAmI>(&(), &NoQuery {}).await
     }
 
     /// `POST /logout`.
     pub async fn logout(&self) -> Result<(), ClientError> {
-        self.call::<accounts::Logout>(&[], &Empty {})
+        self.call::<accounts::Logout>(&(), &Empty {})
             .await
             .map(drop)
     }
 
     /// `GET /devices`.
     pub async fn devices(&self) -> Result<accounts::DevicesResponse, ClientError> {
-        self.call::<accounts::ListDevices>(&[], &Empty {}).await
+        self.call::<accounts::ListDevices>(&(), &NoQuery {}).await
     }
 
     /// `DELETE /devices/{device_id}`.
     pub async fn delete_device(&self, device_id: &str) -> Result<(), ClientError> {
-        self.call::<accounts::DeleteDevice>(&[device_id], &Empty {})
-            .await
-            .map(drop)
+        self.call::<accounts::DeleteDevice>(
+            &DevicePath {
+                device_id: device_id.to_owned(),
+            },
+            &NoQuery {},
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -203,9 +209,14 @@ impl Client {
         let request = keys::BindSignatureKeyRequest {
             signature_key: b64(key),
         };
-        self.call::<keys::BindSignatureKey>(&[device_id], &request)
-            .await
-            .map(drop)
+        self.call::<keys::BindSignatureKey>(
+            &DevicePath {
+                device_id: device_id.to_owned(),
+            },
+            &request,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /users/{user_id}/devices`.
@@ -213,7 +224,13 @@ impl Client {
         &self,
         user_id: &str,
     ) -> Result<keys::UserDevicesResponse, ClientError> {
-        self.call::<keys::UserDevices>(&[user_id], &Empty {}).await
+        self.call::<keys::UserDevices>(
+            &UserPath {
+                user_id: user_id.to_owned(),
+            },
+            &NoQuery {},
+        )
+        .await
     }
 
     /// `POST /keys/upload` with raw `MLSMessage` bytes.
@@ -226,12 +243,12 @@ impl Client {
             key_packages: key_packages.iter().map(|k| b64(k)).collect(),
             last_resort: last_resort.map(b64),
         };
-        self.call::<keys::UploadKeys>(&[], &request).await
+        self.call::<keys::UploadKeys>(&(), &request).await
     }
 
     /// `GET /keys/count`.
     pub async fn key_count(&self) -> Result<keys::KeyCountResponse, ClientError> {
-        self.call::<keys::KeyCount>(&[], &Empty {}).await
+        self.call::<keys::KeyCount>(&(), &NoQuery {}).await
     }
 
     /// `POST /keys/claim`.
@@ -242,20 +259,20 @@ impl Client {
         let request = keys::ClaimKeysRequest {
             user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
         };
-        self.call::<keys::ClaimKeys>(&[], &request).await
+        self.call::<keys::ClaimKeys>(&(), &request).await
     }
 
     /// `POST /groups`.
     pub async fn create_group(&self) -> Result<String, ClientError> {
         Ok(self
-            .call::<groups::CreateGroup>(&[], &Empty {})
+            .call::<groups::CreateGroup>(&(), &Empty {})
             .await?
             .group_id)
     }
 
     /// `GET /groups`.
     pub async fn groups(&self) -> Result<groups::ListGroupsResponse, ClientError> {
-        self.call::<groups::ListGroups>(&[], &Empty {}).await
+        self.call::<groups::ListGroups>(&(), &NoQuery {}).await
     }
 
     /// `POST /groups/{group_id}/commit`.
@@ -264,8 +281,13 @@ impl Client {
         group_id: &str,
         request: &groups::CommitRequest,
     ) -> Result<groups::CommitResponse, ClientError> {
-        self.call::<groups::SubmitCommit>(&[group_id], request)
-            .await
+        self.call::<groups::SubmitCommit>(
+            &GroupPath {
+                group_id: group_id.to_owned(),
+            },
+            request,
+        )
+        .await
     }
 
     /// `PUT /groups/{group_id}/send/{txn_id}` with raw `MLSMessage` bytes.
@@ -279,7 +301,13 @@ impl Client {
             message: b64(message),
         };
         Ok(self
-            .call::<groups::SendMessage>(&[group_id, txn_id], &request)
+            .call::<groups::SendMessage>(
+                &GroupTxnPath {
+                    group_id: group_id.to_owned(),
+                    txn_id: txn_id.to_owned(),
+                },
+                &request,
+            )
             .await?
             .seq)
     }
@@ -294,12 +322,12 @@ impl Client {
             since: since.map(str::to_owned),
             timeout_ms: Some(timeout_ms),
         };
-        self.call::<sync::Sync>(&[], &request).await
+        self.call::<sync::Sync>(&(), &request).await
     }
 
     /// `DELETE /welcomes/{id}`.
     pub async fn delete_welcome(&self, id: &str) -> Result<(), ClientError> {
-        self.call::<sync::DeleteWelcome>(&[id], &Empty {})
+        self.call::<sync::DeleteWelcome>(&WelcomePath { id: id.to_owned() }, &NoQuery {})
             .await
             .map(drop)
     }

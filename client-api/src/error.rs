@@ -87,6 +87,31 @@ impl ErrCode {
         }
     }
 
+    /// The HTTP status the code travels with (`P_UNRECOGNIZED` is 404 for an unknown path,
+    /// 405 for a known path with the wrong method; 404 here).
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrCode::BadJson
+            | ErrCode::NotJson
+            | ErrCode::InvalidUsername
+            | ErrCode::WeakPassword
+            | ErrCode::InvalidKeyPackage
+            | ErrCode::InvalidMessage => 400,
+            ErrCode::MissingToken | ErrCode::UnknownToken | ErrCode::Unauthorized => 401,
+            ErrCode::Forbidden | ErrCode::NotMember => 403,
+            ErrCode::NotFound | ErrCode::Unrecognized => 404,
+            ErrCode::Timeout => 408,
+            ErrCode::UserInUse
+            | ErrCode::SignatureKeyMismatch
+            | ErrCode::StaleEpoch
+            | ErrCode::KeyPackagesExhausted => 409,
+            ErrCode::TooLarge => 413,
+            ErrCode::LimitExceeded => 429,
+            ErrCode::Unknown => 500,
+            ErrCode::UnreachableServer => 502,
+        }
+    }
+
     /// Parses a wire code.
     pub fn parse(s: &str) -> Option<ErrCode> {
         ErrCode::ALL.into_iter().find(|c| c.as_str() == s)
@@ -100,7 +125,7 @@ impl std::fmt::Display for ErrCode {
 }
 
 /// `{"errcode": "P_…", "error": "…", …extra fields}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// Machine-readable code, e.g. `P_FORBIDDEN`.
     pub errcode: String,

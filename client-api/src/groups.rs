@@ -4,38 +4,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Empty;
 
-crate::endpoint!(
+crate::endpoint! {
     /// Registers a new group at this (hub) server with the caller's device as its only member.
-    CreateGroup, Post, "/_parley/client/v1/groups", AccessToken, GroupCreate, Empty => CreateGroupResponse
-);
-crate::endpoint!(
+    CreateGroup: Post "/_parley/client/v1/groups",
+    auth AccessToken, rate GroupCreate, body Default, path (),
+    Empty => CreateGroupResponse, errors []
+}
+crate::endpoint! {
     /// The calling device's groups with epoch and members.
-    ListGroups, Get, "/_parley/client/v1/groups", AccessToken, None, Empty => ListGroupsResponse
-);
-crate::endpoint!(
+    ListGroups: Get "/_parley/client/v1/groups",
+    auth AccessToken, rate None, body Default, path (),
+    crate::endpoint::NoQuery => ListGroupsResponse, errors []
+}
+crate::endpoint! {
     /// Submits a commit bundle, accepted or refused as one.
-    SubmitCommit, Post, "/_parley/client/v1/groups/{group_id}/commit", AccessToken, Send, CommitRequest => CommitResponse
-);
-crate::endpoint!(
+    SubmitCommit: Post "/_parley/client/v1/groups/{group_id}/commit",
+    auth AccessToken, rate Send, body Bundle, path crate::params::GroupPath,
+    CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, UnreachableServer]
+}
+crate::endpoint! {
     /// Sends an application message or a proposal; idempotent per (device, txn_id).
-    SendMessage, Put, "/_parley/client/v1/groups/{group_id}/send/{txn_id}", AccessToken, Send, SendRequest => SendResponse
-);
+    SendMessage: Put "/_parley/client/v1/groups/{group_id}/send/{txn_id}",
+    auth AccessToken, rate Send, body Message, path crate::params::GroupTxnPath,
+    SendRequest => SendResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, UnreachableServer]
+}
 
 /// A device named in a commit's `adds`/`removes` or as a sender.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct DeviceRef {
     pub user_id: String,
     pub device_id: String,
 }
 
 /// Response of [`CreateGroup`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateGroupResponse {
     pub group_id: String,
 }
 
 /// One group of [`ListGroups`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupSummary {
     pub group_id: String,
     pub epoch: u64,
@@ -43,13 +53,13 @@ pub struct GroupSummary {
 }
 
 /// Response of [`ListGroups`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListGroupsResponse {
     pub groups: Vec<GroupSummary>,
 }
 
 /// Body of [`SubmitCommit`]: a commit bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommitRequest {
     /// Base64 `MLSMessage` (PublicMessage) with the commit.
     pub commit: String,
@@ -68,7 +78,7 @@ pub struct CommitRequest {
 }
 
 /// Response of [`SubmitCommit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommitResponse {
     /// The group's new epoch.
     pub epoch: u64,
@@ -76,14 +86,14 @@ pub struct CommitResponse {
 }
 
 /// Body of [`SendMessage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendRequest {
     /// Base64 `MLSMessage`: a PrivateMessage (application) or PublicMessage (proposal).
     pub message: String,
 }
 
 /// Response of [`SendMessage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SendResponse {
     pub seq: u64,
 }

@@ -11,12 +11,41 @@ pub mod error;
 pub mod groups;
 pub mod ids;
 pub mod keys;
+pub mod openapi;
+pub mod params;
 pub mod sync;
 pub mod versions;
 
 pub use client::{Client, ClientError};
-pub use endpoint::{Auth, Endpoint, Method, RateLimitClass};
+pub use endpoint::{Auth, BodyLimit, Endpoint, EndpointInfo, Method, RateLimitClass};
 pub use error::{ErrCode, ErrorBody};
 
 /// Path prefix of the client–server API.
 pub const CLIENT_PREFIX: &str = "/_parley/client/v1";
+
+/// Every endpoint of the client–server API, in documentation order.
+pub fn endpoints() -> Vec<EndpointInfo> {
+    use EndpointInfo as E;
+    vec![
+        E::of::<versions::GetVersions>(),
+        E::of::<accounts::Register>(),
+        E::of::<accounts::Login>(),
+        E::of::<accounts::Refresh>(),
+        E::of::<accounts::Logout>(),
+        E::of::<accounts::WhoAmI>(),
+        E::of::<accounts::ListDevices>(),
+        E::of::<accounts::DeleteDevice>(),
+        E::of::<keys::BindSignatureKey>(),
+        E::of::<keys::UserDevices>(),
+        E::of::<keys::UploadKeys>(),
+        E::of::<keys::KeyCount>(),
+        E::of::<keys::ClaimKeys>(),
+        E::of::<groups::CreateGroup>(),
+        E::of::<groups::ListGroups>(),
+        E::of::<groups::SubmitCommit>(),
+        E::of::<groups::SendMessage>(),
+        E::of::<sync::Sync>(),
+        E::of::<sync::DeleteWelcome>(),
+        E::of::<sync::WebSocket>(),
+    ]
+}

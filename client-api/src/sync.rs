@@ -8,20 +8,33 @@ use crate::endpoint::Empty;
 use crate::groups::DeviceRef;
 use crate::keys::KeyCountResponse;
 
-crate::endpoint!(
+crate::endpoint! {
     /// Events after `since`, waiting up to `timeout_ms` when there are none.
-    Sync, Get, "/_parley/client/v1/sync", AccessToken, None, SyncRequest => SyncResponse
-);
-crate::endpoint!(
+    Sync: Get "/_parley/client/v1/sync",
+    auth AccessToken, rate None, body Default, path (),
+    SyncRequest => SyncResponse, errors []
+}
+crate::endpoint! {
     /// Acknowledges a processed welcome; it is not sent again.
-    DeleteWelcome, Delete, "/_parley/client/v1/welcomes/{id}", AccessToken, None, Empty => Empty
-);
+    DeleteWelcome: Delete "/_parley/client/v1/welcomes/{id}",
+    auth AccessToken, rate None, body Default, path crate::params::WelcomePath,
+    crate::endpoint::NoQuery => Empty, errors [NotFound]
+}
+
+crate::endpoint! {
+    /// The device's events pushed as they happen (101 Switching Protocols). A browser sends
+    /// `{"access_token", "since"}` ([`WsAuth`]) as its first frame; a native client may use an
+    /// `Authorization` header instead. Frames are [`WsEvent`]s; an error closes with 4001.
+    WebSocket: Get "/_parley/client/v1/ws",
+    auth Public, rate None, body Default, path (),
+    crate::endpoint::NoQuery => Empty, errors [MissingToken, UnknownToken]
+}
 
 /// Path of the WebSocket endpoint.
-pub const WS_PATH: &str = "/_parley/client/v1/ws";
+pub const WS_PATH: &str = <WebSocket as crate::Endpoint>::PATH;
 
 /// Query of [`Sync`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyncRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
@@ -30,7 +43,7 @@ pub struct SyncRequest {
 }
 
 /// A Welcome for this device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WelcomeEvent {
     pub id: String,
     pub group_id: String,
@@ -41,7 +54,7 @@ pub struct WelcomeEvent {
 }
 
 /// An accepted group message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageEvent {
     pub seq: u64,
     pub sender: DeviceRef,
@@ -62,13 +75,13 @@ pub struct MessageEvent {
 }
 
 /// A group's messages in a sync response.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupEvents {
     pub messages: Vec<MessageEvent>,
 }
 
 /// Response of [`Sync`]; every section is present.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyncResponse {
     pub next_batch: String,
     pub welcomes: Vec<WelcomeEvent>,
@@ -77,7 +90,7 @@ pub struct SyncResponse {
 }
 
 /// The first frame a client sends on `/ws` (the token never appears in a URL).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WsAuth {
     pub access_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +98,7 @@ pub struct WsAuth {
 }
 
 /// A frame the server pushes on `/ws`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WsEvent {
     Welcome {

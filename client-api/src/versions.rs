@@ -2,15 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::Empty;
-
-crate::endpoint!(
+crate::endpoint! {
     /// Protocol versions, server name and limits; needs no token.
-    GetVersions, Get, "/_parley/client/versions", None, None, Empty => VersionsResponse
-);
+    GetVersions: Get "/_parley/client/versions",
+    auth Public, rate None, body Default, path (),
+    crate::endpoint::NoQuery => VersionsResponse, errors []
+}
 
 /// Limits every client and hub of this server agree on (DESIGN §3.4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Limits {
     /// How many epochs back an application message is still accepted.
     pub max_past_epochs: u64,
@@ -23,7 +23,7 @@ pub struct Limits {
 }
 
 /// Response of [`GetVersions`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VersionsResponse {
     /// Supported protocol versions, e.g. `["v1"]`.
     pub versions: Vec<String>,

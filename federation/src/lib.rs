@@ -11,7 +11,7 @@
 //! - [`signatures`]: signing and checking signed JSON objects (Matrix's "Signing JSON");
 //! - [`auth`]: the `Authorization: X-Parley …` request signature (build, parse, verify);
 //! - [`transactions`]: wire types of `PUT /_parley/federation/v1/send/{txn_id}`;
-//! - [`paths`]: the federation endpoints (method, path, authentication);
+//! - [`endpoints`]: the federation endpoints, declared like the client API's;
 //! - [`destination`]: how to reach a server name (explicit port, well-known, `:8448`).
 //!
 //! Every fallible function returns the crate's single [`Error`]; [`Error::errcode`] and
@@ -21,10 +21,10 @@ pub mod auth;
 pub mod b64;
 pub mod canonical_json;
 pub mod destination;
+pub mod endpoints;
 pub mod error;
 pub mod key_cache;
 pub mod keys;
-pub mod paths;
 pub mod signatures;
 pub mod transactions;
 

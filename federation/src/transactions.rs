@@ -44,13 +44,14 @@ pub fn validate_txn_id(txn_id: &str) -> Result<()> {
 
 /// The body of `PUT /send/{txn_id}`. Events stay raw JSON until [`parse_event`], so one bad
 /// event cannot spoil the batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Transaction {
     /// The sending server (must equal the authenticated origin).
     pub origin: String,
     /// When the sender built the transaction (ms since the Unix epoch).
     pub origin_ts: u64,
     /// The events, at most [`MAX_EVENTS`].
+    #[schemars(with = "Vec<Event>")]
     pub events: Vec<Value>,
 }
 
@@ -107,7 +108,7 @@ pub fn parse_event(raw: &Value) -> Result<Event> {
 }
 
 /// A federation event: `{event_id, type, ...payload}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Unique per origin; the key of this event's entry in the response.
     pub event_id: String,
@@ -117,7 +118,7 @@ pub struct Event {
 }
 
 /// The payload of an [`Event`], tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventPayload {
     /// `"message"`: a message the hub accepted.
@@ -129,7 +130,9 @@ pub enum EventPayload {
 }
 
 /// A device of a user: `{user_id, device_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct UserDevice {
     /// `@localpart:server`.
     pub user_id: String,
@@ -138,7 +141,7 @@ pub struct UserDevice {
 }
 
 /// What kind of MLS message a group message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// A commit (with `adds`/`removes`).
@@ -150,7 +153,7 @@ pub enum MessageKind {
 }
 
 /// `type: "message"`: the group id plus the sync message object, flat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupMessage {
     /// The group (`!opaque:hub`).
     pub group_id: String,
@@ -175,7 +178,7 @@ pub struct GroupMessage {
 }
 
 /// `type: "welcome"`: a Welcome for the receiving server's devices among `recipients`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WelcomeEvent {
     /// The group joined.
     pub group_id: String,
@@ -188,7 +191,7 @@ pub struct WelcomeEvent {
 }
 
 /// `type: "device_list_update"`: the user's devices as in `GET /users/{user_id}/devices`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceListUpdate {
     /// The user (on the origin server).
     pub user_id: String,
@@ -197,7 +200,7 @@ pub struct DeviceListUpdate {
 }
 
 /// A device and its bound MLS signature key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceKey {
     /// The device id.
     pub device_id: String,
@@ -206,7 +209,7 @@ pub struct DeviceKey {
 }
 
 /// The answer of `PUT /send/{txn_id}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransactionResponse {
     /// One entry per event of the transaction, keyed by `event_id`.
     pub results: BTreeMap<String, EventResult>,
@@ -241,12 +244,22 @@ impl EventResult {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct EventResultWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     errcode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl schemars::JsonSchema for EventResult {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventResult".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        EventResultWire::json_schema(generator)
+    }
 }
 
 impl Serialize for EventResult {

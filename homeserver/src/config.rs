@@ -472,22 +472,22 @@ impl Config {
         }
     }
 
-    /// The largest JSON body of the endpoint at `path`: room for the base64 of the MLS bytes
+    /// The largest body of an endpoint declaring `limit`: room for the base64 of the MLS bytes
     /// it may carry (bounded by the decoded limits) plus JSON overhead.
-    pub fn body_limit(&self, path: &str) -> usize {
-        use parley_client_api::{groups, keys, Endpoint};
+    pub fn body_limit(&self, limit: parley_client_api::BodyLimit) -> usize {
+        use parley_client_api::BodyLimit;
         let base64 = |bytes: u64| (bytes as usize).div_ceil(3) * 4;
         let overhead = self.limits.max_request_bytes;
         let l = &self.limits;
-        if path == groups::SubmitCommit::PATH {
-            base64(l.max_bundle_bytes) + overhead
-        } else if path == groups::SendMessage::PATH {
-            base64(l.max_message_bytes) + overhead
-        } else if path == keys::UploadKeys::PATH {
-            (l.max_key_packages_per_upload + 1) * base64(l.max_message_bytes.min(16 * 1024))
-                + overhead
-        } else {
-            self.limits.max_request_bytes
+        match limit {
+            BodyLimit::Default => l.max_request_bytes,
+            BodyLimit::Bundle => base64(l.max_bundle_bytes) + overhead,
+            BodyLimit::Message => base64(l.max_message_bytes) + overhead,
+            BodyLimit::KeyUpload => {
+                (l.max_key_packages_per_upload + 1) * base64(l.max_message_bytes.min(16 * 1024))
+                    + overhead
+            }
+            BodyLimit::Federation => self.federation.max_request_bytes,
         }
     }
 

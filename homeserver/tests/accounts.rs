@@ -406,7 +406,7 @@ on_both_backends!(registration_modes_are_enforced, |db: Db| async move {
     };
     let session = token
         .client()
-        .call::<parley_client_api::accounts::Register>(&[], &request)
+        .call::<parley_client_api::accounts::Register>(&(), &request)
         .await
         .unwrap();
     let mut kim = token.client();

@@ -381,7 +381,7 @@ on_both_backends!(
         };
         let r = bob
             .client
-            .call::<parley_client_api::keys::UploadKeys>(&[], &raw)
+            .call::<parley_client_api::keys::UploadKeys>(&(), &raw)
             .await;
         assert_eq!(
             assert_api_error(r, 400, "P_INVALID_KEY_PACKAGE").extra_u64("index"),

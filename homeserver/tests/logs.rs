@@ -95,7 +95,7 @@ async fn register(
         registration_token: Some(token.into()),
     };
     let session = client
-        .call::<Register>(&[], &request)
+        .call::<Register>(&(), &request)
         .await
         .expect("register with the token");
     client.set_access_token(Some(session.access_token.clone()));

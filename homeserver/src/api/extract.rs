@@ -1,122 +1,20 @@
-//! HTTP plumbing shared by every endpoint: typed routing from the endpoint declarations,
-//! the JSON body extractor, authentication, client IPs and the fallbacks.
+//! HTTP plumbing below the typed routes: reading a body within its limit and time, the JSON
+//! body rules, the client's address, and the answer for a wrong method.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, post, put, MethodRouter};
-use axum::Router;
-use parley_client_api::{Endpoint, Method, RateLimitClass};
 use serde::de::DeserializeOwned;
 
-use crate::accounts::session::{bearer_token, check_session};
-use crate::accounts::tokens::Claims;
-use crate::accounts::{authenticate, Authed};
 use crate::error::Error;
 use crate::state::AppState;
-
-/// Adds endpoint `E` to `router`, routed by its declared method and path, with its declared
-/// rate limit applied before the handler runs.
-pub fn route<E, H, T>(router: Router<AppState>, state: &AppState, handler: H) -> Router<AppState>
-where
-    E: Endpoint,
-    H: axum::handler::Handler<T, AppState>,
-    T: 'static,
-{
-    let mut method_router: MethodRouter<AppState> = match E::METHOD {
-        Method::Get => get(handler),
-        Method::Post => post(handler),
-        Method::Put => put(handler),
-        Method::Delete => delete(handler),
-    };
-    let limit = BodyLimit(state.config.body_limit(E::PATH));
-    method_router = method_router.layer(axum::Extension(limit));
-    if E::RATE_LIMIT != RateLimitClass::None {
-        let class = E::RATE_LIMIT;
-        method_router = method_router.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            move |state: axum::extract::State<AppState>,
-                  ip: ClientIp,
-                  mut req: Request,
-                  next: Next| async move {
-                let (key, claims) = rate_key(class, &state, req.headers(), ip.0);
-                state.check_rate(class, key)?;
-                if let Some(claims) = claims {
-                    // The handler's authentication reuses the verified token.
-                    req.extensions_mut().insert(VerifiedToken(claims));
-                }
-                Ok::<Response, Error>(next.run(req).await)
-            },
-        ));
-    }
-    router.route(E::PATH, method_router)
-}
-
-/// Whom a request is counted against: the client IP for login and registration, the user
-/// (from a validly signed token; the handler still checks the session) for everything else.
-/// Also returns the token's verified claims, if any.
-fn rate_key(
-    class: RateLimitClass,
-    state: &AppState,
-    headers: &HeaderMap,
-    ip: IpAddr,
-) -> (String, Option<Claims>) {
-    let ip = crate::client_address::address_bucket(ip);
-    if matches!(
-        class,
-        RateLimitClass::Login | RateLimitClass::Register | RateLimitClass::Refresh
-    ) {
-        return (format!("ip:{ip}"), None);
-    }
-    let claims = bearer_token(headers)
-        .ok()
-        .and_then(|t| state.tokens.verify(t));
-    match claims {
-        Some(claims) => (format!("user:{}", claims.sub), Some(claims)),
-        None => (format!("ip:{ip}"), None),
-    }
-}
-
-/// Claims of the request's access token, verified by the rate limiter before the handler.
-#[derive(Debug, Clone)]
-struct VerifiedToken(Claims);
 
 /// Answer for a known path with the wrong method: 405 `P_UNRECOGNIZED`.
 pub async fn wrong_method() -> Error {
     Error::UnrecognizedMethod
-}
-
-/// The largest body an endpoint accepts, attached to its route.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-/// A JSON request body: `Content-Type: application/json`, at most the configured size,
-/// parsed into `T`. An empty body reads as `{}`.
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(state.config.limits.max_request_bytes, |l| l.0);
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        let bytes = read_body(req, limit, state).await?;
-        parse_json_body(&bytes, is_json).map(ApiJson)
-    }
 }
 
 /// Reads a request body of at most `limit` bytes (413 past it, refused unread when the
@@ -214,24 +112,6 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-impl FromRequestParts<AppState> for Authed {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let result = match parts.extensions.get::<VerifiedToken>() {
-            Some(VerifiedToken(claims)) => check_session(claims, state).await,
-            None => authenticate(&parts.headers, state).await,
-        };
-        if matches!(result, Err(Error::MissingToken | Error::UnknownToken)) {
-            state
-                .metrics
-                .auth_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        result
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,36 +155,5 @@ mod tests {
             parse_json_body::<Shape>(b"", true),
             Err(Error::BadJson(_))
         ));
-    }
-}
-
-/// Query parameters parsed into `T`; a malformed query is 400 `P_BAD_JSON`.
-#[derive(Debug)]
-pub struct ApiQuery<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query)
-            .map(ApiQuery)
-            .map_err(|e| Error::BadJson(format!("query string: {e}")))
-    }
-}
-
-/// Path parameters parsed into `T`; a parameter that does not percent-decode to UTF-8 (or
-/// has the wrong shape) is 400 `P_BAD_JSON` instead of axum's plain-text rejection.
-#[derive(Debug)]
-pub struct ApiPath<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| ApiPath(p.0))
-            .map_err(|e| Error::BadJson(format!("path: {}", e.body_text())))
     }
 }

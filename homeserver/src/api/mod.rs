@@ -5,16 +5,22 @@
 pub mod client;
 pub mod extract;
 pub mod federation;
+pub mod route;
 
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
+/// Every endpoint of both APIs, recorded with its declaration.
+pub fn routes() -> route::Routes {
+    client::routes().merge(federation::routes())
+}
+
 /// Builds the whole router for `state`.
 pub fn router(state: AppState) -> Router {
-    client::router(&state)
-        .merge(federation::router())
+    routes()
+        .into_router()
         .fallback(crate::web::web_client_or_unknown)
         .method_not_allowed_fallback(extract::wrong_method)
         // Spans carry method and path only: never headers (tokens) or query strings.

@@ -1,7 +1,7 @@
 //! Catch-up from the hub (`GET /groups/{group_id}/messages?since=SEQ`), served to servers with
 //! devices in the group.
 
-use serde_json::{json, Value};
+use parley_federation::endpoints::CatchUpPage;
 
 use crate::delivery::events::message_event;
 use crate::error::{ApiResult, Error};
@@ -21,7 +21,12 @@ pub const CATCH_UP_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// server whose devices have all left gets messages up to the commit that removed the last of
 /// them (it must deliver that commit), nothing after; a server that never had a member is
 /// refused (403).
-pub async fn page(state: &AppState, origin: &str, group_id: &str, since: u64) -> ApiResult<Value> {
+pub async fn page(
+    state: &AppState,
+    origin: &str,
+    group_id: &str,
+    since: u64,
+) -> ApiResult<CatchUpPage> {
     if hub_of(&state.config.server_name, group_id)?.is_some()
         || state.store.group(group_id).await?.is_none()
     {
@@ -69,5 +74,8 @@ pub async fn page(state: &AppState, origin: &str, group_id: &str, since: u64) ->
         .map(|m| message_event(&m))
         .collect();
     tracing::debug!(%group_id, origin = %origin, since, count = messages.len(), "catch-up served");
-    Ok(json!({ "group_id": group_id, "messages": messages }))
+    Ok(CatchUpPage {
+        group_id: group_id.to_owned(),
+        messages,
+    })
 }

@@ -18,13 +18,13 @@ use crate::error::{ApiResult, Error};
 use crate::ids::{hub_of, same_server, server_of};
 use crate::state::AppState;
 
-/// Applies transaction `txn_id` from `origin` (body `body`) and returns its answer.
+/// Applies transaction `txn_id` from `origin` and returns its answer.
 pub async fn receive_transaction(
     state: &AppState,
     origin: &str,
     txn_id: &str,
-    body: Option<Value>,
-) -> ApiResult<Value> {
+    txn: Transaction,
+) -> ApiResult<TransactionResponse> {
     parley_federation::transactions::validate_txn_id(txn_id)?;
     // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
     match state
@@ -34,9 +34,7 @@ pub async fn receive_transaction(
     {
         InboundClaim::Claimed => {}
         InboundClaim::Answered(previous) => {
-            let answer: Value =
-                serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()))?;
-            return Ok(answer);
+            return serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()));
         }
         InboundClaim::InFlight => {
             return Err(Error::LimitExceeded {
@@ -44,18 +42,13 @@ pub async fn receive_transaction(
             })
         }
     }
-    let txn = match Transaction::from_body(body.unwrap_or(Value::Null))
-        .and_then(|t| t.validate().map(|()| t))
-    {
-        Ok(txn) => txn,
-        Err(e) => {
-            let _ = state
-                .store
-                .release_inbound_transaction(origin, txn_id)
-                .await;
-            return Err(e.into());
-        }
-    };
+    if let Err(e) = txn.validate() {
+        let _ = state
+            .store
+            .release_inbound_transaction(origin, txn_id)
+            .await;
+        return Err(e.into());
+    }
     let mut response = TransactionResponse::default();
     // Consecutive group messages are stored together (one write, in order); any other event
     // first stores the run before it, so events still take effect in the order sent.
@@ -91,10 +84,10 @@ pub async fn receive_transaction(
         response.results.insert(event_id, result);
     }
     store_run(state, origin, &mut run, &mut response).await;
-    let answer = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
+    let answer = serde_json::to_string(&response).map_err(|e| Error::Internal(e.to_string()))?;
     if let Err(e) = state
         .store
-        .record_inbound_transaction(origin, txn_id, &answer.to_string(), now_ms() as i64)
+        .record_inbound_transaction(origin, txn_id, &answer, now_ms() as i64)
         .await
     {
         // Let a copy be applied again (each event is idempotent) rather than wait it out.
@@ -104,7 +97,7 @@ pub async fn receive_transaction(
             .await;
         return Err(e.into());
     }
-    Ok(answer)
+    Ok(response)
 }
 
 /// The per-event result of a refused event.

@@ -236,7 +236,7 @@ async fn devices_lists_the_callers_devices_with_every_field(mut ctx: Ctx) -> any
         registration_token: None,
     };
     let session = expect_ok(
-        hs.client().call::<Register>(&[], &request).await,
+        hs.client().call::<Register>(&(), &request).await,
         "register",
     )?;
     let reply = send(

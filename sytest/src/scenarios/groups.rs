@@ -422,7 +422,13 @@ async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Resu
     expect_error(
         alice
             .client
-            .call::<parley_client_api::groups::SendMessage>(&[&group, "b64-1"], &raw)
+            .call::<parley_client_api::groups::SendMessage>(
+                &parley_client_api::params::GroupTxnPath {
+                    group_id: group.clone(),
+                    txn_id: "b64-1".into(),
+                },
+                &raw,
+            )
             .await,
         400,
         "P_INVALID_MESSAGE",

@@ -152,7 +152,7 @@ async fn invalid_package_is_refused_by_index_and_nothing_is_stored(
     };
     expect_invalid_key_package_at(
         bob.client
-            .call::<parley_client_api::keys::UploadKeys>(&[], &raw)
+            .call::<parley_client_api::keys::UploadKeys>(&(), &raw)
             .await,
         1,
         "index of the bad base64",

@@ -39,7 +39,7 @@ async fn closed_registration_is_403_forbidden(mut ctx: Ctx) -> anyhow::Result<()
     // Not even with a token.
     expect_error(
         hs.client()
-            .call::<Register>(&[], &request(&name, Some("let-me-in")))
+            .call::<Register>(&(), &request(&name, Some("let-me-in")))
             .await,
         403,
         "P_FORBIDDEN",
@@ -59,7 +59,7 @@ async fn token_registration_refuses_missing_and_wrong_tokens(mut ctx: Ctx) -> an
     for token in [None, Some("wrong"), Some(""), Some("LET-ME-IN")] {
         expect_error(
             hs.client()
-                .call::<Register>(&[], &request(&name, token))
+                .call::<Register>(&(), &request(&name, token))
                 .await,
             403,
             "P_FORBIDDEN",
@@ -74,7 +74,7 @@ async fn token_registration_accepts_a_listed_token(mut ctx: Ctx) -> anyhow::Resu
     for token in ["let-me-in", "second-door"] {
         let session = expect_ok(
             hs.client()
-                .call::<Register>(&[], &request(&ctx.user("abe"), Some(token)))
+                .call::<Register>(&(), &request(&ctx.user("abe"), Some(token)))
                 .await,
             &format!("register with token {token:?}"),
         )?;

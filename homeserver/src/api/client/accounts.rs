@@ -1,77 +1,71 @@
 //! Account endpoints: register, login, refresh, logout, whoami, devices. The rules live in
 //! [`crate::accounts`].
 
-use axum::extract::State;
-use axum::{Json, Router};
 use parley_client_api::accounts::{
     DeleteDevice, DevicesResponse, ListDevices, Login, LoginRequest, Logout, Refresh,
     RefreshRequest, Register, RegisterRequest, SessionResponse, WhoAmI, WhoAmIResponse,
 };
-use parley_client_api::endpoint::Empty;
+use parley_client_api::endpoint::{Empty, NoQuery};
+use parley_client_api::params::DevicePath;
 
 use crate::accounts::{self, Authed};
-use crate::api::extract::{route, ApiJson, ApiPath as Path};
+use crate::api::route::Routes;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The account endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<Register, _, _>(r, state, register);
-    let r = route::<Login, _, _>(r, state, login);
-    let r = route::<Refresh, _, _>(r, state, refresh);
-    let r = route::<Logout, _, _>(r, state, logout);
-    let r = route::<WhoAmI, _, _>(r, state, whoami);
-    let r = route::<ListDevices, _, _>(r, state, list_devices);
-    route::<DeleteDevice, _, _>(r, state, delete_device)
+pub fn routes() -> Routes {
+    Routes::new()
+        .serve::<Register, _, _>(register)
+        .serve::<Login, _, _>(login)
+        .serve::<Refresh, _, _>(refresh)
+        .serve::<Logout, _, _>(logout)
+        .serve::<WhoAmI, _, _>(whoami)
+        .serve::<ListDevices, _, _>(list_devices)
+        .serve::<DeleteDevice, _, _>(delete_device)
 }
 
 async fn register(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RegisterRequest>,
-) -> ApiResult<Json<SessionResponse>> {
-    accounts::register(&state, req).await.map(Json)
+    state: AppState,
+    _: (),
+    _: (),
+    req: RegisterRequest,
+) -> ApiResult<SessionResponse> {
+    accounts::register(&state, req).await
 }
 
-async fn login(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Json<SessionResponse>> {
-    accounts::login(&state, req).await.map(Json)
+async fn login(state: AppState, _: (), _: (), req: LoginRequest) -> ApiResult<SessionResponse> {
+    accounts::login(&state, req).await
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RefreshRequest>,
-) -> ApiResult<Json<SessionResponse>> {
-    accounts::refresh(&state, req).await.map(Json)
+async fn refresh(state: AppState, _: (), _: (), req: RefreshRequest) -> ApiResult<SessionResponse> {
+    accounts::refresh(&state, req).await
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    auth: Authed,
-    ApiJson(_): ApiJson<Empty>,
-) -> ApiResult<Json<Empty>> {
+async fn logout(state: AppState, auth: Authed, _: (), _: Empty) -> ApiResult<Empty> {
     accounts::logout(&state, &auth).await?;
-    Ok(Json(Empty {}))
+    Ok(Empty {})
 }
 
-async fn whoami(auth: Authed) -> Json<WhoAmIResponse> {
-    Json(accounts::whoami(auth))
+async fn whoami(_: AppState, auth: Authed, _: (), _: NoQuery) -> ApiResult<WhoAmIResponse> {
+    Ok(accounts::whoami(auth))
 }
 
 async fn list_devices(
-    State(state): State<AppState>,
+    state: AppState,
     auth: Authed,
-) -> ApiResult<Json<DevicesResponse>> {
-    accounts::list_devices(&state, &auth).await.map(Json)
+    _: (),
+    _: NoQuery,
+) -> ApiResult<DevicesResponse> {
+    accounts::list_devices(&state, &auth).await
 }
 
 async fn delete_device(
-    State(state): State<AppState>,
+    state: AppState,
     auth: Authed,
-    Path(device_id): Path<String>,
-) -> ApiResult<Json<Empty>> {
-    accounts::delete_device(&state, &auth, &device_id).await?;
-    Ok(Json(Empty {}))
+    path: DevicePath,
+    _: NoQuery,
+) -> ApiResult<Empty> {
+    accounts::delete_device(&state, &auth, &path.device_id).await?;
+    Ok(Empty {})
 }

@@ -1,66 +1,66 @@
 //! Key endpoints: signature-key binding, device lists, key-package upload, count and claim.
 //! The rules live in [`crate::keys`].
 
-use axum::extract::State;
-use axum::{Json, Router};
-use parley_client_api::endpoint::Empty;
+use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::keys::{
     BindSignatureKey, BindSignatureKeyRequest, ClaimKeys, ClaimKeysRequest, ClaimKeysResponse,
     KeyCount, KeyCountResponse, UploadKeys, UploadKeysRequest, UserDevices, UserDevicesResponse,
 };
+use parley_client_api::params::{DevicePath, UserPath};
 
 use crate::accounts::Authed;
-use crate::api::extract::{route, ApiJson, ApiPath as Path};
+use crate::api::route::Routes;
 use crate::error::ApiResult;
 use crate::keys;
 use crate::state::AppState;
 
 /// The key endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<BindSignatureKey, _, _>(r, state, bind_signature_key);
-    let r = route::<UserDevices, _, _>(r, state, user_devices);
-    let r = route::<UploadKeys, _, _>(r, state, upload);
-    let r = route::<KeyCount, _, _>(r, state, count);
-    route::<ClaimKeys, _, _>(r, state, claim)
+pub fn routes() -> Routes {
+    Routes::new()
+        .serve::<BindSignatureKey, _, _>(bind_signature_key)
+        .serve::<UserDevices, _, _>(user_devices)
+        .serve::<UploadKeys, _, _>(upload)
+        .serve::<KeyCount, _, _>(count)
+        .serve::<ClaimKeys, _, _>(claim)
 }
 
 async fn bind_signature_key(
-    State(state): State<AppState>,
+    state: AppState,
     auth: Authed,
-    Path(device_id): Path<String>,
-    ApiJson(req): ApiJson<BindSignatureKeyRequest>,
-) -> ApiResult<Json<Empty>> {
-    keys::bind_signature_key(&state, &auth.device(), &device_id, req).await?;
-    Ok(Json(Empty {}))
+    path: DevicePath,
+    req: BindSignatureKeyRequest,
+) -> ApiResult<Empty> {
+    keys::bind_signature_key(&state, &auth.device(), &path.device_id, req).await?;
+    Ok(Empty {})
 }
 
 async fn user_devices(
-    State(state): State<AppState>,
-    _auth: Authed,
-    Path(user_id): Path<String>,
-) -> ApiResult<Json<UserDevicesResponse>> {
-    keys::user_devices(&state, &user_id).await.map(Json)
+    state: AppState,
+    _: Authed,
+    path: UserPath,
+    _: NoQuery,
+) -> ApiResult<UserDevicesResponse> {
+    keys::user_devices(&state, &path.user_id).await
 }
 
 async fn upload(
-    State(state): State<AppState>,
+    state: AppState,
     auth: Authed,
-    ApiJson(req): ApiJson<UploadKeysRequest>,
-) -> ApiResult<Json<KeyCountResponse>> {
-    keys::upload(&state, &auth.device(), req).await.map(Json)
+    _: (),
+    req: UploadKeysRequest,
+) -> ApiResult<KeyCountResponse> {
+    keys::upload(&state, &auth.device(), req).await
 }
 
-async fn count(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<KeyCountResponse>> {
-    keys::key_count(&state, &auth.user_id, &auth.device_id)
-        .await
-        .map(Json)
+async fn count(state: AppState, auth: Authed, _: (), _: NoQuery) -> ApiResult<KeyCountResponse> {
+    keys::key_count(&state, &auth.user_id, &auth.device_id).await
 }
 
 async fn claim(
-    State(state): State<AppState>,
-    _auth: Authed,
-    ApiJson(req): ApiJson<ClaimKeysRequest>,
-) -> ApiResult<Json<ClaimKeysResponse>> {
-    keys::claim(&state, req).await.map(Json)
+    state: AppState,
+    _: Authed,
+    _: (),
+    req: ClaimKeysRequest,
+) -> ApiResult<ClaimKeysResponse> {
+    keys::claim(&state, req).await
 }

@@ -5,26 +5,26 @@ pub mod groups;
 pub mod keys;
 pub mod sync;
 
-use axum::extract::State;
-use axum::{Json, Router};
-use parley_client_api::endpoint::Empty;
+use parley_client_api::endpoint::NoQuery;
 use parley_client_api::versions::{GetVersions, Limits, VersionsResponse};
 
-use crate::api::extract::{route, ApiQuery};
+use crate::api::route::Routes;
+use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// Every client endpoint.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = route::<GetVersions, _, _>(Router::new(), state, versions);
-    r.merge(accounts::router(state))
-        .merge(keys::router(state))
-        .merge(groups::router(state))
-        .merge(sync::router(state))
+pub fn routes() -> Routes {
+    Routes::new()
+        .serve::<GetVersions, _, _>(versions)
+        .merge(accounts::routes())
+        .merge(keys::routes())
+        .merge(groups::routes())
+        .merge(sync::routes())
 }
 
-async fn versions(State(state): State<AppState>, _: ApiQuery<Empty>) -> Json<VersionsResponse> {
+async fn versions(state: AppState, _: (), _: (), _: NoQuery) -> ApiResult<VersionsResponse> {
     let limits = &state.config.limits;
-    Json(VersionsResponse {
+    Ok(VersionsResponse {
         versions: vec!["v1".into()],
         server_name: state.config.server_name.clone(),
         limits: Limits {

@@ -5,40 +5,37 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Json, Router};
-use parley_client_api::endpoint::Empty;
-use parley_client_api::sync::{DeleteWelcome, Sync, SyncRequest, SyncResponse, WS_PATH};
+use parley_client_api::endpoint::{Empty, NoQuery};
+use parley_client_api::params::WelcomePath;
+use parley_client_api::sync::{DeleteWelcome, Sync, SyncRequest, SyncResponse, WebSocket};
 
 use crate::accounts::{authenticate, Authed};
-use crate::api::extract::{route, ApiPath as Path, ApiQuery};
+use crate::api::route::Routes;
+use crate::delivery;
 use crate::delivery::websocket::{run_socket, MAX_CLIENT_FRAME_BYTES};
-use crate::delivery::{self};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The delivery endpoints.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let r = Router::new();
-    let r = route::<Sync, _, _>(r, state, sync);
-    let r = route::<DeleteWelcome, _, _>(r, state, delete_welcome);
-    r.route(WS_PATH, axum::routing::get(websocket))
+pub fn routes() -> Routes {
+    Routes::new()
+        .serve::<Sync, _, _>(sync)
+        .serve::<DeleteWelcome, _, _>(delete_welcome)
+        .serve_raw::<WebSocket>(axum::routing::get(websocket))
 }
 
-async fn sync(
-    State(state): State<AppState>,
-    auth: Authed,
-    ApiQuery(req): ApiQuery<SyncRequest>,
-) -> ApiResult<Json<SyncResponse>> {
-    delivery::sync::sync(&state, &auth, req).await.map(Json)
+async fn sync(state: AppState, auth: Authed, _: (), req: SyncRequest) -> ApiResult<SyncResponse> {
+    delivery::sync::sync(&state, &auth, req).await
 }
 
 async fn delete_welcome(
-    State(state): State<AppState>,
+    state: AppState,
     auth: Authed,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Empty>> {
-    delivery::sync::delete_welcome(&state, &auth, &id).await?;
-    Ok(Json(Empty {}))
+    path: WelcomePath,
+    _: NoQuery,
+) -> ApiResult<Empty> {
+    delivery::sync::delete_welcome(&state, &auth, &path.id).await?;
+    Ok(Empty {})
 }
 
 /// `GET /ws`: authenticates with an `Authorization` header (native clients) or a first

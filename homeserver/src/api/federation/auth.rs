@@ -2,14 +2,13 @@
 //! method, path, destination and body, checked in order of cost (header, destination, ACL,
 //! the client address's budget, then the body, then a key fetch).
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::Request;
 use axum::http::header;
 use parley_federation::auth::{check_destination, parse_body, verify_request, XParleyAuth};
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::extract::{read_body, ClientIp};
-use crate::error::{ApiResult, Error};
+use crate::error::Error;
 use crate::federation::client::KeyAnswer;
 use crate::state::AppState;
 
@@ -22,17 +21,8 @@ pub struct Federated {
 }
 
 impl Federated {
-    /// The body as `T` (400 `P_BAD_JSON` otherwise).
-    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
-        let body = self.body.clone().unwrap_or_else(|| json!({}));
-        serde_json::from_value(body).map_err(|e| Error::BadJson(e.to_string()))
-    }
-}
-
-impl FromRequest<AppState> for Federated {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+    /// Authenticates `req` and reads its body.
+    pub async fn authenticate(req: Request, state: &AppState) -> Result<Federated, Error> {
         if !state.config.federation.enabled {
             return Err(Error::Forbidden(
                 "federation is disabled on this server".into(),

@@ -1,0 +1,352 @@
+//! Typed routing: an endpoint's declaration ([`Endpoint`]) decides its method, path,
+//! authentication, rate limit and body limit, and the router accepts only a handler taking
+//! the declared path parameters, request and caller and returning the declared response —
+//! a mismatch does not compile.
+//!
+//! Every request goes through the same steps, in the protocol's order: for a client endpoint
+//! the rate limit, the access token, the path parameters, then the body (or query); for a
+//! federation endpoint the path parameters, then the signature (which covers the body).
+
+use std::future::Future;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::{Json, Router};
+use parley_client_api::endpoint::{auth, AuthScheme};
+use parley_client_api::{Endpoint, EndpointInfo, Method, RateLimitClass};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::extract::{parse_json_body, read_body, ClientIp};
+use super::federation::auth::Federated;
+use crate::accounts::session::{bearer_token, check_session};
+use crate::accounts::{authenticate, Authed};
+use crate::error::{ApiResult, Error};
+use crate::state::AppState;
+
+/// A router that records the declaration of every endpoint it serves.
+pub struct Routes {
+    router: Router<AppState>,
+    table: Vec<EndpointInfo>,
+}
+
+impl Routes {
+    /// No routes yet.
+    pub fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Serves endpoint `E` with `handler`.
+    pub fn serve<E, F, Fut>(mut self, handler: F) -> Routes
+    where
+        E: Endpoint,
+        E::Auth: Authenticate,
+        F: Fn(AppState, <E::Auth as Authenticate>::Caller, E::Path, E::Request) -> Fut
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = ApiResult<E::Response>> + Send + 'static,
+    {
+        let serve = move |State(state): State<AppState>, req: Request| {
+            let handler = handler.clone();
+            async move {
+                let declared = Declared {
+                    rate: E::RATE_LIMIT,
+                    body_limit: state.config.body_limit(E::BODY_LIMIT),
+                    has_body: E::METHOD.has_body(),
+                    has_path_params: E::PATH.contains('{'),
+                };
+                let accepted =
+                    <E::Auth as Authenticate>::accept::<E::Path>(req, &state, declared).await?;
+                let request: E::Request = if E::METHOD.has_body() {
+                    accepted.body.parse()?
+                } else {
+                    parse_query(accepted.query.as_deref())?
+                };
+                let response = handler(state, accepted.caller, accepted.path, request).await?;
+                Ok::<_, Error>(Json(response))
+            }
+        };
+        self.router = self.router.route(E::PATH, method_router(E::METHOD, serve));
+        self.table.push(EndpointInfo::of::<E>());
+        self
+    }
+
+    /// Serves endpoint `E` with a handler that is not JSON in, JSON out (the WebSocket
+    /// upgrade): the declaration still documents it.
+    pub fn serve_raw<E: Endpoint>(mut self, method_router: MethodRouter<AppState>) -> Routes {
+        self.router = self.router.route(E::PATH, method_router);
+        self.table.push(EndpointInfo::of::<E>());
+        self
+    }
+
+    /// Both sets of routes.
+    pub fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.table.extend(other.table);
+        self
+    }
+
+    /// The declarations served, in the order added.
+    pub fn table(&self) -> &[EndpointInfo] {
+        &self.table
+    }
+
+    /// The axum router.
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes::new()
+    }
+}
+
+fn method_router<H, T>(method: Method, handler: H) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    match method {
+        Method::Get => get(handler),
+        Method::Post => post(handler),
+        Method::Put => put(handler),
+        Method::Delete => delete(handler),
+    }
+}
+
+/// A request past authentication, with its path parameters and unparsed request.
+pub struct Accepted<C, P> {
+    /// Who is calling.
+    pub caller: C,
+    /// The path parameters.
+    pub path: P,
+    /// The query string.
+    pub query: Option<String>,
+    /// The body, read but not parsed.
+    pub body: Body,
+}
+
+/// A request body, read within its limit.
+pub enum Body {
+    /// A client body, and whether it declared `Content-Type: application/json`.
+    Client {
+        bytes: axum::body::Bytes,
+        is_json: bool,
+    },
+    /// A federation body, already parsed strictly (the signature covers it).
+    Signed(Option<Value>),
+    /// No body (GET and DELETE).
+    None,
+}
+
+impl Body {
+    /// The body as `T`: `P_NOT_JSON` for what is not JSON, `P_BAD_JSON` for the wrong shape.
+    fn parse<T: DeserializeOwned>(self) -> Result<T, Error> {
+        match self {
+            Body::Client { bytes, is_json } => parse_json_body(&bytes, is_json),
+            Body::Signed(body) => {
+                serde_json::from_value(body.unwrap_or_else(|| Value::Object(Default::default())))
+                    .map_err(|e| Error::BadJson(e.to_string()))
+            }
+            Body::None => parse_json_body(b"", true),
+        }
+    }
+}
+
+/// What the declaration says about reading a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared {
+    /// Rate-limit bucket.
+    pub rate: RateLimitClass,
+    /// Largest body, in bytes.
+    pub body_limit: usize,
+    /// Whether the request travels as a body (otherwise as the query).
+    pub has_body: bool,
+    /// Whether the path has `{name}` parameters.
+    pub has_path_params: bool,
+}
+
+/// How a request authenticates under a scheme, and what the handler is told of the caller.
+pub trait Authenticate: AuthScheme {
+    /// The authenticated caller handed to the handler.
+    type Caller: Send + 'static;
+
+    /// Rate-limits, authenticates and reads the request, in the protocol's order.
+    fn accept<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> impl Future<Output = Result<Accepted<Self::Caller, P>, Error>> + Send;
+}
+
+impl Authenticate for auth::Public {
+    type Caller = ();
+
+    async fn accept<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<Accepted<(), P>, Error> {
+        let (mut parts, body) = req.into_parts();
+        check_client_rate(state, declared.rate, &parts)?;
+        let path = path_params(&mut parts, declared.has_path_params).await?;
+        let (query, body) = read_client_body(parts, body, state, declared).await?;
+        Ok(Accepted {
+            caller: (),
+            path,
+            query,
+            body,
+        })
+    }
+}
+
+impl Authenticate for auth::AccessToken {
+    type Caller = Authed;
+
+    async fn accept<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<Accepted<Authed, P>, Error> {
+        let (mut parts, body) = req.into_parts();
+        let verified = check_client_rate(state, declared.rate, &parts)?;
+        let result = match verified {
+            // The rate limiter has verified the token already.
+            Some(claims) => check_session(&claims, state).await,
+            None => authenticate(&parts.headers, state).await,
+        };
+        if matches!(result, Err(Error::MissingToken | Error::UnknownToken)) {
+            state
+                .metrics
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let caller = result?;
+        let path = path_params(&mut parts, declared.has_path_params).await?;
+        let (query, body) = read_client_body(parts, body, state, declared).await?;
+        Ok(Accepted {
+            caller,
+            path,
+            query,
+            body,
+        })
+    }
+}
+
+/// A verified federation request's origin server (lower case).
+#[derive(Debug, Clone)]
+pub struct Origin(pub String);
+
+impl Authenticate for auth::ServerSignature {
+    type Caller = Origin;
+
+    async fn accept<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<Accepted<Origin, P>, Error> {
+        // Federation answers a malformed path before it looks at the signature; the signature
+        // check applies the per-address and per-origin budgets and the federation body limit.
+        let (mut parts, body) = req.into_parts();
+        let path = path_params(&mut parts, declared.has_path_params).await?;
+        let query = parts.uri.query().map(str::to_owned);
+        let fed = Federated::authenticate(Request::from_parts(parts, body), state).await?;
+        Ok(Accepted {
+            caller: Origin(fed.origin),
+            path,
+            query,
+            body: Body::Signed(fed.body),
+        })
+    }
+}
+
+/// Applies a client endpoint's rate limit: by client address for login, registration and
+/// refresh, by user (from a validly signed token; the session is checked after) otherwise.
+/// Returns the token's verified claims, if it looked at them.
+fn check_client_rate(
+    state: &AppState,
+    class: RateLimitClass,
+    parts: &Parts,
+) -> Result<Option<crate::accounts::tokens::Claims>, Error> {
+    if class == RateLimitClass::None {
+        return Ok(None);
+    }
+    let ip = ClientIp::of(state, &parts.headers, &parts.extensions)?;
+    let (key, claims) = rate_key(class, state, &parts.headers, ip);
+    state.check_rate(class, key)?;
+    Ok(claims)
+}
+
+/// Whom a request is counted against.
+fn rate_key(
+    class: RateLimitClass,
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> (String, Option<crate::accounts::tokens::Claims>) {
+    let ip = crate::client_address::address_bucket(ip);
+    if matches!(
+        class,
+        RateLimitClass::Login | RateLimitClass::Register | RateLimitClass::Refresh
+    ) {
+        return (format!("ip:{ip}"), None);
+    }
+    let claims = bearer_token(headers)
+        .ok()
+        .and_then(|t| state.tokens.verify(t));
+    match claims {
+        Some(claims) => (format!("user:{}", claims.sub), Some(claims)),
+        None => (format!("ip:{ip}"), None),
+    }
+}
+
+/// The path parameters as `P`; one that does not percent-decode to UTF-8 (or has the wrong
+/// shape) is 400 `P_BAD_JSON`.
+async fn path_params<P: DeserializeOwned + Send>(
+    parts: &mut Parts,
+    has_params: bool,
+) -> Result<P, Error> {
+    if !has_params {
+        return serde_json::from_value(Value::Null).map_err(|e| Error::Internal(e.to_string()));
+    }
+    axum::extract::Path::<P>::from_request_parts(parts, &())
+        .await
+        .map(|p| p.0)
+        .map_err(|e| Error::BadJson(format!("path: {}", e.body_text())))
+}
+
+/// The query string and, for a method with a body, the body read within `limit`.
+async fn read_client_body(
+    parts: Parts,
+    body: axum::body::Body,
+    state: &AppState,
+    declared: Declared,
+) -> Result<(Option<String>, Body), Error> {
+    let query = parts.uri.query().map(str::to_owned);
+    if !declared.has_body {
+        return Ok((query, Body::None));
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    let bytes = read_body(Request::from_parts(parts, body), declared.body_limit, state).await?;
+    Ok((query, Body::Client { bytes, is_json }))
+}
+
+/// Query parameters as `T`; a malformed query is 400 `P_BAD_JSON`.
+fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, Error> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| Error::BadJson(format!("query string: {e}")))
+}

@@ -37,7 +37,8 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Map, Value};
 
-use crate::keys::{KeyId, ServerSigningKey, VerifiedServerKeys};
+use crate::keys::VerifiedServerKeys;
+use crate::signing_key::{KeyId, ServerSigningKey};
 use crate::{b64, canonical_json, destination, signatures, Error, Result};
 
 /// The authorization scheme name.

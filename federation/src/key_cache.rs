@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use ed25519_dalek::VerifyingKey;
 
 use crate::auth::KeyLookup;
-use crate::keys::{KeyId, VerifiedServerKeys};
+use crate::keys::VerifiedServerKeys;
+use crate::signing_key::KeyId;
 
 /// Minimum time between two key fetches for one origin (one minute).
 pub const REFETCH_INTERVAL_MS: u64 = 60_000;

@@ -5,8 +5,9 @@
 //! - [`canonical_json`]: the canonical JSON every signature covers, and a strict parser for
 //!   federation bodies;
 //! - [`b64`]: unpadded standard base64 for keys and signatures;
-//! - [`keys`]: the server signing key (generate, persist, load) and the self-signed
-//!   `GET /_parley/key/v1/server` document (build, verify a fetched one);
+//! - [`signing_key`]: the server signing key and its key id (generate, persist, load);
+//! - [`keys`]: the self-signed `GET /_parley/key/v1/server` document (build, verify a fetched
+//!   one); it re-exports the [`signing_key`] items under their old paths;
 //! - [`key_cache`]: other servers' verified keys, with the once-a-minute refetch rule;
 //! - [`signatures`]: signing and checking signed JSON objects (Matrix's "Signing JSON");
 //! - [`auth`]: the `Authorization: X-Parley …` request signature (build, parse, verify);
@@ -26,6 +27,7 @@ pub mod error;
 pub mod key_cache;
 pub mod keys;
 pub mod signatures;
+pub mod signing_key;
 pub mod transactions;
 
 pub use error::Error;

@@ -7,7 +7,7 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Map, Value};
 
-use crate::keys::{KeyId, ServerSigningKey};
+use crate::signing_key::{KeyId, ServerSigningKey};
 use crate::{b64, canonical_json, Error, Result};
 
 /// The bytes a signature over `object` covers: canonical JSON without `signatures`/`unsigned`.

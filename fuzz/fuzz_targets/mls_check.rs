@@ -1,4 +1,4 @@
-//! The hub's MLS inspection (homeserver/src/mls_check.rs) on arbitrary bytes.
+//! The hub's MLS inspection (homeserver/src/mls_check/) on arbitrary bytes.
 //!
 //! The input is what a client or a remote server submits as one MLS value: an `MLSMessage`
 //! (PublicMessage proposal or commit, PrivateMessage, Welcome, GroupInfo, key package) or a
@@ -13,9 +13,10 @@ use libfuzzer_sys::fuzz_target;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{BasicCredential, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn};
 
-// homeserver is a binary crate: compile its (dependency-free) module into this target.
-#[allow(dead_code)]
-#[path = "../../homeserver/src/mls_check.rs"]
+// homeserver is a binary crate: compile its (dependency-free) module into this target. What
+// this target does not use of it (items, re-exports) is no concern here.
+#[allow(dead_code, unused_imports)]
+#[path = "../../homeserver/src/mls_check/mod.rs"]
 mod mls_check;
 
 use mls_check::{

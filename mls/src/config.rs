@@ -6,11 +6,7 @@ use openmls::prelude::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::key_packages::leaf_capabilities;
-
-/// The only ciphersuite the engine speaks (DESIGN §4).
-pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
-    openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+use crate::ciphersuite::{leaf_capabilities, CIPHERSUITE};
 
 /// Tunables of the engine. Every field has a documented default ([`EngineConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,17 +1,19 @@
-//! The engine: one device's identity, provider, trust store and groups.
+//! The engine: one device's identity, provider, trust store, key package records and groups,
+//! and the trust methods over its [`TrustStore`]. The other operations are `impl Engine`
+//! blocks in the modules above this one (key packages, groups, processing, state).
 
 use std::collections::{BTreeMap, HashMap};
 
-use openmls::prelude::{GroupId, MlsGroup};
+use openmls::prelude::{GroupId, KeyPackageRef, MlsGroup};
 use serde::{Deserialize, Serialize};
 
 use crate::aad::ReplayWindow;
 use crate::config::EngineConfig;
+use crate::device_ref::DeviceRef;
 use crate::error::{MlsError, Result};
-use crate::identity::{fingerprint, DeviceRef, Identity};
-use crate::key_packages::KeyPackageRecord;
+use crate::identity::{fingerprint, Identity};
 use crate::provider::EngineProvider;
-use crate::trust::TrustStore;
+use crate::trust::{safety_number, KeyChange, TrustState, TrustStore};
 
 /// What the engine remembers about its own commit that the hub has not accepted yet.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -29,6 +31,15 @@ pub(crate) struct GroupMeta {
     pub(crate) pending: Option<PendingInfo>,
     /// Hashes of own commits already merged, to recognise their echo from the hub.
     pub(crate) confirmed_own_commits: Vec<[u8; 32]>,
+}
+
+/// A key package this engine generated and may still hold private keys for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyPackageRecord {
+    /// The package's hash reference (its storage key).
+    pub(crate) hash_ref: KeyPackageRef,
+    /// Whether it carries the last-resort extension.
+    pub(crate) last_resort: bool,
 }
 
 /// One group: the openmls group and the engine's bookkeeping.
@@ -137,6 +148,47 @@ impl Engine {
             groups.insert(id, GroupEntry { mls, meta });
         }
         Ok(groups)
+    }
+}
+
+/// Trust: the engine's view of its [`TrustStore`] (pins, verified flags, key changes).
+impl Engine {
+    /// Trust state of a device this engine has seen.
+    pub fn trust_state(&self, device: &DeviceRef) -> Option<TrustState> {
+        self.trust.state(device)
+    }
+
+    /// Marks a device verified (or not) after the user compared safety numbers.
+    pub fn set_verified(&mut self, device: &DeviceRef, verified: bool) -> Result<()> {
+        self.trust.set_verified(device, verified)
+    }
+
+    /// Accepts a device's changed key; groups with that device can be encrypted to again.
+    pub fn acknowledge_key_change(&mut self, device: &DeviceRef) -> Result<()> {
+        self.trust.acknowledge(device)
+    }
+
+    /// Key changes not acknowledged yet.
+    pub fn pending_key_changes(&self) -> Vec<KeyChange> {
+        self.trust.pending_changes()
+    }
+
+    /// The 60-digit safety number between this engine's user and `other_user_id`, from every
+    /// device key known (pinned or newly seen) for both users.
+    pub fn safety_number(&self, other_user_id: &str) -> Result<String> {
+        let own_user = &self.identity.device.user_id;
+        let theirs = self.trust.user_keys(other_user_id);
+        if theirs.is_empty() {
+            return Err(MlsError::InvalidIdentifier(format!(
+                "no known device of {other_user_id}"
+            )));
+        }
+        Ok(safety_number(
+            own_user,
+            &self.trust.user_keys(own_user),
+            other_user_id,
+            &theirs,
+        ))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The crate's single error type.
 
-use crate::identity::DeviceRef;
+use crate::device_ref::DeviceRef;
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::DeviceRef;
+use crate::device_ref::DeviceRef;
 use crate::trust::{KeyChange, TrustState};
 
 /// A commit to submit with `POST /groups/{id}/commit` (DESIGN §3.1), all MLS values as

@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 
 use openmls::prelude::LeafNodeIndex;
 
+use crate::device_ref::DeviceRef;
 use crate::engine::Engine;
 use crate::error::{mls, MlsError, Result};
 use crate::events::CommitBundle;
-use crate::identity::DeviceRef;
 use crate::validation::DeviceKeyValidator;
 
 impl Engine {

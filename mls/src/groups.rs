@@ -10,10 +10,11 @@ use openmls_traits::{random::OpenMlsRand as _, OpenMlsProvider as _};
 use sha2::{Digest, Sha256};
 
 use crate::aad::{uuid_v4, Aad};
+use crate::device_ref::DeviceRef;
 use crate::engine::{Engine, GroupEntry, GroupMeta, PendingInfo};
 use crate::error::{mls, MlsError, Result};
 use crate::events::{CommitBundle, Event, MemberInfo, OutgoingMessage};
-use crate::identity::{fingerprint, DeviceRef};
+use crate::identity::fingerprint;
 use crate::key_packages::parse_key_package;
 use crate::provider::EngineProvider;
 use crate::trust::KeyChange;

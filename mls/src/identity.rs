@@ -1,11 +1,12 @@
-//! Device identity: user/device ids, the MLS BasicCredential and the Ed25519 signature key.
+//! Device identity: the user/device id rules (and so [`DeviceRef`]'s checked constructors), the
+//! MLS BasicCredential and the Ed25519 signature key.
 
 use openmls::prelude::{BasicCredential, Credential, CredentialWithKey};
 use openmls_basic_credential::SignatureKeyPair;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::CIPHERSUITE;
+use crate::ciphersuite::CIPHERSUITE;
+use crate::device_ref::DeviceRef;
 use crate::error::{mls, MlsError, Result};
 use crate::provider::EngineProvider;
 
@@ -14,15 +15,7 @@ const MAX_USER_ID_BYTES: usize = 255;
 /// Longest allowed device id in bytes.
 const MAX_DEVICE_ID_BYTES: usize = 64;
 
-/// One device of one user: the MLS credential identity `@localpart:server/DEVICEID`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DeviceRef {
-    /// `@localpart:server_name`.
-    pub user_id: String,
-    /// Server-assigned device id.
-    pub device_id: String,
-}
-
+/// Checked constructors: every id is validated (DESIGN §2).
 impl DeviceRef {
     /// Builds a device reference after checking both ids.
     pub fn new(user_id: &str, device_id: &str) -> Result<Self> {
@@ -49,25 +42,6 @@ impl DeviceRef {
         let text = std::str::from_utf8(basic.identity())
             .map_err(|_| MlsError::InvalidIdentifier("identity is not UTF-8".into()))?;
         Self::parse(text)
-    }
-
-    /// The credential identity string `@localpart:server/DEVICEID`.
-    pub fn identity(&self) -> String {
-        format!("{}/{}", self.user_id, self.device_id)
-    }
-
-    /// The server name part of the user id.
-    pub fn server_name(&self) -> &str {
-        self.user_id
-            .split_once(':')
-            .map(|(_, s)| s)
-            .unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for DeviceRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.user_id, self.device_id)
     }
 }
 

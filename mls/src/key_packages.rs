@@ -1,38 +1,16 @@
-//! Key packages: ordinary ones and the RFC 9420 last-resort package.
+//! Key packages: ordinary ones and the RFC 9420 last-resort package. The engine keeps a
+//! [`KeyPackageRecord`] of each (in [`crate::engine`], beside the engine's other records).
 
 use openmls::prelude::{
     tls_codec::{Deserialize as _, Serialize as _},
-    Capabilities, CredentialType, ExtensionType, KeyPackage, KeyPackageBundle, KeyPackageIn,
-    KeyPackageRef, Lifetime, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProtocolVersion,
+    KeyPackage, KeyPackageBundle, KeyPackageIn, KeyPackageRef, Lifetime, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, ProtocolVersion,
 };
 use openmls_traits::{storage::StorageProvider as _, OpenMlsProvider as _};
-use serde::{Deserialize, Serialize};
 
-use crate::config::CIPHERSUITE;
-use crate::engine::Engine;
+use crate::ciphersuite::{leaf_capabilities, CIPHERSUITE};
+use crate::engine::{Engine, KeyPackageRecord};
 use crate::error::{mls, MlsError, Result};
-
-/// A key package this engine generated and may still hold private keys for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct KeyPackageRecord {
-    /// The package's hash reference (its storage key).
-    pub(crate) hash_ref: KeyPackageRef,
-    /// Whether it carries the last-resort extension.
-    pub(crate) last_resort: bool,
-}
-
-/// Leaf capabilities advertised by every Parley leaf: our ciphersuite, basic credentials and
-/// the `last_resort` extension type (0x000A). Default extension and proposal types are not
-/// listed (RFC 9420 §7.2).
-pub fn leaf_capabilities() -> Capabilities {
-    Capabilities::new(
-        Some(&[ProtocolVersion::Mls10]),
-        Some(&[CIPHERSUITE]),
-        Some(&[ExtensionType::LastResort]),
-        Some(&[]),
-        Some(&[CredentialType::Basic]),
-    )
-}
 
 /// Parses a key package given as a TLS-serialised `MLSMessage` (or a bare `KeyPackage`) and
 /// verifies its signature, ciphersuite and lifetime.
@@ -160,7 +138,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::EngineConfig;
-    use openmls::prelude::Extension;
+    use openmls::prelude::{Extension, ExtensionType};
 
     fn engine() -> Engine {
         Engine::new("@alice:example.org", "ALICEDEV01", EngineConfig::default()).unwrap()

@@ -2,7 +2,9 @@
 //! vault on top of openmls. No I/O: bytes in, bytes and events out.
 
 mod aad;
+mod ciphersuite;
 mod config;
+mod device_ref;
 mod engine;
 mod error;
 mod events;
@@ -20,16 +22,15 @@ mod validation;
 pub mod vault;
 
 pub use aad::Aad;
-pub use config::{EngineConfig, CIPHERSUITE};
+pub use ciphersuite::{leaf_capabilities, CIPHERSUITE};
+pub use config::EngineConfig;
+pub use device_ref::DeviceRef;
 pub use engine::Engine;
 pub use error::{MlsError, Result};
 pub use events::{
     CommitBundle, Envelope, Event, Joined, MemberInfo, OutgoingMessage, ProposalKind,
 };
-pub use identity::{
-    fingerprint, validate_device_id, validate_server_name, validate_user_id, DeviceRef,
-};
-pub use key_packages::leaf_capabilities;
+pub use identity::{fingerprint, validate_device_id, validate_server_name, validate_user_id};
 pub use state::STATE_VERSION;
 pub use trust::{safety_number, safety_number_half, KeyChange, TrustState};
 pub use validation::{DeviceKeyValidator, StaticDeviceKeys};

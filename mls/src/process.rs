@@ -11,11 +11,11 @@ use openmls_traits::{storage::StorageProvider as _, OpenMlsProvider as _};
 use sha2::{Digest, Sha256};
 
 use crate::aad::Aad;
+use crate::device_ref::DeviceRef;
 use crate::engine::{Engine, GroupEntry, GroupMeta};
 use crate::error::{mls, MlsError, Result};
 use crate::events::{Envelope, Event, Joined, ProposalKind};
 use crate::groups::{commit_delta, validate_delta};
-use crate::identity::DeviceRef;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
 fn sorted(mut v: Vec<DeviceRef>) -> Vec<DeviceRef> {

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::EngineConfig;
-use crate::engine::{Engine, GroupMeta};
+use crate::device_ref::DeviceRef;
+use crate::engine::{Engine, GroupMeta, KeyPackageRecord};
 use crate::error::{MlsError, Result};
-use crate::identity::{DeviceRef, Identity};
-use crate::key_packages::KeyPackageRecord;
+use crate::identity::Identity;
 use crate::provider::EngineProvider;
 use crate::trust::TrustStore;
 

@@ -1,13 +1,13 @@
-//! Trust: TOFU pins per device, the verified flag, key changes and safety numbers.
+//! Trust: TOFU pins per device, the verified flag, key changes and safety numbers. The engine's
+//! trust methods, which use them, are in [`crate::engine`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
-use crate::engine::Engine;
+use crate::device_ref::DeviceRef;
 use crate::error::{MlsError, Result};
-use crate::identity::DeviceRef;
 
 /// How far the engine trusts a device's signature key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,46 +239,6 @@ pub fn safety_number(
         a + &b
     } else {
         b + &a
-    }
-}
-
-impl Engine {
-    /// Trust state of a device this engine has seen.
-    pub fn trust_state(&self, device: &DeviceRef) -> Option<TrustState> {
-        self.trust.state(device)
-    }
-
-    /// Marks a device verified (or not) after the user compared safety numbers.
-    pub fn set_verified(&mut self, device: &DeviceRef, verified: bool) -> Result<()> {
-        self.trust.set_verified(device, verified)
-    }
-
-    /// Accepts a device's changed key; groups with that device can be encrypted to again.
-    pub fn acknowledge_key_change(&mut self, device: &DeviceRef) -> Result<()> {
-        self.trust.acknowledge(device)
-    }
-
-    /// Key changes not acknowledged yet.
-    pub fn pending_key_changes(&self) -> Vec<KeyChange> {
-        self.trust.pending_changes()
-    }
-
-    /// The 60-digit safety number between this engine's user and `other_user_id`, from every
-    /// device key known (pinned or newly seen) for both users.
-    pub fn safety_number(&self, other_user_id: &str) -> Result<String> {
-        let own_user = &self.identity.device.user_id;
-        let theirs = self.trust.user_keys(other_user_id);
-        if theirs.is_empty() {
-            return Err(MlsError::InvalidIdentifier(format!(
-                "no known device of {other_user_id}"
-            )));
-        }
-        Ok(safety_number(
-            own_user,
-            &self.trust.user_keys(own_user),
-            other_user_id,
-            &theirs,
-        ))
     }
 }
 

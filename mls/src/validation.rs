@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use openmls::prelude::Credential;
 
+use crate::device_ref::DeviceRef;
 use crate::error::{MlsError, Result};
-use crate::identity::DeviceRef;
 
 /// What the app knows about devices' published signature keys (`GET /users/{id}/devices`).
 /// The engine does no I/O: the app fetches before calling in.

@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+pub use crate::rows::Session;
 use crate::schema::{devices, refresh_tokens, sessions, users};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
@@ -69,16 +70,6 @@ pub struct NewDevice {
     pub display_name: Option<String>,
     pub created_ts: i64,
     pub last_seen_ts: i64,
-}
-
-/// A login session of one device.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = sessions)]
-pub struct Session {
-    pub session_id: String,
-    pub user_id: String,
-    pub device_id: String,
-    pub created_ts: i64,
 }
 
 #[derive(Insertable)]

@@ -5,19 +5,16 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 use crate::cache::GenCache;
-use crate::sqlite_writer::{establish_sync, sqlite_pragmas, Inline, SqliteWriter};
+use crate::rows::{EpochRoster, Session};
+use crate::sqlite_conn::{establish_sync, sqlite_pragmas, Inline, SqliteConn};
+use crate::sqlite_writer::SqliteWriter;
 use crate::tail::Tail;
 use crate::{StoreError, StoreResult};
-
-/// The SQLite connection type used through diesel-async: queries run inline on whichever thread
-/// the store chose (see [`crate::sqlite_writer`]).
-pub type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection, Inline>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -70,9 +67,9 @@ pub struct Store {
 #[derive(Default)]
 pub(crate) struct Memory {
     /// Live sessions by id, read on every authenticated request.
-    pub(crate) sessions: GenCache<String, crate::Session>,
+    pub(crate) sessions: GenCache<String, Session>,
     /// Group epoch and roster by group id, read on every send.
-    pub(crate) rosters: GenCache<String, std::sync::Arc<crate::groups::EpochRoster>>,
+    pub(crate) rosters: GenCache<String, std::sync::Arc<EpochRoster>>,
     /// The stream's latest positions (SQLite only).
     pub(crate) tail: Option<std::sync::Arc<Tail>>,
 }
@@ -120,7 +117,7 @@ macro_rules! with_conn {
             $crate::db::Pools::Sqlite { writer, .. } => {
                 writer
                     .$run(
-                        move |$conn: &mut $crate::db::SqliteConn| Box::pin(async move { $body }),
+                        move |$conn: &mut $crate::sqlite_conn::SqliteConn| Box::pin(async move { $body }),
                         $after,
                     )
                     .await
@@ -150,7 +147,7 @@ macro_rules! with_conn {
         match &*$store.pools {
             $crate::db::Pools::Sqlite { readers, .. } => {
                 let mut obj = $crate::with_conn!(@checkout readers);
-                let $conn: &mut $crate::db::SqliteConn = &mut obj;
+                let $conn: &mut $crate::sqlite_conn::SqliteConn = &mut obj;
                 $body
             }
             $crate::db::Pools::Postgres(pool) => {
@@ -309,71 +306,6 @@ where
     .map_err(|e| StoreError::Migration(e.to_string()))?
 }
 
-/// A statement whose SQL never varies with its values, marked so that its prepared statement
-/// is reused. Diesel never reuses an UPDATE's (a changeset's SQL may depend on its values);
-/// wrap only updates whose changeset is fixed, such as `x = x + ?`.
-///
-/// `K` says how the statement cache finds it: [`BySqlText`] (built for each lookup), or a
-/// marker type of the statement's own (see [`CacheKey`]), found by type without building any
-/// SQL; that is for the statements of the hottest write, the append of a message.
-pub(crate) struct FixedSql<Q, K = BySqlText>(pub(crate) Q, std::marker::PhantomData<K>);
-
-/// How the statement cache finds a [`FixedSql`]. A marker type with `BY_TYPE` must name one
-/// statement only: two statements sharing it would share one prepared statement.
-pub(crate) trait CacheKey: 'static {
-    /// Whether the statement is found by this type rather than by its SQL text.
-    const BY_TYPE: bool = true;
-}
-
-/// Find the statement by its SQL text.
-pub(crate) struct BySqlText;
-
-impl CacheKey for BySqlText {
-    const BY_TYPE: bool = false;
-}
-
-impl<Q> FixedSql<Q> {
-    /// `query`, found in the cache by its SQL text.
-    pub(crate) fn new(query: Q) -> Self {
-        FixedSql(query, std::marker::PhantomData)
-    }
-}
-
-impl<Q, K: CacheKey> FixedSql<Q, K> {
-    /// `query`, found in the cache by the marker type `K`.
-    pub(crate) fn named(query: Q) -> Self {
-        FixedSql(query, std::marker::PhantomData)
-    }
-}
-
-impl<Q, K, DB> diesel::query_builder::QueryFragment<DB> for FixedSql<Q, K>
-where
-    DB: diesel::backend::Backend,
-    Q: diesel::query_builder::QueryFragment<DB>,
-{
-    fn walk_ast<'b>(
-        &'b self,
-        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
-    ) -> diesel::QueryResult<()> {
-        self.0.walk_ast(pass)
-    }
-
-    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
-        Ok(true)
-    }
-}
-
-impl<Q, K: CacheKey> diesel::query_builder::QueryId for FixedSql<Q, K> {
-    type QueryId = K;
-    const HAS_STATIC_QUERY_ID: bool = K::BY_TYPE;
-}
-
-impl<Q: diesel::query_builder::Query, K> diesel::query_builder::Query for FixedSql<Q, K> {
-    type SqlType = Q::SqlType;
-}
-
-impl<Q, K, Conn> diesel::RunQueryDsl<Conn> for FixedSql<Q, K> {}
-
 #[cfg(test)]
 mod tests {
     use diesel::connection::SimpleConnection as _;
@@ -382,7 +314,7 @@ mod tests {
     use diesel_migrations::MigrationHarness as _;
 
     use super::SQLITE_MIGRATIONS;
-    use crate::sqlite_writer::establish_sync;
+    use crate::sqlite_conn::establish_sync;
 
     #[derive(diesel::QueryableByName, Debug, PartialEq)]
     struct Row {

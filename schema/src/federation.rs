@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::FixedSql;
+use crate::fixed_sql::FixedSql;
 use crate::groups::{GroupMessage, Member};
 use crate::schema::{group_messages, groups, inbound_transactions, memberships, outbox, welcomes};
 use crate::tail::{TailEvent, TailMessage};

@@ -4,11 +4,14 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::{FixedSql, Pools, SqliteConn};
+use crate::db::Pools;
+use crate::fixed_sql::FixedSql;
+pub use crate::rows::{EpochRoster, GroupMessage, Member};
 use crate::schema::{
     group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcome_bodies,
     welcomes,
 };
+use crate::sqlite_conn::SqliteConn;
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
@@ -43,7 +46,7 @@ macro_rules! queue_outbox {
 
 /// Names of the append's statements (see [`FixedSql`]), one each.
 mod statement_names {
-    use crate::db::CacheKey;
+    use crate::fixed_sql::CacheKey;
 
     pub(crate) struct TakeSeq;
     pub(crate) struct ClaimTxn;
@@ -277,43 +280,6 @@ pub struct Group {
     /// Latest GroupInfo sent with a commit.
     pub group_info: Option<Vec<u8>>,
     pub created_ts: i64,
-}
-
-/// A roster device and its leaf index in the ratchet tree.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Member {
-    pub user_id: String,
-    pub device_id: String,
-    pub leaf_index: u32,
-}
-
-/// A group's epoch with the roster of that epoch, as the hub checks sends against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochRoster {
-    pub epoch: i64,
-    /// Current members, by leaf index.
-    pub members: Vec<Member>,
-}
-
-/// An accepted message of a group's log.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = group_messages)]
-pub struct GroupMessage {
-    pub group_id: String,
-    pub seq: i64,
-    pub stream_pos: i64,
-    pub sender_user: String,
-    pub sender_device: String,
-    /// `commit`, `proposal` or `application`.
-    pub kind: String,
-    /// The MLS message's own epoch.
-    pub epoch: i64,
-    pub message: Vec<u8>,
-    /// For commits: the declared adds, as JSON.
-    pub adds: Option<String>,
-    /// For commits: the declared removes, as JSON.
-    pub removes: Option<String>,
-    pub ts: i64,
 }
 
 /// A Welcome waiting for one device.
@@ -903,7 +869,7 @@ mod sqlite_sync {
     use diesel::prelude::*;
 
     use super::{statement_names, Accepted, Appended, GroupMessage, MessageToAppend, Refused};
-    use crate::db::FixedSql;
+    use crate::fixed_sql::FixedSql;
     use crate::schema::{group_messages, groups, outbox, stream_position, transaction_ids};
     use crate::tail::TailMessage;
     use crate::StoreResult;

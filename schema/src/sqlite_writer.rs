@@ -7,8 +7,9 @@
 //! each caller: a write is acknowledged only after the transaction holding it is on disk, and
 //! one failing write rolls back alone without failing the others of its batch.
 //!
-//! The queries run inline on this thread (the connection's [`Inline`] runtime), so a write
-//! costs no thread hand-off per query.
+//! The queries run inline on this thread (the connection's
+//! [`Inline`](crate::sqlite_conn::Inline) runtime), so a write costs no thread hand-off per
+//! query.
 //!
 //! WAL checkpoints (copying the log back into the database file) happen in two places:
 //! - A background thread with its own connection checkpoints every
@@ -24,15 +25,13 @@
 //!
 //! If the two meet, the second finds the checkpoint lock taken and skips its turn at once.
 
-use std::error::Error as StdError;
 use std::sync::mpsc;
 
-use diesel::Connection as _;
-use diesel_async::sync_connection_wrapper::SpawnBlocking;
 use diesel_async::{AsyncConnection, TransactionManager};
 use futures_util::future::BoxFuture;
 
-use crate::db::{FixedSql, SqliteConn};
+use crate::fixed_sql::FixedSql;
+use crate::sqlite_conn::SqliteConn;
 use crate::{StoreError, StoreResult};
 
 /// Pages in the write-ahead log after which a commit checkpoints it (SQLite's default).
@@ -44,27 +43,6 @@ const BACKGROUND_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::fr
 
 /// Most writes committed in one transaction; bounds the latency a batch adds to its first write.
 const MAX_BATCH: usize = 256;
-
-/// Runs a "blocking" task immediately on the calling thread. SQLite connections use it because
-/// the store already picked the thread: the writer thread, or a runtime worker for short reads.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Inline;
-
-impl SpawnBlocking for Inline {
-    fn spawn_blocking<'a, R>(
-        &mut self,
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> BoxFuture<'a, Result<R, Box<dyn StdError + Send + Sync + 'static>>>
-    where
-        R: Send + 'static,
-    {
-        Box::pin(std::future::ready(Ok(task())))
-    }
-
-    fn get_runtime() -> Self {
-        Inline
-    }
-}
 
 /// Called once the batch holding a write has committed (`Ok`) or failed to (`Err`).
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -364,30 +342,6 @@ async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
     for finish in finishes {
         finish(committed.clone());
     }
-}
-
-/// Opens a sync SQLite connection with the store's pragmas (used before it is wrapped).
-pub(crate) fn establish_sync(
-    path: &str,
-    busy_timeout_ms: u64,
-) -> StoreResult<diesel::SqliteConnection> {
-    use diesel::connection::SimpleConnection as _;
-    let mut conn = diesel::SqliteConnection::establish(path)
-        .map_err(|e| StoreError::Pool(format!("{path}: {e}")))?;
-    conn.batch_execute(&sqlite_pragmas(busy_timeout_ms))?;
-    Ok(conn)
-}
-
-/// The busy timeout comes first so that switching to WAL waits for a closing connection.
-/// WAL lets readers run beside the writer; `synchronous=FULL` makes every commit durable before
-/// it is acknowledged. `temp_store=MEMORY` keeps the statement journal of a batch's savepoints
-/// in memory: every write of a batch copies the pages it changes there, and past 64 KiB SQLite
-/// would otherwise spill it to a temporary file (a write syscall per page).
-pub(crate) fn sqlite_pragmas(busy_timeout_ms: u64) -> String {
-    format!(
-        "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
-    )
 }
 
 #[cfg(test)]

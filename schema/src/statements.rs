@@ -6,7 +6,7 @@
 macro_rules! take_positions {
     ($c:expr, $n:expr) => {{
         use $crate::schema::stream_position;
-        let last: i64 = $crate::db::FixedSql::new(
+        let last: i64 = $crate::fixed_sql::FixedSql::new(
             diesel::update(stream_position::table.find(1))
                 .set(stream_position::pos.eq(stream_position::pos + $n))
                 .returning(stream_position::pos),

@@ -14,7 +14,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::groups::GroupMessage;
+use crate::rows::GroupMessage;
 
 /// Positions kept in memory.
 const CAPACITY: usize = 16_384;

@@ -1,17 +1,15 @@
 //! What a test gets: a [`Ctx`] that hands out servers (fresh ones, or the `--server` ones),
 //! clients and unique user names.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use parley_client_api::Client;
 
 use crate::process::ServerProcess;
+pub use crate::unique::random_suffix;
 use crate::{config, postgres, template};
 
 /// The database a self-started server uses.
@@ -421,17 +419,4 @@ impl Server {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// Eight random lower-case hex digits.
-pub fn random_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:08x}", hasher.finish() as u32)
 }

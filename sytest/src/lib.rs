@@ -12,3 +12,5 @@ pub mod registry;
 pub mod runner;
 pub mod scenarios;
 pub mod template;
+pub mod test_case;
+pub mod unique;

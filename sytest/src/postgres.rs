@@ -23,7 +23,7 @@ pub async fn create_database(admin_url: &str) -> anyhow::Result<(String, String)
         "sytest_{}_{}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
-        crate::fixture::random_suffix()
+        crate::unique::random_suffix()
     );
     let client = connect(admin_url).await?;
     client

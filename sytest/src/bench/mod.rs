@@ -2,6 +2,7 @@
 
 pub mod echo;
 pub mod load;
+pub mod options;
 pub mod receiver;
 pub mod relay;
 pub mod report;

@@ -2,7 +2,7 @@
 //! federated servers), in one run.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,26 +15,11 @@ use parley_mls::Engine;
 use parley_sytest::fake_remote::federation_config;
 
 use super::load::{self, drive, EchoWorker, Outcome, Worker};
+use super::options::Options;
 use super::receiver::{self, Receipt, Receiver};
 use super::report::{self, Figures, Latency, Report};
 use super::server::{self, Parley, Proc};
 use super::setup::{self, Device};
-
-/// What `parley-bench relay` was asked to do.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub senders: usize,
-    pub receivers: usize,
-    pub groups: usize,
-    pub duration: Duration,
-    /// `Some(admin URL)` for PostgreSQL.
-    pub postgres_url: Option<String>,
-    pub federated: bool,
-    pub idle_connections: usize,
-    pub plaintext_bytes: usize,
-    pub parley: Option<PathBuf>,
-    pub keep: bool,
-}
 
 /// Size of the echo baseline's request body.
 const ECHO_BODY_BYTES: usize = 400;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::load::Outcome;
-use super::relay::Options;
+use super::options::Options;
 
 /// Delivery latency of one phase (submit → WebSocket receipt, every receiver).
 #[derive(Debug, Clone, Default)]

@@ -114,9 +114,9 @@ fn main() -> ExitCode {
     }
 }
 
-impl From<RelayArgs> for bench::relay::Options {
+impl From<RelayArgs> for bench::options::Options {
     fn from(a: RelayArgs) -> Self {
-        bench::relay::Options {
+        bench::options::Options {
             senders: a.senders.max(1),
             receivers: a.receivers.max(1),
             groups: a.groups.clamp(1, a.senders.max(1)),

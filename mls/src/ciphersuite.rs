@@ -1,0 +1,21 @@
+//! The protocol choices every Parley leaf makes: the one ciphersuite and the leaf capabilities
+//! that advertise it. The lowest layer: configuration, identity and key packages all use them.
+
+use openmls::prelude::{Capabilities, CredentialType, ExtensionType, ProtocolVersion};
+
+/// The only ciphersuite the engine speaks (DESIGN §4).
+pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
+    openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Leaf capabilities advertised by every Parley leaf: our ciphersuite, basic credentials and
+/// the `last_resort` extension type (0x000A). Default extension and proposal types are not
+/// listed (RFC 9420 §7.2).
+pub fn leaf_capabilities() -> Capabilities {
+    Capabilities::new(
+        Some(&[ProtocolVersion::Mls10]),
+        Some(&[CIPHERSUITE]),
+        Some(&[ExtensionType::LastResort]),
+        Some(&[]),
+        Some(&[CredentialType::Basic]),
+    )
+}

@@ -20,8 +20,17 @@ ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 }
 
-# The WASM toolchain of the web client (DESIGN §6); a no-op until web-client/build.sh exists.
+# What building the web client needs (DESIGN §6): the wasm32 rustup target and the pinned
+# wasm-bindgen-cli. Nothing for tests: run.sh only builds and serves.
 ensure_web_build_tools() {
+  if [ -x web-client/build.sh ]; then
+    web-client/build.sh --install-build-tools
+  fi
+}
+
+# What testing the web client needs besides building it: npm deps (playwright-core) and
+# Debian's Chromium for the browser end-to-end tests (scripts/test.sh only).
+ensure_web_test_tools() {
   if [ -x web-client/build.sh ]; then
     web-client/build.sh --install-only
   fi

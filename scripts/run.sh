@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Quick start, part 1: install whatever is missing, build, and run a homeserver on the embedded
-# SQLite default (http://127.0.0.1:8008, server name localhost:8008, data in ./data).
+# Quick start, part 1: install what building and serving need and is missing (the web client's
+# wasm32 target and wasm-bindgen-cli; nothing used only by tests), build the web client and the
+# homeserver, and run it on the embedded SQLite default (http://127.0.0.1:8008, server name
+# localhost:8008, data in ./data, the web client at /).
 # Extra arguments go to `parley serve`, e.g. scripts/run.sh --server-name chat.example.org
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,7 +7,7 @@ source scripts/lib.sh
 
 ensure_rust
 ensure_postgres
-ensure_web_build_tools
+ensure_web_test_tools
 
 pg_dir=$(mktemp -d /tmp/parley-test-pg.XXXXXX)
 chmod 755 "$pg_dir"

@@ -4,9 +4,12 @@
 #   dist/pkg/       parley_web.js + parley_web_bg.wasm (wasm-bindgen --target web)
 #
 # Usage:
-#   web-client/build.sh                 build (adds the wasm32 target / wasm-bindgen-cli if missing)
-#   web-client/build.sh --install-only  install what building and testing need: rustup target,
-#                                       wasm-bindgen-cli (pinned), npm deps, Debian chromium
+#   web-client/build.sh                        build (adds the wasm32 target / wasm-bindgen-cli
+#                                              if missing)
+#   web-client/build.sh --install-build-tools  install what building needs: rustup target,
+#                                              wasm-bindgen-cli (pinned) — scripts/run.sh
+#   web-client/build.sh --install-only         install what building and testing need: the
+#                                              above, npm deps (playwright-core), Debian chromium
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE="$(pwd)"
@@ -30,6 +33,7 @@ install_toolchain() {
     fi
 }
 
+# Only test.sh needs these (the browser end-to-end tests); building the client does not.
 install_test_deps() {
     if [ ! -x /usr/bin/chromium ]; then
         apt-get update
@@ -40,14 +44,22 @@ install_test_deps() {
     fi
 }
 
-if [ "${1:-}" = "--install-only" ]; then
-    install_toolchain
-    install_test_deps
-    exit 0
-elif [ -n "${1:-}" ]; then
-    echo "usage: $0 [--install-only]" >&2
-    exit 2
-fi
+case "${1:-}" in
+    "") ;;
+    --install-build-tools)
+        install_toolchain
+        exit 0
+        ;;
+    --install-only)
+        install_toolchain
+        install_test_deps
+        exit 0
+        ;;
+    *)
+        echo "usage: $0 [--install-build-tools | --install-only]" >&2
+        exit 2
+        ;;
+esac
 
 install_toolchain
 

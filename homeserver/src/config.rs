@@ -33,8 +33,8 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Background jobs that purge expired and old rows.
     pub retention: RetentionConfig,
-    /// Directory of the built web client, served at `/` when it exists.
-    pub web_client_dir: PathBuf,
+    /// Directory of the built web client, served at `/`; unset: found by [`crate::web`].
+    pub web_client_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client.
@@ -335,7 +335,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             federation: FederationConfig::default(),
             retention: RetentionConfig::default(),
-            web_client_dir: PathBuf::from("web-client/dist"),
+            web_client_dir: None,
             tls: None,
             trusted_proxies: Vec::new(),
         }
@@ -530,6 +530,8 @@ impl Config {
         if self.retention.interval_ms == 0 || self.retention.transactions_ms == 0 {
             anyhow::bail!("retention.interval_ms and retention.transactions_ms must be > 0");
         }
+        // Here because start-up validates once, after logging is set up.
+        crate::web::log_web_client_dir(self);
         Ok(())
     }
 }
@@ -556,8 +558,11 @@ data_dir = "./data"
 # Connections in the database pool (SQLite: reader connections; there is one writer).
 database_max_connections = 8
 
-# The built web client (web-client/build.sh), served at / when the directory exists.
-web_client_dir = "web-client/dist"
+# The built web client (web-client/build.sh), served at /. PARLEY_WEB_CLIENT_DIR overrides it.
+# Unset, the first of these holding an index.html: web-client/dist in the working directory,
+# web-client/ next to the parley executable, web-client/dist two levels above it
+# (target/release/parley in a checkout). The start-up log names the directory served.
+# web_client_dir = "/usr/share/parley/web-client"
 
 # Serve HTTPS directly (otherwise plain HTTP, e.g. behind a TLS-terminating proxy).
 # tls = { cert_file = "/etc/parley/fullchain.pem", key_file = "/etc/parley/privkey.pem" }

@@ -25,6 +25,7 @@ const TYPES = {
   '.json': 'application/json',
   '.png': 'image/png',
   '.svg': 'image/svg+xml',
+  '.ico': 'image/x-icon',
 };
 
 export async function freePort() {
@@ -101,7 +102,7 @@ export async function startHomeserver({ port: wanted, peers = [], log = false, c
   async function launch() {
     const child = spawn(PARLEY_BIN, ['serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--server-name', name], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      // The homeserver serves `web-client/dist` (its default web_client_dir) relative to its cwd.
+      // The homeserver finds `web-client/dist` in its working directory first (no web_client_dir).
       cwd: path.resolve(WEB, '..'),
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     });

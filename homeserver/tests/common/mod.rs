@@ -41,6 +41,17 @@ pub enum Db {
     Postgres,
 }
 
+/// How a server process is started, for tests of where it runs from.
+#[derive(Debug, Default)]
+pub struct Launch {
+    /// The binary to run (default: this build's `parley`).
+    pub exe: Option<PathBuf>,
+    /// Its working directory (default: the test's).
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
 /// A running homeserver process, killed on drop.
 pub struct TestServer {
     child: Option<Child>,
@@ -51,6 +62,7 @@ pub struct TestServer {
     config_path: PathBuf,
     /// Where stderr goes (appended across restarts) and the `RUST_LOG` it runs with, if set.
     log: Option<(PathBuf, String)>,
+    launch: Launch,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -83,6 +95,22 @@ impl TestServer {
         server
     }
 
+    /// Like [`TestServer::start_logged`] on a free port, started as `launch` says.
+    pub async fn start_launched(
+        db: Db,
+        server_name: &str,
+        extra_toml: &str,
+        launch: Launch,
+        rust_log: &str,
+    ) -> TestServer {
+        let mut server = TestServer::prepare(db, server_name, extra_toml).await;
+        let path = server.config_path.with_file_name("server.log");
+        server.log = Some((path, rust_log.to_owned()));
+        server.launch = launch;
+        server.spawn("127.0.0.1:0");
+        server
+    }
+
     /// The file stderr is appended to (servers started with [`TestServer::start_logged`]).
     pub fn log_path(&self) -> Option<&Path> {
         self.log.as_ref().map(|(path, _)| path.as_path())
@@ -109,12 +137,20 @@ impl TestServer {
             database,
             config_path,
             log: None,
+            launch: Launch::default(),
             _dir: Some(dir),
         }
     }
 
     fn spawn(&mut self, listen: &str) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
+        let exe = self.launch.exe.clone();
+        let mut command = Command::new(exe.unwrap_or_else(|| env!("CARGO_BIN_EXE_parley").into()));
+        // The developer's own setting must not change what tests serve.
+        command.env_remove("PARLEY_WEB_CLIENT_DIR");
+        command.envs(self.launch.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &self.launch.cwd {
+            command.current_dir(cwd);
+        }
         match &self.log {
             Some((path, rust_log)) => {
                 let file = std::fs::OpenOptions::new()

@@ -530,8 +530,6 @@ impl Config {
         if self.retention.interval_ms == 0 || self.retention.transactions_ms == 0 {
             anyhow::bail!("retention.interval_ms and retention.transactions_ms must be > 0");
         }
-        // Here because start-up validates once, after logging is set up.
-        crate::web::log_web_client_dir(self);
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 }
 
-# What building the web client needs (DESIGN §6): the wasm32 rustup target and the pinned
+# What building the web client needs (mls/README.md#building-testing-benchmarking): the wasm32 rustup target and the pinned
 # wasm-bindgen-cli. Nothing for tests: run.sh only builds and serves.
 ensure_web_build_tools() {
   if [ -x web-client/build.sh ]; then

@@ -63,7 +63,7 @@ esac
 
 install_toolchain
 
-# getrandom 0.3 picks its browser backend only with this cfg (DESIGN §6); scoped to the wasm
+# getrandom 0.3 picks its browser backend only with this cfg (mls/README.md#building-testing-benchmarking); scoped to the wasm
 # target so native builds sharing the target dir are not rebuilt.
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:-} --cfg getrandom_backend=\"wasm_js\""
 cargo build -p parley-web --lib --target wasm32-unknown-unknown --release

@@ -1,4 +1,4 @@
-//! Accounts, sessions and devices (DESIGN §3.1, §3.4 "Accounts").
+//! Accounts, sessions and devices (docs/protocol.md#accounts).
 
 use serde::{Deserialize, Serialize};
 

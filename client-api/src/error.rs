@@ -1,4 +1,4 @@
-//! Error codes and the error body every failed request carries (DESIGN §3, §3.4).
+//! Error codes and the error body every failed request carries (docs/protocol.md#errors).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Groups, commits and application messages at the hub (DESIGN §3.1, §3.3, §3.4 "Groups").
+//! Groups, commits and application messages at the hub (docs/protocol.md#groups).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Identifiers (DESIGN §2): server names, user ids, device ids.
+//! Identifiers (docs/protocol.md#identifiers): server names, user ids, device ids.
 
 use std::fmt;
 

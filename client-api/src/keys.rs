@@ -1,4 +1,4 @@
-//! Device signature keys and key packages (DESIGN §3.1, §3.4 "Keys").
+//! Device signature keys and key packages (docs/protocol.md#keys).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The Parley client–server protocol (DESIGN §3.1, §3.4).
+//! The Parley client–server protocol (docs/protocol.md#client-server-api).
 //!
 //! Every endpoint is declared once here as a type implementing [`endpoint::Endpoint`]; the
 //! homeserver's router and the typed [`client::Client`] both read those declarations, so the

@@ -1,4 +1,4 @@
-//! Delivery: `/sync` long-poll, `/ws` push and welcome acknowledgement (DESIGN §3.4 "Delivery").
+//! Delivery: `/sync` long-poll, `/ws` push and welcome acknowledgement (docs/protocol.md#delivery).
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@ crate::endpoint! {
     crate::endpoint::NoQuery => VersionsResponse, errors []
 }
 
-/// Limits every client and hub of this server agree on (DESIGN §3.4).
+/// Limits every client and hub of this server agree on (docs/protocol.md#versions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Limits {
     /// How many epochs back an application message is still accepted.

@@ -1,4 +1,4 @@
-//! Request authentication: the `Authorization: X-Parley …` header (DESIGN §3.2, §3.4).
+//! Request authentication: the `Authorization: X-Parley …` header (docs/protocol.md#request-signing).
 //!
 //! # Header
 //!

@@ -1,4 +1,4 @@
-//! Base64 for federation keys and signatures (DESIGN §3.2, §3.4).
+//! Base64 for federation keys and signatures (docs/protocol.md#base64).
 //!
 //! Federation public keys, signatures and the key file's seed are **unpadded standard
 //! base64** (RFC 4648 §4 alphabet, no `=`), as in Matrix. [`encode`] always writes that form.

@@ -1,4 +1,4 @@
-//! Canonical JSON (DESIGN §3.2, §3.4; the same encoding as Matrix's canonical JSON).
+//! Canonical JSON (docs/protocol.md#canonical-json; the same encoding as Matrix's canonical JSON).
 //!
 //! The canonical form of a value is its shortest UTF-8 JSON encoding with:
 //!

@@ -1,4 +1,4 @@
-//! Server names and how to reach them (DESIGN §2, §3.4 "Federation").
+//! Server names and how to reach them (docs/protocol.md#destination-resolution).
 //!
 //! Resolving server name `S` (no HTTP here — the caller performs the one fetch):
 //!

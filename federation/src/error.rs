@@ -114,7 +114,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status and `errcode` a server answers this error with (DESIGN §3).
+    /// The HTTP status and `errcode` a server answers this error with (docs/protocol.md#errors).
     fn answer(&self) -> (u16, &'static str) {
         match self {
             Error::MissingAuthorization
@@ -146,7 +146,7 @@ impl Error {
         self.answer().0
     }
 
-    /// The `errcode` a server answers this error with (DESIGN §3).
+    /// The `errcode` a server answers this error with (docs/protocol.md#errors).
     pub fn errcode(&self) -> &'static str {
         self.answer().1
     }

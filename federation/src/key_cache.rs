@@ -1,4 +1,4 @@
-//! A cache of other servers' verified keys, with the refetch rule of DESIGN §3.4.
+//! A cache of other servers' verified keys, with the refetch rule of docs/protocol.md#key-documents.
 //!
 //! Pure bookkeeping (no I/O, no clock: every call takes `now_ms`). Keys are kept until their
 //! [`VerifiedServerKeys::cache_until_ts`] (at most 7 days). A lookup that misses — unknown

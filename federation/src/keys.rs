@@ -1,4 +1,4 @@
-//! The server key document (DESIGN §3.2, §3.4 "Federation").
+//! The server key document (docs/protocol.md#server-server-api).
 //!
 //! - [`ServerKeyDocument`]: the self-signed answer of `GET /_parley/key/v1/server`.
 //! - [`verify_key_document`]: checks a document fetched from another server and yields the

@@ -1,4 +1,4 @@
-//! The Parley server–server protocol core (DESIGN §3.2, §3.4 "Federation").
+//! The Parley server–server protocol core (docs/protocol.md#server-server-api).
 //!
 //! Pure library code, no I/O beyond the signing-key file:
 //!

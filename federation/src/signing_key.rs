@@ -1,4 +1,4 @@
-//! This server's signing key: key ids, the Ed25519 key and its file (DESIGN §3.2).
+//! This server's signing key: key ids, the Ed25519 key and its file (docs/protocol.md#server-server-api).
 //!
 //! - [`KeyId`]: `ed25519:` + `[A-Za-z0-9_]+`.
 //! - [`ServerSigningKey`]: this server's Ed25519 key; generated once, kept in

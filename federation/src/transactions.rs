@@ -1,4 +1,4 @@
-//! Wire types of `PUT /_parley/federation/v1/send/{txn_id}` (DESIGN §3.2, §3.4).
+//! Wire types of `PUT /_parley/federation/v1/send/{txn_id}` (docs/protocol.md#transactions).
 //!
 //! Request: `{origin, origin_ts, events: [..]}`, at most [`MAX_EVENTS`] events. Each event is
 //! `{event_id, type, ...}` with the type's fields at the top level:

@@ -1,4 +1,4 @@
-//! The homeserver's one error type, mapped once to HTTP status and `errcode` (DESIGN §3, §3.4).
+//! The homeserver's one error type, mapped once to HTTP status and `errcode` (docs/protocol.md#errors).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

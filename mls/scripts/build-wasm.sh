@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds parley-mls for wasm32-unknown-unknown (DESIGN §6). Installs the rustup target when it
+# Builds parley-mls for wasm32-unknown-unknown (mls/README.md#building-testing-benchmarking). Installs the rustup target when it
 # is missing. Usage: mls/scripts/build-wasm.sh [--release]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

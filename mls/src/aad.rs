@@ -1,4 +1,4 @@
-//! Application-message AAD (DESIGN §4) and the per-group replay window.
+//! Application-message AAD (docs/protocol.md#mls-rules) and the per-group replay window.
 
 use std::collections::{BTreeMap, BTreeSet};
 

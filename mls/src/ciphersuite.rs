@@ -3,7 +3,7 @@
 
 use openmls::prelude::{Capabilities, CredentialType, ExtensionType, ProtocolVersion};
 
-/// The only ciphersuite the engine speaks (DESIGN §4).
+/// The only ciphersuite the engine speaks (docs/protocol.md#mls-rules).
 pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
     openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 

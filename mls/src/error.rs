@@ -5,7 +5,7 @@ use crate::device_ref::DeviceRef;
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum MlsError {
-    /// A user id, device id or credential identity is not well-formed (DESIGN §2).
+    /// A user id, device id or credential identity is not well-formed (docs/protocol.md#identifiers).
     #[error("invalid identifier: {0}")]
     InvalidIdentifier(String),
     /// Bytes that should have been an MLS structure could not be parsed or validated.

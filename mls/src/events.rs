@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::device_ref::DeviceRef;
 use crate::trust::{KeyChange, TrustState};
 
-/// A commit to submit with `POST /groups/{id}/commit` (DESIGN §3.1), all MLS values as
+/// A commit to submit with `POST /groups/{id}/commit` (docs/protocol.md#client-server-api), all MLS values as
 /// TLS-serialised `MLSMessage` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitBundle {
@@ -38,7 +38,7 @@ pub struct OutgoingMessage {
     pub epoch: u64,
 }
 
-/// The hub's delivery wrapper of a message (the sync message object, DESIGN §3.4).
+/// The hub's delivery wrapper of a message (the sync message object, docs/protocol.md#wire-details).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Envelope {
     /// Device the hub says submitted the message.

@@ -10,12 +10,12 @@ use crate::device_ref::DeviceRef;
 use crate::error::{mls, MlsError, Result};
 use crate::provider::EngineProvider;
 
-/// Longest allowed user id in bytes (DESIGN §2).
+/// Longest allowed user id in bytes (docs/protocol.md#identifiers).
 const MAX_USER_ID_BYTES: usize = 255;
 /// Longest allowed device id in bytes.
 const MAX_DEVICE_ID_BYTES: usize = 64;
 
-/// Checked constructors: every id is validated (DESIGN §2).
+/// Checked constructors: every id is validated (docs/protocol.md#identifiers).
 impl DeviceRef {
     /// Builds a device reference after checking both ids.
     pub fn new(user_id: &str, device_id: &str) -> Result<Self> {

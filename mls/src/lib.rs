@@ -1,4 +1,4 @@
-//! Parley client MLS engine (DESIGN §4): identity, key packages, groups, trust, state and
+//! Parley client MLS engine (docs/protocol.md#mls-rules): identity, key packages, groups, trust, state and
 //! vault on top of openmls. No I/O: bytes in, bytes and events out.
 
 mod aad;

@@ -1,4 +1,4 @@
-// The client API over fetch (DESIGN §3.1, §3.4). Paths are those of client-api/src/*.rs.
+// The client API over fetch (docs/protocol.md#client-server-api). Paths are those of client-api/src/*.rs.
 
 export const PREFIX = '/_parley/client/v1';
 

@@ -369,7 +369,7 @@ export class Session {
   }
 
   /**
-   * One decrypted application payload (DESIGN: a JSON envelope in the MLS plaintext). Only
+   * One decrypted application payload (a JSON envelope in the MLS plaintext, docs/protocol.md). Only
    * texts become bubbles or count as unread; typing notices, read receipts and DM markers
    * update state. Returns whether a text was added.
    */

@@ -1,5 +1,5 @@
 //! The web client's engine wrapper in plain Rust (no wasm-bindgen types), so it is tested
-//! natively. Values cross to JS as JSON strings and standard padded base64 (DESIGN §3.4); the
+//! natively. Values cross to JS as JSON strings and standard padded base64 (docs/protocol.md#wire-details); the
 //! wasm-bindgen layer in `lib.rs` only converts errors.
 
 use std::cell::RefCell;

@@ -3,7 +3,7 @@
 //! HTTP and the WebSocket stay in JS (`fetch`/`WebSocket`): the engine does no I/O, and a
 //! JS transport keeps the wasm small and needs no TLS stack in Rust. Values cross the boundary
 //! as JSON strings (parsed by `app/engine.js`) and standard padded base64 for MLS bytes, the
-//! wire encoding of the client API (DESIGN §3.4). Errors are JS `Error`s whose message starts
+//! wire encoding of the client API (docs/protocol.md#wire-details). Errors are JS `Error`s whose message starts
 //! with a stable code in brackets, e.g. `[VaultDecrypt] wrong passphrase or tampered vault`.
 //!
 //! Secrets stay in wasm memory: the engine state leaves it only sealed (`Client::seal`), and

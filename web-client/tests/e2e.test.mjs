@@ -52,7 +52,7 @@ async function tearDown() {
 
 after(tearDown);
 
-// Both users on one homeserver, then alice and bob on two federating homeservers (DESIGN §3.2).
+// Both users on one homeserver, then alice and bob on two federating homeservers (docs/protocol.md#server-server-api).
 const MODES = (process.env.PARLEY_E2E_SERVERS || '1,2').split(',').map(Number);
 for (const count of MODES) {
   const title = count === 1 ? 'one homeserver' : `${count} homeservers`;

@@ -42,7 +42,7 @@ pub async fn read_body(
     }
 }
 
-/// Parses a body by the rules of DESIGN §3.4: not JSON → `P_NOT_JSON`, wrong shape → `P_BAD_JSON`.
+/// Parses a body by the rules of docs/protocol.md#wire-details: not JSON → `P_NOT_JSON`, wrong shape → `P_BAD_JSON`.
 pub fn parse_json_body<T: DeserializeOwned>(
     bytes: &[u8],
     content_type_is_json: bool,

@@ -26,7 +26,7 @@ use crate::clock::now_ms;
 use crate::delivery::events::message_event;
 use crate::federation::client::{FedError, FederationClient};
 
-/// Events per transaction (DESIGN §3.2).
+/// Events per transaction (docs/protocol.md#outbox).
 const BATCH: i64 = 100;
 /// First retry delay.
 const MIN_BACKOFF_MS: u64 = 500;

@@ -51,7 +51,7 @@ async fn accept_send(
     txn_id: &str,
     req: SendRequest,
 ) -> ApiResult<SendResponse> {
-    // An unknown group is refused before the message is looked at (DESIGN §3.4).
+    // An unknown group is refused before the message is looked at (docs/protocol.md#wire-details).
     let mut roster = epoch_roster_or_404(state, group_id).await?;
     let message = decode("message", &req.message)?;
     if message.len() as u64 > state.config.limits.max_message_bytes {

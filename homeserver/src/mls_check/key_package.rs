@@ -1,4 +1,4 @@
-//! Uploaded key packages (DESIGN §3.4 "Keys"): parsed, signatures verified with openmls, then
+//! Uploaded key packages (docs/protocol.md#wire-details "Keys"): parsed, signatures verified with openmls, then
 //! Parley's policy (ciphersuite, lifetime, credential identity, bound signature key,
 //! last-resort extension).
 
@@ -16,7 +16,7 @@ use super::{basic_identity, crypto, WireFormatKind, CIPHERSUITE};
 /// How far a key package's `not_before` may lie after the server's clock (clock skew), in ms.
 pub const NOT_BEFORE_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// Slack added to `max_key_package_lifetime_ms` when checking `not_after − not_before` (DESIGN §3.4).
+/// Slack added to `max_key_package_lifetime_ms` when checking `not_after − not_before` (docs/protocol.md#wire-details).
 pub const LIFETIME_SLACK_MS: u64 = 60 * 60 * 1000;
 
 /// Why an uploaded key package was refused (all map to 400 `P_INVALID_KEY_PACKAGE`).

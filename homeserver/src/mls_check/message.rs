@@ -1,4 +1,4 @@
-//! `MLSMessage`s (DESIGN §3.3 rule 2): wire format, group id, epoch, content type and (for a
+//! `MLSMessage`s (docs/protocol.md#hub-rules rule 2): wire format, group id, epoch, content type and (for a
 //! `PublicMessage`) the sender leaf; a `PublicMessage` commit's proposal list read from its
 //! framing (RFC 9420 §6, §12.4) and a proposal's reference (RFC 9420 §5.2); Welcome and
 //! GroupInfo summaries to cross-check a commit bundle.
@@ -440,7 +440,7 @@ pub fn inspect_group_info(bytes: &[u8]) -> Result<GroupInfoSummary, MessageError
     }
 }
 
-/// Rule 2 of DESIGN §3.3: checks a message submitted to group `expected_group_id` as `kind`
+/// docs/protocol.md#hub-rule-2: checks a message submitted to group `expected_group_id` as `kind`
 /// (commit, proposal or application) and returns its framed fields. Handshake messages must
 /// be PublicMessages from a member; application messages must be PrivateMessages. The epoch is
 /// left to the hub (it needs the group's current epoch).

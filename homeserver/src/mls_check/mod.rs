@@ -1,4 +1,4 @@
-//! Server-side MLS validation for the hub (DESIGN §3.3 rules 2 and 4, §3.4 "Keys" and "Groups").
+//! Server-side MLS validation for the hub (docs/protocol.md#hub-rules).
 //!
 //! Pure functions over TLS-serialised MLS structures: no I/O, no storage, no panics on input.
 //! The hub cannot decrypt or fully verify group messages (it holds no group secrets), so this
@@ -21,7 +21,7 @@
 //! format, credential identities) and re-exports their public items, which callers name as
 //! `crate::mls_check::…`.
 //!
-//! Accepted encodings: every MLS structure is a TLS-serialised `MLSMessage` (DESIGN §3); key
+//! Accepted encodings: every MLS structure is a TLS-serialised `MLSMessage` (docs/protocol.md#errors); key
 //! packages are also accepted bare (a TLS-serialised `KeyPackage`), and
 //! [`ValidKeyPackage::message`] always gives the `MLSMessage` form to store and hand out.
 
@@ -56,7 +56,7 @@ pub use self::{
     roster::RosterError,
 };
 
-/// The only ciphersuite Parley v1 accepts (DESIGN §4).
+/// The only ciphersuite Parley v1 accepts (docs/protocol.md#mls-rules).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// A crypto provider shared by all calls (hashing and signature verification only; its RNG is

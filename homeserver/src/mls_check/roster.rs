@@ -1,4 +1,4 @@
-//! The hub's view of a group's leaves (DESIGN §3.3 rule 4): leaf-index tracking with RFC 9420
+//! The hub's view of a group's leaves (docs/protocol.md#hub-rule-4): leaf-index tracking with RFC 9420
 //! §12.3 rules, matching openmls.
 
 /// Why a commit's roster change was refused (400 `P_INVALID_MESSAGE`).
@@ -31,7 +31,7 @@ pub enum RosterError {
     },
 }
 
-/// The hub's view of a group's leaves (DESIGN §3.3 rule 4): `leaves[i]` is the identity
+/// The hub's view of a group's leaves (docs/protocol.md#hub-rule-4): `leaves[i]` is the identity
 /// (`@user:server/DEVICE`) at leaf `i`, `None` for a blank leaf. Trailing blank leaves are
 /// always truncated, so the last leaf is occupied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

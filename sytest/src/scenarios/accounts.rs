@@ -1,4 +1,4 @@
-//! Accounts and devices (DESIGN §3.1, §3.4 "Accounts"): register, login, whoami, devices.
+//! Accounts and devices (docs/protocol.md#accounts): register, login, whoami, devices.
 
 use parley_client_api::accounts::{Register, RegisterRequest};
 use parley_client_api::ids::{is_valid_device_id, UserId};

@@ -1,4 +1,4 @@
-//! Delivery (DESIGN §3.1, §3.4 "Delivery"): the shape of `/sync`, `since` tokens and
+//! Delivery (docs/protocol.md#delivery): the shape of `/sync`, `since` tokens and
 //! replays, long-polls, the WebSocket (first-frame auth, pushes, revoked sessions), welcome
 //! acknowledgement, and a restart that loses nothing.
 

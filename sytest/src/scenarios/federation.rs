@@ -1,4 +1,4 @@
-//! Federation (DESIGN §3.2, §3.4 "Federation"), mostly against the suite's fake remote
+//! Federation (docs/protocol.md#server-server-api), mostly against the suite's fake remote
 //! server (`fake_remote.rs`, named `fake.test`): the key document, request authentication,
 //! inbound transactions, remote key claims, what the server sends out (signed, well formed,
 //! retried, never resent), follower submissions; and two real servers in conversation.
@@ -773,7 +773,7 @@ async fn follower_submission_for_a_user_of_another_domain_is_403(
     Ok(())
 }
 
-/// `GET /groups/{gid}/messages?since=SEQ` (DESIGN §3.2): the hub answers a member's server
+/// `GET /groups/{gid}/messages?since=SEQ` (docs/protocol.md#server-server-api): the hub answers a member's server
 /// with the group's messages after `since`, gap-free and in seq order; a server with no member
 /// in the group is refused.
 async fn catch_up_serves_a_member_server_in_seq_order_and_refuses_others(

@@ -1,4 +1,4 @@
-//! Groups at their hub (DESIGN §3.1, §3.3, §3.4 "Groups"): creation, invites, removals,
+//! Groups at their hub (docs/protocol.md#groups): creation, invites, removals,
 //! leaving, self-updates, the epoch race, the roster, envelope mismatches, `txn_id` retries.
 //! Every client here is a real `parley-mls` device.
 

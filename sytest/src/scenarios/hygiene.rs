@@ -1,4 +1,4 @@
-//! Client API hygiene (DESIGN §3.4 "General"): routing before authentication, body rules,
+//! Client API hygiene (docs/protocol.md#general-rules): routing before authentication, body rules,
 //! size limits, the error body.
 
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! Signature keys and key packages (DESIGN §3.1, §3.4 "Keys"): binding once, upload
+//! Signature keys and key packages (docs/protocol.md#keys): binding once, upload
 //! validation naming the bad index with nothing stored, claims consumed once, the last
 //! resort, failures keyed by the most specific thing, counts in `/keys/count` and `/sync`.
 

@@ -1,4 +1,4 @@
-//! Access and refresh tokens (DESIGN §3.1, §3.4 "Accounts"): missing, garbage, expired,
+//! Access and refresh tokens (docs/protocol.md#accounts): missing, garbage, expired,
 //! foreign, revoked by logout or device deletion, refresh rotation and reuse detection.
 
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! `GET /_parley/client/versions` (DESIGN §3.4).
+//! `GET /_parley/client/versions` (docs/protocol.md#versions).
 
 use serde_json::Value;
 

@@ -28,6 +28,8 @@ pub fn endpoints() -> Vec<EndpointInfo> {
     use EndpointInfo as E;
     vec![
         E::of::<versions::GetVersions>(),
+        E::of::<versions::GetClientApiDocument>(),
+        E::of::<versions::ApiReference>(),
         E::of::<accounts::Register>(),
         E::of::<accounts::Login>(),
         E::of::<accounts::Refresh>(),

@@ -162,6 +162,11 @@ fn operation(e: &EndpointInfo, generator: &mut SchemaGenerator, error_schema: &V
             "101".into(),
             json!({"description": "Switching Protocols: the socket is open."}),
         );
+    } else if e.name == "ApiReference" {
+        responses.insert(
+            "200".into(),
+            json!({"description": "The reference page.", "content": {"text/html": {"schema": {"type": "string"}}}}),
+        );
     } else {
         responses.insert(
             "200".into(),

@@ -9,6 +9,19 @@ crate::endpoint! {
     crate::endpoint::NoQuery => VersionsResponse, errors []
 }
 
+crate::endpoint! {
+    /// This API's OpenAPI 3.1 document, built from the same declarations the server routes by.
+    GetClientApiDocument: Get "/_parley/client/v1/openapi.json",
+    auth Public, rate None, body Default, path (),
+    crate::endpoint::NoQuery => serde_json::Value, errors []
+}
+crate::endpoint! {
+    /// A human-readable reference of both APIs (HTML), generated from their OpenAPI documents.
+    ApiReference: Get "/_parley/docs",
+    auth Public, rate None, body Default, path (),
+    crate::endpoint::NoQuery => String, errors []
+}
+
 /// Limits every client and hub of this server agree on (docs/protocol.md#versions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Limits {

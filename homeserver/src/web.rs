@@ -49,24 +49,30 @@ pub async fn web_client_or_unknown(State(state): State<AppState>, req: Request) 
                 || response.status() == StatusCode::NOT_MODIFIED =>
         {
             let mut response = response.into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            );
-            headers.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            headers.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            add_page_headers(&mut response);
             response
         }
         _ => Error::UnrecognizedPath.into_response(),
     }
+}
+
+/// The headers of every page this server serves: the strict CSP, no sniffing, no referrer,
+/// no framing.
+pub fn add_page_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 /// The directory served at `/` and where it came from (for the start-up log), if any.

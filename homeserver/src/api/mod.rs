@@ -3,6 +3,7 @@
 //! every other path. Handlers are thin: they parse, authenticate and call a service.
 
 pub mod client;
+pub mod docs;
 pub mod extract;
 pub mod federation;
 pub mod route;
@@ -14,7 +15,9 @@ use crate::state::AppState;
 
 /// Every endpoint of both APIs, recorded with its declaration.
 pub fn routes() -> route::Routes {
-    client::routes().merge(federation::routes())
+    client::routes()
+        .merge(federation::routes())
+        .merge(docs::routes())
 }
 
 /// Builds the whole router for `state`.

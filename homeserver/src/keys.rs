@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use parley_client_api::endpoint::NoQuery;
 use parley_client_api::groups::DeviceRef;
 use parley_client_api::ids::UserId;
 use parley_client_api::keys::{
     BindSignatureKeyRequest, ClaimKeysRequest, ClaimKeysResponse, DeviceKey, KeyCountResponse,
     UploadKeysRequest, UserDevicesResponse,
 };
+use parley_client_api::params::UserPath;
 use parley_client_api::{ErrCode, ErrorBody};
 use parley_schema::{BindOutcome, NewKeyPackage, StoreError};
 
@@ -80,26 +82,21 @@ pub async fn user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevi
             });
         }
     }
-    let path = crate::ids::fed_path(&["users", user.as_str(), "devices"]);
-    match state
+    let path = UserPath {
+        user_id: user.to_string(),
+    };
+    let list = state
         .fed
-        .request(reqwest::Method::GET, user.server_name(), &path, None)
-        .await
-    {
-        Ok(answer) => {
-            let list: UserDevicesResponse = serde_json::from_value(answer)
-                .map_err(|e| Error::UnreachableServer(format!("{}: {e}", user.server_name())))?;
-            if list.user_id != user.as_str() {
-                return Err(Error::UnreachableServer(format!(
-                    "{} answered for another user",
-                    user.server_name()
-                )));
-            }
-            cache_remote_devices(state, &list).await?;
-            Ok(list)
-        }
-        Err(e) => Err(Error::from(e)),
+        .call::<parley_federation::endpoints::UserDevices>(user.server_name(), &path, &NoQuery {})
+        .await?;
+    if list.user_id != user.as_str() {
+        return Err(Error::UnreachableServer(format!(
+            "{} answered for another user",
+            user.server_name()
+        )));
     }
+    cache_remote_devices(state, &list).await?;
+    Ok(list)
 }
 
 /// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
@@ -303,14 +300,15 @@ pub async fn claim(state: &AppState, req: ClaimKeysRequest) -> ApiResult<ClaimKe
     }
     let mut response = claim_local(state, local).await?;
     for (server, user_ids) in remote {
-        let path = crate::ids::fed_path(&["keys", "claim"]);
-        let body = serde_json::json!({ "user_ids": user_ids });
+        let request = ClaimKeysRequest {
+            user_ids: user_ids.clone(),
+        };
         let answer = state
             .fed
-            .request(reqwest::Method::POST, &server, &path, Some(&body))
+            .call::<parley_federation::endpoints::ClaimKeys>(&server, &(), &request)
             .await;
-        match answer.map(serde_json::from_value::<ClaimKeysResponse>) {
-            Ok(Ok(theirs)) => {
+        match answer {
+            Ok(theirs) => {
                 // Keep only what concerns the users asked of that server.
                 for (user, devices) in theirs.key_packages {
                     if user_ids.contains(&user) {
@@ -325,12 +323,6 @@ pub async fn claim(state: &AppState, req: ClaimKeysRequest) -> ApiResult<ClaimKe
                         response.failures.insert(key, failure);
                     }
                 }
-            }
-            Ok(Err(e)) => {
-                response.failures.insert(
-                    server,
-                    failure(ErrCode::UnreachableServer, &format!("bad answer: {e}")),
-                );
             }
             Err(FedError::NotAllowed(_)) | Err(FedError::Refused { status: 403, .. }) => {
                 response.failures.insert(

@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
+use parley_client_api::endpoint::path_of;
+use parley_client_api::{Endpoint, Method};
 use parley_federation::auth::sign_request;
 use parley_federation::destination::{Resolution, Resolver};
 use parley_federation::key_cache::{CacheLookup, KeyCache};
@@ -30,6 +32,9 @@ pub enum FedError {
     /// Federation with that server is disabled or not allowed.
     #[error("federation with {0} is not allowed")]
     NotAllowed(String),
+    /// It answered 200 with something that is not the endpoint's response.
+    #[error("{server} answered with a malformed body: {detail}")]
+    BadAnswer { server: String, detail: String },
 }
 
 /// Signs and sends requests to other servers.
@@ -185,6 +190,42 @@ impl FederationClient {
                 self.resolver.finish(&req, body.as_deref()).map_err(refused)
             }
         }
+    }
+
+    /// Calls federation endpoint `E` on `destination`: the path built from its declaration,
+    /// the request as its body or query, the answer read as its response.
+    pub async fn call<E: Endpoint>(
+        &self,
+        destination: &str,
+        params: &E::Path,
+        request: &E::Request,
+    ) -> Result<E::Response, FedError> {
+        let bad = |detail: String| FedError::BadAnswer {
+            server: destination.to_owned(),
+            detail,
+        };
+        let mut uri =
+            path_of::<E>(params).ok_or_else(|| bad(format!("path parameters of {}", E::PATH)))?;
+        let method = match E::METHOD {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let body = if E::METHOD.has_body() {
+            Some(serde_json::to_value(request).map_err(|e| bad(e.to_string()))?)
+        } else {
+            let query = serde_urlencoded::to_string(request).map_err(|e| bad(e.to_string()))?;
+            if !query.is_empty() {
+                uri.push('?');
+                uri.push_str(&query);
+            }
+            None
+        };
+        let answer = self
+            .request(method, destination, &uri, body.as_ref())
+            .await?;
+        serde_json::from_value(answer).map_err(|e| bad(e.to_string()))
     }
 
     /// Sends a signed request and returns the JSON answer of a 200.

@@ -16,14 +16,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_federation::transactions::{parse_event, EventPayload};
+use parley_client_api::groups::DeviceRef;
+use parley_client_api::params::GroupPath;
+use parley_client_api::sync::MessageEvent;
+use parley_federation::endpoints::{CatchUp, CatchUpQuery};
+use parley_federation::transactions::{GroupMessage, MessageKind, UserDevice};
 use parley_schema::{RemoteMessage, RemoteStored};
-use serde_json::{json, Value};
 
 use super::client::FedError;
 use super::relayed::{keep_existing_local_adds, remote_message};
 use crate::error::{ApiResult, Error};
-use crate::ids::{fed_path, hub_of};
+use crate::ids::hub_of;
 use crate::state::AppState;
 
 /// First retry delay of a fill that could not reach the hub.
@@ -48,7 +51,9 @@ impl From<FedError> for FillError {
             FedError::Refused { status, .. } if *status != 429 => {
                 FillError::Permanent(e.to_string())
             }
-            FedError::NotAllowed(_) => FillError::Permanent(e.to_string()),
+            FedError::NotAllowed(_) | FedError::BadAnswer { .. } => {
+                FillError::Permanent(e.to_string())
+            }
             _ => FillError::Transient(e.to_string()),
         }
     }
@@ -225,23 +230,24 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
             .group(group_id)
             .await?
             .map_or(0, |g| g.last_seq.max(0));
-        let path = format!(
-            "{}?since={since}",
-            fed_path(&["groups", group_id, "messages"])
-        );
-        let answer = state
-            .fed
-            .request(reqwest::Method::GET, hub, &path, None)
-            .await?;
-        let page = answer
-            .get("messages")
-            .and_then(Value::as_array)
-            .ok_or_else(|| FillError::Permanent("catch-up answer has no messages list".into()))?;
+        let path = GroupPath {
+            group_id: group_id.to_owned(),
+        };
+        let query = CatchUpQuery {
+            since: since as u64,
+        };
+        let answer = state.fed.call::<CatchUp>(hub, &path, &query).await?;
+        if answer.group_id != group_id {
+            return Err(FillError::Permanent(
+                "the catch-up page is for another group".into(),
+            ));
+        }
+        let page = answer.messages;
         // A page may be cut by bytes before the end: only an empty one ends the fill.
         let full = !page.is_empty();
         let mut woken = Vec::new();
-        for raw in page {
-            let mut remote = page_message(state, group_id, raw).map_err(|e| {
+        for event in page {
+            let mut remote = page_message(state, group_id, event).map_err(|e| {
                 FillError::Permanent(format!("catch-up page holds a bad message: {e}"))
             })?;
             keep_existing_local_adds(state, &mut remote)
@@ -285,16 +291,27 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
 }
 
 /// One message of a catch-up page, checked as a transaction's message event would be.
-fn page_message(state: &AppState, group_id: &str, raw: &Value) -> ApiResult<RemoteMessage> {
-    let mut event = raw.clone();
-    let obj = event
-        .as_object_mut()
-        .ok_or_else(|| Error::BadJson("a message is not an object".into()))?;
-    obj.insert("event_id".into(), json!("catch-up"));
-    obj.insert("type".into(), json!("message"));
-    obj.insert("group_id".into(), json!(group_id));
-    match parse_event(&event)?.payload {
-        EventPayload::Message(m) => remote_message(state, m),
-        _ => Err(Error::BadJson("not a message".into())),
-    }
+fn page_message(state: &AppState, group_id: &str, event: MessageEvent) -> ApiResult<RemoteMessage> {
+    let kind = match event.kind.as_str() {
+        "commit" => MessageKind::Commit,
+        "proposal" => MessageKind::Proposal,
+        "application" => MessageKind::Application,
+        other => return Err(Error::BadJson(format!("unknown message kind {other:?}"))),
+    };
+    let device = |d: DeviceRef| UserDevice {
+        user_id: d.user_id,
+        device_id: d.device_id,
+    };
+    let message = GroupMessage {
+        group_id: group_id.to_owned(),
+        seq: event.seq,
+        sender: device(event.sender),
+        kind,
+        epoch: event.epoch,
+        message: event.message,
+        ts: event.ts,
+        adds: event.adds.map(|l| l.into_iter().map(device).collect()),
+        removes: event.removes.map(|l| l.into_iter().map(device).collect()),
+    };
+    remote_message(state, message)
 }

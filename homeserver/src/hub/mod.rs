@@ -17,11 +17,12 @@ use parley_client_api::groups::{
     CommitRequest, CommitResponse, CreateGroupResponse, DeviceRef, GroupSummary,
     ListGroupsResponse, SendRequest, SendResponse,
 };
+use parley_client_api::params::GroupTxnPath;
 use parley_schema::{Group, Refused};
 
 use crate::clock::now_ms;
 use crate::error::{ApiResult, Error};
-use crate::ids::{check_txn_id, fed_path, hub_of, random_id};
+use crate::ids::{check_txn_id, hub_of, random_id};
 use crate::state::AppState;
 
 /// Characters of the random part of a group id.
@@ -82,10 +83,7 @@ pub async fn submit_commit(
 ) -> ApiResult<CommitResponse> {
     match hub_of(&state.config.server_name, group_id)? {
         None => hub_commit(state, sender, group_id, req).await,
-        Some(hub) => {
-            let path = fed_path(&["groups", group_id, "commit"]);
-            relay::submit(state, reqwest::Method::POST, &hub, &path, &req, sender).await
-        }
+        Some(hub) => relay::commit(state, &hub, group_id, req, sender).await,
     }
 }
 
@@ -101,8 +99,11 @@ pub async fn submit_send(
         None => hub_send(state, sender, group_id, txn_id, req).await,
         Some(hub) => {
             check_txn_id(txn_id)?;
-            let path = fed_path(&["groups", group_id, "send", txn_id]);
-            relay::submit(state, reqwest::Method::PUT, &hub, &path, &req, sender).await
+            let path = GroupTxnPath {
+                group_id: group_id.to_owned(),
+                txn_id: txn_id.to_owned(),
+            };
+            relay::send(state, &hub, path, req, sender).await
         }
     }
 }

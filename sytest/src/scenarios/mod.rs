@@ -18,18 +18,20 @@ pub mod versions;
 
 /// Paths used by several groups.
 pub mod paths {
+    use parley_client_api::{accounts, versions, Endpoint};
+
     /// `GET`, no token.
-    pub const VERSIONS: &str = "/_parley/client/versions";
+    pub const VERSIONS: &str = <versions::GetVersions as Endpoint>::PATH;
     /// `POST`, no token.
-    pub const REGISTER: &str = "/_parley/client/v1/register";
+    pub const REGISTER: &str = <accounts::Register as Endpoint>::PATH;
     /// `POST`, no token.
-    pub const LOGIN: &str = "/_parley/client/v1/login";
+    pub const LOGIN: &str = <accounts::Login as Endpoint>::PATH;
     /// `GET`, token.
-    pub const WHOAMI: &str = "/_parley/client/v1/whoami";
+    pub const WHOAMI: &str = <accounts::WhoAmI as Endpoint>::PATH;
     /// `POST`, token.
-    pub const LOGOUT: &str = "/_parley/client/v1/logout";
+    pub const LOGOUT: &str = <accounts::Logout as Endpoint>::PATH;
     /// `GET`, token.
-    pub const DEVICES: &str = "/_parley/client/v1/devices";
+    pub const DEVICES: &str = <accounts::ListDevices as Endpoint>::PATH;
 }
 
 /// The password every scenario account uses.

@@ -1,4 +1,6 @@
-//! Identifiers (docs/protocol.md#identifiers): server names, user ids, device ids.
+//! Identifiers (docs/protocol.md#identifiers): server names, user ids, device ids, group
+//! ids, transaction ids, sequence numbers and epochs — one type and one parser each, shared
+//! by every crate.
 
 use std::fmt;
 
@@ -16,6 +18,12 @@ pub enum IdError {
     BadUserId,
     #[error("user id is longer than 255 bytes")]
     TooLong,
+    #[error("device id must be 1-64 characters of A-Z a-z 0-9 _ -")]
+    BadDeviceId,
+    #[error("group id must look like !opaque:hub_server")]
+    BadGroupId,
+    #[error("txn_id must be 1-64 characters of A-Z a-z 0-9 . _ ~ -")]
+    BadTxnId,
 }
 
 /// Whether `s` is a valid localpart: `[a-z0-9._=-]+`.
@@ -126,6 +134,133 @@ pub fn is_valid_device_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A server name, normalised: DNS names compare without regard to case, so the canonical
+/// spelling is lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerName(String);
+
+impl ServerName {
+    /// Parses and normalises (lower-cases) a server name.
+    pub fn parse(s: &str) -> Result<ServerName, IdError> {
+        if !is_valid_server_name(s) {
+            return Err(IdError::BadServerName);
+        }
+        Ok(ServerName(s.to_ascii_lowercase()))
+    }
+
+    /// The normalised name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `other` (any spelling) names this server.
+    pub fn is(&self, other: &str) -> bool {
+        self.0.eq_ignore_ascii_case(other)
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A device id: 1–64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// Parses a device id.
+    pub fn parse(s: &str) -> Result<DeviceId, IdError> {
+        if is_valid_device_id(s) {
+            Ok(DeviceId(s.to_owned()))
+        } else {
+            Err(IdError::BadDeviceId)
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A group id `!opaque:hub_server`: the server after the first `:` is the group's hub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId {
+    full: String,
+    colon: usize,
+}
+
+impl GroupId {
+    /// Parses a group id.
+    pub fn parse(s: &str) -> Result<GroupId, IdError> {
+        let rest = s.strip_prefix('!').ok_or(IdError::BadGroupId)?;
+        let colon = rest.find(':').ok_or(IdError::BadGroupId)?;
+        if colon == 0 || s.len() > MAX_USER_ID_BYTES {
+            return Err(IdError::BadGroupId);
+        }
+        if !is_valid_server_name(&rest[colon + 1..]) {
+            return Err(IdError::BadServerName);
+        }
+        Ok(GroupId {
+            full: s.to_owned(),
+            colon: colon + 1,
+        })
+    }
+
+    /// The hub's server name, as spelled in the id.
+    pub fn hub(&self) -> &str {
+        &self.full[self.colon + 1..]
+    }
+
+    /// The whole id.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+/// Longest transaction id.
+pub const MAX_TXN_ID_LEN: usize = 64;
+
+/// A transaction id (a device's idempotency key, or a federation transaction's id):
+/// 1–64 characters of `[A-Za-z0-9._~-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(String);
+
+impl TxnId {
+    /// Parses a transaction id.
+    pub fn parse(s: &str) -> Result<TxnId, IdError> {
+        let ok = (1..=MAX_TXN_ID_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+        if ok {
+            Ok(TxnId(s.to_owned()))
+        } else {
+            Err(IdError::BadTxnId)
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A message's place in its group's log at the hub: from 1, gap-free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Seq(pub u64);
+
+/// An MLS epoch of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(pub u64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +306,32 @@ mod tests {
         assert!(is_valid_localpart("a.b_c=d-9"));
         assert!(!is_valid_localpart("Bad Name!"));
         assert!(!is_valid_localpart(""));
+    }
+
+    #[test]
+    fn server_names_normalise_to_lower_case() {
+        let name = ServerName::parse("Chat.Example.ORG:8448").unwrap();
+        assert_eq!(name.as_str(), "chat.example.org:8448");
+        assert!(name.is("CHAT.example.org:8448"));
+        assert_eq!(ServerName::parse("a..b"), Err(IdError::BadServerName));
+    }
+
+    #[test]
+    fn group_ids_name_their_hub_after_the_first_colon() {
+        let g = GroupId::parse("!Ab_9-x:hub.example:8448").unwrap();
+        assert_eq!(g.hub(), "hub.example:8448");
+        assert_eq!(GroupId::parse("x:hub.example"), Err(IdError::BadGroupId));
+        assert_eq!(GroupId::parse("!:hub.example"), Err(IdError::BadGroupId));
+        assert_eq!(GroupId::parse("!x:"), Err(IdError::BadServerName));
+    }
+
+    #[test]
+    fn txn_and_device_ids_follow_their_grammars() {
+        assert!(TxnId::parse("a.B_c~d-9").is_ok());
+        assert_eq!(TxnId::parse(""), Err(IdError::BadTxnId));
+        assert_eq!(TxnId::parse(&"a".repeat(65)), Err(IdError::BadTxnId));
+        assert_eq!(TxnId::parse("a/b"), Err(IdError::BadTxnId));
+        assert!(DeviceId::parse("ABCDEF").is_ok());
+        assert_eq!(DeviceId::parse("a.b"), Err(IdError::BadDeviceId));
     }
 }

@@ -27,19 +27,13 @@ use crate::{Error, Result};
 pub const MAX_EVENTS: usize = 100;
 
 /// Longest `txn_id`.
-pub const MAX_TXN_ID_LEN: usize = 64;
+pub const MAX_TXN_ID_LEN: usize = parley_client_api::ids::MAX_TXN_ID_LEN;
 
-/// Checks a `txn_id` against `[A-Za-z0-9._~-]{1,64}`.
+/// Checks a `txn_id` against `[A-Za-z0-9._~-]{1,64}` ([`parley_client_api::ids::TxnId`]).
 pub fn validate_txn_id(txn_id: &str) -> Result<()> {
-    let ok = (1..=MAX_TXN_ID_LEN).contains(&txn_id.len())
-        && txn_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidTxnId)
-    }
+    parley_client_api::ids::TxnId::parse(txn_id)
+        .map(drop)
+        .map_err(|_| Error::InvalidTxnId)
 }
 
 /// The body of `PUT /send/{txn_id}`. Events stay raw JSON until [`parse_event`], so one bad
@@ -129,16 +123,8 @@ pub enum EventPayload {
     DeviceListUpdate(DeviceListUpdate),
 }
 
-/// A device of a user: `{user_id, device_id}`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub struct UserDevice {
-    /// `@localpart:server`.
-    pub user_id: String,
-    /// The server-assigned device id.
-    pub device_id: String,
-}
+/// A device of a user: `{user_id, device_id}` — the protocol's one device reference type.
+pub type UserDevice = parley_client_api::groups::DeviceRef;
 
 /// What kind of MLS message a group message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

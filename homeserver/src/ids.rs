@@ -1,6 +1,7 @@
 //! Identifiers as the protocol spells them: server names (compared without regard to case),
 //! user ids, device credential identities, group ids, transaction ids, federation paths.
 
+use parley_client_api::ids::{GroupId, TxnId, UserId};
 use rand::RngCore;
 
 use crate::error::{ApiResult, Error};
@@ -10,12 +11,13 @@ pub fn same_server(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// The server name of a user id (after the first `:`).
+/// The server name of a user id: after the first `:`, where [`UserId::server_name`] reads it
+/// too (a localpart has no `:`), without validating the rest.
 pub fn server_of(user_id: &str) -> &str {
     user_id.split_once(':').map_or("", |(_, s)| s)
 }
 
-/// `@user:server/DEVICE`, the MLS credential identity of a device .
+/// `@user:server/DEVICE`, the MLS credential identity of a device.
 pub fn identity(user_id: &str, device_id: &str) -> String {
     format!("{user_id}/{device_id}")
 }
@@ -35,11 +37,9 @@ pub fn fed_path(segments: &[&str]) -> String {
     path
 }
 
+/// Whether `txn_id` has the protocol's grammar ([`TxnId`]).
 pub fn valid_txn_id(txn_id: &str) -> bool {
-    (1..=64).contains(&txn_id.len())
-        && txn_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+    TxnId::parse(txn_id).is_ok()
 }
 
 /// 400 `P_BAD_JSON` for a txn_id outside its grammar.
@@ -55,21 +55,15 @@ pub fn check_txn_id(txn_id: &str) -> ApiResult<()> {
 
 /// Whether `user_id` is a valid user id of server `own`.
 pub fn is_local(own: &str, user_id: &str) -> bool {
-    parley_client_api::ids::UserId::parse(user_id).is_ok_and(|u| same_server(u.server_name(), own))
+    UserId::parse(user_id).is_ok_and(|u| same_server(u.server_name(), own))
 }
 
 /// The hub server of a group when it is another server than `own`; `None` when `own` is the
 /// hub; 404 for a string that is not a group id.
 pub fn hub_of(own: &str, group_id: &str) -> ApiResult<Option<String>> {
-    let hub = group_id
-        .strip_prefix('!')
-        .and_then(|rest| rest.split_once(':'))
-        .map(|(_, server)| server)
-        .filter(|s| parley_client_api::ids::is_valid_server_name(s))
-        .ok_or_else(|| Error::NotFound("not a group id".into()))?;
-    Ok((!same_server(hub, own)).then(|| hub.to_owned()))
+    let group = GroupId::parse(group_id).map_err(|_| Error::NotFound("not a group id".into()))?;
+    Ok((!same_server(group.hub(), own)).then(|| group.hub().to_owned()))
 }
-
 /// A random identifier of `len` characters from `alphabet`.
 pub fn random_id(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rngs::OsRng;

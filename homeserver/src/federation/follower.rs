@@ -16,11 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_client_api::groups::DeviceRef;
 use parley_client_api::params::GroupPath;
 use parley_client_api::sync::MessageEvent;
 use parley_federation::endpoints::{CatchUp, CatchUpQuery};
-use parley_federation::transactions::{GroupMessage, MessageKind, UserDevice};
+use parley_federation::transactions::{GroupMessage, MessageKind};
 use parley_schema::{RemoteMessage, RemoteStored};
 
 use super::client::FedError;
@@ -298,20 +297,16 @@ fn page_message(state: &AppState, group_id: &str, event: MessageEvent) -> ApiRes
         "application" => MessageKind::Application,
         other => return Err(Error::BadJson(format!("unknown message kind {other:?}"))),
     };
-    let device = |d: DeviceRef| UserDevice {
-        user_id: d.user_id,
-        device_id: d.device_id,
-    };
     let message = GroupMessage {
         group_id: group_id.to_owned(),
         seq: event.seq,
-        sender: device(event.sender),
+        sender: event.sender,
         kind,
         epoch: event.epoch,
         message: event.message,
         ts: event.ts,
-        adds: event.adds.map(|l| l.into_iter().map(device).collect()),
-        removes: event.removes.map(|l| l.into_iter().map(device).collect()),
+        adds: event.adds,
+        removes: event.removes,
     };
     remote_message(state, message)
 }

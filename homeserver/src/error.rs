@@ -1,7 +1,6 @@
-//! The homeserver's one error type, mapped once to HTTP status and `errcode` (docs/protocol.md#errors).
+//! The homeserver's one error type, what services fail with: each variant has its protocol
+//! `errcode` (docs/protocol.md#errors); [`crate::api::errors`] turns it into an HTTP answer.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use parley_client_api::ErrCode;
 use serde_json::{json, Map, Value};
 
@@ -68,73 +67,47 @@ pub enum Error {
 impl Error {
     /// The protocol error code.
     pub fn errcode(&self) -> ErrCode {
-        self.parts().1
+        match self {
+            Error::NotJson(_) => ErrCode::NotJson,
+            Error::BadJson(_) => ErrCode::BadJson,
+            Error::MissingToken => ErrCode::MissingToken,
+            Error::UnknownToken => ErrCode::UnknownToken,
+            Error::Forbidden(_) => ErrCode::Forbidden,
+            Error::NotFound(_) => ErrCode::NotFound,
+            Error::UnrecognizedPath | Error::UnrecognizedMethod => ErrCode::Unrecognized,
+            Error::TooLarge { .. } => ErrCode::TooLarge,
+            Error::Timeout => ErrCode::Timeout,
+            Error::LimitExceeded { .. } => ErrCode::LimitExceeded,
+            Error::UserInUse => ErrCode::UserInUse,
+            Error::InvalidUsername(_) => ErrCode::InvalidUsername,
+            Error::WeakPassword(_) => ErrCode::WeakPassword,
+            Error::InvalidKeyPackage { .. } => ErrCode::InvalidKeyPackage,
+            Error::SignatureKeyMismatch => ErrCode::SignatureKeyMismatch,
+            Error::InvalidMessage(_) => ErrCode::InvalidMessage,
+            Error::NotMember | Error::NoLocalMember => ErrCode::NotMember,
+            Error::StaleEpoch { .. } => ErrCode::StaleEpoch,
+            Error::UnreachableServer(_) | Error::Relayed { .. } => ErrCode::UnreachableServer,
+            Error::Federation(e) => ErrCode::parse(e.errcode()).unwrap_or(ErrCode::Unknown),
+            Error::Store(_) | Error::Internal(_) => ErrCode::Unknown,
+        }
     }
 
-    /// Status, code and extra top-level fields of this error.
-    fn parts(&self) -> (StatusCode, ErrCode, Map<String, Value>) {
+    /// The fields an error body carries besides `errcode` and `error`.
+    pub fn extra_fields(&self) -> Map<String, Value> {
         let mut extra = Map::new();
-        let (status, code) = match self {
-            Error::NotJson(_) => (StatusCode::BAD_REQUEST, ErrCode::NotJson),
-            Error::BadJson(_) => (StatusCode::BAD_REQUEST, ErrCode::BadJson),
-            Error::MissingToken => (StatusCode::UNAUTHORIZED, ErrCode::MissingToken),
-            Error::UnknownToken => (StatusCode::UNAUTHORIZED, ErrCode::UnknownToken),
-            Error::Forbidden(_) => (StatusCode::FORBIDDEN, ErrCode::Forbidden),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, ErrCode::NotFound),
-            Error::UnrecognizedPath => (StatusCode::NOT_FOUND, ErrCode::Unrecognized),
-            Error::UnrecognizedMethod => (StatusCode::METHOD_NOT_ALLOWED, ErrCode::Unrecognized),
-            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrCode::TooLarge),
-            Error::Timeout => (StatusCode::REQUEST_TIMEOUT, ErrCode::Timeout),
+        match self {
             Error::LimitExceeded { retry_after_ms } => {
                 extra.insert("retry_after_ms".into(), json!(retry_after_ms));
-                (StatusCode::TOO_MANY_REQUESTS, ErrCode::LimitExceeded)
             }
-            Error::UserInUse => (StatusCode::CONFLICT, ErrCode::UserInUse),
-            Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidUsername),
-            Error::WeakPassword(_) => (StatusCode::BAD_REQUEST, ErrCode::WeakPassword),
             Error::InvalidKeyPackage { index, .. } => {
                 extra.insert("index".into(), json!(index));
-                (StatusCode::BAD_REQUEST, ErrCode::InvalidKeyPackage)
             }
-            Error::SignatureKeyMismatch => (StatusCode::CONFLICT, ErrCode::SignatureKeyMismatch),
-            Error::InvalidMessage(_) => (StatusCode::BAD_REQUEST, ErrCode::InvalidMessage),
-            Error::NotMember | Error::NoLocalMember => (StatusCode::FORBIDDEN, ErrCode::NotMember),
             Error::StaleEpoch { current_epoch } => {
                 extra.insert("current_epoch".into(), json!(current_epoch));
-                (StatusCode::CONFLICT, ErrCode::StaleEpoch)
             }
-            Error::UnreachableServer(_) => (StatusCode::BAD_GATEWAY, ErrCode::UnreachableServer),
-            Error::Relayed { status, .. } => (
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
-                ErrCode::UnreachableServer,
-            ),
-            Error::Federation(e) => (
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
-                ErrCode::parse(e.errcode()).unwrap_or(ErrCode::Unknown),
-            ),
-            Error::Store(_) | Error::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrCode::Unknown)
-            }
-        };
-        (status, code, extra)
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        if let Error::Relayed { status, body } = &self {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-            return (status, axum::Json(body.clone())).into_response();
-        }
-        let (status, code, mut body) = self.parts();
-        match &self {
-            Error::Store(e) => tracing::error!(error = %e, "storage failure"),
-            Error::Internal(e) => tracing::error!(error = %e, "internal error"),
             _ => {}
         }
-        body.insert("errcode".into(), json!(code.as_str()));
-        body.insert("error".into(), json!(self.to_string()));
-        (status, axum::Json(Value::Object(body))).into_response()
+        extra
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod docs;
+pub mod errors;
 pub mod extract;
 pub mod federation;
 pub mod route;

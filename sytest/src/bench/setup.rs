@@ -31,10 +31,18 @@ pub async fn register(
     packages: usize,
 ) -> anyhow::Result<Device> {
     let mut client = Client::with_http(http.clone(), base_url);
-    let session = client
-        .register(&name, PASSWORD)
-        .await
-        .with_context(|| format!("registering {name}"))?;
+    // Password hashing is bounded on the server: many registrations at once are told to come
+    // back later (429), which the set-up does rather than fail.
+    let mut attempts = 0;
+    let session = loop {
+        match client.register(&name, PASSWORD).await {
+            Err(e) if e.status() == Some(429) && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => break other.with_context(|| format!("registering {name}"))?,
+        }
+    };
     let mut engine = Engine::new(
         &session.user_id,
         &session.device_id,

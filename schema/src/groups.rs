@@ -61,13 +61,13 @@ mod statement_names {
     impl CacheKey for InsertAppended {}
 }
 
-/// What an append comes to: `Err(None)` is a used `txn_id` (the append leaves no change
-/// behind, like the other refusals).
-type Appended = Result<(Accepted, Option<std::sync::Arc<TailMessage>>), Option<Refused>>;
+/// What an append comes to, with the log entry to publish to the stream tail when it appended
+/// one. A refusal and a replay leave no change behind.
+type AppendResult = Result<(Appended, Option<std::sync::Arc<TailMessage>>), Refused>;
 
 /// The statements of [`Store::append_message`], written once for either kind of connection:
 /// `$($aw)*` is `.await` on an async one and nothing on SQLite's synchronous writer connection.
-/// Evaluates to the `Appended` result; `Err(None)` is a used `txn_id`.
+/// Evaluates to the `AppendResult`.
 macro_rules! append_message_statements {
     ($c:expr, $msg:ident; $($aw:tt)*) => {{
         let lowest = $msg.roster_epoch - $msg.max_past_epochs;
@@ -97,38 +97,51 @@ macro_rules! append_message_statements {
                 .first($c)
                 $($aw)*
                 .optional()?;
-            return Ok(Err(Some(match current {
+            return Ok(Err(match current {
                 None => Refused::NoGroup,
                 Some(e) if e != $msg.roster_epoch => Refused::RosterChanged,
                 Some(e) if $msg.epoch > e => Refused::FutureEpoch(e),
                 Some(e) => Refused::StaleEpoch(e),
-            })));
+            }));
         };
         if let Some(txn_id) = &$msg.txn_id {
-            // The txn_id is claimed by the insert that records it: a used one inserts nothing
-            // (also when a concurrent retry on PostgreSQL got there first), and the seq just
-            // taken is given back. One statement instead of a lookup and an insert.
-            let claimed = FixedSql::<_, statement_names::ClaimTxn>::named(
-                diesel::insert_into(transaction_ids::table)
-                    .values((
-                        transaction_ids::user_id.eq(&$msg.sender_user),
-                        transaction_ids::device_id.eq(&$msg.sender_device),
-                        transaction_ids::txn_id.eq(txn_id),
-                        transaction_ids::group_id.eq(&$msg.group_id),
-                        transaction_ids::seq.eq(seq),
-                    ))
-                    .on_conflict_do_nothing(),
-            )
-            .execute($c)
-            $($aw)*?;
-            if claimed == 0 {
+            // The txn_id is claimed by the insert that records it. On a used one the upsert's
+            // no-op update hands back the first send's row instead (also when a concurrent retry
+            // on PostgreSQL got there first: the upsert waits for it, then finds its row, and
+            // its row lock keeps a concurrent prune from deleting it before we answer). One
+            // statement instead of a lookup and an insert, and none more for a replay.
+            let (first_group, first_seq): (String, i64) =
+                FixedSql::<_, statement_names::ClaimTxn>::named(
+                    diesel::insert_into(transaction_ids::table)
+                        .values((
+                            transaction_ids::user_id.eq(&$msg.sender_user),
+                            transaction_ids::device_id.eq(&$msg.sender_device),
+                            transaction_ids::txn_id.eq(txn_id),
+                            transaction_ids::group_id.eq(&$msg.group_id),
+                            transaction_ids::seq.eq(seq),
+                        ))
+                        .on_conflict((
+                            transaction_ids::user_id,
+                            transaction_ids::device_id,
+                            transaction_ids::txn_id,
+                        ))
+                        .do_update()
+                        .set(transaction_ids::seq.eq(transaction_ids::seq))
+                        .returning((transaction_ids::group_id, transaction_ids::seq)),
+                )
+                .get_result($c)
+                $($aw)*?;
+            // Only the row just inserted names the seq just taken: a group's next seq is above
+            // every seq recorded for it, and another group's row names that other group.
+            if first_seq != seq || first_group != $msg.group_id {
+                // A replay: give back the seq just taken, so the log stays gap-free.
                 FixedSql::<_, statement_names::GiveBackSeq>::named(
                     diesel::update(groups::table.find(&$msg.group_id))
                         .set(groups::last_seq.eq(groups::last_seq - 1)),
                 )
                 .execute($c)
                 $($aw)*?;
-                return Ok(Err(None));
+                return Ok(Ok((Appended::Replayed { seq: first_seq }, None)));
             }
         }
         let pos: i64 = FixedSql::<_, statement_names::TakePosition>::named(
@@ -164,7 +177,7 @@ macro_rules! append_message_statements {
             epoch: $msg.roster_epoch,
         };
         Ok(Ok((
-            accepted,
+            Appended::New(accepted),
             Some(std::sync::Arc::new(TailMessage::new(stored))),
         )))
     }};
@@ -335,6 +348,26 @@ pub struct Accepted {
     pub epoch: i64,
 }
 
+/// What [`Store::append_message`] did with a message it did not refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended as the group's next message.
+    New(Accepted),
+    /// The device had already used the message's `txn_id`: nothing was written, and `seq` is
+    /// what that first send got (whatever this one carried).
+    Replayed { seq: i64 },
+}
+
+impl Appended {
+    /// The seq to answer the sender with: the new message's, or the first send's.
+    pub fn seq(&self) -> i64 {
+        match self {
+            Appended::New(accepted) => accepted.seq,
+            Appended::Replayed { seq } => *seq,
+        }
+    }
+}
+
 /// Why the hub refused a message at write time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -361,8 +394,8 @@ pub struct MessageToAppend {
     pub ts: i64,
     /// Oldest acceptable epoch is `current − max_past_epochs` (proposals: current only).
     pub max_past_epochs: i64,
-    /// Idempotency key (`txn_id`) of the sending device. A key already used is refused with
-    /// [`StoreError::Conflict`] and nothing is written.
+    /// Idempotency key (`txn_id`) of the sending device. A key already used is
+    /// [`Appended::Replayed`] and nothing is written.
     pub txn_id: Option<String>,
     /// The epoch whose roster the sender and recipients were checked against: the append is
     /// refused with [`Refused::RosterChanged`] if the group has moved on since.
@@ -638,22 +671,22 @@ impl Store {
     }
 
     /// Appends an application message or proposal, checking its epoch against the group's at
-    /// write time. A `txn_id` the device already used is refused with
-    /// [`StoreError::Conflict`] (the caller looks up the first result).
+    /// write time. A `txn_id` the device already used is [`Appended::Replayed`] with the seq
+    /// of its first send, and nothing is written.
     pub async fn append_message(
         &self,
         msg: MessageToAppend,
-    ) -> StoreResult<Result<Accepted, Refused>> {
-        let publish = self.publish_after(|r: &mut Appended| match r {
-            Ok((accepted, message)) => (
+    ) -> StoreResult<Result<Appended, Refused>> {
+        let publish = self.publish_after(|r: &mut AppendResult| match r {
+            Ok((Appended::New(accepted), message)) => (
                 accepted.stream_pos,
                 message.take().map(TailEvent::Message).into_iter().collect(),
             ),
-            Err(_) => (0, Vec::new()),
+            Ok((Appended::Replayed { .. }, _)) | Err(_) => (0, Vec::new()),
         });
-        // Every refusal comes before the first change, and a used txn_id gives back the seq it
+        // Every refusal comes before the first change, and a replay gives back the seq it
         // took, so only a storage error can fail it midway: no savepoint needed.
-        let appended: Appended = match &*self.pools {
+        let appended: AppendResult = match &*self.pools {
             // The hottest write runs on the writer's connection directly (synchronous diesel):
             // its statements are looked up in the statement cache by type instead of having
             // their SQL and binds rebuilt and copied for the async wrapper.
@@ -674,11 +707,7 @@ impl Store {
                 append_message_statements!(c, msg; .await)
             })?,
         };
-        match appended {
-            Ok((accepted, _)) => Ok(Ok(accepted)),
-            Err(Some(refused)) => Ok(Err(refused)),
-            Err(None) => Err(StoreError::Conflict),
-        }
+        Ok(appended.map(|(appended, _)| appended))
     }
 
     /// The latest stream position: every event a device can receive is at or below it.
@@ -815,7 +844,8 @@ fn to_member((user_id, device_id, leaf): (String, String, i64)) -> Member {
 }
 
 impl Store {
-    /// The seq a device's earlier send with this `txn_id` got, if any.
+    /// The seq a device's earlier send with this `txn_id` got, if any (for a retry refused
+    /// before its append: an append answers a used `txn_id` itself, [`Appended::Replayed`]).
     pub async fn txn_seq(
         &self,
         user_id: &str,
@@ -868,7 +898,9 @@ impl Store {
 mod sqlite_sync {
     use diesel::prelude::*;
 
-    use super::{statement_names, Accepted, Appended, GroupMessage, MessageToAppend, Refused};
+    use super::{
+        statement_names, Accepted, AppendResult, Appended, GroupMessage, MessageToAppend, Refused,
+    };
     use crate::fixed_sql::FixedSql;
     use crate::schema::{group_messages, groups, outbox, stream_position, transaction_ids};
     use crate::tail::TailMessage;
@@ -877,7 +909,7 @@ mod sqlite_sync {
     pub(super) fn append_message(
         c: &mut diesel::SqliteConnection,
         msg: MessageToAppend,
-    ) -> StoreResult<Appended> {
+    ) -> StoreResult<AppendResult> {
         append_message_statements!(c, msg;)
     }
 }

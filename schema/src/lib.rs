@@ -25,8 +25,8 @@ pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
 pub use federation::{InboundClaim, OutboxRow, RemoteMessage, RemoteStored};
 pub use groups::{
-    Accepted, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend, OutboxItem,
-    Refused, Welcome,
+    Accepted, Appended, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend,
+    OutboxItem, Refused, Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
 pub use retention::RetainedRows;

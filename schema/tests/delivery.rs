@@ -1,9 +1,9 @@
 //! Key-package directory and hub log, against both SQLite and PostgreSQL.
 
 use parley_schema::{
-    testing, BindOutcome, CommitToApply, GroupMessage, Member, MessageToAppend, NewDevice,
-    NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, StoreConfig, StoreError,
-    TailRead, User,
+    testing, Accepted, Appended, BindOutcome, CommitToApply, GroupMessage, Member, MessageToAppend,
+    NewDevice, NewKeyPackage, OutboxItem, Refused, RemoteMessage, RemoteStored, Session, Store,
+    StoreConfig, TailRead, User,
 };
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -289,13 +289,13 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(m1.seq, 2);
+        assert_eq!(m1.seq(), 2);
         let again = store
             .append_message(app("!g1:t.example", a, 1, Some("t1")))
             .await;
         assert!(
-            matches!(again, Err(StoreError::Conflict)),
-            "a used txn_id is refused: {again:?}"
+            matches!(again, Ok(Ok(Appended::Replayed { seq: 2 }))),
+            "a used txn_id is a replay of the first send: {again:?}"
         );
         assert_eq!(
             store.txn_seq(a, "D", "t1").await.unwrap(),
@@ -386,7 +386,7 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(first.seq, 1);
+        assert_eq!(first.seq(), 1);
         // Retries of t0 and new sends at once: on SQLite they share group commits.
         let mut tasks = Vec::new();
         for i in 0..24 {
@@ -405,11 +405,14 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
         let mut seqs = vec![1];
         for (i, task) in tasks.into_iter().enumerate() {
             match task.await.unwrap() {
-                Ok(Ok(accepted)) => {
+                Ok(Ok(Appended::New(accepted))) => {
                     assert_eq!(i % 2, 1, "a retry of t0 was appended again");
                     seqs.push(accepted.seq);
                 }
-                Err(StoreError::Conflict) => assert_eq!(i % 2, 0, "a new txn_id was refused"),
+                Ok(Ok(Appended::Replayed { seq })) => {
+                    assert_eq!(i % 2, 0, "a new txn_id was taken for a replay");
+                    assert_eq!(seq, 1, "a replay answers the first send's seq");
+                }
                 other => panic!("unexpected: {other:?}"),
             }
         }
@@ -429,7 +432,67 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(next.seq, 14, "the next send follows on without a gap");
+        assert_eq!(next.seq(), 14, "the next send follows on without a gap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_writes_nothing() {
+    for (store, _d) in stores().await {
+        let a = "@a:t.example";
+        store.create_group("!g:t.example", a, "D", 1).await.unwrap();
+        store.create_group("!h:t.example", a, "D", 1).await.unwrap();
+        let mut first = app("!g:t.example", a, 0, Some("t1"));
+        first.outbox = vec![OutboxItem::message("b.example")];
+        let first = store.append_message(first).await.unwrap().unwrap();
+        let Appended::New(accepted) = first else {
+            panic!("a new txn_id was not appended: {first:?}")
+        };
+        assert_eq!(accepted.seq, 1);
+        let position = store.stream_position().await.unwrap();
+
+        // The same txn_id with another body, and in another group: the first send's seq.
+        let mut retry = app("!g:t.example", a, 0, Some("t1"));
+        retry.message = b"something else".to_vec();
+        retry.outbox = vec![OutboxItem::message("b.example")];
+        for again in [retry, app("!h:t.example", a, 0, Some("t1"))] {
+            assert_eq!(
+                store.append_message(again).await.unwrap(),
+                Ok(Appended::Replayed { seq: 1 }),
+                "{:?}",
+                store.backend()
+            );
+        }
+        // Nothing was written: no message, no position, no outbox row.
+        assert_eq!(store.stream_position().await.unwrap(), position);
+        assert_eq!(
+            store
+                .group_messages_since("!g:t.example", 0, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.message.clone())
+                .collect::<Vec<_>>(),
+            [b"ct".to_vec()]
+        );
+        assert!(store
+            .group_messages_since("!h:t.example", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.outbox_len("b.example").await.unwrap(), 1);
+        // The seqs the replays took were given back; another device's t1 is its own.
+        let next = store
+            .append_message(app("!g:t.example", a, 0, Some("t2")))
+            .await
+            .unwrap();
+        assert_eq!(next.map(|n| n.seq()), Ok(2));
+        let mut other_device = app("!g:t.example", a, 0, Some("t1"));
+        other_device.sender_device = "E".into();
+        assert!(matches!(
+            store.append_message(other_device).await.unwrap(),
+            Ok(Appended::New(Accepted { seq: 3, .. }))
+        ));
     }
 }
 

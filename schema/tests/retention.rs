@@ -116,7 +116,7 @@ async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(again.seq, 556);
+        assert_eq!(again.seq(), 556);
         assert_eq!(store.prune_transaction_ids(5_000).await.unwrap(), 0);
         assert_eq!(store.retained_rows().await.unwrap().transaction_ids, 5);
     }

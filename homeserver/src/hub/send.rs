@@ -3,7 +3,7 @@
 //! first result).
 
 use parley_client_api::groups::{DeviceRef, SendRequest, SendResponse};
-use parley_schema::{EpochRoster, MessageToAppend, OutboxItem, Refused};
+use parley_schema::{Appended, EpochRoster, MessageToAppend, OutboxItem, Refused};
 
 use super::roster::remote_servers;
 use super::{decode, invalid, refusal};
@@ -23,13 +23,13 @@ pub async fn hub_send(
 ) -> ApiResult<SendResponse> {
     check_txn_id(txn_id)?;
     match accept_send(state, sender, group_id, txn_id, req).await {
+        // A retry that passes the checks again is answered by the append itself
+        // (`Appended::Replayed`), in the same round trip.
         Ok(sent) => Ok(sent),
-        Err(Error::Store(e)) if !matches!(e, parley_schema::StoreError::Conflict) => {
-            Err(Error::Store(e))
-        }
-        // A reused txn_id returns the first result, whatever the new body; so a refusal
-        // stands only for a new txn_id. (The append refuses a used txn_id with a conflict
-        // before it changes anything; other refusals come earlier and never look it up.)
+        Err(Error::Store(e)) => Err(Error::Store(e)),
+        // A reused txn_id returns the first result, whatever the new body; so a refusal stands
+        // only for a new txn_id. A retry refused before its append (a new body, or a roster or
+        // epoch that moved on since the first send) looks the first result up here.
         Err(refused) => match state
             .store
             .txn_seq(&sender.user_id, &sender.device_id, txn_id)
@@ -177,7 +177,13 @@ async fn append_checked(
         outbox: remote.iter().map(|d| OutboxItem::message(d)).collect(),
     };
     let accepted = match state.store.append_message(to_append).await? {
-        Ok(accepted) => accepted,
+        Ok(Appended::New(accepted)) => accepted,
+        // Nothing was written: nobody to wake.
+        Ok(Appended::Replayed { seq }) => {
+            return Ok(Ok(SendResponse {
+                seq: seq.max(0) as u64,
+            }))
+        }
         Err(refused) => return Ok(Err(refused)),
     };
     state.notifier.notify_at(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use parley_schema::{GroupMessage, OutboxRow, Store};
+use parley_schema::{GroupMessage, OutboundEvent, OutboxRow, Store};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -220,7 +220,7 @@ impl Outbox {
                 }
                 Err(SendFailure::Rejected(e)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%destination, row = batch[0].id, kind = %batch[0].kind, error = %e, dropped_total = self.dropped(), "remote server refused an event: dropped");
+                    tracing::warn!(%destination, row = batch[0].id, kind = kind_of(&batch[0]), error = %e, dropped_total = self.dropped(), "remote server refused an event: dropped");
                     self.forget(&destination, &batch).await;
                 }
                 Err(SendFailure::Transient(e)) => {
@@ -330,12 +330,10 @@ impl Outbox {
         batch: &[OutboxRow],
     ) -> Result<HashMap<(String, i64), GroupMessage>, parley_schema::StoreError> {
         let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
-        for row in batch.iter().filter(|r| r.kind == "message") {
-            if let Some(seq) = row.seq {
-                let range = ranges.entry(row.group_id.as_str()).or_insert((seq, seq));
-                range.0 = range.0.min(seq);
-                range.1 = range.1.max(seq);
-            }
+        for (group_id, seq) in batch.iter().filter_map(queued_message) {
+            let range = ranges.entry(group_id).or_insert((seq, seq));
+            range.0 = range.0.min(seq);
+            range.1 = range.1.max(seq);
         }
         let mut messages = HashMap::new();
         for (group_id, (first, last)) in ranges {
@@ -344,8 +342,9 @@ impl Outbox {
                 // than the whole range in between.
                 for seq in batch
                     .iter()
-                    .filter(|r| r.kind == "message" && r.group_id == group_id)
-                    .filter_map(|r| r.seq)
+                    .filter_map(queued_message)
+                    .filter(|(g, _)| *g == group_id)
+                    .map(|(_, seq)| seq)
                 {
                     if let Some(m) = self.store.group_message(group_id, seq).await? {
                         messages.insert((m.group_id.clone(), m.seq), m);
@@ -368,42 +367,51 @@ impl Outbox {
         messages: &HashMap<(String, i64), GroupMessage>,
     ) -> Option<Value> {
         let event_id = format!("e{}", row.id);
-        match row.kind.as_str() {
-            "message" => {
-                let seq = row.seq?;
-                let message = messages.get(&(row.group_id.clone(), seq))?.clone();
+        match &row.event {
+            Ok(OutboundEvent::Message { group_id, seq }) => {
+                let message = messages.get(&(group_id.clone(), *seq))?.clone();
                 let mut event = serde_json::to_value(message_event(&message)).ok()?;
                 let obj = event.as_object_mut()?;
                 obj.insert("event_id".into(), json!(event_id));
                 obj.insert("type".into(), json!("message"));
-                obj.insert("group_id".into(), json!(row.group_id));
+                obj.insert("group_id".into(), json!(group_id));
                 Some(event)
             }
-            "welcome" => {
-                let meta: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
-                Some(json!({
-                    "event_id": event_id,
-                    "type": "welcome",
-                    "group_id": row.group_id,
-                    "sender": meta.get("sender")?,
-                    "recipients": meta.get("recipients")?,
-                    "welcome": STANDARD.encode(row.payload.as_deref()?),
-                }))
-            }
-            "device_list_update" => {
-                let body: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
-                Some(json!({
-                    "event_id": event_id,
-                    "type": "device_list_update",
-                    "user_id": body.get("user_id")?,
-                    "devices": body.get("devices")?,
-                }))
-            }
-            other => {
-                tracing::error!(kind = other, "unknown outbox row kind");
+            Ok(OutboundEvent::Welcome { group_id, welcome }) => Some(json!({
+                "event_id": event_id,
+                "type": "welcome",
+                "group_id": group_id,
+                "sender": welcome.sender,
+                "recipients": welcome.recipients,
+                "welcome": STANDARD.encode(&welcome.message),
+            })),
+            Ok(OutboundEvent::DeviceListUpdate { user_id, devices }) => Some(json!({
+                "event_id": event_id,
+                "type": "device_list_update",
+                "user_id": user_id,
+                "devices": devices,
+            })),
+            Err(unreadable) => {
+                tracing::error!(row = row.id, error = %unreadable, "unreadable outbox row");
                 None
             }
         }
+    }
+}
+
+/// The group and seq of a row carrying a group message.
+fn queued_message(row: &OutboxRow) -> Option<(&str, i64)> {
+    match &row.event {
+        Ok(OutboundEvent::Message { group_id, seq }) => Some((group_id.as_str(), *seq)),
+        _ => None,
+    }
+}
+
+/// The kind of event a row carries, for log lines.
+fn kind_of(row: &OutboxRow) -> &str {
+    match &row.event {
+        Ok(event) => event.kind(),
+        Err(unreadable) => &unreadable.kind,
     }
 }
 
@@ -426,7 +434,11 @@ fn fit(
         }
         used += size;
         if event.is_none() {
-            tracing::warn!(row = row.id, kind = %row.kind, "queued event has no message any more: dropped");
+            tracing::warn!(
+                row = row.id,
+                kind = kind_of(&row),
+                "queued event has no message any more: dropped"
+            );
         }
         batch.push(row);
         bodies.extend(event);
@@ -442,11 +454,10 @@ mod tests {
         OutboxRow {
             id,
             destination: "b.example".into(),
-            kind: "message".into(),
-            group_id: "!g:a.example".into(),
-            seq: Some(id),
-            payload: None,
-            recipients: None,
+            event: Ok(OutboundEvent::Message {
+                group_id: "!g:a.example".into(),
+                seq: id,
+            }),
             created_ts: 0,
         }
     }

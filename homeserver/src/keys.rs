@@ -14,7 +14,7 @@ use parley_client_api::keys::{
 };
 use parley_client_api::params::UserPath;
 use parley_client_api::{ErrCode, ErrorBody};
-use parley_schema::{BindOutcome, NewKeyPackage, StoreError};
+use parley_schema::{BindOutcome, NewKeyPackage, OutboundDeviceKey, StoreError};
 
 use crate::clock::now_ms;
 use crate::error::{ApiResult, Error};
@@ -128,11 +128,17 @@ pub async fn publish_device_list(state: &AppState, user_id: &str) -> ApiResult<(
     if destinations.is_empty() {
         return Ok(());
     }
-    let devices = bound_devices(state, user_id).await?;
-    let body = serde_json::json!({ "user_id": user_id, "devices": devices }).to_string();
+    let devices: Vec<OutboundDeviceKey> = bound_devices(state, user_id)
+        .await?
+        .into_iter()
+        .map(|d| OutboundDeviceKey {
+            device_id: d.device_id,
+            signature_key: d.signature_key,
+        })
+        .collect();
     state
         .store
-        .queue_device_list_update(&destinations, &body, now_ms() as i64)
+        .queue_device_list_update(&destinations, user_id, &devices, now_ms() as i64)
         .await?;
     for d in &destinations {
         state.outbox.wake(d);

@@ -402,7 +402,10 @@ async fn lose_queued_messages(server: &TestServer, destination: &str) -> usize {
         .into_iter()
         // The commit adding bob (seq 1) and m0 (seq 2) reached b.example before the cut; a row
         // of theirs may linger if the hub stopped between b's answer and deleting it.
-        .filter(|r| r.kind == "message" && r.seq.unwrap_or(0) > DELIVERED_BEFORE_THE_CUT)
+        .filter(|r| {
+            matches!(r.event, Ok(parley_schema::OutboundEvent::Message { seq, .. })
+                if seq > DELIVERED_BEFORE_THE_CUT)
+        })
         .map(|r| r.id)
         .collect();
     store.delete_outbox(&ids).await.unwrap();

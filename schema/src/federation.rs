@@ -1,28 +1,14 @@
-//! Federation state: the durable outbox, inbound transaction answers, and what a member
-//! server stores of groups whose hub is elsewhere.
+//! Federation state: inbound transaction answers, and what a member server stores of groups
+//! whose hub is elsewhere (the outbox is [`crate::outbox`]).
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::fixed_sql::FixedSql;
 use crate::groups::{GroupMessage, Member};
-use crate::schema::{group_messages, groups, inbound_transactions, memberships, outbox, welcomes};
+use crate::schema::{group_messages, groups, inbound_transactions, memberships, welcomes};
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
-
-/// A queued event for another server.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = outbox)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub destination: String,
-    pub kind: String,
-    pub group_id: String,
-    pub seq: Option<i64>,
-    pub payload: Option<Vec<u8>>,
-    pub recipients: Option<String>,
-    pub created_ts: i64,
-}
 
 /// A group message received from the group's hub, for this server's devices.
 #[derive(Debug, Clone)]
@@ -63,71 +49,6 @@ pub enum RemoteStored {
 }
 
 impl Store {
-    /// Servers with queued events.
-    pub async fn outbox_destinations(&self) -> StoreResult<Vec<String>> {
-        with_conn!(self, read, |conn| {
-            Ok(outbox::table
-                .select(outbox::destination)
-                .distinct()
-                .load(conn)
-                .await?)
-        })
-    }
-
-    /// The oldest queued events for one destination, in order.
-    pub async fn outbox_batch(&self, destination: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        with_conn!(self, read, |conn| {
-            Ok(outbox::table
-                .filter(outbox::destination.eq(destination))
-                .order(outbox::id.asc())
-                .limit(limit)
-                .select(OutboxRow::as_select())
-                .load(conn)
-                .await?)
-        })
-    }
-
-    /// Queued events for one destination.
-    pub async fn outbox_len(&self, destination: &str) -> StoreResult<i64> {
-        with_conn!(self, read, |conn| {
-            Ok(outbox::table
-                .filter(outbox::destination.eq(destination))
-                .count()
-                .get_result(conn)
-                .await?)
-        })
-    }
-
-    /// Drops `destination`'s events queued before `before_ts` (a server unreachable for too
-    /// long catches up from the hubs instead); returns how many.
-    pub async fn drop_outbox_before(
-        &self,
-        destination: &str,
-        before_ts: i64,
-    ) -> StoreResult<usize> {
-        let destination = destination.to_owned();
-        with_conn!(self, write, |conn| {
-            Ok(diesel::delete(
-                outbox::table
-                    .filter(outbox::destination.eq(&destination))
-                    .filter(outbox::created_ts.lt(before_ts)),
-            )
-            .execute(conn)
-            .await?)
-        })
-    }
-
-    /// Forgets delivered events.
-    pub async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        let ids = ids.to_vec();
-        with_conn!(self, write, |conn| {
-            diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)))
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
-    }
-
     /// One message of a group's log.
     pub async fn group_message(
         &self,
@@ -618,34 +539,6 @@ impl Store {
                     ))
                     .execute(c)
                     .await?;
-                Ok(())
-            })
-            .await
-        })
-    }
-
-    /// Queues a device-list update for each destination (JSON body in `recipients`).
-    pub async fn queue_device_list_update(
-        &self,
-        destinations: &[String],
-        body_json: &str,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        let (destinations, body) = (destinations.to_vec(), body_json.to_owned());
-        with_conn!(self, write, |conn| {
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                for d in &destinations {
-                    diesel::insert_into(outbox::table)
-                        .values((
-                            outbox::destination.eq(d),
-                            outbox::kind.eq("device_list_update"),
-                            outbox::group_id.eq(""),
-                            outbox::recipients.eq(Some(&body)),
-                            outbox::created_ts.eq(now_ms),
-                        ))
-                        .execute(c)
-                        .await?;
-                }
                 Ok(())
             })
             .await

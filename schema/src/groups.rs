@@ -6,43 +6,14 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::Pools;
 use crate::fixed_sql::FixedSql;
+use crate::outbox::{queue_outbox, OutboxItem};
 pub use crate::rows::{EpochRoster, GroupMessage, Member};
 use crate::schema::{
-    group_messages, groups, memberships, outbox, stream_position, transaction_ids, welcome_bodies,
-    welcomes,
+    group_messages, groups, memberships, stream_position, transaction_ids, welcome_bodies, welcomes,
 };
 use crate::sqlite_conn::SqliteConn;
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
-
-/// Queues federation events in the current transaction: `message` items carry the seq just
-/// taken; `welcome` items carry their payload and recipients. The `@run` form takes the
-/// `.await` (or nothing, on a synchronous connection) to put after each statement.
-macro_rules! queue_outbox {
-    ($c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr) => {
-        queue_outbox!(@run $c, $items, $group_id, $seq, $ts; .await)
-    };
-    (@run $c:expr, $items:expr, $group_id:expr, $seq:expr, $ts:expr; $($aw:tt)*) => {
-        for item in $items {
-            diesel::insert_into(outbox::table)
-                .values((
-                    outbox::destination.eq(&item.destination),
-                    outbox::kind.eq(&item.kind),
-                    outbox::group_id.eq($group_id),
-                    outbox::seq.eq(if item.kind == "message" {
-                        Some($seq)
-                    } else {
-                        None
-                    }),
-                    outbox::payload.eq(&item.payload),
-                    outbox::recipients.eq(&item.recipients),
-                    outbox::created_ts.eq($ts),
-                ))
-                .execute($c)
-                $($aw)*?;
-        }
-    };
-}
 
 /// Names of the append's statements (see [`FixedSql`]), one each.
 mod statement_names {
@@ -170,7 +141,7 @@ macro_rules! append_message_statements {
         )
         .execute($c)
         $($aw)*?;
-        queue_outbox!(@run $c, &$msg.outbox, &stored.group_id, seq, stored.ts; $($aw)*);
+        queue_outbox!(@messages $c, &$msg.outbox, &stored.group_id, seq, stored.ts; $($aw)*);
         let accepted = Accepted {
             seq,
             stream_pos: pos,
@@ -254,31 +225,6 @@ diesel::define_sql_function! {
         first: diesel::sql_types::Nullable<diesel::sql_types::Binary>,
         second: diesel::sql_types::Nullable<diesel::sql_types::Binary>,
     ) -> diesel::sql_types::Nullable<diesel::sql_types::Binary>;
-}
-
-/// An event for another server, queued with the message that caused it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxItem {
-    /// Server name to deliver to.
-    pub destination: String,
-    /// `message` (the accepted message itself) or `welcome`.
-    pub kind: String,
-    /// Welcome bytes, for `welcome`.
-    pub payload: Option<Vec<u8>>,
-    /// JSON list of `{user_id, device_id}` on the destination, for `welcome`.
-    pub recipients: Option<String>,
-}
-
-impl OutboxItem {
-    /// The accepted message itself, for `destination`.
-    pub fn message(destination: &str) -> OutboxItem {
-        OutboxItem {
-            destination: destination.to_owned(),
-            kind: "message".into(),
-            payload: None,
-            recipients: None,
-        }
-    }
 }
 
 /// A group as the hub keeps it.
@@ -400,8 +346,8 @@ pub struct MessageToAppend {
     /// The epoch whose roster the sender and recipients were checked against: the append is
     /// refused with [`Refused::RosterChanged`] if the group has moved on since.
     pub roster_epoch: i64,
-    /// Events for other servers with members in the group.
-    pub outbox: Vec<OutboxItem>,
+    /// Other servers with members in the group: the message is queued for each.
+    pub outbox: Vec<String>,
 }
 
 impl Store {
@@ -902,7 +848,8 @@ mod sqlite_sync {
         statement_names, Accepted, AppendResult, Appended, GroupMessage, MessageToAppend, Refused,
     };
     use crate::fixed_sql::FixedSql;
-    use crate::schema::{group_messages, groups, outbox, stream_position, transaction_ids};
+    use crate::outbox::queue_outbox;
+    use crate::schema::{group_messages, groups, stream_position, transaction_ids};
     use crate::tail::TailMessage;
     use crate::StoreResult;
 

@@ -13,6 +13,7 @@ pub mod federation;
 mod fixed_sql;
 pub mod groups;
 pub mod keys;
+pub mod outbox;
 pub mod retention;
 mod rows;
 pub mod schema;
@@ -23,12 +24,16 @@ pub mod testing;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};
-pub use federation::{InboundClaim, OutboxRow, RemoteMessage, RemoteStored};
+pub use federation::{InboundClaim, RemoteMessage, RemoteStored};
 pub use groups::{
     Accepted, Appended, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend,
-    OutboxItem, Refused, Welcome,
+    Refused, Welcome,
 };
 pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
+pub use outbox::{
+    OutboundDevice, OutboundDeviceKey, OutboundEvent, OutboundWelcome, OutboxItem, OutboxRow,
+    UnreadableRow,
+};
 pub use retention::RetainedRows;
 pub use tail::{Tail, TailEvent, TailMessage, TailRead};
 

@@ -146,10 +146,14 @@ diesel::table! {
         id -> BigInt,
         destination -> Text,
         kind -> Text,
-        group_id -> Text,
+        group_id -> Nullable<Text>,
         seq -> Nullable<BigInt>,
-        payload -> Nullable<Binary>,
+        welcome -> Nullable<Binary>,
+        sender_user -> Nullable<Text>,
+        sender_device -> Nullable<Text>,
         recipients -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        devices -> Nullable<Text>,
         created_ts -> BigInt,
     }
 }

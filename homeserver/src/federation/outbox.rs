@@ -17,17 +17,19 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use parley_schema::{GroupMessage, OutboxRow, Store};
+use parley_federation::transactions::{
+    DeviceKey, DeviceListUpdate, Event, EventPayload, GroupMessage as MessageEvent, MessageKind,
+    Transaction, TransactionResponse, UserDevice, WelcomeEvent, MAX_EVENTS,
+};
+use parley_schema::{GroupMessage, OutboundDevice, OutboundEvent, OutboxRow, Store};
 use rand::Rng;
-use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
-use crate::delivery::events::message_event;
 use crate::federation::client::{FedError, FederationClient};
 
-/// Events per transaction (docs/protocol.md#outbox).
-const BATCH: i64 = 100;
+/// Events per transaction (docs/protocol.md#outbox): as many as a receiver takes.
+const BATCH: i64 = MAX_EVENTS as i64;
 /// First retry delay.
 const MIN_BACKOFF_MS: u64 = 500;
 /// Least time between two counts of a destination's queue (for the long-queue warning).
@@ -71,8 +73,14 @@ struct Sender {
 enum SendFailure {
     /// Worth retrying later: unreachable, busy, or refused for a reason that may pass.
     Transient(FedError),
-    /// The receiver refused the batch itself (400, 413): retrying it unchanged cannot help.
-    Rejected(FedError),
+    /// The batch cannot go as it is (the receiver answered 400 or 413, or no transaction could
+    /// be built of it here): retrying it unchanged cannot help.
+    Rejected {
+        /// Why, for the log.
+        error: String,
+        /// A 413: the receiver takes fewer bytes than our budget.
+        too_large: bool,
+    },
 }
 
 impl Outbox {
@@ -203,24 +211,24 @@ impl Outbox {
                     continue;
                 }
             };
-            let (batch, bodies) = fit(rows, events, budget);
-            match self.send_batch(&destination, &batch, bodies).await {
+            let (batch, events) = fit(rows, events, budget);
+            match self.send_batch(&destination, &batch, &events).await {
                 Ok(()) => {
                     backoff_ms = 0;
                     self.forget(&destination, &batch).await;
                 }
-                Err(SendFailure::Rejected(e)) if batch.len() > 1 => {
+                Err(SendFailure::Rejected { error, too_large }) if batch.len() > 1 => {
                     // Halve until the refused event stands alone.
-                    tracing::info!(%destination, events = batch.len(), error = %e, "transaction refused: splitting it");
-                    if matches!(e, FedError::Refused { status: 413, .. }) {
+                    tracing::info!(%destination, events = batch.len(), %error, "transaction refused: splitting it");
+                    if too_large {
                         budget = (budget / 2).max(1);
                     }
                     let half = batch.len() / 2;
                     again = Some(batch.into_iter().take(half).collect());
                 }
-                Err(SendFailure::Rejected(e)) => {
+                Err(SendFailure::Rejected { error, .. }) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%destination, row = batch[0].id, kind = %batch[0].kind, error = %e, dropped_total = self.dropped(), "remote server refused an event: dropped");
+                    tracing::warn!(%destination, row = batch[0].id, kind = kind_of(&batch[0]), %error, dropped_total = self.dropped(), "remote server refused an event: dropped");
                     self.forget(&destination, &batch).await;
                 }
                 Err(SendFailure::Transient(e)) => {
@@ -272,18 +280,24 @@ impl Outbox {
         }
     }
 
-    /// Sends one transaction of `batch`'s events (`bodies`, serialised).
+    /// Sends one transaction of `batch`'s `events`.
     async fn send_batch(
         &self,
         destination: &str,
         batch: &[OutboxRow],
-        bodies: Vec<Value>,
+        events: &[Event],
     ) -> Result<(), SendFailure> {
         // The same rows always make the same transaction id, so a retry after a lost answer
         // is deduplicated by the receiver.
         let (first, last) = (batch[0].id, batch[batch.len() - 1].id);
         let txn_id = format!("o{first}-{last}");
-        let body = json!({"origin": self.client_origin(), "origin_ts": now_ms(), "events": bodies});
+        let unbuildable = |e: &dyn std::fmt::Display| SendFailure::Rejected {
+            error: format!("cannot build the transaction: {e}"),
+            too_large: false,
+        };
+        let txn = Transaction::new(self.client.server_name(), now_ms(), events)
+            .map_err(|e| unbuildable(&e))?;
+        let body = serde_json::to_value(&txn).map_err(|e| unbuildable(&e))?;
         let path = format!("/_parley/federation/v1/send/{txn_id}");
         let answer = self
             .client
@@ -291,23 +305,22 @@ impl Outbox {
             .await
             .map_err(|e| match e {
                 FedError::Refused { status, .. } if status == 400 || status == 413 => {
-                    SendFailure::Rejected(e)
+                    SendFailure::Rejected {
+                        error: e.to_string(),
+                        too_large: status == 413,
+                    }
                 }
                 other => SendFailure::Transient(other),
             })?;
-        if let Some(results) = answer.get("results").and_then(Value::as_object) {
-            for (event_id, result) in results {
-                if result.get("errcode").is_some() {
+        if let Ok(answer) = serde_json::from_value::<TransactionResponse>(answer) {
+            for (event_id, result) in &answer.results {
+                if !result.is_accepted() {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%destination, %event_id, result = %result, "remote server refused an event");
+                    tracing::warn!(%destination, %event_id, ?result, "remote server refused an event");
                 }
             }
         }
         Ok(())
-    }
-
-    fn client_origin(&self) -> String {
-        self.client.server_name().to_owned()
     }
 
     /// Each row's event, in order: `None` for a row whose message no longer exists (it is
@@ -315,12 +328,9 @@ impl Outbox {
     async fn events_of(
         &self,
         rows: &[OutboxRow],
-    ) -> Result<Vec<Option<Value>>, parley_schema::StoreError> {
+    ) -> Result<Vec<Option<Event>>, parley_schema::StoreError> {
         let messages = self.batch_messages(rows).await?;
-        Ok(rows
-            .iter()
-            .map(|row| self.event_of(row, &messages))
-            .collect())
+        Ok(rows.iter().map(|row| event_of(row, &messages)).collect())
     }
 
     /// The group messages a batch carries, read with one query per group (a batch usually
@@ -330,12 +340,10 @@ impl Outbox {
         batch: &[OutboxRow],
     ) -> Result<HashMap<(String, i64), GroupMessage>, parley_schema::StoreError> {
         let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
-        for row in batch.iter().filter(|r| r.kind == "message") {
-            if let Some(seq) = row.seq {
-                let range = ranges.entry(row.group_id.as_str()).or_insert((seq, seq));
-                range.0 = range.0.min(seq);
-                range.1 = range.1.max(seq);
-            }
+        for (group_id, seq) in batch.iter().filter_map(queued_message) {
+            let range = ranges.entry(group_id).or_insert((seq, seq));
+            range.0 = range.0.min(seq);
+            range.1 = range.1.max(seq);
         }
         let mut messages = HashMap::new();
         for (group_id, (first, last)) in ranges {
@@ -344,8 +352,9 @@ impl Outbox {
                 // than the whole range in between.
                 for seq in batch
                     .iter()
-                    .filter(|r| r.kind == "message" && r.group_id == group_id)
-                    .filter_map(|r| r.seq)
+                    .filter_map(queued_message)
+                    .filter(|(g, _)| *g == group_id)
+                    .map(|(_, seq)| seq)
                 {
                     if let Some(m) = self.store.group_message(group_id, seq).await? {
                         messages.insert((m.group_id.clone(), m.seq), m);
@@ -361,109 +370,298 @@ impl Outbox {
         }
         Ok(messages)
     }
+}
 
-    fn event_of(
-        &self,
-        row: &OutboxRow,
-        messages: &HashMap<(String, i64), GroupMessage>,
-    ) -> Option<Value> {
-        let event_id = format!("e{}", row.id);
-        match row.kind.as_str() {
-            "message" => {
-                let seq = row.seq?;
-                let message = messages.get(&(row.group_id.clone(), seq))?.clone();
-                let mut event = serde_json::to_value(message_event(&message)).ok()?;
-                let obj = event.as_object_mut()?;
-                obj.insert("event_id".into(), json!(event_id));
-                obj.insert("type".into(), json!("message"));
-                obj.insert("group_id".into(), json!(row.group_id));
-                Some(event)
-            }
-            "welcome" => {
-                let meta: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
-                Some(json!({
-                    "event_id": event_id,
-                    "type": "welcome",
-                    "group_id": row.group_id,
-                    "sender": meta.get("sender")?,
-                    "recipients": meta.get("recipients")?,
-                    "welcome": STANDARD.encode(row.payload.as_deref()?),
-                }))
-            }
-            "device_list_update" => {
-                let body: Value = serde_json::from_str(row.recipients.as_deref()?).ok()?;
-                Some(json!({
-                    "event_id": event_id,
-                    "type": "device_list_update",
-                    "user_id": body.get("user_id")?,
-                    "devices": body.get("devices")?,
-                }))
-            }
-            other => {
-                tracing::error!(kind = other, "unknown outbox row kind");
-                None
-            }
+/// The federation event of a queued row (docs/protocol.md#event-types), its `event_id` made of
+/// the row's id: `None` for a row whose message is no longer in `messages` (the log) or that
+/// does not read as an event (it is dropped).
+fn event_of(row: &OutboxRow, messages: &HashMap<(String, i64), GroupMessage>) -> Option<Event> {
+    let payload = match &row.event {
+        Ok(OutboundEvent::Message { group_id, seq }) => {
+            EventPayload::Message(message_event(messages.get(&(group_id.clone(), *seq))?)?)
         }
+        Ok(OutboundEvent::Welcome { group_id, welcome }) => EventPayload::Welcome(WelcomeEvent {
+            group_id: group_id.clone(),
+            sender: user_device(&welcome.sender),
+            welcome: STANDARD.encode(&welcome.message),
+            recipients: welcome.recipients.iter().map(user_device).collect(),
+        }),
+        Ok(OutboundEvent::DeviceListUpdate { user_id, devices }) => {
+            EventPayload::DeviceListUpdate(DeviceListUpdate {
+                user_id: user_id.clone(),
+                devices: devices
+                    .iter()
+                    .map(|d| DeviceKey {
+                        device_id: d.device_id.clone(),
+                        signature_key: d.signature_key.clone(),
+                    })
+                    .collect(),
+            })
+        }
+        Err(unreadable) => {
+            tracing::error!(row = row.id, error = %unreadable, "unreadable outbox row");
+            return None;
+        }
+    };
+    Some(Event {
+        event_id: format!("e{}", row.id),
+        payload,
+    })
+}
+
+/// A message of the hub's log as a `message` event carries it: its group and the message
+/// object of docs/protocol.md#event-objects. `None` for a kind the protocol does not know.
+fn message_event(m: &GroupMessage) -> Option<MessageEvent> {
+    let kind = match m.kind.as_str() {
+        "commit" => MessageKind::Commit,
+        "proposal" => MessageKind::Proposal,
+        "application" => MessageKind::Application,
+        other => {
+            tracing::error!(kind = other, group_id = %m.group_id, seq = m.seq, "logged message of unknown kind");
+            return None;
+        }
+    };
+    // A commit's adds and removes are stored as the JSON its sender declared; like /sync,
+    // leave out what does not read as a device list.
+    let devices = |json: &Option<String>| {
+        json.as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<UserDevice>>(s).ok())
+    };
+    Some(MessageEvent {
+        group_id: m.group_id.clone(),
+        seq: m.seq.max(0) as u64,
+        sender: UserDevice {
+            user_id: m.sender_user.clone(),
+            device_id: m.sender_device.clone(),
+        },
+        kind,
+        epoch: m.epoch.max(0) as u64,
+        message: STANDARD.encode(&m.message),
+        ts: m.ts.max(0) as u64,
+        adds: devices(&m.adds),
+        removes: devices(&m.removes),
+    })
+}
+
+fn user_device(d: &OutboundDevice) -> UserDevice {
+    UserDevice {
+        user_id: d.user_id.clone(),
+        device_id: d.device_id.clone(),
     }
 }
 
-/// The leading rows whose events fit in `budget` bytes (at least one row), with those events.
-/// Rows whose event no longer exists ride along (they are deleted with the batch).
+/// The group and seq of a row carrying a group message.
+fn queued_message(row: &OutboxRow) -> Option<(&str, i64)> {
+    match &row.event {
+        Ok(OutboundEvent::Message { group_id, seq }) => Some((group_id.as_str(), *seq)),
+        _ => None,
+    }
+}
+
+/// The kind of event a row carries, for log lines.
+fn kind_of(row: &OutboxRow) -> &str {
+    match &row.event {
+        Ok(event) => event.kind(),
+        Err(unreadable) => &unreadable.kind,
+    }
+}
+
+/// The leading rows whose events fit in `budget` bytes of JSON (at least one row), with those
+/// events. Rows without an event ride along (they are deleted with the batch).
 fn fit(
     rows: Vec<OutboxRow>,
-    events: Vec<Option<Value>>,
+    events: Vec<Option<Event>>,
     budget: usize,
-) -> (Vec<OutboxRow>, Vec<Value>) {
+) -> (Vec<OutboxRow>, Vec<Event>) {
     let mut used = 0usize;
     let mut batch = Vec::new();
-    let mut bodies = Vec::new();
+    let mut kept = Vec::new();
     for (row, event) in rows.into_iter().zip(events) {
-        let size = event
-            .as_ref()
-            .map_or(0, |e| serde_json::to_vec(e).map_or(0, |b| b.len() + 1));
+        // Its bytes and a separating comma.
+        let size = event.as_ref().map_or(0, |e| json_len(e) + 1);
         if !batch.is_empty() && used + size > budget {
             break;
         }
         used += size;
         if event.is_none() {
-            tracing::warn!(row = row.id, kind = %row.kind, "queued event has no message any more: dropped");
+            tracing::warn!(
+                row = row.id,
+                kind = kind_of(&row),
+                "queued event has no message any more, or cannot be read: dropped"
+            );
         }
         batch.push(row);
-        bodies.extend(event);
+        kept.extend(event);
     }
-    (batch, bodies)
+    (batch, kept)
+}
+
+/// The length of `event` as JSON, counted as it is written rather than built (0 if it
+/// cannot be written, which the transaction then reports).
+fn json_len(event: &Event) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, event) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    fn row(id: i64) -> OutboxRow {
+    fn row(id: i64, event: OutboundEvent) -> OutboxRow {
         OutboxRow {
             id,
             destination: "b.example".into(),
-            kind: "message".into(),
-            group_id: "!g:a.example".into(),
-            seq: Some(id),
-            payload: None,
-            recipients: None,
+            event: Ok(event),
             created_ts: 0,
+        }
+    }
+
+    fn message_row(id: i64) -> OutboxRow {
+        row(
+            id,
+            OutboundEvent::Message {
+                group_id: "!g:a.example".into(),
+                seq: id,
+            },
+        )
+    }
+
+    fn logged(seq: i64, kind: &str, adds: Option<&str>, removes: Option<&str>) -> GroupMessage {
+        GroupMessage {
+            group_id: "!g:a.example".into(),
+            seq,
+            stream_pos: 40 + seq,
+            sender_user: "@alice:a.example".into(),
+            sender_device: "QWERTYUIOP".into(),
+            kind: kind.into(),
+            epoch: 3,
+            message: vec![0, 1, 2],
+            adds: adds.map(str::to_owned),
+            removes: removes.map(str::to_owned),
+            ts: 1_700_000_000_000,
         }
     }
 
     #[test]
     fn batches_are_cut_by_bytes_and_always_carry_one_event() {
-        let big = |n: usize| Some(json!({"message": "x".repeat(n)}));
-        let rows: Vec<OutboxRow> = (1..=5).map(row).collect();
-        let events = vec![big(400), big(400), big(400), None, big(400)];
-        let (batch, bodies) = fit(rows.clone(), events.clone(), 1000);
+        let big = |id: i64| {
+            let mut m = logged(id, "application", None, None);
+            m.message = vec![7; 300];
+            message_event(&m).map(|payload| Event {
+                event_id: format!("e{id}"),
+                payload: EventPayload::Message(payload),
+            })
+        };
+        let one = big(1).as_ref().map_or(0, json_len) + 1;
+        let budget = 2 * one + one / 2;
+        let rows: Vec<OutboxRow> = (1..=5).map(message_row).collect();
+        let events = vec![big(1), big(2), big(3), None, big(5)];
+        let (batch, kept) = fit(rows.clone(), events.clone(), budget);
         assert_eq!(batch.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(bodies.len(), 2);
+        assert_eq!(kept.len(), 2);
         // One event larger than the budget still goes alone (the receiver decides).
-        let (batch, bodies) = fit(rows.clone(), events.clone(), 10);
-        assert_eq!((batch.len(), bodies.len()), (1, 1));
-        // A missing message rides along without a body.
-        let (batch, bodies) = fit(rows, events, 100_000);
-        assert_eq!((batch.len(), bodies.len()), (5, 4));
+        let (batch, kept) = fit(rows.clone(), events.clone(), 10);
+        assert_eq!((batch.len(), kept.len()), (1, 1));
+        // A missing message rides along without an event.
+        let (batch, kept) = fit(rows, events, 100_000);
+        assert_eq!((batch.len(), kept.len()), (5, 4));
+        assert_eq!(
+            json_len(&kept[0]),
+            serde_json::to_vec(&kept[0]).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn queued_rows_become_the_documented_federation_events() {
+        let bob = r#"[{"user_id":"@bob:b.example","device_id":"ABCDEFGHIJ"}]"#;
+        let messages: HashMap<(String, i64), GroupMessage> = [
+            logged(5, "commit", Some(bob), Some("[]")),
+            logged(6, "application", None, None),
+        ]
+        .into_iter()
+        .map(|m| ((m.group_id.clone(), m.seq), m))
+        .collect();
+        let alice = OutboundDevice {
+            user_id: "@alice:a.example".into(),
+            device_id: "QWERTYUIOP".into(),
+        };
+        let rows = [
+            message_row(5),
+            message_row(6),
+            row(
+                13,
+                OutboundEvent::Welcome {
+                    group_id: "!g:a.example".into(),
+                    welcome: parley_schema::OutboundWelcome {
+                        sender: alice.clone(),
+                        recipients: vec![OutboundDevice {
+                            user_id: "@bob:b.example".into(),
+                            device_id: "ABCDEFGHIJ".into(),
+                        }],
+                        message: vec![9, 9],
+                    },
+                },
+            ),
+            row(
+                14,
+                OutboundEvent::DeviceListUpdate {
+                    user_id: alice.user_id.clone(),
+                    devices: vec![parley_schema::OutboundDeviceKey {
+                        device_id: alice.device_id.clone(),
+                        signature_key: "AAAA".into(),
+                    }],
+                },
+            ),
+        ];
+        let events: Vec<Event> = rows
+            .iter()
+            .map(|r| event_of(r, &messages).unwrap())
+            .collect();
+        let sender = json!({"user_id": "@alice:a.example", "device_id": "QWERTYUIOP"});
+        let txn = Transaction::new("a.example", 1, &events).unwrap();
+        assert_eq!(
+            txn.events,
+            [
+                json!({"event_id": "e5", "type": "message", "group_id": "!g:a.example", "seq": 5,
+                    "sender": sender, "kind": "commit", "epoch": 3, "message": "AAEC",
+                    "ts": 1_700_000_000_000u64,
+                    "adds": [{"user_id": "@bob:b.example", "device_id": "ABCDEFGHIJ"}],
+                    "removes": []}),
+                json!({"event_id": "e6", "type": "message", "group_id": "!g:a.example", "seq": 6,
+                    "sender": sender, "kind": "application", "epoch": 3, "message": "AAEC",
+                    "ts": 1_700_000_000_000u64}),
+                json!({"event_id": "e13", "type": "welcome", "group_id": "!g:a.example",
+                    "sender": sender, "welcome": "CQk=",
+                    "recipients": [{"user_id": "@bob:b.example", "device_id": "ABCDEFGHIJ"}]}),
+                json!({"event_id": "e14", "type": "device_list_update",
+                    "user_id": "@alice:a.example",
+                    "devices": [{"device_id": "QWERTYUIOP", "signature_key": "AAAA"}]}),
+            ]
+        );
+        // A message no longer in the log, and a row that does not read, have no event.
+        assert_eq!(event_of(&message_row(7), &messages), None);
+        let unreadable = OutboxRow {
+            event: Err(parley_schema::UnreadableRow {
+                kind: "welcome".into(),
+                reason: "recipients is missing".into(),
+            }),
+            ..message_row(8)
+        };
+        assert_eq!(event_of(&unreadable, &messages), None);
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef};
-use parley_schema::{CommitToApply, Member, OutboxItem};
+use parley_schema::{CommitToApply, Member, OutboundDevice, OutboundWelcome, OutboxItem};
 
 use super::roster::{check_added_device, check_adds_policy, roster_of};
 use super::{decode, group_or_404, invalid, refusal};
@@ -318,22 +318,24 @@ fn plan_fan_out(
         .collect();
     if let Some(w) = welcome {
         for d in &destinations {
-            let recipients: Vec<DeviceRef> = added
+            let recipients: Vec<OutboundDevice> = added
                 .iter()
                 .filter(|m| same_server(server_of(&m.user_id), d))
-                .map(|m| DeviceRef {
+                .map(|m| OutboundDevice {
                     user_id: m.user_id.clone(),
                     device_id: m.device_id.clone(),
                 })
                 .collect();
             if !recipients.is_empty() {
-                let meta = serde_json::json!({"sender": sender, "recipients": recipients});
-                outbox.push(OutboxItem {
-                    destination: d.clone(),
-                    kind: "welcome".into(),
-                    payload: Some(w.to_vec()),
-                    recipients: Some(meta.to_string()),
-                });
+                let welcome = OutboundWelcome {
+                    sender: OutboundDevice {
+                        user_id: sender.user_id.clone(),
+                        device_id: sender.device_id.clone(),
+                    },
+                    recipients,
+                    message: w.to_vec(),
+                };
+                outbox.push(OutboxItem::welcome(d, welcome));
             }
         }
     }

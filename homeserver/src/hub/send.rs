@@ -3,7 +3,7 @@
 //! first result).
 
 use parley_client_api::groups::{DeviceRef, SendRequest, SendResponse};
-use parley_schema::{Appended, EpochRoster, MessageToAppend, OutboxItem, Refused};
+use parley_schema::{Appended, EpochRoster, MessageToAppend, Refused};
 
 use super::roster::remote_servers;
 use super::{decode, invalid, refusal};
@@ -174,7 +174,7 @@ async fn append_checked(
         max_past_epochs: max_past,
         txn_id: Some(txn_id.to_owned()),
         roster_epoch: roster.epoch,
-        outbox: remote.iter().map(|d| OutboxItem::message(d)).collect(),
+        outbox: remote.clone(),
     };
     let accepted = match state.store.append_message(to_append).await? {
         Ok(Appended::New(accepted)) => accepted,

@@ -27,16 +27,6 @@ pub fn split_identity(identity: &str) -> Option<(&str, &str)> {
     identity.rsplit_once('/')
 }
 
-/// A federation path from raw segments, each percent-encoded.
-pub fn fed_path(segments: &[&str]) -> String {
-    let mut path = String::from("/_parley/federation/v1");
-    for s in segments {
-        path.push('/');
-        path.push_str(&parley_client_api::endpoint::fill_path("{x}", &[s]).unwrap_or_default());
-    }
-    path
-}
-
 /// Whether `txn_id` has the protocol's grammar ([`TxnId`]).
 pub fn valid_txn_id(txn_id: &str) -> bool {
     TxnId::parse(txn_id).is_ok()

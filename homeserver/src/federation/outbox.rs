@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use parley_client_api::params::TxnPath;
+use parley_federation::endpoints::SendTransaction;
 use parley_federation::transactions::{
     DeviceKey, DeviceListUpdate, Event, EventPayload, GroupMessage as MessageEvent, MessageKind,
-    Transaction, TransactionResponse, UserDevice, WelcomeEvent, MAX_EVENTS,
+    Transaction, UserDevice, WelcomeEvent, MAX_EVENTS,
 };
 use parley_schema::{GroupMessage, OutboundDevice, OutboundEvent, OutboxRow, Store};
 use rand::Rng;
@@ -297,27 +299,27 @@ impl Outbox {
         };
         let txn = Transaction::new(self.client.server_name(), now_ms(), events)
             .map_err(|e| unbuildable(&e))?;
-        let body = serde_json::to_value(&txn).map_err(|e| unbuildable(&e))?;
-        let path = format!("/_parley/federation/v1/send/{txn_id}");
-        let answer = self
+        let path = TxnPath { txn_id };
+        let answer = match self
             .client
-            .request(reqwest::Method::PUT, destination, &path, Some(&body))
+            .call::<SendTransaction>(destination, &path, &txn)
             .await
-            .map_err(|e| match e {
-                FedError::Refused { status, .. } if status == 400 || status == 413 => {
-                    SendFailure::Rejected {
-                        error: e.to_string(),
-                        too_large: status == 413,
-                    }
-                }
-                other => SendFailure::Transient(other),
-            })?;
-        if let Ok(answer) = serde_json::from_value::<TransactionResponse>(answer) {
-            for (event_id, result) in &answer.results {
-                if !result.is_accepted() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%destination, %event_id, ?result, "remote server refused an event");
-                }
+        {
+            Ok(answer) => Some(answer),
+            // Accepted, with an answer we cannot read: nothing to report per event.
+            Err(FedError::BadAnswer { .. }) => None,
+            Err(e @ FedError::Refused { status, .. }) if status == 400 || status == 413 => {
+                return Err(SendFailure::Rejected {
+                    error: e.to_string(),
+                    too_large: status == 413,
+                });
+            }
+            Err(other) => return Err(SendFailure::Transient(other)),
+        };
+        for (event_id, result) in answer.iter().flat_map(|a| &a.results) {
+            if !result.is_accepted() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%destination, %event_id, ?result, "remote server refused an event");
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 use crate::cache::GenCache;
+use crate::pg_writer::PgWriter;
 use crate::rows::{EpochRoster, Session};
 use crate::sqlite_conn::{establish_sync, sqlite_pragmas, Inline, SqliteConn};
 use crate::sqlite_writer::SqliteWriter;
@@ -52,8 +53,13 @@ pub(crate) enum Pools {
         writer: SqliteWriter,
         readers: Pool<SqliteConn>,
     },
-    /// PostgreSQL: one pool for everything.
-    Postgres(Pool<AsyncPgConnection>),
+    /// PostgreSQL: one writer task with group commit (every position-taking write updates
+    /// one row, whose lock PostgreSQL holds until the commit is flushed: batched, one flush
+    /// carries many writes) and a pool of readers.
+    Postgres {
+        writer: PgWriter,
+        readers: Pool<AsyncPgConnection>,
+    },
 }
 
 /// The store: every query of the homeserver goes through it.
@@ -70,7 +76,7 @@ pub(crate) struct Memory {
     pub(crate) sessions: GenCache<String, Session>,
     /// Group epoch and roster by group id, read on every send.
     pub(crate) rosters: GenCache<String, std::sync::Arc<EpochRoster>>,
-    /// The stream's latest positions (SQLite only).
+    /// The stream's latest positions.
     pub(crate) tail: Option<std::sync::Arc<Tail>>,
 }
 
@@ -88,31 +94,22 @@ macro_rules! with_conn {
     ($store:expr, write, |$conn:ident| $body:expr) => {
         $crate::with_conn!($store, write, after = |_: Option<&mut _>| (), |$conn| $body)
     };
+    // A write, run by the backend's writer ([`crate::writer`]) in a savepoint of its batch
+    // transaction (so it is atomic) or, alone in its batch, in the transaction itself.
     // `after` gets `Some(&mut result)` once the write has committed (`None` if it failed) and
     // runs even if the caller goes away meanwhile: it is how writes invalidate caches and
-    // publish to the stream tail. The body may capture only owned values: on SQLite it runs on
-    // the writer thread, on PostgreSQL in a task of its own (so `after` always runs).
+    // publish to the stream tail. The body may capture only owned values: it runs on the
+    // writer.
     ($store:expr, write, after = $after:expr, |$conn:ident| $body:expr) => {
-        $crate::with_conn!(@submit $store, run, after = $after, |$conn| $body,
-            postgres = |pg| async { let $conn = pg; $body }.await)
+        $crate::with_conn!(@submit $store, run, after = $after, |$conn| $body)
     };
-    // A write that is one transaction. The SQLite writer already runs every write in a
-    // savepoint or transaction of its own, so there the body runs directly (two statements
-    // fewer per write); on PostgreSQL it runs in a transaction.
-    ($store:expr, write_atomic, after = $after:expr, |$conn:ident| $body:expr) => {
-        $crate::with_conn!(@submit $store, run, after = $after, |$conn| $body,
-            postgres = |pg| pg.transaction::<_, $crate::StoreError, _>(async move |$conn| $body).await)
-    };
-    // A `write_atomic` that fails only on a storage error once it has changed anything: on
-    // SQLite it runs without a savepoint at all (see `SqliteWriter::run_unguarded`).
+    // A write that fails only on a storage error once it has changed anything: it runs
+    // without a savepoint (see `WriterHandle::run_unguarded`).
     ($store:expr, write_unguarded, after = $after:expr, |$conn:ident| $body:expr) => {
-        $crate::with_conn!(@submit $store, run_unguarded, after = $after, |$conn| $body,
-            postgres = |pg| pg.transaction::<_, $crate::StoreError, _>(async move |$conn| $body).await)
+        $crate::with_conn!(@submit $store, run_unguarded, after = $after, |$conn| $body)
     };
-    // Submits a write: `$body` to the SQLite writer's `$run`, or `$pg_body` (given the
-    // PostgreSQL connection as `$pg`) in a task of its own.
-    (@submit $store:expr, $run:ident, after = $after:expr, |$conn:ident| $body:expr,
-        postgres = |$pg:ident| $pg_body:expr) => {{
+    // Submits a write to the writer's `$run`.
+    (@submit $store:expr, $run:ident, after = $after:expr, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
             $crate::db::Pools::Sqlite { writer, .. } => {
                 writer
@@ -122,18 +119,13 @@ macro_rules! with_conn {
                     )
                     .await
             }
-            $crate::db::Pools::Postgres(pool) => {
-                let pool = pool.clone();
-                let after = $after;
-                tokio::spawn(async move {
-                    let mut obj = $crate::with_conn!(@checkout pool);
-                    let $pg: &mut diesel_async::AsyncPgConnection = &mut obj;
-                    let mut result = $pg_body;
-                    after(result.as_mut().ok());
-                    result
-                })
-                .await
-                .map_err(|e| $crate::StoreError::Pool(format!("write task: {e}")))?
+            $crate::db::Pools::Postgres { writer, .. } => {
+                writer
+                    .$run(
+                        move |$conn: &mut diesel_async::AsyncPgConnection| Box::pin(async move { $body }),
+                        $after,
+                    )
+                    .await
             }
         }
     }};
@@ -150,8 +142,8 @@ macro_rules! with_conn {
                 let $conn: &mut $crate::sqlite_conn::SqliteConn = &mut obj;
                 $body
             }
-            $crate::db::Pools::Postgres(pool) => {
-                let mut obj = $crate::with_conn!(@checkout pool);
+            $crate::db::Pools::Postgres { readers, .. } => {
+                let mut obj = $crate::with_conn!(@checkout readers);
                 let $conn: &mut diesel_async::AsyncPgConnection = &mut obj;
                 $body
             }
@@ -166,7 +158,8 @@ impl Store {
             let (pools, head) = open_sqlite(path, config).await?;
             (pools, Some(std::sync::Arc::new(Tail::new(head))))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (open_postgres(url, config).await?, None)
+            let (pools, head) = open_postgres(url, config).await?;
+            (pools, Some(std::sync::Arc::new(Tail::new(head))))
         } else {
             return Err(StoreError::BadUrl);
         };
@@ -188,7 +181,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match &*self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -199,7 +192,10 @@ impl Store {
                 readers.close();
                 writer.stop();
             }
-            Pools::Postgres(pool) => pool.close(),
+            Pools::Postgres { writer, readers } => {
+                readers.close();
+                writer.stop();
+            }
         }
     }
 }
@@ -259,33 +255,51 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i6
     Ok((Pools::Sqlite { writer, readers }, head))
 }
 
-async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<Pools> {
+/// A PostgreSQL connection as the store uses them: the pool's and the writer's.
+pub(crate) async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    // Acknowledged writes must be on disk: never let a session relax this.
+    conn.batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// Opens PostgreSQL; also returns the stream position at opening, where the tail starts.
+async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<(Pools, i64)> {
     let mut mc = ManagerConfig::<AsyncPgConnection>::default();
     // No `SELECT 1` round trip per checkout: a connection the server dropped fails its next
     // query, is reported broken and replaced.
     mc.recycling_method = RecyclingMethod::Fast;
     mc.custom_setup = Box::new(|url| {
         let url = url.to_owned();
-        async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
-            // Acknowledged writes must be on disk: never let a session relax this.
-            conn.batch_execute("SET synchronous_commit = on")
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
-        }
-        .boxed()
+        async move { establish_postgres(&url).await }.boxed()
     });
-    let pool = Pool::builder(AsyncDieselConnectionManager::new_with_config(url, mc))
+    let readers = Pool::builder(AsyncDieselConnectionManager::new_with_config(url, mc))
         .max_size(config.max_connections.max(1))
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))?;
-    let conn = pool
+    let conn = readers
         .get()
         .await
         .map_err(|e| StoreError::Pool(e.to_string()))?;
     run_migrations(deadpool::managed::Object::take(conn), POSTGRES_MIGRATIONS).await?;
-    Ok(Pools::Postgres(pool))
+    // Read before the writer starts: nothing of this store has taken a position yet.
+    let head: i64 = {
+        use diesel::QueryDsl as _;
+        use diesel_async::RunQueryDsl as _;
+        let mut conn = readers
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        crate::schema::stream_position::table
+            .find(1)
+            .select(crate::schema::stream_position::pos)
+            .first(&mut conn)
+            .await?
+    };
+    let writer = PgWriter::start(url).await?;
+    Ok((Pools::Postgres { writer, readers }, head))
 }
 
 /// Applies pending migrations on a blocking thread (diesel's migration runner is synchronous).

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::Pools;
-use crate::fixed_sql::FixedSql;
 use crate::outbox::{queue_outbox, OutboxItem};
+use crate::pg_append::PendingAppend;
 pub use crate::rows::{EpochRoster, GroupMessage, Member};
 use crate::schema::{
     group_messages, groups, memberships, stream_position, transaction_ids, welcome_bodies, welcomes,
@@ -34,11 +34,11 @@ mod statement_names {
 
 /// What an append comes to, with the log entry to publish to the stream tail when it appended
 /// one. A refusal and a replay leave no change behind.
-type AppendResult = Result<(Appended, Option<std::sync::Arc<TailMessage>>), Refused>;
+pub(crate) type AppendResult = Result<(Appended, Option<std::sync::Arc<TailMessage>>), Refused>;
 
-/// The statements of [`Store::append_message`], written once for either kind of connection:
-/// `$($aw)*` is `.await` on an async one and nothing on SQLite's synchronous writer connection.
-/// Evaluates to the `AppendResult`.
+/// The statements of [`Store::append_message`] on SQLite's synchronous writer connection
+/// (`$($aw)*` is empty there; `.await` would run them on an async one). PostgreSQL runs the
+/// same steps as one statement ([`pg_append`]). Evaluates to the `AppendResult`.
 macro_rules! append_message_statements {
     ($c:expr, $msg:ident; $($aw:tt)*) => {{
         let lowest = $msg.roster_epoch - $msg.max_past_epochs;
@@ -649,9 +649,16 @@ impl Store {
                     )
                     .await?
             }
-            Pools::Postgres(_) => with_conn!(self, write_unguarded, after = publish, |c| {
-                append_message_statements!(c, msg; .await)
-            })?,
+            // PostgreSQL appends the messages waiting together in one go (`pg_append`).
+            Pools::Postgres { writer, .. } => {
+                writer
+                    .run_grouped(|done| PendingAppend {
+                        msg,
+                        after: Box::new(publish),
+                        done,
+                    })
+                    .await?
+            }
         };
         Ok(appended.map(|(appended, _)| appended))
     }

@@ -14,6 +14,8 @@ mod fixed_sql;
 pub mod groups;
 pub mod keys;
 pub mod outbox;
+mod pg_append;
+mod pg_writer;
 pub mod retention;
 mod rows;
 pub mod schema;
@@ -21,6 +23,7 @@ mod sqlite_conn;
 mod sqlite_writer;
 pub mod tail;
 pub mod testing;
+mod writer;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{Backend, Store, StoreConfig};

@@ -1,12 +1,7 @@
 //! SQLite's single writer: a dedicated thread that owns the write connection and commits
-//! concurrent writes together (group commit).
+//! concurrent writes together ([`crate::writer`]'s group commit).
 //!
 //! SQLite serialises writers anyway, and with `synchronous=FULL` every commit costs an fsync.
-//! So instead of one transaction per request, the thread takes every write that is waiting,
-//! runs each in its own savepoint inside one transaction, commits once, and only then answers
-//! each caller: a write is acknowledged only after the transaction holding it is on disk, and
-//! one failing write rolls back alone without failing the others of its batch.
-//!
 //! The queries run inline on this thread (the connection's
 //! [`Inline`](crate::sqlite_conn::Inline) runtime), so a write costs no thread hand-off per
 //! query.
@@ -29,9 +24,11 @@ use std::sync::mpsc;
 
 use diesel_async::{AsyncConnection, TransactionManager};
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 
 use crate::fixed_sql::FixedSql;
 use crate::sqlite_conn::SqliteConn;
+use crate::writer::{run_batch, take_batch, BatchConn, Command, WriterHandle};
 use crate::{StoreError, StoreResult};
 
 /// Pages in the write-ahead log after which a commit checkpoints it (SQLite's default).
@@ -41,36 +38,64 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// finds little left to copy (at full load the log grows by about 10,000 pages a second).
 const BACKGROUND_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Most writes committed in one transaction; bounds the latency a batch adds to its first write.
-const MAX_BATCH: usize = 256;
+type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
 
-/// Called once the batch holding a write has committed (`Ok`) or failed to (`Err`).
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// One caller's write. Given `true`, it runs in a savepoint of the batch transaction; given
-/// `false` (it is alone in its batch), directly in the transaction. Returns whether it
-/// succeeded, and what to do once the batch has committed.
-type JobFn =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConn, bool) -> BoxFuture<'c, (bool, Finish)> + Send>;
+impl BatchConn for SqliteConn {
+    fn begin(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        // IMMEDIATE: take the write lock now, waiting (busy timeout) if a reader holds it for
+        // a moment, as one does to re-read a WAL header it saw half-written. A deferred
+        // transaction would instead upgrade at its first write, and SQLite fails such an
+        // upgrade at once with "database is locked" rather than wait.
+        self.spawn_blocking(|inner| {
+            diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                inner,
+                "BEGIN IMMEDIATE",
+            )
+        })
+    }
 
-/// A write waiting for the writer thread.
-struct Job {
-    run: JobFn,
-    /// Whether the write may fail after it has changed something, and so needs a savepoint
-    /// to roll back alone. A write without one fails its whole batch if it fails.
-    guarded: bool,
+    fn fixed(&mut self, sql: &'static str) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        // Prepared once and reused (diesel's own savepoints are parsed anew each time).
+        use diesel_async::RunQueryDsl as _;
+        FixedSql::new(diesel::sql_query(sql))
+            .execute(self)
+            .map(|r| r.map(drop))
+            .boxed()
+    }
+
+    fn commit(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        Box::pin(Tm::commit_transaction(self))
+    }
+
+    fn rollback(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>> {
+        Box::pin(Tm::rollback_transaction(self))
+    }
+
+    /// SQLite's statements cost no round trip: every write runs on its own.
+    type Grouped = std::convert::Infallible;
+
+    fn run_grouped(
+        &mut self,
+        group: Vec<Self::Grouped>,
+    ) -> BoxFuture<'_, Vec<(bool, crate::writer::Finish)>> {
+        Box::pin(async move { group.into_iter().map(|never| match never {}).collect() })
+    }
 }
 
-enum Command {
-    Write(Job),
-    Stop,
-}
-
-/// Handle to the writer thread.
+/// Handle to the writer thread; writes are submitted through its [`WriterHandle`].
 pub(crate) struct SqliteWriter {
-    commands: mpsc::Sender<Command>,
+    handle: WriterHandle<SqliteConn>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Dropping it stops the background checkpointer.
     checkpointer: std::sync::Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+}
+
+impl std::ops::Deref for SqliteWriter {
+    type Target = WriterHandle<SqliteConn>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.handle
+    }
 }
 
 impl SqliteWriter {
@@ -98,90 +123,22 @@ impl SqliteWriter {
                 }
             })
             .map_err(|e| StoreError::Pool(format!("cannot start the SQLite checkpointer: {e}")))?;
-        let (commands, receiver) = mpsc::channel();
+        let (handle, receiver) = WriterHandle::new("SQLite");
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, receiver, reopen))
             .map_err(|e| StoreError::Pool(format!("cannot start the SQLite writer: {e}")))?;
         Ok(SqliteWriter {
-            commands,
+            handle,
             thread: std::sync::Mutex::new(Some(thread)),
             checkpointer: std::sync::Mutex::new(Some((stop_checkpoints, checkpointer))),
         })
     }
 
-    /// Runs `write` on the writer connection and returns its result once it is durable.
-    /// `after` runs on this thread once the batch holding the write has committed, before the
-    /// caller is answered and even if the caller has gone away: given the result when the
-    /// write succeeded and was committed, `None` otherwise. Batches commit in order, so
-    /// `after` hooks run in commit order.
-    pub(crate) async fn run<R, F, A>(&self, write: F, after: A) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
-        A: FnOnce(Option<&mut R>) + Send + 'static,
-    {
-        self.submit(write, after, true).await
-    }
-
-    /// [`SqliteWriter::run`] for a write that fails only on a storage error once it has
-    /// changed anything (its refusals come before its first change). It runs without a
-    /// savepoint of its own (a statement journal copy of every page it touches); if it does
-    /// fail, its whole batch is rolled back and every write of it answered with the error.
-    pub(crate) async fn run_unguarded<R, F, A>(&self, write: F, after: A) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
-        A: FnOnce(Option<&mut R>) + Send + 'static,
-    {
-        self.submit(write, after, false).await
-    }
-
-    async fn submit<R, F, A>(&self, write: F, after: A, guarded: bool) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
-        A: FnOnce(Option<&mut R>) + Send + 'static,
-    {
-        let (done, outcome) = tokio::sync::oneshot::channel::<StoreResult<R>>();
-        let run: JobFn = Box::new(move |conn, isolate| {
-            Box::pin(async move {
-                let result = if isolate {
-                    in_savepoint(conn, write).await
-                } else {
-                    write(conn).await
-                };
-                let succeeded = result.is_ok();
-                let finish: Finish = Box::new(move |committed| {
-                    let answer = match committed {
-                        Ok(()) => {
-                            let mut result = result;
-                            after(result.as_mut().ok());
-                            result
-                        }
-                        Err(e) => {
-                            after(None);
-                            Err(StoreError::Pool(format!("commit failed: {e}")))
-                        }
-                    };
-                    // The caller may have gone away; its write stands either way.
-                    let _ = done.send(answer);
-                });
-                (succeeded, finish)
-            })
-        });
-        self.commands
-            .send(Command::Write(Job { run, guarded }))
-            .map_err(|_| StoreError::Pool("the SQLite writer has stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Pool("the SQLite writer dropped a write".into()))?
-    }
-
     /// Finishes the writes already queued, closes the connection (SQLite checkpoints the WAL)
     /// and waits for the thread to end. Later writes fail.
     pub(crate) fn stop(&self) {
-        let _ = self.commands.send(Command::Stop);
+        self.handle.stop();
         let thread = self
             .thread
             .lock()
@@ -211,48 +168,21 @@ fn checkpoint_after_commits(conn: &mut SqliteConn) -> StoreResult<()> {
     Ok(())
 }
 
-/// Runs one write in a savepoint: its own changes roll back if it fails. The savepoint
-/// statements are prepared once and reused (diesel's own savepoints are parsed anew each
-/// time); a transaction the write opens nests inside it.
-async fn in_savepoint<R, F>(conn: &mut SqliteConn, write: F) -> StoreResult<R>
-where
-    F: for<'c> FnOnce(&'c mut SqliteConn) -> BoxFuture<'c, StoreResult<R>>,
-{
-    use diesel_async::RunQueryDsl as _;
-    let statement = |sql: &'static str| FixedSql::new(diesel::sql_query(sql));
-    statement("SAVEPOINT batched_write").execute(conn).await?;
-    let result = write(conn).await;
-    if result.is_err() {
-        statement("ROLLBACK TO batched_write").execute(conn).await?;
-    }
-    statement("RELEASE batched_write").execute(conn).await?;
-    result
-}
-
+/// The writer thread: the queries run inline on it (the connection's `Inline` runtime), so a
+/// write costs no thread hand-off per query.
 fn writer_loop(
     mut conn: SqliteConn,
-    commands: mpsc::Receiver<Command>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Command<SqliteConn>>,
     reopen: impl Fn() -> StoreResult<SqliteConn>,
 ) {
     let mut stopping = false;
     while !stopping {
-        let Ok(first) = commands.recv() else { break };
-        let mut batch = Vec::new();
-        match first {
-            Command::Write(job) => batch.push(job),
-            Command::Stop => break,
-        }
-        // Everything that queued while the previous batch was committing joins this one.
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(Command::Write(job)) => batch.push(job),
-                Ok(Command::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let first = match commands.blocking_recv() {
+            Some(Command::Write(job)) => job,
+            Some(Command::Stop) | None => break,
+        };
+        let (batch, stop) = take_batch(first, &mut commands);
+        stopping = stop;
         let size = batch.len();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             futures_executor::block_on(run_batch(&mut conn, batch))
@@ -279,69 +209,6 @@ fn writer_loop(
         }
     }
     tracing::debug!("SQLite writer stopped");
-}
-
-async fn run_batch(conn: &mut SqliteConn, batch: Vec<Job>) {
-    type Tm = <SqliteConn as AsyncConnection>::TransactionManager;
-    // IMMEDIATE: take the write lock now, waiting (busy timeout) if a reader holds it for a
-    // moment, as one does to re-read a WAL header it saw half-written. A deferred transaction
-    // would instead upgrade at its first write, and SQLite fails such an upgrade at once with
-    // "database is locked" rather than wait.
-    let begin = conn.spawn_blocking(|inner| {
-        diesel::connection::AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
-    });
-    if let Err(e) = begin.await {
-        // Nothing ran: dropping the jobs tells each caller its write was not made.
-        tracing::error!(error = %e, "cannot begin a SQLite transaction");
-        return;
-    }
-    let size = batch.len();
-    let started = std::time::Instant::now();
-    let mut finishes = Vec::with_capacity(size);
-    // Whether a write that ran outside a savepoint failed: then nothing of the batch stands.
-    let mut unguarded_failed = false;
-    for job in batch {
-        if unguarded_failed {
-            // Dropped unrun: its caller learns the write was not made.
-            continue;
-        }
-        // A write alone in its batch needs no savepoint: if it fails, the whole transaction
-        // (only its own changes) is rolled back instead.
-        let isolate = size > 1 && job.guarded;
-        let (succeeded, finish) = (job.run)(conn, isolate).await;
-        unguarded_failed = !succeeded && !isolate;
-        finishes.push(finish);
-    }
-    let ran = started.elapsed();
-    let committed = if unguarded_failed {
-        if let Err(e) = Tm::rollback_transaction(conn).await {
-            tracing::error!(error = %e, "SQLite rollback failed");
-        }
-        if size == 1 {
-            // The lone write already holds its own error.
-            Ok(())
-        } else {
-            tracing::warn!(
-                size,
-                "a write failed outside a savepoint; its batch is rolled back"
-            );
-            Err("another write of its batch failed".to_owned())
-        }
-    } else {
-        Tm::commit_transaction(conn).await.map_err(|e| {
-            tracing::error!(error = %e, "SQLite group commit failed");
-            e.to_string()
-        })
-    };
-    tracing::trace!(
-        size,
-        run_us = ran.as_micros() as u64,
-        commit_us = (started.elapsed() - ran).as_micros() as u64,
-        "group commit"
-    );
-    for finish in finishes {
-        finish(committed.clone());
-    }
 }
 
 #[cfg(test)]

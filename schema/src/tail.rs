@@ -3,13 +3,16 @@
 //! once per wake-up.
 //!
 //! Every write that takes stream positions publishes what it wrote at them once it has
-//! committed. On SQLite all such writes go through the single writer thread, which publishes
-//! in commit order, so the tail is gap-free and in position order. Only application messages
+//! committed. On both backends all such writes go through the store's single writer
+//! ([`crate::writer`]), which publishes in commit order, so the tail is gap-free and in
+//! position order. Only application messages
 //! and proposals are carried whole: anything that changes who receives what (a commit, a
 //! Welcome, a new group) is published as a [`TailEvent::Change`], and a device it concerns goes
 //! back to the database, which stays the source of truth, for that stretch. A device reading
-//! from before the oldest position kept does the same. PostgreSQL stores have no tail (writes
-//! there may commit and publish out of order), and their devices always read the database.
+//! from before the oldest position kept does the same.
+//!
+//! The tail assumes one process writes the database: a second homeserver process on the same
+//! PostgreSQL database would take positions this one never publishes.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -111,5 +111,25 @@ impl Error {
     }
 }
 
+impl From<crate::ratelimit::RateLimited> for Error {
+    fn from(e: crate::ratelimit::RateLimited) -> Self {
+        Error::LimitExceeded {
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
+}
+
+impl From<crate::ids::NotAGroupId> for Error {
+    fn from(e: crate::ids::NotAGroupId) -> Self {
+        Error::NotFound(e.to_string())
+    }
+}
+
+impl From<crate::ids::BadTxnId> for Error {
+    fn from(e: crate::ids::BadTxnId) -> Self {
+        Error::BadJson(e.to_string())
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, Error>;

@@ -100,7 +100,10 @@ pub async fn user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevi
 }
 
 /// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
-pub async fn cache_remote_devices(state: &AppState, list: &UserDevicesResponse) -> ApiResult<()> {
+pub async fn cache_remote_devices(
+    state: &AppState,
+    list: &UserDevicesResponse,
+) -> Result<(), StoreError> {
     let devices: Vec<(String, Vec<u8>)> = list
         .devices
         .iter()
@@ -120,7 +123,7 @@ pub async fn cache_remote_devices(state: &AppState, list: &UserDevicesResponse) 
 }
 
 /// Pushes a local user's device list to every server sharing a group with them, durably.
-pub async fn publish_device_list(state: &AppState, user_id: &str) -> ApiResult<()> {
+pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), StoreError> {
     let destinations = state
         .store
         .servers_sharing_groups(user_id, &state.config.server_name)
@@ -165,7 +168,7 @@ pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<Us
 }
 
 /// A user's devices that have a bound signature key.
-pub async fn bound_devices(state: &AppState, user_id: &str) -> ApiResult<Vec<DeviceKey>> {
+pub async fn bound_devices(state: &AppState, user_id: &str) -> Result<Vec<DeviceKey>, StoreError> {
     Ok(state
         .store
         .devices(user_id)
@@ -276,7 +279,7 @@ pub async fn key_count(
     state: &AppState,
     user_id: &str,
     device_id: &str,
-) -> ApiResult<KeyCountResponse> {
+) -> Result<KeyCountResponse, StoreError> {
     let (count, last_resort) = state
         .store
         .key_package_count(user_id, device_id, now_ms() as i64)

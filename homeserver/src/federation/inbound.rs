@@ -224,7 +224,7 @@ async fn apply_event(
                     })
                     .collect(),
             };
-            crate::keys::cache_remote_devices(state, &list).await
+            Ok(crate::keys::cache_remote_devices(state, &list).await?)
         }
     }
 }

@@ -53,7 +53,7 @@ async fn upload(
 }
 
 async fn count(state: AppState, auth: Authed, _: (), _: NoQuery) -> ApiResult<KeyCountResponse> {
-    keys::key_count(&state, &auth.user_id, &auth.device_id).await
+    Ok(keys::key_count(&state, &auth.user_id, &auth.device_id).await?)
 }
 
 async fn claim(

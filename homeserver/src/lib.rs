@@ -25,7 +25,6 @@ pub mod config;
 pub mod connections;
 pub mod data_dir;
 pub mod delivery;
-pub mod error;
 pub mod federation;
 pub mod hub;
 pub mod ids;

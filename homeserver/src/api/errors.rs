@@ -502,4 +502,118 @@ mod tests {
         assert_eq!(hub(relayed.into()), 429);
         assert_eq!(ErrCode::Unknown.http_status(), 500);
     }
+
+    /// Every variant of every error with the errcode docs/protocol.md#errcodes gives it, its
+    /// status, its `error` text and its extra fields. The exhaustive `match`es (no `_ =>`) of
+    /// [`OnTheWire::errcode`] are the real guard: a new variant does not compile until it has
+    /// an errcode. This table checks each is the documented one; add a new variant here too.
+    #[test]
+    fn every_error_variant_answers_its_documented_errcode() {
+        use crate::ids::{BadTxnId, NotAGroupId};
+        let store = || StoreError::Pool("down".into());
+        let fed = || parley_federation::Error::MissingAuthorization;
+        let fed_text = fed().to_string();
+        let bad_txn = || parley_federation::Error::InvalidTxnId;
+        let bad_txn_text = bad_txn().to_string();
+        let none = || json!({});
+        #[rustfmt::skip]
+        let table: Vec<(ApiError, &str, u16, &str, Value)> = vec![
+            // The API's own failures.
+            (RequestError::NotJson("x".into()).into(), "P_NOT_JSON", 400, "request body is not JSON: x", none()),
+            (RequestError::BadJson("x".into()).into(), "P_BAD_JSON", 400, "x", none()),
+            (RequestError::UnrecognizedPath.into(), "P_UNRECOGNIZED", 404, "unrecognized request path", none()),
+            (RequestError::UnrecognizedMethod.into(), "P_UNRECOGNIZED", 405, "method not allowed on this path", none()),
+            (RequestError::TooLarge { limit: 9 }.into(), "P_TOO_LARGE", 413, "request body is larger than 9 bytes", none()),
+            (RequestError::Timeout.into(), "P_TIMEOUT", 408, "the request body did not arrive in time", none()),
+            (RequestError::LimitExceeded { retry_after_ms: 7 }.into(), "P_LIMIT_EXCEEDED", 429, "too many requests", json!({"retry_after_ms": 7})),
+            (RequestError::FederationDisabled.into(), "P_FORBIDDEN", 403, "federation is disabled on this server", none()),
+            (RequestError::OriginNotAllowed("b.example".into()).into(), "P_FORBIDDEN", 403, "b.example may not federate with this server", none()),
+            (RequestError::OriginMismatch.into(), "P_FORBIDDEN", 403, "body origin differs from the signed origin", none()),
+            (RequestError::SenderNotFromOrigin.into(), "P_FORBIDDEN", 403, "the sender's server is not the requesting server", none()),
+            (RequestError::FederationRequest(fed()).into(), "P_UNAUTHORIZED", 401, &fed_text, none()),
+            (RequestError::Internal("detail".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
+            // Accounts.
+            (AccountError::RegistrationClosed.into(), "P_FORBIDDEN", 403, "registration is closed", none()),
+            (AccountError::RegistrationTokenRequired.into(), "P_FORBIDDEN", 403, "a valid registration_token is required", none()),
+            (AccountError::InvalidUsername("x".into()).into(), "P_INVALID_USERNAME", 400, "x", none()),
+            (AccountError::WeakPassword { min: 8 }.into(), "P_WEAK_PASSWORD", 400, "password must have at least 8 characters", none()),
+            (AccountError::PasswordLength { max: 1024 }.into(), "P_BAD_JSON", 400, "password must be 1..=1024 bytes", none()),
+            (AccountError::PasswordTooLong { max: 1024 }.into(), "P_BAD_JSON", 400, "password is longer than 1024 bytes", none()),
+            (AccountError::DeviceNameTooLong { max: 256 }.into(), "P_BAD_JSON", 400, "device_name is longer than 256 bytes", none()),
+            (AccountError::UserInUse.into(), "P_USER_IN_USE", 409, "user id is already taken", none()),
+            (AccountError::InvalidCredentials.into(), "P_FORBIDDEN", 403, "invalid username or password", none()),
+            (AccountError::NotYourDevice.into(), "P_FORBIDDEN", 403, "device_id is not one of this user's devices", none()),
+            (AccountError::NoSuchDevice.into(), "P_NOT_FOUND", 404, "no such device", none()),
+            (AccountError::MissingToken.into(), "P_MISSING_TOKEN", 401, "missing access token", none()),
+            (AccountError::UnknownToken.into(), "P_UNKNOWN_TOKEN", 401, "unknown or expired access token", none()),
+            (AccountError::RateLimited { retry_after_ms: 5 }.into(), "P_LIMIT_EXCEEDED", 429, "too many requests", json!({"retry_after_ms": 5})),
+            (AccountError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            (AccountError::Internal("detail".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
+            // Keys.
+            (KeysError::NotOwnDevice.into(), "P_FORBIDDEN", 403, "a device binds only its own signature key", none()),
+            (KeysError::BadSignatureKey.into(), "P_BAD_JSON", 400, "signature_key must be standard base64 of 32 bytes", none()),
+            (KeysError::SignatureKeyMismatch.into(), "P_SIGNATURE_KEY_MISMATCH", 409, "a different signature key is already bound to this device", none()),
+            (KeysError::DeviceGone.into(), "P_UNKNOWN_TOKEN", 401, "unknown or expired access token", none()),
+            (KeysError::NoSuchUser.into(), "P_NOT_FOUND", 404, "no such user", none()),
+            (KeysError::TooManyKeyPackages { limit: 100 }.into(), "P_TOO_LARGE", 413, "request body is larger than 100 bytes", none()),
+            (KeysError::InvalidKeyPackage { index: 2, reason: "expired".into() }.into(), "P_INVALID_KEY_PACKAGE", 400, "key package 2 is invalid: expired", json!({"index": 2})),
+            (KeysError::TooManyUsers { max: 100 }.into(), "P_BAD_JSON", 400, "at most 100 user_ids per claim", none()),
+            (KeysError::WrongUserAnswered("b.example".into()).into(), "P_UNREACHABLE_SERVER", 502, "b.example answered for another user", none()),
+            (KeysError::Remote(RemoteError::Unreachable("b.example is down".into())).into(), "P_UNREACHABLE_SERVER", 502, "b.example is down", none()),
+            (KeysError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            // Hub.
+            (HubError::NotAGroupId(NotAGroupId).into(), "P_NOT_FOUND", 404, "not a group id", none()),
+            (HubError::NoSuchGroup.into(), "P_NOT_FOUND", 404, "no such group at this hub", none()),
+            (HubError::NotTheHub.into(), "P_NOT_FOUND", 404, "this server is not the group's hub", none()),
+            (HubError::BadTxnId(BadTxnId).into(), "P_BAD_JSON", 400, "txn_id must be 1-64 characters of [A-Za-z0-9._~-]", none()),
+            (HubError::InvalidMessage("x".into()).into(), "P_INVALID_MESSAGE", 400, "invalid MLS message: x", none()),
+            (HubError::TooLarge { limit: 3 }.into(), "P_TOO_LARGE", 413, "request body is larger than 3 bytes", none()),
+            (HubError::FederationNotAllowed("c.example".into()).into(), "P_FORBIDDEN", 403, "federation with c.example is not allowed", none()),
+            (HubError::NotMember.into(), "P_NOT_MEMBER", 403, "the sending device is not a member of this group", none()),
+            (HubError::StaleEpoch { current_epoch: 7 }.into(), "P_STALE_EPOCH", 409, "the group is at epoch 7", json!({"current_epoch": 7})),
+            (HubError::Remote(RemoteError::Unreachable("b.example answered 500".into())).into(), "P_UNREACHABLE_SERVER", 502, "b.example answered 500", none()),
+            (HubError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            (HubError::Internal("detail".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
+            // Delivery.
+            (DeliveryError::BadSince.into(), "P_BAD_JSON", 400, "since is not a token this server issued", none()),
+            (DeliveryError::SessionEnded.into(), "P_UNKNOWN_TOKEN", 401, "unknown or expired access token", none()),
+            (DeliveryError::NoAuthFrame.into(), "P_MISSING_TOKEN", 401, "missing access token", none()),
+            (DeliveryError::Auth(AccountError::UnknownToken).into(), "P_UNKNOWN_TOKEN", 401, "unknown or expired access token", none()),
+            (DeliveryError::NoSuchWelcome.into(), "P_NOT_FOUND", 404, "no such welcome", none()),
+            (DeliveryError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            // Federation.
+            (FederationError::BadTransaction(bad_txn()).into(), "P_BAD_JSON", 400, &bad_txn_text, none()),
+            (FederationError::TransactionInFlight { retry_after_ms: 1000 }.into(), "P_LIMIT_EXCEEDED", 429, "too many requests", json!({"retry_after_ms": 1000})),
+            (FederationError::BadField("ts is out of range".into()).into(), "P_BAD_JSON", 400, "ts is out of range", none()),
+            (FederationError::InvalidMessage("welcome is not base64".into()).into(), "P_INVALID_MESSAGE", 400, "invalid MLS message: welcome is not base64", none()),
+            (FederationError::TooLarge { limit: 5 }.into(), "P_TOO_LARGE", 413, "request body is larger than 5 bytes", none()),
+            (FederationError::NotAGroupId(NotAGroupId).into(), "P_NOT_FOUND", 404, "not a group id", none()),
+            (FederationError::NoSuchGroup.into(), "P_NOT_FOUND", 404, "no such group at this hub", none()),
+            (FederationError::MessageNotFromHub.into(), "P_FORBIDDEN", 403, "only the group's hub relays its messages", none()),
+            (FederationError::WelcomeNotFromHub.into(), "P_FORBIDDEN", 403, "only the group's hub relays its welcomes", none()),
+            (FederationError::NotTheUsersServer.into(), "P_FORBIDDEN", 403, "a server may only update its own users' devices", none()),
+            (FederationError::NoMemberOnServer.into(), "P_FORBIDDEN", 403, "the requesting server has no member in this group", none()),
+            (FederationError::NoLocalMember.into(), "P_NOT_MEMBER", 403, "no device of this server is a member of this group", none()),
+            (FederationError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            (FederationError::Internal("detail".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
+        ];
+        for (error, errcode, code, text, extra) in table {
+            let described = format!("{error:?}");
+            assert_eq!(error.errcode().as_str(), errcode, "{described}");
+            assert_eq!(status(&error), code, "{described}");
+            assert_eq!(error.to_string(), text, "{described}");
+            assert_eq!(Value::Object(error.extra_fields()), extra, "{described}");
+        }
+        // Another server's verdict is answered with its own status and the body rebuilt from it.
+        let verdict =
+            json!({"errcode": "P_STALE_EPOCH", "error": "b.example: moved", "current_epoch": 4});
+        let relayed: ApiError = HubError::Remote(RemoteError::Verdict {
+            status: 409,
+            body: verdict.clone(),
+        })
+        .into();
+        assert_eq!(status(&relayed), 409);
+        assert_eq!(relayed.wire().relayed_body(), Some(&verdict));
+        assert_eq!(relayed.to_string(), "b.example: moved");
+    }
 }

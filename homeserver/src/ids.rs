@@ -4,8 +4,6 @@
 use parley_client_api::ids::{GroupId, TxnId, UserId};
 use rand::RngCore;
 
-use crate::error::{ApiResult, Error};
-
 /// Whether two server names are the same server (DNS names: case does not matter).
 pub fn same_server(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -32,14 +30,22 @@ pub fn valid_txn_id(txn_id: &str) -> bool {
     TxnId::parse(txn_id).is_ok()
 }
 
-/// 400 `P_BAD_JSON` for a txn_id outside its grammar.
-pub fn check_txn_id(txn_id: &str) -> ApiResult<()> {
+/// A `txn_id` outside its grammar ([`TxnId`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("txn_id must be 1-64 characters of [A-Za-z0-9._~-]")]
+pub struct BadTxnId;
+
+/// A string that is not a group id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a group id")]
+pub struct NotAGroupId;
+
+/// `txn_id` if it has the protocol's grammar.
+pub fn check_txn_id(txn_id: &str) -> Result<(), BadTxnId> {
     if valid_txn_id(txn_id) {
         Ok(())
     } else {
-        Err(Error::BadJson(
-            "txn_id must be 1-64 characters of [A-Za-z0-9._~-]".into(),
-        ))
+        Err(BadTxnId)
     }
 }
 
@@ -49,9 +55,9 @@ pub fn is_local(own: &str, user_id: &str) -> bool {
 }
 
 /// The hub server of a group when it is another server than `own`; `None` when `own` is the
-/// hub; 404 for a string that is not a group id.
-pub fn hub_of(own: &str, group_id: &str) -> ApiResult<Option<String>> {
-    let group = GroupId::parse(group_id).map_err(|_| Error::NotFound("not a group id".into()))?;
+/// hub; [`NotAGroupId`] for a string that is not a group id.
+pub fn hub_of(own: &str, group_id: &str) -> Result<Option<String>, NotAGroupId> {
+    let group = GroupId::parse(group_id).map_err(|_| NotAGroupId)?;
     Ok((!same_server(group.hub(), own)).then(|| group.hub().to_owned()))
 }
 /// A random identifier of `len` characters from `alphabet`.

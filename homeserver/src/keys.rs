@@ -17,10 +17,47 @@ use parley_client_api::{ErrCode, ErrorBody};
 use parley_schema::{BindOutcome, NewKeyPackage, OutboundDeviceKey, StoreError};
 
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::federation::client::FedError;
+use crate::federation::remote_errors::RemoteError;
 use crate::mls_check;
 use crate::state::AppState;
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// A device binding another device's signature key.
+    #[error("a device binds only its own signature key")]
+    NotOwnDevice,
+    /// A signature key that is not standard base64 of 32 bytes.
+    #[error("signature_key must be standard base64 of 32 bytes")]
+    BadSignatureKey,
+    #[error("a different signature key is already bound to this device")]
+    SignatureKeyMismatch,
+    /// The caller's device no longer exists (deleted since its token was checked).
+    #[error("unknown or expired access token")]
+    DeviceGone,
+    /// Not a user id, or no such user on its server.
+    #[error("no such user")]
+    NoSuchUser,
+    /// More key packages in one upload, or held by one device, than allowed.
+    #[error("request body is larger than {limit} bytes")]
+    TooManyKeyPackages { limit: usize },
+    /// Key package `index` of an upload (`len(key_packages)` for `last_resort`) is invalid,
+    /// or the device has no bound signature key yet.
+    #[error("key package {index} is invalid: {reason}")]
+    InvalidKeyPackage { index: usize, reason: String },
+    /// More users in one claim than allowed.
+    #[error("at most {max} user_ids per claim")]
+    TooManyUsers { max: usize },
+    /// A remote user's server answered for another user.
+    #[error("{0} answered for another user")]
+    WrongUserAnswered(String),
+    /// A remote user's server refused or could not be reached.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+}
 
 /// Most users in one claim.
 const MAX_CLAIM_USERS: usize = 100;
@@ -31,19 +68,15 @@ pub async fn bind_signature_key(
     auth: &DeviceRef,
     device_id: &str,
     req: BindSignatureKeyRequest,
-) -> ApiResult<()> {
+) -> Result<(), KeysError> {
     if device_id != auth.device_id {
-        return Err(Error::Forbidden(
-            "a device binds only its own signature key".into(),
-        ));
+        return Err(KeysError::NotOwnDevice);
     }
     let key = STANDARD
         .decode(req.signature_key.as_bytes())
         .ok()
         .filter(|k| k.len() == 32)
-        .ok_or_else(|| {
-            Error::BadJson("signature_key must be standard base64 of 32 bytes".into())
-        })?;
+        .ok_or(KeysError::BadSignatureKey)?;
     match state
         .store
         .bind_signature_key(&auth.user_id, &auth.device_id, &key)
@@ -54,15 +87,18 @@ pub async fn bind_signature_key(
             Ok(())
         }
         BindOutcome::AlreadyBound => Ok(()),
-        BindOutcome::Mismatch => Err(Error::SignatureKeyMismatch),
-        BindOutcome::NoDevice => Err(Error::UnknownToken),
+        BindOutcome::Mismatch => Err(KeysError::SignatureKeyMismatch),
+        BindOutcome::NoDevice => Err(KeysError::DeviceGone),
     }
 }
 
 /// A user's devices and their signature keys: local ones from the store, remote ones from a
 /// cache refreshed from their server.
-pub async fn user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
-    let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
+pub async fn user_devices(
+    state: &AppState,
+    user_id: &str,
+) -> Result<UserDevicesResponse, KeysError> {
+    let user = UserId::parse(user_id).map_err(|_| KeysError::NoSuchUser)?;
     if crate::ids::same_server(user.server_name(), &state.config.server_name) {
         return local_user_devices(state, user_id).await;
     }
@@ -88,19 +124,20 @@ pub async fn user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevi
     let list = state
         .fed
         .call::<parley_federation::endpoints::UserDevices>(user.server_name(), &path, &NoQuery {})
-        .await?;
+        .await
+        .map_err(RemoteError::from)?;
     if list.user_id != user.as_str() {
-        return Err(Error::UnreachableServer(format!(
-            "{} answered for another user",
-            user.server_name()
-        )));
+        return Err(KeysError::WrongUserAnswered(user.server_name().to_owned()));
     }
     cache_remote_devices(state, &list).await?;
     Ok(list)
 }
 
 /// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
-pub async fn cache_remote_devices(state: &AppState, list: &UserDevicesResponse) -> ApiResult<()> {
+pub async fn cache_remote_devices(
+    state: &AppState,
+    list: &UserDevicesResponse,
+) -> Result<(), StoreError> {
     let devices: Vec<(String, Vec<u8>)> = list
         .devices
         .iter()
@@ -120,7 +157,7 @@ pub async fn cache_remote_devices(state: &AppState, list: &UserDevicesResponse) 
 }
 
 /// Pushes a local user's device list to every server sharing a group with them, durably.
-pub async fn publish_device_list(state: &AppState, user_id: &str) -> ApiResult<()> {
+pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), StoreError> {
     let destinations = state
         .store
         .servers_sharing_groups(user_id, &state.config.server_name)
@@ -151,12 +188,15 @@ pub async fn publish_device_list(state: &AppState, user_id: &str) -> ApiResult<(
 const REMOTE_DEVICES_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// A local user's devices with bound keys; 404 for a user that does not exist here.
-pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<UserDevicesResponse> {
-    let user = UserId::parse(user_id).map_err(|_| Error::NotFound("no such user".into()))?;
+pub async fn local_user_devices(
+    state: &AppState,
+    user_id: &str,
+) -> Result<UserDevicesResponse, KeysError> {
+    let user = UserId::parse(user_id).map_err(|_| KeysError::NoSuchUser)?;
     if !crate::ids::same_server(user.server_name(), &state.config.server_name)
         || state.store.user(user.as_str()).await?.is_none()
     {
-        return Err(Error::NotFound("no such user".into()));
+        return Err(KeysError::NoSuchUser);
     }
     Ok(UserDevicesResponse {
         user_id: user.to_string(),
@@ -165,7 +205,7 @@ pub async fn local_user_devices(state: &AppState, user_id: &str) -> ApiResult<Us
 }
 
 /// A user's devices that have a bound signature key.
-pub async fn bound_devices(state: &AppState, user_id: &str) -> ApiResult<Vec<DeviceKey>> {
+pub async fn bound_devices(state: &AppState, user_id: &str) -> Result<Vec<DeviceKey>, StoreError> {
     Ok(state
         .store
         .devices(user_id)
@@ -185,10 +225,10 @@ pub async fn upload(
     state: &AppState,
     auth: &DeviceRef,
     req: UploadKeysRequest,
-) -> ApiResult<KeyCountResponse> {
+) -> Result<KeyCountResponse, KeysError> {
     let limits = &state.config.limits;
     if req.key_packages.len() > limits.max_key_packages_per_upload {
-        return Err(Error::TooLarge {
+        return Err(KeysError::TooManyKeyPackages {
             limit: limits.max_key_packages_per_upload,
         });
     }
@@ -196,17 +236,17 @@ pub async fn upload(
         .store
         .device(&auth.user_id, &auth.device_id)
         .await?
-        .ok_or(Error::UnknownToken)?;
+        .ok_or(KeysError::DeviceGone)?;
     let Some(bound_key) = device.signature_key else {
-        return Err(Error::InvalidKeyPackage {
+        return Err(KeysError::InvalidKeyPackage {
             index: 0,
             reason: "bind the device's signature key first".into(),
         });
     };
     let identity = format!("{}/{}", auth.user_id, auth.device_id);
     let now = now_ms();
-    let check = |index: usize, b64: &str, last_resort: bool| -> ApiResult<NewKeyPackage> {
-        let invalid = |reason: String| Error::InvalidKeyPackage { index, reason };
+    let check = |index: usize, b64: &str, last_resort: bool| -> Result<NewKeyPackage, KeysError> {
+        let invalid = |reason: String| KeysError::InvalidKeyPackage { index, reason };
         let bytes = STANDARD
             .decode(b64.as_bytes())
             .map_err(|_| invalid("not standard base64".into()))?;
@@ -254,7 +294,7 @@ pub async fn upload(
     {
         Ok(count) => count,
         Err(StoreError::Quota(_)) => {
-            return Err(Error::TooLarge {
+            return Err(KeysError::TooManyKeyPackages {
                 limit: max as usize,
             })
         }
@@ -276,7 +316,7 @@ pub async fn key_count(
     state: &AppState,
     user_id: &str,
     device_id: &str,
-) -> ApiResult<KeyCountResponse> {
+) -> Result<KeyCountResponse, StoreError> {
     let (count, last_resort) = state
         .store
         .key_package_count(user_id, device_id, now_ms() as i64)
@@ -286,11 +326,14 @@ pub async fn key_count(
 
 /// Claims one key package per device of each user: local users here, remote ones from their
 /// servers (one request per server); failures are reported per user, device or server.
-pub async fn claim(state: &AppState, req: ClaimKeysRequest) -> ApiResult<ClaimKeysResponse> {
+pub async fn claim(
+    state: &AppState,
+    req: ClaimKeysRequest,
+) -> Result<ClaimKeysResponse, KeysError> {
     if req.user_ids.len() > MAX_CLAIM_USERS {
-        return Err(Error::BadJson(format!(
-            "at most {MAX_CLAIM_USERS} user_ids per claim"
-        )));
+        return Err(KeysError::TooManyUsers {
+            max: MAX_CLAIM_USERS,
+        });
     }
     // Local users here; remote ones grouped by server and claimed over federation.
     let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -351,7 +394,10 @@ pub async fn claim(state: &AppState, req: ClaimKeysRequest) -> ApiResult<ClaimKe
 
 /// Claims one package per device of each local user (what both the client API and the
 /// federation API hand out for this server's users).
-pub async fn claim_local(state: &AppState, user_ids: Vec<String>) -> ApiResult<ClaimKeysResponse> {
+pub async fn claim_local(
+    state: &AppState,
+    user_ids: Vec<String>,
+) -> Result<ClaimKeysResponse, StoreError> {
     let mut response = ClaimKeysResponse::default();
     let now = now_ms() as i64;
     for user_id in user_ids.into_iter().take(MAX_CLAIM_USERS) {

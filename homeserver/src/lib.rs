@@ -3,18 +3,24 @@
 //! Modules stand in layers, each using only the ones below it (a test fails on an import
 //! cycle):
 //!
-//! 1. **Foundation**: [`clock`], [`ids`], [`config`], [`error`] (the one error type, mapped to
-//!    status and errcode once), [`mls_check`] (what the server reads of MLS messages),
-//!    [`data_dir`], [`signing_keys`], [`logging`], [`allocator`], [`tls`].
+//! 1. **Foundation**: [`clock`], [`ids`], [`config`], [`mls_check`] (what the server reads of
+//!    MLS messages), [`data_dir`], [`signing_keys`], [`logging`], [`allocator`], [`tls`].
 //! 2. **Infrastructure**: [`client_address`], [`ratelimit`], [`connections`] (the HTTP serve
 //!    loop), and the parts of services that need no shared state: `accounts::tokens`,
 //!    `accounts::passwords`, `delivery::notifier`, `delivery::events`, `federation::client`,
 //!    `federation::outbox`, `federation::fills`.
 //! 3. [`state`]: `AppState`, what every service and handler shares.
 //! 4. **Services**, one per concept: [`accounts`], [`keys`], [`hub`], [`delivery`],
-//!    [`federation`], [`retention`].
+//!    [`federation`], [`retention`]. Each fails with its own error type, holding only what it
+//!    can fail with: `accounts::error::AccountError`, `keys::KeysError`,
+//!    `hub::error::HubError`, `delivery::error::DeliveryError`,
+//!    `federation::error::FederationError` (requests from other servers) and
+//!    `federation::remote_errors::RemoteError` (another server's answer to a request made for
+//!    our client). Errors carry no errcode or status.
 //! 5. [`api`]: thin handlers for the client and federation APIs, and [`web`] for the web
-//!    client; [`server`] starts it all.
+//!    client; [`server`] starts it all. `api::errors::ApiError` is what a handler fails with:
+//!    the request's own failures (`RequestError`) or a service's error, and `api::errors` gives
+//!    each its errcode, status and extra fields, once.
 
 pub mod accounts;
 pub mod allocator;
@@ -25,7 +31,6 @@ pub mod config;
 pub mod connections;
 pub mod data_dir;
 pub mod delivery;
-pub mod error;
 pub mod federation;
 pub mod hub;
 pub mod ids;

@@ -23,6 +23,15 @@ struct Bucket {
     last: Instant,
 }
 
+/// A request refused by a rate limit (or a saturated resource): retry no sooner than
+/// `retry_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests")]
+pub struct RateLimited {
+    /// Milliseconds before a retry may succeed.
+    pub retry_after_ms: u64,
+}
+
 /// A set of token buckets, one per key, all with the same rate.
 #[derive(Debug)]
 pub struct RateLimiter<K> {

@@ -11,11 +11,10 @@ use parley_schema::Store;
 use crate::accounts::tokens::TokenKeys;
 use crate::config::Config;
 use crate::delivery::notifier::Notifier;
-use crate::error::Error;
 use crate::federation::client::FederationClient;
 use crate::federation::fills::GapFiller;
 use crate::federation::outbox::Outbox;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimited, RateLimiter};
 
 /// Counters kept for the metrics endpoint.
 #[derive(Debug, Default)]
@@ -123,20 +122,20 @@ impl AppState {
     }
 
     /// Takes a token from an origin server's federation bucket, or refuses with 429.
-    pub fn check_federation_rate(&self, origin: &str) -> Result<(), Error> {
+    pub fn check_federation_rate(&self, origin: &str) -> Result<(), RateLimited> {
         self.federation_limiter
             .check(&origin.to_owned())
             .map_err(|retry_after_ms| {
                 self.metrics
                     .rate_limited
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Error::LimitExceeded { retry_after_ms }
+                RateLimited { retry_after_ms }
             })
     }
 
     /// Takes a token from a client address's pre-authentication federation bucket, or
     /// refuses with 429.
-    pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), Error> {
+    pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), RateLimited> {
         self.federation_address_limiter
             .check(&crate::client_address::address_bucket(ip))
             .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
@@ -155,29 +154,29 @@ impl AppState {
     }
 
     /// Takes a token from an account's login bucket, or refuses with 429.
-    pub fn check_login_account_rate(&self, user_id: &str) -> Result<(), Error> {
+    pub fn check_login_account_rate(&self, user_id: &str) -> Result<(), RateLimited> {
         self.login_account_limiter
             .check(&user_id.to_owned())
             .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
     }
 
     /// Takes a token from a refresh token's bucket (keyed by its hash), or refuses with 429.
-    pub fn check_refresh_token_rate(&self, token_hash: [u8; 32]) -> Result<(), Error> {
+    pub fn check_refresh_token_rate(&self, token_hash: [u8; 32]) -> Result<(), RateLimited> {
         self.refresh_token_limiter
             .check(&token_hash)
             .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
     }
 
-    fn rate_limited(&self, retry_after_ms: u64) -> Error {
+    fn rate_limited(&self, retry_after_ms: u64) -> RateLimited {
         self.metrics
             .rate_limited
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Error::LimitExceeded { retry_after_ms }
+        RateLimited { retry_after_ms }
     }
 
     /// Takes a token from `key`'s bucket of `class` (a client IP or a user id), or refuses
     /// with 429.
-    pub fn check_rate(&self, class: RateLimitClass, key: String) -> Result<(), Error> {
+    pub fn check_rate(&self, class: RateLimitClass, key: String) -> Result<(), RateLimited> {
         let Some(limiter) = self.limiters.get(&class) else {
             return Ok(());
         };
@@ -185,7 +184,7 @@ impl AppState {
             self.metrics
                 .rate_limited
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Error::LimitExceeded { retry_after_ms }
+            RateLimited { retry_after_ms }
         })
     }
 }

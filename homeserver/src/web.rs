@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+use crate::api::errors::RequestError;
 use crate::config::Config;
-use crate::error::Error;
 use crate::state::AppState;
 
 /// The variable naming the web client's directory; like the other `PARLEY_*` variables it
@@ -31,13 +31,13 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; sty
 /// The router's fallback: a web-client file, or 404 `P_UNRECOGNIZED`.
 pub async fn web_client_or_unknown(State(state): State<AppState>, req: Request) -> Response {
     let Some(dir) = web_client_dir(&state.config).map(|(dir, _)| dir) else {
-        return Error::UnrecognizedPath.into_response();
+        return RequestError::UnrecognizedPath.into_response();
     };
     let is_api =
         req.uri().path().starts_with("/_parley") || req.uri().path().starts_with("/.well-known");
     // Checked on every request: a configured directory may be built after start-up.
     if is_api || !(req.method() == Method::GET || req.method() == Method::HEAD) || !dir.is_dir() {
-        return Error::UnrecognizedPath.into_response();
+        return RequestError::UnrecognizedPath.into_response();
     }
     let served = ServeDir::new(dir)
         .append_index_html_on_directories(true)
@@ -52,7 +52,7 @@ pub async fn web_client_or_unknown(State(state): State<AppState>, req: Request) 
             add_page_headers(&mut response);
             response
         }
-        _ => Error::UnrecognizedPath.into_response(),
+        _ => RequestError::UnrecognizedPath.into_response(),
     }
 }
 

@@ -16,11 +16,12 @@ use zeroize::Zeroizing;
 
 use crate::clock::now_ms;
 use crate::config::RegistrationMode;
-use crate::error::{ApiResult, Error};
 use crate::ids::random_id;
 use crate::state::AppState;
+use error::AccountError;
 use tokens::{hash_refresh_token, new_refresh_token};
 
+pub mod error;
 pub mod passwords;
 pub mod session;
 pub mod tokens;
@@ -34,11 +35,14 @@ const MAX_DEVICE_NAME_BYTES: usize = 256;
 const DEVICE_ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// Creates an account with its first device and session.
-pub async fn register(state: &AppState, req: RegisterRequest) -> ApiResult<SessionResponse> {
+pub async fn register(
+    state: &AppState,
+    req: RegisterRequest,
+) -> Result<SessionResponse, AccountError> {
     let password = Zeroizing::new(req.password);
     match state.config.registration.mode {
         RegistrationMode::Open => {}
-        RegistrationMode::Closed => return Err(Error::Forbidden("registration is closed".into())),
+        RegistrationMode::Closed => return Err(AccountError::RegistrationClosed),
         RegistrationMode::Token => {
             let given = req.registration_token.as_deref().unwrap_or("");
             // Digests are compared, so neither the content nor the length of a token leaks.
@@ -52,29 +56,25 @@ pub async fn register(state: &AppState, req: RegisterRequest) -> ApiResult<Sessi
                     found | bool::from(Sha256::digest(t.as_bytes()).ct_eq(&given))
                 });
             if !valid {
-                return Err(Error::Forbidden(
-                    "a valid registration_token is required".into(),
-                ));
+                return Err(AccountError::RegistrationTokenRequired);
             }
         }
     }
     if !is_valid_localpart(&req.username) {
-        return Err(Error::InvalidUsername(
+        return Err(AccountError::InvalidUsername(
             "username must use only a-z 0-9 . _ = -".into(),
         ));
     }
     let user_id = UserId::new(&req.username, &state.config.server_name)
-        .map_err(|e| Error::InvalidUsername(e.to_string()))?;
+        .map_err(|e| AccountError::InvalidUsername(e.to_string()))?;
     check_password_shape(&password)?;
     let min = state.config.registration.min_password_length;
     if password.chars().count() < min {
-        return Err(Error::WeakPassword(format!(
-            "password must have at least {min} characters"
-        )));
+        return Err(AccountError::WeakPassword { min });
     }
     check_device_name(req.device_name.as_deref())?;
     if state.store.user(user_id.as_str()).await?.is_some() {
-        return Err(Error::UserInUse);
+        return Err(AccountError::UserInUse);
     }
     let password_hash = state.passwords.hash(password).await?;
     let now = now_ms();
@@ -93,7 +93,7 @@ pub async fn register(state: &AppState, req: RegisterRequest) -> ApiResult<Sessi
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(Error::UserInUse),
+        Err(StoreError::Conflict) => return Err(AccountError::UserInUse),
         Err(e) => return Err(e.into()),
     }
     tracing::info!(user_id = %user.user_id, device_id = %device.device_id, "registered");
@@ -101,15 +101,14 @@ pub async fn register(state: &AppState, req: RegisterRequest) -> ApiResult<Sessi
 }
 
 /// A new session for an existing or new device of the account, by password.
-pub async fn login(state: &AppState, req: LoginRequest) -> ApiResult<SessionResponse> {
+pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionResponse, AccountError> {
     let password = Zeroizing::new(req.password);
     // The cap bounds the hashing work; an empty password is just a wrong one.
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(Error::BadJson(format!(
-            "password is longer than {MAX_PASSWORD_BYTES} bytes"
-        )));
+        return Err(AccountError::PasswordTooLong {
+            max: MAX_PASSWORD_BYTES,
+        });
     }
-    let denied = || Error::Forbidden("invalid username or password".into());
     let user_id = if req.username.starts_with('@') {
         UserId::parse(&req.username)
             .ok()
@@ -128,10 +127,10 @@ pub async fn login(state: &AppState, req: LoginRequest) -> ApiResult<SessionResp
     // Verify against a dummy hash when the user is unknown, so timing does not reveal it.
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
     if !state.passwords.verify(password, stored_hash).await? {
-        return Err(denied());
+        return Err(AccountError::InvalidCredentials);
     }
     let Some(user) = user else {
-        return Err(denied());
+        return Err(AccountError::InvalidCredentials);
     };
     check_device_name(req.device_name.as_deref())?;
     let now = now_ms();
@@ -143,9 +142,7 @@ pub async fn login(state: &AppState, req: LoginRequest) -> ApiResult<SessionResp
                 .await?
                 .is_none()
             {
-                return Err(Error::Forbidden(
-                    "device_id is not one of this user's devices".into(),
-                ));
+                return Err(AccountError::NotYourDevice);
             }
             (None, device_id)
         }
@@ -167,7 +164,10 @@ pub async fn login(state: &AppState, req: LoginRequest) -> ApiResult<SessionResp
 
 /// Rotates a refresh token into a new access and refresh token; a reused rotated-out token
 /// revokes the device's sessions.
-pub async fn refresh(state: &AppState, req: RefreshRequest) -> ApiResult<SessionResponse> {
+pub async fn refresh(
+    state: &AppState,
+    req: RefreshRequest,
+) -> Result<SessionResponse, AccountError> {
     let old_hash = hash_refresh_token(&req.refresh_token);
     // One refresh token (one session's lineage) may be retried only so often.
     let mut key = [0u8; 32];
@@ -191,14 +191,14 @@ pub async fn refresh(state: &AppState, req: RefreshRequest) -> ApiResult<Session
         RotateOutcome::Reused { user_id, device_id } => {
             tracing::warn!(%user_id, %device_id, "rotated-out refresh token reused; device sessions revoked");
             state.notifier.notify_session(&user_id, &device_id);
-            Err(Error::UnknownToken)
+            Err(AccountError::UnknownToken)
         }
-        RotateOutcome::Unknown => Err(Error::UnknownToken),
+        RotateOutcome::Unknown => Err(AccountError::UnknownToken),
     }
 }
 
 /// Ends the caller's session.
-pub async fn logout(state: &AppState, auth: &Authed) -> ApiResult<()> {
+pub async fn logout(state: &AppState, auth: &Authed) -> Result<(), AccountError> {
     state.store.delete_session(&auth.session_id).await?;
     // Wake the device's long-polls and sockets so they notice the session is gone.
     state
@@ -217,7 +217,10 @@ pub fn whoami(auth: Authed) -> WhoAmIResponse {
 }
 
 /// The caller's devices.
-pub async fn list_devices(state: &AppState, auth: &Authed) -> ApiResult<DevicesResponse> {
+pub async fn list_devices(
+    state: &AppState,
+    auth: &Authed,
+) -> Result<DevicesResponse, AccountError> {
     let devices = state.store.devices(&auth.user_id).await?;
     Ok(DevicesResponse {
         devices: devices
@@ -235,9 +238,13 @@ pub async fn list_devices(state: &AppState, auth: &Authed) -> ApiResult<DevicesR
 
 /// Deletes one of the caller's devices: its sessions end at once and the other servers
 /// sharing a group with the user learn the new device list.
-pub async fn delete_device(state: &AppState, auth: &Authed, device_id: &str) -> ApiResult<()> {
+pub async fn delete_device(
+    state: &AppState,
+    auth: &Authed,
+    device_id: &str,
+) -> Result<(), AccountError> {
     if !state.store.delete_device(&auth.user_id, device_id).await? {
-        return Err(Error::NotFound("no such device".into()));
+        return Err(AccountError::NoSuchDevice);
     }
     state.notifier.notify_session(&auth.user_id, device_id);
     crate::keys::publish_device_list(state, &auth.user_id).await?;
@@ -245,20 +252,20 @@ pub async fn delete_device(state: &AppState, auth: &Authed, device_id: &str) -> 
     Ok(())
 }
 
-fn check_password_shape(password: &str) -> ApiResult<()> {
+fn check_password_shape(password: &str) -> Result<(), AccountError> {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
-        return Err(Error::BadJson(format!(
-            "password must be 1..={MAX_PASSWORD_BYTES} bytes"
-        )));
+        return Err(AccountError::PasswordLength {
+            max: MAX_PASSWORD_BYTES,
+        });
     }
     Ok(())
 }
 
-fn check_device_name(name: Option<&str>) -> ApiResult<()> {
+fn check_device_name(name: Option<&str>) -> Result<(), AccountError> {
     if name.is_some_and(|n| n.len() > MAX_DEVICE_NAME_BYTES) {
-        return Err(Error::BadJson(format!(
-            "device_name is longer than {MAX_DEVICE_NAME_BYTES} bytes"
-        )));
+        return Err(AccountError::DeviceNameTooLong {
+            max: MAX_DEVICE_NAME_BYTES,
+        });
     }
     Ok(())
 }
@@ -296,7 +303,7 @@ fn session_response(
     session: &Session,
     refresh_token: String,
     now: u64,
-) -> ApiResult<SessionResponse> {
+) -> Result<SessionResponse, AccountError> {
     let ttl = state.config.auth.access_token_ttl_ms;
     let access_token = state
         .tokens
@@ -307,7 +314,7 @@ fn session_response(
             now,
             ttl,
         )
-        .map_err(|e| Error::Internal(format!("signing access token: {e}")))?;
+        .map_err(|e| AccountError::Internal(format!("signing access token: {e}")))?;
     Ok(SessionResponse {
         user_id: session.user_id.clone(),
         device_id: session.device_id.clone(),

@@ -11,7 +11,7 @@ use argon2::Argon2;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::error::{ApiResult, Error};
+use super::error::AccountError;
 
 /// Longest a request waits for a hashing slot.
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -46,11 +46,11 @@ impl Passwords {
     }
 
     /// A hashing slot, or 429 when too many wait or the wait is too long.
-    async fn slot(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AccountError> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let busy = Error::LimitExceeded {
+        let busy = AccountError::RateLimited {
             retry_after_ms: RETRY_AFTER_MS,
         };
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
@@ -67,7 +67,7 @@ impl Passwords {
 
     /// Hashes with Argon2id (default parameters, stored in the PHC string) off the async
     /// threads.
-    pub async fn hash(&self, password: Zeroizing<String>) -> ApiResult<String> {
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, AccountError> {
         let permit = self.slot().await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -75,10 +75,10 @@ impl Passwords {
             Argon2::default()
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| Error::Internal(format!("hashing password: {e}")))
+                .map_err(|e| AccountError::Internal(format!("hashing password: {e}")))
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| AccountError::Internal(e.to_string()))?
     }
 
     /// Whether `password` matches `stored`; with no stored hash (unknown user) a dummy hash is
@@ -87,7 +87,7 @@ impl Passwords {
         &self,
         password: Zeroizing<String>,
         stored: Option<String>,
-    ) -> ApiResult<bool> {
+    ) -> Result<bool, AccountError> {
         let permit = self.slot().await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -102,7 +102,7 @@ impl Passwords {
             ok && known
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))
+        .map_err(|e| AccountError::Internal(e.to_string()))
     }
 }
 
@@ -126,7 +126,7 @@ mod tests {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => hashed += 1,
-                Err(Error::LimitExceeded { retry_after_ms }) => {
+                Err(AccountError::RateLimited { retry_after_ms }) => {
                     assert!(retry_after_ms > 0);
                     refused += 1;
                 }

@@ -3,8 +3,8 @@
 use axum::http::{header, HeaderMap};
 use parley_client_api::groups::DeviceRef;
 
+use super::error::AccountError;
 use super::tokens::Claims;
-use crate::error::Error;
 use crate::state::AppState;
 
 /// An authenticated device: the access token verified and its session still alive.
@@ -29,35 +29,38 @@ impl Authed {
 }
 
 /// The bearer token of `headers`.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AccountError> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or(Error::MissingToken)?;
-    let value = value.to_str().map_err(|_| Error::UnknownToken)?;
+        .ok_or(AccountError::MissingToken)?;
+    let value = value.to_str().map_err(|_| AccountError::UnknownToken)?;
     Ok(value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(Error::MissingToken)?
+        .ok_or(AccountError::MissingToken)?
         .trim())
 }
 
 /// Verifies the bearer token of `headers` and that its session is still alive.
-pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, Error> {
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Authed, AccountError> {
     let token = bearer_token(headers)?;
-    let claims = state.tokens.verify(token).ok_or(Error::UnknownToken)?;
+    let claims = state
+        .tokens
+        .verify(token)
+        .ok_or(AccountError::UnknownToken)?;
     check_session(&claims, state).await
 }
 
 /// The device of verified `claims`, if their session is still alive.
-pub async fn check_session(claims: &Claims, state: &AppState) -> Result<Authed, Error> {
+pub async fn check_session(claims: &Claims, state: &AppState) -> Result<Authed, AccountError> {
     // The session is checked on every request, so logout and device deletion act at once.
     let session = state
         .store
         .session(&claims.sid)
         .await?
-        .ok_or(Error::UnknownToken)?;
+        .ok_or(AccountError::UnknownToken)?;
     if session.user_id != claims.sub || session.device_id != claims.did {
-        return Err(Error::UnknownToken);
+        return Err(AccountError::UnknownToken);
     }
     Ok(Authed {
         user_id: session.user_id,

@@ -13,8 +13,8 @@ use parley_client_api::versions::{ApiReference, GetClientApiDocument};
 use parley_federation::endpoints::GetFederationApiDocument;
 use serde_json::Value;
 
+use crate::api::errors::ApiResult;
 use crate::api::route::Routes;
-use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The documents' endpoints.

@@ -9,12 +9,12 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use super::errors::RequestError;
 use crate::state::AppState;
 
 /// Answer for a known path with the wrong method: 405 `P_UNRECOGNIZED`.
-pub async fn wrong_method() -> Error {
-    Error::UnrecognizedMethod
+pub async fn wrong_method() -> RequestError {
+    RequestError::UnrecognizedMethod
 }
 
 /// Reads a request body of at most `limit` bytes (413 past it, refused unread when the
@@ -24,7 +24,7 @@ pub async fn read_body(
     req: Request,
     limit: usize,
     state: &AppState,
-) -> Result<axum::body::Bytes, Error> {
+) -> Result<axum::body::Bytes, RequestError> {
     let declared_too_large = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -32,13 +32,13 @@ pub async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > limit as u64);
     if declared_too_large {
-        return Err(Error::TooLarge { limit });
+        return Err(RequestError::TooLarge { limit });
     }
     let timeout = Duration::from_millis(state.config.limits.body_read_timeout_ms);
     match tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(Error::TooLarge { limit }),
-        Err(_) => Err(Error::Timeout),
+        Ok(Err(_)) => Err(RequestError::TooLarge { limit }),
+        Err(_) => Err(RequestError::Timeout),
     }
 }
 
@@ -46,22 +46,22 @@ pub async fn read_body(
 pub fn parse_json_body<T: DeserializeOwned>(
     bytes: &[u8],
     content_type_is_json: bool,
-) -> Result<T, Error> {
+) -> Result<T, RequestError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
     if !content_type_is_json && bytes != b"{}" {
-        return Err(Error::NotJson(
+        return Err(RequestError::NotJson(
             "Content-Type must be application/json".into(),
         ));
     }
     // Anything but an object is refused first (serde would read a struct from an array).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(_) => Error::BadJson("request body must be a JSON object".into()),
-            Err(syntax) => Error::NotJson(syntax.to_string()),
+            Ok(_) => RequestError::BadJson("request body must be a JSON object".into()),
+            Err(syntax) => RequestError::NotJson(syntax.to_string()),
         });
     }
     // One pass into `T`; only a failure is looked at again, to tell bad JSON from JSON of the
@@ -69,12 +69,12 @@ pub fn parse_json_body<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| {
         let value = match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(value) => value,
-            Err(syntax) => return Error::NotJson(syntax.to_string()),
+            Err(syntax) => return RequestError::NotJson(syntax.to_string()),
         };
         if value.is_object() {
-            Error::BadJson(e.to_string())
+            RequestError::BadJson(e.to_string())
         } else {
-            Error::BadJson("request body must be a JSON object".into())
+            RequestError::BadJson("request body must be a JSON object".into())
         }
     })
 }
@@ -90,11 +90,11 @@ impl ClientIp {
         state: &AppState,
         headers: &HeaderMap,
         extensions: &axum::http::Extensions,
-    ) -> Result<IpAddr, Error> {
+    ) -> Result<IpAddr, RequestError> {
         let peer = extensions
             .get::<ConnectInfo<crate::connections::PeerAddr>>()
             .map(|ci| ci.0 .0.ip())
-            .ok_or_else(|| Error::Internal("no peer address on request".into()))?;
+            .ok_or_else(|| RequestError::Internal("no peer address on request".into()))?;
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         Ok(crate::client_address::client_address(
             peer,
@@ -105,9 +105,9 @@ impl ClientIp {
 }
 
 impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = Error;
+    type Rejection = RequestError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, RequestError> {
         ClientIp::of(state, &parts.headers, &parts.extensions).map(ClientIp)
     }
 }
@@ -128,32 +128,32 @@ mod tests {
         assert!(parse_json_body::<Shape>(b"{\"name\":\"x\"}", true).is_ok());
         assert!(matches!(
             parse_json_body::<Shape>(b"{\"name\":", true),
-            Err(Error::NotJson(_))
+            Err(RequestError::NotJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"{\"name\":\"x\"}", false),
-            Err(Error::NotJson(_))
+            Err(RequestError::NotJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"{\"name\":5}", true),
-            Err(Error::BadJson(_))
+            Err(RequestError::BadJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"[1]", true),
-            Err(Error::BadJson(_))
+            Err(RequestError::BadJson(_))
         ));
         // serde reads a struct from an array too; the protocol wants an object.
         assert!(matches!(
             parse_json_body::<Shape>(b" [\"x\"]", true),
-            Err(Error::BadJson(_))
+            Err(RequestError::BadJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"{\"name\":\"x\"} trailing", true),
-            Err(Error::NotJson(_))
+            Err(RequestError::NotJson(_))
         ));
         assert!(matches!(
             parse_json_body::<Shape>(b"", true),
-            Err(Error::BadJson(_))
+            Err(RequestError::BadJson(_))
         ));
     }
 }

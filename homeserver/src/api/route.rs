@@ -19,11 +19,12 @@ use parley_client_api::{Endpoint, EndpointInfo, Method, RateLimitClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::errors::{ApiError, ApiResult, RequestError};
 use super::extract::{parse_json_body, read_body, ClientIp};
 use super::federation::auth::Federated;
+use crate::accounts::error::AccountError;
 use crate::accounts::session::{bearer_token, check_session};
 use crate::accounts::{authenticate, Authed};
-use crate::error::{ApiResult, Error};
 use crate::state::AppState;
 
 /// A router that records the declaration of every endpoint it serves.
@@ -70,7 +71,7 @@ impl Routes {
                     parse_query(accepted.query.as_deref())?
                 };
                 let response = handler(state, accepted.caller, accepted.path, request).await?;
-                Ok::<_, Error>(Json(response))
+                Ok::<_, ApiError>(Json(response))
             }
         };
         self.router = self.router.route(E::PATH, method_router(E::METHOD, serve));
@@ -150,12 +151,12 @@ pub enum Body {
 
 impl Body {
     /// The body as `T`: `P_NOT_JSON` for what is not JSON, `P_BAD_JSON` for the wrong shape.
-    fn parse<T: DeserializeOwned>(self) -> Result<T, Error> {
+    fn parse<T: DeserializeOwned>(self) -> Result<T, RequestError> {
         match self {
             Body::Client { bytes, is_json } => parse_json_body(&bytes, is_json),
             Body::Signed(body) => {
                 serde_json::from_value(body.unwrap_or_else(|| Value::Object(Default::default())))
-                    .map_err(|e| Error::BadJson(e.to_string()))
+                    .map_err(|e| RequestError::BadJson(e.to_string()))
             }
             Body::None => parse_json_body(b"", true),
         }
@@ -185,7 +186,7 @@ pub trait Authenticate: AuthScheme {
         req: Request,
         state: &AppState,
         declared: Declared,
-    ) -> impl Future<Output = Result<Accepted<Self::Caller, P>, Error>> + Send;
+    ) -> impl Future<Output = Result<Accepted<Self::Caller, P>, ApiError>> + Send;
 }
 
 impl Authenticate for auth::Public {
@@ -195,7 +196,7 @@ impl Authenticate for auth::Public {
         req: Request,
         state: &AppState,
         declared: Declared,
-    ) -> Result<Accepted<(), P>, Error> {
+    ) -> Result<Accepted<(), P>, ApiError> {
         let (mut parts, body) = req.into_parts();
         check_client_rate(state, declared.rate, &parts)?;
         let path = path_params(&mut parts, declared.has_path_params).await?;
@@ -216,7 +217,7 @@ impl Authenticate for auth::AccessToken {
         req: Request,
         state: &AppState,
         declared: Declared,
-    ) -> Result<Accepted<Authed, P>, Error> {
+    ) -> Result<Accepted<Authed, P>, ApiError> {
         let (mut parts, body) = req.into_parts();
         let verified = check_client_rate(state, declared.rate, &parts)?;
         let result = match verified {
@@ -224,7 +225,10 @@ impl Authenticate for auth::AccessToken {
             Some(claims) => check_session(&claims, state).await,
             None => authenticate(&parts.headers, state).await,
         };
-        if matches!(result, Err(Error::MissingToken | Error::UnknownToken)) {
+        if matches!(
+            result,
+            Err(AccountError::MissingToken | AccountError::UnknownToken)
+        ) {
             state
                 .metrics
                 .auth_failures
@@ -253,7 +257,7 @@ impl Authenticate for auth::ServerSignature {
         req: Request,
         state: &AppState,
         declared: Declared,
-    ) -> Result<Accepted<Origin, P>, Error> {
+    ) -> Result<Accepted<Origin, P>, ApiError> {
         // Federation answers a malformed path before it looks at the signature; the signature
         // check applies the per-address and per-origin budgets and the federation body limit.
         let (mut parts, body) = req.into_parts();
@@ -276,7 +280,7 @@ fn check_client_rate(
     state: &AppState,
     class: RateLimitClass,
     parts: &Parts,
-) -> Result<Option<crate::accounts::tokens::Claims>, Error> {
+) -> Result<Option<crate::accounts::tokens::Claims>, RequestError> {
     if class == RateLimitClass::None {
         return Ok(None);
     }
@@ -314,14 +318,15 @@ fn rate_key(
 async fn path_params<P: DeserializeOwned + Send>(
     parts: &mut Parts,
     has_params: bool,
-) -> Result<P, Error> {
+) -> Result<P, RequestError> {
     if !has_params {
-        return serde_json::from_value(Value::Null).map_err(|e| Error::Internal(e.to_string()));
+        return serde_json::from_value(Value::Null)
+            .map_err(|e| RequestError::Internal(e.to_string()));
     }
     axum::extract::Path::<P>::from_request_parts(parts, &())
         .await
         .map(|p| p.0)
-        .map_err(|e| Error::BadJson(format!("path: {}", e.body_text())))
+        .map_err(|e| RequestError::BadJson(format!("path: {}", e.body_text())))
 }
 
 /// The query string and, for a method with a body, the body read within `limit`.
@@ -330,7 +335,7 @@ async fn read_client_body(
     body: axum::body::Body,
     state: &AppState,
     declared: Declared,
-) -> Result<(Option<String>, Body), Error> {
+) -> Result<(Option<String>, Body), RequestError> {
     let query = parts.uri.query().map(str::to_owned);
     if !declared.has_body {
         return Ok((query, Body::None));
@@ -346,7 +351,7 @@ async fn read_client_body(
 }
 
 /// Query parameters as `T`; a malformed query is 400 `P_BAD_JSON`.
-fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, Error> {
+fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, RequestError> {
     serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| Error::BadJson(format!("query string: {e}")))
+        .map_err(|e| RequestError::BadJson(format!("query string: {e}")))
 }

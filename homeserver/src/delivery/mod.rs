@@ -2,6 +2,7 @@
 //! in stream order from a `since` token, by long-poll ([`sync`]) or pushed on a WebSocket
 //! ([`websocket`]); [`notifier`] wakes them, [`events`] gives the wire forms.
 
+pub mod error;
 pub mod events;
 pub mod notifier;
 pub mod sync;
@@ -9,7 +10,7 @@ pub mod websocket;
 
 use parley_schema::Welcome;
 
-use crate::error::{ApiResult, Error};
+use error::DeliveryError;
 
 /// Events of each kind per sync response.
 pub(crate) const SYNC_LIMIT: i64 = 500;
@@ -19,14 +20,14 @@ pub(crate) const SYNC_LIMIT: i64 = 500;
 pub(crate) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Parses a `next_batch` token (`s<position>`).
-pub(crate) fn parse_since(since: Option<&str>) -> ApiResult<i64> {
+pub(crate) fn parse_since(since: Option<&str>) -> Result<i64, DeliveryError> {
     match since {
         None | Some("") => Ok(0),
         Some(token) => token
             .strip_prefix('s')
             .and_then(|n| n.parse::<i64>().ok())
             .filter(|n| *n >= 0)
-            .ok_or_else(|| Error::BadJson("since is not a token this server issued".into())),
+            .ok_or(DeliveryError::BadSince),
     }
 }
 

@@ -7,10 +7,10 @@ use parley_client_api::keys::KeyCountResponse;
 use parley_client_api::sync::{GroupEvents, SyncRequest, SyncResponse};
 use parley_schema::{GroupMessage, Welcome};
 
+use super::error::DeliveryError;
 use super::events::{message_event, welcome_event};
 use super::{batch_token, parse_since, trim_to_budget, MAX_BATCH_BYTES, SYNC_LIMIT};
 use crate::accounts::Authed;
-use crate::error::{ApiResult, Error};
 use crate::keys::key_count;
 use crate::state::AppState;
 
@@ -18,7 +18,11 @@ use crate::state::AppState;
 const MAX_TIMEOUT_MS: u64 = 30_000;
 
 /// The device's next batch of events, after waiting for one if none is ready.
-pub async fn sync(state: &AppState, auth: &Authed, req: SyncRequest) -> ApiResult<SyncResponse> {
+pub async fn sync(
+    state: &AppState,
+    auth: &Authed,
+    req: SyncRequest,
+) -> Result<SyncResponse, DeliveryError> {
     let since = parse_since(req.since.as_deref())?;
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
     // Subscribe before reading so an event committed in between still wakes us.
@@ -52,7 +56,7 @@ pub async fn sync(state: &AppState, auth: &Authed, req: SyncRequest) -> ApiResul
         let changed = current.since(&seen);
         seen = current;
         if changed.sessions && state.store.session(&auth.session_id).await?.is_none() {
-            return Err(Error::UnknownToken);
+            return Err(DeliveryError::SessionEnded);
         }
         if changed.keys && !changed.events {
             // A new key-package count is news for a long-poll too.
@@ -88,16 +92,18 @@ fn build_sync(
 }
 
 /// Acknowledges (deletes) one of the device's Welcomes.
-pub async fn delete_welcome(state: &AppState, auth: &Authed, id: &str) -> ApiResult<()> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| Error::NotFound("no such welcome".into()))?;
+pub async fn delete_welcome(
+    state: &AppState,
+    auth: &Authed,
+    id: &str,
+) -> Result<(), DeliveryError> {
+    let id: i64 = id.parse().map_err(|_| DeliveryError::NoSuchWelcome)?;
     if !state
         .store
         .delete_welcome(&auth.user_id, &auth.device_id, id)
         .await?
     {
-        return Err(Error::NotFound("no such welcome".into()));
+        return Err(DeliveryError::NoSuchWelcome);
     }
     Ok(())
 }

@@ -11,13 +11,14 @@ use axum::http::HeaderMap;
 use futures_util::SinkExt;
 use parley_client_api::keys::KeyCountResponse;
 use parley_client_api::sync::{WsAuth, WsEvent};
+use parley_client_api::ErrorBody;
 use parley_schema::{GroupMessage, TailMessage, TailRead, Welcome};
 
+use super::error::DeliveryError;
 use super::events::{message_event, welcome_event};
 use super::notifier::Changed;
 use super::{batch_token, parse_since, trim_to_budget, MAX_BATCH_BYTES, SYNC_LIMIT};
 use crate::accounts::{authenticate, Authed};
-use crate::error::Error;
 use crate::keys::key_count;
 use crate::state::AppState;
 
@@ -30,11 +31,17 @@ const WS_SESSION_CHECK: Duration = Duration::from_secs(30);
 /// Largest WebSocket message or frame a client may send (an auth frame is well under it).
 pub const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
 
-/// Serves one authenticated (or authenticating) socket until it closes.
+/// How a refusal reads in an `error` frame: the API layer's mapping of [`DeliveryError`] to
+/// `errcode` and `error`, handed in by the `/ws` handler.
+pub type Describe = fn(&DeliveryError) -> ErrorBody;
+
+/// Serves one authenticated (or authenticating) socket until it closes; a refusal is sent as
+/// `describe` spells it.
 pub async fn run_socket(
     state: AppState,
     mut socket: WebSocket,
     header_auth: Option<Authed>,
+    describe: Describe,
 ) -> anyhow::Result<()> {
     // First frame: the auth frame (or, with header auth, an optional `{"since"}` frame).
     let first = tokio::time::timeout(WS_AUTH_TIMEOUT, socket.recv()).await;
@@ -51,20 +58,20 @@ pub async fn run_socket(
             match authenticate(&headers, &state).await {
                 Ok(auth) => (auth, frame.since),
                 Err(e) => {
-                    close_with_error(&mut socket, &e).await;
+                    close_with_error(&mut socket, describe(&DeliveryError::Auth(e))).await;
                     return Ok(());
                 }
             }
         }
         (None, None) => {
-            close_with_error(&mut socket, &Error::MissingToken).await;
+            close_with_error(&mut socket, describe(&DeliveryError::NoAuthFrame)).await;
             return Ok(());
         }
     };
     let mut pos = match parse_since(since.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            close_with_error(&mut socket, &e).await;
+            close_with_error(&mut socket, describe(&e)).await;
             return Ok(());
         }
     };
@@ -82,7 +89,7 @@ pub async fn run_socket(
     };
     loop {
         if todo.sessions && state.store.session(&auth.session_id).await?.is_none() {
-            close_with_error(&mut socket, &Error::UnknownToken).await;
+            close_with_error(&mut socket, describe(&DeliveryError::SessionEnded)).await;
             return Ok(());
         }
         while todo.events {
@@ -246,14 +253,15 @@ fn message_frame(m: &TailMessage, next_batch: &str) -> serde_json::Result<String
     ))
 }
 
-/// Sends the error as a frame, then closes with code 4001.
-async fn close_with_error(socket: &mut WebSocket, error: &Error) {
-    let body = serde_json::json!({"type": "error", "errcode": error.errcode().as_str(), "error": error.to_string()});
+/// Sends the error as a frame, then closes with code 4001 and the errcode as reason.
+async fn close_with_error(socket: &mut WebSocket, error: ErrorBody) {
+    let body =
+        serde_json::json!({"type": "error", "errcode": &error.errcode, "error": &error.error});
     let _ = socket.send(Message::Text(body.to_string().into())).await;
     let _ = socket
         .send(Message::Close(Some(axum::extract::ws::CloseFrame {
             code: 4001,
-            reason: error.errcode().as_str().into(),
+            reason: error.errcode.into(),
         })))
         .await;
 }

@@ -3,8 +3,8 @@
 
 use parley_federation::endpoints::CatchUpPage;
 
+use super::error::FederationError;
 use crate::delivery::events::message_event;
-use crate::error::{ApiResult, Error};
 use crate::ids::{hub_of, same_server, server_of};
 use crate::state::AppState;
 
@@ -26,13 +26,14 @@ pub async fn page(
     origin: &str,
     group_id: &str,
     since: u64,
-) -> ApiResult<CatchUpPage> {
+) -> Result<CatchUpPage, FederationError> {
     if hub_of(&state.config.server_name, group_id)?.is_some()
         || state.store.group(group_id).await?.is_none()
     {
-        return Err(Error::NotFound("no such group at this hub".into()));
+        return Err(FederationError::NoSuchGroup);
     }
-    let since = i64::try_from(since).map_err(|_| Error::BadJson("since is out of range".into()))?;
+    let since = i64::try_from(since)
+        .map_err(|_| FederationError::BadField("since is out of range".into()))?;
     let history = state.store.group_membership_history(group_id).await?;
     let theirs: Vec<Option<i64>> = history
         .into_iter()
@@ -40,9 +41,7 @@ pub async fn page(
         .map(|(_, left_pos)| left_pos)
         .collect();
     if theirs.is_empty() {
-        return Err(Error::Forbidden(
-            "the requesting server has no member in this group".into(),
-        ));
+        return Err(FederationError::NoMemberOnServer);
     }
     // No current member: the last message it may see is the commit removing its last device.
     let until = if theirs.iter().any(Option::is_none) {

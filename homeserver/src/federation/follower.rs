@@ -23,8 +23,8 @@ use parley_federation::transactions::{GroupMessage, MessageKind};
 use parley_schema::{RemoteMessage, RemoteStored};
 
 use super::client::FedError;
+use super::error::FederationError;
 use super::relayed::{keep_existing_local_adds, remote_message};
-use crate::error::{ApiResult, Error};
 use crate::ids::hub_of;
 use crate::state::AppState;
 
@@ -72,13 +72,13 @@ pub async fn store_or_fill(
     hub: &str,
     group_id: &str,
     remote: RemoteMessage,
-) -> ApiResult<()> {
+) -> Result<(), FederationError> {
     let seq = remote.message.seq;
     let removed = remote.local_removes.clone();
     match state.store.store_remote_message(remote).await? {
         RemoteStored::Stored => notify(state, group_id, &removed).await,
         RemoteStored::Duplicate => Ok(()),
-        RemoteStored::NoLocalMember => Err(Error::NoLocalMember),
+        RemoteStored::NoLocalMember => Err(FederationError::NoLocalMember),
         RemoteStored::Gap { last_seq } => {
             tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
             request_fill(state, hub, group_id);
@@ -96,7 +96,7 @@ pub async fn store_all_or_fill(
     state: &AppState,
     hub: &str,
     remotes: Vec<RemoteMessage>,
-) -> ApiResult<Vec<ApiResult<()>>> {
+) -> Result<Vec<Result<(), FederationError>>, FederationError> {
     let keys: Vec<MessageKey> = remotes
         .iter()
         .map(|r| {
@@ -116,7 +116,7 @@ pub async fn store_all_or_fill(
                 Ok(())
             }
             Ok(RemoteStored::Duplicate) => Ok(()),
-            Ok(RemoteStored::NoLocalMember) => Err(Error::NoLocalMember),
+            Ok(RemoteStored::NoLocalMember) => Err(FederationError::NoLocalMember),
             Ok(RemoteStored::Gap { last_seq }) => {
                 tracing::info!(%group_id, %hub, last_seq, seq, "gap in a followed group: filling from the hub");
                 request_fill(state, hub, &group_id);
@@ -135,7 +135,11 @@ pub async fn store_all_or_fill(
 }
 
 /// Wakes the group's local devices (and those a commit just removed).
-async fn notify(state: &AppState, group_id: &str, removed: &[(String, String)]) -> ApiResult<()> {
+async fn notify(
+    state: &AppState,
+    group_id: &str,
+    removed: &[(String, String)],
+) -> Result<(), FederationError> {
     let members = state.store.roster(group_id).await?;
     state.notifier.notify_all(
         members
@@ -290,12 +294,20 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
 }
 
 /// One message of a catch-up page, checked as a transaction's message event would be.
-fn page_message(state: &AppState, group_id: &str, event: MessageEvent) -> ApiResult<RemoteMessage> {
+fn page_message(
+    state: &AppState,
+    group_id: &str,
+    event: MessageEvent,
+) -> Result<RemoteMessage, FederationError> {
     let kind = match event.kind.as_str() {
         "commit" => MessageKind::Commit,
         "proposal" => MessageKind::Proposal,
         "application" => MessageKind::Application,
-        other => return Err(Error::BadJson(format!("unknown message kind {other:?}"))),
+        other => {
+            return Err(FederationError::BadField(format!(
+                "unknown message kind {other:?}"
+            )))
+        }
     };
     let message = GroupMessage {
         group_id: group_id.to_owned(),

@@ -5,26 +5,33 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parley_client_api::keys::UserDevicesResponse;
+use parley_client_api::ErrorBody;
 use parley_federation::transactions::{
     parse_event, EventPayload, EventResult, Transaction, TransactionResponse,
 };
 use parley_schema::{InboundClaim, Member, RemoteMessage};
 use serde_json::Value;
 
+use super::error::FederationError;
 use super::follower::{store_all_or_fill, store_or_fill};
 use super::relayed::{is_ours, keep_existing_local_adds, remote_message};
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::ids::{hub_of, same_server, server_of};
 use crate::state::AppState;
 
-/// Applies transaction `txn_id` from `origin` and returns its answer.
+/// How a refused event reads in the answer (`errcode`, `error`): the API layer's mapping of
+/// [`FederationError`], handed in by the handler.
+pub type Describe = fn(&FederationError) -> ErrorBody;
+
+/// Applies transaction `txn_id` from `origin` and returns its answer, each refused event
+/// spelled as `describe` says.
 pub async fn receive_transaction(
     state: &AppState,
     origin: &str,
     txn_id: &str,
     txn: Transaction,
-) -> ApiResult<TransactionResponse> {
+    describe: Describe,
+) -> Result<TransactionResponse, FederationError> {
     parley_federation::transactions::validate_txn_id(txn_id)?;
     // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
     match state
@@ -34,10 +41,11 @@ pub async fn receive_transaction(
     {
         InboundClaim::Claimed => {}
         InboundClaim::Answered(previous) => {
-            return serde_json::from_str(&previous).map_err(|e| Error::Internal(e.to_string()));
+            return serde_json::from_str(&previous)
+                .map_err(|e| FederationError::Internal(e.to_string()));
         }
         InboundClaim::InFlight => {
-            return Err(Error::LimitExceeded {
+            return Err(FederationError::TransactionInFlight {
                 retry_after_ms: 1000,
             })
         }
@@ -67,15 +75,15 @@ pub async fn receive_transaction(
                             run.push((event_id, remote));
                             continue;
                         }
-                        Err(e) => refused(&e),
+                        Err(e) => refused(describe, &e),
                     },
-                    Err(e) => refused(&e),
+                    Err(e) => refused(describe, &e),
                 },
                 other => {
-                    store_run(state, origin, &mut run, &mut response).await;
+                    store_run(state, origin, &mut run, &mut response, describe).await;
                     match apply_event(state, origin, &event_id, other).await {
                         Ok(()) => EventResult::Accepted {},
-                        Err(e) => refused(&e),
+                        Err(e) => refused(describe, &e),
                     }
                 }
             },
@@ -83,8 +91,9 @@ pub async fn receive_transaction(
         };
         response.results.insert(event_id, result);
     }
-    store_run(state, origin, &mut run, &mut response).await;
-    let answer = serde_json::to_string(&response).map_err(|e| Error::Internal(e.to_string()))?;
+    store_run(state, origin, &mut run, &mut response, describe).await;
+    let answer =
+        serde_json::to_string(&response).map_err(|e| FederationError::Internal(e.to_string()))?;
     if let Err(e) = state
         .store
         .record_inbound_transaction(origin, txn_id, &answer, now_ms() as i64)
@@ -101,11 +110,9 @@ pub async fn receive_transaction(
 }
 
 /// The per-event result of a refused event.
-fn refused(e: &Error) -> EventResult {
-    EventResult::Refused {
-        errcode: e.errcode().as_str().to_owned(),
-        error: e.to_string(),
-    }
+fn refused(describe: Describe, e: &FederationError) -> EventResult {
+    let ErrorBody { errcode, error, .. } = describe(e);
+    EventResult::Refused { errcode, error }
 }
 
 /// A group message relayed by `origin`, checked: only a group's hub relays its messages.
@@ -113,11 +120,9 @@ fn relayed_message(
     state: &AppState,
     origin: &str,
     m: parley_federation::transactions::GroupMessage,
-) -> ApiResult<RemoteMessage> {
+) -> Result<RemoteMessage, FederationError> {
     if hub_of(&state.config.server_name, &m.group_id)?.as_deref() != Some(origin) {
-        return Err(Error::Forbidden(
-            "only the group's hub relays its messages".into(),
-        ));
+        return Err(FederationError::MessageNotFromHub);
     }
     remote_message(state, m)
 }
@@ -128,6 +133,7 @@ async fn store_run(
     origin: &str,
     run: &mut Vec<(String, RemoteMessage)>,
     response: &mut TransactionResponse,
+    describe: Describe,
 ) {
     if run.is_empty() {
         return;
@@ -138,14 +144,14 @@ async fn store_run(
             for (id, result) in ids.into_iter().zip(results) {
                 let result = match result {
                     Ok(()) => EventResult::Accepted {},
-                    Err(e) => refused(&e),
+                    Err(e) => refused(describe, &e),
                 };
                 response.results.insert(id, result);
             }
         }
         Err(e) => {
             for id in ids {
-                response.results.insert(id, refused(&e));
+                response.results.insert(id, refused(describe, &e));
             }
         }
     }
@@ -157,7 +163,7 @@ async fn apply_event(
     origin: &str,
     event_id: &str,
     payload: EventPayload,
-) -> ApiResult<()> {
+) -> Result<(), FederationError> {
     match payload {
         EventPayload::Message(m) => {
             let group_id = m.group_id.clone();
@@ -167,22 +173,20 @@ async fn apply_event(
         }
         EventPayload::Welcome(w) => {
             if hub_of(&state.config.server_name, &w.group_id)?.as_deref() != Some(origin) {
-                return Err(Error::Forbidden(
-                    "only the group's hub relays its welcomes".into(),
-                ));
+                return Err(FederationError::WelcomeNotFromHub);
             }
             let recipients = welcome_recipients(state, &w.recipients)?;
             let welcome = STANDARD
                 .decode(w.welcome.as_bytes())
-                .map_err(|_| Error::InvalidMessage("welcome is not base64".into()))?;
+                .map_err(|_| FederationError::InvalidMessage("welcome is not base64".into()))?;
             let limit = state.config.limits.max_bundle_bytes;
             if welcome.len() as u64 > limit {
-                return Err(Error::TooLarge {
+                return Err(FederationError::TooLarge {
                     limit: limit as usize,
                 });
             }
             crate::mls_check::inspect_welcome(&welcome)
-                .map_err(|e| Error::InvalidMessage(format!("welcome: {e}")))?;
+                .map_err(|e| FederationError::InvalidMessage(format!("welcome: {e}")))?;
             let sender = Member {
                 user_id: w.sender.user_id.clone(),
                 device_id: w.sender.device_id.clone(),
@@ -209,9 +213,7 @@ async fn apply_event(
         EventPayload::DeviceListUpdate(update) => {
             // A server speaks only for its own users.
             if !same_server(server_of(&update.user_id), origin) {
-                return Err(Error::Forbidden(
-                    "a server may only update its own users' devices".into(),
-                ));
+                return Err(FederationError::NotTheUsersServer);
             }
             let list = UserDevicesResponse {
                 user_id: update.user_id.clone(),
@@ -224,7 +226,7 @@ async fn apply_event(
                     })
                     .collect(),
             };
-            crate::keys::cache_remote_devices(state, &list).await
+            Ok(crate::keys::cache_remote_devices(state, &list).await?)
         }
     }
 }
@@ -234,10 +236,10 @@ async fn apply_event(
 fn welcome_recipients(
     state: &AppState,
     listed: &[parley_federation::transactions::UserDevice],
-) -> ApiResult<Vec<(String, String)>> {
+) -> Result<Vec<(String, String)>, FederationError> {
     let cap = state.config.federation.max_welcome_recipients;
     if listed.len() > cap {
-        return Err(Error::TooLarge { limit: cap });
+        return Err(FederationError::TooLarge { limit: cap });
     }
     let mut seen = std::collections::HashSet::with_capacity(listed.len());
     Ok(listed

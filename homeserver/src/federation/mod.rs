@@ -4,6 +4,7 @@
 
 pub mod catch_up;
 pub mod client;
+pub mod error;
 pub mod fills;
 pub mod follower;
 pub mod inbound;

@@ -7,7 +7,7 @@ use base64::Engine;
 use parley_client_api::groups::DeviceRef;
 use parley_schema::{GroupMessage, RemoteMessage};
 
-use crate::error::{ApiResult, Error};
+use super::error::FederationError;
 use crate::ids::{same_server, server_of};
 use crate::state::AppState;
 
@@ -21,20 +21,21 @@ pub fn is_ours(state: &AppState, user_id: &str) -> bool {
 pub fn remote_message(
     state: &AppState,
     m: parley_federation::transactions::GroupMessage,
-) -> ApiResult<RemoteMessage> {
+) -> Result<RemoteMessage, FederationError> {
     use parley_federation::transactions::{MessageKind, UserDevice};
     let seq = i64::try_from(m.seq)
         .ok()
         .filter(|s| *s >= 1)
-        .ok_or_else(|| Error::BadJson("seq must be a positive integer".into()))?;
+        .ok_or_else(|| FederationError::BadField("seq must be a positive integer".into()))?;
     let epoch = i64::try_from(m.epoch)
         .ok()
         .filter(|e| *e < i64::MAX)
-        .ok_or_else(|| Error::BadJson("epoch is out of range".into()))?;
-    let ts = i64::try_from(m.ts).map_err(|_| Error::BadJson("ts is out of range".into()))?;
+        .ok_or_else(|| FederationError::BadField("epoch is out of range".into()))?;
+    let ts =
+        i64::try_from(m.ts).map_err(|_| FederationError::BadField("ts is out of range".into()))?;
     let message = STANDARD
         .decode(m.message.as_bytes())
-        .map_err(|_| Error::InvalidMessage("message is not base64".into()))?;
+        .map_err(|_| FederationError::InvalidMessage("message is not base64".into()))?;
     // The client API's limits hold for what other hubs relay, too.
     let limits = &state.config.limits;
     let limit = match m.kind {
@@ -42,7 +43,7 @@ pub fn remote_message(
         MessageKind::Proposal | MessageKind::Application => limits.max_message_bytes,
     };
     if message.len() as u64 > limit {
-        return Err(Error::TooLarge {
+        return Err(FederationError::TooLarge {
             limit: limit as usize,
         });
     }
@@ -53,7 +54,7 @@ pub fn remote_message(
             .map(|d| (d.user_id.clone(), d.device_id.clone()))
             .collect()
     };
-    let wire = |list: &Option<Vec<UserDevice>>| -> ApiResult<Option<String>> {
+    let wire = |list: &Option<Vec<UserDevice>>| -> Result<Option<String>, FederationError> {
         list.as_ref()
             .map(|l| {
                 let refs: Vec<DeviceRef> = l
@@ -63,7 +64,7 @@ pub fn remote_message(
                         device_id: d.device_id.clone(),
                     })
                     .collect();
-                serde_json::to_string(&refs).map_err(|e| Error::Internal(e.to_string()))
+                serde_json::to_string(&refs).map_err(|e| FederationError::Internal(e.to_string()))
             })
             .transpose()
     };
@@ -96,7 +97,7 @@ pub fn remote_message(
 pub async fn keep_existing_local_adds(
     state: &AppState,
     remote: &mut RemoteMessage,
-) -> ApiResult<()> {
+) -> Result<(), FederationError> {
     let mut kept = Vec::with_capacity(remote.local_adds.len());
     for (user_id, device_id) in std::mem::take(&mut remote.local_adds) {
         if state.store.device(&user_id, &device_id).await?.is_some() {

@@ -4,9 +4,22 @@ use parley_client_api::ErrCode;
 use serde_json::{json, Map, Value};
 
 use super::client::FedError;
-use crate::error::Error;
 
-impl From<FedError> for Error {
+/// Another server's answer to a request made for our client (a submission to a remote hub, a
+/// remote device list), as our client may see it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The other server could not be reached or gave an answer that cannot be used, its
+    /// authentication failures included.
+    #[error("{0}")]
+    Unreachable(String),
+    /// One of the protocol's verdicts, passed on with its status and a body rebuilt from its
+    /// known fields.
+    #[error("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("remote error"))]
+    Verdict { status: u16, body: Value },
+}
+
+impl From<FedError> for RemoteError {
     /// Another server's answer to a submission made for our client (a hub's verdict on a
     /// follower's commit or message) reaches the client only as one of the protocol's
     /// verdicts, rebuilt from its known fields; anything else, its authentication errors
@@ -19,7 +32,7 @@ impl From<FedError> for Error {
                 body,
                 server,
             } => sanitize_remote_error(&server, status, &body),
-            other => Error::UnreachableServer(other.to_string()),
+            other => RemoteError::Unreachable(other.to_string()),
         }
     }
 }
@@ -37,17 +50,17 @@ const PASSED_THROUGH: [(ErrCode, u16); 6] = [
 /// Longest remote `error` text passed on.
 const MAX_REMOTE_ERROR_CHARS: usize = 200;
 
-fn sanitize_remote_error(server: &str, status: u16, body: &Value) -> Error {
+fn sanitize_remote_error(server: &str, status: u16, body: &Value) -> RemoteError {
     let code = body
         .get("errcode")
         .and_then(Value::as_str)
         .and_then(ErrCode::parse);
     let Some((code, expected)) = code.and_then(|c| PASSED_THROUGH.iter().find(|(k, _)| *k == c))
     else {
-        return Error::UnreachableServer(format!("{server} refused the request ({status})"));
+        return RemoteError::Unreachable(format!("{server} refused the request ({status})"));
     };
     if status != *expected {
-        return Error::UnreachableServer(format!("{server} answered {status}"));
+        return RemoteError::Unreachable(format!("{server} answered {status}"));
     }
     let text: String = body
         .get("error")
@@ -65,7 +78,7 @@ fn sanitize_remote_error(server: &str, status: u16, body: &Value) -> Error {
             rebuilt.insert(field.into(), json!(n));
         }
     }
-    Error::Relayed {
+    RemoteError::Verdict {
         status: *expected,
         body: Value::Object(rebuilt),
     }
@@ -88,7 +101,7 @@ mod tests {
             (400, json!({"errcode": "P_MADE_UP", "error": "x"})),
         ] {
             let e = sanitize_remote_error("b.example", status, &body);
-            assert_eq!(e.errcode(), ErrCode::UnreachableServer, "{body}");
+            assert!(matches!(e, RemoteError::Unreachable(_)), "{body}");
         }
         let e = sanitize_remote_error(
             "b.example",
@@ -96,7 +109,7 @@ mod tests {
             &json!({"errcode": "P_STALE_EPOCH", "error": "epoch\nmoved", "current_epoch": 7, "evil": {"x": 1}}),
         );
         match e {
-            Error::Relayed { status, body } => {
+            RemoteError::Verdict { status, body } => {
                 assert_eq!(status, 409);
                 assert_eq!(body["errcode"], "P_STALE_EPOCH");
                 assert_eq!(body["current_epoch"], 7);

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef};
 use parley_schema::{CommitToApply, Member, OutboundDevice, OutboundWelcome, OutboxItem};
 
+use super::error::HubError;
 use super::roster::{check_added_device, check_adds_policy, roster_of};
 use super::{decode, group_or_404, invalid, refusal};
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::ids::{identity, is_local, same_server, server_of, split_identity};
 use crate::mls_check::{
     self, CommitDelta, CommitInfo, ContentKind, FramedInfo, MessageInfo, MessageSender, Roster,
@@ -27,7 +27,7 @@ pub async fn hub_commit(
     sender: &DeviceRef,
     group_id: &str,
     req: CommitRequest,
-) -> ApiResult<CommitResponse> {
+) -> Result<CommitResponse, HubError> {
     let group = group_or_404(state, group_id).await?;
     let bundle = Bundle::decode(state, &req)?;
     let info = mls_check::inspect_message(&bundle.commit).map_err(invalid)?;
@@ -56,7 +56,7 @@ struct Bundle {
 
 impl Bundle {
     /// 1. Malformed bundle: bad base64, or more than `limits.max_bundle_bytes` in all.
-    fn decode(state: &AppState, req: &CommitRequest) -> ApiResult<Bundle> {
+    fn decode(state: &AppState, req: &CommitRequest) -> Result<Bundle, HubError> {
         let commit = decode("commit", &req.commit)?;
         let welcome = req
             .welcome
@@ -73,7 +73,7 @@ impl Bundle {
             + group_info.as_ref().map_or(0, Vec::len);
         let limit = state.config.limits.max_bundle_bytes;
         if total as u64 > limit {
-            return Err(Error::TooLarge {
+            return Err(HubError::TooLarge {
                 limit: limit as usize,
             });
         }
@@ -101,7 +101,7 @@ fn check_bundle<'a>(
     info: &'a MessageInfo,
     group_id: &str,
     current_epoch: u64,
-) -> ApiResult<CheckedBundle<'a>> {
+) -> Result<CheckedBundle<'a>, HubError> {
     let framed = mls_check::check_envelope(info, group_id.as_bytes(), ContentKind::Commit)
         .map_err(invalid)?;
     let commit = framed
@@ -119,7 +119,7 @@ fn check_bundle<'a>(
         mls_check::check_group_info(&summary, framed).map_err(invalid)?;
     }
     if framed.epoch > current_epoch {
-        return Err(Error::InvalidMessage(format!(
+        return Err(HubError::InvalidMessage(format!(
             "commit is for epoch {} but the group is at {current_epoch}",
             framed.epoch
         )));
@@ -154,7 +154,7 @@ async fn resolve_change(
     req: &CommitRequest,
     bundle: &Bundle,
     checked: &CheckedBundle<'_>,
-) -> ApiResult<RosterChange> {
+) -> Result<RosterChange, HubError> {
     let (framed, commit_info) = (checked.framed, checked.commit);
     let members = state.store.roster(group_id).await?;
     let roster = roster_of(&members);
@@ -225,11 +225,11 @@ async fn resolve_change(
             .metrics
             .roster_denials
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(Error::NotMember);
+        return Err(HubError::NotMember);
     }
     // 6. Stale epoch.
     if !is_current {
-        return Err(Error::StaleEpoch {
+        return Err(HubError::StaleEpoch {
             current_epoch: checked.current_epoch,
         });
     }
@@ -246,7 +246,7 @@ async fn stored_proposals(
     state: &AppState,
     group_id: &str,
     epoch: u64,
-) -> ApiResult<HashMap<Vec<u8>, StoredProposal>> {
+) -> Result<HashMap<Vec<u8>, StoredProposal>, HubError> {
     let mut map = HashMap::new();
     for m in state.store.group_proposals(group_id, epoch as i64).await? {
         if let Ok(info) = mls_check::inspect_message(&m.message) {
@@ -360,8 +360,8 @@ async fn apply(
     epoch: u64,
     change: RosterChange,
     plan: FanOut,
-) -> ApiResult<CommitResponse> {
-    let internal = |e: serde_json::Error| Error::Internal(e.to_string());
+) -> Result<CommitResponse, HubError> {
+    let internal = |e: serde_json::Error| HubError::Internal(e.to_string());
     let to_apply = CommitToApply {
         group_id: group_id.to_owned(),
         epoch: epoch as i64,

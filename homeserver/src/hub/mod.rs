@@ -4,6 +4,7 @@
 //! server goes through [`relay`].
 
 mod commit;
+pub mod error;
 mod relay;
 mod roster;
 mod send;
@@ -21,16 +22,19 @@ use parley_client_api::params::GroupTxnPath;
 use parley_schema::{Group, Refused};
 
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::ids::{check_txn_id, hub_of, random_id};
 use crate::state::AppState;
+use error::HubError;
 
 /// Characters of the random part of a group id.
 const GROUP_ID_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
 /// Registers a new group here with `creator` as its only member, at epoch 0.
-pub async fn create_group(state: &AppState, creator: &DeviceRef) -> ApiResult<CreateGroupResponse> {
+pub async fn create_group(
+    state: &AppState,
+    creator: &DeviceRef,
+) -> Result<CreateGroupResponse, HubError> {
     let group_id = format!(
         "!{}:{}",
         random_id(22, GROUP_ID_ALPHABET),
@@ -50,7 +54,10 @@ pub async fn create_group(state: &AppState, creator: &DeviceRef) -> ApiResult<Cr
 }
 
 /// The groups `device` is a member of, with their epochs and rosters.
-pub async fn list_groups(state: &AppState, device: &DeviceRef) -> ApiResult<ListGroupsResponse> {
+pub async fn list_groups(
+    state: &AppState,
+    device: &DeviceRef,
+) -> Result<ListGroupsResponse, HubError> {
     let mut groups = Vec::new();
     for group in state
         .store
@@ -80,7 +87,7 @@ pub async fn submit_commit(
     sender: &DeviceRef,
     group_id: &str,
     req: CommitRequest,
-) -> ApiResult<CommitResponse> {
+) -> Result<CommitResponse, HubError> {
     match hub_of(&state.config.server_name, group_id)? {
         None => hub_commit(state, sender, group_id, req).await,
         Some(hub) => relay::commit(state, &hub, group_id, req, sender).await,
@@ -94,7 +101,7 @@ pub async fn submit_send(
     group_id: &str,
     txn_id: &str,
     req: SendRequest,
-) -> ApiResult<SendResponse> {
+) -> Result<SendResponse, HubError> {
     match hub_of(&state.config.server_name, group_id)? {
         None => hub_send(state, sender, group_id, txn_id, req).await,
         Some(hub) => {
@@ -114,9 +121,9 @@ pub async fn follower_commit(
     sender: &DeviceRef,
     group_id: &str,
     req: CommitRequest,
-) -> ApiResult<CommitResponse> {
+) -> Result<CommitResponse, HubError> {
     if hub_of(&state.config.server_name, group_id)?.is_some() {
-        return Err(Error::NotFound("this server is not the group's hub".into()));
+        return Err(HubError::NotTheHub);
     }
     hub_commit(state, sender, group_id, req).await
 }
@@ -128,44 +135,44 @@ pub async fn follower_send(
     group_id: &str,
     txn_id: &str,
     req: SendRequest,
-) -> ApiResult<SendResponse> {
+) -> Result<SendResponse, HubError> {
     if hub_of(&state.config.server_name, group_id)?.is_some() {
-        return Err(Error::NotFound("this server is not the group's hub".into()));
+        return Err(HubError::NotTheHub);
     }
     hub_send(state, sender, group_id, txn_id, req).await
 }
 
 /// The group registered at this hub; 404 otherwise.
-async fn group_or_404(state: &AppState, group_id: &str) -> ApiResult<Group> {
+async fn group_or_404(state: &AppState, group_id: &str) -> Result<Group, HubError> {
     state
         .store
         .group(group_id)
         .await?
-        .ok_or_else(|| Error::NotFound("no such group at this hub".into()))
+        .ok_or(HubError::NoSuchGroup)
 }
 
 /// Standard base64 of an MLS field; 400 `P_INVALID_MESSAGE` otherwise.
-fn decode(field: &str, b64: &str) -> ApiResult<Vec<u8>> {
+fn decode(field: &str, b64: &str) -> Result<Vec<u8>, HubError> {
     STANDARD
         .decode(b64.as_bytes())
-        .map_err(|_| Error::InvalidMessage(format!("{field} is not standard base64")))
+        .map_err(|_| HubError::InvalidMessage(format!("{field} is not standard base64")))
 }
 
 /// 400 `P_INVALID_MESSAGE` with `e` as its text.
-fn invalid(e: impl std::fmt::Display) -> Error {
-    Error::InvalidMessage(e.to_string())
+fn invalid(e: impl std::fmt::Display) -> HubError {
+    HubError::InvalidMessage(e.to_string())
 }
 
 /// The protocol error for a write the store refused at commit time.
-fn refusal(refused: Refused) -> Error {
+fn refusal(refused: Refused) -> HubError {
     match refused {
-        Refused::StaleEpoch(e) => Error::StaleEpoch {
+        Refused::StaleEpoch(e) => HubError::StaleEpoch {
             current_epoch: e.max(0) as u64,
         },
         Refused::FutureEpoch(_) => invalid("the message's epoch is ahead of the group"),
-        Refused::NoGroup => Error::NotFound("no such group at this hub".into()),
+        Refused::NoGroup => HubError::NoSuchGroup,
         // Only after retries: a commit landed between every check and its append.
-        Refused::RosterChanged => Error::Internal("the group's roster kept changing".into()),
+        Refused::RosterChanged => HubError::Internal("the group's roster kept changing".into()),
     }
 }
 

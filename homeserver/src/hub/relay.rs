@@ -10,7 +10,8 @@ use parley_federation::endpoints::{
     FollowerCommit, FollowerCommitRequest, FollowerSend, FollowerSendRequest,
 };
 
-use crate::error::ApiResult;
+use super::error::HubError;
+use crate::federation::remote_errors::RemoteError;
 use crate::state::AppState;
 
 /// Submits a commit of `sender` to the group's `hub`.
@@ -20,7 +21,7 @@ pub(super) async fn commit(
     group_id: &str,
     commit: CommitRequest,
     sender: &DeviceRef,
-) -> ApiResult<CommitResponse> {
+) -> Result<CommitResponse, HubError> {
     let path = GroupPath {
         group_id: group_id.to_owned(),
     };
@@ -31,7 +32,8 @@ pub(super) async fn commit(
     Ok(state
         .fed
         .call::<FollowerCommit>(hub, &path, &request)
-        .await?)
+        .await
+        .map_err(RemoteError::from)?)
 }
 
 /// Submits a message of `sender` to the group's `hub`.
@@ -41,10 +43,14 @@ pub(super) async fn send(
     path: GroupTxnPath,
     send: SendRequest,
     sender: &DeviceRef,
-) -> ApiResult<SendResponse> {
+) -> Result<SendResponse, HubError> {
     let request = FollowerSendRequest {
         send,
         sender: sender.clone(),
     };
-    Ok(state.fed.call::<FollowerSend>(hub, &path, &request).await?)
+    Ok(state
+        .fed
+        .call::<FollowerSend>(hub, &path, &request)
+        .await
+        .map_err(RemoteError::from)?)
 }

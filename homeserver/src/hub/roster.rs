@@ -3,8 +3,8 @@
 
 use parley_schema::Member;
 
+use super::error::HubError;
 use super::invalid;
-use crate::error::{ApiResult, Error};
 use crate::ids::{identity, is_local, same_server, server_of, split_identity};
 use crate::mls_check::Roster;
 use crate::state::AppState;
@@ -43,10 +43,10 @@ pub(super) fn check_adds_policy(
     state: &AppState,
     members: &[Member],
     adds: &[String],
-) -> ApiResult<()> {
+) -> Result<(), HubError> {
     let limits = &state.config.limits;
     if adds.len() > limits.max_adds_per_commit {
-        return Err(Error::TooLarge {
+        return Err(HubError::TooLarge {
             limit: limits.max_adds_per_commit,
         });
     }
@@ -63,14 +63,12 @@ pub(super) fn check_adds_policy(
             continue;
         }
         if !state.config.federation.enabled || !state.config.federation.allows(server) {
-            return Err(Error::Forbidden(format!(
-                "federation with {server} is not allowed"
-            )));
+            return Err(HubError::FederationNotAllowed(server.to_owned()));
         }
         servers.insert(server);
     }
     if servers.len() > limits.max_servers_per_group {
-        return Err(Error::TooLarge {
+        return Err(HubError::TooLarge {
             limit: limits.max_servers_per_group,
         });
     }
@@ -82,7 +80,7 @@ pub(super) async fn check_added_device(
     state: &AppState,
     identity: &str,
     signature_key: &[u8],
-) -> ApiResult<()> {
+) -> Result<(), HubError> {
     let (user_id, device_id) = split_identity(identity)
         .ok_or_else(|| invalid(format!("credential identity {identity:?} is malformed")))?;
     if parley_client_api::ids::UserId::parse(user_id).is_err() {

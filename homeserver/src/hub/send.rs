@@ -5,10 +5,10 @@
 use parley_client_api::groups::{DeviceRef, SendRequest, SendResponse};
 use parley_schema::{Appended, EpochRoster, MessageToAppend, Refused};
 
+use super::error::HubError;
 use super::roster::remote_servers;
 use super::{decode, invalid, refusal};
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::ids::check_txn_id;
 use crate::mls_check::{self, ContentKind, MessageSender};
 use crate::state::AppState;
@@ -20,13 +20,13 @@ pub async fn hub_send(
     group_id: &str,
     txn_id: &str,
     req: SendRequest,
-) -> ApiResult<SendResponse> {
+) -> Result<SendResponse, HubError> {
     check_txn_id(txn_id)?;
     match accept_send(state, sender, group_id, txn_id, req).await {
         // A retry that passes the checks again is answered by the append itself
         // (`Appended::Replayed`), in the same round trip.
         Ok(sent) => Ok(sent),
-        Err(Error::Store(e)) => Err(Error::Store(e)),
+        Err(HubError::Store(e)) => Err(HubError::Store(e)),
         // A reused txn_id returns the first result, whatever the new body; so a refusal stands
         // only for a new txn_id. A retry refused before its append (a new body, or a roster or
         // epoch that moved on since the first send) looks the first result up here.
@@ -50,12 +50,12 @@ async fn accept_send(
     group_id: &str,
     txn_id: &str,
     req: SendRequest,
-) -> ApiResult<SendResponse> {
+) -> Result<SendResponse, HubError> {
     // An unknown group is refused before the message is looked at (docs/protocol.md#wire-details).
     let mut roster = epoch_roster_or_404(state, group_id).await?;
     let message = decode("message", &req.message)?;
     if message.len() as u64 > state.config.limits.max_message_bytes {
-        return Err(Error::TooLarge {
+        return Err(HubError::TooLarge {
             limit: state.config.limits.max_message_bytes as usize,
         });
     }
@@ -78,7 +78,7 @@ async fn accept_send(
             .group_proposal_count(group_id, framed.epoch as i64)
             .await?;
         if held >= max as i64 {
-            return Err(Error::TooLarge { limit: max });
+            return Err(HubError::TooLarge { limit: max });
         }
     }
     // The roster is checked as of an epoch, and the append refuses if a commit has moved the
@@ -103,12 +103,12 @@ async fn accept_send(
 async fn epoch_roster_or_404(
     state: &AppState,
     group_id: &str,
-) -> ApiResult<std::sync::Arc<EpochRoster>> {
+) -> Result<std::sync::Arc<EpochRoster>, HubError> {
     state
         .store
         .epoch_roster(group_id)
         .await?
-        .ok_or_else(|| Error::NotFound("no such group at this hub".into()))
+        .ok_or(HubError::NoSuchGroup)
 }
 
 /// A send whose MLS framing has been checked, before the roster check.
@@ -126,7 +126,7 @@ async fn append_checked(
     send: CheckedSend<'_>,
     roster: &EpochRoster,
     message: &[u8],
-) -> ApiResult<Result<SendResponse, Refused>> {
+) -> Result<Result<SendResponse, Refused>, HubError> {
     let CheckedSend {
         sender: auth,
         group_id,
@@ -136,7 +136,7 @@ async fn append_checked(
     } = send;
     let current = roster.epoch.max(0) as u64;
     if framed.epoch > current {
-        return Err(Error::InvalidMessage(format!(
+        return Err(HubError::InvalidMessage(format!(
             "message is for epoch {} but the group is at {current}",
             framed.epoch
         )));
@@ -155,7 +155,7 @@ async fn append_checked(
             .metrics
             .roster_denials
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(Error::NotMember);
+        return Err(HubError::NotMember);
     }
     let max_past = if kind == ContentKind::Proposal {
         0

@@ -9,8 +9,8 @@ use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::params::DevicePath;
 
 use crate::accounts::{self, Authed};
+use crate::api::errors::ApiResult;
 use crate::api::route::Routes;
-use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The account endpoints.
@@ -31,15 +31,15 @@ async fn register(
     _: (),
     req: RegisterRequest,
 ) -> ApiResult<SessionResponse> {
-    accounts::register(&state, req).await
+    Ok(accounts::register(&state, req).await?)
 }
 
 async fn login(state: AppState, _: (), _: (), req: LoginRequest) -> ApiResult<SessionResponse> {
-    accounts::login(&state, req).await
+    Ok(accounts::login(&state, req).await?)
 }
 
 async fn refresh(state: AppState, _: (), _: (), req: RefreshRequest) -> ApiResult<SessionResponse> {
-    accounts::refresh(&state, req).await
+    Ok(accounts::refresh(&state, req).await?)
 }
 
 async fn logout(state: AppState, auth: Authed, _: (), _: Empty) -> ApiResult<Empty> {
@@ -57,7 +57,7 @@ async fn list_devices(
     _: (),
     _: NoQuery,
 ) -> ApiResult<DevicesResponse> {
-    accounts::list_devices(&state, &auth).await
+    Ok(accounts::list_devices(&state, &auth).await?)
 }
 
 async fn delete_device(

@@ -8,8 +8,8 @@ use parley_client_api::groups::{
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 
 use crate::accounts::Authed;
+use crate::api::errors::ApiResult;
 use crate::api::route::Routes;
-use crate::error::ApiResult;
 use crate::hub;
 use crate::state::AppState;
 
@@ -28,7 +28,7 @@ async fn create_group(
     _: (),
     _: Empty,
 ) -> ApiResult<CreateGroupResponse> {
-    hub::create_group(&state, &auth.device()).await
+    Ok(hub::create_group(&state, &auth.device()).await?)
 }
 
 async fn list_groups(
@@ -37,7 +37,7 @@ async fn list_groups(
     _: (),
     _: NoQuery,
 ) -> ApiResult<ListGroupsResponse> {
-    hub::list_groups(&state, &auth.device()).await
+    Ok(hub::list_groups(&state, &auth.device()).await?)
 }
 
 async fn submit_commit(
@@ -46,7 +46,7 @@ async fn submit_commit(
     path: GroupPath,
     req: CommitRequest,
 ) -> ApiResult<CommitResponse> {
-    hub::submit_commit(&state, &auth.device(), &path.group_id, req).await
+    Ok(hub::submit_commit(&state, &auth.device(), &path.group_id, req).await?)
 }
 
 async fn send_message(
@@ -55,5 +55,5 @@ async fn send_message(
     path: GroupTxnPath,
     req: SendRequest,
 ) -> ApiResult<SendResponse> {
-    hub::submit_send(&state, &auth.device(), &path.group_id, &path.txn_id, req).await
+    Ok(hub::submit_send(&state, &auth.device(), &path.group_id, &path.txn_id, req).await?)
 }

@@ -9,8 +9,8 @@ use parley_client_api::keys::{
 use parley_client_api::params::{DevicePath, UserPath};
 
 use crate::accounts::Authed;
+use crate::api::errors::ApiResult;
 use crate::api::route::Routes;
-use crate::error::ApiResult;
 use crate::keys;
 use crate::state::AppState;
 
@@ -40,7 +40,7 @@ async fn user_devices(
     path: UserPath,
     _: NoQuery,
 ) -> ApiResult<UserDevicesResponse> {
-    keys::user_devices(&state, &path.user_id).await
+    Ok(keys::user_devices(&state, &path.user_id).await?)
 }
 
 async fn upload(
@@ -49,11 +49,13 @@ async fn upload(
     _: (),
     req: UploadKeysRequest,
 ) -> ApiResult<KeyCountResponse> {
-    keys::upload(&state, &auth.device(), req).await
+    Ok(keys::upload(&state, &auth.device(), req).await?)
 }
 
 async fn count(state: AppState, auth: Authed, _: (), _: NoQuery) -> ApiResult<KeyCountResponse> {
-    keys::key_count(&state, &auth.user_id, &auth.device_id).await
+    Ok(keys::key_count(&state, &auth.user_id, &auth.device_id)
+        .await
+        .map_err(keys::KeysError::from)?)
 }
 
 async fn claim(
@@ -62,5 +64,5 @@ async fn claim(
     _: (),
     req: ClaimKeysRequest,
 ) -> ApiResult<ClaimKeysResponse> {
-    keys::claim(&state, req).await
+    Ok(keys::claim(&state, req).await?)
 }

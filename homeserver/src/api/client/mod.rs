@@ -8,8 +8,8 @@ pub mod sync;
 use parley_client_api::endpoint::NoQuery;
 use parley_client_api::versions::{GetVersions, Limits, VersionsResponse};
 
+use crate::api::errors::ApiResult;
 use crate::api::route::Routes;
-use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// Every client endpoint.

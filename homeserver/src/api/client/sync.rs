@@ -10,10 +10,10 @@ use parley_client_api::params::WelcomePath;
 use parley_client_api::sync::{DeleteWelcome, Sync, SyncRequest, SyncResponse, WebSocket};
 
 use crate::accounts::{authenticate, Authed};
+use crate::api::errors::{delivery_refusal, ApiError, ApiResult};
 use crate::api::route::Routes;
 use crate::delivery;
 use crate::delivery::websocket::{run_socket, MAX_CLIENT_FRAME_BYTES};
-use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The delivery endpoints.
@@ -25,7 +25,7 @@ pub fn routes() -> Routes {
 }
 
 async fn sync(state: AppState, auth: Authed, _: (), req: SyncRequest) -> ApiResult<SyncResponse> {
-    delivery::sync::sync(&state, &auth, req).await
+    Ok(delivery::sync::sync(&state, &auth, req).await?)
 }
 
 async fn delete_welcome(
@@ -48,7 +48,7 @@ async fn websocket(
     let header_auth = if headers.contains_key(axum::http::header::AUTHORIZATION) {
         match authenticate(&headers, &state).await {
             Ok(auth) => Some(auth),
-            Err(e) => return axum::response::IntoResponse::into_response(e),
+            Err(e) => return axum::response::IntoResponse::into_response(ApiError::from(e)),
         }
     } else {
         None
@@ -62,7 +62,7 @@ async fn websocket(
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = run_socket(state, socket, header_auth).await {
+            if let Err(e) = run_socket(state, socket, header_auth, delivery_refusal).await {
                 tracing::debug!(error = %e, "websocket closed");
             }
         })

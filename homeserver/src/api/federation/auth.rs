@@ -7,8 +7,8 @@ use axum::http::header;
 use parley_federation::auth::{check_destination, parse_body, verify_request, XParleyAuth};
 use serde_json::Value;
 
+use crate::api::errors::RequestError;
 use crate::api::extract::{read_body, ClientIp};
-use crate::error::Error;
 use crate::federation::client::KeyAnswer;
 use crate::state::AppState;
 
@@ -22,11 +22,9 @@ pub struct Federated {
 
 impl Federated {
     /// Authenticates `req` and reads its body.
-    pub async fn authenticate(req: Request, state: &AppState) -> Result<Federated, Error> {
+    pub async fn authenticate(req: Request, state: &AppState) -> Result<Federated, RequestError> {
         if !state.config.federation.enabled {
-            return Err(Error::Forbidden(
-                "federation is disabled on this server".into(),
-            ));
+            return Err(RequestError::FederationDisabled);
         }
         let method = req.method().as_str().to_owned();
         let uri = req
@@ -45,10 +43,7 @@ impl Federated {
         )?;
         check_destination(&auth, &state.config.server_name)?;
         if !state.config.federation.allows(&auth.origin) {
-            return Err(Error::Forbidden(format!(
-                "{} may not federate with this server",
-                auth.origin
-            )));
+            return Err(RequestError::OriginNotAllowed(auth.origin.clone()));
         }
         state.check_federation_address_rate(ip)?;
         let limit = state.config.federation.max_request_bytes;
@@ -61,7 +56,7 @@ impl Federated {
         {
             KeyAnswer::Found(key) => key,
             KeyAnswer::Throttled { retry_after_ms } => {
-                return Err(Error::LimitExceeded { retry_after_ms })
+                return Err(RequestError::LimitExceeded { retry_after_ms })
             }
             KeyAnswer::Unavailable => {
                 return Err(parley_federation::Error::UnknownKey {
@@ -84,9 +79,7 @@ impl Federated {
             .and_then(Value::as_str)
         {
             if claimed != auth.origin {
-                return Err(Error::Forbidden(
-                    "body origin differs from the signed origin".into(),
-                ));
+                return Err(RequestError::OriginMismatch);
             }
         }
         Ok(Federated { origin, body })

@@ -16,9 +16,9 @@ use parley_federation::keys::ServerKeyDocument;
 use parley_federation::transactions::{Transaction, TransactionResponse};
 use serde_json::Value;
 
+use crate::api::errors::{event_refusal, ApiResult, RequestError};
 use crate::api::route::{Origin, Routes};
 use crate::clock::now_ms;
-use crate::error::{ApiResult, Error};
 use crate::ids::{same_server, server_of};
 use crate::state::AppState;
 
@@ -42,7 +42,7 @@ async fn server_keys(state: AppState, _: (), _: (), _: NoQuery) -> ApiResult<Val
         &state.config.server_name,
         state.fed.signing_key(),
         crate::signing_keys::load_old_keys(&state.config.data_dir)
-            .map_err(|e| Error::Internal(e.to_string()))?,
+            .map_err(|e| RequestError::Internal(e.to_string()))?,
         now_ms() + KEY_VALIDITY_MS,
     )?;
     Ok(Value::Object(doc.to_json_object()?))
@@ -54,7 +54,14 @@ async fn send_transaction(
     path: TxnPath,
     txn: Transaction,
 ) -> ApiResult<TransactionResponse> {
-    crate::federation::inbound::receive_transaction(&state, &origin.0, &path.txn_id, txn).await
+    Ok(crate::federation::inbound::receive_transaction(
+        &state,
+        &origin.0,
+        &path.txn_id,
+        txn,
+        event_refusal,
+    )
+    .await?)
 }
 
 async fn claim_keys(
@@ -63,7 +70,9 @@ async fn claim_keys(
     _: (),
     req: ClaimKeysRequest,
 ) -> ApiResult<ClaimKeysResponse> {
-    crate::keys::claim_local(&state, req.user_ids).await
+    Ok(crate::keys::claim_local(&state, req.user_ids)
+        .await
+        .map_err(crate::keys::KeysError::from)?)
 }
 
 async fn user_devices(
@@ -72,15 +81,13 @@ async fn user_devices(
     path: UserPath,
     _: NoQuery,
 ) -> ApiResult<UserDevicesResponse> {
-    crate::keys::local_user_devices(&state, &path.user_id).await
+    Ok(crate::keys::local_user_devices(&state, &path.user_id).await?)
 }
 
 /// A follower's submitting device must be a user of the requesting server.
-fn check_sender(origin: &Origin, sender: &DeviceRef) -> ApiResult<()> {
+fn check_sender(origin: &Origin, sender: &DeviceRef) -> Result<(), RequestError> {
     if !same_server(server_of(&sender.user_id), &origin.0) {
-        return Err(Error::Forbidden(
-            "the sender's server is not the requesting server".into(),
-        ));
+        return Err(RequestError::SenderNotFromOrigin);
     }
     Ok(())
 }
@@ -92,7 +99,7 @@ async fn follower_commit(
     req: FollowerCommitRequest,
 ) -> ApiResult<CommitResponse> {
     check_sender(&origin, &req.sender)?;
-    crate::hub::follower_commit(&state, &req.sender, &path.group_id, req.commit).await
+    Ok(crate::hub::follower_commit(&state, &req.sender, &path.group_id, req.commit).await?)
 }
 
 async fn follower_send(
@@ -102,7 +109,10 @@ async fn follower_send(
     req: FollowerSendRequest,
 ) -> ApiResult<SendResponse> {
     check_sender(&origin, &req.sender)?;
-    crate::hub::follower_send(&state, &req.sender, &path.group_id, &path.txn_id, req.send).await
+    Ok(
+        crate::hub::follower_send(&state, &req.sender, &path.group_id, &path.txn_id, req.send)
+            .await?,
+    )
 }
 
 async fn catch_up(
@@ -111,5 +121,5 @@ async fn catch_up(
     path: GroupPath,
     query: CatchUpQuery,
 ) -> ApiResult<CatchUpPage> {
-    crate::federation::catch_up::page(&state, &origin.0, &path.group_id, query.since).await
+    Ok(crate::federation::catch_up::page(&state, &origin.0, &path.group_id, query.since).await?)
 }

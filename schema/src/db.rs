@@ -255,16 +255,6 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i6
     Ok((Pools::Sqlite { writer, readers }, head))
 }
 
-/// A PostgreSQL connection as the store uses them: the pool's and the writer's.
-pub(crate) async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
-    // Acknowledged writes must be on disk: never let a session relax this.
-    conn.batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-    Ok(conn)
-}
-
 /// Opens PostgreSQL; also returns the stream position at opening, where the tail starts.
 async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<(Pools, i64)> {
     let mut mc = ManagerConfig::<AsyncPgConnection>::default();
@@ -273,7 +263,7 @@ async fn open_postgres(url: &str, config: &StoreConfig) -> StoreResult<(Pools, i
     mc.recycling_method = RecyclingMethod::Fast;
     mc.custom_setup = Box::new(|url| {
         let url = url.to_owned();
-        async move { establish_postgres(&url).await }.boxed()
+        async move { crate::pg_writer::establish_postgres(&url).await }.boxed()
     });
     let readers = Pool::builder(AsyncDieselConnectionManager::new_with_config(url, mc))
         .max_size(config.max_connections.max(1))

@@ -7,6 +7,7 @@
 #[macro_use]
 mod statements;
 pub mod accounts;
+mod append;
 mod cache;
 mod db;
 pub mod federation;

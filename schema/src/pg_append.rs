@@ -20,8 +20,8 @@ use diesel::sql_types::{Array, BigInt, Binary, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::future::BoxFuture;
 
+use crate::append::{Accepted, AppendResult, Appended, MessageToAppend, Refused};
 use crate::fixed_sql::FixedSql;
-use crate::groups::{Accepted, AppendResult, Appended, MessageToAppend, Refused};
 use crate::rows::GroupMessage;
 use crate::tail::TailMessage;
 use crate::writer::{finishing, Finish};

@@ -62,7 +62,7 @@ impl std::ops::Deref for PgWriter {
 impl PgWriter {
     /// Connects to `url` and starts the writer task on the current runtime.
     pub(crate) async fn start(url: &str) -> StoreResult<PgWriter> {
-        let conn = crate::db::establish_postgres(url)
+        let conn = establish_postgres(url)
             .await
             .map_err(|e| StoreError::Pool(format!("cannot connect the PostgreSQL writer: {e}")))?;
         let (handle, receiver) = WriterHandle::new("PostgreSQL");
@@ -118,7 +118,7 @@ async fn reconnect(
     commands: &mut mpsc::UnboundedReceiver<Command<AsyncPgConnection>>,
 ) -> Option<AsyncPgConnection> {
     loop {
-        match crate::db::establish_postgres(url).await {
+        match establish_postgres(url).await {
             Ok(conn) => {
                 tracing::info!("PostgreSQL writer reconnected");
                 return Some(conn);
@@ -138,4 +138,14 @@ async fn reconnect(
             }
         }
     }
+}
+
+/// A PostgreSQL connection as the store uses them: the pool's and the writer's.
+pub(crate) async fn establish_postgres(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    // Acknowledged writes must be on disk: never let a session relax this.
+    conn.batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }

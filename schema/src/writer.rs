@@ -12,7 +12,7 @@
 //! stream-position row (and a send also its group's row), and PostgreSQL holds those row locks
 //! until the commit has been flushed. Written one request per transaction, writes queue on
 //! the lock and commit one flush at a time; batched, one flush carries a whole batch
-//! (docs/storage.md has the measurements). SQLite serialises writers anyway.
+//! (docs/postgres.md has the measurements). SQLite serialises writers anyway.
 //!
 //! The backend-specific parts (how a transaction begins, the thread or task that runs the
 //! loop) are in [`crate::sqlite_writer`] and [`crate::pg_writer`].

@@ -3,9 +3,9 @@
 //! One send on its own costs a statement per step (take the group's next seq, claim the
 //! `txn_id`, take a stream position, insert the message, queue it for other servers), and
 //! PostgreSQL's cost per statement dominates. The writer therefore hands the appends that
-//! queue together to [`run`], which takes the same steps once for all of them: it locks and
-//! reads the groups and the used `txn_id`s, decides each message in submission order exactly
-//! as the SQLite statements do, then writes every row with one statement per table.
+//! queue together to [`run`], which takes the same steps once for all of them, in one
+//! statement ([`APPEND_BATCH`]): it locks the groups, looks up the used `txn_id`s, decides each
+//! message as the SQLite statements do, and writes every row.
 //!
 //! Outcomes are those of the one-message append in `groups.rs`:
 //! - a `txn_id` the device already used (before, or earlier in the same batch) appends
@@ -14,9 +14,7 @@
 //! - otherwise the message takes the group's next seq and the next stream position, and is
 //!   queued for each other member server.
 
-use std::collections::HashMap;
-
-use diesel::sql_types::{Array, BigInt, Binary, Text};
+use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::future::BoxFuture;
 
@@ -29,16 +27,6 @@ use crate::{StoreError, StoreResult};
 
 /// The store's hook run once an append's batch has committed (or failed to).
 pub(crate) type AfterAppend = Box<dyn FnOnce(Option<&mut AppendResult>) + Send>;
-
-/// Columns of the `txn_id`s claimed: user, device, txn_id, group, seq.
-#[derive(Default)]
-struct Claims {
-    users: Vec<String>,
-    devices: Vec<String>,
-    txn_ids: Vec<String>,
-    groups: Vec<String>,
-    seqs: Vec<i64>,
-}
 
 /// A send waiting in the PostgreSQL writer's queue.
 pub(crate) struct PendingAppend {
@@ -82,187 +70,188 @@ pub(crate) fn run(
     })
 }
 
+/// The whole batch in one statement. Inputs are parallel arrays, one element per message in
+/// submission order (`n`, from 1): `$1` group, `$2` roster epoch, `$3` in its epoch window,
+/// `$4` txn_id (NULL: none), `$5` sender user, `$6` sender device, `$7` kind, `$8` epoch,
+/// `$9` message, `$10` ts; `$11`/`$12` the outbox rows (message `n`, destination).
+///
+/// A message is *eligible* if its group exists at its roster epoch, its epoch is in the
+/// window, and its txn_id was never used. Then, in submission order as the one-message append
+/// decides: a txn_id used by an earlier eligible message of the batch replays it; an eligible
+/// message is appended; the others are refused. The data-modifying parts all see the same
+/// snapshot, and work only from the rows computed before them.
+const APPEND_BATCH: &str = "\
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::bool[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::int8[])
+        WITH ORDINALITY AS i(group_id, roster_epoch, in_window, txn_id, sender_user,
+            sender_device, kind, epoch, message, ts, n)
+),
+locked AS MATERIALIZED (
+    -- Locked until commit, in one order: another writer appending to them waits.
+    SELECT group_id, epoch, last_seq FROM groups
+    WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE
+),
+prior AS (
+    -- One primary-key look-up per message: the LIMIT keeps the planner from making this a
+    -- join, which it would hash over the whole table (it guesses 100 rows for any array).
+    SELECT i.n, t.seq FROM input i CROSS JOIN LATERAL (
+        SELECT seq FROM transaction_ids
+        WHERE user_id = i.sender_user AND device_id = i.sender_device AND txn_id = i.txn_id
+        LIMIT 1) t
+),
+judged AS (
+    SELECT i.*, l.epoch AS current_epoch, l.last_seq, p.seq AS prior_seq,
+        (l.group_id IS NOT NULL AND l.epoch = i.roster_epoch AND i.in_window
+            AND p.seq IS NULL) AS eligible
+    FROM input i
+    LEFT JOIN locked l ON l.group_id = i.group_id
+    LEFT JOIN prior p ON p.n = i.n
+),
+firsts AS (
+    SELECT j.*, CASE WHEN j.txn_id IS NOT NULL THEN
+        min(j.n) FILTER (WHERE j.eligible)
+            OVER (PARTITION BY j.sender_user, j.sender_device, j.txn_id) END AS first_n
+    FROM judged j
+),
+taken AS (
+    SELECT f.*,
+        f.last_seq + row_number() OVER (PARTITION BY f.group_id ORDER BY f.n) AS seq,
+        row_number() OVER (ORDER BY f.n) AS rank
+    FROM firsts f
+    WHERE f.eligible AND (f.txn_id IS NULL OR f.first_n = f.n)
+),
+position AS (
+    UPDATE stream_position SET pos = pos + (SELECT count(*) FROM taken) WHERE id = 1
+    RETURNING pos
+),
+appended AS (
+    SELECT t.*, p.pos - (SELECT count(*) FROM taken) + t.rank AS stream_pos
+    FROM taken t, position p
+),
+messages AS (
+    INSERT INTO group_messages
+        (group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts)
+    SELECT group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts
+    FROM appended
+),
+claims AS (
+    INSERT INTO transaction_ids (user_id, device_id, txn_id, group_id, seq)
+    SELECT sender_user, sender_device, txn_id, group_id, seq FROM appended
+    WHERE txn_id IS NOT NULL
+    ON CONFLICT (user_id, device_id, txn_id) DO NOTHING
+    RETURNING 1
+),
+last_seqs AS (
+    UPDATE groups g SET last_seq = m.seq
+    FROM (SELECT group_id, max(seq) AS seq FROM appended GROUP BY group_id) m
+    WHERE g.group_id = ANY($1) AND g.group_id = m.group_id
+),
+queued AS (
+    INSERT INTO outbox (destination, kind, group_id, seq, created_ts)
+    SELECT o.destination, 'message', a.group_id, a.seq, a.ts
+    FROM unnest($11::int8[], $12::text[]) AS o(n, destination)
+    JOIN appended a ON a.n = o.n
+)
+SELECT f.n, a.seq, a.stream_pos, f.prior_seq, r.seq AS replayed_seq, f.current_epoch,
+    (SELECT count(*) FROM claims) AS claimed,
+    (SELECT count(*) FROM appended WHERE txn_id IS NOT NULL) AS to_claim
+FROM firsts f
+LEFT JOIN appended a ON a.n = f.n
+LEFT JOIN appended r ON r.n = f.first_n AND f.first_n < f.n
+ORDER BY f.n";
+
+/// What the statement says of one message.
 #[derive(diesel::QueryableByName)]
-struct GroupRow {
-    #[diesel(sql_type = Text)]
-    group_id: String,
+struct Outcome {
     #[diesel(sql_type = BigInt)]
-    epoch: i64,
+    n: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    seq: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    stream_pos: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    prior_seq: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    replayed_seq: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    current_epoch: Option<i64>,
     #[diesel(sql_type = BigInt)]
-    last_seq: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct UsedTxn {
-    #[diesel(sql_type = Text)]
-    user_id: String,
-    #[diesel(sql_type = Text)]
-    device_id: String,
-    #[diesel(sql_type = Text)]
-    txn_id: String,
+    claimed: i64,
     #[diesel(sql_type = BigInt)]
-    seq: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Position {
-    #[diesel(sql_type = BigInt)]
-    pos: i64,
-}
-
-/// A device's `txn_id`.
-type TxnKey = (String, String, String);
-
-fn txn_key(msg: &MessageToAppend) -> Option<TxnKey> {
-    msg.txn_id.as_ref().map(|t| {
-        (
-            msg.sender_user.clone(),
-            msg.sender_device.clone(),
-            t.clone(),
-        )
-    })
-}
-
-/// What was decided for one message before anything is written.
-enum Decision {
-    Done(Result<Appended, Refused>),
-    /// Accepted with this seq; its stream position is assigned once all are counted.
-    Append {
-        seq: i64,
-    },
+    to_claim: i64,
 }
 
 async fn append_all(
     conn: &mut AsyncPgConnection,
     msgs: Vec<MessageToAppend>,
 ) -> StoreResult<Vec<AppendResult>> {
-    // The groups, locked until commit: another process appending to them waits, so the seqs
-    // decided here stay this batch's.
-    let mut group_ids: Vec<&str> = msgs.iter().map(|m| m.group_id.as_str()).collect();
-    group_ids.sort_unstable();
-    group_ids.dedup();
-    let rows: Vec<GroupRow> = FixedSql::new(
-        diesel::sql_query(
-            "SELECT group_id, epoch, last_seq FROM groups WHERE group_id = ANY($1) \
-             ORDER BY group_id FOR UPDATE",
-        )
-        .bind::<Array<Text>, _>(&group_ids),
+    let in_window: Vec<bool> = msgs
+        .iter()
+        .map(|m| (m.roster_epoch - m.max_past_epochs..=m.roster_epoch).contains(&m.epoch))
+        .collect();
+    let column = |f: fn(&MessageToAppend) -> &str| -> Vec<&str> { msgs.iter().map(f).collect() };
+    let numbers = |f: fn(&MessageToAppend) -> i64| -> Vec<i64> { msgs.iter().map(f).collect() };
+    let txn_ids: Vec<Option<&str>> = msgs.iter().map(|m| m.txn_id.as_deref()).collect();
+    let bodies: Vec<&[u8]> = msgs.iter().map(|m| m.message.as_slice()).collect();
+    let (mut outbox_of, mut outbox_to): (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
+    for (i, m) in msgs.iter().enumerate() {
+        for destination in &m.outbox {
+            outbox_of.push(i as i64 + 1);
+            outbox_to.push(destination);
+        }
+    }
+    let outcomes: Vec<Outcome> = FixedSql::new(
+        diesel::sql_query(APPEND_BATCH)
+            .bind::<Array<Text>, _>(column(|m| &m.group_id))
+            .bind::<Array<BigInt>, _>(numbers(|m| m.roster_epoch))
+            .bind::<Array<Bool>, _>(&in_window)
+            .bind::<Array<Nullable<Text>>, _>(&txn_ids)
+            .bind::<Array<Text>, _>(column(|m| &m.sender_user))
+            .bind::<Array<Text>, _>(column(|m| &m.sender_device))
+            .bind::<Array<Text>, _>(column(|m| &m.kind))
+            .bind::<Array<BigInt>, _>(numbers(|m| m.epoch))
+            .bind::<Array<Binary>, _>(&bodies)
+            .bind::<Array<BigInt>, _>(numbers(|m| m.ts))
+            .bind::<Array<BigInt>, _>(&outbox_of)
+            .bind::<Array<Text>, _>(&outbox_to),
     )
     .load(conn)
     .await?;
-    let mut groups: HashMap<String, (i64, i64)> = rows
+    drop((bodies, txn_ids, outbox_to));
+    if outcomes.len() != msgs.len() || outcomes.iter().zip(1..).any(|(o, n)| o.n != n) {
+        return Err(StoreError::Pool(format!(
+            "the batch append answered {} rows for {} messages",
+            outcomes.len(),
+            msgs.len()
+        )));
+    }
+    if <[Outcome]>::first(&outcomes).is_some_and(|o| o.claimed != o.to_claim) {
+        // Another process claimed one of the txn_ids since the statement's snapshot. Failing
+        // rolls the batch back; the retry finds the first send's seq.
+        return Err(StoreError::Conflict);
+    }
+    Ok(msgs
         .into_iter()
-        .map(|g| (g.group_id, (g.epoch, g.last_seq)))
-        .collect();
-
-    let keys: Vec<TxnKey> = msgs.iter().filter_map(txn_key).collect();
-    let mut used: HashMap<TxnKey, i64> = HashMap::new();
-    if !keys.is_empty() {
-        let users: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let devices: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let txns: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-        let found: Vec<UsedTxn> = FixedSql::new(
-            diesel::sql_query(
-                // One primary-key look-up per key: the LIMIT keeps the planner from pulling
-                // the subquery up into a join, which it would hash over the whole table
-                // (once per batch) because it guesses 100 keys for any array.
-                "SELECT k.u AS user_id, k.d AS device_id, k.x AS txn_id, t.seq \
-                 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(u, d, x) \
-                 CROSS JOIN LATERAL (SELECT seq FROM transaction_ids \
-                     WHERE user_id = k.u AND device_id = k.d AND txn_id = k.x LIMIT 1) AS t",
-            )
-            .bind::<Array<Text>, _>(&users)
-            .bind::<Array<Text>, _>(&devices)
-            .bind::<Array<Text>, _>(&txns),
-        )
-        .load(conn)
-        .await?;
-        used.extend(
-            found
-                .into_iter()
-                .map(|t| ((t.user_id, t.device_id, t.txn_id), t.seq)),
-        );
-    }
-
-    // Each message in order, as the one-message append decides it.
-    let mut decisions = Vec::with_capacity(msgs.len());
-    for msg in &msgs {
-        let key = txn_key(msg);
-        if let Some(seq) = key.as_ref().and_then(|k| used.get(k)) {
-            decisions.push(Decision::Done(Ok(Appended::Replayed { seq: *seq })));
-            continue;
-        }
-        let lowest = msg.roster_epoch - msg.max_past_epochs;
-        let in_window = (lowest..=msg.roster_epoch).contains(&msg.epoch);
-        let decision = match groups.get_mut(&msg.group_id) {
-            None => Decision::Done(Err(Refused::NoGroup)),
-            Some((epoch, last_seq)) if *epoch == msg.roster_epoch && in_window => {
-                *last_seq += 1;
-                if let Some(key) = key {
-                    used.insert(key, *last_seq);
-                }
-                Decision::Append { seq: *last_seq }
+        .zip(outcomes)
+        .map(|(msg, o)| {
+            if let Some(seq) = o.prior_seq.or(o.replayed_seq) {
+                return Ok((Appended::Replayed { seq }, None));
             }
-            Some((e, _)) if *e != msg.roster_epoch => Decision::Done(Err(Refused::RosterChanged)),
-            Some((e, _)) if msg.epoch > *e => Decision::Done(Err(Refused::FutureEpoch(*e))),
-            Some((e, _)) => Decision::Done(Err(Refused::StaleEpoch(*e))),
-        };
-        decisions.push(decision);
-    }
-    let appended = decisions
-        .iter()
-        .filter(|d| matches!(d, Decision::Append { .. }))
-        .count() as i64;
-    if appended == 0 {
-        return Ok(decisions
-            .into_iter()
-            .map(|d| match d {
-                Decision::Done(outcome) => outcome.map(|a| (a, None)),
-                Decision::Append { .. } => unreachable!("none appended"),
-            })
-            .collect());
-    }
-
-    // Positions for all of them at once; the row lock orders this batch against any other
-    // writer's.
-    let last: Position = FixedSql::new(
-        diesel::sql_query("UPDATE stream_position SET pos = pos + $1 WHERE id = 1 RETURNING pos")
-            .bind::<BigInt, _>(appended),
-    )
-    .get_result(conn)
-    .await?;
-    let mut next_pos = last.pos - appended + 1;
-
-    let mut stored = Vec::with_capacity(appended as usize);
-    let mut results = Vec::with_capacity(msgs.len());
-    let mut outbox: (Vec<String>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
-    let mut claims = Claims::default();
-    for (msg, decision) in msgs.into_iter().zip(decisions) {
-        let seq = match decision {
-            Decision::Done(outcome) => {
-                results.push(Some(outcome));
-                continue;
-            }
-            Decision::Append { seq } => seq,
-        };
-        let stream_pos = next_pos;
-        next_pos += 1;
-        for destination in msg.outbox {
-            outbox.0.push(destination);
-            outbox.1.push(msg.group_id.clone());
-            outbox.2.push(seq);
-            outbox.3.push(msg.ts);
-        }
-        if let Some(txn_id) = msg.txn_id {
-            claims.users.push(msg.sender_user.clone());
-            claims.devices.push(msg.sender_device.clone());
-            claims.txn_ids.push(txn_id);
-            claims.groups.push(msg.group_id.clone());
-            claims.seqs.push(seq);
-        }
-        results.push(None);
-        stored.push((
-            GroupMessage {
+            let (Some(seq), Some(stream_pos)) = (o.seq, o.stream_pos) else {
+                return Err(match o.current_epoch {
+                    None => Refused::NoGroup,
+                    Some(e) if e != msg.roster_epoch => Refused::RosterChanged,
+                    Some(e) if msg.epoch > e => Refused::FutureEpoch(e),
+                    Some(e) => Refused::StaleEpoch(e),
+                });
+            };
+            let accepted = Accepted {
+                seq,
+                stream_pos,
+                epoch: msg.roster_epoch,
+            };
+            let stored = GroupMessage {
                 group_id: msg.group_id,
                 seq,
                 stream_pos,
@@ -274,114 +263,11 @@ async fn append_all(
                 adds: None,
                 removes: None,
                 ts: msg.ts,
-            },
-            msg.roster_epoch,
-        ));
-    }
-
-    {
-        let column = |f: fn(&GroupMessage) -> &str| -> Vec<&str> {
-            stored.iter().map(|(m, _)| f(m)).collect()
-        };
-        let bodies: Vec<&[u8]> = stored.iter().map(|(m, _)| m.message.as_slice()).collect();
-        let seqs: Vec<i64> = stored.iter().map(|(m, _)| m.seq).collect();
-        let positions: Vec<i64> = stored.iter().map(|(m, _)| m.stream_pos).collect();
-        let epochs: Vec<i64> = stored.iter().map(|(m, _)| m.epoch).collect();
-        let times: Vec<i64> = stored.iter().map(|(m, _)| m.ts).collect();
-        FixedSql::new(
-            diesel::sql_query(
-                "INSERT INTO group_messages \
-                 (group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts) \
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], \
-                 $5::text[], $6::text[], $7::int8[], $8::bytea[], $9::int8[])",
-            )
-            .bind::<Array<Text>, _>(column(|m| &m.group_id))
-            .bind::<Array<BigInt>, _>(&seqs)
-            .bind::<Array<BigInt>, _>(&positions)
-            .bind::<Array<Text>, _>(column(|m| &m.sender_user))
-            .bind::<Array<Text>, _>(column(|m| &m.sender_device))
-            .bind::<Array<Text>, _>(column(|m| &m.kind))
-            .bind::<Array<BigInt>, _>(&epochs)
-            .bind::<Array<Binary>, _>(&bodies)
-            .bind::<Array<BigInt>, _>(&times),
-        )
-        .execute(conn)
-        .await?;
-    }
-    if !claims.users.is_empty() {
-        let claimed = FixedSql::new(
-            diesel::sql_query(
-                "INSERT INTO transaction_ids (user_id, device_id, txn_id, group_id, seq) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-                 ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
-            )
-            .bind::<Array<Text>, _>(&claims.users)
-            .bind::<Array<Text>, _>(&claims.devices)
-            .bind::<Array<Text>, _>(&claims.txn_ids)
-            .bind::<Array<Text>, _>(&claims.groups)
-            .bind::<Array<BigInt>, _>(&claims.seqs),
-        )
-        .execute(conn)
-        .await?;
-        if claimed != claims.users.len() {
-            // Another process claimed one of the txn_ids since it was looked up. Failing rolls
-            // the batch back; the retry finds the first send's seq.
-            return Err(StoreError::Conflict);
-        }
-    }
-    // The groups' new last seqs: the highest taken in each.
-    let mut last_seqs: HashMap<&str, i64> = HashMap::new();
-    for (m, _) in &stored {
-        last_seqs.insert(m.group_id.as_str(), m.seq);
-    }
-    let (seq_groups, seq_values): (Vec<&str>, Vec<i64>) = last_seqs.into_iter().unzip();
-    FixedSql::new(
-        diesel::sql_query(
-            // `= ANY($1)`: found by primary key, whatever the planner guesses of the join.
-            "UPDATE groups SET last_seq = v.seq \
-             FROM unnest($1::text[], $2::int8[]) AS v(group_id, seq) \
-             WHERE groups.group_id = ANY($1) AND groups.group_id = v.group_id",
-        )
-        .bind::<Array<Text>, _>(&seq_groups)
-        .bind::<Array<BigInt>, _>(&seq_values),
-    )
-    .execute(conn)
-    .await?;
-    if !outbox.0.is_empty() {
-        FixedSql::new(
-            diesel::sql_query(
-                "INSERT INTO outbox (destination, kind, group_id, seq, created_ts) \
-                 SELECT d, 'message', g, s, t \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS v(d, g, s, t)",
-            )
-            .bind::<Array<Text>, _>(&outbox.0)
-            .bind::<Array<Text>, _>(&outbox.1)
-            .bind::<Array<BigInt>, _>(&outbox.2)
-            .bind::<Array<BigInt>, _>(&outbox.3),
-        )
-        .execute(conn)
-        .await?;
-    }
-
-    let mut stored = stored.into_iter();
-    Ok(results
-        .into_iter()
-        .map(|decided| match decided {
-            Some(outcome) => outcome.map(|a| (a, None)),
-            None => {
-                let Some((message, roster_epoch)) = stored.next() else {
-                    unreachable!("one stored row per accepted message")
-                };
-                let accepted = Accepted {
-                    seq: message.seq,
-                    stream_pos: message.stream_pos,
-                    epoch: roster_epoch,
-                };
-                Ok((
-                    Appended::New(accepted),
-                    Some(std::sync::Arc::new(TailMessage::new(message))),
-                ))
-            }
+            };
+            Ok((
+                Appended::New(accepted),
+                Some(std::sync::Arc::new(TailMessage::new(stored))),
+            ))
         })
         .collect())
 }

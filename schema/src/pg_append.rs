@@ -5,7 +5,8 @@
 //! PostgreSQL's cost per statement dominates. The writer therefore hands the appends that
 //! queue together to [`run`], which takes the same steps once for all of them, in one
 //! statement ([`APPEND_BATCH`]): it locks the groups, looks up the used `txn_id`s, decides each
-//! message as the SQLite statements do, and writes every row.
+//! message as the SQLite statements do, and writes every row. A batch of nothing but appends
+//! runs that statement without a transaction around it: it is atomic by itself.
 //!
 //! Outcomes are those of the one-message append in `groups.rs`:
 //! - a `txn_id` the device already used (before, or earlier in the same batch) appends
@@ -154,8 +155,12 @@ queued AS (
     JOIN appended a ON a.n = o.n
 )
 SELECT f.n, a.seq, a.stream_pos, f.prior_seq, r.seq AS replayed_seq, f.current_epoch,
-    (SELECT count(*) FROM claims) AS claimed,
-    (SELECT count(*) FROM appended WHERE txn_id IS NOT NULL) AS to_claim
+    -- Fails the statement (division by zero), so that nothing of it stands, if another
+    -- writer of the database claimed one of the txn_ids after this statement's snapshot:
+    -- its message would otherwise be stored without its claim. The retry finds the first
+    -- send's seq.
+    1 / ((SELECT count(*) FROM claims) = (SELECT count(*) FROM appended WHERE txn_id IS NOT NULL))::int
+        AS claims_complete
 FROM firsts f
 LEFT JOIN appended a ON a.n = f.n
 LEFT JOIN appended r ON r.n = f.first_n AND f.first_n < f.n
@@ -176,10 +181,10 @@ struct Outcome {
     replayed_seq: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     current_epoch: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    claimed: i64,
-    #[diesel(sql_type = BigInt)]
-    to_claim: i64,
+    /// Always 1: the statement fails instead (see [`APPEND_BATCH`]).
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    #[allow(dead_code)]
+    claims_complete: i32,
 }
 
 async fn append_all(
@@ -225,11 +230,6 @@ async fn append_all(
             outcomes.len(),
             msgs.len()
         )));
-    }
-    if <[Outcome]>::first(&outcomes).is_some_and(|o| o.claimed != o.to_claim) {
-        // Another process claimed one of the txn_ids since the statement's snapshot. Failing
-        // rolls the batch back; the retry finds the first send's seq.
-        return Err(StoreError::Conflict);
     }
     Ok(msgs
         .into_iter()

@@ -36,6 +36,9 @@ impl BatchConn for AsyncPgConnection {
         Box::pin(Tm::rollback_transaction(self))
     }
 
+    /// `pg_append` runs a group as one statement.
+    const GROUP_IS_ONE_STATEMENT: bool = true;
+
     type Grouped = crate::pg_append::PendingAppend;
 
     fn run_grouped(

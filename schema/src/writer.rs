@@ -66,6 +66,10 @@ pub(crate) trait BatchConn: Send + Sync + 'static {
     /// Rolls the batch transaction back.
     fn rollback(&mut self) -> BoxFuture<'_, diesel::QueryResult<()>>;
 
+    /// Whether [`BatchConn::run_grouped`] runs a group as one statement, which commits by
+    /// itself when the batch holds nothing else.
+    const GROUP_IS_ONE_STATEMENT: bool = false;
+
     /// A write this connection runs in one go with the like writes next to it in a batch
     /// (on PostgreSQL, appends of messages: one statement per step for all of them instead of
     /// one per message).
@@ -235,6 +239,28 @@ pub(crate) fn take_batch<C: BatchConn>(
 /// transaction committed (or, for a lone failed write, rolled back cleanly); `false` tells a
 /// loop that the connection may be unusable.
 pub(crate) async fn run_batch<C: BatchConn>(conn: &mut C, batch: Vec<Job<C>>) -> bool {
+    // A batch of grouped writes only, where the connection runs a group as one statement,
+    // needs no transaction: the statement is atomic and durable by itself (two round trips
+    // fewer per batch).
+    let one_statement =
+        C::GROUP_IS_ONE_STATEMENT && batch.iter().all(|j| matches!(j.run, Work::Grouped(_)));
+    if one_statement {
+        let group = batch
+            .into_iter()
+            .filter_map(|j| match j.run {
+                Work::Grouped(g) => Some(g),
+                Work::Exclusive(_) => None,
+            })
+            .collect();
+        let mut healthy = true;
+        for (succeeded, finish) in conn.run_grouped(group).await {
+            // Each failed write already holds its error, and the statement changed nothing;
+            // a failure may also mean the connection is gone.
+            healthy &= succeeded;
+            finish(Ok(()));
+        }
+        return healthy;
+    }
     if let Err(e) = conn.begin().await {
         // Nothing ran: dropping the jobs tells each caller its write was not made.
         tracing::error!(error = %e, "cannot begin a write transaction");

@@ -212,3 +212,66 @@ async fn a_postgres_writer_killed_mid_batch_loses_no_acknowledged_send_and_recon
         acknowledged.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_stores_on_one_postgres_database_racing_on_the_same_txn_ids_store_each_once() {
+    // Two stores stand for two server processes: each has its own writer.
+    let url = testing::fresh_postgres_url().await;
+    let first = store_with_groups(&url).await;
+    let second = Store::connect(&url, &StoreConfig::default()).await.unwrap();
+    let tasks: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .flat_map(|store| {
+            (0..6).map(move |t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for n in 0..40 {
+                        // Every task of both stores sends the same 40 txn_ids of one device.
+                        let mut msg = send(GROUPS[0], 0, n);
+                        msg.txn_id = Some(format!("shared{n}"));
+                        msg.message = format!("{t}/{n}").into_bytes();
+                        outcomes.push((n, store.append_message(msg).await));
+                    }
+                    outcomes
+                })
+            })
+        })
+        .collect();
+    let mut new_per_txn = std::collections::HashMap::<usize, Vec<i64>>::new();
+    let (mut replays, mut lost_races) = (0, 0);
+    for task in tasks {
+        for (n, outcome) in task.await.unwrap() {
+            match outcome {
+                Ok(Ok(Appended::New(a))) => new_per_txn.entry(n).or_default().push(a.seq),
+                Ok(Ok(Appended::Replayed { .. })) => replays += 1,
+                Ok(Err(refused)) => panic!("refused: {refused:?}"),
+                // A race lost between the two stores fails the whole statement.
+                Err(_) => lost_races += 1,
+            }
+        }
+    }
+    eprintln!("{replays} replays, {lost_races} sends failed on a lost race");
+    assert!(replays > 0);
+    for (n, seqs) in &new_per_txn {
+        assert_eq!(
+            seqs.len(),
+            1,
+            "txn_id shared{n} was appended {} times",
+            seqs.len()
+        );
+    }
+    let stored = first
+        .group_messages_since(GROUPS[0], 0, 10_000)
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        stored.len(),
+        new_per_txn.len(),
+        "a message without its claim"
+    );
+    let positions: Vec<i64> = stored.iter().map(|m| m.stream_pos).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+}

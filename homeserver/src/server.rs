@@ -21,6 +21,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections: config.database_max_connections,
         ..StoreConfig::default()
     };
+    // Held until the server stops: a second server on the same SQLite file refuses to start.
+    let _sqlite_lock = parley_schema::lock_sqlite_for_this_process(&config.database_url())?;
     let store = Store::connect(&config.database_url(), &store_config).await?;
     let tokens = TokenKeys::load_or_generate(&config.data_dir, &config.server_name)?;
     let (signing_key, created) = ServerSigningKey::load_or_generate(&config.data_dir)?;

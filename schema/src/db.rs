@@ -188,7 +188,9 @@ impl Store {
     /// Closes every pooled connection; used on shutdown so SQLite checkpoints cleanly.
     pub fn close(&self) {
         match &*self.pools {
-            Pools::Sqlite { writer, readers } => {
+            Pools::Sqlite {
+                writer, readers, ..
+            } => {
                 readers.close();
                 writer.stop();
             }
@@ -253,6 +255,41 @@ async fn open_sqlite(path: &str, config: &StoreConfig) -> StoreResult<(Pools, i6
         move || establish_sync(&owned_path, busy).map(|c| SqliteConn::with_runtime(c, Inline)),
     )?;
     Ok((Pools::Sqlite { writer, readers }, head))
+}
+
+/// For a `sqlite://PATH` database, locks `PATH.lock` for as long as the returned file is
+/// kept, or fails with [`StoreError::InUse`] if another process holds it; `None` for other
+/// databases. A server holds it while it runs.
+///
+/// One server process per SQLite database: the writer's group commit, the stream tail, the
+/// caches and the wake-ups all assume they see every write. A second server on the same file
+/// would otherwise start, and its devices would miss the first one's messages. The lock is the
+/// operating system's (`flock`), so it goes with the process however it ends. Tools that only
+/// read (tests inspecting a running server's database) open the store without it.
+pub fn lock_sqlite_for_this_process(url: &str) -> StoreResult<Option<std::fs::File>> {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
+        }
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Pool(format!("{lock_path}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(path.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Pool(format!("cannot lock {lock_path}: {e}")))
+        }
+    }
 }
 
 /// Opens PostgreSQL; also returns the stream position at opening, where the tail starts.
@@ -336,6 +373,23 @@ mod tests {
         )
         .load(conn)
         .unwrap()
+    }
+
+    #[test]
+    fn a_second_lock_on_one_sqlite_database_is_refused_until_the_first_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::testing::sqlite_url(dir.path());
+        let first = super::lock_sqlite_for_this_process(&url).unwrap();
+        assert!(first.is_some());
+        let second = super::lock_sqlite_for_this_process(&url);
+        assert!(
+            matches!(second, Err(crate::StoreError::InUse(_))),
+            "{second:?}"
+        );
+        drop(first);
+        assert!(super::lock_sqlite_for_this_process(&url).unwrap().is_some());
+        let postgres = super::lock_sqlite_for_this_process("postgres://localhost/x").unwrap();
+        assert!(postgres.is_none());
     }
 
     #[test]

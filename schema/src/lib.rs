@@ -27,7 +27,7 @@ pub mod testing;
 mod writer;
 
 pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
-pub use db::{Backend, Store, StoreConfig};
+pub use db::{lock_sqlite_for_this_process, Backend, Store, StoreConfig};
 pub use federation::{InboundClaim, RemoteMessage, RemoteStored};
 pub use groups::{
     Accepted, Appended, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend,
@@ -59,6 +59,12 @@ pub enum StoreError {
     /// A migration failed to apply.
     #[error("migration: {0}")]
     Migration(String),
+    /// Another process has this SQLite database open: SQLite serves one process.
+    #[error(
+        "the SQLite database {0} is in use by another parley process; SQLite serves one \
+         process (stop the other one, or use PostgreSQL to run several)"
+    )]
+    InUse(String),
     /// A write would take a quota past its bound; nothing was written.
     #[error("quota exceeded: {0}")]
     Quota(String),

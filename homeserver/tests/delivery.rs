@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::device::{bundle_request, know_users, Device};
 use common::{assert_api_error, Db, TestServer};
 use parley_client_api::client::b64;
 use parley_client_api::groups::DeviceRef as WireDevice;
 use parley_mls::Event;
+use parley_sytest::device::{bundle_request, now_ms, Device};
 
 const NAME: &str = "hub.example";
 
@@ -20,22 +20,31 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, common::RELAXED_LIMITS).await;
         let (a, b, c) = (user("alice"), user("bob"), user("carol"));
-        know_users(&[&a, &b, &c]);
-        let mut alice1 = Device::register(&server, "alice").await;
-        let mut alice2 = Device::login(&server, "alice").await;
-        let mut bob1 = Device::register(&server, "bob").await;
-        let mut bob2 = Device::login(&server, "bob").await;
-        let mut carol1 = Device::register(&server, "carol").await;
-        let mut carol2 = Device::login(&server, "carol").await;
+        let mut alice1 = Device::register(&server, "alice").await.unwrap();
+        let mut alice2 = Device::login(&server, "alice").await.unwrap();
+        let mut bob1 = Device::register(&server, "bob").await.unwrap();
+        let mut bob2 = Device::login(&server, "bob").await.unwrap();
+        let mut carol1 = Device::register(&server, "carol").await.unwrap();
+        let mut carol2 = Device::login(&server, "carol").await.unwrap();
+        for d in [
+            &mut alice1,
+            &mut alice2,
+            &mut bob1,
+            &mut bob2,
+            &mut carol1,
+            &mut carol2,
+        ] {
+            d.know(&[&a, &b, &c]);
+        }
 
-        let group = alice1.create_group().await;
+        let group = alice1.create_group().await.unwrap();
         let r = alice1.add(&group, &[&a, &b]).await.unwrap();
         assert_eq!((r.epoch, r.seq), (1, 1));
         for d in [&mut alice2, &mut bob1, &mut bob2] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
-        alice1.send_text(&group, "hello from alice").await;
-        bob2.send_text(&group, "hi, bob here").await;
+        alice1.send_text(&group, "hello from alice").await.unwrap();
+        bob2.send_text(&group, "hi, bob here").await.unwrap();
         let r = bob1.add(&group, &[&c]).await.unwrap();
         assert_eq!(r.epoch, 2);
         for d in [
@@ -46,11 +55,11 @@ on_both_backends!(
             &mut carol1,
             &mut carol2,
         ] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
-        carol2.send_text(&group, "carol joined").await;
+        carol2.send_text(&group, "carol joined").await.unwrap();
         for d in [&mut alice1, &mut alice2, &mut bob1, &mut bob2, &mut carol1] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         assert_eq!(
             alice2.texts(&group),
@@ -67,7 +76,7 @@ on_both_backends!(
         let before = carol1.engine.members(&group).unwrap();
         carol1.self_update(&group).await.unwrap();
         for d in [&mut alice1, &mut alice2, &mut bob1, &mut bob2, &mut carol2] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         assert_eq!(alice1.engine.epoch(&group).unwrap(), 3);
         assert_eq!(
@@ -78,19 +87,19 @@ on_both_backends!(
 
         // Remove bob's second device; it learns of its removal and gets nothing after.
         alice1.remove(&group, &[bob2.me()]).await.unwrap();
-        let events = bob2.sync_all().await;
+        let events = bob2.sync_all().await.unwrap();
         assert!(
             events
                 .iter()
                 .any(|e| matches!(e, Event::RemovedFromGroup { .. })),
             "{events:?}"
         );
-        alice2.sync_all().await;
-        alice2.send_text(&group, "after bob2 left").await;
+        alice2.sync_all().await.unwrap();
+        alice2.send_text(&group, "after bob2 left").await.unwrap();
         for d in [&mut alice1, &mut bob1, &mut carol1, &mut carol2] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
-        bob2.sync_all().await;
+        bob2.sync_all().await.unwrap();
         assert!(!bob2.texts(&group).contains(&"after bob2 left".to_string()));
         assert!(carol1
             .texts(&group)
@@ -106,12 +115,12 @@ on_both_backends!(
             .send(&group, "leave-1", &proposal)
             .await
             .unwrap();
-        alice1.sync_all().await;
+        alice1.sync_all().await.unwrap();
         let bundle = alice1.engine.commit_pending_proposals(&group).unwrap();
         assert_eq!(bundle.removes.len(), 1);
         alice1.submit(&group, bundle).await.unwrap();
         for d in [&mut alice2, &mut bob1, &mut carol1, &mut carol2] {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         assert_eq!(
             alice1.client.groups().await.unwrap().groups[0]
@@ -127,17 +136,19 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, common::RELAXED_LIMITS).await;
         let (a, b) = (user("alice"), user("bob"));
-        know_users(&[&a, &b]);
-        let mut alice = Device::register(&server, "alice").await;
-        let mut bob = Device::register(&server, "bob").await;
-        let group = alice.create_group().await;
+        let mut alice = Device::register(&server, "alice").await.unwrap();
+        let mut bob = Device::register(&server, "bob").await.unwrap();
+        for d in [&mut alice, &mut bob] {
+            d.know(&[&a, &b]);
+        }
+        let group = alice.create_group().await.unwrap();
         alice.add(&group, &[&b]).await.unwrap();
-        bob.sync_all().await;
+        bob.sync_all().await.unwrap();
         let resume = bob.since.clone();
         for i in 0..30 {
-            alice.send_text(&group, &format!("m{i}")).await;
+            alice.send_text(&group, &format!("m{i}")).await.unwrap();
         }
-        bob.sync_all().await;
+        bob.sync_all().await.unwrap();
         let expected: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
         assert_eq!(bob.texts(&group), expected);
 
@@ -158,7 +169,7 @@ on_both_backends!(
             tokio::spawn(async move { client.sync(since.as_deref(), 10_000).await.unwrap() })
         };
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        alice.send_text(&group, "wake up").await;
+        alice.send_text(&group, "wake up").await.unwrap();
         let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .unwrap()
@@ -179,7 +190,7 @@ on_both_backends!(
         .await
         .unwrap();
         let mut frames = Vec::new();
-        alice.send_text(&group, "pushed").await;
+        alice.send_text(&group, "pushed").await.unwrap();
         while frames
             .iter()
             .filter(|f: &&serde_json::Value| f["type"] == "message")
@@ -207,7 +218,7 @@ on_both_backends!(
         for f in &messages {
             let m: parley_client_api::sync::MessageEvent =
                 serde_json::from_value((*f).clone()).unwrap();
-            bob.process(&group, &m);
+            bob.process(&group, &m).unwrap();
         }
         assert_eq!(bob.texts(&group).last().map(String::as_str), Some("pushed"));
         // Reconnecting with the last token resumes without repeats.
@@ -250,15 +261,16 @@ on_both_backends!(
         let names: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
         let users: Vec<String> = names.iter().map(|n| user(n)).collect();
         let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-        know_users(&refs);
         let mut devices = Vec::new();
         for n in &names {
-            devices.push(Device::register(&server, n).await);
+            let mut device = Device::register(&server, n).await.unwrap();
+            device.know(&refs);
+            devices.push(device);
         }
-        let group = devices[0].create_group().await;
+        let group = devices[0].create_group().await.unwrap();
         devices[0].add(&group, &refs[1..]).await.unwrap();
         for d in devices.iter_mut().skip(1) {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         // Everyone commits a self-update for epoch 1 at once.
         let mut bundles = Vec::new();
@@ -293,17 +305,17 @@ on_both_backends!(
         }
         // Losers process the winner, then retry successfully one after another.
         for d in devices.iter_mut() {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         for i in 0..3 {
             let idx = (winners[0] + 1 + i) % devices.len();
             for d in devices.iter_mut() {
-                d.sync_all().await;
+                d.sync_all().await.unwrap();
             }
             devices[idx].self_update(&group).await.unwrap();
         }
         for d in devices.iter_mut() {
-            d.sync_all().await;
+            d.sync_all().await.unwrap();
         }
         let auth0 = devices[0].engine.epoch_authenticator(&group).unwrap();
         assert!(devices
@@ -318,8 +330,8 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, common::RELAXED_LIMITS).await;
         let b = user("bob");
-        let mut alice = Device::register(&server, "alice").await;
-        let mut bob = Device::register(&server, "bob").await;
+        let mut alice = Device::register(&server, "alice").await.unwrap();
+        let mut bob = Device::register(&server, "bob").await.unwrap();
         assert_eq!(bob.client.key_count().await.unwrap().count, 5);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..5 {
@@ -413,31 +425,30 @@ on_both_backends!(
     |db: Db| async move {
         let server = TestServer::start(db, NAME, common::RELAXED_LIMITS).await;
         let (a, b) = (user("alice"), user("bob"));
-        know_users(&[&a, &b]);
-        let mut alice = Device::register(&server, "alice").await;
-        let mut bob = Device::register(&server, "bob").await;
-        let mut mallory = Device::register(&server, "mallory").await;
-        let group = alice.create_group().await;
-        let other_group = alice.create_group().await;
+        let mut alice = Device::register(&server, "alice").await.unwrap();
+        let mut bob = Device::register(&server, "bob").await.unwrap();
+        let mut mallory = Device::register(&server, "mallory").await.unwrap();
+        for d in [&mut alice, &mut bob, &mut mallory] {
+            d.know(&[&a, &b]);
+        }
+        let group = alice.create_group().await.unwrap();
+        let other_group = alice.create_group().await.unwrap();
         alice.add(&group, &[&b]).await.unwrap();
-        bob.sync_all().await;
+        bob.sync_all().await.unwrap();
 
         // A non-member cannot send into the group (its own group's message, wrong path: 400;
         // a message for this group it cannot have made is also refused).
-        let mallory_group = mallory.create_group().await;
+        let mallory_group = mallory.create_group().await.unwrap();
         let out = mallory
             .engine
-            .encrypt(&mallory_group, b"spam", common::device::now_ms())
+            .encrypt(&mallory_group, b"spam", now_ms())
             .unwrap();
         assert_api_error(
             mallory.client.send(&group, "m1", &out.message).await,
             400,
             "P_INVALID_MESSAGE",
         );
-        let out = bob
-            .engine
-            .encrypt(&group, b"bob's", common::device::now_ms())
-            .unwrap();
+        let out = bob.engine.encrypt(&group, b"bob's", now_ms()).unwrap();
         assert_api_error(
             mallory.client.send(&group, "m2", &out.message).await,
             403,
@@ -451,7 +462,7 @@ on_both_backends!(
             "P_INVALID_MESSAGE",
         );
         // Declared adds that disagree with the commit.
-        alice.learn(&[&user("mallory")]).await;
+        alice.learn(&[&user("mallory")]).await.unwrap();
         let kp = alice
             .client
             .claim_keys(&[&user("mallory")])
@@ -499,10 +510,7 @@ on_both_backends!(
         alice.engine.discard_pending_commit(&group).unwrap();
 
         // txn_id retry: same seq, delivered once, whatever the new body.
-        let out = alice
-            .engine
-            .encrypt(&group, b"once", common::device::now_ms())
-            .unwrap();
+        let out = alice.engine.encrypt(&group, b"once", now_ms()).unwrap();
         let s1 = alice
             .client
             .send(&group, "txn-1", &out.message)
@@ -519,7 +527,7 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!((s1, s2), (s1, s3));
-        bob.sync_all().await;
+        bob.sync_all().await.unwrap();
         assert_eq!(bob.texts(&group), ["once"]);
         assert_api_error(
             alice.client.send(&group, "bad/txn", &out.message).await,
@@ -542,19 +550,27 @@ on_both_backends!(
     |db: Db| async move {
         let mut server = TestServer::start(db, NAME, common::RELAXED_LIMITS).await;
         let (a, b) = (user("alice"), user("bob"));
-        know_users(&[&a, &b]);
-        let mut alice = Device::register(&server, "alice").await;
-        let mut bob = Device::register(&server, "bob").await;
-        let group = alice.create_group().await;
+        let mut alice = Device::register(&server, "alice").await.unwrap();
+        let mut bob = Device::register(&server, "bob").await.unwrap();
+        for d in [&mut alice, &mut bob] {
+            d.know(&[&a, &b]);
+        }
+        let group = alice.create_group().await.unwrap();
         alice.add(&group, &[&b]).await.unwrap();
         for i in 0..10 {
-            alice.send_text(&group, &format!("before {i}")).await;
+            alice
+                .send_text(&group, &format!("before {i}"))
+                .await
+                .unwrap();
         }
         server.restart();
         for i in 0..10 {
-            alice.send_text(&group, &format!("after {i}")).await;
+            alice
+                .send_text(&group, &format!("after {i}"))
+                .await
+                .unwrap();
         }
-        bob.sync_all().await;
+        bob.sync_all().await.unwrap();
         let expected: Vec<String> = (0..10)
             .map(|i| format!("before {i}"))
             .chain((0..10).map(|i| format!("after {i}")))

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::device::{know_users, Device};
 use common::{assert_api_error, federation_toml, free_port, Db, TestServer};
+use parley_sytest::device::{bundle_request, Device, PASSWORD};
 use std::time::Duration;
 
 async fn pair(db: Db) -> (TestServer, TestServer) {
@@ -23,7 +23,7 @@ fn sync_until<'a>(
     let caller = std::panic::Location::caller();
     async move {
         for _ in 0..150 {
-            device.sync(200).await;
+            device.sync(200).await.unwrap();
             if done(device) {
                 return;
             }
@@ -39,9 +39,11 @@ on_both_backends!(
     cross_domain_group_exchanges_messages_both_ways,
     |db: Db| async move {
         let (a, b) = pair(db).await;
-        know_users(&["@alice:a.example", "@bob:b.example"]);
-        let mut alice = Device::register(&a, "alice").await;
-        let mut bob = Device::register(&b, "bob").await;
+        let mut alice = Device::register(&a, "alice").await.unwrap();
+        let mut bob = Device::register(&b, "bob").await.unwrap();
+        for d in [&mut alice, &mut bob] {
+            d.know(&["@alice:a.example", "@bob:b.example"]);
+        }
 
         // Remote device list and key claim go through alice's server.
         let devices = alice.client.user_devices("@bob:b.example").await.unwrap();
@@ -52,16 +54,16 @@ on_both_backends!(
             "P_NOT_FOUND",
         );
 
-        let group = alice.create_group().await;
+        let group = alice.create_group().await.unwrap();
         alice.add(&group, &["@bob:b.example"]).await.unwrap();
         sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
 
-        alice.send_text(&group, "hello bob, from a").await;
+        alice.send_text(&group, "hello bob, from a").await.unwrap();
         sync_until(&mut bob, |d| d.texts(&group).len() == 1).await;
         assert_eq!(bob.texts(&group), ["hello bob, from a"]);
 
         // Bob's message goes to the hub through b.example and comes back to alice.
-        bob.send_text(&group, "hi alice, from b").await;
+        bob.send_text(&group, "hi alice, from b").await.unwrap();
         sync_until(&mut alice, |d| d.texts(&group).len() == 1).await;
         assert_eq!(alice.texts(&group), ["hi alice, from b"]);
 
@@ -69,21 +71,18 @@ on_both_backends!(
         let stale = bob.engine.self_update(&group).unwrap();
         bob.engine.discard_pending_commit(&group).unwrap();
         bob.self_update(&group).await.unwrap();
-        let r = bob
-            .client
-            .commit(&group, &common::device::bundle_request(&stale))
-            .await;
+        let r = bob.client.commit(&group, &bundle_request(&stale)).await;
         let body = assert_api_error(r, 409, "P_STALE_EPOCH");
         assert_eq!(body.extra_u64("current_epoch"), Some(2));
         sync_until(&mut alice, |d| d.engine.epoch(&group).unwrap() == 2).await;
-        alice.send_text(&group, "after bob's update").await;
+        alice.send_text(&group, "after bob's update").await.unwrap();
         sync_until(&mut bob, |d| d.texts(&group).len() == 2).await;
 
         // Bob's new device: b.example pushes the device list to a.example, whose cached copy
         // (fetched when alice added bob) is updated without asking again.
         let cached = alice.client.user_devices("@bob:b.example").await.unwrap();
         assert_eq!(cached.devices.len(), 1);
-        let bob2 = Device::login(&b, "bob").await;
+        let bob2 = Device::login(&b, "bob").await.unwrap();
         let mut seen = 0;
         for _ in 0..100 {
             seen = alice
@@ -122,16 +121,18 @@ on_both_backends!(
     server_down_then_back_gets_every_message_in_order_once,
     |db: Db| async move {
         let (mut a, mut b) = pair(db).await;
-        know_users(&["@alice:a.example", "@bob:b.example"]);
-        let mut alice = Device::register(&a, "alice").await;
-        let mut bob = Device::register(&b, "bob").await;
-        let group = alice.create_group().await;
+        let mut alice = Device::register(&a, "alice").await.unwrap();
+        let mut bob = Device::register(&b, "bob").await.unwrap();
+        for d in [&mut alice, &mut bob] {
+            d.know(&["@alice:a.example", "@bob:b.example"]);
+        }
+        let group = alice.create_group().await.unwrap();
         alice.add(&group, &["@bob:b.example"]).await.unwrap();
         sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
 
         assert!(b.stop());
         for i in 0..100 {
-            alice.send_text(&group, &format!("m{i}")).await;
+            alice.send_text(&group, &format!("m{i}")).await.unwrap();
         }
         // Restart the hub too, with its outbox full: delivery resumes from disk.
         a.restart();
@@ -142,7 +143,7 @@ on_both_backends!(
         assert_eq!(bob.texts(&group), expected);
         // Nothing arrives twice.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        bob.sync(0).await;
+        bob.sync(0).await.unwrap();
         assert_eq!(bob.texts(&group).len(), 100);
     }
 );
@@ -290,24 +291,24 @@ async fn servers_federate_over_tls_with_certificates_from_a_test_ca() {
         .await
         .is_err());
 
-    know_users(&["@alice:a.example", "@bob:b.example"]);
     let mut alice_client = parley_client_api::Client::with_http(http.clone(), a.base_url.clone());
-    let s = alice_client
-        .register("alice", common::device::PASSWORD)
+    let s = alice_client.register("alice", PASSWORD).await.unwrap();
+    let mut alice = Device::setup(alice_client, s.user_id, s.device_id, 3, true)
         .await
         .unwrap();
-    let mut alice = Device::setup(alice_client, s.user_id, s.device_id, 3).await;
     let mut bob_client = parley_client_api::Client::with_http(http.clone(), b.base_url.clone());
-    let s = bob_client
-        .register("bob", common::device::PASSWORD)
+    let s = bob_client.register("bob", PASSWORD).await.unwrap();
+    let mut bob = Device::setup(bob_client, s.user_id, s.device_id, 3, true)
         .await
         .unwrap();
-    let mut bob = Device::setup(bob_client, s.user_id, s.device_id, 3).await;
+    for d in [&mut alice, &mut bob] {
+        d.know(&["@alice:a.example", "@bob:b.example"]);
+    }
 
-    let group = alice.create_group().await;
+    let group = alice.create_group().await.unwrap();
     alice.add(&group, &["@bob:b.example"]).await.unwrap();
     sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
-    bob.send_text(&group, "over TLS").await;
+    bob.send_text(&group, "over TLS").await.unwrap();
     sync_until(&mut alice, |d| d.texts(&group) == ["over TLS"]).await;
 }
 
@@ -358,11 +359,13 @@ async fn a_group_spans_three_servers_through_adds_and_removes() {
             TestServer::start_at(Db::Sqlite, name, &config, &format!("127.0.0.1:{port}")).await,
         );
     }
-    know_users(&["@alice:a.example", "@bob:b.example", "@carol:c.example"]);
-    let mut alice = Device::register(&servers[0], "alice").await;
-    let mut bob = Device::register(&servers[1], "bob").await;
-    let mut carol = Device::register(&servers[2], "carol").await;
-    let group = alice.create_group().await;
+    let mut alice = Device::register(&servers[0], "alice").await.unwrap();
+    let mut bob = Device::register(&servers[1], "bob").await.unwrap();
+    let mut carol = Device::register(&servers[2], "carol").await.unwrap();
+    for d in [&mut alice, &mut bob, &mut carol] {
+        d.know(&["@alice:a.example", "@bob:b.example", "@carol:c.example"]);
+    }
+    let group = alice.create_group().await.unwrap();
     alice
         .add(&group, &["@bob:b.example", "@carol:c.example"])
         .await
@@ -370,7 +373,7 @@ async fn a_group_spans_three_servers_through_adds_and_removes() {
     sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
     sync_until(&mut carol, |d| d.engine.group_ids().contains(&group)).await;
 
-    carol.send_text(&group, "hello from c").await;
+    carol.send_text(&group, "hello from c").await.unwrap();
     sync_until(&mut alice, |d| d.texts(&group) == ["hello from c"]).await;
     sync_until(&mut bob, |d| d.texts(&group) == ["hello from c"]).await;
 
@@ -379,9 +382,9 @@ async fn a_group_spans_three_servers_through_adds_and_removes() {
     bob.remove(&group, &[carol.me()]).await.unwrap();
     sync_until(&mut carol, |d| !d.engine.is_active(&group).unwrap_or(true)).await;
     sync_until(&mut alice, |d| d.engine.epoch(&group).unwrap() == 2).await;
-    alice.send_text(&group, "only a and b now").await;
+    alice.send_text(&group, "only a and b now").await.unwrap();
     sync_until(&mut bob, |d| d.texts(&group).len() == 2).await;
-    carol.sync(500).await;
+    carol.sync(500).await.unwrap();
     assert_eq!(carol.texts(&group), Vec::<String>::new());
     assert_eq!(bob.texts(&group), ["hello from c", "only a and b now"]);
 }
@@ -419,13 +422,15 @@ async fn group_across_pair(db: Db) -> (TestServer, TestServer, Device, Device, S
     let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
     let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
     let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
-    know_users(&["@alice:a.example", "@bob:b.example"]);
-    let mut alice = Device::register(&a, "alice").await;
-    let mut bob = Device::register(&b, "bob").await;
-    let group = alice.create_group().await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    for d in [&mut alice, &mut bob] {
+        d.know(&["@alice:a.example", "@bob:b.example"]);
+    }
+    let group = alice.create_group().await.unwrap();
     alice.add(&group, &["@bob:b.example"]).await.unwrap();
     sync_until(&mut bob, |d| d.engine.group_ids().contains(&group)).await;
-    let m0 = alice.send_text(&group, "m0").await;
+    let m0 = alice.send_text(&group, "m0").await.unwrap();
     assert_eq!(m0, DELIVERED_BEFORE_THE_CUT as u64);
     sync_until(&mut bob, |d| d.texts(&group) == ["m0"]).await;
     (a, b, alice, bob, group, pa)
@@ -435,11 +440,11 @@ async fn group_across_pair(db: Db) -> (TestServer, TestServer, Device, Device, S
 /// a device that saw them out of order could not even decrypt them.
 async fn send_gap_messages(alice: &mut Device, group: &str) {
     for i in 1..=3 {
-        alice.send_text(group, &format!("m{i}")).await;
+        alice.send_text(group, &format!("m{i}")).await.unwrap();
     }
     alice.self_update(group).await.unwrap();
     for i in 4..=6 {
-        alice.send_text(group, &format!("m{i}")).await;
+        alice.send_text(group, &format!("m{i}")).await.unwrap();
     }
 }
 
@@ -466,7 +471,7 @@ on_both_backends!(
         assert_eq!(lose_queued_messages(&a, "b.example").await, 7);
         a.set_extra_toml(&good);
         a.start_again();
-        bob.sync(300).await;
+        bob.sync(300).await.unwrap();
         assert_eq!(
             bob.texts(&group),
             ["m0"],
@@ -474,7 +479,7 @@ on_both_backends!(
         );
 
         // One more message reveals the gap: b.example fetches seqs it missed from the hub.
-        alice.send_text(&group, "m7").await;
+        alice.send_text(&group, "m7").await.unwrap();
         let expected: Vec<String> = (0..=7).map(|i| format!("m{i}")).collect();
         sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
         assert_eq!(bob.texts(&group), expected);
@@ -488,7 +493,7 @@ on_both_backends!(
         let first = seqs[0];
         assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        bob.sync(0).await;
+        bob.sync(0).await.unwrap();
         assert_eq!(bob.texts(&group), expected);
     }
 );
@@ -507,7 +512,7 @@ on_both_backends!(
         sync_until(&mut bob, |d| d.texts(&group).len() >= expected.len()).await;
         assert_eq!(bob.texts(&group), expected);
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        bob.sync(0).await;
+        bob.sync(0).await.unwrap();
         assert_eq!(bob.texts(&group), expected);
     }
 );
@@ -551,7 +556,7 @@ on_both_backends!(
     catch_up_and_transactions_refuse_bad_input_with_errcodes_and_serve_members_in_order,
     |db: Db| async move {
         let (a, b, mut alice, _bob, group, _) = group_across_pair(db).await;
-        let other = alice.create_group().await;
+        let other = alice.create_group().await.unwrap();
         let msgs =
             |g: &str, q: &str| format!("/_parley/federation/v1/groups/{}/messages{q}", enc(g));
         let check = |(status, body): (u16, serde_json::Value), want: u16, errcode: &str| {
@@ -683,7 +688,7 @@ on_both_backends!(
             (status, body["errcode"].as_str()),
             (400, Some("P_BAD_JSON"))
         );
-        alice.send_text(&group, "still fine").await;
+        alice.send_text(&group, "still fine").await.unwrap();
     }
 );
 
@@ -695,10 +700,10 @@ async fn an_idle_outbox_sender_is_woken_at_once_by_a_new_message() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let text = format!("after idle {round}");
         let started = std::time::Instant::now();
-        alice.send_text(&group, &text).await;
+        alice.send_text(&group, &text).await.unwrap();
         let response = bob.client.sync(bob.since.as_deref(), 10_000).await.unwrap();
         let elapsed = started.elapsed();
-        bob.apply(response).await;
+        bob.apply(response).await.unwrap();
         assert_eq!(bob.texts(&group).last(), Some(&text));
         assert!(
             elapsed < Duration::from_secs(3),

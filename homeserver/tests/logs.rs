@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use common::device::{know_users, Device};
 use common::{federation_toml, free_port, Db, TestServer};
 use futures::{SinkExt, StreamExt};
 use parley_client_api::accounts::{Register, RegisterRequest, SessionResponse};
 use parley_client_api::Client;
 use parley_schema::{Store, StoreConfig};
+use parley_sytest::device::Device;
 use rand::distributions::{Alphanumeric, DistString};
 
 /// A fresh random secret with a readable prefix.
@@ -104,15 +104,17 @@ async fn register(
         session.user_id.clone(),
         session.device_id.clone(),
         3,
+        true,
     )
-    .await;
+    .await
+    .expect("set the device up");
     (device, session)
 }
 
 /// Syncs `device` until it has received `text` in `group` (about 30 s at most).
 async fn sync_until_text(device: &mut Device, group: &str, text: &str) {
     for _ in 0..150 {
-        device.sync(200).await;
+        device.sync(200).await.unwrap();
         if device.texts(group).iter().any(|t| t == text) {
             return;
         }
@@ -188,8 +190,6 @@ on_both_backends!(
             TestServer::start_logged(db, "b.example", &toml, &format!("127.0.0.1:{pb}"), "trace")
                 .await;
         let (alice_id, bob_id) = ("@alice:a.example", "@bob:b.example");
-        know_users(&[alice_id, bob_id]);
-
         // Accounts: registration with the token, a wrong password, a second device, refresh,
         // reuse of a rotated-out refresh token, logout.
         let (alice_pw, bob_pw, wrong_pw) = (secret("pwalice"), secret("pwbob"), secret("pwwrong"));
@@ -204,6 +204,9 @@ on_both_backends!(
             register(&a, "alice", &alice_pw, &registration_token).await;
         secrets.session("alice's registration", &alice_session);
         let (mut bob, bob_session) = register(&b, "bob", &bob_pw, &registration_token).await;
+        for d in [&mut alice, &mut bob] {
+            d.know(&[alice_id, bob_id]);
+        }
         secrets.session("bob's registration", &bob_session);
         let refused = Client::new(a.base_url.clone())
             .login("alice", &wrong_pw, None)
@@ -234,10 +237,10 @@ on_both_backends!(
         let (to_bob, to_alice) = (secret("plaintext-to-bob"), secret("plaintext-to-alice"));
         secrets.text("a message's plaintext", &to_bob);
         secrets.text("a message's plaintext", &to_alice);
-        let group = alice.create_group().await;
+        let group = alice.create_group().await.unwrap();
         alice.add(&group, &[bob_id]).await.expect("add bob");
         for _ in 0..150 {
-            bob.sync(200).await;
+            bob.sync(200).await.unwrap();
             if bob.engine.group_ids().contains(&group) {
                 break;
             }
@@ -259,7 +262,7 @@ on_both_backends!(
         ))
         .await
         .expect("auth frame");
-        alice.send_text(&group, &to_bob).await;
+        alice.send_text(&group, &to_bob).await.unwrap();
         let pushed = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(Ok(frame)) = ws.next().await {
                 if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
@@ -279,7 +282,7 @@ on_both_backends!(
         );
         drop(ws);
         sync_until_text(&mut bob, &group, &to_bob).await;
-        bob.send_text(&group, &to_alice).await;
+        bob.send_text(&group, &to_alice).await.unwrap();
         sync_until_text(&mut alice, &group, &to_alice).await;
         tablet.logout().await.expect("logout");
 

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::device::{know_users, Device};
 use common::{federation_toml, free_port, Db, TestServer};
-use parley_mls::{Engine, EngineConfig, StaticDeviceKeys};
+use parley_mls::EngineConfig;
 use parley_schema::{RetainedRows, Store, StoreConfig};
+use parley_sytest::device::{now_ms, Device, PASSWORD};
 
 /// Retention every second; `txn_id`s and inbound transactions kept for 5 s.
 const RETENTION: &str = "[retention]\ninterval_ms = 1000\ntransactions_ms = 5000\n";
@@ -18,37 +18,15 @@ const RETENTION: &str = "[retention]\ninterval_ms = 1000\ntransactions_ms = 5000
 /// ordinary ones and a last resort).
 async fn register_short_lived(server: &TestServer, name: &str, lifetime_secs: u64) -> Device {
     let mut client = server.client();
-    let s = client
-        .register(name, common::device::PASSWORD)
-        .await
-        .expect("register");
+    let s = client.register(name, PASSWORD).await.expect("register");
     let config = EngineConfig {
         key_package_lifetime_secs: lifetime_secs,
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(&s.user_id, &s.device_id, config).expect("engine");
-    client
-        .bind_signature_key(&s.device_id, &engine.signature_public_key())
+    // The set-up checks the upload answered two packages and a last resort.
+    Device::setup_configured(client, s.user_id, s.device_id, 2, true, config)
         .await
-        .expect("bind key");
-    let kps = engine.generate_key_packages(2).expect("key packages");
-    let last = engine
-        .generate_last_resort_key_package()
-        .expect("last resort");
-    let count = client
-        .upload_keys(&kps, Some(&last))
-        .await
-        .expect("upload short-lived packages");
-    assert_eq!((count.count, count.last_resort), (2, true));
-    Device {
-        client,
-        engine,
-        user_id: s.user_id,
-        device_id: s.device_id,
-        keys: StaticDeviceKeys::new(),
-        since: None,
-        received: Vec::new(),
-    }
+        .expect("short-lived device")
 }
 
 /// Polls `store` until `done` holds for its rows, for at most `secs` seconds; the last rows.
@@ -85,21 +63,22 @@ on_both_backends!(
         let store_b = Store::connect(&b.database, &StoreConfig::default())
             .await
             .expect("open b's database");
-        know_users(&["@alice:a.example", "@bob:b.example"]);
-
         // Alice's three packages expire in 5 s; carol's (the default 30 days) do not.
-        let carol = Device::register(&a, "carol").await;
-        let mut bob = Device::register(&b, "bob").await;
+        let carol = Device::register(&a, "carol").await.unwrap();
+        let mut bob = Device::register(&b, "bob").await.unwrap();
         let mut alice = register_short_lived(&a, "alice", 5).await;
+        for d in [&mut alice, &mut bob] {
+            d.know(&["@alice:a.example", "@bob:b.example"]);
+        }
         // A group on a with bob on b: a's send records a txn_id, b answers a's transactions.
-        let group = alice.create_group().await;
+        let group = alice.create_group().await.unwrap();
         alice
             .add(&group, &["@bob:b.example"])
             .await
             .expect("add bob");
         let out = alice
             .engine
-            .encrypt(&group, b"remembered for a while", common::device::now_ms())
+            .encrypt(&group, b"remembered for a while", now_ms())
             .expect("encrypt");
         let first = alice
             .client
@@ -122,7 +101,7 @@ on_both_backends!(
             "alice's 3 short-lived packages, carol's 6, one txn_id: {before_a:?}"
         );
         for _ in 0..150 {
-            bob.sync(200).await;
+            bob.sync(200).await.unwrap();
             if bob.texts(&group).len() == 1 {
                 break;
             }

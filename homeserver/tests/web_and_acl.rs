@@ -5,8 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::device::Device;
 use common::{federation_toml, free_port, Db, Launch, TestServer};
+use parley_sytest::device::Device;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn web_client_is_served_with_csp_and_api_paths_stay_unrecognized() {
@@ -202,8 +202,8 @@ on_both_backends!(denied_server_is_refused_both_ways, |db: Db| async move {
     let a_config = peers.replace("[federation]\n", "[federation]\ndeny = [\"b.*\"]\n");
     let a = TestServer::start_at(db, "a.example", &a_config, &format!("127.0.0.1:{pa}")).await;
     let b = TestServer::start_at(db, "b.example", &peers, &format!("127.0.0.1:{pb}")).await;
-    let alice = Device::register(&a, "alice").await;
-    let bob = Device::register(&b, "bob").await;
+    let alice = Device::register(&a, "alice").await.unwrap();
+    let bob = Device::register(&b, "bob").await.unwrap();
     // Outbound from a: refused before any request is made.
     let claimed = alice.client.claim_keys(&["@bob:b.example"]).await.unwrap();
     assert_eq!(claimed.failures["b.example"].errcode, "P_FORBIDDEN");

@@ -3,6 +3,10 @@
 //!
 //! Every server answer is checked and turned into an error naming what went wrong; nothing
 //! here panics on what a server does.
+//!
+//! This is the one test device of the workspace: the conformance scenarios, the benchmark's
+//! set-up and the homeserver's integration tests (a dev-dependency) all use it. It knows no
+//! server type of its own: anything that opens fresh clients ([`ClientFactory`]) will do.
 
 use anyhow::Context as _;
 use parley_client_api::client::{b64, unb64};
@@ -12,8 +16,15 @@ use parley_client_api::Client;
 use parley_mls::{DeviceRef, Engine, EngineConfig, Envelope, Event, StaticDeviceKeys};
 
 use crate::check::expect_ok;
-use crate::fixture::Server;
-use crate::scenarios::PASSWORD;
+
+/// Password of every account a test device registers.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A server under test that hands out fresh (not yet logged-in) typed clients.
+pub trait ClientFactory {
+    /// A new client of the server, without an access token.
+    fn client(&self) -> Client;
+}
 
 /// One device: an HTTP client, an MLS engine and the device keys it learnt.
 pub struct Device {
@@ -37,13 +48,13 @@ pub struct Device {
 
 impl Device {
     /// Registers `name` and sets the device up: bound key, 5 packages and a last resort.
-    pub async fn register(server: &Server, name: &str) -> anyhow::Result<Device> {
+    pub async fn register(server: &impl ClientFactory, name: &str) -> anyhow::Result<Device> {
         Device::register_with(server, name, 5, true).await
     }
 
     /// Registers `name` with `packages` ordinary packages and optionally a last resort.
     pub async fn register_with(
-        server: &Server,
+        server: &impl ClientFactory,
         name: &str,
         packages: usize,
         last_resort: bool,
@@ -56,7 +67,7 @@ impl Device {
     /// Registers `name` like [`Device::register`], with an engine configured by `config`
     /// (e.g. no padding, so that a test can make messages of an exact size).
     pub async fn register_configured(
-        server: &Server,
+        server: &impl ClientFactory,
         name: &str,
         config: EngineConfig,
     ) -> anyhow::Result<Device> {
@@ -65,8 +76,29 @@ impl Device {
         Device::setup_configured(client, s.user_id, s.device_id, 5, true, config).await
     }
 
+    /// Registers `name` through `client` with `packages` packages and a last resort, coming back
+    /// every 200 ms (up to 100 times) while the server answers 429: password hashing is
+    /// bounded on the server, so many registrations at once are told to retry later.
+    pub async fn register_patiently(
+        mut client: Client,
+        name: &str,
+        packages: usize,
+    ) -> anyhow::Result<Device> {
+        let mut attempts = 0;
+        let session = loop {
+            match client.register(name, PASSWORD).await {
+                Err(e) if e.status() == Some(429) && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => break other.with_context(|| format!("registering {name}"))?,
+            }
+        };
+        Device::setup(client, session.user_id, session.device_id, packages, true).await
+    }
+
     /// Logs `name` in on a new device and sets it up like [`Device::register`].
-    pub async fn login(server: &Server, name: &str) -> anyhow::Result<Device> {
+    pub async fn login(server: &impl ClientFactory, name: &str) -> anyhow::Result<Device> {
         let mut client = server.client();
         let s = expect_ok(client.login(name, PASSWORD, None).await, "login")?;
         Device::setup(client, s.user_id, s.device_id, 5, true).await
@@ -162,21 +194,7 @@ impl Device {
 
     /// Fetches and records the published device keys of `users`.
     pub async fn learn(&mut self, users: &[&str]) -> anyhow::Result<()> {
-        for user in users {
-            let list = expect_ok(
-                self.client.user_devices(user).await,
-                &format!("GET /users/{user}/devices"),
-            )?;
-            for d in list.devices {
-                let device = DeviceRef::new(user, &d.device_id)
-                    .map_err(|e| anyhow::anyhow!("device id {:?}: {e}", d.device_id))?;
-                let key = unb64(&d.signature_key).with_context(|| {
-                    format!("signature_key {:?} is not base64", d.signature_key)
-                })?;
-                self.keys.insert(device, key);
-            }
-        }
-        Ok(())
+        fetch_device_keys(&self.client, users, &mut self.keys).await
     }
 
     /// `POST /groups`, and the engine's group under that id.
@@ -417,6 +435,28 @@ impl Device {
             .map(|(_, _, t)| t.clone())
             .collect()
     }
+}
+
+/// Fetches the published device keys of `users` through `client` into `keys`.
+pub async fn fetch_device_keys(
+    client: &Client,
+    users: &[&str],
+    keys: &mut StaticDeviceKeys,
+) -> anyhow::Result<()> {
+    for user in users {
+        let list = expect_ok(
+            client.user_devices(user).await,
+            &format!("GET /users/{user}/devices"),
+        )?;
+        for d in list.devices {
+            let device = DeviceRef::new(user, &d.device_id)
+                .map_err(|e| anyhow::anyhow!("device id {:?}: {e}", d.device_id))?;
+            let key = unb64(&d.signature_key)
+                .with_context(|| format!("signature_key {:?} is not base64", d.signature_key))?;
+            keys.insert(device, key);
+        }
+    }
+    Ok(())
 }
 
 /// The wire request of a commit bundle.

@@ -320,6 +320,12 @@ pub struct Server {
     managed: Option<Managed>,
 }
 
+impl crate::device::ClientFactory for Server {
+    fn client(&self) -> Client {
+        Server::client(self)
+    }
+}
+
 impl Server {
     /// `http://HOST:PORT`.
     pub fn url(&self) -> &str {

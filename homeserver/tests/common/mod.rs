@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub mod device;
-
 use parley_schema::testing;
 
 /// Rate limits loose enough for tests that register many users from one IP.
@@ -245,6 +243,12 @@ impl TestServer {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+}
+
+impl parley_sytest::device::ClientFactory for TestServer {
+    fn client(&self) -> parley_client_api::Client {
+        TestServer::client(self)
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::setup::Device;
+use super::setup;
+use parley_sytest::device::Device;
 
 /// A `/ws` connection.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -83,7 +84,7 @@ impl Receiver {
     ) -> anyhow::Result<Receiver> {
         let mut ws = connect(
             &ws_url(base_url),
-            &device.access_token,
+            setup::access_token(&device),
             device.since.as_deref(),
         )
         .await?;

@@ -19,7 +19,8 @@ use super::options::Options;
 use super::receiver::{self, Receipt, Receiver};
 use super::report::{self, Figures, Latency, Report};
 use super::server::{self, Parley, Proc};
-use super::setup::{self, Device};
+use super::setup::{self, access_token};
+use parley_sytest::device::Device;
 
 /// Size of the echo baseline's request body.
 const ECHO_BODY_BYTES: usize = 400;
@@ -420,7 +421,7 @@ async fn relay_on(
         Some(
             idle_rss(
                 hub,
-                &r.access_token,
+                access_token(r),
                 r.since.as_deref(),
                 opts.idle_connections,
             )
@@ -463,7 +464,7 @@ async fn relay_on(
             Sender {
                 http: load_http.clone(),
                 url_prefix: format!("{}{prefix}", hub.base_url),
-                bearer: format!("Bearer {}", d.access_token),
+                bearer: format!("Bearer {}", access_token(&d)),
                 engine: d.engine,
                 group_id,
                 group: g as u32,

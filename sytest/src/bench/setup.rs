@@ -5,89 +5,34 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use parley_client_api::client::{b64, unb64};
-use parley_client_api::groups::{CommitRequest, DeviceRef as WireDevice};
+use parley_client_api::client::unb64;
 use parley_client_api::Client;
-use parley_mls::{DeviceRef, Engine, EngineConfig, StaticDeviceKeys};
+use parley_mls::StaticDeviceKeys;
 
-/// Password of every benchmark account.
-const PASSWORD: &str = "bench password 1234";
+use parley_sytest::device::{bundle_request, fetch_device_keys, Device};
 
-/// One device: its client (holding its access token), engine and sync position.
-pub struct Device {
-    pub client: Client,
-    pub engine: Engine,
-    pub user_id: String,
-    pub access_token: String,
-    pub since: Option<String>,
-}
-
-/// Registers `name` on the server at `base_url` and sets its device up with `packages` key
-/// packages and a last-resort one.
+/// Registers `name` on the server at `base_url` (retrying while it answers 429) and sets its
+/// device up with `packages` key packages and a last-resort one.
 pub async fn register(
     http: &reqwest::Client,
     base_url: &str,
     name: String,
     packages: usize,
 ) -> anyhow::Result<Device> {
-    let mut client = Client::with_http(http.clone(), base_url);
-    // Password hashing is bounded on the server: many registrations at once are told to come
-    // back later (429), which the set-up does rather than fail.
-    let mut attempts = 0;
-    let session = loop {
-        match client.register(&name, PASSWORD).await {
-            Err(e) if e.status() == Some(429) && attempts < 100 => {
-                attempts += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            other => break other.with_context(|| format!("registering {name}"))?,
-        }
-    };
-    let mut engine = Engine::new(
-        &session.user_id,
-        &session.device_id,
-        EngineConfig::default(),
-    )?;
-    client
-        .bind_signature_key(&session.device_id, &engine.signature_public_key())
-        .await
-        .context("binding signature key")?;
-    let kps = engine.generate_key_packages(packages)?;
-    let last = engine.generate_last_resort_key_package()?;
-    client
-        .upload_keys(&kps, Some(&last))
-        .await
-        .context("uploading key packages")?;
-    Ok(Device {
-        client,
-        engine,
-        user_id: session.user_id,
-        access_token: session.access_token,
-        since: None,
-    })
+    Device::register_patiently(Client::with_http(http.clone(), base_url), &name, packages).await
+}
+
+/// The access token of a registered device (the benchmark's own requests carry it).
+pub fn access_token(device: &Device) -> &str {
+    device.client.access_token().unwrap_or_default()
 }
 
 /// The published signature keys of `users`, fetched through `client`'s server.
 pub async fn device_keys(client: &Client, users: &[String]) -> anyhow::Result<StaticDeviceKeys> {
     let mut keys = StaticDeviceKeys::new();
-    for user in users {
-        let list = client
-            .user_devices(user)
-            .await
-            .with_context(|| format!("devices of {user}"))?;
-        for d in list.devices {
-            let key = unb64(&d.signature_key).context("signature key base64")?;
-            keys.insert(DeviceRef::new(user, &d.device_id)?, key);
-        }
-    }
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    fetch_device_keys(client, &refs, &mut keys).await?;
     Ok(keys)
-}
-
-fn wire(d: &DeviceRef) -> WireDevice {
-    WireDevice {
-        user_id: d.user_id.clone(),
-        device_id: d.device_id.clone(),
-    }
 }
 
 /// Forms `groups` groups: group g is created by sender g and holds the senders `i` with
@@ -133,13 +78,7 @@ pub async fn form_groups(
             .map(|kp| unb64(kp).context("key package base64"))
             .collect::<anyhow::Result<_>>()?;
         let bundle = creator.engine.add_members(&group_id, &kps, &keys)?;
-        let request = CommitRequest {
-            commit: b64(&bundle.commit),
-            welcome: bundle.welcome.as_deref().map(b64),
-            group_info: bundle.group_info.as_deref().map(b64),
-            adds: bundle.adds.iter().map(wire).collect(),
-            removes: bundle.removes.iter().map(wire).collect(),
-        };
+        let request = bundle_request(&bundle);
         creator
             .client
             .commit(&group_id, &request)

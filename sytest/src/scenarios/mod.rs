@@ -34,8 +34,8 @@ pub mod paths {
     pub const DEVICES: &str = <accounts::ListDevices as Endpoint>::PATH;
 }
 
-/// The password every scenario account uses.
-pub const PASSWORD: &str = "correct horse battery staple";
+/// The password every scenario account uses (the test device's).
+pub use crate::device::PASSWORD;
 
 /// The server's name: the one it was started with, or what `GET /versions` says (`--server`).
 pub async fn server_name_of(hs: &crate::fixture::Server) -> anyhow::Result<String> {

@@ -45,3 +45,17 @@ fn nanos() -> u128 {
         .map(|d| d.as_nanos() % 1_000_000)
         .unwrap_or(0)
 }
+
+/// One store on each backend, for tests whose claim must hold on both: SQLite in a temporary
+/// directory (the second element keeps it alive) and a fresh PostgreSQL database.
+pub async fn stores() -> Vec<(crate::Store, Option<tempfile::TempDir>)> {
+    let config = crate::StoreConfig::default();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temporary dir: {e}"));
+    let sqlite = crate::Store::connect(&sqlite_url(dir.path()), &config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the test SQLite store: {e}"));
+    let pg = crate::Store::connect(&fresh_postgres_url().await, &config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the test PostgreSQL store: {e}"));
+    vec![(sqlite, Some(dir)), (pg, None)]
+}

@@ -2,23 +2,8 @@
 
 use parley_schema::{
     testing, Accepted, Appended, BindOutcome, CommitToApply, GroupMessage, Member, MessageToAppend,
-    NewDevice, NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, StoreConfig,
-    TailRead, User,
+    NewDevice, NewKeyPackage, Refused, RemoteMessage, RemoteStored, Session, Store, TailRead, User,
 };
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-        .await
-        .unwrap();
-    let pg = Store::connect(
-        &testing::fresh_postgres_url().await,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
-    vec![(sqlite, Some(dir)), (pg, None)]
-}
 
 async fn add_user(store: &Store, name: &str, devices: &[&str]) {
     let user_id = format!("@{name}:t.example");
@@ -67,7 +52,7 @@ fn kp(tag: &str, not_after_ms: i64) -> NewKeyPackage {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signature_key_binds_once() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         add_user(&store, "a", &["D"]).await;
         assert_eq!(
             store
@@ -102,7 +87,7 @@ async fn signature_key_binds_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         add_user(&store, "a", &["D"]).await;
         let (u, d) = ("@a:t.example", "D");
         let n = store
@@ -154,7 +139,7 @@ async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_claims_never_hand_out_a_package_twice() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         add_user(&store, "a", &["D"]).await;
         let pkgs: Vec<_> = (0..20).map(|i| kp(&format!("k{i}"), 1000)).collect();
         store
@@ -253,7 +238,7 @@ fn app_at(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let (a, b, c) = ("@a:t.example", "@b:t.example", "@c:t.example");
         store
             .create_group("!g1:t.example", a, "D", 1)
@@ -378,7 +363,7 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
         store.create_group("!g:t.example", a, "D", 1).await.unwrap();
         let first = store
@@ -438,7 +423,7 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_writes_nothing() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
         store.create_group("!g:t.example", a, "D", 1).await.unwrap();
         store.create_group("!h:t.example", a, "D", 1).await.unwrap();
@@ -498,7 +483,7 @@ async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         store
             .create_group("!race:t.example", "@a:t.example", "D", 1)
             .await
@@ -526,7 +511,7 @@ async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:t.example");
         store.create_group("!p:t.example", a, "D", 1).await.unwrap();
         store
@@ -585,7 +570,7 @@ fn relayed(group_id: &str, seq: i64, kind: &str, local_adds: &[(&str, &str)]) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_the_gap() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let g = "!f:hub.example";
         // An unknown group starts only at a commit adding one of our devices: anything else is
         // refused, not stored.
@@ -650,7 +635,7 @@ async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let g = "!cf:hub.example";
         store
             .store_remote_message(relayed(g, 1, "commit", &[("@me:t.example", "D")]))
@@ -682,7 +667,7 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_database() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let tail = store.tail().expect("both backends keep a tail");
         let (a, b) = ("@a:t.example", "@b:t.example");
         store.create_group("!t:t.example", a, "D", 1).await.unwrap();
@@ -744,7 +729,7 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_adding_a_hundred_devices_stores_its_welcome_once_until_the_last_deletes_it() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
         store.create_group("!w:t.example", a, "D", 1).await.unwrap();
         let added: Vec<Member> = (0..100)
@@ -776,7 +761,7 @@ async fn a_commit_adding_a_hundred_devices_stores_its_welcome_once_until_the_las
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_event_not_again() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         add_user(&store, "me", &["D", "E"]).await;
         let sender = member("@h:hub.example", 0);
         let g = "!rw:hub.example";
@@ -832,7 +817,7 @@ async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_ev
 #[tokio::test(flavor = "multi_thread")]
 async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_taken_over() {
     use parley_schema::InboundClaim;
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let (o, t) = ("hub.example", "t1");
         assert_eq!(
             store.claim_inbound_transaction(o, t, 1_000).await.unwrap(),
@@ -893,7 +878,7 @@ async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_without_group_info_keeps_the_latest_one() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
         store
             .create_group("!gi:t.example", a, "D", 1)
@@ -914,7 +899,7 @@ async fn a_commit_without_group_info_keeps_the_latest_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn welcomes_are_read_a_bounded_number_at_a_time_and_none_is_skipped() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:t.example");
         for i in 0..20 {
             let g = format!("!w{i}:t.example");

@@ -3,22 +3,8 @@
 
 use parley_schema::{
     testing, CommitToApply, Member, MessageToAppend, OutboundDevice, OutboundDeviceKey,
-    OutboundEvent, OutboundWelcome, OutboxItem, Store, StoreConfig,
+    OutboundEvent, OutboundWelcome, OutboxItem,
 };
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-        .await
-        .unwrap();
-    let pg = Store::connect(
-        &testing::fresh_postgres_url().await,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
-    vec![(sqlite, Some(dir)), (pg, None)]
-}
 
 fn device(user_id: &str, device_id: &str) -> OutboundDevice {
     OutboundDevice {
@@ -29,7 +15,7 @@ fn device(user_id: &str, device_id: &str) -> OutboundDevice {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_events_are_read_back_typed_in_order_per_destination() {
-    for (store, _d) in stores().await {
+    for (store, _d) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:b.example");
         let group = "!g:t.example";
         store.create_group(group, a, "D", 1).await.unwrap();

@@ -2,22 +2,8 @@
 //! ones kept, against both SQLite and PostgreSQL.
 
 use parley_schema::{
-    testing, CommitToApply, InboundClaim, Member, MessageToAppend, RetainedRows, Store, StoreConfig,
+    testing, CommitToApply, InboundClaim, Member, MessageToAppend, RetainedRows, Store,
 };
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-        .await
-        .unwrap();
-    let pg = Store::connect(
-        &testing::fresh_postgres_url().await,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
-    vec![(sqlite, Some(dir)), (pg, None)]
-}
 
 const GROUP: &str = "!retained:t.example";
 
@@ -67,7 +53,7 @@ async fn group_of(store: &Store, a: &str, b: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_and_later_ones_kept(
 ) {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:t.example");
         group_of(&store, a, b).await;
         // More old ones than a page, from two senders, around the new ones in key order.
@@ -126,7 +112,7 @@ async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_
 async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages_and_later_ones_and_live_claims_kept(
 ) {
     const CUTOFF: i64 = 10_000_000;
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         for i in 0..510 {
             let origin = if i % 2 == 0 { "a.example" } else { "b.example" };
             store

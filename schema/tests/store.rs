@@ -5,20 +5,6 @@ use parley_schema::{
 };
 
 /// One store per backend: a SQLite file in a temp dir and a fresh PostgreSQL database.
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&testing::sqlite_url(dir.path()), &StoreConfig::default())
-        .await
-        .unwrap();
-    let pg = Store::connect(
-        &testing::fresh_postgres_url().await,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
-    vec![(sqlite, Some(dir)), (pg, None)]
-}
-
 fn user(name: &str) -> User {
     User {
         user_id: format!("@{name}:test.example"),
@@ -49,7 +35,7 @@ fn session(name: &str, device_id: &str, sid: &str) -> Session {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn created_user_is_found_and_duplicate_is_a_conflict() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         let u = user("alice");
         store
             .create_user_with_session(
@@ -86,7 +72,7 @@ async fn created_user_is_found_and_duplicate_is_a_conflict() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         let u = user("bob");
         store
             .create_user_with_session(
@@ -149,7 +135,7 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoked_session_is_gone() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         store
             .create_user_with_session(
                 &user("c"),
@@ -168,7 +154,7 @@ async fn revoked_session_is_gone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_rotation_then_reuse_revokes_the_device() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         store
             .create_user_with_session(
                 &user("d"),
@@ -222,7 +208,7 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_refresh_token_is_unknown() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         store
             .create_user_with_session(
                 &user("e"),
@@ -343,7 +329,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_grace_gets_it_again() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         store
             .create_user_with_session(
                 &user("g"),
@@ -390,7 +376,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_gra
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_grace_window_a_concurrent_second_refresh_is_reuse() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in testing::stores().await {
         store
             .create_user_with_session(
                 &user("h"),

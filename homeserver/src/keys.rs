@@ -79,6 +79,7 @@ pub async fn bind_signature_key(
         .ok_or(KeysError::BadSignatureKey)?;
     match state
         .store
+        .keys()
         .bind_signature_key(&auth.user_id, &auth.device_id, &key)
         .await?
     {
@@ -103,7 +104,12 @@ pub async fn user_devices(
         return local_user_devices(state, user_id).await;
     }
     let now = now_ms() as i64;
-    if let Some((updated, devices)) = state.store.remote_device_list(user.as_str()).await? {
+    if let Some((updated, devices)) = state
+        .store
+        .federation()
+        .remote_device_list(user.as_str())
+        .await?
+    {
         if now - updated < REMOTE_DEVICES_TTL_MS {
             let devices = devices
                 .into_iter()
@@ -151,6 +157,7 @@ pub async fn cache_remote_devices(
         .collect();
     state
         .store
+        .federation()
         .set_remote_device_list(&list.user_id, &devices, now_ms() as i64)
         .await?;
     Ok(())
@@ -160,6 +167,7 @@ pub async fn cache_remote_devices(
 pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), StoreError> {
     let destinations = state
         .store
+        .federation()
         .servers_sharing_groups(user_id, &state.config.server_name)
         .await?;
     if destinations.is_empty() {
@@ -175,6 +183,7 @@ pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), 
         .collect();
     state
         .store
+        .outbox()
         .queue_device_list_update(&destinations, user_id, &devices, now_ms() as i64)
         .await?;
     for d in &destinations {
@@ -194,7 +203,7 @@ pub async fn local_user_devices(
 ) -> Result<UserDevicesResponse, KeysError> {
     let user = UserId::parse(user_id).map_err(|_| KeysError::NoSuchUser)?;
     if !crate::ids::same_server(user.server_name(), &state.config.server_name)
-        || state.store.user(user.as_str()).await?.is_none()
+        || state.store.accounts().user(user.as_str()).await?.is_none()
     {
         return Err(KeysError::NoSuchUser);
     }
@@ -208,6 +217,7 @@ pub async fn local_user_devices(
 pub async fn bound_devices(state: &AppState, user_id: &str) -> Result<Vec<DeviceKey>, StoreError> {
     Ok(state
         .store
+        .accounts()
         .devices(user_id)
         .await?
         .into_iter()
@@ -234,6 +244,7 @@ pub async fn upload(
     }
     let device = state
         .store
+        .accounts()
         .device(&auth.user_id, &auth.device_id)
         .await?
         .ok_or(KeysError::DeviceGone)?;
@@ -282,6 +293,7 @@ pub async fn upload(
     let max = limits.max_key_packages_per_device;
     let count = match state
         .store
+        .keys()
         .store_key_packages_capped(
             &auth.user_id,
             &auth.device_id,
@@ -302,6 +314,7 @@ pub async fn upload(
     };
     let (_, has_last_resort) = state
         .store
+        .keys()
         .key_package_count(&auth.user_id, &auth.device_id, now as i64)
         .await?;
     state.notifier.notify_keys(&auth.user_id, &auth.device_id);
@@ -319,6 +332,7 @@ pub async fn key_count(
 ) -> Result<KeyCountResponse, StoreError> {
     let (count, last_resort) = state
         .store
+        .keys()
         .key_package_count(user_id, device_id, now_ms() as i64)
         .await?;
     Ok(KeyCountResponse { count, last_resort })
@@ -414,7 +428,7 @@ pub async fn claim_local(
             );
             continue;
         }
-        if state.store.user(user.as_str()).await?.is_none() {
+        if state.store.accounts().user(user.as_str()).await?.is_none() {
             response
                 .failures
                 .insert(user_id, failure(ErrCode::NotFound, "no such user"));
@@ -424,6 +438,7 @@ pub async fn claim_local(
         for device in bound_devices(state, user.as_str()).await? {
             match state
                 .store
+                .keys()
                 .claim_key_package(user.as_str(), &device.device_id, now)
                 .await?
             {

@@ -42,11 +42,17 @@ pub async fn run_once(state: &AppState) -> Pruned {
     let before = now.saturating_sub(keep);
     let store = &state.store;
     let pruned = Pruned {
-        key_packages: logged("key_packages", store.purge_expired_key_packages(now).await),
-        transaction_ids: logged("transaction_ids", store.prune_transaction_ids(before).await),
+        key_packages: logged(
+            "key_packages",
+            store.keys().purge_expired_key_packages(now).await,
+        ),
+        transaction_ids: logged(
+            "transaction_ids",
+            store.retention().prune_transaction_ids(before).await,
+        ),
         inbound_transactions: logged(
             "inbound_transactions",
-            store.prune_inbound_transactions(before).await,
+            store.retention().prune_inbound_transactions(before).await,
         ),
     };
     if pruned != Pruned::default() {

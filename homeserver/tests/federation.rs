@@ -399,6 +399,7 @@ async fn lose_queued_messages(server: &TestServer, destination: &str) -> usize {
         .await
         .unwrap();
     let ids: Vec<i64> = store
+        .outbox()
         .outbox_batch(destination, 10_000)
         .await
         .unwrap()
@@ -411,7 +412,7 @@ async fn lose_queued_messages(server: &TestServer, destination: &str) -> usize {
         })
         .map(|r| r.id)
         .collect();
-    store.delete_outbox(&ids).await.unwrap();
+    store.outbox().delete_outbox(&ids).await.unwrap();
     store.close();
     ids.len()
 }

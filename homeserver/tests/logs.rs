@@ -148,7 +148,12 @@ async fn add_password_hashes(secrets: &mut Secrets, server: &TestServer, users: 
         .await
         .expect("open the stopped server's database");
     for user in users {
-        let stored = store.user(user).await.expect("read user").expect("user");
+        let stored = store
+            .accounts()
+            .user(user)
+            .await
+            .expect("read user")
+            .expect("user");
         let hash = &stored.password_hash;
         secrets.text(&format!("password hash of {user}"), hash);
         // `$argon2id$v=19$m=…,t=…,p=…$<salt>$<digest>`: the digest alone too.

@@ -37,7 +37,7 @@ async fn rows_until(
 ) -> RetainedRows {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let rows = store.retained_rows().await.expect("count rows");
+        let rows = store.retention().retained_rows().await.expect("count rows");
         if done(&rows) || Instant::now() > deadline {
             return rows;
         }
@@ -94,7 +94,11 @@ on_both_backends!(
             again, first,
             "a retry within the retention gets the first seq"
         );
-        let before_a = store_a.retained_rows().await.expect("count rows");
+        let before_a = store_a
+            .retention()
+            .retained_rows()
+            .await
+            .expect("count rows");
         assert_eq!(
             (before_a.key_packages, before_a.transaction_ids),
             (3 + 6, 1),
@@ -107,7 +111,11 @@ on_both_backends!(
             }
         }
         assert_eq!(bob.texts(&group), ["remembered for a while"]);
-        let before_b = store_b.retained_rows().await.expect("count rows");
+        let before_b = store_b
+            .retention()
+            .retained_rows()
+            .await
+            .expect("count rows");
         assert!(
             before_b.inbound_transactions >= 1,
             "b answered no transaction: {before_b:?}"

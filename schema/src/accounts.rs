@@ -92,7 +92,20 @@ pub enum RotateOutcome {
     Unknown,
 }
 
+/// Users, devices, sessions and refresh tokens ([`Store::accounts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Accounts<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// Users, devices, sessions and refresh tokens.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { store: self }
+    }
+}
+
+impl Accounts<'_> {
     /// Creates a user, its first device and a session with its first refresh token, atomically.
     /// Fails with [`StoreError::Conflict`] when the user id is taken.
     pub async fn create_user_with_session(
@@ -105,7 +118,7 @@ impl Store {
     ) -> StoreResult<()> {
         let (user, device, session) = (user.clone(), device.clone(), session.clone());
         let refresh_hash = refresh_hash.to_vec();
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 diesel::insert_into(users::table)
                     .values(&user)
@@ -136,7 +149,7 @@ impl Store {
     ) -> StoreResult<()> {
         let (device, session) = (new_device.cloned(), session.clone());
         let refresh_hash = refresh_hash.to_vec();
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 if let Some(device) = &device {
                     diesel::insert_into(devices::table)
@@ -157,7 +170,7 @@ impl Store {
 
     /// The user with this id.
     pub async fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(users::table
                 .find(user_id)
                 .select(User::as_select())
@@ -169,7 +182,7 @@ impl Store {
 
     /// One device of a user.
     pub async fn device(&self, user_id: &str, device_id: &str) -> StoreResult<Option<Device>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(devices::table
                 .find((user_id, device_id))
                 .select(Device::as_select())
@@ -181,7 +194,7 @@ impl Store {
 
     /// All devices of a user, oldest first.
     pub async fn devices(&self, user_id: &str) -> StoreResult<Vec<Device>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(devices::table
                 .filter(devices::user_id.eq(user_id))
                 .order((devices::created_ts.asc(), devices::device_id.asc()))
@@ -194,9 +207,9 @@ impl Store {
     /// Deletes a device; its sessions and refresh tokens go with it. Returns whether it existed.
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        let memory = self.memory.clone();
+        let memory = self.store.memory.clone();
         let after = move |_: Option<&mut _>| memory.sessions.invalidate_all();
-        with_conn!(self, write, after = after, |conn| {
+        with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 delete_device_sessions!(c, &user_id, &device_id)?;
                 let n = diesel::delete(devices::table.find((&user_id, &device_id)))
@@ -216,7 +229,7 @@ impl Store {
         now_ts: i64,
     ) -> StoreResult<()> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             diesel::update(devices::table.find((&user_id, &device_id)))
                 .set(devices::last_seen_ts.eq(now_ts))
                 .execute(conn)
@@ -228,11 +241,11 @@ impl Store {
     /// The live session with this id, if it was not revoked.
     /// Served from memory once read: every write that deletes sessions invalidates it.
     pub async fn session(&self, session_id: &str) -> StoreResult<Option<Session>> {
-        let generation = match self.memory.sessions.get(session_id) {
+        let generation = match self.store.memory.sessions.get(session_id) {
             Ok(session) => return Ok(Some(session)),
             Err(generation) => generation,
         };
-        let session: Option<Session> = with_conn!(self, read, |conn| {
+        let session: Option<Session> = with_conn!(self.store, read, |conn| {
             Ok::<_, StoreError>(
                 sessions::table
                     .find(session_id)
@@ -243,7 +256,8 @@ impl Store {
             )
         })?;
         if let Some(s) = &session {
-            self.memory
+            self.store
+                .memory
                 .sessions
                 .fill(generation, s.session_id.clone(), s.clone());
         }
@@ -253,10 +267,10 @@ impl Store {
     /// Revokes one session. Returns whether it existed.
     pub async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
         let session_id = session_id.to_owned();
-        let memory = self.memory.clone();
+        let memory = self.store.memory.clone();
         let revoked = session_id.clone();
         let after = move |_: Option<&mut _>| memory.sessions.invalidate(&revoked);
-        with_conn!(self, write, after = after, |conn| {
+        with_conn!(self.store, write, after = after, |conn| {
             let n = diesel::delete(sessions::table.find(&session_id))
                 .execute(conn)
                 .await?;
@@ -277,7 +291,7 @@ impl Store {
             .await
     }
 
-    /// [`Store::rotate_refresh_token`] where a token rotated out less than `grace_ms` ago,
+    /// [`Accounts::rotate_refresh_token`] where a token rotated out less than `grace_ms` ago,
     /// whose successor `new_hash` is still unused, rotates again to that same successor (a
     /// client retrying a refresh whose answer it lost) instead of counting as reuse. The
     /// rotation is a compare-and-set on `rotated`, so two concurrent refreshes of one token
@@ -292,7 +306,7 @@ impl Store {
     ) -> StoreResult<RotateOutcome> {
         let (old_hash, new_hash) = (old_hash.to_vec(), new_hash.to_vec());
         // A reused token revokes every session of its device.
-        let memory = self.memory.clone();
+        let memory = self.store.memory.clone();
         let after = move |outcome: Option<&mut RotateOutcome>| {
             if !matches!(
                 outcome,
@@ -301,7 +315,7 @@ impl Store {
                 memory.sessions.invalidate_all();
             }
         };
-        with_conn!(self, write, after = after, |conn| {
+        with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let found: Option<(String, bool, i64, Option<i64>)> = refresh_tokens::table
                     .find(&old_hash)

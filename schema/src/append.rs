@@ -17,7 +17,7 @@ pub struct Accepted {
     pub epoch: i64,
 }
 
-/// What [`Store::append_message`] did with a message it did not refuse.
+/// What [`crate::hub_log::HubLog::append_message`] did with a message it did not refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
     /// Appended as the group's next message.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::fixed_sql::FixedSql;
-use crate::groups::{GroupMessage, Member};
+use crate::hub_log::{GroupMessage, Member};
 use crate::schema::{group_messages, groups, inbound_transactions, memberships, welcomes};
 use crate::tail::{TailEvent, TailMessage};
 use crate::{with_conn, Store, StoreError, StoreResult};
@@ -48,14 +48,27 @@ pub enum RemoteStored {
     NoLocalMember,
 }
 
+/// What this server keeps of other servers: inbound transactions, followed groups' logs and remote device lists ([`Store::federation`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Federation<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// What this server keeps of other servers: inbound transactions, followed groups' logs and remote device lists.
+    pub fn federation(&self) -> Federation<'_> {
+        Federation { store: self }
+    }
+}
+
+impl Federation<'_> {
     /// One message of a group's log.
     pub async fn group_message(
         &self,
         group_id: &str,
         seq: i64,
     ) -> StoreResult<Option<GroupMessage>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(group_messages::table
                 .find((group_id, seq))
                 .select(GroupMessage::as_select())
@@ -71,7 +84,7 @@ impl Store {
         origin: &str,
         txn_id: &str,
     ) -> StoreResult<Option<String>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let response: Option<String> = inbound_transactions::table
                 .find((origin, txn_id))
                 .select(inbound_transactions::response)
@@ -92,7 +105,7 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<InboundClaim> {
         let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let inserted = diesel::insert_into(inbound_transactions::table)
                     .values((
@@ -150,7 +163,7 @@ impl Store {
     ) -> StoreResult<()> {
         let (origin, txn_id, response) =
             (origin.to_owned(), txn_id.to_owned(), response.to_owned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             diesel::insert_into(inbound_transactions::table)
                 .values((
                     inbound_transactions::origin.eq(&origin),
@@ -173,7 +186,7 @@ impl Store {
     /// Gives up a claim whose transaction could not be answered (it may be sent again).
     pub async fn release_inbound_transaction(&self, origin: &str, txn_id: &str) -> StoreResult<()> {
         let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             diesel::delete(
                 inbound_transactions::table
                     .find((&origin, &txn_id))
@@ -202,7 +215,7 @@ impl Store {
             .unwrap_or_else(|| Err(StoreError::Pool("no result for a stored message".into())))
     }
 
-    /// [`Store::store_remote_message`] for several messages in order, in one write (one commit
+    /// [`Federation::store_remote_message`] for several messages in order, in one write (one commit
     /// for a whole inbound transaction on SQLite); each message succeeds or fails alone.
     pub async fn store_remote_messages(
         &self,
@@ -210,7 +223,7 @@ impl Store {
     ) -> StoreResult<Vec<StoreResult<RemoteStored>>> {
         type Stored = Vec<StoreResult<(RemoteStored, Option<(i64, TailEvent)>)>>;
         // Stored messages took consecutive positions, in order.
-        let publish = self.publish_after(|results: &mut Stored| {
+        let publish = self.store.publish_after(|results: &mut Stored| {
             let mut events = results
                 .iter_mut()
                 .filter_map(|r| r.as_mut().ok().and_then(|(_, e)| e.take()))
@@ -218,7 +231,7 @@ impl Store {
             let first = events.peek().map_or(0, |(pos, _)| *pos);
             (first, events.map(|(_, e)| e).collect())
         });
-        let stored: Stored = with_conn!(self, write, after = publish, |conn| {
+        let stored: Stored = with_conn!(self.store, write, after = publish, |conn| {
             let mut results = Vec::with_capacity(remotes.len());
             for remote in remotes {
                 results.push(
@@ -337,7 +350,7 @@ impl Store {
     /// Groups whose hub is another server and which have a current member device of this
     /// server, with the last seq stored for each (what a start-up catch-up asks the hub for).
     pub async fn followed_groups(&self, our_server: &str) -> StoreResult<Vec<(String, i64)>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let rows: Vec<(String, i64)> = groups::table
                 .inner_join(memberships::table.on(memberships::group_id.eq(groups::group_id)))
                 .filter(memberships::left_pos.is_null())
@@ -358,7 +371,7 @@ impl Store {
         &self,
         group_id: &str,
     ) -> StoreResult<Vec<(String, Option<i64>)>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(memberships::table
                 .filter(memberships::group_id.eq(group_id))
                 .select((memberships::user_id, memberships::left_pos))
@@ -369,7 +382,7 @@ impl Store {
 
     /// The seq of the group message at stream position `pos`, if there is one.
     pub async fn seq_at_position(&self, group_id: &str, pos: i64) -> StoreResult<Option<i64>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(group_messages::table
                 .filter(group_messages::group_id.eq(group_id))
                 .filter(group_messages::stream_pos.eq(pos))
@@ -406,23 +419,25 @@ impl Store {
         );
         // One position per recipient, consecutive from the first.
         let tail_group = group_id.clone();
-        let publish = self.publish_after(
-            move |stored: &mut (Option<i64>, Vec<(String, String)>)| match stored.0 {
-                Some(first) => (
-                    first,
-                    stored
-                        .1
-                        .iter()
-                        .map(|device| TailEvent::Change {
-                            group_id: Some(tail_group.clone()),
-                            devices: vec![device.clone()],
-                        })
-                        .collect(),
-                ),
-                None => (0, Vec::new()),
-            },
-        );
-        let stored = with_conn!(self, write, after = publish, |conn| {
+        let publish =
+            self.store
+                .publish_after(
+                    move |stored: &mut (Option<i64>, Vec<(String, String)>)| match stored.0 {
+                        Some(first) => (
+                            first,
+                            stored
+                                .1
+                                .iter()
+                                .map(|device| TailEvent::Change {
+                                    group_id: Some(tail_group.clone()),
+                                    devices: vec![device.clone()],
+                                })
+                                .collect(),
+                        ),
+                        None => (0, Vec::new()),
+                    },
+                );
+        let stored = with_conn!(self.store, write, after = publish, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let users: Vec<&String> = recipients.iter().map(|(u, _)| u).collect();
                 let existing: std::collections::HashSet<(String, String)> = devices::table
@@ -477,14 +492,14 @@ impl Store {
     }
 }
 
-impl Store {
+impl Federation<'_> {
     /// A remote user's cached device keys and when the list was last refreshed.
     pub async fn remote_device_list(
         &self,
         user_id: &str,
     ) -> StoreResult<Option<(i64, Vec<(String, Vec<u8>)>)>> {
         use crate::schema::{remote_device_lists, remote_devices};
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let updated: Option<i64> = remote_device_lists::table
                 .find(user_id)
                 .select(remote_device_lists::updated_ts)
@@ -513,7 +528,7 @@ impl Store {
     ) -> StoreResult<()> {
         use crate::schema::{remote_device_lists, remote_devices};
         let (user_id, devices) = (user_id.to_owned(), devices.to_vec());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 diesel::delete(remote_devices::table.filter(remote_devices::user_id.eq(&user_id)))
                     .execute(c)
@@ -552,7 +567,7 @@ impl Store {
         user_id: &str,
         our_server: &str,
     ) -> StoreResult<Vec<String>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let group_ids: Vec<String> = memberships::table
                 .filter(memberships::user_id.eq(user_id))
                 .filter(memberships::left_pos.is_null())

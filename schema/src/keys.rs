@@ -49,7 +49,20 @@ struct KeyPackageRow<'a> {
     last_resort: bool,
 }
 
+/// Devices' signature keys and key packages ([`Store::keys`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDirectory<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// Devices' signature keys and key packages.
+    pub fn keys(&self) -> KeyDirectory<'_> {
+        KeyDirectory { store: self }
+    }
+}
+
+impl KeyDirectory<'_> {
     /// Binds a device's MLS signature key, once.
     pub async fn bind_signature_key(
         &self,
@@ -58,7 +71,7 @@ impl Store {
         key: &[u8],
     ) -> StoreResult<BindOutcome> {
         let (user_id, device_id, key) = (user_id.to_owned(), device_id.to_owned(), key.to_vec());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let current: Option<Option<Vec<u8>>> = devices::table
                     .find((&user_id, &device_id))
@@ -97,7 +110,7 @@ impl Store {
             .await
     }
 
-    /// [`Store::store_key_packages`], refused with [`StoreError::Quota`] (nothing stored) when
+    /// [`KeyDirectory::store_key_packages`], refused with [`StoreError::Quota`] (nothing stored) when
     /// the device would then hold more than `max_unclaimed` unexpired ordinary packages.
     pub async fn store_key_packages_capped(
         &self,
@@ -110,7 +123,7 @@ impl Store {
     ) -> StoreResult<u64> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         let (packages, last_resort) = (packages.to_vec(), last_resort.cloned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let rows: Vec<_> = packages
                     .iter()
@@ -180,7 +193,7 @@ impl Store {
         device_id: &str,
         now_ms: i64,
     ) -> StoreResult<(u64, bool)> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let rows: Vec<(bool, i64)> = key_packages::table
                 .filter(key_packages::user_id.eq(user_id))
                 .filter(key_packages::device_id.eq(device_id))
@@ -204,7 +217,7 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<Option<ClaimedKeyPackage>> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 loop {
                     let oldest: Option<(i64, Vec<u8>)> = key_packages::table
@@ -250,7 +263,7 @@ impl Store {
 
     /// Deletes every expired package; returns how many.
     pub async fn purge_expired_key_packages(&self, now_ms: i64) -> StoreResult<usize> {
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             Ok(
                 diesel::delete(key_packages::table.filter(key_packages::not_after_ms.le(now_ms)))
                     .execute(conn)

@@ -1,6 +1,10 @@
 //! Parley storage: the diesel schema, migrations for SQLite and PostgreSQL, and the [`Store`]
 //! through which every query runs.
 //!
+//! The store's queries are grouped by concept, one repository per module, each reached from
+//! the store: [`Store::accounts`], [`Store::keys`], [`Store::hub_log`], [`Store::stream`],
+//! [`Store::outbox`], [`Store::federation`] and [`Store::retention`].
+//!
 //! One store API serves both backends. Each query is written once with diesel's DSL and
 //! instantiated for both connection types by the [`with_conn!`] macro.
 
@@ -12,7 +16,7 @@ mod cache;
 mod db;
 pub mod federation;
 mod fixed_sql;
-pub mod groups;
+pub mod hub_log;
 pub mod keys;
 pub mod outbox;
 mod pg_append;
@@ -22,23 +26,25 @@ mod rows;
 pub mod schema;
 mod sqlite_conn;
 mod sqlite_writer;
+pub mod stream;
 pub mod tail;
 pub mod testing;
 mod writer;
 
-pub use accounts::{Device, NewDevice, RotateOutcome, Session, User};
+pub use accounts::{Accounts, Device, NewDevice, RotateOutcome, Session, User};
 pub use db::{lock_sqlite_for_this_process, Backend, Store, StoreConfig};
-pub use federation::{InboundClaim, RemoteMessage, RemoteStored};
-pub use groups::{
-    Accepted, Appended, CommitToApply, EpochRoster, Group, GroupMessage, Member, MessageToAppend,
-    Refused, Welcome,
+pub use federation::{Federation, InboundClaim, RemoteMessage, RemoteStored};
+pub use hub_log::{
+    Accepted, Appended, CommitToApply, EpochRoster, Group, GroupMessage, HubLog, Member,
+    MessageToAppend, Refused,
 };
-pub use keys::{BindOutcome, ClaimedKeyPackage, NewKeyPackage};
+pub use keys::{BindOutcome, ClaimedKeyPackage, KeyDirectory, NewKeyPackage};
 pub use outbox::{
-    OutboundDevice, OutboundDeviceKey, OutboundEvent, OutboundWelcome, OutboxItem, OutboxRow,
-    UnreadableRow,
+    OutboundDevice, OutboundDeviceKey, OutboundEvent, OutboundWelcome, Outbox, OutboxItem,
+    OutboxRow, UnreadableRow,
 };
-pub use retention::RetainedRows;
+pub use retention::{RetainedRows, Retention};
+pub use stream::{DeliveryStream, Welcome};
 pub use tail::{Tail, TailEvent, TailMessage, TailRead};
 
 /// What the store can fail with.

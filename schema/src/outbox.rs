@@ -267,10 +267,23 @@ macro_rules! queue_outbox {
 }
 pub(crate) use queue_outbox;
 
+/// The federation queue: events waiting for other servers ([`Store::outbox`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// The federation queue: events waiting for other servers.
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox { store: self }
+    }
+}
+
+impl Outbox<'_> {
     /// Servers with queued events.
     pub async fn outbox_destinations(&self) -> StoreResult<Vec<String>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(outbox::table
                 .select(outbox::destination)
                 .distinct()
@@ -281,7 +294,7 @@ impl Store {
 
     /// The oldest queued events for one destination, in order.
     pub async fn outbox_batch(&self, destination: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let rows: Vec<OutboxColumns> = with_conn!(self, read, |conn| {
+        let rows: Vec<OutboxColumns> = with_conn!(self.store, read, |conn| {
             Ok::<_, StoreError>(
                 outbox::table
                     .filter(outbox::destination.eq(destination))
@@ -297,7 +310,7 @@ impl Store {
 
     /// Queued events for one destination.
     pub async fn outbox_len(&self, destination: &str) -> StoreResult<i64> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(outbox::table
                 .filter(outbox::destination.eq(destination))
                 .count()
@@ -314,7 +327,7 @@ impl Store {
         before_ts: i64,
     ) -> StoreResult<usize> {
         let destination = destination.to_owned();
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             Ok(diesel::delete(
                 outbox::table
                     .filter(outbox::destination.eq(&destination))
@@ -328,7 +341,7 @@ impl Store {
     /// Forgets delivered events.
     pub async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
         let ids = ids.to_vec();
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)))
                 .execute(conn)
                 .await?;
@@ -346,7 +359,7 @@ impl Store {
     ) -> StoreResult<()> {
         let (destinations, user_id) = (destinations.to_vec(), user_id.to_owned());
         let devices = to_json(&devices)?;
-        with_conn!(self, write, |conn| {
+        with_conn!(self.store, write, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 for d in &destinations {
                     diesel::insert_into(outbox::table)
@@ -412,6 +425,7 @@ mod tests {
     /// The old rows, typed; and the next row gets an id never handed out before.
     async fn assert_old_rows_read_typed(store: &Store) {
         let events: Vec<(i64, Result<OutboundEvent, UnreadableRow>)> = store
+            .outbox()
             .outbox_batch("b.example", 10)
             .await
             .unwrap()
@@ -461,10 +475,12 @@ mod tests {
             store.backend()
         );
         store
+            .outbox()
             .queue_device_list_update(&["b.example".into()], "@a:a.example", &[], 5)
             .await
             .unwrap();
         let ids: Vec<i64> = store
+            .outbox()
             .outbox_batch("b.example", 10)
             .await
             .unwrap()

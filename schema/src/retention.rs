@@ -1,7 +1,7 @@
 //! Retention: forgetting what is kept only for a while. Used client `txn_id`s and the answers
 //! to inbound federation transactions are remembered so that retries are answered alike; past
 //! a retention period they are pruned. Expired key packages are purged by
-//! [`Store::purge_expired_key_packages`].
+//! [`crate::keys::KeyDirectory::purge_expired_key_packages`].
 //!
 //! Pruning reads a page of keys on a reader connection and deletes them in one small write, so
 //! that the SQLite writer never runs one long delete while sends wait behind it. Pages follow
@@ -32,7 +32,20 @@ pub struct RetainedRows {
     pub inbound_transactions: i64,
 }
 
+/// Pruning of old records ([`Store::retention`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// Pruning of old records.
+    pub fn retention(&self) -> Retention<'_> {
+        Retention { store: self }
+    }
+}
+
+impl Retention<'_> {
     /// Forgets the `txn_id`s whose message was accepted before `before_ms`; returns how many.
     /// A retry with a forgotten `txn_id` is a new send.
     pub async fn prune_transaction_ids(&self, before_ms: i64) -> StoreResult<usize> {
@@ -40,7 +53,7 @@ impl Store {
         let mut pruned = 0;
         loop {
             let (u, d, t) = after.clone();
-            let page: Vec<(String, String, String)> = with_conn!(self, read, |conn| {
+            let page: Vec<(String, String, String)> = with_conn!(self.store, read, |conn| {
                 let query = transaction_ids::table
                     .inner_join(
                         group_messages::table.on(group_messages::group_id
@@ -76,7 +89,7 @@ impl Store {
                 return Ok(pruned);
             };
             let full = page.len() as i64 == PRUNE_PAGE;
-            pruned += with_conn!(self, write, |conn| {
+            pruned += with_conn!(self.store, write, |conn| {
                 let mut deleted = 0;
                 for (user_id, device_id, txn_id) in &page {
                     deleted +=
@@ -104,7 +117,7 @@ impl Store {
         let mut pruned = 0;
         loop {
             let (o, t) = after.clone();
-            let page: Vec<(String, String)> = with_conn!(self, read, |conn| {
+            let page: Vec<(String, String)> = with_conn!(self.store, read, |conn| {
                 let query = inbound_transactions::table
                     .filter(inbound_transactions::origin.ge(&o))
                     .filter(
@@ -130,7 +143,7 @@ impl Store {
                 return Ok(pruned);
             };
             let full = page.len() as i64 == PRUNE_PAGE;
-            pruned += with_conn!(self, write, |conn| {
+            pruned += with_conn!(self.store, write, |conn| {
                 let mut deleted = 0;
                 for (origin, txn_id) in &page {
                     deleted += diesel::delete(inbound_transactions::table.find((origin, txn_id)))
@@ -148,7 +161,7 @@ impl Store {
 
     /// How many rows the tables retention prunes hold now.
     pub async fn retained_rows(&self) -> StoreResult<RetainedRows> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(RetainedRows {
                 key_packages: key_packages::table.count().get_result(conn).await?,
                 transaction_ids: transaction_ids::table.count().get_result(conn).await?,

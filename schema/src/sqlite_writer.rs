@@ -301,12 +301,13 @@ mod tests {
             slow.unwrap();
             assert!(failing.is_err());
             let kept: Vec<String> = store
+                .accounts()
                 .user(&format!("@{tag}a:x"))
                 .await
                 .unwrap()
                 .into_iter()
-                .chain(store.user(&format!("@{tag}b:x")).await.unwrap())
-                .chain(store.user(&format!("@{tag}c:x")).await.unwrap())
+                .chain(store.accounts().user(&format!("@{tag}b:x")).await.unwrap())
+                .chain(store.accounts().user(&format!("@{tag}c:x")).await.unwrap())
                 .map(|u| u.user_id)
                 .collect();
             if unguarded_fails {
@@ -353,7 +354,7 @@ mod tests {
         assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
         for last in ["@w0-399:x", "@w15-399:x"] {
             assert!(
-                store.user(last).await.unwrap().is_some(),
+                store.accounts().user(last).await.unwrap().is_some(),
                 "{last} was written"
             );
         }

@@ -30,11 +30,13 @@ async fn add_user(store: &Store, name: &str, devices: &[&str]) {
         let hash = format!("{name}-{d}").into_bytes();
         if i == 0 {
             store
+                .accounts()
                 .create_user_with_session(&user, &device, &session, &hash, 1)
                 .await
                 .unwrap();
         } else {
             store
+                .accounts()
                 .create_session(Some(&device), &session, &hash, 1)
                 .await
                 .unwrap();
@@ -56,6 +58,7 @@ async fn signature_key_binds_once() {
         add_user(&store, "a", &["D"]).await;
         assert_eq!(
             store
+                .keys()
                 .bind_signature_key("@a:t.example", "D", &[1; 32])
                 .await
                 .unwrap(),
@@ -63,6 +66,7 @@ async fn signature_key_binds_once() {
         );
         assert_eq!(
             store
+                .keys()
                 .bind_signature_key("@a:t.example", "D", &[1; 32])
                 .await
                 .unwrap(),
@@ -70,6 +74,7 @@ async fn signature_key_binds_once() {
         );
         assert_eq!(
             store
+                .keys()
                 .bind_signature_key("@a:t.example", "D", &[2; 32])
                 .await
                 .unwrap(),
@@ -77,6 +82,7 @@ async fn signature_key_binds_once() {
         );
         assert_eq!(
             store
+                .keys()
                 .bind_signature_key("@a:t.example", "X", &[2; 32])
                 .await
                 .unwrap(),
@@ -91,6 +97,7 @@ async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
         add_user(&store, "a", &["D"]).await;
         let (u, d) = ("@a:t.example", "D");
         let n = store
+            .keys()
             .store_key_packages(
                 u,
                 d,
@@ -101,29 +108,52 @@ async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
             .await
             .unwrap();
         assert_eq!(n, 2);
-        assert_eq!(store.key_package_count(u, d, 100).await.unwrap(), (2, true));
-        let first = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+        assert_eq!(
+            store.keys().key_package_count(u, d, 100).await.unwrap(),
+            (2, true)
+        );
+        let first = store
+            .keys()
+            .claim_key_package(u, d, 100)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (first.data.as_slice(), first.last_resort),
             (&b"data-1"[..], false)
         );
-        let second = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+        let second = store
+            .keys()
+            .claim_key_package(u, d, 100)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.data, b"data-2");
         for _ in 0..2 {
-            let lr = store.claim_key_package(u, d, 100).await.unwrap().unwrap();
+            let lr = store
+                .keys()
+                .claim_key_package(u, d, 100)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (lr.data.as_slice(), lr.last_resort),
                 (&b"data-lr"[..], true)
             );
         }
-        assert_eq!(store.key_package_count(u, d, 100).await.unwrap(), (0, true));
+        assert_eq!(
+            store.keys().key_package_count(u, d, 100).await.unwrap(),
+            (0, true)
+        );
         // A new last resort replaces the old one.
         store
+            .keys()
             .store_key_packages(u, d, &[], Some(&kp("lr2", 1000)), 100)
             .await
             .unwrap();
         assert_eq!(
             store
+                .keys()
                 .claim_key_package(u, d, 100)
                 .await
                 .unwrap()
@@ -132,8 +162,14 @@ async fn claims_consume_once_then_serve_the_last_resort_and_skip_expired() {
             b"data-lr2"
         );
         // Past its lifetime nothing is served.
-        assert_eq!(store.claim_key_package(u, d, 2000).await.unwrap(), None);
-        assert_eq!(store.purge_expired_key_packages(2000).await.unwrap(), 2);
+        assert_eq!(
+            store.keys().claim_key_package(u, d, 2000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.keys().purge_expired_key_packages(2000).await.unwrap(),
+            2
+        );
     }
 }
 
@@ -143,6 +179,7 @@ async fn concurrent_claims_never_hand_out_a_package_twice() {
         add_user(&store, "a", &["D"]).await;
         let pkgs: Vec<_> = (0..20).map(|i| kp(&format!("k{i}"), 1000)).collect();
         store
+            .keys()
             .store_key_packages("@a:t.example", "D", &pkgs, None, 0)
             .await
             .unwrap();
@@ -150,7 +187,10 @@ async fn concurrent_claims_never_hand_out_a_package_twice() {
         for _ in 0..30 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.claim_key_package("@a:t.example", "D", 0).await.unwrap()
+                s.keys()
+                    .claim_key_package("@a:t.example", "D", 0)
+                    .await
+                    .unwrap()
             }));
         }
         let mut got = Vec::new();
@@ -241,12 +281,17 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
     for (store, _d) in testing::stores().await {
         let (a, b, c) = ("@a:t.example", "@b:t.example", "@c:t.example");
         store
+            .hub_log()
             .create_group("!g1:t.example", a, "D", 1)
             .await
             .unwrap();
-        assert_eq!(store.roster("!g1:t.example").await.unwrap(), [member(a, 0)]);
+        assert_eq!(
+            store.hub_log().roster("!g1:t.example").await.unwrap(),
+            [member(a, 0)]
+        );
 
         let accepted = store
+            .hub_log()
             .apply_commit(commit("!g1:t.example", 0, a, vec![member(b, 1)], vec![]))
             .await
             .unwrap()
@@ -254,28 +299,32 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
         assert_eq!((accepted.seq, accepted.epoch), (1, 1));
         // A second commit for epoch 0 loses.
         let lost = store
+            .hub_log()
             .apply_commit(commit("!g1:t.example", 0, a, vec![member(c, 1)], vec![]))
             .await
             .unwrap();
         assert_eq!(lost, Err(Refused::StaleEpoch(1)));
         let future = store
+            .hub_log()
             .apply_commit(commit("!g1:t.example", 5, a, vec![], vec![]))
             .await
             .unwrap();
         assert_eq!(future, Err(Refused::FutureEpoch(1)));
         assert_eq!(
-            store.roster("!g1:t.example").await.unwrap(),
+            store.hub_log().roster("!g1:t.example").await.unwrap(),
             [member(a, 0), member(b, 1)]
         );
 
         // b sees the message after its join but not the commit that added it; it has a welcome.
         let m1 = store
+            .hub_log()
             .append_message(app("!g1:t.example", a, 1, Some("t1")))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(m1.seq(), 2);
         let again = store
+            .hub_log()
             .append_message(app("!g1:t.example", a, 1, Some("t1")))
             .await;
         assert!(
@@ -283,18 +332,19 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
             "a used txn_id is a replay of the first send: {again:?}"
         );
         assert_eq!(
-            store.txn_seq(a, "D", "t1").await.unwrap(),
+            store.hub_log().txn_seq(a, "D", "t1").await.unwrap(),
             Some(2),
             "the first result stays"
         );
-        let (msgs, welcomes, next) = store.device_events(b, "D", 0, 100).await.unwrap();
+        let (msgs, welcomes, next) = store.stream().device_events(b, "D", 0, 100).await.unwrap();
         assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(welcomes.len(), 1);
-        let (msgs_a, _, _) = store.device_events(a, "D", 0, 100).await.unwrap();
+        let (msgs_a, _, _) = store.stream().device_events(a, "D", 0, 100).await.unwrap();
         assert_eq!(msgs_a.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
 
         // Remove b: it receives its removal commit, nothing after.
         store
+            .hub_log()
             .apply_commit(commit(
                 "!g1:t.example",
                 1,
@@ -306,11 +356,16 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
             .unwrap()
             .unwrap();
         store
+            .hub_log()
             .append_message(app("!g1:t.example", a, 2, None))
             .await
             .unwrap()
             .unwrap();
-        let (msgs, _, next2) = store.device_events(b, "D", next, 100).await.unwrap();
+        let (msgs, _, next2) = store
+            .stream()
+            .device_events(b, "D", next, 100)
+            .await
+            .unwrap();
         assert_eq!(
             msgs.iter()
                 .map(|m| (m.seq, m.kind.as_str()))
@@ -318,17 +373,22 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
             [(3, "commit")]
         );
         assert!(next2 > next);
-        assert_eq!(store.device_groups(b, "D").await.unwrap().len(), 0);
-        assert_eq!(store.device_groups(a, "D").await.unwrap()[0].epoch, 2);
+        assert_eq!(store.stream().device_groups(b, "D").await.unwrap().len(), 0);
+        assert_eq!(
+            store.stream().device_groups(a, "D").await.unwrap()[0].epoch,
+            2
+        );
 
         // Application messages: one epoch back is fine, two is stale, ahead is refused.
         assert!(store
+            .hub_log()
             .append_message(app_at("!g1:t.example", a, 1, 2, None))
             .await
             .unwrap()
             .is_ok());
         assert_eq!(
             store
+                .hub_log()
                 .append_message(app_at("!g1:t.example", a, 0, 2, None))
                 .await
                 .unwrap(),
@@ -336,6 +396,7 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
         );
         assert_eq!(
             store
+                .hub_log()
                 .append_message(app_at("!g1:t.example", a, 3, 2, None))
                 .await
                 .unwrap(),
@@ -344,13 +405,15 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
         // Checked against the roster of an epoch the group has left: refused, nothing written.
         assert_eq!(
             store
+                .hub_log()
                 .append_message(app_at("!g1:t.example", a, 1, 1, Some("late")))
                 .await
                 .unwrap(),
             Err(Refused::RosterChanged)
         );
-        assert_eq!(store.txn_seq(a, "D", "late").await.unwrap(), None);
+        assert_eq!(store.hub_log().txn_seq(a, "D", "late").await.unwrap(), None);
         let log: Vec<i64> = store
+            .hub_log()
             .group_messages_since("!g1:t.example", 0, 100)
             .await
             .unwrap()
@@ -365,8 +428,13 @@ async fn one_commit_per_epoch_wins_and_rosters_follow_commits() {
 async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
     for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
-        store.create_group("!g:t.example", a, "D", 1).await.unwrap();
+        store
+            .hub_log()
+            .create_group("!g:t.example", a, "D", 1)
+            .await
+            .unwrap();
         let first = store
+            .hub_log()
             .append_message(app("!g:t.example", a, 0, Some("t0")))
             .await
             .unwrap()
@@ -383,6 +451,7 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
                     format!("n{i}")
                 };
                 store
+                    .hub_log()
                     .append_message(app("!g:t.example", a, 0, Some(&txn)))
                     .await
             }));
@@ -404,6 +473,7 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
         let stored = store
+            .hub_log()
             .group_messages_since("!g:t.example", 0, 100)
             .await
             .unwrap();
@@ -411,8 +481,12 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
             stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
             (1..=13).collect::<Vec<_>>()
         );
-        assert_eq!(store.txn_seq(a, "D", "t0").await.unwrap(), Some(1));
+        assert_eq!(
+            store.hub_log().txn_seq(a, "D", "t0").await.unwrap(),
+            Some(1)
+        );
         let next = store
+            .hub_log()
             .append_message(app("!g:t.example", a, 0, None))
             .await
             .unwrap()
@@ -425,16 +499,29 @@ async fn retries_of_used_txn_ids_amid_new_sends_leave_the_seqs_gap_free() {
 async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_writes_nothing() {
     for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
-        store.create_group("!g:t.example", a, "D", 1).await.unwrap();
-        store.create_group("!h:t.example", a, "D", 1).await.unwrap();
+        store
+            .hub_log()
+            .create_group("!g:t.example", a, "D", 1)
+            .await
+            .unwrap();
+        store
+            .hub_log()
+            .create_group("!h:t.example", a, "D", 1)
+            .await
+            .unwrap();
         let mut first = app("!g:t.example", a, 0, Some("t1"));
         first.outbox = vec!["b.example".into()];
-        let first = store.append_message(first).await.unwrap().unwrap();
+        let first = store
+            .hub_log()
+            .append_message(first)
+            .await
+            .unwrap()
+            .unwrap();
         let Appended::New(accepted) = first else {
             panic!("a new txn_id was not appended: {first:?}")
         };
         assert_eq!(accepted.seq, 1);
-        let position = store.stream_position().await.unwrap();
+        let position = store.stream().stream_position().await.unwrap();
 
         // The same txn_id with another body, and in another group: the first send's seq.
         let mut retry = app("!g:t.example", a, 0, Some("t1"));
@@ -442,16 +529,17 @@ async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_
         retry.outbox = vec!["b.example".into()];
         for again in [retry, app("!h:t.example", a, 0, Some("t1"))] {
             assert_eq!(
-                store.append_message(again).await.unwrap(),
+                store.hub_log().append_message(again).await.unwrap(),
                 Ok(Appended::Replayed { seq: 1 }),
                 "{:?}",
                 store.backend()
             );
         }
         // Nothing was written: no message, no position, no outbox row.
-        assert_eq!(store.stream_position().await.unwrap(), position);
+        assert_eq!(store.stream().stream_position().await.unwrap(), position);
         assert_eq!(
             store
+                .hub_log()
                 .group_messages_since("!g:t.example", 0, 10)
                 .await
                 .unwrap()
@@ -461,13 +549,15 @@ async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_
             [b"ct".to_vec()]
         );
         assert!(store
+            .hub_log()
             .group_messages_since("!h:t.example", 0, 10)
             .await
             .unwrap()
             .is_empty());
-        assert_eq!(store.outbox_len("b.example").await.unwrap(), 1);
+        assert_eq!(store.outbox().outbox_len("b.example").await.unwrap(), 1);
         // The seqs the replays took were given back; another device's t1 is its own.
         let next = store
+            .hub_log()
             .append_message(app("!g:t.example", a, 0, Some("t2")))
             .await
             .unwrap();
@@ -475,7 +565,7 @@ async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_
         let mut other_device = app("!g:t.example", a, 0, Some("t1"));
         other_device.sender_device = "E".into();
         assert!(matches!(
-            store.append_message(other_device).await.unwrap(),
+            store.hub_log().append_message(other_device).await.unwrap(),
             Ok(Appended::New(Accepted { seq: 3, .. }))
         ));
     }
@@ -485,6 +575,7 @@ async fn a_reused_txn_id_is_replayed_with_the_first_seq_whatever_it_carries_and_
 async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
     for (store, _d) in testing::stores().await {
         store
+            .hub_log()
             .create_group("!race:t.example", "@a:t.example", "D", 1)
             .await
             .unwrap();
@@ -493,9 +584,9 @@ async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
             let s = store.clone();
             let mut c = commit("!race:t.example", 0, "@a:t.example", vec![], vec![]);
             c.message = format!("c{i}").into_bytes();
-            tasks.push(tokio::spawn(
-                async move { s.apply_commit(c).await.unwrap() },
-            ));
+            tasks.push(tokio::spawn(async move {
+                s.hub_log().apply_commit(c).await.unwrap()
+            }));
         }
         let mut wins = 0;
         for t in tasks {
@@ -513,14 +604,20 @@ async fn concurrent_commits_for_one_epoch_have_exactly_one_winner() {
 async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
     for (store, _d) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:t.example");
-        store.create_group("!p:t.example", a, "D", 1).await.unwrap();
         store
+            .hub_log()
+            .create_group("!p:t.example", a, "D", 1)
+            .await
+            .unwrap();
+        store
+            .hub_log()
             .apply_commit(commit("!p:t.example", 0, a, vec![member(b, 1)], vec![]))
             .await
             .unwrap()
             .unwrap();
         for _ in 0..5 {
             store
+                .hub_log()
                 .append_message(app("!p:t.example", a, 1, None))
                 .await
                 .unwrap()
@@ -529,7 +626,11 @@ async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
         let mut since = 0;
         let mut seen = Vec::new();
         loop {
-            let (msgs, _, next) = store.device_events(b, "D", since, 2).await.unwrap();
+            let (msgs, _, next) = store
+                .stream()
+                .device_events(b, "D", since, 2)
+                .await
+                .unwrap();
             if msgs.is_empty() {
                 break;
             }
@@ -537,10 +638,18 @@ async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
             since = next;
         }
         assert_eq!(seen, [2, 3, 4, 5, 6]);
-        let (_, welcomes, _) = store.device_events(b, "D", 0, 10).await.unwrap();
-        assert!(store.delete_welcome(b, "D", welcomes[0].id).await.unwrap());
-        assert!(!store.delete_welcome(a, "D", welcomes[0].id).await.unwrap());
-        let (_, welcomes, _) = store.device_events(b, "D", 0, 10).await.unwrap();
+        let (_, welcomes, _) = store.stream().device_events(b, "D", 0, 10).await.unwrap();
+        assert!(store
+            .stream()
+            .delete_welcome(b, "D", welcomes[0].id)
+            .await
+            .unwrap());
+        assert!(!store
+            .stream()
+            .delete_welcome(a, "D", welcomes[0].id)
+            .await
+            .unwrap());
+        let (_, welcomes, _) = store.stream().device_events(b, "D", 0, 10).await.unwrap();
         assert!(welcomes.is_empty());
     }
 }
@@ -577,21 +686,23 @@ async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_t
         for (seq, kind) in [(1, "application"), (5, "application"), (3, "commit")] {
             assert_eq!(
                 store
+                    .federation()
                     .store_remote_message(relayed(g, seq, kind, &[]))
                     .await
                     .unwrap(),
                 RemoteStored::NoLocalMember
             );
         }
-        assert!(store.group(g).await.unwrap().is_none());
+        assert!(store.hub_log().group(g).await.unwrap().is_none());
         let base = relayed(g, 4, "commit", &[("@me:t.example", "D")]);
         assert_eq!(
-            store.store_remote_message(base).await.unwrap(),
+            store.federation().store_remote_message(base).await.unwrap(),
             RemoteStored::Stored
         );
         // Ahead of a gap: not stored, and the last gap-free seq is reported.
         assert_eq!(
             store
+                .federation()
                 .store_remote_message(relayed(g, 7, "application", &[]))
                 .await
                 .unwrap(),
@@ -600,6 +711,7 @@ async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_t
         for seq in [5, 6, 7] {
             assert_eq!(
                 store
+                    .federation()
                     .store_remote_message(relayed(g, seq, "application", &[]))
                     .await
                     .unwrap(),
@@ -608,24 +720,31 @@ async fn relayed_messages_are_stored_only_in_seq_order_and_a_later_one_reports_t
         }
         assert_eq!(
             store
+                .federation()
                 .store_remote_message(relayed(g, 6, "application", &[]))
                 .await
                 .unwrap(),
             RemoteStored::Duplicate
         );
-        assert_eq!(store.group(g).await.unwrap().unwrap().last_seq, 7);
+        assert_eq!(store.hub_log().group(g).await.unwrap().unwrap().last_seq, 7);
         // The device sees them in seq order, once.
         let (messages, _, _) = store
+            .stream()
             .device_events("@me:t.example", "D", 0, 100)
             .await
             .unwrap();
         let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [5, 6, 7]);
         assert_eq!(
-            store.followed_groups("t.example").await.unwrap(),
+            store
+                .federation()
+                .followed_groups("t.example")
+                .await
+                .unwrap(),
             [(g.to_owned(), 7)]
         );
         assert!(store
+            .federation()
             .followed_groups("hub.example")
             .await
             .unwrap()
@@ -638,6 +757,7 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
     for (store, _d) in testing::stores().await {
         let g = "!cf:hub.example";
         store
+            .federation()
             .store_remote_message(relayed(g, 1, "commit", &[("@me:t.example", "D")]))
             .await
             .unwrap();
@@ -647,7 +767,8 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
                 for seq in 2..=30 {
-                    s.store_remote_message(relayed(g, seq, "application", &[]))
+                    s.federation()
+                        .store_remote_message(relayed(g, seq, "application", &[]))
                         .await
                         .unwrap();
                 }
@@ -656,7 +777,11 @@ async fn concurrent_writers_of_relayed_messages_never_store_out_of_order() {
         for t in tasks {
             t.await.unwrap();
         }
-        let log = store.group_messages_since(g, 0, 100).await.unwrap();
+        let log = store
+            .hub_log()
+            .group_messages_since(g, 0, 100)
+            .await
+            .unwrap();
         let seqs: Vec<i64> = log.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
         let mut by_pos = log.clone();
@@ -670,14 +795,23 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
     for (store, _d) in testing::stores().await {
         let tail = store.tail().expect("both backends keep a tail");
         let (a, b) = ("@a:t.example", "@b:t.example");
-        store.create_group("!t:t.example", a, "D", 1).await.unwrap();
-        store.create_group("!u:t.example", b, "D", 1).await.unwrap();
         store
+            .hub_log()
+            .create_group("!t:t.example", a, "D", 1)
+            .await
+            .unwrap();
+        store
+            .hub_log()
+            .create_group("!u:t.example", b, "D", 1)
+            .await
+            .unwrap();
+        store
+            .hub_log()
             .apply_commit(commit("!t:t.example", 0, a, vec![member(b, 1)], vec![]))
             .await
             .unwrap()
             .unwrap();
-        let start = store.stream_position().await.unwrap();
+        let start = store.stream().stream_position().await.unwrap();
         // Concurrent sends (committed together) and refused ones interleave.
         let mut tasks = Vec::new();
         for i in 0..30 {
@@ -690,16 +824,18 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
             let sender = if i % 3 == 0 { b } else { a };
             let txn = format!("x{}", i % 25); // five reuse a txn_id and are refused
             tasks.push(tokio::spawn(async move {
-                s.append_message(app(group, sender, epoch, Some(&txn)))
+                s.hub_log()
+                    .append_message(app(group, sender, epoch, Some(&txn)))
                     .await
             }));
         }
         for t in tasks {
             let _ = t.await.unwrap();
         }
-        assert_eq!(tail.last(), store.stream_position().await.unwrap());
+        assert_eq!(tail.last(), store.stream().stream_position().await.unwrap());
         for (user, after) in [(a, 0), (b, 0), (b, start)] {
             let (db, _, _, groups) = store
+                .stream()
                 .device_events_and_groups(user, "D", after, 1000)
                 .await
                 .unwrap();
@@ -731,31 +867,53 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
 async fn a_commit_adding_a_hundred_devices_stores_its_welcome_once_until_the_last_deletes_it() {
     for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
-        store.create_group("!w:t.example", a, "D", 1).await.unwrap();
+        store
+            .hub_log()
+            .create_group("!w:t.example", a, "D", 1)
+            .await
+            .unwrap();
         let added: Vec<Member> = (0..100)
             .map(|i| member(&format!("@u{i}:t.example"), i + 1))
             .collect();
         store
+            .hub_log()
             .apply_commit(commit("!w:t.example", 0, a, added, vec![]))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 7));
+        assert_eq!(
+            store.stream().welcome_bodies_stored().await.unwrap(),
+            (1, 7)
+        );
         let mut ids = Vec::new();
         for i in 0..100 {
             let user = format!("@u{i}:t.example");
-            let (_, welcomes, _) = store.device_events(&user, "D", 0, 10).await.unwrap();
+            let (_, welcomes, _) = store
+                .stream()
+                .device_events(&user, "D", 0, 10)
+                .await
+                .unwrap();
             assert_eq!(welcomes.len(), 1, "{user} has its welcome");
             assert_eq!(welcomes[0].welcome, b"welcome");
             ids.push((user, welcomes[0].id));
         }
         let (last, others) = ids.split_last().unwrap();
         for (user, id) in others {
-            assert!(store.delete_welcome(user, "D", *id).await.unwrap());
+            assert!(store.stream().delete_welcome(user, "D", *id).await.unwrap());
         }
-        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 7));
-        assert!(store.delete_welcome(&last.0, "D", last.1).await.unwrap());
-        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (0, 0));
+        assert_eq!(
+            store.stream().welcome_bodies_stored().await.unwrap(),
+            (1, 7)
+        );
+        assert!(store
+            .stream()
+            .delete_welcome(&last.0, "D", last.1)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.stream().welcome_bodies_stored().await.unwrap(),
+            (0, 0)
+        );
     }
 }
 
@@ -773,6 +931,7 @@ async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_ev
             ])
             .collect();
         let queued = store
+            .federation()
             .store_remote_welcome("hub.example", "ev1", g, &sender, &[7; 1000], &listed, 1)
             .await
             .unwrap();
@@ -783,15 +942,20 @@ async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_ev
                 ("@me:t.example".to_owned(), "E".to_owned())
             ]
         );
-        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 1000));
+        assert_eq!(
+            store.stream().welcome_bodies_stored().await.unwrap(),
+            (1, 1000)
+        );
         // The same event again (another transaction): nothing more.
         let again = store
+            .federation()
             .store_remote_welcome("hub.example", "ev1", g, &sender, &[7; 1000], &listed, 1)
             .await
             .unwrap();
         assert!(again.is_empty());
         // No existing recipient: nothing stored.
         let none = store
+            .federation()
             .store_remote_welcome(
                 "hub.example",
                 "ev2",
@@ -804,8 +968,12 @@ async fn a_relayed_welcome_is_stored_once_for_existing_devices_and_a_replayed_ev
             .await
             .unwrap();
         assert!(none.is_empty());
-        assert_eq!(store.welcome_bodies_stored().await.unwrap(), (1, 1000));
+        assert_eq!(
+            store.stream().welcome_bodies_stored().await.unwrap(),
+            (1, 1000)
+        );
         let (_, welcomes, _) = store
+            .stream()
             .device_events("@me:t.example", "D", 0, 10)
             .await
             .unwrap();
@@ -820,39 +988,65 @@ async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_
     for (store, _d) in testing::stores().await {
         let (o, t) = ("hub.example", "t1");
         assert_eq!(
-            store.claim_inbound_transaction(o, t, 1_000).await.unwrap(),
+            store
+                .federation()
+                .claim_inbound_transaction(o, t, 1_000)
+                .await
+                .unwrap(),
             InboundClaim::Claimed
         );
         // A concurrent copy waits.
         assert_eq!(
-            store.claim_inbound_transaction(o, t, 2_000).await.unwrap(),
+            store
+                .federation()
+                .claim_inbound_transaction(o, t, 2_000)
+                .await
+                .unwrap(),
             InboundClaim::InFlight
         );
-        assert_eq!(store.inbound_transaction(o, t).await.unwrap(), None);
+        assert_eq!(
+            store.federation().inbound_transaction(o, t).await.unwrap(),
+            None
+        );
         store
+            .federation()
             .record_inbound_transaction(o, t, "{\"results\":{}}", 3_000)
             .await
             .unwrap();
         assert_eq!(
-            store.claim_inbound_transaction(o, t, 4_000).await.unwrap(),
+            store
+                .federation()
+                .claim_inbound_transaction(o, t, 4_000)
+                .await
+                .unwrap(),
             InboundClaim::Answered("{\"results\":{}}".into())
         );
         // A claim whose process died is taken over once it is stale; a released one at once.
         assert_eq!(
-            store.claim_inbound_transaction(o, "t2", 0).await.unwrap(),
+            store
+                .federation()
+                .claim_inbound_transaction(o, "t2", 0)
+                .await
+                .unwrap(),
             InboundClaim::Claimed
         );
         let later = parley_schema::federation::INBOUND_CLAIM_STALE_MS + 1;
         assert_eq!(
             store
+                .federation()
                 .claim_inbound_transaction(o, "t2", later)
                 .await
                 .unwrap(),
             InboundClaim::Claimed
         );
-        store.release_inbound_transaction(o, "t2").await.unwrap();
+        store
+            .federation()
+            .release_inbound_transaction(o, "t2")
+            .await
+            .unwrap();
         assert_eq!(
             store
+                .federation()
                 .claim_inbound_transaction(o, "t2", later + 1)
                 .await
                 .unwrap(),
@@ -863,7 +1057,10 @@ async fn an_inbound_transaction_is_claimed_once_answered_once_and_a_stale_claim_
         for i in 0..8 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.claim_inbound_transaction(o, "t3", 10 + i).await.unwrap()
+                s.federation()
+                    .claim_inbound_transaction(o, "t3", 10 + i)
+                    .await
+                    .unwrap()
             }));
         }
         let mut claimed = 0;
@@ -881,18 +1078,25 @@ async fn a_commit_without_group_info_keeps_the_latest_one() {
     for (store, _d) in testing::stores().await {
         let a = "@a:t.example";
         store
+            .hub_log()
             .create_group("!gi:t.example", a, "D", 1)
             .await
             .unwrap();
         store
+            .hub_log()
             .apply_commit(commit("!gi:t.example", 0, a, vec![], vec![]))
             .await
             .unwrap()
             .unwrap();
         let mut bare = commit("!gi:t.example", 1, a, vec![], vec![]);
         bare.group_info = None;
-        store.apply_commit(bare).await.unwrap().unwrap();
-        let group = store.group("!gi:t.example").await.unwrap().unwrap();
+        store.hub_log().apply_commit(bare).await.unwrap().unwrap();
+        let group = store
+            .hub_log()
+            .group("!gi:t.example")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((group.epoch, group.group_info), (2, Some(b"gi".to_vec())));
     }
 }
@@ -903,16 +1107,21 @@ async fn welcomes_are_read_a_bounded_number_at_a_time_and_none_is_skipped() {
         let (a, b) = ("@a:t.example", "@b:t.example");
         for i in 0..20 {
             let g = format!("!w{i}:t.example");
-            store.create_group(&g, a, "D", 1).await.unwrap();
+            store.hub_log().create_group(&g, a, "D", 1).await.unwrap();
             store
+                .hub_log()
                 .apply_commit(commit(&g, 0, a, vec![member(b, 1)], vec![]))
                 .await
                 .unwrap()
                 .unwrap();
         }
-        let (_, first, next) = store.device_events(b, "D", 0, 500).await.unwrap();
-        assert_eq!(first.len() as i64, parley_schema::groups::WELCOMES_PER_READ);
-        let (_, rest, _) = store.device_events(b, "D", next, 500).await.unwrap();
+        let (_, first, next) = store.stream().device_events(b, "D", 0, 500).await.unwrap();
+        assert_eq!(first.len() as i64, parley_schema::stream::WELCOMES_PER_READ);
+        let (_, rest, _) = store
+            .stream()
+            .device_events(b, "D", next, 500)
+            .await
+            .unwrap();
         let mut groups: Vec<String> = first
             .iter()
             .chain(&rest)

@@ -18,7 +18,11 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
     for (store, _d) in testing::stores().await {
         let (a, b) = ("@a:t.example", "@b:b.example");
         let group = "!g:t.example";
-        store.create_group(group, a, "D", 1).await.unwrap();
+        store
+            .hub_log()
+            .create_group(group, a, "D", 1)
+            .await
+            .unwrap();
         // A commit adding a device of b.example: the commit and its Welcome go there.
         let welcome = OutboundWelcome {
             sender: device(a, "D"),
@@ -26,6 +30,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             message: b"welcome".to_vec(),
         };
         store
+            .hub_log()
             .apply_commit(CommitToApply {
                 group_id: group.into(),
                 epoch: 0,
@@ -53,6 +58,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             .unwrap()
             .unwrap();
         store
+            .hub_log()
             .append_message(MessageToAppend {
                 group_id: group.into(),
                 sender_user: a.into(),
@@ -74,6 +80,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             signature_key: "AAAA".into(),
         }];
         store
+            .outbox()
             .queue_device_list_update(&["b.example".into(), "c.example".into()], a, &devices, 7)
             .await
             .unwrap();
@@ -82,7 +89,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             user_id: a.into(),
             devices,
         };
-        let rows = store.outbox_batch("b.example", 10).await.unwrap();
+        let rows = store.outbox().outbox_batch("b.example", 10).await.unwrap();
         assert_eq!(
             rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
             [
@@ -108,16 +115,16 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             rows.iter().map(|r| r.created_ts).collect::<Vec<_>>(),
             [5, 5, 6, 7]
         );
-        let c_rows = store.outbox_batch("c.example", 10).await.unwrap();
+        let c_rows = store.outbox().outbox_batch("c.example", 10).await.unwrap();
         assert_eq!(c_rows.len(), 1);
         assert_eq!(c_rows[0].event, Ok(update));
-        let mut destinations = store.outbox_destinations().await.unwrap();
+        let mut destinations = store.outbox().outbox_destinations().await.unwrap();
         destinations.sort();
         assert_eq!(destinations, ["b.example", "c.example"]);
 
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        store.delete_outbox(&ids).await.unwrap();
-        assert_eq!(store.outbox_len("b.example").await.unwrap(), 0);
-        assert_eq!(store.outbox_len("c.example").await.unwrap(), 1);
+        store.outbox().delete_outbox(&ids).await.unwrap();
+        assert_eq!(store.outbox().outbox_len("b.example").await.unwrap(), 0);
+        assert_eq!(store.outbox().outbox_len("c.example").await.unwrap(), 1);
     }
 }

@@ -26,7 +26,11 @@ fn message(sender: &str, txn_id: &str, ts: i64) -> MessageToAppend {
 
 /// `GROUP` at epoch 1 with `a` and `b`.
 async fn group_of(store: &Store, a: &str, b: &str) {
-    store.create_group(GROUP, a, "D", 1).await.unwrap();
+    store
+        .hub_log()
+        .create_group(GROUP, a, "D", 1)
+        .await
+        .unwrap();
     let add_b = CommitToApply {
         group_id: GROUP.into(),
         epoch: 0,
@@ -47,7 +51,7 @@ async fn group_of(store: &Store, a: &str, b: &str) {
         ts: 1,
         outbox: vec![],
     };
-    store.apply_commit(add_b).await.unwrap().unwrap();
+    store.hub_log().apply_commit(add_b).await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,6 +71,7 @@ async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_
             .collect();
         for (sender, txn) in &old {
             store
+                .hub_log()
                 .append_message(message(sender, txn, 1_000))
                 .await
                 .unwrap()
@@ -74,37 +79,66 @@ async fn txn_ids_of_messages_accepted_before_the_cutoff_are_pruned_across_pages_
         }
         for (sender, txn) in &new {
             store
+                .hub_log()
                 .append_message(message(sender, txn, 5_000))
                 .await
                 .unwrap()
                 .unwrap();
         }
-        let rows = store.retained_rows().await.unwrap();
+        let rows = store.retention().retained_rows().await.unwrap();
         assert_eq!(rows.transaction_ids, 554);
 
-        assert_eq!(store.prune_transaction_ids(5_000).await.unwrap(), 550);
+        assert_eq!(
+            store
+                .retention()
+                .prune_transaction_ids(5_000)
+                .await
+                .unwrap(),
+            550
+        );
         for (sender, txn) in &old {
             assert_eq!(
-                store.txn_seq(sender, "D", txn).await.unwrap(),
+                store.hub_log().txn_seq(sender, "D", txn).await.unwrap(),
                 None,
                 "{txn}"
             );
         }
         for (sender, txn) in &new {
             assert!(
-                store.txn_seq(sender, "D", txn).await.unwrap().is_some(),
+                store
+                    .hub_log()
+                    .txn_seq(sender, "D", txn)
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "{txn}"
             );
         }
         // A pruned txn_id is free again: the same one is a new send.
         let again = store
+            .hub_log()
             .append_message(message(a, "old-000", 6_000))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again.seq(), 556);
-        assert_eq!(store.prune_transaction_ids(5_000).await.unwrap(), 0);
-        assert_eq!(store.retained_rows().await.unwrap().transaction_ids, 5);
+        assert_eq!(
+            store
+                .retention()
+                .prune_transaction_ids(5_000)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .retention()
+                .retained_rows()
+                .await
+                .unwrap()
+                .transaction_ids,
+            5
+        );
     }
 }
 
@@ -116,12 +150,14 @@ async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages
         for i in 0..510 {
             let origin = if i % 2 == 0 { "a.example" } else { "b.example" };
             store
+                .federation()
                 .record_inbound_transaction(origin, &format!("t{i:03}"), "{}", 1_000_000)
                 .await
                 .unwrap();
         }
         for (origin, txn) in [("a.example", "new"), ("b.example", "0")] {
             store
+                .federation()
                 .record_inbound_transaction(origin, txn, "{}", CUTOFF)
                 .await
                 .unwrap();
@@ -129,24 +165,34 @@ async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages
         // Claims not answered: one being applied (older than the cutoff, not stale), one
         // whose process died long ago.
         store
+            .federation()
             .claim_inbound_transaction("a.example", "live", CUTOFF - 1_000)
             .await
             .unwrap();
         store
+            .federation()
             .claim_inbound_transaction("a.example", "dead", 1_000_000)
             .await
             .unwrap();
         assert_eq!(
-            store.retained_rows().await.unwrap(),
+            store.retention().retained_rows().await.unwrap(),
             RetainedRows {
                 key_packages: 0,
                 transaction_ids: 0,
                 inbound_transactions: 514,
             }
         );
-        assert_eq!(store.prune_inbound_transactions(CUTOFF).await.unwrap(), 511);
         assert_eq!(
             store
+                .retention()
+                .prune_inbound_transactions(CUTOFF)
+                .await
+                .unwrap(),
+            511
+        );
+        assert_eq!(
+            store
+                .federation()
                 .inbound_transaction("a.example", "t000")
                 .await
                 .unwrap(),
@@ -154,6 +200,7 @@ async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages
         );
         for (origin, txn) in [("a.example", "new"), ("b.example", "0")] {
             assert!(store
+                .federation()
                 .inbound_transaction(origin, txn)
                 .await
                 .unwrap()
@@ -161,13 +208,29 @@ async fn inbound_transactions_received_before_the_cutoff_are_pruned_across_pages
         }
         assert_eq!(
             store
+                .federation()
                 .claim_inbound_transaction("a.example", "live", CUTOFF)
                 .await
                 .unwrap(),
             InboundClaim::InFlight,
             "the live claim was pruned"
         );
-        assert_eq!(store.prune_inbound_transactions(CUTOFF).await.unwrap(), 0);
-        assert_eq!(store.retained_rows().await.unwrap().inbound_transactions, 3);
+        assert_eq!(
+            store
+                .retention()
+                .prune_inbound_transactions(CUTOFF)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .retention()
+                .retained_rows()
+                .await
+                .unwrap()
+                .inbound_transactions,
+            3
+        );
     }
 }

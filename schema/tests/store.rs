@@ -38,6 +38,7 @@ async fn created_user_is_found_and_duplicate_is_a_conflict() {
     for (store, _dir) in testing::stores().await {
         let u = user("alice");
         store
+            .accounts()
             .create_user_with_session(
                 &u,
                 &device("alice", "AAAA"),
@@ -48,12 +49,13 @@ async fn created_user_is_found_and_duplicate_is_a_conflict() {
             .await
             .unwrap();
         assert_eq!(
-            store.user(&u.user_id).await.unwrap(),
+            store.accounts().user(&u.user_id).await.unwrap(),
             Some(u.clone()),
             "{:?}",
             store.backend()
         );
         let err = store
+            .accounts()
             .create_user_with_session(
                 &u,
                 &device("alice", "BBBB"),
@@ -65,8 +67,13 @@ async fn created_user_is_found_and_duplicate_is_a_conflict() {
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict), "{err:?}");
         // Nothing of the refused registration was stored.
-        assert!(store.device(&u.user_id, "BBBB").await.unwrap().is_none());
-        assert!(store.session("s2").await.unwrap().is_none());
+        assert!(store
+            .accounts()
+            .device(&u.user_id, "BBBB")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.accounts().session("s2").await.unwrap().is_none());
     }
 }
 
@@ -75,6 +82,7 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
     for (store, _dir) in testing::stores().await {
         let u = user("bob");
         store
+            .accounts()
             .create_user_with_session(
                 &u,
                 &device("bob", "D1"),
@@ -85,6 +93,7 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
             .await
             .unwrap();
         store
+            .accounts()
             .create_session(
                 Some(&device("bob", "D2")),
                 &session("bob", "D2", "s2"),
@@ -94,10 +103,12 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
             .await
             .unwrap();
         store
+            .accounts()
             .create_session(None, &session("bob", "D2", "s3"), b"h3", 100)
             .await
             .unwrap();
         let ids: Vec<_> = store
+            .accounts()
             .devices(&u.user_id)
             .await
             .unwrap()
@@ -106,9 +117,14 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
             .collect();
         assert_eq!(ids, ["D1", "D2"]);
 
-        store.touch_device(&u.user_id, "D2", 42).await.unwrap();
+        store
+            .accounts()
+            .touch_device(&u.user_id, "D2", 42)
+            .await
+            .unwrap();
         assert_eq!(
             store
+                .accounts()
                 .device(&u.user_id, "D2")
                 .await
                 .unwrap()
@@ -117,14 +133,23 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
             42
         );
 
-        assert!(store.delete_device(&u.user_id, "D2").await.unwrap());
-        assert!(!store.delete_device(&u.user_id, "D2").await.unwrap());
-        assert!(store.session("s2").await.unwrap().is_none());
-        assert!(store.session("s3").await.unwrap().is_none());
-        assert!(store.session("s1").await.unwrap().is_some());
+        assert!(store
+            .accounts()
+            .delete_device(&u.user_id, "D2")
+            .await
+            .unwrap());
+        assert!(!store
+            .accounts()
+            .delete_device(&u.user_id, "D2")
+            .await
+            .unwrap());
+        assert!(store.accounts().session("s2").await.unwrap().is_none());
+        assert!(store.accounts().session("s3").await.unwrap().is_none());
+        assert!(store.accounts().session("s1").await.unwrap().is_some());
         // The refresh token of a deleted device's session is gone too.
         assert_eq!(
             store
+                .accounts()
                 .rotate_refresh_token(b"h2", b"n", 0, 100)
                 .await
                 .unwrap(),
@@ -137,6 +162,7 @@ async fn devices_are_listed_touched_and_deleted_with_their_sessions() {
 async fn revoked_session_is_gone() {
     for (store, _dir) in testing::stores().await {
         store
+            .accounts()
             .create_user_with_session(
                 &user("c"),
                 &device("c", "D"),
@@ -146,9 +172,9 @@ async fn revoked_session_is_gone() {
             )
             .await
             .unwrap();
-        assert!(store.delete_session("s").await.unwrap());
-        assert!(store.session("s").await.unwrap().is_none());
-        assert!(!store.delete_session("s").await.unwrap());
+        assert!(store.accounts().delete_session("s").await.unwrap());
+        assert!(store.accounts().session("s").await.unwrap().is_none());
+        assert!(!store.accounts().delete_session("s").await.unwrap());
     }
 }
 
@@ -156,6 +182,7 @@ async fn revoked_session_is_gone() {
 async fn refresh_rotation_then_reuse_revokes_the_device() {
     for (store, _dir) in testing::stores().await {
         store
+            .accounts()
             .create_user_with_session(
                 &user("d"),
                 &device("d", "D"),
@@ -166,10 +193,12 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
             .await
             .unwrap();
         store
+            .accounts()
             .create_session(None, &session("d", "D", "s-other"), b"o0", 100)
             .await
             .unwrap();
         let out = store
+            .accounts()
             .rotate_refresh_token(b"t0", b"t1", 10, 100)
             .await
             .unwrap();
@@ -178,12 +207,14 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
             "{out:?}"
         );
         let out = store
+            .accounts()
             .rotate_refresh_token(b"t1", b"t2", 10, 100)
             .await
             .unwrap();
         assert!(matches!(out, RotateOutcome::Rotated(_)));
         // Presenting t0 again is reuse: every session of the device is revoked.
         let out = store
+            .accounts()
             .rotate_refresh_token(b"t0", b"t9", 10, 100)
             .await
             .unwrap();
@@ -194,10 +225,11 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
                 device_id: "D".into()
             }
         );
-        assert!(store.session("s").await.unwrap().is_none());
-        assert!(store.session("s-other").await.unwrap().is_none());
+        assert!(store.accounts().session("s").await.unwrap().is_none());
+        assert!(store.accounts().session("s-other").await.unwrap().is_none());
         assert_eq!(
             store
+                .accounts()
                 .rotate_refresh_token(b"t2", b"t3", 10, 100)
                 .await
                 .unwrap(),
@@ -210,6 +242,7 @@ async fn refresh_rotation_then_reuse_revokes_the_device() {
 async fn expired_refresh_token_is_unknown() {
     for (store, _dir) in testing::stores().await {
         store
+            .accounts()
             .create_user_with_session(
                 &user("e"),
                 &device("e", "D"),
@@ -221,6 +254,7 @@ async fn expired_refresh_token_is_unknown() {
             .unwrap();
         assert_eq!(
             store
+                .accounts()
                 .rotate_refresh_token(b"t0", b"t1", 50, 100)
                 .await
                 .unwrap(),
@@ -236,6 +270,7 @@ async fn sqlite_store_survives_reopen() {
     {
         let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
         store
+            .accounts()
             .create_user_with_session(
                 &user("f"),
                 &device("f", "D"),
@@ -248,7 +283,12 @@ async fn sqlite_store_survives_reopen() {
         store.close();
     }
     let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
-    assert!(store.user("@f:test.example").await.unwrap().is_some());
+    assert!(store
+        .accounts()
+        .user("@f:test.example")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,6 +309,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
     for url in [url, pg_url] {
         let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
         store
+            .accounts()
             .create_user_with_session(
                 &user("owner"),
                 &device("owner", "D"),
@@ -291,6 +332,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
                     format!("s{i}")
                 };
                 store
+                    .accounts()
                     .create_user_with_session(
                         &user(&name),
                         &device(&name, "D"),
@@ -309,6 +351,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
         let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
         for (i, result) in results.into_iter().enumerate() {
             let found = store
+                .accounts()
                 .user(&format!("@u{i}:test.example"))
                 .await
                 .unwrap()
@@ -331,6 +374,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_rolls_back_alone() 
 async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_grace_gets_it_again() {
     for (store, _dir) in testing::stores().await {
         store
+            .accounts()
             .create_user_with_session(
                 &user("g"),
                 &device("g", "D"),
@@ -346,7 +390,8 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_gra
         for _ in 0..8 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.rotate_refresh_token_with_grace(b"t0", b"t1", 10, 1_000_000, 5_000)
+                s.accounts()
+                    .rotate_refresh_token_with_grace(b"t0", b"t1", 10, 1_000_000, 5_000)
                     .await
                     .unwrap()
             }));
@@ -354,10 +399,11 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_gra
         for t in tasks {
             assert!(matches!(t.await.unwrap(), RotateOutcome::Rotated(_)));
         }
-        assert!(store.session("s").await.unwrap().is_some());
+        assert!(store.accounts().session("s").await.unwrap().is_some());
         // The successor is used: the old token is now plain reuse, even within the window.
         assert!(matches!(
             store
+                .accounts()
                 .rotate_refresh_token_with_grace(b"t1", b"t2", 20, 1_000_000, 5_000)
                 .await
                 .unwrap(),
@@ -365,12 +411,13 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_gra
         ));
         assert!(matches!(
             store
+                .accounts()
                 .rotate_refresh_token_with_grace(b"t0", b"t1", 30, 1_000_000, 5_000)
                 .await
                 .unwrap(),
             RotateOutcome::Reused { .. }
         ));
-        assert!(store.session("s").await.unwrap().is_none());
+        assert!(store.accounts().session("s").await.unwrap().is_none());
     }
 }
 
@@ -378,6 +425,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor_and_a_retry_in_gra
 async fn without_a_grace_window_a_concurrent_second_refresh_is_reuse() {
     for (store, _dir) in testing::stores().await {
         store
+            .accounts()
             .create_user_with_session(
                 &user("h"),
                 &device("h", "D"),
@@ -391,7 +439,8 @@ async fn without_a_grace_window_a_concurrent_second_refresh_is_reuse() {
         for _ in 0..4 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.rotate_refresh_token(b"t0", b"t1", 10, 1_000_000)
+                s.accounts()
+                    .rotate_refresh_token(b"t0", b"t1", 10, 1_000_000)
                     .await
                     .unwrap()
             }));

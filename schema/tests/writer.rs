@@ -13,7 +13,11 @@ const GROUPS: [&str; 3] = ["!a:w.example", "!b:w.example", "!c:w.example"];
 async fn store_with_groups(url: &str) -> Store {
     let store = Store::connect(url, &StoreConfig::default()).await.unwrap();
     for g in GROUPS {
-        store.create_group(g, READER, "D", 1).await.unwrap();
+        store
+            .hub_log()
+            .create_group(g, READER, "D", 1)
+            .await
+            .unwrap();
     }
     store
 }
@@ -39,7 +43,7 @@ fn send(group: &str, sender: usize, n: usize) -> MessageToAppend {
 /// device's events; returns the positions the reader saw, in the order it saw them, and
 /// those of every acknowledged new append.
 async fn read_while_sending(store: &Store) -> (Vec<i64>, HashSet<i64>) {
-    let start = store.stream_position().await.unwrap();
+    let start = store.stream().stream_position().await.unwrap();
     let senders: Vec<_> = (0..16)
         .map(|s| {
             let store = store.clone();
@@ -47,8 +51,11 @@ async fn read_while_sending(store: &Store) -> (Vec<i64>, HashSet<i64>) {
                 let mut acknowledged = Vec::new();
                 for n in 0..40 {
                     let group = GROUPS[(s + n) % GROUPS.len()];
-                    if let Ok(Appended::New(a)) =
-                        store.append_message(send(group, s, n)).await.unwrap()
+                    if let Ok(Appended::New(a)) = store
+                        .hub_log()
+                        .append_message(send(group, s, n))
+                        .await
+                        .unwrap()
                     {
                         acknowledged.push(a.stream_pos);
                     }
@@ -66,7 +73,11 @@ async fn read_while_sending(store: &Store) -> (Vec<i64>, HashSet<i64>) {
             // Pages of 7 cut through batches; stop once nothing new came for a while after
             // the senders are done (the caller checks the count).
             while quiet < 50 {
-                let (messages, _, next) = store.device_events(READER, "D", since, 7).await.unwrap();
+                let (messages, _, next) = store
+                    .stream()
+                    .device_events(READER, "D", since, 7)
+                    .await
+                    .unwrap();
                 if messages.is_empty() {
                     quiet += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -104,7 +115,11 @@ async fn check_reader_sees_every_position_once_in_order(store: &Store) {
         "the reader skipped or invented positions"
     );
     // A re-sync from the start replays the same events.
-    let (again, _, _) = store.device_events(READER, "D", 0, 10_000).await.unwrap();
+    let (again, _, _) = store
+        .stream()
+        .device_events(READER, "D", 0, 10_000)
+        .await
+        .unwrap();
     let again: Vec<i64> = again
         .iter()
         .filter(|m| m.kind == "application")
@@ -114,6 +129,7 @@ async fn check_reader_sees_every_position_once_in_order(store: &Store) {
     // Seqs stay gap-free per group.
     for g in GROUPS {
         let seqs: Vec<i64> = store
+            .hub_log()
             .group_messages_since(g, 0, 10_000)
             .await
             .unwrap()
@@ -169,7 +185,7 @@ async fn a_postgres_writer_killed_mid_batch_loses_no_acknowledged_send_and_recon
                 for n in 0..150 {
                     let mut msg = send(GROUPS[s % GROUPS.len()], s, n);
                     msg.txn_id = Some(format!("k{n}"));
-                    match store.append_message(msg).await {
+                    match store.hub_log().append_message(msg).await {
                         Ok(Ok(Appended::New(a))) => acknowledged.push((a.seq, a.stream_pos)),
                         Ok(other) => panic!("unexpected outcome {other:?}"),
                         Err(_) => failed += 1,
@@ -191,6 +207,7 @@ async fn a_postgres_writer_killed_mid_batch_loses_no_acknowledged_send_and_recon
     assert!(failed > 0, "no send failed: the writer was never hit");
     // The writer reconnected: a send now succeeds.
     let late = store
+        .hub_log()
         .append_message(send(GROUPS[0], 99, 0))
         .await
         .expect("the writer reconnects")
@@ -199,7 +216,11 @@ async fn a_postgres_writer_killed_mid_batch_loses_no_acknowledged_send_and_recon
     // Every acknowledged send is stored, and seqs are gap-free.
     let mut stored = HashSet::new();
     for g in GROUPS {
-        let messages = store.group_messages_since(g, 0, 100_000).await.unwrap();
+        let messages = store
+            .hub_log()
+            .group_messages_since(g, 0, 100_000)
+            .await
+            .unwrap();
         let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{g}");
         stored.extend(messages.iter().map(|m| m.stream_pos));
@@ -231,7 +252,7 @@ async fn two_stores_on_one_postgres_database_racing_on_the_same_txn_ids_store_ea
                         let mut msg = send(GROUPS[0], 0, n);
                         msg.txn_id = Some(format!("shared{n}"));
                         msg.message = format!("{t}/{n}").into_bytes();
-                        outcomes.push((n, store.append_message(msg).await));
+                        outcomes.push((n, store.hub_log().append_message(msg).await));
                     }
                     outcomes
                 })
@@ -262,6 +283,7 @@ async fn two_stores_on_one_postgres_database_racing_on_the_same_txn_ids_store_ea
         );
     }
     let stored = first
+        .hub_log()
         .group_messages_since(GROUPS[0], 0, 10_000)
         .await
         .unwrap();

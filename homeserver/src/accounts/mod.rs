@@ -73,7 +73,13 @@ pub async fn register(
         return Err(AccountError::WeakPassword { min });
     }
     check_device_name(req.device_name.as_deref())?;
-    if state.store.user(user_id.as_str()).await?.is_some() {
+    if state
+        .store
+        .accounts()
+        .user(user_id.as_str())
+        .await?
+        .is_some()
+    {
         return Err(AccountError::UserInUse);
     }
     let password_hash = state.passwords.hash(password).await?;
@@ -89,6 +95,7 @@ pub async fn register(
     let expires = refresh_expiry(state, now);
     match state
         .store
+        .accounts()
         .create_user_with_session(&user, &device, &session, &refresh_hash, expires)
         .await
     {
@@ -121,7 +128,7 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
         state.check_login_account_rate(id.as_str())?;
     }
     let user = match &user_id {
-        Some(id) => state.store.user(id.as_str()).await?,
+        Some(id) => state.store.accounts().user(id.as_str()).await?,
         None => None,
     };
     // Verify against a dummy hash when the user is unknown, so timing does not reveal it.
@@ -138,6 +145,7 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
         Some(device_id) => {
             if state
                 .store
+                .accounts()
                 .device(&user.user_id, &device_id)
                 .await?
                 .is_none()
@@ -156,6 +164,7 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
     let expires = refresh_expiry(state, now);
     state
         .store
+        .accounts()
         .create_session(device.as_ref(), &session, &refresh_hash, expires)
         .await?;
     tracing::info!(user_id = %user.user_id, device_id = %device_id, new_device = device.is_some(), "logged in");
@@ -178,6 +187,7 @@ pub async fn refresh(
     let now = now_ms();
     let outcome = state
         .store
+        .accounts()
         .rotate_refresh_token_with_grace(
             &old_hash,
             &new_hash,
@@ -199,7 +209,11 @@ pub async fn refresh(
 
 /// Ends the caller's session.
 pub async fn logout(state: &AppState, auth: &Authed) -> Result<(), AccountError> {
-    state.store.delete_session(&auth.session_id).await?;
+    state
+        .store
+        .accounts()
+        .delete_session(&auth.session_id)
+        .await?;
     // Wake the device's long-polls and sockets so they notice the session is gone.
     state
         .notifier
@@ -221,7 +235,7 @@ pub async fn list_devices(
     state: &AppState,
     auth: &Authed,
 ) -> Result<DevicesResponse, AccountError> {
-    let devices = state.store.devices(&auth.user_id).await?;
+    let devices = state.store.accounts().devices(&auth.user_id).await?;
     Ok(DevicesResponse {
         devices: devices
             .into_iter()
@@ -243,7 +257,12 @@ pub async fn delete_device(
     auth: &Authed,
     device_id: &str,
 ) -> Result<(), AccountError> {
-    if !state.store.delete_device(&auth.user_id, device_id).await? {
+    if !state
+        .store
+        .accounts()
+        .delete_device(&auth.user_id, device_id)
+        .await?
+    {
         return Err(AccountError::NoSuchDevice);
     }
     state.notifier.notify_session(&auth.user_id, device_id);

@@ -56,6 +56,7 @@ pub async fn check_session(claims: &Claims, state: &AppState) -> Result<Authed, 
     // The session is checked on every request, so logout and device deletion act at once.
     let session = state
         .store
+        .accounts()
         .session(&claims.sid)
         .await?
         .ok_or(AccountError::UnknownToken)?;

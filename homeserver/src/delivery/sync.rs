@@ -32,6 +32,7 @@ pub async fn sync(
     loop {
         let (mut messages, mut welcomes, mut next) = state
             .store
+            .stream()
             .device_events(&auth.user_id, &auth.device_id, since, SYNC_LIMIT)
             .await?;
         trim_to_budget(
@@ -55,7 +56,14 @@ pub async fn sync(
         let current = *wake.borrow_and_update();
         let changed = current.since(&seen);
         seen = current;
-        if changed.sessions && state.store.session(&auth.session_id).await?.is_none() {
+        if changed.sessions
+            && state
+                .store
+                .accounts()
+                .session(&auth.session_id)
+                .await?
+                .is_none()
+        {
             return Err(DeliveryError::SessionEnded);
         }
         if changed.keys && !changed.events {
@@ -100,6 +108,7 @@ pub async fn delete_welcome(
     let id: i64 = id.parse().map_err(|_| DeliveryError::NoSuchWelcome)?;
     if !state
         .store
+        .stream()
         .delete_welcome(&auth.user_id, &auth.device_id, id)
         .await?
     {

@@ -88,7 +88,14 @@ pub async fn run_socket(
         sessions: false, // just authenticated
     };
     loop {
-        if todo.sessions && state.store.session(&auth.session_id).await?.is_none() {
+        if todo.sessions
+            && state
+                .store
+                .accounts()
+                .session(&auth.session_id)
+                .await?
+                .is_none()
+        {
             close_with_error(&mut socket, describe(&DeliveryError::SessionEnded)).await;
             return Ok(());
         }
@@ -119,6 +126,7 @@ pub async fn run_socket(
                 TailRead::Reread if state.store.tail().is_some() => {
                     let (messages, welcomes, next, groups) = state
                         .store
+                        .stream()
                         .device_events_and_groups(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
                         .await?;
                     tail_groups = Some(groups.into_iter().collect());
@@ -127,6 +135,7 @@ pub async fn run_socket(
                 TailRead::Reread => {
                     let (messages, welcomes, next) = state
                         .store
+                        .stream()
                         .device_events(&auth.user_id, &auth.device_id, pos, SYNC_LIMIT)
                         .await?;
                     (wrap(messages), welcomes, next)
@@ -144,7 +153,7 @@ pub async fn run_socket(
             todo.events = trimmed
                 || tail_more
                 || messages.len() as i64 >= SYNC_LIMIT
-                || welcomes.len() as i64 >= parley_schema::groups::WELCOMES_PER_READ;
+                || welcomes.len() as i64 >= parley_schema::stream::WELCOMES_PER_READ;
             // Frames are queued and written together: one write for a whole batch.
             for frame in ws_frames(&messages, welcomes, next)? {
                 socket.feed(Message::Text(frame.into())).await?;

@@ -28,13 +28,17 @@ pub async fn page(
     since: u64,
 ) -> Result<CatchUpPage, FederationError> {
     if hub_of(&state.config.server_name, group_id)?.is_some()
-        || state.store.group(group_id).await?.is_none()
+        || state.store.hub_log().group(group_id).await?.is_none()
     {
         return Err(FederationError::NoSuchGroup);
     }
     let since = i64::try_from(since)
         .map_err(|_| FederationError::BadField("since is out of range".into()))?;
-    let history = state.store.group_membership_history(group_id).await?;
+    let history = state
+        .store
+        .federation()
+        .group_membership_history(group_id)
+        .await?;
     let theirs: Vec<Option<i64>> = history
         .into_iter()
         .filter(|(user_id, _)| same_server(server_of(user_id), origin))
@@ -51,6 +55,7 @@ pub async fn page(
         Some(
             state
                 .store
+                .federation()
                 .seq_at_position(group_id, last_left)
                 .await?
                 .unwrap_or(0),
@@ -58,6 +63,7 @@ pub async fn page(
     };
     let messages = state
         .store
+        .hub_log()
         .group_messages_since(group_id, since, CATCH_UP_PAGE)
         .await?;
     // A page carries at most CATCH_UP_PAGE_BYTES of MLS data (at least one message).

@@ -75,7 +75,12 @@ pub async fn store_or_fill(
 ) -> Result<(), FederationError> {
     let seq = remote.message.seq;
     let removed = remote.local_removes.clone();
-    match state.store.store_remote_message(remote).await? {
+    match state
+        .store
+        .federation()
+        .store_remote_message(remote)
+        .await?
+    {
         RemoteStored::Stored => notify(state, group_id, &removed).await,
         RemoteStored::Duplicate => Ok(()),
         RemoteStored::NoLocalMember => Err(FederationError::NoLocalMember),
@@ -104,7 +109,11 @@ pub async fn store_all_or_fill(
             (m.group_id.clone(), m.seq, r.local_removes.clone())
         })
         .collect();
-    let results = state.store.store_remote_messages(remotes).await?;
+    let results = state
+        .store
+        .federation()
+        .store_remote_messages(remotes)
+        .await?;
     let mut stored_groups = std::collections::BTreeSet::new();
     let mut removed = Vec::new();
     let mut answers = Vec::with_capacity(results.len());
@@ -140,7 +149,7 @@ async fn notify(
     group_id: &str,
     removed: &[(String, String)],
 ) -> Result<(), FederationError> {
-    let members = state.store.roster(group_id).await?;
+    let members = state.store.hub_log().roster(group_id).await?;
     state.notifier.notify_all(
         members
             .iter()
@@ -163,7 +172,12 @@ pub fn request_fill(state: &AppState, hub: &str, group_id: &str) {
 
 /// Catches up every followed group once (at start-up), one group after another.
 pub async fn catch_up_all(state: AppState) {
-    let groups = match state.store.followed_groups(&state.config.server_name).await {
+    let groups = match state
+        .store
+        .federation()
+        .followed_groups(&state.config.server_name)
+        .await
+    {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(error = %e, "cannot list followed groups for catch-up");
@@ -230,6 +244,7 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
     loop {
         let since = state
             .store
+            .hub_log()
             .group(group_id)
             .await?
             .map_or(0, |g| g.last_seq.max(0));
@@ -258,7 +273,12 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
                 .map_err(|e| FillError::Transient(e.to_string()))?;
             let seq = remote.message.seq;
             let removed = remote.local_removes.clone();
-            match state.store.store_remote_message(remote).await? {
+            match state
+                .store
+                .federation()
+                .store_remote_message(remote)
+                .await?
+            {
                 RemoteStored::Stored => {
                     stored += 1;
                     woken.extend(removed);
@@ -279,6 +299,7 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
             .map_err(|e| FillError::Transient(e.to_string()))?;
         let now = state
             .store
+            .hub_log()
             .group(group_id)
             .await?
             .map_or(0, |g| g.last_seq.max(0));

@@ -36,6 +36,7 @@ pub async fn receive_transaction(
     // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
     match state
         .store
+        .federation()
         .claim_inbound_transaction(origin, txn_id, now_ms() as i64)
         .await?
     {
@@ -53,6 +54,7 @@ pub async fn receive_transaction(
     if let Err(e) = txn.validate() {
         let _ = state
             .store
+            .federation()
             .release_inbound_transaction(origin, txn_id)
             .await;
         return Err(e.into());
@@ -96,12 +98,14 @@ pub async fn receive_transaction(
         serde_json::to_string(&response).map_err(|e| FederationError::Internal(e.to_string()))?;
     if let Err(e) = state
         .store
+        .federation()
         .record_inbound_transaction(origin, txn_id, &answer, now_ms() as i64)
         .await
     {
         // Let a copy be applied again (each event is idempotent) rather than wait it out.
         let _ = state
             .store
+            .federation()
             .release_inbound_transaction(origin, txn_id)
             .await;
         return Err(e.into());
@@ -195,6 +199,7 @@ async fn apply_event(
             // Stored once, for the recipients that are devices of ours.
             let queued = state
                 .store
+                .federation()
                 .store_remote_welcome(
                     origin,
                     event_id,

@@ -104,7 +104,7 @@ impl Outbox {
 
     /// Starts senders for every destination with queued events (after a restart).
     pub async fn resume(self: &Arc<Self>) {
-        match self.store.outbox_destinations().await {
+        match self.store.outbox().outbox_destinations().await {
             Ok(destinations) => {
                 for d in destinations {
                     self.wake(&d);
@@ -155,7 +155,7 @@ impl Outbox {
             }
         }
         // An event queued between our last look and the removal finds no sender: look again.
-        match self.store.outbox_batch(destination, 1).await {
+        match self.store.outbox().outbox_batch(destination, 1).await {
             Ok(rows) if rows.is_empty() => {}
             _ => self.wake(destination),
         }
@@ -171,7 +171,7 @@ impl Outbox {
         loop {
             let rows = match again.take() {
                 Some(rows) => rows,
-                None => match self.store.outbox_batch(&destination, BATCH).await {
+                None => match self.store.outbox().outbox_batch(&destination, BATCH).await {
                     Ok(rows) => rows,
                     Err(e) => {
                         tracing::error!(error = %e, %destination, "cannot read the outbox");
@@ -198,7 +198,7 @@ impl Outbox {
                 && last_len_check.is_none_or(|t| t.elapsed() >= LEN_CHECK_EVERY)
             {
                 last_len_check = Some(std::time::Instant::now());
-                if let Ok(len) = self.store.outbox_len(&destination).await {
+                if let Ok(len) = self.store.outbox().outbox_len(&destination).await {
                     if len > self.config.warn_len {
                         tracing::warn!(%destination, queued = len, "federation outbox is long: the server may be down");
                     }
@@ -237,7 +237,12 @@ impl Outbox {
                     let oldest = batch[0].created_ts;
                     let cutoff = now_ms().saturating_sub(self.config.max_age_ms) as i64;
                     if oldest < cutoff {
-                        match self.store.drop_outbox_before(&destination, cutoff).await {
+                        match self
+                            .store
+                            .outbox()
+                            .drop_outbox_before(&destination, cutoff)
+                            .await
+                        {
                             Ok(n) => {
                                 self.dropped.fetch_add(n as u64, Ordering::Relaxed);
                                 tracing::warn!(%destination, dropped = n, error = %e, "server unreachable for too long: dropped its old events (it catches up from the hubs)");
@@ -277,7 +282,7 @@ impl Outbox {
     /// receiver deduplicates.
     async fn forget(&self, destination: &str, batch: &[OutboxRow]) {
         let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
-        if let Err(e) = self.store.delete_outbox(&ids).await {
+        if let Err(e) = self.store.outbox().delete_outbox(&ids).await {
             tracing::error!(error = %e, %destination, "cannot clear delivered events");
         }
     }
@@ -358,7 +363,7 @@ impl Outbox {
                     .filter(|(g, _)| *g == group_id)
                     .map(|(_, seq)| seq)
                 {
-                    if let Some(m) = self.store.group_message(group_id, seq).await? {
+                    if let Some(m) = self.store.federation().group_message(group_id, seq).await? {
                         messages.insert((m.group_id.clone(), m.seq), m);
                     }
                 }
@@ -366,6 +371,7 @@ impl Outbox {
             }
             let found = self
                 .store
+                .hub_log()
                 .group_messages_since(group_id, first - 1, last - first + 1)
                 .await?;
             messages.extend(found.into_iter().map(|m| ((m.group_id.clone(), m.seq), m)));

@@ -100,7 +100,13 @@ pub async fn keep_existing_local_adds(
 ) -> Result<(), FederationError> {
     let mut kept = Vec::with_capacity(remote.local_adds.len());
     for (user_id, device_id) in std::mem::take(&mut remote.local_adds) {
-        if state.store.device(&user_id, &device_id).await?.is_some() {
+        if state
+            .store
+            .accounts()
+            .device(&user_id, &device_id)
+            .await?
+            .is_some()
+        {
             kept.push((user_id, device_id));
         }
     }

@@ -156,7 +156,7 @@ async fn resolve_change(
     checked: &CheckedBundle<'_>,
 ) -> Result<RosterChange, HubError> {
     let (framed, commit_info) = (checked.framed, checked.commit);
-    let members = state.store.roster(group_id).await?;
+    let members = state.store.hub_log().roster(group_id).await?;
     let roster = roster_of(&members);
     let is_current = framed.epoch == checked.current_epoch;
     let stored = if commit_info.proposal_refs.is_empty() || !is_current {
@@ -248,7 +248,12 @@ async fn stored_proposals(
     epoch: u64,
 ) -> Result<HashMap<Vec<u8>, StoredProposal>, HubError> {
     let mut map = HashMap::new();
-    for m in state.store.group_proposals(group_id, epoch as i64).await? {
+    for m in state
+        .store
+        .hub_log()
+        .group_proposals(group_id, epoch as i64)
+        .await?
+    {
         if let Ok(info) = mls_check::inspect_message(&m.message) {
             if let Some((r, p)) = info.framed().and_then(|f| f.stored_proposal()) {
                 map.insert(r, p);
@@ -378,7 +383,12 @@ async fn apply(
         ts: now_ms() as i64,
         outbox: plan.outbox,
     };
-    let accepted = state.store.apply_commit(to_apply).await?.map_err(refusal)?;
+    let accepted = state
+        .store
+        .hub_log()
+        .apply_commit(to_apply)
+        .await?
+        .map_err(refusal)?;
     tracing::info!(%group_id, epoch = accepted.epoch, seq = accepted.seq, "commit accepted");
     state.notifier.notify_all(
         change

@@ -42,6 +42,7 @@ pub async fn create_group(
     );
     state
         .store
+        .hub_log()
         .create_group(
             &group_id,
             &creator.user_id,
@@ -61,10 +62,11 @@ pub async fn list_groups(
     let mut groups = Vec::new();
     for group in state
         .store
+        .stream()
         .device_groups(&device.user_id, &device.device_id)
         .await?
     {
-        let members = state.store.roster(&group.group_id).await?;
+        let members = state.store.hub_log().roster(&group.group_id).await?;
         groups.push(GroupSummary {
             group_id: group.group_id,
             epoch: group.epoch.max(0) as u64,
@@ -146,6 +148,7 @@ pub async fn follower_send(
 async fn group_or_404(state: &AppState, group_id: &str) -> Result<Group, HubError> {
     state
         .store
+        .hub_log()
         .group(group_id)
         .await?
         .ok_or(HubError::NoSuchGroup)

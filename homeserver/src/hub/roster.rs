@@ -91,7 +91,7 @@ pub(super) async fn check_added_device(
     if !is_local(&state.config.server_name, user_id) {
         return Ok(());
     }
-    let device = state.store.device(user_id, device_id).await?;
+    let device = state.store.accounts().device(user_id, device_id).await?;
     match device.and_then(|d| d.signature_key) {
         Some(key) if key == signature_key => Ok(()),
         Some(_) => Err(invalid(format!(

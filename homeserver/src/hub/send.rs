@@ -32,6 +32,7 @@ pub async fn hub_send(
         // epoch that moved on since the first send) looks the first result up here.
         Err(refused) => match state
             .store
+            .hub_log()
             .txn_seq(&sender.user_id, &sender.device_id, txn_id)
             .await?
         {
@@ -75,6 +76,7 @@ async fn accept_send(
         let max = state.config.limits.max_proposals_per_epoch;
         let held = state
             .store
+            .hub_log()
             .group_proposal_count(group_id, framed.epoch as i64)
             .await?;
         if held >= max as i64 {
@@ -106,6 +108,7 @@ async fn epoch_roster_or_404(
 ) -> Result<std::sync::Arc<EpochRoster>, HubError> {
     state
         .store
+        .hub_log()
         .epoch_roster(group_id)
         .await?
         .ok_or(HubError::NoSuchGroup)
@@ -176,7 +179,7 @@ async fn append_checked(
         roster_epoch: roster.epoch,
         outbox: remote.clone(),
     };
-    let accepted = match state.store.append_message(to_append).await? {
+    let accepted = match state.store.hub_log().append_message(to_append).await? {
         Ok(Appended::New(accepted)) => accepted,
         // Nothing was written: nobody to wake.
         Ok(Appended::Replayed { seq }) => {

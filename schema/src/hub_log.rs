@@ -11,7 +11,7 @@ use crate::outbox::{queue_outbox, OutboxItem};
 use crate::pg_append::PendingAppend;
 pub use crate::rows::{EpochRoster, GroupMessage, Member};
 use crate::schema::{
-    group_messages, groups, memberships, stream_position, transaction_ids, welcome_bodies, welcomes,
+    group_messages, groups, memberships, transaction_ids, welcome_bodies, welcomes,
 };
 use crate::sqlite_conn::SqliteConn;
 use crate::tail::TailEvent;
@@ -34,7 +34,7 @@ mod statement_names {
     impl CacheKey for InsertAppended {}
 }
 
-/// The statements of [`Store::append_message`] on SQLite's synchronous writer connection
+/// The statements of [`HubLog::append_message`] on SQLite's synchronous writer connection
 /// (`$($aw)*` is empty there; `.await` would run them on an async one). PostgreSQL runs the
 /// same steps as one statement ([`pg_append`]). Evaluates to the `AppendResult`.
 macro_rules! append_message_statements {
@@ -152,70 +152,6 @@ macro_rules! append_message_statements {
     }};
 }
 
-/// Welcomes read for one device at a time: each may be up to `max_bundle_bytes`, so a read
-/// holds at most this many of them in memory.
-pub const WELCOMES_PER_READ: i64 = 16;
-
-/// Events for one device after position `$since` (at most `$limit` messages and
-/// [`WELCOMES_PER_READ`] Welcomes), in stream order, and the position to resume from; on
-/// either backend's connection.
-macro_rules! device_events {
-    ($c:expr, $user_id:expr, $device_id:expr, $since:expr, $limit:expr) => {{
-        // Read the head first: anything committed later has a larger position.
-        let head: i64 = stream_position::table
-            .find(1)
-            .select(stream_position::pos)
-            .first($c)
-            .await?;
-        let messages: Vec<GroupMessage> = group_messages::table
-            .inner_join(memberships::table.on(memberships::group_id.eq(group_messages::group_id)))
-            .filter(memberships::user_id.eq($user_id))
-            .filter(memberships::device_id.eq($device_id))
-            .filter(group_messages::stream_pos.gt($since))
-            .filter(group_messages::stream_pos.le(head))
-            .filter(group_messages::stream_pos.gt(memberships::joined_pos))
-            .filter(
-                memberships::left_pos
-                    .is_null()
-                    .or(group_messages::stream_pos.le(memberships::left_pos.assume_not_null())),
-            )
-            .order(group_messages::stream_pos.asc())
-            .limit($limit)
-            .select(GroupMessage::as_select())
-            .load($c)
-            .await?;
-        let welcomes: Vec<Welcome> = welcomes::table
-            .inner_join(welcome_bodies::table)
-            .filter(welcomes::user_id.eq($user_id))
-            .filter(welcomes::device_id.eq($device_id))
-            .filter(welcomes::stream_pos.gt($since))
-            .filter(welcomes::stream_pos.le(head))
-            .order(welcomes::stream_pos.asc())
-            .limit(($limit as i64).min(WELCOMES_PER_READ))
-            .select(Welcome::as_select())
-            .load($c)
-            .await?;
-        // When a kind hit its limit, resume right after the earlier of the two cut-offs so
-        // nothing of the other kind is skipped.
-        let mut next = head;
-        if messages.len() as i64 == $limit {
-            next = next.min(messages.last().map_or(head, |m| m.stream_pos));
-        }
-        if welcomes.len() as i64 == ($limit as i64).min(WELCOMES_PER_READ) {
-            next = next.min(welcomes.last().map_or(head, |w| w.stream_pos));
-        }
-        let messages: Vec<GroupMessage> = messages
-            .into_iter()
-            .filter(|m| m.stream_pos <= next)
-            .collect();
-        let welcomes: Vec<Welcome> = welcomes
-            .into_iter()
-            .filter(|w| w.stream_pos <= next)
-            .collect();
-        (messages, welcomes, next)
-    }};
-}
-
 diesel::define_sql_function! {
     /// SQL `COALESCE` over two nullable blobs.
     #[sql_name = "COALESCE"]
@@ -237,24 +173,6 @@ pub struct Group {
     /// Latest GroupInfo sent with a commit.
     pub group_info: Option<Vec<u8>>,
     pub created_ts: i64,
-}
-
-/// A Welcome waiting for one device.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = welcomes)]
-pub struct Welcome {
-    pub id: i64,
-    pub stream_pos: i64,
-    pub user_id: String,
-    pub device_id: String,
-    pub group_id: String,
-    pub sender_user: String,
-    pub sender_device: String,
-    /// The Welcome's bytes, stored once in `welcome_bodies` for all its recipients.
-    #[diesel(select_expression = welcome_bodies::welcome)]
-    #[diesel(select_expression_type = welcome_bodies::welcome)]
-    pub welcome: Vec<u8>,
-    pub ts: i64,
 }
 
 /// A commit the hub has checked and now applies.
@@ -283,7 +201,20 @@ pub struct CommitToApply {
     pub outbox: Vec<OutboxItem>,
 }
 
+/// The hub's log: groups, rosters, commits, appended messages, proposals and the `txn_id` record ([`Store::hub_log`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HubLog<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// The hub's log: groups, rosters, commits, appended messages, proposals and the `txn_id` record.
+    pub fn hub_log(&self) -> HubLog<'_> {
+        HubLog { store: self }
+    }
+}
+
+impl HubLog<'_> {
     /// Registers a group with its creator's device as the only member (leaf 0, epoch 0).
     pub async fn create_group(
         &self,
@@ -301,8 +232,10 @@ impl Store {
             group_id: Some(group_id.clone()),
             devices: vec![(user_id.clone(), device_id.clone())],
         };
-        let after = self.publish_after(move |pos: &mut i64| (*pos, vec![change]));
-        with_conn!(self, write, after = after, |conn| {
+        let after = self
+            .store
+            .publish_after(move |pos: &mut i64| (*pos, vec![change]));
+        with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let pos = take_positions!(c, 1);
                 diesel::insert_into(groups::table)
@@ -324,7 +257,7 @@ impl Store {
 
     /// One group.
     pub async fn group(&self, group_id: &str) -> StoreResult<Option<Group>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(groups::table
                 .find(group_id)
                 .select(Group::as_select())
@@ -336,7 +269,7 @@ impl Store {
 
     /// The current roster of a group, by leaf index.
     pub async fn roster(&self, group_id: &str) -> StoreResult<Vec<Member>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             let rows: Vec<(String, String, i64)> = memberships::table
                 .filter(memberships::group_id.eq(group_id))
                 .filter(memberships::left_pos.is_null())
@@ -359,7 +292,7 @@ impl Store {
         &self,
         group_id: &str,
     ) -> StoreResult<Option<std::sync::Arc<EpochRoster>>> {
-        let generation = match self.memory.rosters.get(group_id) {
+        let generation = match self.store.memory.rosters.get(group_id) {
             Ok(roster) => return Ok(Some(roster)),
             Err(generation) => generation,
         };
@@ -374,47 +307,12 @@ impl Store {
         // Roster and epoch were read apart: keep them only if they still belong together.
         let again = self.group(group_id).await?;
         if again.is_some_and(|g| g.epoch == group.epoch) {
-            self.memory
+            self.store
+                .memory
                 .rosters
                 .fill(generation, group_id.to_owned(), roster.clone());
         }
         Ok(Some(roster))
-    }
-
-    /// Forgets a group's cached roster (after a write that changes it).
-    fn roster_changed(&self) -> impl Fn(&str) + Send + Sync + 'static {
-        let memory = self.memory.clone();
-        move |group_id: &str| memory.rosters.invalidate(group_id)
-    }
-
-    /// An `after` hook that publishes to the tail what `events` makes of a committed result:
-    /// the first position and the events from it on.
-    pub(crate) fn publish_after<R>(
-        &self,
-        events: impl FnOnce(&mut R) -> (i64, Vec<TailEvent>) + Send + 'static,
-    ) -> impl FnOnce(Option<&mut R>) + Send + 'static {
-        let tail = self.memory.tail.clone();
-        move |committed: Option<&mut R>| {
-            if let (Some(tail), Some(result)) = (tail, committed) {
-                let (first, events) = events(result);
-                tail.publish(first, events);
-            }
-        }
-    }
-
-    /// The groups a device is currently a member of.
-    pub async fn device_groups(&self, user_id: &str, device_id: &str) -> StoreResult<Vec<Group>> {
-        with_conn!(self, read, |conn| {
-            Ok(groups::table
-                .inner_join(memberships::table.on(memberships::group_id.eq(groups::group_id)))
-                .filter(memberships::user_id.eq(user_id))
-                .filter(memberships::device_id.eq(device_id))
-                .filter(memberships::left_pos.is_null())
-                .order(groups::group_id.asc())
-                .select(Group::as_select())
-                .load(conn)
-                .await?)
-        })
     }
 
     /// Applies a checked commit: exactly one commit per epoch wins (compare-and-set on the
@@ -442,16 +340,18 @@ impl Store {
             devices: concerned,
         };
         let group_id = commit.group_id.clone();
-        let roster_changed = self.roster_changed();
-        let publish = self.publish_after(move |r: &mut Result<Accepted, Refused>| match r {
-            Ok(accepted) => (accepted.stream_pos, vec![change; positions]),
-            Err(_) => (0, Vec::new()),
-        });
+        let roster_changed = self.store.roster_changed();
+        let publish = self
+            .store
+            .publish_after(move |r: &mut Result<Accepted, Refused>| match r {
+                Ok(accepted) => (accepted.stream_pos, vec![change; positions]),
+                Err(_) => (0, Vec::new()),
+            });
         let after = move |r: Option<&mut Result<Accepted, Refused>>| {
             roster_changed(&group_id);
             publish(r);
         };
-        with_conn!(self, write, after = after, |conn| {
+        with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let next_epoch = commit.epoch + 1;
                 let won = diesel::update(
@@ -556,7 +456,7 @@ impl Store {
         &self,
         msg: MessageToAppend,
     ) -> StoreResult<Result<Appended, Refused>> {
-        let publish = self.publish_after(|r: &mut AppendResult| match r {
+        let publish = self.store.publish_after(|r: &mut AppendResult| match r {
             Ok((Appended::New(accepted), message)) => (
                 accepted.stream_pos,
                 message.take().map(TailEvent::Message).into_iter().collect(),
@@ -565,7 +465,7 @@ impl Store {
         });
         // Every refusal comes before the first change, and a replay gives back the seq it
         // took, so only a storage error can fail it midway: no savepoint needed.
-        let appended: AppendResult = match &*self.pools {
+        let appended: AppendResult = match &*self.store.pools {
             // The hottest write runs on the writer's connection directly (synchronous diesel):
             // its statements are looked up in the statement cache by type instead of having
             // their SQL and binds rebuilt and copied for the async wrapper.
@@ -596,111 +496,6 @@ impl Store {
         Ok(appended.map(|(appended, _)| appended))
     }
 
-    /// The latest stream position: every event a device can receive is at or below it.
-    pub async fn stream_position(&self) -> StoreResult<i64> {
-        with_conn!(self, read, |conn| {
-            Ok(stream_position::table
-                .find(1)
-                .select(stream_position::pos)
-                .first(conn)
-                .await?)
-        })
-    }
-
-    /// Events for one device after position `since` (at most `limit` of each kind), in stream
-    /// order, and the position to resume from.
-    pub async fn device_events(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        since: i64,
-        limit: i64,
-    ) -> StoreResult<(Vec<GroupMessage>, Vec<Welcome>, i64)> {
-        with_conn!(self, read, |conn| {
-            Ok(device_events!(conn, user_id, device_id, since, limit))
-        })
-    }
-
-    /// [`Store::device_events`], and the groups the device is a member of at the position
-    /// returned, read together from one snapshot (what a WebSocket needs to go on from the
-    /// stream tail).
-    pub async fn device_events_and_groups(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        since: i64,
-        limit: i64,
-    ) -> StoreResult<(Vec<GroupMessage>, Vec<Welcome>, i64, Vec<String>)> {
-        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        with_conn!(self, read, |conn| {
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                let (messages, welcomes, next) =
-                    device_events!(c, &user_id, &device_id, since, limit);
-                // Memberships are as of the snapshot's head; a cut-off below it (a full page)
-                // only means the next read starts from the database again.
-                let groups: Vec<String> = memberships::table
-                    .filter(memberships::user_id.eq(&user_id))
-                    .filter(memberships::device_id.eq(&device_id))
-                    .filter(memberships::left_pos.is_null())
-                    .select(memberships::group_id)
-                    .load(c)
-                    .await?;
-                Ok((messages, welcomes, next, groups))
-            })
-            .await
-        })
-    }
-
-    /// Welcome bodies stored and their total bytes (each body is shared by its recipients).
-    pub async fn welcome_bodies_stored(&self) -> StoreResult<(i64, i64)> {
-        with_conn!(self, read, |conn| {
-            let lengths: Vec<Vec<u8>> = welcome_bodies::table
-                .select(welcome_bodies::welcome)
-                .load(conn)
-                .await?;
-            Ok((
-                lengths.len() as i64,
-                lengths.iter().map(|b| b.len() as i64).sum(),
-            ))
-        })
-    }
-
-    /// Deletes a device's welcome (its bytes go with the last recipient); returns whether it
-    /// existed.
-    pub async fn delete_welcome(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        id: i64,
-    ) -> StoreResult<bool> {
-        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
-        with_conn!(self, write, |conn| {
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                let body_id: Option<i64> = diesel::delete(
-                    welcomes::table
-                        .find(id)
-                        .filter(welcomes::user_id.eq(&user_id))
-                        .filter(welcomes::device_id.eq(&device_id)),
-                )
-                .returning(welcomes::body_id)
-                .get_result(c)
-                .await
-                .optional()?;
-                let Some(body_id) = body_id else {
-                    return Ok(false);
-                };
-                // The bytes go with their last recipient.
-                diesel::delete(welcome_bodies::table.find(body_id).filter(diesel::dsl::not(
-                    diesel::dsl::exists(welcomes::table.filter(welcomes::body_id.eq(body_id))),
-                )))
-                .execute(c)
-                .await?;
-                Ok(true)
-            })
-            .await
-        })
-    }
-
     /// A group's messages after `since_seq`, in order (for catch-up).
     pub async fn group_messages_since(
         &self,
@@ -708,7 +503,7 @@ impl Store {
         since_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<GroupMessage>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(group_messages::table
                 .filter(group_messages::group_id.eq(group_id))
                 .filter(group_messages::seq.gt(since_seq))
@@ -729,7 +524,7 @@ fn to_member((user_id, device_id, leaf): (String, String, i64)) -> Member {
     }
 }
 
-impl Store {
+impl HubLog<'_> {
     /// The seq a device's earlier send with this `txn_id` got, if any (for a retry refused
     /// before its append: an append answers a used `txn_id` itself, [`Appended::Replayed`]).
     pub async fn txn_seq(
@@ -738,7 +533,7 @@ impl Store {
         device_id: &str,
         txn_id: &str,
     ) -> StoreResult<Option<i64>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(transaction_ids::table
                 .find((user_id, device_id, txn_id))
                 .select(transaction_ids::seq)
@@ -750,7 +545,7 @@ impl Store {
 
     /// How many proposals were accepted for `group_id` at `epoch`.
     pub async fn group_proposal_count(&self, group_id: &str, epoch: i64) -> StoreResult<i64> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(group_messages::table
                 .filter(group_messages::group_id.eq(group_id))
                 .filter(group_messages::kind.eq("proposal"))
@@ -767,7 +562,7 @@ impl Store {
         group_id: &str,
         epoch: i64,
     ) -> StoreResult<Vec<GroupMessage>> {
-        with_conn!(self, read, |conn| {
+        with_conn!(self.store, read, |conn| {
             Ok(group_messages::table
                 .filter(group_messages::group_id.eq(group_id))
                 .filter(group_messages::kind.eq("proposal"))
@@ -780,7 +575,7 @@ impl Store {
     }
 }
 
-/// The append on SQLite's writer connection, used synchronously (see [`Store::append_message`]).
+/// The append on SQLite's writer connection, used synchronously (see [`HubLog::append_message`]).
 mod sqlite_sync {
     use diesel::prelude::*;
 
@@ -798,5 +593,28 @@ mod sqlite_sync {
         msg: MessageToAppend,
     ) -> StoreResult<AppendResult> {
         append_message_statements!(c, msg;)
+    }
+}
+
+impl Store {
+    /// Forgets a group's cached roster (after a write that changes it).
+    fn roster_changed(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let memory = self.memory.clone();
+        move |group_id: &str| memory.rosters.invalidate(group_id)
+    }
+
+    /// An `after` hook that publishes to the tail what `events` makes of a committed result:
+    /// the first position and the events from it on.
+    pub(crate) fn publish_after<R>(
+        &self,
+        events: impl FnOnce(&mut R) -> (i64, Vec<TailEvent>) + Send + 'static,
+    ) -> impl FnOnce(Option<&mut R>) + Send + 'static {
+        let tail = self.memory.tail.clone();
+        move |committed: Option<&mut R>| {
+            if let (Some(tail), Some(result)) = (tail, committed) {
+                let (first, events) = events(result);
+                tail.publish(first, events);
+            }
+        }
     }
 }

@@ -68,7 +68,7 @@ pub enum StoreError {
     /// Another process has this SQLite database open: SQLite serves one process.
     #[error(
         "the SQLite database {0} is in use by another parley process; SQLite serves one \
-         process (stop the other one, or use PostgreSQL to run several)"
+         process (stop the other one first)"
     )]
     InUse(String),
     /// A write would take a quota past its bound; nothing was written.

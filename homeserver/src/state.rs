@@ -11,6 +11,7 @@ use parley_schema::Store;
 use crate::accounts::tokens::TokenKeys;
 use crate::config::Config;
 use crate::delivery::notifier::Notifier;
+use crate::delivery::wire_forms::WireForms;
 use crate::federation::client::FederationClient;
 use crate::federation::fills::GapFiller;
 use crate::federation::outbox::Outbox;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
+    /// Recent messages' client wire forms, shared by the WebSockets that send them.
+    pub wire_forms: Arc<WireForms>,
     /// Signed requests to other servers.
     pub fed: Arc<FederationClient>,
     /// Durable delivery to other servers.
@@ -114,6 +117,7 @@ impl AppState {
             passwords: Arc::new(crate::accounts::passwords::Passwords::for_this_machine()),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
+            wire_forms: Arc::new(WireForms::default()),
             config: Arc::new(config),
             store,
             tokens: Arc::new(tokens),

@@ -2,11 +2,10 @@
 //! the store's append (`groups.rs`, SQLite's statements) and PostgreSQL's batched append
 //! (`pg_append.rs`).
 
-use crate::tail::TailMessage;
-
 /// What an append comes to, with the log entry to publish to the stream tail when it appended
 /// one. A refusal and a replay leave no change behind.
-pub(crate) type AppendResult = Result<(Appended, Option<std::sync::Arc<TailMessage>>), Refused>;
+pub(crate) type AppendResult =
+    Result<(Appended, Option<std::sync::Arc<crate::rows::GroupMessage>>), Refused>;
 
 /// The log position a commit or message got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

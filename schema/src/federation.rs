@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use crate::fixed_sql::FixedSql;
 use crate::hub_log::{GroupMessage, Member};
 use crate::schema::{group_messages, groups, inbound_transactions, memberships, welcomes};
-use crate::tail::{TailEvent, TailMessage};
+use crate::tail::TailEvent;
 use crate::{with_conn, Store, StoreError, StoreResult};
 
 /// A group message received from the group's hub, for this server's devices.
@@ -332,7 +332,7 @@ impl Federation<'_> {
                                 devices,
                             }
                         } else {
-                            TailEvent::Message(std::sync::Arc::new(TailMessage::new(stored)))
+                            TailEvent::Message(std::sync::Arc::new(stored))
                         };
                         Ok((RemoteStored::Stored, Some((pos, event))))
                     })

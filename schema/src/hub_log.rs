@@ -147,7 +147,7 @@ macro_rules! append_message_statements {
         };
         Ok(Ok((
             Appended::New(accepted),
-            Some(std::sync::Arc::new(TailMessage::new(stored))),
+            Some(std::sync::Arc::new(stored)),
         )))
     }};
 }
@@ -585,7 +585,6 @@ mod sqlite_sync {
     use crate::fixed_sql::FixedSql;
     use crate::outbox::queue_outbox;
     use crate::schema::{group_messages, groups, stream_position, transaction_ids};
-    use crate::tail::TailMessage;
     use crate::StoreResult;
 
     pub(super) fn append_message(

@@ -45,7 +45,7 @@ pub use outbox::{
 };
 pub use retention::{RetainedRows, Retention};
 pub use stream::{DeliveryStream, Welcome};
-pub use tail::{Tail, TailEvent, TailMessage, TailRead};
+pub use tail::{Tail, TailEvent, TailRead};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,6 @@ use futures_util::future::BoxFuture;
 use crate::append::{Accepted, AppendResult, Appended, MessageToAppend, Refused};
 use crate::fixed_sql::FixedSql;
 use crate::rows::GroupMessage;
-use crate::tail::TailMessage;
 use crate::writer::{finishing, Finish};
 use crate::{StoreError, StoreResult};
 
@@ -264,10 +263,7 @@ async fn append_all(
                 removes: None,
                 ts: msg.ts,
             };
-            Ok((
-                Appended::New(accepted),
-                Some(std::sync::Arc::new(TailMessage::new(stored))),
-            ))
+            Ok((Appended::New(accepted), Some(std::sync::Arc::new(stored))))
         })
         .collect())
 }

@@ -15,7 +15,7 @@
 //! PostgreSQL database would take positions this one never publishes.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::rows::GroupMessage;
 
@@ -27,30 +27,11 @@ const BYTE_BUDGET: usize = 32 * 1024 * 1024;
 /// Bytes of MLS messages one read hands out (at least one message).
 const READ_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
-/// A message as kept in the tail.
-#[derive(Debug)]
-pub struct TailMessage {
-    pub message: GroupMessage,
-    /// The message's client wire form, made by the first connection that sends it and reused
-    /// by the others (every member's socket sends the same bytes).
-    pub wire: OnceLock<String>,
-}
-
-impl TailMessage {
-    /// A message whose wire form is not made yet.
-    pub fn new(message: GroupMessage) -> TailMessage {
-        TailMessage {
-            message,
-            wire: OnceLock::new(),
-        }
-    }
-}
-
 /// What was committed at one stream position.
 #[derive(Debug, Clone)]
 pub enum TailEvent {
     /// An application message or proposal: for the group's members, and changes no roster.
-    Message(Arc<TailMessage>),
+    Message(Arc<GroupMessage>),
     /// Anything else (a commit, a Welcome, a new group): devices in `group_id` and the listed
     /// devices must read this stretch from the database.
     Change {
@@ -64,7 +45,7 @@ pub enum TailEvent {
 pub enum TailRead {
     /// The device's messages after `since`, in stream order, and the position to resume after.
     Messages {
-        messages: Vec<Arc<TailMessage>>,
+        messages: Vec<Arc<GroupMessage>>,
         next: i64,
     },
     /// The tail cannot answer (a change concerning the device, or positions no longer kept):
@@ -90,7 +71,7 @@ struct Inner {
 /// MLS bytes an event holds in memory.
 fn event_bytes(event: &TailEvent) -> usize {
     match event {
-        TailEvent::Message(m) => m.message.message.len(),
+        TailEvent::Message(m) => m.message.len(),
         TailEvent::Change { .. } => 0,
     }
 }
@@ -185,8 +166,8 @@ impl Tail {
             }
             match event {
                 TailEvent::Message(m) => {
-                    if groups.contains(&m.message.group_id) {
-                        let size = m.message.message.len();
+                    if groups.contains(&m.group_id) {
+                        let size = m.message.len();
                         if !messages.is_empty() && bytes + size > READ_BYTE_BUDGET {
                             break;
                         }
@@ -213,7 +194,7 @@ mod tests {
     use super::*;
 
     fn message(group_id: &str, pos: i64) -> TailEvent {
-        TailEvent::Message(Arc::new(TailMessage::new(GroupMessage {
+        TailEvent::Message(Arc::new(GroupMessage {
             group_id: group_id.into(),
             seq: pos,
             stream_pos: pos,
@@ -225,7 +206,7 @@ mod tests {
             adds: None,
             removes: None,
             ts: 0,
-        })))
+        }))
     }
 
     fn groups(ids: &[&str]) -> HashSet<String> {
@@ -234,10 +215,9 @@ mod tests {
 
     fn positions(read: TailRead) -> (Vec<i64>, i64) {
         match read {
-            TailRead::Messages { messages, next } => (
-                messages.iter().map(|m| m.message.stream_pos).collect(),
-                next,
-            ),
+            TailRead::Messages { messages, next } => {
+                (messages.iter().map(|m| m.stream_pos).collect(), next)
+            }
             TailRead::Reread => panic!("unexpected re-read"),
         }
     }
@@ -335,7 +315,7 @@ mod tests {
     }
 
     fn sized(group_id: &str, pos: i64, size: usize) -> TailEvent {
-        TailEvent::Message(Arc::new(TailMessage::new(GroupMessage {
+        TailEvent::Message(Arc::new(GroupMessage {
             group_id: group_id.into(),
             seq: pos,
             stream_pos: pos,
@@ -347,7 +327,7 @@ mod tests {
             adds: None,
             removes: None,
             ts: 0,
-        })))
+        }))
     }
 
     #[test]

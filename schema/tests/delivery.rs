@@ -850,7 +850,7 @@ async fn the_stream_tail_has_every_committed_position_and_agrees_with_the_databa
                 .filter(|m| m.stream_pos > start && m.kind == "application")
                 .map(|m| m.stream_pos)
                 .collect();
-            let from_tail: Vec<i64> = messages.iter().map(|m| m.message.stream_pos).collect();
+            let from_tail: Vec<i64> = messages.iter().map(|m| m.stream_pos).collect();
             assert_eq!(from_tail, from_db, "{user} after {after}");
             assert_eq!(next, tail.last());
         }

@@ -1,12 +1,14 @@
 //! Delivery to devices: each device reads its events (messages of its groups, its Welcomes)
 //! in stream order from a `since` token, by long-poll ([`sync`]) or pushed on a WebSocket
-//! ([`websocket`]); [`notifier`] wakes them, [`events`] gives the wire forms.
+//! ([`websocket`]); [`notifier`] wakes them, [`events`] gives the wire forms and
+//! [`wire_forms`] shares the serialised ones between sockets.
 
 pub mod error;
 pub mod events;
 pub mod notifier;
 pub mod sync;
 pub mod websocket;
+pub mod wire_forms;
 
 use parley_schema::Welcome;
 

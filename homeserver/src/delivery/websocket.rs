@@ -12,11 +12,12 @@ use futures_util::SinkExt;
 use parley_client_api::keys::KeyCountResponse;
 use parley_client_api::sync::{WsAuth, WsEvent};
 use parley_client_api::ErrorBody;
-use parley_schema::{GroupMessage, TailMessage, TailRead, Welcome};
+use parley_schema::{GroupMessage, TailRead, Welcome};
 
 use super::error::DeliveryError;
-use super::events::{message_event, welcome_event};
+use super::events::welcome_event;
 use super::notifier::Changed;
+use super::wire_forms::WireForms;
 use super::{batch_token, parse_since, trim_to_budget, MAX_BATCH_BYTES, SYNC_LIMIT};
 use crate::accounts::{authenticate, Authed};
 use crate::keys::key_count;
@@ -110,11 +111,8 @@ pub async fn run_socket(
                 ),
                 _ => TailRead::Reread,
             };
-            let wrap = |messages: Vec<GroupMessage>| -> Vec<Arc<TailMessage>> {
-                messages
-                    .into_iter()
-                    .map(|m| Arc::new(TailMessage::new(m)))
-                    .collect()
+            let wrap = |messages: Vec<GroupMessage>| -> Vec<Arc<GroupMessage>> {
+                messages.into_iter().map(Arc::new).collect()
             };
             let mut tail_more = false;
             let (mut messages, mut welcomes, mut next) = match from_tail {
@@ -146,7 +144,7 @@ pub async fn run_socket(
                 &mut welcomes,
                 &mut next,
                 MAX_BATCH_BYTES,
-                |m| (m.message.stream_pos, m.message.message.len()),
+                |m| (m.stream_pos, m.message.len()),
             );
             // A kind that filled its limit, or a batch cut at its byte budget, may have more
             // behind it.
@@ -155,7 +153,7 @@ pub async fn run_socket(
                 || messages.len() as i64 >= SYNC_LIMIT
                 || welcomes.len() as i64 >= parley_schema::stream::WELCOMES_PER_READ;
             // Frames are queued and written together: one write for a whole batch.
-            for frame in ws_frames(&messages, welcomes, next)? {
+            for frame in ws_frames(&state.wire_forms, &messages, welcomes, next)? {
                 socket.feed(Message::Text(frame.into())).await?;
             }
             socket.flush().await?;
@@ -201,16 +199,13 @@ pub async fn run_socket(
 /// Frames for a batch of events in stream order; each carries the token to resume after it,
 /// the last one the token to resume after everything read.
 fn ws_frames(
-    messages: &[Arc<TailMessage>],
+    forms: &WireForms,
+    messages: &[Arc<GroupMessage>],
     welcomes: Vec<Welcome>,
     next: i64,
 ) -> serde_json::Result<Vec<String>> {
     let mut items: Vec<(i64, Frame)> = Vec::with_capacity(messages.len() + welcomes.len());
-    items.extend(
-        messages
-            .iter()
-            .map(|m| (m.message.stream_pos, Frame::Message(m))),
-    );
+    items.extend(messages.iter().map(|m| (m.stream_pos, Frame::Message(m))));
     items.extend(
         welcomes
             .into_iter()
@@ -224,7 +219,7 @@ fn ws_frames(
         .map(|(i, (pos, frame))| {
             let token = batch_token(if i == last { next } else { pos });
             match frame {
-                Frame::Message(m) => message_frame(m, &token),
+                Frame::Message(m) => message_frame(m, &forms.of(m)?, &token),
                 Frame::Welcome(w) => serde_json::to_string(&WsEvent::Welcome {
                     welcome: welcome_event(w),
                     next_batch: token,
@@ -236,26 +231,19 @@ fn ws_frames(
 
 /// One event of a batch, in stream order.
 enum Frame<'a> {
-    Message(&'a TailMessage),
+    Message(&'a GroupMessage),
     Welcome(Welcome),
 }
 
-/// The `message` frame of [`WsEvent::Message`], built around the message's wire form, which
-/// is serialised once and shared by every socket that sends it.
-fn message_frame(m: &TailMessage, next_batch: &str) -> serde_json::Result<String> {
-    let wire = match m.wire.get() {
-        Some(wire) => wire,
-        None => {
-            let made = serde_json::to_string(&message_event(&m.message))?;
-            m.wire.get_or_init(|| made)
-        }
-    };
+/// The `message` frame of [`WsEvent::Message`], built around the message's wire form
+/// ([`WireForms`]: serialised once and shared by every socket that sends it).
+fn message_frame(m: &GroupMessage, wire: &str, next_batch: &str) -> serde_json::Result<String> {
     // `{"seq":…}` → its fields, spliced between the frame's own (`message` is flattened).
     let fields = wire
         .strip_prefix('{')
         .and_then(|w| w.strip_suffix('}'))
         .unwrap_or_default();
-    let group_id = serde_json::to_string(&m.message.group_id)?;
+    let group_id = serde_json::to_string(&m.group_id)?;
     let next_batch = serde_json::to_string(next_batch)?;
     Ok(format!(
         r#"{{"type":"message","group_id":{group_id},{fields},"next_batch":{next_batch}}}"#
@@ -294,14 +282,15 @@ mod tests {
             removes: Some("[]".into()),
             ts: 1234,
         };
-        let m = TailMessage::new(stored.clone());
+        let forms = WireForms::default();
         for _ in 0..2 {
             // The second time from the shared wire form.
+            let wire = forms.of(&stored).unwrap();
             let spliced: serde_json::Value =
-                serde_json::from_str(&message_frame(&m, "s42").unwrap()).unwrap();
+                serde_json::from_str(&message_frame(&stored, &wire, "s42").unwrap()).unwrap();
             let expected = serde_json::to_value(WsEvent::Message {
                 group_id: stored.group_id.clone(),
-                message: message_event(&stored),
+                message: super::super::events::message_event(&stored),
                 next_batch: "s42".into(),
             })
             .unwrap();

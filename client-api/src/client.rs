@@ -1,9 +1,9 @@
 //! A typed async client over the endpoint declarations, for the web client, sytest and tools.
 
 use crate::accounts::{self, LoginRequest, RegisterRequest, SessionResponse};
-use crate::endpoint::{path_of, Auth, Empty, Endpoint, Method, NoQuery};
+use crate::endpoint::{fill_path, path_of, Auth, Empty, Endpoint, Method, NoQuery};
 use crate::error::ErrorBody;
-use crate::params::{DevicePath, GroupPath, GroupTxnPath, UserPath, WelcomePath};
+use crate::params::WelcomePath;
 use crate::versions::{GetVersions, VersionsResponse};
 use crate::{groups, keys, sync};
 
@@ -95,6 +95,27 @@ impl Client {
     ) -> Result<E::Response, ClientError> {
         let path = path_of::<E>(params)
             .ok_or_else(|| ClientError::Usage(format!("path parameters for {}", E::PATH)))?;
+        self.call_at::<E>(path, request).await
+    }
+
+    /// [`Client::call`] with the path's `{name}`s filled, in order, with any strings: a
+    /// black-box test can name an id outside its grammar and see the server refuse it.
+    pub async fn call_with_raw_path<E: Endpoint>(
+        &self,
+        params: &[&str],
+        request: &E::Request,
+    ) -> Result<E::Response, ClientError> {
+        let path = fill_path(E::PATH, params)
+            .ok_or_else(|| ClientError::Usage(format!("path parameters for {}", E::PATH)))?;
+        self.call_at::<E>(path, request).await
+    }
+
+    /// Calls `E` at the concrete `path`.
+    async fn call_at<E: Endpoint>(
+        &self,
+        path: String,
+        request: &E::Request,
+    ) -> Result<E::Response, ClientError> {
         let mut url = format!("{}{}", self.base_url, path);
         let method = match E::METHOD {
             Method::Get => reqwest::Method::GET,
@@ -191,14 +212,9 @@ impl Client {
 
     /// `DELETE /devices/{device_id}`.
     pub async fn delete_device(&self, device_id: &str) -> Result<(), ClientError> {
-        self.call::<accounts::DeleteDevice>(
-            &DevicePath {
-                device_id: device_id.to_owned(),
-            },
-            &NoQuery {},
-        )
-        .await
-        .map(drop)
+        self.call_with_raw_path::<accounts::DeleteDevice>(&[device_id], &NoQuery {})
+            .await
+            .map(drop)
     }
 }
 
@@ -209,14 +225,9 @@ impl Client {
         let request = keys::BindSignatureKeyRequest {
             signature_key: b64(key),
         };
-        self.call::<keys::BindSignatureKey>(
-            &DevicePath {
-                device_id: device_id.to_owned(),
-            },
-            &request,
-        )
-        .await
-        .map(drop)
+        self.call_with_raw_path::<keys::BindSignatureKey>(&[device_id], &request)
+            .await
+            .map(drop)
     }
 
     /// `GET /users/{user_id}/devices`.
@@ -224,13 +235,8 @@ impl Client {
         &self,
         user_id: &str,
     ) -> Result<keys::UserDevicesResponse, ClientError> {
-        self.call::<keys::UserDevices>(
-            &UserPath {
-                user_id: user_id.to_owned(),
-            },
-            &NoQuery {},
-        )
-        .await
+        self.call_with_raw_path::<keys::UserDevices>(&[user_id], &NoQuery {})
+            .await
     }
 
     /// `POST /keys/upload` with raw `MLSMessage` bytes.
@@ -281,13 +287,8 @@ impl Client {
         group_id: &str,
         request: &groups::CommitRequest,
     ) -> Result<groups::CommitResponse, ClientError> {
-        self.call::<groups::SubmitCommit>(
-            &GroupPath {
-                group_id: group_id.to_owned(),
-            },
-            request,
-        )
-        .await
+        self.call_with_raw_path::<groups::SubmitCommit>(&[group_id], request)
+            .await
     }
 
     /// `PUT /groups/{group_id}/send/{txn_id}` with raw `MLSMessage` bytes.
@@ -301,13 +302,7 @@ impl Client {
             message: b64(message),
         };
         Ok(self
-            .call::<groups::SendMessage>(
-                &GroupTxnPath {
-                    group_id: group_id.to_owned(),
-                    txn_id: txn_id.to_owned(),
-                },
-                &request,
-            )
+            .call_with_raw_path::<groups::SendMessage>(&[group_id, txn_id], &request)
             .await?
             .seq)
     }

@@ -253,6 +253,56 @@ impl TxnId {
     }
 }
 
+/// Serde and JSON Schema for an id type: a JSON string, parsed on the way in (a string outside
+/// the grammar is refused with [`IdError`]'s text).
+macro_rules! string_id {
+    ($ty:ident, $description:expr) => {
+        impl std::str::FromStr for $ty {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<$ty, IdError> {
+                $ty::parse(s)
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$ty, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $ty::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl schemars::JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "description": $description})
+            }
+        }
+    };
+}
+
+string_id!(UserId, "A user id, `@localpart:server_name`.");
+string_id!(
+    ServerName,
+    "A server name: a DNS name or IP literal, with an optional port."
+);
+string_id!(DeviceId, "A device id: 1-64 characters of `[A-Za-z0-9_-]`.");
+string_id!(GroupId, "A group id, `!opaque:hub_server`.");
+string_id!(
+    TxnId,
+    "A transaction id: 1-64 characters of `[A-Za-z0-9._~-]`."
+);
+
 /// A message's place in its group's log at the hub: from 1, gap-free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Seq(pub u64);

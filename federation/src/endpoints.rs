@@ -150,15 +150,15 @@ mod tests {
     #[test]
     fn paths_percent_encode_ids() {
         let user = UserPath {
-            user_id: "@bob:b.example:8448".into(),
+            user_id: "@bob:b.example:8448".parse().unwrap(),
         };
         assert_eq!(
             path_of::<UserDevices>(&user).as_deref(),
             Some("/_parley/federation/v1/users/%40bob%3Ab.example%3A8448/devices")
         );
         let send = GroupTxnPath {
-            group_id: "!Ab_9-x:a.example".into(),
-            txn_id: "t.1~".into(),
+            group_id: "!Ab_9-x:a.example".parse().unwrap(),
+            txn_id: "t.1~".parse().unwrap(),
         };
         assert_eq!(
             path_of::<FollowerSend>(&send).as_deref(),

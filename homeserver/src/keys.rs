@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parley_client_api::endpoint::NoQuery;
 use parley_client_api::groups::DeviceRef;
-use parley_client_api::ids::UserId;
+use parley_client_api::ids::{DeviceId, UserId};
 use parley_client_api::keys::{
     BindSignatureKeyRequest, ClaimKeysRequest, ClaimKeysResponse, DeviceKey, KeyCountResponse,
     UploadKeysRequest, UserDevicesResponse,
@@ -66,10 +66,10 @@ const MAX_CLAIM_USERS: usize = 100;
 pub async fn bind_signature_key(
     state: &AppState,
     auth: &DeviceRef,
-    device_id: &str,
+    device_id: &DeviceId,
     req: BindSignatureKeyRequest,
 ) -> Result<(), KeysError> {
-    if device_id != auth.device_id {
+    if device_id.as_str() != auth.device_id {
         return Err(KeysError::NotOwnDevice);
     }
     let key = STANDARD
@@ -97,11 +97,10 @@ pub async fn bind_signature_key(
 /// cache refreshed from their server.
 pub async fn user_devices(
     state: &AppState,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<UserDevicesResponse, KeysError> {
-    let user = UserId::parse(user_id).map_err(|_| KeysError::NoSuchUser)?;
     if crate::ids::same_server(user.server_name(), &state.config.server_name) {
-        return local_user_devices(state, user_id).await;
+        return local_user_devices(state, user).await;
     }
     let now = now_ms() as i64;
     if let Some((updated, devices)) = state
@@ -125,7 +124,7 @@ pub async fn user_devices(
         }
     }
     let path = UserPath {
-        user_id: user.to_string(),
+        user_id: user.clone(),
     };
     let list = state
         .fed
@@ -199,9 +198,8 @@ const REMOTE_DEVICES_TTL_MS: i64 = 10 * 60 * 1000;
 /// A local user's devices with bound keys; 404 for a user that does not exist here.
 pub async fn local_user_devices(
     state: &AppState,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<UserDevicesResponse, KeysError> {
-    let user = UserId::parse(user_id).map_err(|_| KeysError::NoSuchUser)?;
     if !crate::ids::same_server(user.server_name(), &state.config.server_name)
         || state.store.accounts().user(user.as_str()).await?.is_none()
     {

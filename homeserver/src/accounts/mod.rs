@@ -8,7 +8,7 @@ use parley_client_api::accounts::{
     DeviceInfo, DevicesResponse, LoginRequest, RefreshRequest, RegisterRequest, SessionResponse,
     WhoAmIResponse,
 };
-use parley_client_api::ids::{is_valid_localpart, UserId};
+use parley_client_api::ids::{is_valid_localpart, DeviceId, UserId};
 use parley_schema::{NewDevice, RotateOutcome, Session, StoreError, User};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -255,8 +255,9 @@ pub async fn list_devices(
 pub async fn delete_device(
     state: &AppState,
     auth: &Authed,
-    device_id: &str,
+    device_id: &DeviceId,
 ) -> Result<(), AccountError> {
+    let device_id = device_id.as_str();
     if !state
         .store
         .accounts()

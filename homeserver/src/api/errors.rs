@@ -53,6 +53,10 @@ pub enum RequestError {
     BadJson(String),
     #[error("unrecognized request path")]
     UnrecognizedPath,
+    /// A path parameter naming a resource (group, user, device) outside its id's grammar:
+    /// nothing can have that name.
+    #[error("{0}")]
+    NotFoundInPath(String),
     /// A known path with the wrong method.
     #[error("method not allowed on this path")]
     UnrecognizedMethod,
@@ -150,6 +154,7 @@ impl OnTheWire for RequestError {
             RequestError::UnrecognizedPath | RequestError::UnrecognizedMethod => {
                 ErrCode::Unrecognized
             }
+            RequestError::NotFoundInPath(_) => ErrCode::NotFound,
             RequestError::TooLarge { .. } => ErrCode::TooLarge,
             RequestError::Timeout => ErrCode::Timeout,
             RequestError::LimitExceeded { .. } => ErrCode::LimitExceeded,
@@ -294,10 +299,7 @@ impl OnTheWire for KeysError {
 impl OnTheWire for HubError {
     fn errcode(&self) -> ErrCode {
         match self {
-            HubError::NotAGroupId(_) | HubError::NoSuchGroup | HubError::NotTheHub => {
-                ErrCode::NotFound
-            }
-            HubError::BadTxnId(_) => ErrCode::BadJson,
+            HubError::NoSuchGroup | HubError::NotTheHub => ErrCode::NotFound,
             HubError::InvalidMessage(_) => ErrCode::InvalidMessage,
             HubError::TooLarge { .. } => ErrCode::TooLarge,
             HubError::FederationNotAllowed(_) => ErrCode::Forbidden,
@@ -509,7 +511,7 @@ mod tests {
     /// an errcode. This table checks each is the documented one; add a new variant here too.
     #[test]
     fn every_error_variant_answers_its_documented_errcode() {
-        use crate::ids::{BadTxnId, NotAGroupId};
+        use crate::ids::NotAGroupId;
         let store = || StoreError::Pool("down".into());
         let fed = || parley_federation::Error::MissingAuthorization;
         let fed_text = fed().to_string();
@@ -522,6 +524,7 @@ mod tests {
             (RequestError::NotJson("x".into()).into(), "P_NOT_JSON", 400, "request body is not JSON: x", none()),
             (RequestError::BadJson("x".into()).into(), "P_BAD_JSON", 400, "x", none()),
             (RequestError::UnrecognizedPath.into(), "P_UNRECOGNIZED", 404, "unrecognized request path", none()),
+            (RequestError::NotFoundInPath("x".into()).into(), "P_NOT_FOUND", 404, "x", none()),
             (RequestError::UnrecognizedMethod.into(), "P_UNRECOGNIZED", 405, "method not allowed on this path", none()),
             (RequestError::TooLarge { limit: 9 }.into(), "P_TOO_LARGE", 413, "request body is larger than 9 bytes", none()),
             (RequestError::Timeout.into(), "P_TIMEOUT", 408, "the request body did not arrive in time", none()),
@@ -562,10 +565,8 @@ mod tests {
             (KeysError::Remote(RemoteError::Unreachable("b.example is down".into())).into(), "P_UNREACHABLE_SERVER", 502, "b.example is down", none()),
             (KeysError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
             // Hub.
-            (HubError::NotAGroupId(NotAGroupId).into(), "P_NOT_FOUND", 404, "not a group id", none()),
             (HubError::NoSuchGroup.into(), "P_NOT_FOUND", 404, "no such group at this hub", none()),
             (HubError::NotTheHub.into(), "P_NOT_FOUND", 404, "this server is not the group's hub", none()),
-            (HubError::BadTxnId(BadTxnId).into(), "P_BAD_JSON", 400, "txn_id must be 1-64 characters of [A-Za-z0-9._~-]", none()),
             (HubError::InvalidMessage("x".into()).into(), "P_INVALID_MESSAGE", 400, "invalid MLS message: x", none()),
             (HubError::TooLarge { limit: 3 }.into(), "P_TOO_LARGE", 413, "request body is larger than 3 bytes", none()),
             (HubError::FederationNotAllowed("c.example".into()).into(), "P_FORBIDDEN", 403, "federation with c.example is not allowed", none()),

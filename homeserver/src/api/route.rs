@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use parley_client_api::endpoint::{auth, AuthScheme};
+use parley_client_api::ids::IdError;
 use parley_client_api::{Endpoint, EndpointInfo, Method, RateLimitClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -313,8 +314,9 @@ fn rate_key(
     }
 }
 
-/// The path parameters as `P`; one that does not percent-decode to UTF-8 (or has the wrong
-/// shape) is 400 `P_BAD_JSON`.
+/// The path parameters as `P`, their ids parsed. One that does not percent-decode to UTF-8 is
+/// 400 `P_BAD_JSON`; so is a `txn_id` outside its grammar (the client's key, not a resource);
+/// any other id outside its grammar names nothing: 404 `P_NOT_FOUND`.
 async fn path_params<P: DeserializeOwned + Send>(
     parts: &mut Parts,
     has_params: bool,
@@ -323,10 +325,19 @@ async fn path_params<P: DeserializeOwned + Send>(
         return serde_json::from_value(Value::Null)
             .map_err(|e| RequestError::Internal(e.to_string()));
     }
-    axum::extract::Path::<P>::from_request_parts(parts, &())
+    let raw = axum::extract::RawPathParams::from_request_parts(parts, &())
         .await
-        .map(|p| p.0)
-        .map_err(|e| RequestError::BadJson(format!("path: {}", e.body_text())))
+        .map_err(|e| RequestError::BadJson(format!("path: {}", e.body_text())))?;
+    let mut fields = serde_json::Map::new();
+    for (name, value) in &raw {
+        parley_client_api::params::check(name, value).map_err(|e| match e {
+            IdError::BadTxnId => RequestError::BadJson(e.to_string()),
+            _ => RequestError::NotFoundInPath(e.to_string()),
+        })?;
+        fields.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| RequestError::BadJson(format!("path: {e}")))
 }
 
 /// The query string and, for a method with a body, the body read within `limit`.

@@ -5,8 +5,9 @@ use parley_federation::endpoints::CatchUpPage;
 
 use super::error::FederationError;
 use crate::delivery::events::message_event;
-use crate::ids::{hub_of, same_server, server_of};
+use crate::ids::{remote_hub, same_server, server_of};
 use crate::state::AppState;
+use parley_client_api::ids::GroupId;
 
 /// Messages per catch-up page.
 pub const CATCH_UP_PAGE: i64 = 100;
@@ -24,10 +25,12 @@ pub const CATCH_UP_PAGE_BYTES: usize = 4 * 1024 * 1024;
 pub async fn page(
     state: &AppState,
     origin: &str,
-    group_id: &str,
+    group_id: &GroupId,
     since: u64,
 ) -> Result<CatchUpPage, FederationError> {
-    if hub_of(&state.config.server_name, group_id)?.is_some()
+    let group = group_id;
+    let group_id = group.as_str();
+    if remote_hub(&state.config.server_name, group).is_some()
         || state.store.hub_log().group(group_id).await?.is_none()
     {
         return Err(FederationError::NoSuchGroup);

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_client_api::ids::GroupId;
 use parley_client_api::params::GroupPath;
 use parley_client_api::sync::MessageEvent;
 use parley_federation::endpoints::{CatchUp, CatchUpQuery};
@@ -249,7 +250,8 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
             .await?
             .map_or(0, |g| g.last_seq.max(0));
         let path = GroupPath {
-            group_id: group_id.to_owned(),
+            group_id: GroupId::parse(group_id)
+                .map_err(|e| FillError::Permanent(format!("stored group id: {e}")))?,
         };
         let query = CatchUpQuery {
             since: since as u64,

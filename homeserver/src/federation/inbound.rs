@@ -18,6 +18,7 @@ use super::relayed::{is_ours, keep_existing_local_adds, remote_message};
 use crate::clock::now_ms;
 use crate::ids::{hub_of, same_server, server_of};
 use crate::state::AppState;
+use parley_client_api::ids::TxnId;
 
 /// How a refused event reads in the answer (`errcode`, `error`): the API layer's mapping of
 /// [`FederationError`], handed in by the handler.
@@ -28,11 +29,11 @@ pub type Describe = fn(&FederationError) -> ErrorBody;
 pub async fn receive_transaction(
     state: &AppState,
     origin: &str,
-    txn_id: &str,
+    txn_id: &TxnId,
     txn: Transaction,
     describe: Describe,
 ) -> Result<TransactionResponse, FederationError> {
-    parley_federation::transactions::validate_txn_id(txn_id)?;
+    let txn_id = txn_id.as_str();
     // Claimed before anything is applied: a concurrent copy waits and then gets our answer.
     match state
         .store

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use parley_client_api::ids::TxnId;
 use parley_client_api::params::TxnPath;
 use parley_federation::endpoints::SendTransaction;
 use parley_federation::transactions::{
@@ -304,7 +305,9 @@ impl Outbox {
         };
         let txn = Transaction::new(self.client.server_name(), now_ms(), events)
             .map_err(|e| unbuildable(&e))?;
-        let path = TxnPath { txn_id };
+        let path = TxnPath {
+            txn_id: TxnId::parse(&txn_id).map_err(|e| unbuildable(&e))?,
+        };
         let answer = match self
             .client
             .call::<SendTransaction>(destination, &path, &txn)

@@ -4,22 +4,16 @@
 use parley_schema::StoreError;
 
 use crate::federation::remote_errors::RemoteError;
-use crate::ids::{BadTxnId, NotAGroupId};
 
 /// Why a group operation, commit or message was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    /// The path names something that is not a group id.
-    #[error(transparent)]
-    NotAGroupId(#[from] NotAGroupId),
     /// No such group is registered at this hub.
     #[error("no such group at this hub")]
     NoSuchGroup,
     /// A follower server submitted to a group whose hub is another server.
     #[error("this server is not the group's hub")]
     NotTheHub,
-    #[error(transparent)]
-    BadTxnId(#[from] BadTxnId),
     /// An MLS message, Welcome or GroupInfo that does not decode, is framed wrongly, is for
     /// a future epoch or disagrees with what the client declared.
     #[error("invalid MLS message: {0}")]

@@ -18,11 +18,12 @@ use parley_client_api::groups::{
     CommitRequest, CommitResponse, CreateGroupResponse, DeviceRef, GroupSummary,
     ListGroupsResponse, SendRequest, SendResponse,
 };
+use parley_client_api::ids::{GroupId, TxnId};
 use parley_client_api::params::GroupTxnPath;
 use parley_schema::{Group, Refused};
 
 use crate::clock::now_ms;
-use crate::ids::{check_txn_id, hub_of, random_id};
+use crate::ids::{random_id, remote_hub};
 use crate::state::AppState;
 use error::HubError;
 
@@ -87,12 +88,12 @@ pub async fn list_groups(
 pub async fn submit_commit(
     state: &AppState,
     sender: &DeviceRef,
-    group_id: &str,
+    group_id: &GroupId,
     req: CommitRequest,
 ) -> Result<CommitResponse, HubError> {
-    match hub_of(&state.config.server_name, group_id)? {
-        None => hub_commit(state, sender, group_id, req).await,
-        Some(hub) => relay::commit(state, &hub, group_id, req, sender).await,
+    match remote_hub(&state.config.server_name, group_id) {
+        None => hub_commit(state, sender, group_id.as_str(), req).await,
+        Some(hub) => relay::commit(state, hub, group_id, req, sender).await,
     }
 }
 
@@ -100,19 +101,18 @@ pub async fn submit_commit(
 pub async fn submit_send(
     state: &AppState,
     sender: &DeviceRef,
-    group_id: &str,
-    txn_id: &str,
+    group_id: &GroupId,
+    txn_id: &TxnId,
     req: SendRequest,
 ) -> Result<SendResponse, HubError> {
-    match hub_of(&state.config.server_name, group_id)? {
+    match remote_hub(&state.config.server_name, group_id) {
         None => hub_send(state, sender, group_id, txn_id, req).await,
         Some(hub) => {
-            check_txn_id(txn_id)?;
             let path = GroupTxnPath {
-                group_id: group_id.to_owned(),
-                txn_id: txn_id.to_owned(),
+                group_id: group_id.clone(),
+                txn_id: txn_id.clone(),
             };
-            relay::send(state, &hub, path, req, sender).await
+            relay::send(state, hub, path, req, sender).await
         }
     }
 }
@@ -121,24 +121,24 @@ pub async fn submit_send(
 pub async fn follower_commit(
     state: &AppState,
     sender: &DeviceRef,
-    group_id: &str,
+    group_id: &GroupId,
     req: CommitRequest,
 ) -> Result<CommitResponse, HubError> {
-    if hub_of(&state.config.server_name, group_id)?.is_some() {
+    if remote_hub(&state.config.server_name, group_id).is_some() {
         return Err(HubError::NotTheHub);
     }
-    hub_commit(state, sender, group_id, req).await
+    hub_commit(state, sender, group_id.as_str(), req).await
 }
 
 /// A message a follower server submits for its device `sender` (404 unless we are the hub).
 pub async fn follower_send(
     state: &AppState,
     sender: &DeviceRef,
-    group_id: &str,
-    txn_id: &str,
+    group_id: &GroupId,
+    txn_id: &TxnId,
     req: SendRequest,
 ) -> Result<SendResponse, HubError> {
-    if hub_of(&state.config.server_name, group_id)?.is_some() {
+    if remote_hub(&state.config.server_name, group_id).is_some() {
         return Err(HubError::NotTheHub);
     }
     hub_send(state, sender, group_id, txn_id, req).await

@@ -5,6 +5,7 @@
 use parley_client_api::groups::{
     CommitRequest, CommitResponse, DeviceRef, SendRequest, SendResponse,
 };
+use parley_client_api::ids::GroupId;
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 use parley_federation::endpoints::{
     FollowerCommit, FollowerCommitRequest, FollowerSend, FollowerSendRequest,
@@ -18,12 +19,12 @@ use crate::state::AppState;
 pub(super) async fn commit(
     state: &AppState,
     hub: &str,
-    group_id: &str,
+    group_id: &GroupId,
     commit: CommitRequest,
     sender: &DeviceRef,
 ) -> Result<CommitResponse, HubError> {
     let path = GroupPath {
-        group_id: group_id.to_owned(),
+        group_id: group_id.clone(),
     };
     let request = FollowerCommitRequest {
         commit,

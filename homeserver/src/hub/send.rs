@@ -3,13 +3,13 @@
 //! first result).
 
 use parley_client_api::groups::{DeviceRef, SendRequest, SendResponse};
+use parley_client_api::ids::{GroupId, TxnId};
 use parley_schema::{Appended, EpochRoster, MessageToAppend, Refused};
 
 use super::error::HubError;
 use super::roster::remote_servers;
 use super::{decode, invalid, refusal};
 use crate::clock::now_ms;
-use crate::ids::check_txn_id;
 use crate::mls_check::{self, ContentKind, MessageSender};
 use crate::state::AppState;
 
@@ -17,11 +17,11 @@ use crate::state::AppState;
 pub async fn hub_send(
     state: &AppState,
     sender: &DeviceRef,
-    group_id: &str,
-    txn_id: &str,
+    group_id: &GroupId,
+    txn_id: &TxnId,
     req: SendRequest,
 ) -> Result<SendResponse, HubError> {
-    check_txn_id(txn_id)?;
+    let (group_id, txn_id) = (group_id.as_str(), txn_id.as_str());
     match accept_send(state, sender, group_id, txn_id, req).await {
         // A retry that passes the checks again is answered by the append itself
         // (`Appended::Replayed`), in the same round trip.

@@ -22,6 +22,7 @@ crate::tests!("groups":
     declared_adds_that_disagree_with_the_commit_are_400,
     commit_adding_members_without_a_welcome_is_400,
     bad_base64_in_bundles_and_messages_is_400,
+    ids_outside_their_grammar_in_a_path_name_nothing_and_a_bad_txn_id_is_400,
     txn_id_reuse_returns_the_first_seq_and_delivers_once,
     application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the_limit_is_delivered,
 );
@@ -396,6 +397,62 @@ async fn commit_adding_members_without_a_welcome_is_400(mut ctx: Ctx) -> anyhow:
     Ok(())
 }
 
+/// A path parameter is parsed as the id it names before the handler runs: a group, user or
+/// device id outside its grammar names nothing (404 `P_NOT_FOUND`); a `txn_id` outside its
+/// grammar is the client's mistake (400 `P_BAD_JSON`). Nothing is stored or sent.
+async fn ids_outside_their_grammar_in_a_path_name_nothing_and_a_bad_txn_id_is_400(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, _bob) = pair(&ctx, &hs).await?;
+    let group = alice.create_group().await?;
+    let client = &alice.client;
+    let commit = parley_client_api::groups::CommitRequest {
+        commit: "AAAA".into(),
+        welcome: None,
+        group_info: None,
+        adds: Vec::new(),
+        removes: Vec::new(),
+    };
+    for bad_group in [
+        "no-bang:h.example",
+        "!nocolon",
+        "!:h.example",
+        "!g:bad host",
+    ] {
+        expect_error(client.send(bad_group, "t1", b"x").await, 404, "P_NOT_FOUND")
+            .map_err(|e| anyhow::anyhow!("send to {bad_group:?}: {e}"))?;
+        expect_error(client.commit(bad_group, &commit).await, 404, "P_NOT_FOUND")
+            .map_err(|e| anyhow::anyhow!("commit to {bad_group:?}: {e}"))?;
+    }
+    for bad_txn in ["a/b", "has space", &"t".repeat(65)] {
+        expect_error(client.send(&group, bad_txn, b"x").await, 400, "P_BAD_JSON")
+            .map_err(|e| anyhow::anyhow!("txn_id {bad_txn:?}: {e}"))?;
+    }
+    for bad_user in ["alice", "@alice", "@Alice:h.example"] {
+        expect_error(client.user_devices(bad_user).await, 404, "P_NOT_FOUND")
+            .map_err(|e| anyhow::anyhow!("user {bad_user:?}: {e}"))?;
+    }
+    for bad_device in ["has space", "dev.ice", &"D".repeat(65)] {
+        expect_error(client.delete_device(bad_device).await, 404, "P_NOT_FOUND")
+            .map_err(|e| anyhow::anyhow!("delete device {bad_device:?}: {e}"))?;
+        expect_error(
+            client.bind_signature_key(bad_device, &[7; 32]).await,
+            404,
+            "P_NOT_FOUND",
+        )
+        .map_err(|e| anyhow::anyhow!("bind device {bad_device:?}: {e}"))?;
+    }
+    // Nothing was touched: the one group, and both of Alice's devices' keys still bound.
+    expect_eq(&client.groups().await?.groups.len(), &1, "groups")?;
+    expect_eq(
+        &client.user_devices(&alice.user_id).await?.devices.len(),
+        &1,
+        "alice's devices",
+    )?;
+    Ok(())
+}
+
 async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx.server("hs1").start().await?;
     let (mut alice, bob) = pair(&ctx, &hs).await?;
@@ -422,11 +479,8 @@ async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Resu
     expect_error(
         alice
             .client
-            .call::<parley_client_api::groups::SendMessage>(
-                &parley_client_api::params::GroupTxnPath {
-                    group_id: group.clone(),
-                    txn_id: "b64-1".into(),
-                },
+            .call_with_raw_path::<parley_client_api::groups::SendMessage>(
+                &[group.as_str(), "b64-1"],
                 &raw,
             )
             .await,

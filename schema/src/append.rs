@@ -1,5 +1,5 @@
 //! What an append of an application message or proposal is, and what it comes to: shared by
-//! the store's append (`groups.rs`, SQLite's statements) and PostgreSQL's batched append
+//! the store's append (`hub_log.rs`, SQLite's statements) and PostgreSQL's batched append
 //! (`pg_append.rs`).
 
 /// What an append comes to, with the log entry to publish to the stream tail when it appended

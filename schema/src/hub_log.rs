@@ -34,11 +34,10 @@ mod statement_names {
     impl CacheKey for InsertAppended {}
 }
 
-/// The statements of [`HubLog::append_message`] on SQLite's synchronous writer connection
-/// (`$($aw)*` is empty there; `.await` would run them on an async one). PostgreSQL runs the
-/// same steps as one statement ([`pg_append`]). Evaluates to the `AppendResult`.
+/// The statements of [`HubLog::append_message`] on SQLite's synchronous writer connection.
+/// PostgreSQL runs the same steps as one statement ([`pg_append`]). Evaluates to the `AppendResult`.
 macro_rules! append_message_statements {
-    ($c:expr, $msg:ident; $($aw:tt)*) => {{
+    ($c:expr, $msg:ident) => {{
         let lowest = $msg.roster_epoch - $msg.max_past_epochs;
         let in_window = (lowest..=$msg.roster_epoch).contains(&$msg.epoch);
         // One statement checks that the group is still at the roster's epoch and takes
@@ -54,7 +53,6 @@ macro_rules! append_message_statements {
                 .returning(groups::last_seq),
             )
             .get_result($c)
-            $($aw)*
             .optional()?
         } else {
             None
@@ -64,7 +62,6 @@ macro_rules! append_message_statements {
                 .find(&$msg.group_id)
                 .select(groups::epoch)
                 .first($c)
-                $($aw)*
                 .optional()?;
             return Ok(Err(match current {
                 None => Refused::NoGroup,
@@ -99,7 +96,7 @@ macro_rules! append_message_statements {
                         .returning((transaction_ids::group_id, transaction_ids::seq)),
                 )
                 .get_result($c)
-                $($aw)*?;
+                ?;
             // Only the row just inserted names the seq just taken: a group's next seq is above
             // every seq recorded for it, and another group's row names that other group.
             if first_seq != seq || first_group != $msg.group_id {
@@ -109,7 +106,7 @@ macro_rules! append_message_statements {
                         .set(groups::last_seq.eq(groups::last_seq - 1)),
                 )
                 .execute($c)
-                $($aw)*?;
+                ?;
                 return Ok(Ok((Appended::Replayed { seq: first_seq }, None)));
             }
         }
@@ -119,7 +116,7 @@ macro_rules! append_message_statements {
                 .returning(stream_position::pos),
         )
         .get_result($c)
-        $($aw)*?;
+        ?;
         let stored = GroupMessage {
             group_id: $msg.group_id,
             seq,
@@ -138,8 +135,8 @@ macro_rules! append_message_statements {
             diesel::insert_into(group_messages::table).values(&stored),
         )
         .execute($c)
-        $($aw)*?;
-        queue_outbox!(@messages $c, &$msg.outbox, &stored.group_id, seq, stored.ts; $($aw)*);
+        ?;
+        queue_outbox!(@messages $c, &$msg.outbox, &stored.group_id, seq, stored.ts;);
         let accepted = Accepted {
             seq,
             stream_pos: pos,
@@ -591,7 +588,7 @@ mod sqlite_sync {
         c: &mut diesel::SqliteConnection,
         msg: MessageToAppend,
     ) -> StoreResult<AppendResult> {
-        append_message_statements!(c, msg;)
+        append_message_statements!(c, msg)
     }
 }
 

@@ -8,7 +8,7 @@
 //! message as the SQLite statements do, and writes every row. A batch of nothing but appends
 //! runs that statement without a transaction around it: it is atomic by itself.
 //!
-//! Outcomes are those of the one-message append in `groups.rs`:
+//! Outcomes are those of the one-message append in `hub_log.rs`:
 //! - a `txn_id` the device already used (before, or earlier in the same batch) appends
 //!   nothing and answers the first send's seq;
 //! - the group must still be at the roster's epoch, and the message's epoch in its window;
@@ -180,9 +180,9 @@ struct Outcome {
     replayed_seq: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     current_epoch: Option<i64>,
-    /// Always 1: the statement fails instead (see [`APPEND_BATCH`]).
+    /// Always 1: the statement fails instead (see [`APPEND_BATCH`]). Selected so that the
+    /// guard is evaluated, and checked so that a rewrite that loses it is caught.
     #[diesel(sql_type = diesel::sql_types::Integer)]
-    #[allow(dead_code)]
     claims_complete: i32,
 }
 
@@ -223,7 +223,12 @@ async fn append_all(
     .load(conn)
     .await?;
     drop((bodies, txn_ids, outbox_to));
-    if outcomes.len() != msgs.len() || outcomes.iter().zip(1..).any(|(o, n)| o.n != n) {
+    if outcomes.len() != msgs.len()
+        || outcomes
+            .iter()
+            .zip(1..)
+            .any(|(o, n)| o.n != n || o.claims_complete != 1)
+    {
         return Err(StoreError::Pool(format!(
             "the batch append answered {} rows for {} messages",
             outcomes.len(),

@@ -1,6 +1,9 @@
-// The client API over fetch (docs/protocol.md#client-server-api). Paths are those of client-api/src/*.rs.
+// The client API over fetch (docs/protocol.md#client-server-api). Methods and paths come from
+// endpoints.js, generated from the endpoint declarations in client-api/src/*.rs.
 
-export const PREFIX = '/_parley/client/v1';
+import { ENDPOINTS as E } from './endpoints.js';
+
+export const PREFIX = E.Sync.path.slice(0, E.Sync.path.lastIndexOf('/'));
 
 /** An error answer of the homeserver (or a network failure: status 0). */
 export class ApiError extends Error {
@@ -30,10 +33,15 @@ export function normaliseBaseUrl(input, fallback) {
 
 /** `http(s)://host/base` → `ws(s)://host/base/_parley/client/v1/ws`. */
 export function wsUrl(baseUrl) {
-  return `${baseUrl.replace(/^http/i, 'ws')}${PREFIX}/ws`;
+  return `${baseUrl.replace(/^http/i, 'ws')}${E.WebSocket.path}`;
 }
 
 const enc = encodeURIComponent;
+
+/** The path of endpoint `e` with its `{name}` parameters filled from `params`, encoded. */
+export function pathOf(e, params = {}) {
+  return e.path.replace(/\{(\w+)\}/g, (_, name) => enc(String(params[name])));
+}
 
 export class Api {
   /**
@@ -83,6 +91,12 @@ export class Api {
   }
 
   /** An authenticated request; refreshes the access token once on 401 P_UNKNOWN_TOKEN. */
+  /** Calls endpoint `e` at its path with `params`, authenticated as it declares. */
+  endpoint(e, params, body) {
+    const path = pathOf(e, params);
+    return e.auth === 'access_token' ? this.call(e.method, path, body) : this.raw(e.method, path, body);
+  }
+
   async call(method, path, body) {
     if (!this.session) throw new ApiError(401, { errcode: 'P_MISSING_TOKEN', error: 'Not logged in' });
     const token = this.session.access_token;
@@ -102,7 +116,7 @@ export class Api {
         try {
           let r;
           try {
-            r = await this.raw('POST', `${PREFIX}/refresh`, { refresh_token: this.session.refresh_token });
+            r = await this.endpoint(E.Refresh, {}, { refresh_token: this.session.refresh_token });
           } catch (err) {
             if (err.status === 401) this.onSessionEnded(err);
             throw err;
@@ -118,49 +132,49 @@ export class Api {
   }
 
   async register(username, password, deviceName) {
-    const r = await this.raw('POST', `${PREFIX}/register`, { username, password, device_name: deviceName });
+    const r = await this.endpoint(E.Register, {}, { username, password, device_name: deviceName });
     this.session = r;
     return r;
   }
 
   async login(username, password, deviceName) {
-    const r = await this.raw('POST', `${PREFIX}/login`, { username, password, device_name: deviceName });
+    const r = await this.endpoint(E.Login, {}, { username, password, device_name: deviceName });
     this.session = r;
     return r;
   }
 
-  logout() { return this.call('POST', `${PREFIX}/logout`, {}); }
-  whoami() { return this.call('GET', `${PREFIX}/whoami`); }
-  versions() { return this.raw('GET', '/_parley/client/versions'); }
-  devices() { return this.call('GET', `${PREFIX}/devices`); }
-  deleteDevice(id) { return this.call('DELETE', `${PREFIX}/devices/${enc(id)}`); }
+  logout() { return this.endpoint(E.Logout, {}, {}); }
+  whoami() { return this.endpoint(E.WhoAmI); }
+  versions() { return this.endpoint(E.GetVersions); }
+  devices() { return this.endpoint(E.ListDevices); }
+  deleteDevice(id) { return this.endpoint(E.DeleteDevice, { device_id: id }); }
   bindSignatureKey(deviceId, key) {
-    return this.call('PUT', `${PREFIX}/devices/${enc(deviceId)}/signature_key`, { signature_key: key });
+    return this.endpoint(E.BindSignatureKey, { device_id: deviceId }, { signature_key: key });
   }
-  userDevices(userId) { return this.call('GET', `${PREFIX}/users/${enc(userId)}/devices`); }
+  userDevices(userId) { return this.endpoint(E.UserDevices, { user_id: userId }); }
   uploadKeys(keyPackages, lastResort) {
     const body = { key_packages: keyPackages };
     if (lastResort) body.last_resort = lastResort;
-    return this.call('POST', `${PREFIX}/keys/upload`, body);
+    return this.endpoint(E.UploadKeys, {}, body);
   }
-  keyCount() { return this.call('GET', `${PREFIX}/keys/count`); }
-  claimKeys(userIds) { return this.call('POST', `${PREFIX}/keys/claim`, { user_ids: userIds }); }
-  createGroup() { return this.call('POST', `${PREFIX}/groups`, {}); }
-  groups() { return this.call('GET', `${PREFIX}/groups`); }
+  keyCount() { return this.endpoint(E.KeyCount); }
+  claimKeys(userIds) { return this.endpoint(E.ClaimKeys, {}, { user_ids: userIds }); }
+  createGroup() { return this.endpoint(E.CreateGroup, {}, {}); }
+  groups() { return this.endpoint(E.ListGroups); }
   commit(groupId, bundle) {
     const body = { commit: bundle.commit, adds: bundle.adds || [], removes: bundle.removes || [] };
     if (bundle.welcome) body.welcome = bundle.welcome;
     if (bundle.group_info) body.group_info = bundle.group_info;
-    return this.call('POST', `${PREFIX}/groups/${enc(groupId)}/commit`, body);
+    return this.endpoint(E.SubmitCommit, { group_id: groupId }, body);
   }
   send(groupId, txnId, message) {
-    return this.call('PUT', `${PREFIX}/groups/${enc(groupId)}/send/${enc(txnId)}`, { message });
+    return this.endpoint(E.SendMessage, { group_id: groupId, txn_id: txnId }, { message });
   }
   sync(since, timeoutMs = 0) {
     const q = new URLSearchParams();
     if (since) q.set('since', since);
     q.set('timeout_ms', String(timeoutMs));
-    return this.call('GET', `${PREFIX}/sync?${q}`);
+    return this.call(E.Sync.method, `${pathOf(E.Sync)}?${q}`);
   }
-  deleteWelcome(id) { return this.call('DELETE', `${PREFIX}/welcomes/${enc(id)}`); }
+  deleteWelcome(id) { return this.endpoint(E.DeleteWelcome, { id }); }
 }

@@ -1,96 +1,83 @@
-//! The browser app's API calls (`app/api.js`) name only declared client endpoints, with the
-//! declared method: a path or method changed on one side fails here.
+//! The browser app's endpoints come from the declarations: `app/endpoints.js` is generated
+//! from `parley_client_api::endpoints()` and this test fails when it is stale (run it with
+//! `PARLEY_REGENERATE=1` to rewrite the file). `app/api.js` takes every method and path from
+//! that module and spells none of its own.
 
-use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
-/// `(METHOD, path)` with every `{param}` written `{}`.
-fn declared() -> BTreeSet<(String, String)> {
-    parley_client_api::endpoints()
-        .iter()
-        .map(|e| (e.method.as_str().to_owned(), placeholders(e.path)))
-        .collect()
-}
+const GENERATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/app/endpoints.js");
+const API_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/app/api.js");
 
-/// `/a/{x}/b` and `/a/${enc(x)}/b` both become `/a/{}/b`.
-fn placeholders(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(open) = rest.find(['{', '$']) {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        out.push_str("{}");
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every `call('METHOD', `${PREFIX}/…`)` and `raw('METHOD', '…')` of `api.js`.
-fn called(js: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for marker in ["call('", "raw('"] {
-        for (at, _) in js.match_indices(marker) {
-            let rest = &js[at + marker.len()..];
-            let Some((method, rest)) = rest.split_once('\'') else {
-                continue;
-            };
-            let rest = rest.trim_start_matches([',', ' ']);
-            let quote = rest.chars().next().unwrap_or(' ');
-            let Some(end) = rest[1..].find(quote) else {
-                continue;
-            };
-            let path = rest[1..1 + end]
-                .replace("${PREFIX}", "/_parley/client/v1")
-                .split('?')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            if method.chars().all(|c| c.is_ascii_uppercase()) && path.starts_with('/') {
-                found.push((method.to_owned(), placeholders(&path)));
-            }
-        }
-    }
-    found
-}
-
-#[test]
-fn every_call_of_the_web_app_is_a_declared_endpoint() {
-    let js = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/app/api.js"))
-        .expect("app/api.js");
-    assert!(
-        js.contains("PREFIX = '/_parley/client/v1'"),
-        "the prefix changed"
+/// The module the declarations make.
+fn endpoints_js() -> String {
+    let mut js = String::from(
+        "// Generated from the client API's endpoint declarations (client-api/src/*.rs) by\n\
+         // web-client/tests/api_paths.rs: do not edit. `PARLEY_REGENERATE=1 cargo test -p\n\
+         // parley-web --test api_paths` rewrites it; the same test fails when it is stale.\n\n\
+         /** Each endpoint: its HTTP method, path template (`{name}` parameters) and auth. */\n\
+         export const ENDPOINTS = Object.freeze({\n",
     );
-    let declared = declared();
-    let calls = called(&js);
-    assert!(calls.len() >= 15, "found only {calls:?}");
-    for call in &calls {
-        assert!(
-            declared.contains(call),
-            "api.js calls {call:?}, which no endpoint declares"
+    for e in parley_client_api::endpoints() {
+        let auth = match e.auth {
+            parley_client_api::endpoint::Auth::None => "none",
+            parley_client_api::endpoint::Auth::AccessToken => "access_token",
+            parley_client_api::endpoint::Auth::ServerSignature => "server_signature",
+        };
+        let _ = writeln!(
+            js,
+            "  {}: Object.freeze({{ method: '{}', path: '{}', auth: '{}' }}),",
+            e.name,
+            e.method.as_str(),
+            e.path,
+            auth
         );
     }
+    js.push_str("});\n");
+    js
+}
+
+#[test]
+fn the_generated_endpoints_module_matches_the_declarations() {
+    let fresh = endpoints_js();
+    if std::env::var_os("PARLEY_REGENERATE").is_some() {
+        std::fs::write(GENERATED, &fresh).expect("write app/endpoints.js");
+    }
+    let on_disk = std::fs::read_to_string(GENERATED).unwrap_or_default();
     assert!(
-        js.contains("}${PREFIX}/ws`"),
-        "the WebSocket path changed in api.js"
+        on_disk == fresh,
+        "app/endpoints.js is stale: run PARLEY_REGENERATE=1 cargo test -p parley-web --test api_paths"
     );
 }
 
 #[test]
-fn the_scanner_reads_template_and_plain_paths() {
-    let js =
-        "a() { return this.call('PUT', `${PREFIX}/groups/${enc(g)}/send/${enc(t)}`, { m }); }\n\
-              b() { return this.raw('GET', '/_parley/client/versions'); }";
-    assert_eq!(
-        called(js),
-        vec![
-            (
-                "PUT".to_owned(),
-                "/_parley/client/v1/groups/{}/send/{}".to_owned()
-            ),
-            ("GET".to_owned(), "/_parley/client/versions".to_owned())
-        ]
+fn api_js_spells_no_path_of_its_own() {
+    let js = std::fs::read_to_string(API_JS).expect("app/api.js");
+    assert!(
+        js.contains("from './endpoints.js'"),
+        "api.js must take its endpoints from endpoints.js"
     );
+    for spelled in ["'/_parley", "`/_parley", "\"/_parley", "PREFIX}/"] {
+        assert!(!js.contains(spelled), "api.js spells a path: {spelled}");
+    }
+    // Every endpoint api.js names exists in the generated module.
+    let generated = endpoints_js();
+    let named: Vec<&str> = js
+        .match_indices("E.")
+        .filter_map(|(at, _)| {
+            let rest = &js[at + 2..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                .then_some(name)
+        })
+        .collect();
+    assert!(named.len() >= 15, "found only {named:?}");
+    for name in named {
+        assert!(
+            generated.contains(&format!("  {name}: ")),
+            "api.js names E.{name}, which no endpoint declares"
+        );
+    }
 }

@@ -414,7 +414,7 @@ impl FederationClient {
         let target = self.base_url(origin).await.ok()?;
         let response = self
             .http
-            .get(target.url("/_parley/key/v1/server"))
+            .get(target.url(<parley_federation::endpoints::ServerKeys as Endpoint>::PATH))
             .send()
             .await
             .ok()?;

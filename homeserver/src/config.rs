@@ -33,7 +33,7 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Background jobs that purge expired and old rows.
     pub retention: RetentionConfig,
-    /// Directory of the built web client, served at `/`; unset: found by [`crate::web`].
+    /// Directory of the built web client, served at `/`; unset: found by [`crate::api::web_client`].
     pub web_client_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
     pub tls: Option<TlsConfig>,

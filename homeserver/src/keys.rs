@@ -134,32 +134,8 @@ pub async fn user_devices(
     if list.user_id != user.as_str() {
         return Err(KeysError::WrongUserAnswered(user.server_name().to_owned()));
     }
-    cache_remote_devices(state, &list).await?;
+    crate::federation::device_lists::cache_remote_devices(state, &list).await?;
     Ok(list)
-}
-
-/// Stores a remote user's device list (from a fetch or a pushed update); bad keys are dropped.
-pub async fn cache_remote_devices(
-    state: &AppState,
-    list: &UserDevicesResponse,
-) -> Result<(), StoreError> {
-    let devices: Vec<(String, Vec<u8>)> = list
-        .devices
-        .iter()
-        .filter_map(|d| {
-            let key = STANDARD
-                .decode(d.signature_key.as_bytes())
-                .ok()
-                .filter(|k| k.len() == 32)?;
-            Some((d.device_id.clone(), key))
-        })
-        .collect();
-    state
-        .store
-        .federation()
-        .set_remote_device_list(&list.user_id, &devices, now_ms() as i64)
-        .await?;
-    Ok(())
 }
 
 /// Pushes a local user's device list to every server sharing a group with them, durably.

@@ -17,7 +17,7 @@
 //!    `federation::error::FederationError` (requests from other servers) and
 //!    `federation::remote_errors::RemoteError` (another server's answer to a request made for
 //!    our client). Errors carry no errcode or status.
-//! 5. [`api`]: thin handlers for the client and federation APIs, and [`web`] for the web
+//! 5. [`api`]: thin handlers for the client and federation APIs, and `api::web_client` for the web
 //!    client; [`server`] starts it all. `api::errors::ApiError` is what a handler fails with:
 //!    the request's own failures (`RequestError`) or a service's error, and `api::errors` gives
 //!    each its errcode, status and extra fields, once.
@@ -43,4 +43,3 @@ pub mod server;
 pub mod signing_keys;
 pub mod state;
 pub mod tls;
-pub mod web;

@@ -15,7 +15,7 @@ use crate::state::AppState;
 /// the database.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    crate::web::log_web_client_dir(&config);
+    crate::api::web_client::log_web_client_dir(&config);
     crate::data_dir::prepare(&config.data_dir)?;
     let store_config = StoreConfig {
         max_connections: config.database_max_connections,

@@ -77,7 +77,7 @@ async fn reference_page() -> Response {
         page.clone(),
     )
         .into_response();
-    crate::web::add_page_headers(&mut response);
+    crate::api::web_client::add_page_headers(&mut response);
     response
 }
 

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod extract;
 pub mod federation;
 pub mod route;
+pub mod web_client;
 
 use axum::Router;
 use tower_http::trace::TraceLayer;
@@ -25,7 +26,7 @@ pub fn routes() -> route::Routes {
 pub fn router(state: AppState) -> Router {
     routes()
         .into_router()
-        .fallback(crate::web::web_client_or_unknown)
+        .fallback(crate::api::web_client::web_client_or_unknown)
         .method_not_allowed_fallback(extract::wrong_method)
         // Spans carry method and path only: never headers (tokens) or query strings.
         // Clients authenticate with bearer tokens, never cookies, so any origin may call the

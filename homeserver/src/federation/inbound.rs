@@ -232,7 +232,7 @@ async fn apply_event(
                     })
                     .collect(),
             };
-            Ok(crate::keys::cache_remote_devices(state, &list).await?)
+            Ok(super::device_lists::cache_remote_devices(state, &list).await?)
         }
     }
 }

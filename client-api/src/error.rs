@@ -30,11 +30,14 @@ pub enum ErrCode {
     Timeout,
     /// The server failed; nothing the client did caused it.
     Unknown,
+    /// The server runs but cannot serve yet: its database does not answer, or migrations
+    /// are pending (503, from the readiness check).
+    NotReady,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 22] = [
+    pub const ALL: [ErrCode; 23] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -57,6 +60,7 @@ impl ErrCode {
         ErrCode::Unauthorized,
         ErrCode::Timeout,
         ErrCode::Unknown,
+        ErrCode::NotReady,
     ];
 
     /// The code as it appears on the wire.
@@ -84,6 +88,7 @@ impl ErrCode {
             ErrCode::Unauthorized => "P_UNAUTHORIZED",
             ErrCode::Timeout => "P_TIMEOUT",
             ErrCode::Unknown => "P_UNKNOWN",
+            ErrCode::NotReady => "P_NOT_READY",
         }
     }
 
@@ -109,6 +114,7 @@ impl ErrCode {
             ErrCode::LimitExceeded => 429,
             ErrCode::Unknown => 500,
             ErrCode::UnreachableServer => 502,
+            ErrCode::NotReady => 503,
         }
     }
 

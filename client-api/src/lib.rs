@@ -9,6 +9,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod groups;
+pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod openapi;
@@ -30,6 +31,8 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<versions::GetVersions>(),
         E::of::<versions::GetClientApiDocument>(),
         E::of::<versions::ApiReference>(),
+        E::of::<health::Health>(),
+        E::of::<health::Ready>(),
         E::of::<accounts::Register>(),
         E::of::<accounts::Login>(),
         E::of::<accounts::Refresh>(),

@@ -31,6 +31,7 @@ pub mod config;
 pub mod connections;
 pub mod data_dir;
 pub mod delivery;
+pub mod drain;
 pub mod federation;
 pub mod hub;
 pub mod ids;

@@ -61,22 +61,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // by a restart): catch each up once, in the background.
         tokio::spawn(crate::federation::follower::catch_up_all(state.clone()));
     }
+    let drain = state.drain.clone();
+    let shutdown = {
+        let drain = drain.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!(
+                websockets = drain.open_sockets(),
+                "shutdown signal: draining (ready answers 503, sockets get a reconnect hint)"
+            );
+            drain.start();
+        }
+    };
     let limits = crate::connections::ConnectionLimits {
         header_read_timeout: Duration::from_millis(state.config.limits.header_read_timeout_ms),
         max_connections: state.config.limits.max_connections,
     };
-    crate::connections::serve(
-        listener,
-        tls,
-        crate::api::router(state),
-        limits,
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("shutting down: in-flight requests done, closing database");
+    crate::connections::serve(listener, tls, crate::api::router(state), limits, shutdown).await;
+    let left = drain.sockets_closed(SOCKET_CLOSE_GRACE).await;
+    tracing::info!(
+        websockets_left = left,
+        "shutting down: in-flight requests done, closing database"
+    );
     store.close();
     Ok(())
 }
+
+/// How long a drain waits for WebSockets to take their close frame and go.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

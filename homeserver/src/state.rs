@@ -28,6 +28,9 @@ pub struct Metrics {
     pub roster_denials: AtomicU64,
 }
 
+/// A readiness verdict (`Err` holds the reason) and when it was reached.
+pub type ReadinessVerdict = (std::time::Instant, Result<(), String>);
+
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +41,11 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     /// Recent messages' client wire forms, shared by the WebSockets that send them.
     pub wire_forms: Arc<WireForms>,
+    /// The drain on shutdown, and the open WebSockets.
+    pub drain: Arc<crate::drain::Drain>,
+    /// The last readiness check and when it ran: `/_parley/ready` reuses it for a second and
+    /// runs one check at a time, so polling it costs the database at most one query a second.
+    pub readiness: Arc<tokio::sync::Mutex<Option<ReadinessVerdict>>>,
     /// Signed requests to other servers.
     pub fed: Arc<FederationClient>,
     /// Durable delivery to other servers.
@@ -118,6 +126,8 @@ impl AppState {
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             wire_forms: Arc::new(WireForms::default()),
+            drain: Arc::new(crate::drain::Drain::default()),
+            readiness: Arc::default(),
             config: Arc::new(config),
             store,
             tokens: Arc::new(tokens),

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod outbox;
 mod pg_append;
 mod pg_writer;
+mod readiness;
 pub mod retention;
 mod rows;
 pub mod schema;

@@ -59,3 +59,29 @@ pub async fn stores() -> Vec<(crate::Store, Option<tempfile::TempDir>)> {
         .unwrap_or_else(|e| panic!("cannot open the test PostgreSQL store: {e}"));
     vec![(sqlite, Some(dir)), (pg, None)]
 }
+
+/// Makes the test PostgreSQL server refuse (or accept again) connections to the database of
+/// `database_url`, ending the ones it has: the database "goes down" for the store using it.
+pub async fn set_postgres_database_reachable(database_url: &str, reachable: bool) {
+    let admin =
+        std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| panic!("{POSTGRES_URL_ENV} is not set"));
+    let name = database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "not a test database name: {name}"
+    );
+    let mut conn = AsyncPgConnection::establish(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach test PostgreSQL: {e}"));
+    conn.batch_execute(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND NOT {reachable}"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("cannot change database {name}: {e}"));
+}

@@ -7,6 +7,8 @@ export const ENDPOINTS = Object.freeze({
   GetVersions: Object.freeze({ method: 'GET', path: '/_parley/client/versions', auth: 'none' }),
   GetClientApiDocument: Object.freeze({ method: 'GET', path: '/_parley/client/v1/openapi.json', auth: 'none' }),
   ApiReference: Object.freeze({ method: 'GET', path: '/_parley/docs', auth: 'none' }),
+  Health: Object.freeze({ method: 'GET', path: '/_parley/health', auth: 'none' }),
+  Ready: Object.freeze({ method: 'GET', path: '/_parley/ready', auth: 'none' }),
   Register: Object.freeze({ method: 'POST', path: '/_parley/client/v1/register', auth: 'none' }),
   Login: Object.freeze({ method: 'POST', path: '/_parley/client/v1/login', auth: 'none' }),
   Refresh: Object.freeze({ method: 'POST', path: '/_parley/client/v1/refresh', auth: 'none' }),

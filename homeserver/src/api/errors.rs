@@ -83,6 +83,10 @@ pub enum RequestError {
     /// verdict, with its errcode and status).
     #[error("{0}")]
     FederationRequest(#[from] parley_federation::Error),
+    /// The server cannot serve now (the readiness check): draining, the database does not
+    /// answer, or migrations are pending.
+    #[error("{0}")]
+    NotReady(String),
     /// This server failed; the text goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -155,6 +159,7 @@ impl OnTheWire for RequestError {
                 ErrCode::Unrecognized
             }
             RequestError::NotFoundInPath(_) => ErrCode::NotFound,
+            RequestError::NotReady(_) => ErrCode::NotReady,
             RequestError::TooLarge { .. } => ErrCode::TooLarge,
             RequestError::Timeout => ErrCode::Timeout,
             RequestError::LimitExceeded { .. } => ErrCode::LimitExceeded,
@@ -525,6 +530,7 @@ mod tests {
             (RequestError::BadJson("x".into()).into(), "P_BAD_JSON", 400, "x", none()),
             (RequestError::UnrecognizedPath.into(), "P_UNRECOGNIZED", 404, "unrecognized request path", none()),
             (RequestError::NotFoundInPath("x".into()).into(), "P_NOT_FOUND", 404, "x", none()),
+            (RequestError::NotReady("x".into()).into(), "P_NOT_READY", 503, "x", none()),
             (RequestError::UnrecognizedMethod.into(), "P_UNRECOGNIZED", 405, "method not allowed on this path", none()),
             (RequestError::TooLarge { limit: 9 }.into(), "P_TOO_LARGE", 413, "request body is larger than 9 bytes", none()),
             (RequestError::Timeout.into(), "P_TIMEOUT", 408, "the request body did not arrive in time", none()),

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod errors;
 pub mod extract;
 pub mod federation;
+pub mod health;
 pub mod route;
 pub mod web_client;
 
@@ -20,6 +21,7 @@ pub fn routes() -> route::Routes {
     client::routes()
         .merge(federation::routes())
         .merge(docs::routes())
+        .merge(health::routes())
 }
 
 /// Builds the whole router for `state`.

@@ -28,7 +28,7 @@ pub async fn sync(
     // Subscribe before reading so an event committed in between still wakes us.
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (mut messages, mut welcomes, mut next) = state
             .store
@@ -47,10 +47,13 @@ pub async fn sync(
             let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
             return Ok(build_sync(messages, welcomes, next, key_packages));
         }
-        if tokio::time::timeout_at(deadline, wake.changed())
-            .await
-            .is_err()
-        {
+        // A drain ends the wait as the deadline would: one last read, then answer.
+        let woken = tokio::select! {
+            woken = tokio::time::timeout_at(deadline, wake.changed()) => woken.is_ok(),
+            _ = state.drain.started() => false,
+        };
+        if !woken {
+            deadline = deadline.min(tokio::time::Instant::now());
             continue; // deadline: one last read, then answer
         }
         let current = *wake.borrow_and_update();

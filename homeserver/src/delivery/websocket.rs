@@ -76,6 +76,7 @@ pub async fn run_socket(
             return Ok(());
         }
     };
+    let _open = state.drain.socket_opened();
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
     let mut last_keys: Option<KeyCountResponse> = None;
@@ -184,6 +185,17 @@ pub async fn run_socket(
                 changed.events = current.events != seen.events || current.events_pos > pos;
                 seen = current;
                 changed
+            }
+            // The server drains: the client reconnects (to another process, or after the
+            // restart) from the last token it was sent.
+            _ = state.drain.started() => {
+                let _ = socket
+                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: crate::drain::RESTART_CLOSE_CODE,
+                        reason: "server restarting; reconnect".into(),
+                    })))
+                    .await;
+                return Ok(());
             }
             // Idle: re-check the session, and the key count (packages expire with time).
             _ = tokio::time::sleep(WS_SESSION_CHECK) => Changed { events: false, keys: true, sessions: true },

@@ -24,3 +24,12 @@ pub struct HealthResponse {
     /// `"ok"`.
     pub status: String,
 }
+
+crate::endpoint! {
+    /// Prometheus metrics (text format 0.0.4), for a scraper sending
+    /// `Authorization: Bearer <metrics.bearer_token>`; 401 `P_UNAUTHORIZED` without it, and 404
+    /// `P_NOT_FOUND` when the server sets no token.
+    GetMetrics: Get "/_parley/metrics",
+    auth Public, rate None, body Default, path (),
+    crate::endpoint::NoQuery => String, errors [Unauthorized, NotFound]
+}

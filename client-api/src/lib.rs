@@ -33,6 +33,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<versions::ApiReference>(),
         E::of::<health::Health>(),
         E::of::<health::Ready>(),
+        E::of::<health::GetMetrics>(),
         E::of::<accounts::Register>(),
         E::of::<accounts::Login>(),
         E::of::<accounts::Refresh>(),

@@ -39,6 +39,17 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /_parley/metrics` ([`crate::metrics`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The bearer token a scraper sends (at least 16 characters); unset: the endpoint answers
+    /// 404 and no metrics are exposed.
+    pub bearer_token: Option<String>,
 }
 
 /// The server's own certificate.
@@ -335,6 +346,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             federation: FederationConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
             web_client_dir: None,
             tls: None,
             trusted_proxies: Vec::new(),
@@ -493,6 +505,14 @@ impl Config {
 
     /// Checks values that TOML types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self
+            .metrics
+            .bearer_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            anyhow::bail!("metrics.bearer_token must be at least 16 characters");
+        }
         if self.server_name.bytes().any(|b| b.is_ascii_uppercase()) {
             anyhow::bail!(
                 "server_name {:?} must be lower case (server names compare without regard to case; the configured one is the canonical spelling)",
@@ -568,6 +588,11 @@ database_max_connections = 8
 # Reverse proxies (addresses or CIDRs, e.g. "10.0.0.0/8") whose X-Forwarded-For header names
 # the client. From any other peer the header is ignored. Rate limits count IPv6 clients by /64.
 trusted_proxies = []
+
+[metrics]
+# Prometheus metrics at GET /_parley/metrics, for a scraper sending this bearer token (at
+# least 16 characters). Unset: the endpoint answers 404.
+# bearer_token = "a long random string"
 
 [log]
 # A tracing filter; RUST_LOG overrides it.

@@ -37,6 +37,7 @@ pub mod hub;
 pub mod ids;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod mls_check;
 pub mod ratelimit;
 pub mod retention;

@@ -15,6 +15,9 @@ use crate::state::AppState;
 /// the database.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    if config.metrics.bearer_token.is_some() && crate::metrics::install().is_none() {
+        tracing::warn!("another metrics recorder is installed: /_parley/metrics will be empty");
+    }
     crate::api::web_client::log_web_client_dir(&config);
     crate::data_dir::prepare(&config.data_dir)?;
     let store_config = StoreConfig {

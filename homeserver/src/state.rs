@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parley_client_api::RateLimitClass;
@@ -17,17 +16,6 @@ use crate::federation::fills::GapFiller;
 use crate::federation::outbox::Outbox;
 use crate::ratelimit::{RateLimited, RateLimiter};
 
-/// Counters kept for the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Requests refused for a missing or bad access token.
-    pub auth_failures: AtomicU64,
-    /// Requests refused by a rate limit.
-    pub rate_limited: AtomicU64,
-    /// Submissions refused because the sender is not in the group's roster.
-    pub roster_denials: AtomicU64,
-}
-
 /// A readiness verdict (`Err` holds the reason) and when it was reached.
 pub type ReadinessVerdict = (std::time::Instant, Result<(), String>);
 
@@ -37,7 +25,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub tokens: Arc<TokenKeys>,
-    pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     /// Recent messages' client wire forms, shared by the WebSockets that send them.
     pub wire_forms: Arc<WireForms>,
@@ -131,7 +118,6 @@ impl AppState {
             config: Arc::new(config),
             store,
             tokens: Arc::new(tokens),
-            metrics: Arc::new(Metrics::default()),
         }
     }
 
@@ -140,9 +126,7 @@ impl AppState {
         self.federation_limiter
             .check(&origin.to_owned())
             .map_err(|retry_after_ms| {
-                self.metrics
-                    .rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::rate_limited("federation_origin");
                 RateLimited { retry_after_ms }
             })
     }
@@ -152,7 +136,7 @@ impl AppState {
     pub fn check_federation_address_rate(&self, ip: IpAddr) -> Result<(), RateLimited> {
         self.federation_address_limiter
             .check(&crate::client_address::address_bucket(ip))
-            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
+            .map_err(|retry_after_ms| rate_limited("federation_address", retry_after_ms))
     }
 
     /// Takes a token from a client address's key-fetch budget; `Err(retry_after_ms)` when
@@ -160,32 +144,21 @@ impl AppState {
     pub fn take_key_fetch(&self, ip: IpAddr) -> Result<(), u64> {
         self.key_fetch_limiter
             .check(&crate::client_address::address_bucket(ip))
-            .inspect_err(|_| {
-                self.metrics
-                    .rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            })
+            .inspect_err(|_| crate::metrics::rate_limited("key_fetch"))
     }
 
     /// Takes a token from an account's login bucket, or refuses with 429.
     pub fn check_login_account_rate(&self, user_id: &str) -> Result<(), RateLimited> {
         self.login_account_limiter
             .check(&user_id.to_owned())
-            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
+            .map_err(|retry_after_ms| rate_limited("login_account", retry_after_ms))
     }
 
     /// Takes a token from a refresh token's bucket (keyed by its hash), or refuses with 429.
     pub fn check_refresh_token_rate(&self, token_hash: [u8; 32]) -> Result<(), RateLimited> {
         self.refresh_token_limiter
             .check(&token_hash)
-            .map_err(|retry_after_ms| self.rate_limited(retry_after_ms))
-    }
-
-    fn rate_limited(&self, retry_after_ms: u64) -> RateLimited {
-        self.metrics
-            .rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RateLimited { retry_after_ms }
+            .map_err(|retry_after_ms| rate_limited("refresh_token", retry_after_ms))
     }
 
     /// Takes a token from `key`'s bucket of `class` (a client IP or a user id), or refuses
@@ -194,11 +167,14 @@ impl AppState {
         let Some(limiter) = self.limiters.get(&class) else {
             return Ok(());
         };
-        limiter.check(&key).map_err(|retry_after_ms| {
-            self.metrics
-                .rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            RateLimited { retry_after_ms }
-        })
+        limiter
+            .check(&key)
+            .map_err(|retry_after_ms| rate_limited(class.as_str(), retry_after_ms))
     }
+}
+
+/// Counts a refusal by the rate limit `limit`, and makes it.
+fn rate_limited(limit: &'static str, retry_after_ms: u64) -> RateLimited {
+    crate::metrics::rate_limited(limit);
+    RateLimited { retry_after_ms }
 }

@@ -116,3 +116,62 @@ on_both_backends!(
     sigterm_closes_sockets_with_a_reconnect_hint_answers_long_polls_and_exits_cleanly,
     drain
 );
+
+async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("{}/_parley/metrics", server.base_url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_the_configured_token_and_count_requests_messages_and_database_commits() {
+    const TOKEN: &str = "scraper-token-0123456789";
+    let server = TestServer::start(
+        Db::Sqlite,
+        "metrics.example",
+        &format!("[metrics]\nbearer_token = \"{TOKEN}\"\n"),
+    )
+    .await;
+    let (status, body) = scrape(&server, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("P_UNAUTHORIZED"));
+    assert_eq!(
+        scrape(&server, Some("scraper-token-wrong-9876")).await.0,
+        401
+    );
+
+    let mut alice = parley_sytest::device::Device::register(&server, "alice")
+        .await
+        .unwrap();
+    let group = alice.create_group().await.unwrap();
+    alice.send_text(&group, "counted").await.unwrap();
+    assert_eq!(get(&server, "/_parley/client/versions").await.0, 200);
+
+    let (status, text) = scrape(&server, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"parley_http_requests_total{endpoint="GetVersions",method="GET",status="200"} 1"#,
+        r#"parley_http_request_duration_seconds_bucket{endpoint="SendMessage",le="+Inf"} 1"#,
+        r#"parley_messages_accepted_total{kind="application"} 1"#,
+        r#"parley_auth_failures_total{reason="metrics_token"} 2"#,
+        "parley_websockets_open 0",
+        "parley_db_commit_batch_size_bucket",
+        "parley_db_commit_duration_seconds_bucket",
+        "parley_db_pool_wait_seconds_bucket",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_configured_there_are_no_metrics() {
+    let server = TestServer::start(Db::Sqlite, "nometrics.example", "").await;
+    let (status, body) = scrape(&server, Some("anything-at-all-here")).await;
+    assert_eq!(status, 404, "{body}");
+}

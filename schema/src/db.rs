@@ -129,12 +129,15 @@ macro_rules! with_conn {
             }
         }
     }};
-    (@checkout $pool:expr) => {
-        $pool
+    (@checkout $pool:expr) => {{
+        let asked = std::time::Instant::now();
+        let conn = $pool
             .get()
             .await
-            .map_err(|e| $crate::StoreError::Pool(e.to_string()))?
-    };
+            .map_err(|e| $crate::StoreError::Pool(e.to_string()))?;
+        metrics::histogram!($crate::metrics::POOL_WAIT).record(asked.elapsed().as_secs_f64());
+        conn
+    }};
     ($store:expr, read, |$conn:ident| $body:expr) => {{
         match &*$store.pools {
             $crate::db::Pools::Sqlite { readers, .. } => {

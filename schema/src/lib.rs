@@ -18,6 +18,7 @@ pub mod federation;
 mod fixed_sql;
 pub mod hub_log;
 pub mod keys;
+pub mod metrics;
 pub mod outbox;
 mod pg_append;
 mod pg_writer;

@@ -239,6 +239,15 @@ pub(crate) fn take_batch<C: BatchConn>(
 /// transaction committed (or, for a lone failed write, rolled back cleanly); `false` tells a
 /// loop that the connection may be unusable.
 pub(crate) async fn run_batch<C: BatchConn>(conn: &mut C, batch: Vec<Job<C>>) -> bool {
+    let (size, started) = (batch.len(), std::time::Instant::now());
+    let committed = commit_batch(conn, batch).await;
+    metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(size as f64);
+    metrics::histogram!(crate::metrics::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+    committed
+}
+
+/// [`run_batch`] without its metrics.
+async fn commit_batch<C: BatchConn>(conn: &mut C, batch: Vec<Job<C>>) -> bool {
     // A batch of grouped writes only, where the connection runs a group as one statement,
     // needs no transaction: the statement is atomic and durable by itself (two round trips
     // fewer per batch).

@@ -9,6 +9,7 @@ export const ENDPOINTS = Object.freeze({
   ApiReference: Object.freeze({ method: 'GET', path: '/_parley/docs', auth: 'none' }),
   Health: Object.freeze({ method: 'GET', path: '/_parley/health', auth: 'none' }),
   Ready: Object.freeze({ method: 'GET', path: '/_parley/ready', auth: 'none' }),
+  GetMetrics: Object.freeze({ method: 'GET', path: '/_parley/metrics', auth: 'none' }),
   Register: Object.freeze({ method: 'POST', path: '/_parley/client/v1/register', auth: 'none' }),
   Login: Object.freeze({ method: 'POST', path: '/_parley/client/v1/login', auth: 'none' }),
   Refresh: Object.freeze({ method: 'POST', path: '/_parley/client/v1/refresh', auth: 'none' }),

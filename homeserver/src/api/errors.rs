@@ -83,6 +83,9 @@ pub enum RequestError {
     /// verdict, with its errcode and status).
     #[error("{0}")]
     FederationRequest(#[from] parley_federation::Error),
+    /// A metrics scrape without the configured bearer token.
+    #[error("a valid metrics bearer token is required")]
+    MetricsUnauthorized,
     /// The server cannot serve now (the readiness check): draining, the database does not
     /// answer, or migrations are pending.
     #[error("{0}")]
@@ -160,6 +163,7 @@ impl OnTheWire for RequestError {
             }
             RequestError::NotFoundInPath(_) => ErrCode::NotFound,
             RequestError::NotReady(_) => ErrCode::NotReady,
+            RequestError::MetricsUnauthorized => ErrCode::Unauthorized,
             RequestError::TooLarge { .. } => ErrCode::TooLarge,
             RequestError::Timeout => ErrCode::Timeout,
             RequestError::LimitExceeded { .. } => ErrCode::LimitExceeded,
@@ -531,6 +535,7 @@ mod tests {
             (RequestError::UnrecognizedPath.into(), "P_UNRECOGNIZED", 404, "unrecognized request path", none()),
             (RequestError::NotFoundInPath("x".into()).into(), "P_NOT_FOUND", 404, "x", none()),
             (RequestError::NotReady("x".into()).into(), "P_NOT_READY", 503, "x", none()),
+            (RequestError::MetricsUnauthorized.into(), "P_UNAUTHORIZED", 401, "a valid metrics bearer token is required", none()),
             (RequestError::UnrecognizedMethod.into(), "P_UNRECOGNIZED", 405, "method not allowed on this path", none()),
             (RequestError::TooLarge { limit: 9 }.into(), "P_TOO_LARGE", 413, "request body is larger than 9 bytes", none()),
             (RequestError::Timeout.into(), "P_TIMEOUT", 408, "the request body did not arrive in time", none()),

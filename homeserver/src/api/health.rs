@@ -3,10 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use parley_client_api::endpoint::NoQuery;
-use parley_client_api::health::{Health, HealthResponse, Ready};
+use parley_client_api::health::{GetMetrics, Health, HealthResponse, Ready};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use crate::api::errors::{ApiResult, RequestError};
+use crate::api::errors::{ApiError, ApiResult, RequestError};
 use crate::api::route::Routes;
 use crate::state::AppState;
 
@@ -15,6 +20,35 @@ pub fn routes() -> Routes {
     Routes::new()
         .serve::<Health, _, _>(health)
         .serve::<Ready, _, _>(ready)
+        .serve_raw::<GetMetrics>(axum::routing::get(metrics))
+}
+
+/// The Prometheus text, for a scraper with the configured bearer token.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.config.metrics.bearer_token else {
+        return ApiError::from(RequestError::NotFoundInPath(
+            "metrics are not enabled".into(),
+        ))
+        .into_response();
+    };
+    let given = crate::accounts::session::bearer_token(&headers).unwrap_or_default();
+    // Compared as digests, in constant time: neither the token nor its length leaks.
+    let matches: bool = Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(expected.as_bytes()))
+        .into();
+    if !matches {
+        crate::metrics::auth_failure("metrics_token");
+        return ApiError::from(RequestError::MetricsUnauthorized).into_response();
+    }
+    record_gauges(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 fn ok() -> HealthResponse {
@@ -61,5 +95,35 @@ async fn check(state: &AppState) -> Result<(), String> {
             tracing::warn!(error = %e, "readiness: the database does not answer");
             Err("the database does not answer".into())
         }
+    }
+}
+
+/// Sets the gauges read from the state and the store at each scrape.
+async fn record_gauges(state: &AppState) {
+    use crate::metrics::{OUTBOX_DEPTH, WEBSOCKETS_OPEN};
+    /// Destinations reported before: one whose queue has emptied is reported as 0.
+    static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    metrics::gauge!(WEBSOCKETS_OPEN).set(state.drain.open_sockets() as f64);
+    let outbox = state.store.outbox();
+    let Ok(destinations) = outbox.outbox_destinations().await else {
+        return;
+    };
+    let mut depths = Vec::with_capacity(destinations.len());
+    for destination in destinations {
+        if let Ok(depth) = outbox.outbox_len(&destination).await {
+            depths.push((destination, depth));
+        }
+    }
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in reported
+        .iter()
+        .filter(|d| !depths.iter().any(|(n, _)| n == *d))
+    {
+        metrics::gauge!(OUTBOX_DEPTH, "destination" => gone.clone()).set(0.0);
+    }
+    reported.clear();
+    for (destination, depth) in depths {
+        metrics::gauge!(OUTBOX_DEPTH, "destination" => destination.clone()).set(depth as f64);
+        reported.push(destination);
     }
 }

@@ -57,7 +57,8 @@ impl Routes {
     {
         let serve = move |State(state): State<AppState>, req: Request| {
             let handler = handler.clone();
-            async move {
+            let started = std::time::Instant::now();
+            let answered = async move {
                 let declared = Declared {
                     rate: E::RATE_LIMIT,
                     body_limit: state.config.body_limit(E::BODY_LIMIT),
@@ -73,6 +74,20 @@ impl Routes {
                 };
                 let response = handler(state, accepted.caller, accepted.path, request).await?;
                 Ok::<_, ApiError>(Json(response))
+            };
+            async move {
+                let answer = answered.await;
+                let status = match &answer {
+                    Ok(_) => 200,
+                    Err(e) => super::errors::status(e).as_u16(),
+                };
+                crate::metrics::request(
+                    EndpointInfo::of::<E>().name,
+                    E::METHOD.as_str(),
+                    status,
+                    started.elapsed(),
+                );
+                answer
             }
         };
         self.router = self.router.route(E::PATH, method_router(E::METHOD, serve));
@@ -226,14 +241,10 @@ impl Authenticate for auth::AccessToken {
             Some(claims) => check_session(&claims, state).await,
             None => authenticate(&parts.headers, state).await,
         };
-        if matches!(
-            result,
-            Err(AccountError::MissingToken | AccountError::UnknownToken)
-        ) {
-            state
-                .metrics
-                .auth_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &result {
+            Err(AccountError::MissingToken) => crate::metrics::auth_failure("missing_token"),
+            Err(AccountError::UnknownToken) => crate::metrics::auth_failure("unknown_token"),
+            _ => {}
         }
         let caller = result?;
         let path = path_params(&mut parts, declared.has_path_params).await?;

@@ -44,10 +44,12 @@ pub async fn sync(
         );
         let now = tokio::time::Instant::now();
         if !messages.is_empty() || !welcomes.is_empty() || now >= deadline {
+            crate::metrics::delivered("sync", messages.len());
             let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
             return Ok(build_sync(messages, welcomes, next, key_packages));
         }
         // A drain ends the wait as the deadline would: one last read, then answer.
+        let _waiting = crate::metrics::LongPoll::waiting();
         let woken = tokio::select! {
             woken = tokio::time::timeout_at(deadline, wake.changed()) => woken.is_ok(),
             _ = state.drain.started() => false,

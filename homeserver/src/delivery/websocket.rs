@@ -154,6 +154,7 @@ pub async fn run_socket(
                 || messages.len() as i64 >= SYNC_LIMIT
                 || welcomes.len() as i64 >= parley_schema::stream::WELCOMES_PER_READ;
             // Frames are queued and written together: one write for a whole batch.
+            crate::metrics::delivered("websocket", messages.len());
             for frame in ws_frames(&state.wire_forms, &messages, welcomes, next)? {
                 socket.feed(Message::Text(frame.into())).await?;
             }

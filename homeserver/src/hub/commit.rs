@@ -221,10 +221,7 @@ async fn resolve_change(
         || (is_current
             && roster.identity_at(checked.committer_leaf) != Some(sender_identity.as_str()))
     {
-        state
-            .metrics
-            .roster_denials
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::roster_denial();
         return Err(HubError::NotMember);
     }
     // 6. Stale epoch.
@@ -404,6 +401,7 @@ async fn apply(
     for d in &plan.destinations {
         state.outbox.wake(d);
     }
+    crate::metrics::message_accepted("commit");
     Ok(CommitResponse {
         epoch: accepted.epoch.max(0) as u64,
         seq: accepted.seq.max(0) as u64,

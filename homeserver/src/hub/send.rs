@@ -154,10 +154,7 @@ async fn append_checked(
         (None, _) => false,
     };
     if !leaf_ok {
-        state
-            .metrics
-            .roster_denials
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::roster_denial();
         return Err(HubError::NotMember);
     }
     let max_past = if kind == ContentKind::Proposal {
@@ -189,6 +186,10 @@ async fn append_checked(
         }
         Err(refused) => return Ok(Err(refused)),
     };
+    crate::metrics::message_accepted(match kind {
+        ContentKind::Proposal => "proposal",
+        _ => "application",
+    });
     state.notifier.notify_at(
         members
             .iter()

@@ -135,7 +135,7 @@ impl Client {
             }
             builder = self.http.request(method, &url);
         }
-        if E::AUTH == Auth::AccessToken {
+        if matches!(E::AUTH, Auth::AccessToken | Auth::AdminToken) {
             let token = self.access_token.as_deref().ok_or(ClientError::NoToken)?;
             builder = builder.bearer_auth(token);
         }

@@ -38,6 +38,8 @@ pub enum Auth {
     None,
     /// `Authorization: Bearer <access token>`.
     AccessToken,
+    /// An access token of a user with the admin flag (403 `P_FORBIDDEN` for others).
+    AdminToken,
     /// `Authorization: X-Parley …`, signed by the origin server (federation).
     ServerSignature,
 }
@@ -62,6 +64,9 @@ pub mod auth {
     /// A request signed by another server.
     #[derive(Debug, Clone, Copy)]
     pub struct ServerSignature;
+    /// A bearer access token of an admin user.
+    #[derive(Debug, Clone, Copy)]
+    pub struct AdminToken;
 
     impl AuthScheme for Public {
         const KIND: Auth = Auth::None;
@@ -71,6 +76,9 @@ pub mod auth {
     }
     impl AuthScheme for ServerSignature {
         const KIND: Auth = Auth::ServerSignature;
+    }
+    impl AuthScheme for AdminToken {
+        const KIND: Auth = Auth::AdminToken;
     }
 }
 
@@ -97,6 +105,8 @@ pub enum RateLimitClass {
     DeviceLookup,
     /// Federation requests: per client address before authentication, per origin server after.
     Federation,
+    /// Admin API requests, per admin user.
+    Admin,
 }
 
 impl RateLimitClass {
@@ -113,6 +123,7 @@ impl RateLimitClass {
             RateLimitClass::Refresh => "refresh",
             RateLimitClass::DeviceLookup => "device_lookup",
             RateLimitClass::Federation => "federation",
+            RateLimitClass::Admin => "admin",
         }
     }
 }

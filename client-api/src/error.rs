@@ -33,11 +33,13 @@ pub enum ErrCode {
     /// The server runs but cannot serve yet: its database does not answer, or migrations
     /// are pending (503, from the readiness check).
     NotReady,
+    /// The account was deactivated by an admin (403).
+    UserDeactivated,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 23] = [
+    pub const ALL: [ErrCode; 24] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -61,6 +63,7 @@ impl ErrCode {
         ErrCode::Timeout,
         ErrCode::Unknown,
         ErrCode::NotReady,
+        ErrCode::UserDeactivated,
     ];
 
     /// The code as it appears on the wire.
@@ -89,6 +92,7 @@ impl ErrCode {
             ErrCode::Timeout => "P_TIMEOUT",
             ErrCode::Unknown => "P_UNKNOWN",
             ErrCode::NotReady => "P_NOT_READY",
+            ErrCode::UserDeactivated => "P_USER_DEACTIVATED",
         }
     }
 
@@ -103,7 +107,7 @@ impl ErrCode {
             | ErrCode::InvalidKeyPackage
             | ErrCode::InvalidMessage => 400,
             ErrCode::MissingToken | ErrCode::UnknownToken | ErrCode::Unauthorized => 401,
-            ErrCode::Forbidden | ErrCode::NotMember => 403,
+            ErrCode::Forbidden | ErrCode::NotMember | ErrCode::UserDeactivated => 403,
             ErrCode::NotFound | ErrCode::Unrecognized => 404,
             ErrCode::Timeout => 408,
             ErrCode::UserInUse

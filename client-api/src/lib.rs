@@ -5,6 +5,7 @@
 //! two cannot drift apart.
 
 pub mod accounts;
+pub mod admin;
 pub mod client;
 pub mod endpoint;
 pub mod error;
@@ -53,5 +54,21 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<sync::Sync>(),
         E::of::<sync::DeleteWelcome>(),
         E::of::<sync::WebSocket>(),
+        E::of::<admin::ListUsers>(),
+        E::of::<admin::GetUser>(),
+        E::of::<admin::CreateUser>(),
+        E::of::<admin::ResetPassword>(),
+        E::of::<admin::SetAdmin>(),
+        E::of::<admin::DeactivateUser>(),
+        E::of::<admin::CreateRegistrationToken>(),
+        E::of::<admin::ListRegistrationTokens>(),
+        E::of::<admin::RevokeRegistrationToken>(),
+        E::of::<admin::GetServerAcl>(),
+        E::of::<admin::AddAclRule>(),
+        E::of::<admin::RemoveAclRule>(),
+        E::of::<admin::OutboxStatus>(),
+        E::of::<admin::RetryDestination>(),
+        E::of::<admin::RunRetention>(),
+        E::of::<admin::AuditLog>(),
     ]
 }

@@ -26,6 +26,11 @@ pub fn errcodes(e: &EndpointInfo) -> Vec<ErrCode> {
     match e.auth {
         Auth::None => {}
         Auth::AccessToken => codes.extend([ErrCode::MissingToken, ErrCode::UnknownToken]),
+        Auth::AdminToken => codes.extend([
+            ErrCode::MissingToken,
+            ErrCode::UnknownToken,
+            ErrCode::Forbidden,
+        ]),
         Auth::ServerSignature => codes.extend([
             ErrCode::Unauthorized,
             ErrCode::Forbidden,
@@ -118,7 +123,7 @@ fn operation(e: &EndpointInfo, generator: &mut SchemaGenerator, error_schema: &V
         "security".into(),
         match e.auth {
             Auth::None => json!([]),
-            Auth::AccessToken => json!([{"accessToken": []}]),
+            Auth::AccessToken | Auth::AdminToken => json!([{"accessToken": []}]),
             Auth::ServerSignature => json!([{"serverSignature": []}]),
         },
     );

@@ -136,6 +136,33 @@ pub enum MessageKind {
     Proposal,
     /// An application message.
     Application,
+    /// A notice from the hub itself, not an MLS message: `message` is the base64 of a JSON
+    /// object whose `type` says what it is (docs/protocol.md#notices).
+    Notice,
+}
+
+impl MessageKind {
+    /// The kind's name on the wire and in the log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Commit => "commit",
+            MessageKind::Proposal => "proposal",
+            MessageKind::Application => "application",
+            MessageKind::Notice => "notice",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<MessageKind> {
+        [
+            MessageKind::Commit,
+            MessageKind::Proposal,
+            MessageKind::Application,
+            MessageKind::Notice,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
 }
 
 /// `type: "message"`: the group id plus the sync message object, flat.

@@ -104,6 +104,13 @@ impl FederationConfig {
     /// Whether the ACL lets this server federate with `server_name`, both ways. Globs match
     /// the host (ports are ignored on both sides); IP-literal names need `allow_ip_literals`.
     pub fn allows(&self, server_name: &str) -> bool {
+        self.allows_with(&[], &[], server_name)
+    }
+
+    /// [`FederationConfig::allows`] with more rules (those added at runtime): a server is
+    /// allowed when neither list of allow rules has an entry or one matches, and no deny rule
+    /// of either list matches.
+    pub fn allows_with(&self, allow: &[String], deny: &[String], server_name: &str) -> bool {
         let Ok(name) = parley_federation::destination::ServerName::parse(server_name) else {
             return false;
         };
@@ -113,7 +120,10 @@ impl FederationConfig {
         let host = name.host();
         let matches =
             |patterns: &[String]| patterns.iter().any(|p| glob_match(strip_port(p), host));
-        (self.allow.is_empty() || matches(&self.allow)) && !matches(&self.deny)
+        let no_allow_rules = self.allow.is_empty() && allow.is_empty();
+        (no_allow_rules || matches(&self.allow) || matches(allow))
+            && !matches(&self.deny)
+            && !matches(deny)
     }
 }
 
@@ -314,6 +324,8 @@ pub struct RateLimitsConfig {
     pub login_account: RateLimit,
     /// Device-list lookups, per user.
     pub device_lookup: RateLimit,
+    /// Admin API requests, per admin user.
+    pub admin: RateLimit,
     /// Inbound federation requests, per origin server (counted once authenticated).
     pub federation: RateLimit,
     /// Inbound federation requests per client address, counted before the body is read or
@@ -446,6 +458,10 @@ impl Default for RateLimitsConfig {
                 per_second: 20.0,
                 burst: 200,
             },
+            admin: RateLimit {
+                per_second: 10.0,
+                burst: 100,
+            },
             federation: RateLimit {
                 per_second: 500.0,
                 burst: 2000,
@@ -525,12 +541,6 @@ impl Config {
                 self.server_name
             );
         }
-        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
-        {
-            anyhow::bail!(
-                "registration.mode = \"token\" needs at least one registration.tokens entry"
-            );
-        }
         for (name, rl) in [
             ("login", self.rate_limits.login),
             ("register", self.rate_limits.register),
@@ -601,7 +611,8 @@ level = "info"
 format = "text"
 
 [registration]
-# "open": anyone may register; "closed": nobody; "token": only with one of `tokens`.
+# "open": anyone may register; "closed": nobody; "token": only with one of `tokens` or a
+# token an admin made (POST /_parley/admin/v1/registration_tokens).
 mode = "open"
 tokens = []
 # Shorter passwords are refused at registration (400 P_WEAK_PASSWORD).
@@ -660,6 +671,8 @@ refresh = { per_second = 1.0, burst = 30 }
 refresh_token = { per_second = 0.2, burst = 5 }
 login_account = { per_second = 0.2, burst = 20 }
 device_lookup = { per_second = 20.0, burst = 200 }
+# Per admin user: admin API requests.
+admin = { per_second = 10.0, burst = 100 }
 # Per origin server: inbound federation requests (once their signature is verified).
 federation = { per_second = 500.0, burst = 2000 }
 # Per client address, before a federation request's body is read or its signature checked:
@@ -802,8 +815,8 @@ mod tests {
     }
 
     #[test]
-    fn token_mode_without_tokens_is_invalid() {
+    fn token_mode_without_config_tokens_is_valid_as_admins_make_them() {
         let c = Config::from_toml("[registration]\nmode = \"token\"").unwrap();
-        assert!(c.validate().is_err());
+        c.validate().unwrap();
     }
 }

@@ -11,10 +11,11 @@
 //!    `federation::outbox`, `federation::fills`.
 //! 3. [`state`]: `AppState`, what every service and handler shares.
 //! 4. **Services**, one per concept: [`accounts`], [`keys`], [`hub`], [`delivery`],
-//!    [`federation`], [`retention`]. Each fails with its own error type, holding only what it
+//!    [`federation`], [`retention`], and [`admin`] above them (it acts through the others). Each fails with its own error type, holding only what it
 //!    can fail with: `accounts::error::AccountError`, `keys::KeysError`,
 //!    `hub::error::HubError`, `delivery::error::DeliveryError`,
-//!    `federation::error::FederationError` (requests from other servers) and
+//!    `federation::error::FederationError` (requests from other servers),
+//!    `admin::AdminError` and
 //!    `federation::remote_errors::RemoteError` (another server's answer to a request made for
 //!    our client). Errors carry no errcode or status.
 //! 5. [`api`]: thin handlers for the client and federation APIs, and `api::web_client` for the web
@@ -23,6 +24,7 @@
 //!    each its errcode, status and extra fields, once.
 
 pub mod accounts;
+pub mod admin;
 pub mod allocator;
 pub mod api;
 pub mod client_address;

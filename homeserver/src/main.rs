@@ -1,5 +1,5 @@
 //! `parley`: the command line of the Parley homeserver (serve, generate-config,
-//! rotate-federation-key); everything else is the `parley_homeserver` library.
+//! rotate-federation-key, admin); everything else is the `parley_homeserver` library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,32 @@ enum Command {
         #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Administration: `make-admin` on the database, everything else through the running
+    /// server's admin API (docs/operations.md#administration).
+    Admin(AdminArgs),
+}
+
+/// `parley admin …`.
+#[derive(clap::Args)]
+struct AdminArgs {
+    #[command(flatten)]
+    connection: parley_homeserver::admin::cli::Connection,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Grant the admin flag on the database directly (the way to make the first admin; safe
+    /// while the server runs, on either backend).
+    MakeAdmin {
+        /// The local user, `@name:server`.
+        user_id: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    #[command(flatten)]
+    Api(parley_homeserver::admin::cli::ApiCommand),
 }
 
 /// Flags of `parley serve`; each overrides the config file, and `PARLEY_*` variables set them.
@@ -81,9 +107,68 @@ impl ServeArgs {
     }
 }
 
+/// A runtime for a one-off command, or the exit code of failing to make one.
+fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("parley: cannot start runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}
+
+/// Exit code of a finished one-off command.
+fn finished(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `parley admin make-admin`: opens the database of the configuration and sets the flag.
+async fn make_admin(user_id: &str, config: Config) -> anyhow::Result<()> {
+    let store = parley_schema::Store::connect(
+        &config.database_url(),
+        &parley_schema::StoreConfig::default(),
+    )
+    .await?;
+    let found = parley_homeserver::admin::make_admin_on_store(&store, user_id).await;
+    store.close();
+    if !found? {
+        anyhow::bail!("no user {user_id} in this database");
+    }
+    println!("{user_id} is now an admin");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match args.command {
+                AdminCommand::MakeAdmin { user_id, serve } => {
+                    let config = match serve.into_config() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("parley: {e:#}");
+                            return std::process::ExitCode::from(2);
+                        }
+                    };
+                    finished(rt.block_on(make_admin(&user_id, config)))
+                }
+                AdminCommand::Api(command) => finished(
+                    rt.block_on(parley_homeserver::admin::cli::run(args.connection, command)),
+                ),
+            }
+        }
         Command::GenerateConfig => {
             print!("{}", config::DEFAULT_CONFIG_TOML);
             std::process::ExitCode::SUCCESS

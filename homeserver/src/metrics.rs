@@ -30,6 +30,19 @@ pub const ROSTER_DENIALS: &str = "parley_roster_denials_total";
 /// Events queued for other servers, by destination (read at each scrape).
 pub const OUTBOX_DEPTH: &str = "parley_outbox_depth";
 
+/// Age of the oldest queued event, by destination, in seconds (read at each scrape).
+pub const OUTBOX_OLDEST_AGE: &str = "parley_outbox_oldest_event_age_seconds";
+/// Failed federation sends that will be retried, by destination.
+pub const FEDERATION_RETRIES: &str = "parley_federation_retries_total";
+/// Inbound federation requests refused, by reason.
+pub const FEDERATION_REFUSED: &str = "parley_federation_refused_total";
+/// Unclaimed, unexpired key packages held for local devices (last-resort ones apart; read
+/// at each scrape).
+pub const KEY_PACKAGE_STOCK: &str = "parley_key_packages_stock";
+/// Local devices that have no unexpired key package left besides a last-resort one (read at
+/// each scrape).
+pub const DEVICES_WITHOUT_KEY_PACKAGES: &str = "parley_devices_without_key_packages";
+
 /// Latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -85,6 +98,16 @@ pub fn auth_failure(reason: &'static str) {
 /// Records a request refused by the rate limit `limit`.
 pub fn rate_limited(limit: &'static str) {
     metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+/// Records a failed federation send to `destination` that will be retried.
+pub fn federation_retry(destination: &str) {
+    metrics::counter!(FEDERATION_RETRIES, "destination" => destination.to_owned()).increment(1);
+}
+
+/// An inbound federation request refused, by reason.
+pub fn federation_refused(reason: &'static str) {
+    metrics::counter!(FEDERATION_REFUSED, "reason" => reason).increment(1);
 }
 
 /// Records a submission refused because its sender is not in the roster.

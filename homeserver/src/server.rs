@@ -56,6 +56,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(t) => Some(crate::tls::server_config(&t.cert_file, &t.key_file)?),
         None => None,
     };
+    fed.acl().reload(&store).await?;
+    tokio::spawn(crate::federation::acl::keep_loaded(
+        fed.acl().clone(),
+        store.clone(),
+    ));
     let state = AppState::new(config, store.clone(), tokens, fed);
     state.outbox.resume().await;
     tokio::spawn(crate::retention::run(state.clone()));

@@ -79,6 +79,7 @@ impl AppState {
                 RateLimitClass::DeviceLookup,
                 RateLimiter::new(rl.device_lookup),
             ),
+            (RateLimitClass::Admin, RateLimiter::new(rl.admin)),
         ]);
         let fed_config = &config.federation;
         let outbox = Outbox::new(

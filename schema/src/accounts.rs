@@ -139,6 +139,28 @@ impl Accounts<'_> {
         })
     }
 
+    /// Creates a user without devices (an admin's doing), with the admin flag if `admin`.
+    /// Fails with [`StoreError::Conflict`] when the user id is taken.
+    pub async fn create_user(&self, user: &User, admin: bool) -> StoreResult<()> {
+        let user = user.clone();
+        with_conn!(self.store, write, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                diesel::insert_into(users::table)
+                    .values(&user)
+                    .execute(c)
+                    .await?;
+                if admin {
+                    diesel::update(users::table.find(&user.user_id))
+                        .set(users::admin.eq(true))
+                        .execute(c)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
     /// Opens a session, creating `new_device` first when given; atomically.
     pub async fn create_session(
         &self,

@@ -264,6 +264,20 @@ impl HubLog<'_> {
         })
     }
 
+    /// The groups whose current roster holds a device of `user_id`, with those devices:
+    /// `(group_id, device_id)` pairs in group order.
+    pub async fn user_memberships(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        with_conn!(self.store, read, |conn| {
+            Ok(memberships::table
+                .filter(memberships::user_id.eq(user_id))
+                .filter(memberships::left_pos.is_null())
+                .order((memberships::group_id.asc(), memberships::device_id.asc()))
+                .select((memberships::group_id, memberships::device_id))
+                .load(conn)
+                .await?)
+        })
+    }
+
     /// The current roster of a group, by leaf index.
     pub async fn roster(&self, group_id: &str) -> StoreResult<Vec<Member>> {
         with_conn!(self.store, read, |conn| {

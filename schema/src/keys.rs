@@ -6,6 +6,9 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use crate::schema::{devices, key_packages};
 use crate::{with_conn, Store, StoreError, StoreResult};
 
+// The stock counts devices without key packages.
+diesel::allow_tables_to_appear_in_same_query!(devices, key_packages);
+
 /// What binding a device's signature key did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindOutcome {
@@ -183,6 +186,31 @@ impl KeyDirectory<'_> {
                 Ok(count)
             })
             .await
+        })
+    }
+
+    /// The server's stock: unclaimed, unexpired ordinary key packages, and the devices left
+    /// with none of them (only a last resort, or nothing).
+    pub async fn stock(&self, now_ms: i64) -> StoreResult<(i64, i64)> {
+        with_conn!(self.store, read, |conn| {
+            let packages: i64 = key_packages::table
+                .filter(key_packages::last_resort.eq(false))
+                .filter(key_packages::not_after_ms.gt(now_ms))
+                .count()
+                .get_result(conn)
+                .await?;
+            let without: i64 = devices::table
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    key_packages::table
+                        .filter(key_packages::user_id.eq(devices::user_id))
+                        .filter(key_packages::device_id.eq(devices::device_id))
+                        .filter(key_packages::last_resort.eq(false))
+                        .filter(key_packages::not_after_ms.gt(now_ms)),
+                )))
+                .count()
+                .get_result(conn)
+                .await?;
+            Ok((packages, without))
         })
     }
 

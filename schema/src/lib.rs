@@ -3,7 +3,7 @@
 //!
 //! The store's queries are grouped by concept, one repository per module, each reached from
 //! the store: [`Store::accounts`], [`Store::keys`], [`Store::hub_log`], [`Store::stream`],
-//! [`Store::outbox`], [`Store::federation`] and [`Store::retention`].
+//! [`Store::outbox`], [`Store::federation`], [`Store::retention`] and [`Store::admin`].
 //!
 //! One store API serves both backends. Each query is written once with diesel's DSL and
 //! instantiated for both connection types by the [`with_conn!`] macro.
@@ -11,6 +11,7 @@
 #[macro_use]
 mod statements;
 pub mod accounts;
+pub mod admin;
 mod append;
 mod cache;
 mod db;
@@ -34,6 +35,10 @@ pub mod testing;
 mod writer;
 
 pub use accounts::{Accounts, Device, NewDevice, RotateOutcome, Session, User};
+pub use admin::{
+    AclRule, Admin, AuditEntry, Deactivated, NewAuditEntry, NewRegistrationToken,
+    RegistrationToken, UserSummary,
+};
 pub use db::{lock_sqlite_for_this_process, Backend, Store, StoreConfig};
 pub use federation::{Federation, InboundClaim, RemoteMessage, RemoteStored};
 pub use hub_log::{
@@ -43,7 +48,7 @@ pub use hub_log::{
 pub use keys::{BindOutcome, ClaimedKeyPackage, KeyDirectory, NewKeyPackage};
 pub use outbox::{
     OutboundDevice, OutboundDeviceKey, OutboundEvent, OutboundWelcome, Outbox, OutboxItem,
-    OutboxRow, UnreadableRow,
+    OutboxRow, QueueSummary, UnreadableRow,
 };
 pub use retention::{RetainedRows, Retention};
 pub use stream::{DeliveryStream, Welcome};

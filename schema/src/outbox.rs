@@ -280,7 +280,43 @@ impl Store {
     }
 }
 
+/// One destination's queue, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub destination: String,
+    /// Events queued.
+    pub queued: i64,
+    /// When the oldest was queued.
+    pub oldest_ts: i64,
+}
+
 impl Outbox<'_> {
+    /// Every destination with queued events: how many, and since when.
+    pub async fn queues(&self) -> StoreResult<Vec<QueueSummary>> {
+        let rows: Vec<(String, i64, Option<i64>)> = with_conn!(self.store, read, |conn| {
+            Ok::<_, StoreError>(
+                outbox::table
+                    .group_by(outbox::destination)
+                    .select((
+                        outbox::destination,
+                        diesel::dsl::count_star(),
+                        diesel::dsl::min(outbox::created_ts),
+                    ))
+                    .order(outbox::destination.asc())
+                    .load(conn)
+                    .await?,
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(destination, queued, oldest)| QueueSummary {
+                destination,
+                queued,
+                oldest_ts: oldest.unwrap_or(0),
+            })
+            .collect())
+    }
+
     /// Servers with queued events.
     pub async fn outbox_destinations(&self) -> StoreResult<Vec<String>> {
         with_conn!(self.store, read, |conn| {

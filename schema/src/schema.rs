@@ -6,6 +6,8 @@ diesel::table! {
         localpart -> Text,
         password_hash -> Text,
         created_ts -> BigInt,
+        admin -> Bool,
+        deactivated_ts -> Nullable<BigInt>,
     }
 }
 
@@ -180,5 +182,36 @@ diesel::table! {
     remote_device_lists (user_id) {
         user_id -> Text,
         updated_ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    registration_tokens (token_hash) {
+        token_hash -> Binary,
+        token_id -> Text,
+        uses_allowed -> Nullable<BigInt>,
+        uses -> BigInt,
+        expires_ts -> Nullable<BigInt>,
+        created_ts -> BigInt,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    server_acl (pattern, rule) {
+        pattern -> Text,
+        rule -> Text,
+        created_ts -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_audit (id) {
+        id -> BigInt,
+        ts -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Nullable<Text>,
+        detail -> Text,
     }
 }

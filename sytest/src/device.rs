@@ -44,6 +44,8 @@ pub struct Device {
     pub since: Option<String>,
     /// Decrypted application messages in processing order: (group, sender user, text).
     pub received: Vec<(String, String, String)>,
+    /// Hub notices in processing order: (group, the notice's JSON object).
+    pub notices: Vec<(String, serde_json::Value)>,
 }
 
 impl Device {
@@ -164,6 +166,7 @@ impl Device {
             keys: StaticDeviceKeys::new(),
             since: None,
             received: Vec::new(),
+            notices: Vec::new(),
         })
     }
 
@@ -396,6 +399,13 @@ impl Device {
     pub fn process(&mut self, group_id: &str, m: &MessageEvent) -> anyhow::Result<Vec<Event>> {
         let own = m.sender.user_id == self.user_id && m.sender.device_id == self.device_id;
         if own && m.kind == "application" {
+            return Ok(Vec::new());
+        }
+        if m.kind == "notice" {
+            // Written by the hub, not MLS: a base64 JSON object (docs/protocol.md#notices).
+            let bytes = unb64(&m.message).context("notice is not base64")?;
+            let notice = serde_json::from_slice(&bytes).context("notice is not JSON")?;
+            self.notices.push((group_id.to_owned(), notice));
             return Ok(Vec::new());
         }
         let envelope = envelope_of(m)?;

@@ -21,6 +21,7 @@ fn endpoints_js() -> String {
         let auth = match e.auth {
             parley_client_api::endpoint::Auth::None => "none",
             parley_client_api::endpoint::Auth::AccessToken => "access_token",
+            parley_client_api::endpoint::Auth::AdminToken => "admin_token",
             parley_client_api::endpoint::Auth::ServerSignature => "server_signature",
         };
         let _ = writeln!(

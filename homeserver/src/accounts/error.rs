@@ -12,7 +12,8 @@ pub enum AccountError {
     /// The server's registration mode is `closed`.
     #[error("registration is closed")]
     RegistrationClosed,
-    /// Registration needs a token from the configuration, and none of them was given.
+    /// Registration needs a token (from the configuration, or made by an admin with uses
+    /// left and unexpired), and none was given.
     #[error("a valid registration_token is required")]
     RegistrationTokenRequired,
     /// A localpart outside the grammar, or a user id that would be too long.
@@ -29,6 +30,9 @@ pub enum AccountError {
     PasswordTooLong { max: usize },
     #[error("device_name is longer than {max} bytes")]
     DeviceNameTooLong { max: usize },
+    /// A login to an account an admin deactivated.
+    #[error("this account has been deactivated")]
+    UserDeactivated,
     #[error("user id is already taken")]
     UserInUse,
     /// Wrong username or password (which of the two is not said).

@@ -40,39 +40,94 @@ pub async fn register(
     req: RegisterRequest,
 ) -> Result<SessionResponse, AccountError> {
     let password = Zeroizing::new(req.password);
-    match state.config.registration.mode {
-        RegistrationMode::Open => {}
+    if state.config.registration.mode == RegistrationMode::Closed {
+        return Err(AccountError::RegistrationClosed);
+    }
+    // Shape first: a malformed request spends no token.
+    let user_id = check_new_account(state, &req.username, &password)?;
+    check_device_name(req.device_name.as_deref())?;
+    let redeemed = match state.config.registration.mode {
+        RegistrationMode::Open => None,
         RegistrationMode::Closed => return Err(AccountError::RegistrationClosed),
         RegistrationMode::Token => {
-            let given = req.registration_token.as_deref().unwrap_or("");
-            // Digests are compared, so neither the content nor the length of a token leaks.
-            let given = Sha256::digest(given.as_bytes());
-            let valid = state
-                .config
-                .registration
-                .tokens
-                .iter()
-                .fold(false, |found, t| {
-                    found | bool::from(Sha256::digest(t.as_bytes()).ct_eq(&given))
-                });
-            if !valid {
-                return Err(AccountError::RegistrationTokenRequired);
+            redeem_registration_token(state, req.registration_token.as_deref().unwrap_or(""))
+                .await?
+        }
+    };
+    let created = create_registered(state, user_id, req.username, password, req.device_name).await;
+    if created.is_err() {
+        // The registration failed after spending a token's use: give it back.
+        if let Some(hash) = redeemed.flatten() {
+            if let Err(e) = state.store.admin().refund_registration_token(&hash).await {
+                tracing::warn!(error = %e, "cannot refund a registration token's use");
             }
         }
     }
-    if !is_valid_localpart(&req.username) {
+    created
+}
+
+/// The user id a registration (or an admin) would create, once the username and password
+/// have the right shape and the password is long enough.
+pub(crate) fn check_new_account(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<UserId, AccountError> {
+    if !is_valid_localpart(username) {
         return Err(AccountError::InvalidUsername(
             "username must use only a-z 0-9 . _ = -".into(),
         ));
     }
-    let user_id = UserId::new(&req.username, &state.config.server_name)
+    let user_id = UserId::new(username, &state.config.server_name)
         .map_err(|e| AccountError::InvalidUsername(e.to_string()))?;
-    check_password_shape(&password)?;
+    check_password_shape(password)?;
     let min = state.config.registration.min_password_length;
     if password.chars().count() < min {
         return Err(AccountError::WeakPassword { min });
     }
-    check_device_name(req.device_name.as_deref())?;
+    Ok(user_id)
+}
+
+/// Checks a registration token: one of the config file's (`Some(None)`), or one made by an
+/// admin, whose use it spends (`Some(Some(hash))`, to refund if the registration fails).
+async fn redeem_registration_token(
+    state: &AppState,
+    given: &str,
+) -> Result<Option<Option<Vec<u8>>>, AccountError> {
+    // Digests are compared, so neither the content nor the length of a token leaks.
+    let digest = Sha256::digest(given.as_bytes());
+    let in_config = state
+        .config
+        .registration
+        .tokens
+        .iter()
+        .fold(false, |found, t| {
+            found | bool::from(Sha256::digest(t.as_bytes()).ct_eq(&digest))
+        });
+    if in_config {
+        return Ok(Some(None));
+    }
+    // Looked up by digest: the lookup's timing tells nothing about tokens that exist.
+    if !given.is_empty()
+        && state
+            .store
+            .admin()
+            .redeem_registration_token(&digest, now_ms() as i64)
+            .await?
+    {
+        return Ok(Some(Some(digest.to_vec())));
+    }
+    Err(AccountError::RegistrationTokenRequired)
+}
+
+/// Creates the account of a registration, with its first device and session.
+async fn create_registered(
+    state: &AppState,
+    user_id: UserId,
+    username: String,
+    password: Zeroizing<String>,
+    device_name: Option<String>,
+) -> Result<SessionResponse, AccountError> {
     if state
         .store
         .accounts()
@@ -86,11 +141,11 @@ pub async fn register(
     let now = now_ms();
     let user = User {
         user_id: user_id.to_string(),
-        localpart: req.username,
+        localpart: username,
         password_hash,
         created_ts: now as i64,
     };
-    let device = new_device(&user.user_id, req.device_name, now);
+    let device = new_device(&user.user_id, device_name, now);
     let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device.device_id, now);
     let expires = refresh_expiry(state, now);
     match state
@@ -139,6 +194,10 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
     let Some(user) = user else {
         return Err(AccountError::InvalidCredentials);
     };
+    // Said only to who knows the password.
+    if state.store.admin().deactivated(&user.user_id).await? == Some(true) {
+        return Err(AccountError::UserDeactivated);
+    }
     check_device_name(req.device_name.as_deref())?;
     let now = now_ms();
     let (device, device_id) = match req.device_id {
@@ -237,17 +296,19 @@ pub async fn list_devices(
 ) -> Result<DevicesResponse, AccountError> {
     let devices = state.store.accounts().devices(&auth.user_id).await?;
     Ok(DevicesResponse {
-        devices: devices
-            .into_iter()
-            .map(|d| DeviceInfo {
-                device_id: d.device_id,
-                display_name: d.display_name,
-                signature_key: d.signature_key.map(|k| STANDARD.encode(k)),
-                created_ts: d.created_ts.max(0) as u64,
-                last_seen_ts: d.last_seen_ts.max(0) as u64,
-            })
-            .collect(),
+        devices: devices.into_iter().map(device_info).collect(),
     })
+}
+
+/// A device as the API shows it.
+pub fn device_info(d: parley_schema::Device) -> DeviceInfo {
+    DeviceInfo {
+        device_id: d.device_id,
+        display_name: d.display_name,
+        signature_key: d.signature_key.map(|k| STANDARD.encode(k)),
+        created_ts: d.created_ts.max(0) as u64,
+        last_seen_ts: d.last_seen_ts.max(0) as u64,
+    }
 }
 
 /// Deletes one of the caller's devices: its sessions end at once and the other servers
@@ -272,7 +333,7 @@ pub async fn delete_device(
     Ok(())
 }
 
-fn check_password_shape(password: &str) -> Result<(), AccountError> {
+pub(crate) fn check_password_shape(password: &str) -> Result<(), AccountError> {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
         return Err(AccountError::PasswordLength {
             max: MAX_PASSWORD_BYTES,

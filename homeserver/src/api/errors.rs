@@ -15,6 +15,7 @@ use parley_schema::StoreError;
 use serde_json::{json, Map, Value};
 
 use crate::accounts::error::AccountError;
+use crate::admin::AdminError;
 use crate::delivery::error::DeliveryError;
 use crate::federation::error::FederationError;
 use crate::federation::remote_errors::RemoteError;
@@ -40,6 +41,8 @@ pub enum ApiError {
     Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Federation(#[from] FederationError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// What a request fails with before (or besides) any service: routing, the body, rate limits,
@@ -83,6 +86,9 @@ pub enum RequestError {
     /// verdict, with its errcode and status).
     #[error("{0}")]
     FederationRequest(#[from] parley_federation::Error),
+    /// An admin endpoint called with the token of a user who is not an admin.
+    #[error("this endpoint is for server admins")]
+    NotAdmin,
     /// A metrics scrape without the configured bearer token.
     #[error("a valid metrics bearer token is required")]
     MetricsUnauthorized,
@@ -170,7 +176,8 @@ impl OnTheWire for RequestError {
             RequestError::FederationDisabled
             | RequestError::OriginNotAllowed(_)
             | RequestError::OriginMismatch
-            | RequestError::SenderNotFromOrigin => ErrCode::Forbidden,
+            | RequestError::SenderNotFromOrigin
+            | RequestError::NotAdmin => ErrCode::Forbidden,
             RequestError::FederationRequest(e) => {
                 ErrCode::parse(e.errcode()).unwrap_or(ErrCode::Unknown)
             }
@@ -213,6 +220,7 @@ impl OnTheWire for AccountError {
             | AccountError::PasswordTooLong { .. }
             | AccountError::DeviceNameTooLong { .. } => ErrCode::BadJson,
             AccountError::UserInUse => ErrCode::UserInUse,
+            AccountError::UserDeactivated => ErrCode::UserDeactivated,
             AccountError::NoSuchDevice => ErrCode::NotFound,
             AccountError::MissingToken => ErrCode::MissingToken,
             AccountError::UnknownToken => ErrCode::UnknownToken,
@@ -422,6 +430,33 @@ impl OnTheWire for FederationError {
     }
 }
 
+impl OnTheWire for AdminError {
+    fn errcode(&self) -> ErrCode {
+        match self {
+            AdminError::NotFound(_) => ErrCode::NotFound,
+            AdminError::NotOnYourself(_) => ErrCode::Forbidden,
+            AdminError::BadRequest(_) => ErrCode::BadJson,
+            AdminError::Account(e) => e.errcode(),
+            AdminError::Store(_) => ErrCode::Unknown,
+        }
+    }
+
+    fn extra_fields(&self) -> Map<String, Value> {
+        match self {
+            AdminError::Account(e) => e.extra_fields(),
+            _ => Map::new(),
+        }
+    }
+
+    fn log_fault(&self) {
+        match self {
+            AdminError::Account(e) => e.log_fault(),
+            AdminError::Store(e) => log_store(e),
+            _ => {}
+        }
+    }
+}
+
 impl ApiError {
     /// The failure inside, as it reads on the wire.
     fn wire(&self) -> &dyn OnTheWire {
@@ -432,6 +467,7 @@ impl ApiError {
             ApiError::Hub(e) => e,
             ApiError::Delivery(e) => e,
             ApiError::Federation(e) => e,
+            ApiError::Admin(e) => e,
         }
     }
 

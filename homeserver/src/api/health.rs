@@ -100,30 +100,34 @@ async fn check(state: &AppState) -> Result<(), String> {
 
 /// Sets the gauges read from the state and the store at each scrape.
 async fn record_gauges(state: &AppState) {
-    use crate::metrics::{OUTBOX_DEPTH, WEBSOCKETS_OPEN};
+    use crate::metrics::{
+        DEVICES_WITHOUT_KEY_PACKAGES, KEY_PACKAGE_STOCK, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE,
+        WEBSOCKETS_OPEN,
+    };
     /// Destinations reported before: one whose queue has emptied is reported as 0.
     static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     metrics::gauge!(WEBSOCKETS_OPEN).set(state.drain.open_sockets() as f64);
-    let outbox = state.store.outbox();
-    let Ok(destinations) = outbox.outbox_destinations().await else {
+    let now = crate::clock::now_ms() as i64;
+    if let Ok((stock, without)) = state.store.keys().stock(now).await {
+        metrics::gauge!(KEY_PACKAGE_STOCK).set(stock as f64);
+        metrics::gauge!(DEVICES_WITHOUT_KEY_PACKAGES).set(without as f64);
+    }
+    let Ok(queues) = state.store.outbox().queues().await else {
         return;
     };
-    let mut depths = Vec::with_capacity(destinations.len());
-    for destination in destinations {
-        if let Ok(depth) = outbox.outbox_len(&destination).await {
-            depths.push((destination, depth));
-        }
-    }
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
     for gone in reported
         .iter()
-        .filter(|d| !depths.iter().any(|(n, _)| n == *d))
+        .filter(|d| !queues.iter().any(|q| &q.destination == *d))
     {
         metrics::gauge!(OUTBOX_DEPTH, "destination" => gone.clone()).set(0.0);
+        metrics::gauge!(OUTBOX_OLDEST_AGE, "destination" => gone.clone()).set(0.0);
     }
     reported.clear();
-    for (destination, depth) in depths {
-        metrics::gauge!(OUTBOX_DEPTH, "destination" => destination.clone()).set(depth as f64);
-        reported.push(destination);
+    for q in queues {
+        let age = (now - q.oldest_ts).max(0) as f64 / 1000.0;
+        metrics::gauge!(OUTBOX_DEPTH, "destination" => q.destination.clone()).set(q.queued as f64);
+        metrics::gauge!(OUTBOX_OLDEST_AGE, "destination" => q.destination.clone()).set(age);
+        reported.push(q.destination);
     }
 }

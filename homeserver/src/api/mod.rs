@@ -1,7 +1,9 @@
 //! The HTTP API: the client API (`/_parley/client/v1`, [`client`]), the federation API
-//! (`/_parley/federation/v1` and the key document, [`federation`]), and the web client for
+//! (`/_parley/federation/v1` and the key document, [`federation`]), the admin API
+//! (`/_parley/admin/v1`, [`admin`]), and the web client for
 //! every other path. Handlers are thin: they parse, authenticate and call a service.
 
+pub mod admin;
 pub mod client;
 pub mod docs;
 pub mod errors;
@@ -22,6 +24,7 @@ pub fn routes() -> route::Routes {
         .merge(federation::routes())
         .merge(docs::routes())
         .merge(health::routes())
+        .merge(admin::routes())
 }
 
 /// Builds the whole router for `state`.

@@ -258,6 +258,40 @@ impl Authenticate for auth::AccessToken {
     }
 }
 
+/// An admin calling the admin API: an access token whose user has the admin flag.
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub Authed);
+
+impl Authenticate for auth::AdminToken {
+    type Caller = AdminCaller;
+
+    async fn accept<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<Accepted<AdminCaller, P>, ApiError> {
+        let accepted = auth::AccessToken::accept::<P>(req, state, declared).await?;
+        // The flag is read from the database on every request, so that withdrawing it (from
+        // any process) counts at once; admin requests are few.
+        let is_admin = state
+            .store
+            .admin()
+            .is_active_admin(&accepted.caller.user_id)
+            .await
+            .map_err(AccountError::from)?;
+        if !is_admin {
+            crate::metrics::auth_failure("not_admin");
+            return Err(RequestError::NotAdmin.into());
+        }
+        Ok(Accepted {
+            caller: AdminCaller(accepted.caller),
+            path: accepted.path,
+            query: accepted.query,
+            body: accepted.body,
+        })
+    }
+}
+
 /// A verified federation request's origin server (lower case).
 #[derive(Debug, Clone)]
 pub struct Origin(pub String);

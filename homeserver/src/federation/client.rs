@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::clock::now_ms;
 use crate::config::FederationConfig;
+use crate::federation::acl::ServerAcl;
 
 /// Why an outbound request failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,8 @@ pub struct FederationClient {
     server_name: String,
     resolver: Resolver,
     enabled: bool,
-    config: FederationConfig,
+    /// The server ACL in force (config and runtime rules).
+    acl: Arc<ServerAcl>,
     keys: Mutex<KeyCache>,
     fetch_gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bounds the key fetches running at once, whoever caused them.
@@ -147,12 +149,17 @@ impl FederationClient {
             server_name: server_name.to_owned(),
             resolver,
             enabled: config.enabled,
-            config: config.clone(),
+            acl: Arc::new(ServerAcl::new(config)),
             keys: Mutex::new(KeyCache::new()),
             fetch_gates: Mutex::new(Default::default()),
             fetches_in_flight: tokio::sync::Semaphore::new(config.max_key_fetches_in_flight.max(1)),
             recent_failures: Mutex::new(Default::default()),
         })
+    }
+
+    /// The server ACL in force, both ways.
+    pub fn acl(&self) -> &Arc<ServerAcl> {
+        &self.acl
     }
 
     /// This server's name (the `origin` of its requests).
@@ -236,7 +243,7 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<Value, FedError> {
-        if !self.enabled || destination == self.server_name || !self.config.allows(destination) {
+        if !self.enabled || destination == self.server_name || !self.acl.allows(destination) {
             return Err(FedError::NotAllowed(destination.to_owned()));
         }
         let unreachable = |detail: String| FedError::Unreachable {

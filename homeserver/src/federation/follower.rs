@@ -322,16 +322,9 @@ fn page_message(
     group_id: &str,
     event: MessageEvent,
 ) -> Result<RemoteMessage, FederationError> {
-    let kind = match event.kind.as_str() {
-        "commit" => MessageKind::Commit,
-        "proposal" => MessageKind::Proposal,
-        "application" => MessageKind::Application,
-        other => {
-            return Err(FederationError::BadField(format!(
-                "unknown message kind {other:?}"
-            )))
-        }
-    };
+    let kind = MessageKind::parse(&event.kind).ok_or_else(|| {
+        FederationError::BadField(format!("unknown message kind {:?}", event.kind))
+    })?;
     let message = GroupMessage {
         group_id: group_id.to_owned(),
         seq: event.seq,

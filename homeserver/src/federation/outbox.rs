@@ -70,6 +70,19 @@ struct Sender {
     /// Set while waiting out a backoff: new events then wait too; only contact from the
     /// destination cuts the wait short.
     backing_off: std::sync::atomic::AtomicBool,
+    /// Failed attempts since the last success.
+    failures: AtomicU64,
+}
+
+/// How one destination's sender is doing (for the admin API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStatus {
+    /// A sender runs for the destination in this process.
+    pub sending: bool,
+    /// It waits out a backoff.
+    pub backing_off: bool,
+    /// Failed attempts since its last success.
+    pub consecutive_failures: u64,
 }
 
 /// How a batch failed.
@@ -118,6 +131,27 @@ impl Outbox {
     /// New events for `destination`: starts its sender, or wakes it when idle.
     pub fn wake(self: &Arc<Self>, destination: &str) {
         self.poke(destination, false);
+    }
+
+    /// How the sender of `destination` is doing.
+    pub fn status(&self, destination: &str) -> SenderStatus {
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        match senders.get(destination) {
+            Some(s) => SenderStatus {
+                sending: true,
+                backing_off: s.backing_off.load(Ordering::Acquire),
+                consecutive_failures: s.failures.load(Ordering::Relaxed),
+            },
+            None => SenderStatus::default(),
+        }
+    }
+
+    /// An operator asks to retry `destination` now: its backoff and its remembered connection
+    /// failure are cut short, and a sender starts if none runs.
+    pub fn retry_now(self: &Arc<Self>, destination: &str) {
+        self.client.forget_failure(destination);
+        self.poke(destination, true);
+        self.wake(destination);
     }
 
     /// `destination` contacted us, so it is up: retry now, cutting a backoff short.
@@ -218,6 +252,7 @@ impl Outbox {
             match self.send_batch(&destination, &batch, &events).await {
                 Ok(()) => {
                     backoff_ms = 0;
+                    sender.failures.store(0, Ordering::Relaxed);
                     self.forget(&destination, &batch).await;
                 }
                 Err(SendFailure::Rejected { error, too_large }) if batch.len() > 1 => {
@@ -235,6 +270,8 @@ impl Outbox {
                     self.forget(&destination, &batch).await;
                 }
                 Err(SendFailure::Transient(e)) => {
+                    sender.failures.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::federation_retry(&destination);
                     let oldest = batch[0].created_ts;
                     let cutoff = now_ms().saturating_sub(self.config.max_age_ms) as i64;
                     if oldest < cutoff {
@@ -423,14 +460,9 @@ fn event_of(row: &OutboxRow, messages: &HashMap<(String, i64), GroupMessage>) ->
 /// A message of the hub's log as a `message` event carries it: its group and the message
 /// object of docs/protocol.md#event-objects. `None` for a kind the protocol does not know.
 fn message_event(m: &GroupMessage) -> Option<MessageEvent> {
-    let kind = match m.kind.as_str() {
-        "commit" => MessageKind::Commit,
-        "proposal" => MessageKind::Proposal,
-        "application" => MessageKind::Application,
-        other => {
-            tracing::error!(kind = other, group_id = %m.group_id, seq = m.seq, "logged message of unknown kind");
-            return None;
-        }
+    let Some(kind) = MessageKind::parse(&m.kind) else {
+        tracing::error!(kind = %m.kind, group_id = %m.group_id, seq = m.seq, "logged message of unknown kind");
+        return None;
     };
     // A commit's adds and removes are stored as the JSON its sender declared; like /sync,
     // leave out what does not read as a device list.

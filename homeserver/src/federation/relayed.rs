@@ -40,7 +40,9 @@ pub fn remote_message(
     let limits = &state.config.limits;
     let limit = match m.kind {
         MessageKind::Commit => limits.max_bundle_bytes,
-        MessageKind::Proposal | MessageKind::Application => limits.max_message_bytes,
+        MessageKind::Proposal | MessageKind::Application | MessageKind::Notice => {
+            limits.max_message_bytes
+        }
     };
     if message.len() as u64 > limit {
         return Err(FederationError::TooLarge {
@@ -68,11 +70,7 @@ pub fn remote_message(
             })
             .transpose()
     };
-    let kind = match m.kind {
-        MessageKind::Commit => "commit",
-        MessageKind::Proposal => "proposal",
-        MessageKind::Application => "application",
-    };
+    let kind = m.kind.as_str();
     Ok(RemoteMessage {
         local_adds: local(&m.adds),
         local_removes: local(&m.removes),

@@ -5,6 +5,7 @@
 
 mod commit;
 pub mod error;
+pub mod notice;
 mod relay;
 mod roster;
 mod send;

@@ -62,7 +62,7 @@ pub(super) fn check_adds_policy(
         if same_server(server, ours) {
             continue;
         }
-        if !state.config.federation.enabled || !state.config.federation.allows(server) {
+        if !state.config.federation.enabled || !state.fed.acl().allows(server) {
             return Err(HubError::FederationNotAllowed(server.to_owned()));
         }
         servers.insert(server);

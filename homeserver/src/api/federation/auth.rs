@@ -21,8 +21,16 @@ pub struct Federated {
 }
 
 impl Federated {
-    /// Authenticates `req` and reads its body.
+    /// Authenticates `req` and reads its body; a refusal is counted by reason.
     pub async fn authenticate(req: Request, state: &AppState) -> Result<Federated, RequestError> {
+        let result = Self::check(req, state).await;
+        if let Err(e) = &result {
+            crate::metrics::federation_refused(refusal_reason(e));
+        }
+        result
+    }
+
+    async fn check(req: Request, state: &AppState) -> Result<Federated, RequestError> {
         if !state.config.federation.enabled {
             return Err(RequestError::FederationDisabled);
         }
@@ -42,7 +50,7 @@ impl Federated {
                 .ok_or(parley_federation::Error::MissingAuthorization)?,
         )?;
         check_destination(&auth, &state.config.server_name)?;
-        if !state.config.federation.allows(&auth.origin) {
+        if !state.fed.acl().allows(&auth.origin) {
             return Err(RequestError::OriginNotAllowed(auth.origin.clone()));
         }
         state.check_federation_address_rate(ip)?;
@@ -83,5 +91,24 @@ impl Federated {
             }
         }
         Ok(Federated { origin, body })
+    }
+}
+
+/// The `reason` label of a refused federation request.
+fn refusal_reason(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::FederationDisabled => "federation_disabled",
+        RequestError::OriginNotAllowed(_) => "acl",
+        RequestError::LimitExceeded { .. } => "rate_limited",
+        RequestError::TooLarge { .. } => "too_large",
+        RequestError::Timeout => "timeout",
+        RequestError::OriginMismatch => "origin_mismatch",
+        RequestError::NotJson(_) | RequestError::BadJson(_) => "bad_body",
+        RequestError::FederationRequest(e) => match e {
+            parley_federation::Error::UnknownKey { .. } => "unknown_key",
+            parley_federation::Error::MissingAuthorization => "missing_authorization",
+            _ => "bad_signature_or_header",
+        },
+        _ => "other",
     }
 }

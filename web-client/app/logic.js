@@ -213,6 +213,27 @@ export function parsePayload(plaintext) {
   return v;
 }
 
+/**
+ * A hub notice (`kind: "notice"`, docs/protocol.md#notices): its base64 JSON object, or null
+ * when it does not read as one. Only `member_deactivated` is acted on; its devices are those of
+ * `user_id` alone, so a forged notice can at most ask to remove that user's own devices.
+ */
+export function parseNotice(b64) {
+  let v;
+  try {
+    v = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))));
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object' || typeof v.type !== 'string') return null;
+  if (v.type === 'member_deactivated') {
+    if (typeof v.user_id !== 'string' || !Array.isArray(v.devices)) return null;
+    const devices = v.devices.filter((d) => d && d.user_id === v.user_id && typeof d.device_id === 'string');
+    return { type: v.type, user_id: v.user_id, devices };
+  }
+  return { type: v.type };
+}
+
 /** Time of a message as HH:MM (local). */
 export function formatTime(ts) {
   const d = new Date(ts);

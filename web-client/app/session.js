@@ -8,7 +8,7 @@ import { wsUrl } from './api.js';
 import {
   Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, backoffMs, bumpOrder, commitWithRetry,
   dmPeer, errorCode, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
-  parsePayload, pushMessage, withDeviceKeys,
+  parseNotice, parsePayload, pushMessage, withDeviceKeys,
 } from './logic.js';
 
 const J = (s) => JSON.parse(s);
@@ -311,6 +311,11 @@ export class Session {
       conv.lastSeq = m.seq;
       return;
     }
+    if (m.kind === 'notice') {
+      conv.lastSeq = m.seq || conv.lastSeq;
+      await this.handleNotice(conv, m);
+      return;
+    }
     if (m.kind === 'commit' && Array.isArray(m.adds) && m.adds.length) {
       await this.fetchUsers([...new Set(m.adds.map((d) => d.user_id))]).catch(() => {});
     }
@@ -366,6 +371,28 @@ export class Session {
         pushMessage(conv, { id: `c:${m.seq}:l`, kind: 'system', body: `${[...new Set(leavers.values())].join(', ')} left.`, ts: m.ts });
       } catch { /* another member committed it */ }
     }
+  }
+
+  /**
+   * A notice written by the hub (not MLS). `member_deactivated`: the user's server closed the
+   * account, so its devices cannot leave by themselves; any member commits their removal (a
+   * 409 means another member did).
+   */
+  async handleNotice(conv, m) {
+    const gid = conv.group_id;
+    const notice = parseNotice(m.message);
+    if (!notice || notice.type !== 'member_deactivated') return;
+    pushMessage(conv, { id: `n:${m.seq}`, kind: 'system', body: `${notice.user_id}'s account was closed by their server.`, ts: m.ts });
+    const named = new Set(notice.devices.map((d) => d.device_id));
+    try {
+      await this.commit(gid, () => {
+        const gone = J(this.client.members(gid)).filter((d) => d.user_id === notice.user_id && named.has(d.device_id));
+        if (!gone.length) throw new NothingToDo();
+        return this.client.removeMembers(gid, JSON.stringify(gone));
+      });
+    } catch { /* another member committed it, or nothing was left to remove */ }
+    this.refreshMembers(conv);
+    this.onChange();
   }
 
   /**

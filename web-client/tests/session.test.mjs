@@ -394,6 +394,32 @@ test('a member\'s leave proposal is committed once; after a 409 whose winner rem
   assert.ok(conv.messages.some((m) => m.body.includes('@bob:hs left or was removed')));
 });
 
+test('a member_deactivated notice commits the removal of that user\'s named devices only', async () => {
+  const client = fakeClient();
+  client.confirmCommit = function confirm(g) {
+    this.pending = false;
+    this.members[g] = this.members[g].filter((d) => d.user_id !== BOB.user_id);
+    return '{}';
+  };
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), commit: () => ({ epoch: 2, seq: 6 }) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  const conv = s.newConv('!g:hs');
+  const b64 = (o) => btoa(JSON.stringify(o));
+  // A notice naming someone else's device under bob's name is not followed for that device.
+  const forged = { type: 'member_deactivated', user_id: BOB.user_id, devices: [{ user_id: ME.user_id, device_id: ME.device_id }] };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 4, sender: BOB, kind: 'notice', epoch: 1, message: b64(forged), ts: 1 }, true);
+  assert.ok(!client.log.some((l) => l.startsWith('remove:')), 'nothing removed');
+  const notice = { type: 'member_deactivated', user_id: BOB.user_id, devices: [{ ...BOB }] };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 5, sender: BOB, kind: 'notice', epoch: 1, message: b64(notice), ts: 1 }, true);
+  assert.equal(client.log.filter((l) => l.startsWith('remove:')).join(), `remove:${BOB.device_id}`);
+  assert.ok(!client.log.includes('process:5'), 'a notice is not handed to the MLS engine');
+  assert.ok(conv.messages.some((x) => x.body === '@bob:hs\'s account was closed by their server.'));
+  assert.ok(!conv.members.some((x) => x.user_id === BOB.user_id));
+  assert.equal(conv.lastSeq, 5);
+});
+
 test('a Welcome names who added this device from the MLS group, never from a forged envelope', async () => {
   const joined = { group_id: '!g:hs', members: [{ ...ME }, { ...BOB }] };
   assert.equal(welcomeText(joined, BOB, ME.user_id).body, '@bob:hs added you.');

@@ -505,3 +505,60 @@ async fn admin_requests_are_rate_limited_per_admin_and_pages_are_bounded() {
     assert!(limited >= 20, "only {limited} of 130 were limited");
     drop(server);
 }
+
+on_both_backends!(
+    the_cli_drives_the_admin_api_with_an_admin_token,
+    |db: Db| async move {
+        let (server, root) = with_admin(db, "cli.example", "").await;
+        let token = root.access_token().unwrap().to_owned();
+        let cli = |args: &[&str], stdin: &str| {
+            use std::io::Write;
+            let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+                .arg("admin")
+                .args(args)
+                .env("PARLEY_ADMIN_URL", &server.base_url)
+                .env("PARLEY_ADMIN_TOKEN", &token)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run parley admin");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, out, err) = cli(&["users", "create", "zoe"], "zoe's long passphrase\n");
+        assert!(ok, "{err}");
+        assert!(out.contains("\"@zoe:cli.example\""), "{out}");
+        let (ok, out, _) = cli(&["users", "list", "--search", "zo"], "");
+        assert!(
+            ok && out.contains("@zoe:cli.example") && !out.contains("@root"),
+            "{out}"
+        );
+        let (ok, out, _) = cli(&["tokens", "create", "--uses", "2"], "");
+        assert!(ok && out.contains("\"token\""), "{out}");
+        let (ok, out, _) = cli(&["acl", "add", "deny", "*.spam.example"], "");
+        assert!(ok, "{out}");
+        let (ok, out, _) = cli(&["acl", "show"], "");
+        assert!(ok && out.contains("*.spam.example"), "{out}");
+        let (ok, _, _) = cli(&["users", "deactivate", "@zoe:cli.example"], "");
+        assert!(ok);
+        // A refusal is a failing exit with the server's errcode.
+        let (ok, _, err) = cli(&["users", "show", "@nobody:cli.example"], "");
+        assert!(!ok && err.contains("P_NOT_FOUND"), "{err}");
+        let (ok, out, _) = cli(&["audit", "--limit", "3"], "");
+        assert!(ok && out.contains("deactivate_user"), "{out}");
+        // The password never reaches the audit log.
+        let (_, out, _) = cli(&["audit"], "");
+        assert!(!out.contains("passphrase"));
+    }
+);

@@ -152,6 +152,13 @@ async fn metrics_need_the_configured_token_and_count_requests_messages_and_datab
     let group = alice.create_group().await.unwrap();
     alice.send_text(&group, "counted").await.unwrap();
     assert_eq!(get(&server, "/_parley/client/versions").await.0, 200);
+    // A federation request without a signature is refused, and counted by reason.
+    let unsigned = get(
+        &server,
+        "/_parley/federation/v1/users/@alice:metrics.example/devices",
+    )
+    .await;
+    assert_eq!(unsigned.0, 401, "{}", unsigned.1);
 
     let (status, text) = scrape(&server, Some(TOKEN)).await;
     assert_eq!(status, 200);
@@ -164,6 +171,10 @@ async fn metrics_need_the_configured_token_and_count_requests_messages_and_datab
         "parley_db_commit_batch_size_bucket",
         "parley_db_commit_duration_seconds_bucket",
         "parley_db_pool_wait_seconds_bucket",
+        // Alice's device uploaded 5 key packages (and a last resort, not counted).
+        "parley_key_packages_stock 5",
+        "parley_devices_without_key_packages 0",
+        r#"parley_federation_refused_total{reason="missing_authorization"} 1"#,
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }

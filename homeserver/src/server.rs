@@ -62,6 +62,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
     ));
     let state = AppState::new(config, store.clone(), tokens, fed);
+    if let Some(cluster) = store.cluster() {
+        // Other processes may serve this database: share wake-ups with them.
+        state.notifier.join_cluster(cluster.clone());
+    }
     state.outbox.resume().await;
     tokio::spawn(crate::retention::run(state.clone()));
     if state.config.federation.enabled {

@@ -230,7 +230,7 @@ impl Accounts<'_> {
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         let memory = self.store.memory.clone();
-        let after = move |_: Option<&mut _>| memory.sessions.invalidate_all();
+        let after = move |_: Option<&mut _>| memory.sessions_revoked(None);
         with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 delete_device_sessions!(c, &user_id, &device_id)?;
@@ -291,7 +291,7 @@ impl Accounts<'_> {
         let session_id = session_id.to_owned();
         let memory = self.store.memory.clone();
         let revoked = session_id.clone();
-        let after = move |_: Option<&mut _>| memory.sessions.invalidate(&revoked);
+        let after = move |_: Option<&mut _>| memory.sessions_revoked(Some(&revoked));
         with_conn!(self.store, write, after = after, |conn| {
             let n = diesel::delete(sessions::table.find(&session_id))
                 .execute(conn)
@@ -334,7 +334,7 @@ impl Accounts<'_> {
                 outcome,
                 Some(RotateOutcome::Rotated(_) | RotateOutcome::Unknown)
             ) {
-                memory.sessions.invalidate_all();
+                memory.sessions_revoked(None);
             }
         };
         with_conn!(self.store, write, after = after, |conn| {

@@ -185,7 +185,7 @@ impl Admin<'_> {
     pub async fn deactivate(&self, user_id: &str, now_ts: i64) -> StoreResult<Option<Deactivated>> {
         let user_id = user_id.to_owned();
         let memory = self.store.memory.clone();
-        let after = move |_: Option<&mut _>| memory.sessions.invalidate_all();
+        let after = move |_: Option<&mut _>| memory.sessions_revoked(None);
         with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 // Deactivating twice keeps the first time.
@@ -246,7 +246,7 @@ impl Admin<'_> {
     ) -> StoreResult<bool> {
         let (user_id, password_hash) = (user_id.to_owned(), password_hash.to_owned());
         let memory = self.store.memory.clone();
-        let after = move |_: Option<&mut _>| memory.sessions.invalidate_all();
+        let after = move |_: Option<&mut _>| memory.sessions_revoked(None);
         with_conn!(self.store, write, after = after, |conn| {
             conn.transaction::<_, StoreError, _>(async move |c| {
                 let n = diesel::update(users::table.find(&user_id))

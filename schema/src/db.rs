@@ -78,6 +78,34 @@ pub(crate) struct Memory {
     pub(crate) rosters: GenCache<String, std::sync::Arc<EpochRoster>>,
     /// The stream's latest positions.
     pub(crate) tail: Option<std::sync::Arc<Tail>>,
+    /// The other processes on the same PostgreSQL database (none on SQLite).
+    pub(crate) cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::Cluster>>,
+}
+
+impl Memory {
+    /// Sessions were revoked (one by id, or any number): dropped here and in the other
+    /// processes.
+    pub(crate) fn sessions_revoked(&self, id: Option<&str>) {
+        match id {
+            Some(id) => self.sessions.invalidate(id),
+            None => self.sessions.invalidate_all(),
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.send(crate::cluster::Signal::Sessions {
+                id: id.map(str::to_owned),
+            });
+        }
+    }
+
+    /// A group's roster changed: dropped here and in the other processes.
+    pub(crate) fn roster_changed(&self, group_id: &str) {
+        self.rosters.invalidate(group_id);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.send(crate::cluster::Signal::Roster {
+                g: group_id.to_owned(),
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -162,17 +190,29 @@ impl Store {
             (pools, Some(std::sync::Arc::new(Tail::new(head))))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (pools, head) = open_postgres(url, config).await?;
-            (pools, Some(std::sync::Arc::new(Tail::new(head))))
+            // Other processes take positions too: a tail out of step is expected here.
+            (pools, Some(std::sync::Arc::new(Tail::shared(head))))
         } else {
             return Err(StoreError::BadUrl);
         };
+        let memory = std::sync::Arc::new(Memory {
+            tail,
+            ..Memory::default()
+        });
+        if matches!(pools, Pools::Postgres { .. }) {
+            let cluster = crate::cluster::Cluster::start(url, std::sync::Arc::downgrade(&memory));
+            let _ = memory.cluster.set(cluster);
+        }
         Ok(Store {
             pools: std::sync::Arc::new(pools),
-            memory: std::sync::Arc::new(Memory {
-                tail,
-                ..Memory::default()
-            }),
+            memory,
         })
+    }
+
+    /// The other processes serving the same PostgreSQL database; `None` on SQLite, which
+    /// serves one process.
+    pub fn cluster(&self) -> Option<&std::sync::Arc<crate::cluster::Cluster>> {
+        self.memory.cluster.get()
     }
 
     /// The in-memory stream tail, on stores that keep one (SQLite).

@@ -278,6 +278,12 @@ impl HubLog<'_> {
         })
     }
 
+    /// Drops this process's cached roster of a group: the next read goes to the database
+    /// (after an append refused because the group moved on, perhaps through another process).
+    pub fn forget_cached_roster(&self, group_id: &str) {
+        self.store.memory.rosters.invalidate(group_id);
+    }
+
     /// The current roster of a group, by leaf index.
     pub async fn roster(&self, group_id: &str) -> StoreResult<Vec<Member>> {
         with_conn!(self.store, read, |conn| {
@@ -610,7 +616,7 @@ impl Store {
     /// Forgets a group's cached roster (after a write that changes it).
     fn roster_changed(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let memory = self.memory.clone();
-        move |group_id: &str| memory.rosters.invalidate(group_id)
+        move |group_id: &str| memory.roster_changed(group_id)
     }
 
     /// An `after` hook that publishes to the tail what `events` makes of a committed result:

@@ -66,6 +66,8 @@ struct Inner {
     events: VecDeque<TailEvent>,
     /// MLS bytes of the messages in `events`.
     bytes: usize,
+    /// Other processes take positions too (PostgreSQL): being out of step is expected.
+    shared: bool,
 }
 
 /// MLS bytes an event holds in memory.
@@ -91,8 +93,18 @@ impl Tail {
                 first: head + 1,
                 events: VecDeque::with_capacity(CAPACITY),
                 bytes: 0,
+                shared: false,
             }),
         }
+    }
+
+    /// [`Tail::new`] for a database other processes write too: positions they take leave
+    /// this tail out of step, which drops what it keeps (readers then use the database), and
+    /// is not worth a warning.
+    pub(crate) fn shared(head: i64) -> Tail {
+        let tail = Tail::new(head);
+        tail.lock().shared = true;
+        tail
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -108,11 +120,19 @@ impl Tail {
         }
         let mut inner = self.lock();
         if first_pos != inner.last() + 1 {
-            tracing::warn!(
-                expected = inner.last() + 1,
-                got = first_pos,
-                "stream tail out of step; devices re-read from the database"
-            );
+            if inner.shared {
+                tracing::debug!(
+                    expected = inner.last() + 1,
+                    got = first_pos,
+                    "another process took stream positions; devices re-read from the database"
+                );
+            } else {
+                tracing::warn!(
+                    expected = inner.last() + 1,
+                    got = first_pos,
+                    "stream tail out of step; devices re-read from the database"
+                );
+            }
             inner.events.clear();
             inner.bytes = 0;
             inner.first = first_pos;
@@ -127,6 +147,18 @@ impl Tail {
                 inner.bytes -= event_bytes(&old);
                 inner.first += 1;
             }
+        }
+    }
+
+    /// Another process committed events up to `pos`: if that is past what this tail holds,
+    /// it drops what it keeps and starts after `pos`, so that a read since an earlier
+    /// position goes to the database rather than miss them.
+    pub(crate) fn behind(&self, pos: i64) {
+        let mut inner = self.lock();
+        if pos > inner.last() {
+            inner.events.clear();
+            inner.bytes = 0;
+            inner.first = pos + 1;
         }
     }
 

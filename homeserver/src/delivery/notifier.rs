@@ -3,9 +3,14 @@
 //! One `watch` channel per connected device; the value counts changes per kind, so a waiter
 //! learns which kind to look at again (events, key-package counts, sessions) and re-reads only
 //! that from the store, which stays the source of truth.
+//!
+//! On PostgreSQL other processes may serve the same devices: every wake-up is also sent to
+//! them ([`parley_schema::cluster`]), and theirs are applied here ([`Notifier::join_cluster`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use parley_schema::cluster::{Cluster, Signal};
 
 use tokio::sync::watch;
 
@@ -49,7 +54,15 @@ pub struct Changed {
 #[derive(Debug, Default)]
 pub struct Notifier {
     devices: Mutex<Devices>,
+    /// The other processes, told of every wake-up (PostgreSQL only).
+    cluster: OnceLock<Arc<Cluster>>,
 }
+
+/// What a wake-up is about, as signals name it.
+const EVENTS_AT: char = 'e';
+const EVENTS: char = 'a';
+const KEYS: char = 'k';
+const SESSIONS: char = 's';
 
 impl Notifier {
     fn lock(&self) -> std::sync::MutexGuard<'_, Devices> {
@@ -97,24 +110,99 @@ impl Notifier {
 
     /// New events for each listed device.
     pub fn notify_all<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let devices = self.told(EVENTS, 0, devices);
         self.bump(devices, |c| c.events = c.events.wrapping_add(1));
     }
 
     /// A new event at stream position `pos` for each listed device.
     pub fn notify_at<'a>(&self, devices: impl IntoIterator<Item = (&'a str, &'a str)>, pos: i64) {
+        let devices = self.told(EVENTS_AT, pos, devices);
         self.bump(devices, |c| c.events_pos = c.events_pos.max(pos));
     }
 
     /// The device's key-package count changed (upload or claim).
     pub fn notify_keys(&self, user_id: &str, device_id: &str) {
-        self.bump([(user_id, device_id)], |c| c.keys = c.keys.wrapping_add(1));
+        let devices = self.told(KEYS, 0, [(user_id, device_id)]);
+        self.bump(devices, |c| c.keys = c.keys.wrapping_add(1));
     }
 
     /// A session of the device was revoked: its long-polls and sockets re-check theirs.
     pub fn notify_session(&self, user_id: &str, device_id: &str) {
-        self.bump([(user_id, device_id)], |c| {
-            c.sessions = c.sessions.wrapping_add(1)
+        let devices = self.told(SESSIONS, 0, [(user_id, device_id)]);
+        self.bump(devices, |c| c.sessions = c.sessions.wrapping_add(1));
+    }
+
+    /// Passes `devices` through, having told the other processes (if any) to wake them too.
+    fn told<'a>(
+        &self,
+        kind: char,
+        pos: i64,
+        devices: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let devices: Vec<(&str, &str)> = devices.into_iter().collect();
+        if let Some(cluster) = self.cluster.get().filter(|c| c.has_peers()) {
+            cluster.send(Signal::Wake {
+                k: kind,
+                p: pos,
+                d: devices
+                    .iter()
+                    .map(|(u, d)| ((*u).to_owned(), (*d).to_owned()))
+                    .collect(),
+            });
+        }
+        devices.into_iter()
+    }
+
+    /// Joins the other processes on the same database: wake-ups here are sent to them, and
+    /// theirs are applied here, until the process ends.
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        let mut signals = cluster.subscribe();
+        if self.cluster.set(cluster).is_err() {
+            return;
+        }
+        let notifier = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let signal = signals.recv().await;
+                let Some(notifier) = notifier.upgrade() else {
+                    return;
+                };
+                match signal {
+                    Ok(Signal::Wake { k, p, d }) => notifier.apply_wake(k, p, &d),
+                    Ok(Signal::Resync)
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        notifier.wake_everyone()
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
         });
+    }
+
+    /// Applies another process's wake-up here (without telling anyone).
+    fn apply_wake(&self, kind: char, pos: i64, devices: &[(String, String)]) {
+        let devices = devices.iter().map(|(u, d)| (u.as_str(), d.as_str()));
+        match kind {
+            EVENTS_AT => self.bump(devices, |c| c.events_pos = c.events_pos.max(pos)),
+            KEYS => self.bump(devices, |c| c.keys = c.keys.wrapping_add(1)),
+            SESSIONS => self.bump(devices, |c| c.sessions = c.sessions.wrapping_add(1)),
+            _ => self.bump(devices, |c| c.events = c.events.wrapping_add(1)),
+        }
+    }
+
+    /// Every waiter re-reads everything (wake-ups from other processes may have been missed).
+    fn wake_everyone(&self) {
+        let all = self.lock();
+        for user in all.values() {
+            for sender in user.values() {
+                sender.send_modify(|c| {
+                    c.events = c.events.wrapping_add(1);
+                    c.keys = c.keys.wrapping_add(1);
+                    c.sessions = c.sessions.wrapping_add(1);
+                });
+            }
+        }
     }
 }
 

@@ -95,7 +95,11 @@ async fn accept_send(
         };
         match append_checked(state, checked, &roster, &message).await? {
             Ok(sent) => return Ok(sent),
-            Err(Refused::RosterChanged) => roster = epoch_roster_or_404(state, group_id).await?,
+            Err(Refused::RosterChanged) => {
+                // The cached roster may be what is stale (another process committed).
+                state.store.hub_log().forget_cached_roster(group_id);
+                roster = epoch_roster_or_404(state, group_id).await?
+            }
             Err(refused) => return Err(refusal(refused)),
         }
     }

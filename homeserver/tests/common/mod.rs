@@ -195,6 +195,24 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// Another `parley serve` process of the same server: same configuration, database and
+    /// data directory (so the same keys), on its own port. The first one owns the files.
+    pub fn sibling(&self) -> TestServer {
+        let mut sibling = TestServer {
+            child: None,
+            base_url: String::new(),
+            server_name: self.server_name.clone(),
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            config_path: self.config_path.clone(),
+            log: None,
+            launch: Launch::default(),
+            _dir: None,
+        };
+        sibling.spawn("127.0.0.1:0");
+        sibling
+    }
+
     /// A fresh client of this server.
     pub fn client(&self) -> parley_client_api::Client {
         parley_client_api::Client::new(self.base_url.clone())

@@ -1,0 +1,141 @@
+//! Two `parley serve` processes of one server on one PostgreSQL database: either accepts any
+//! request, and what one changes the other sees (docs/operations.md#scaling).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_api_error, Db, TestServer};
+use parley_client_api::Client;
+use parley_sytest::device::{Device, PASSWORD};
+
+/// Two processes of `name` on one fresh PostgreSQL database.
+async fn two_processes(name: &str) -> (TestServer, TestServer) {
+    let a = TestServer::start(Db::Postgres, name, "").await;
+    let b = a.sibling();
+    // Each process says it is there every 2 s; wake-ups go to the other once it has.
+    tokio::time::sleep(parley_schema::cluster::HEARTBEAT + Duration::from_millis(500)).await;
+    (a, b)
+}
+
+/// Polls `check` every 20 ms for at most `limit`; returns how long it took to hold.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_on_one_process_is_woken_by_a_message_accepted_on_the_other() {
+    let (a, b) = two_processes("two.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    alice.know(&["@bob:two.example"]);
+    bob.know(&["@alice:two.example"]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &["@bob:two.example"]).await.unwrap();
+    bob.sync_until(10, "the Welcome", |_| true).await.unwrap();
+    bob.sync_all().await.unwrap();
+
+    // Bob long-polls process B for up to 20 s; Alice sends through process A.
+    let since = bob.since.clone();
+    let client = bob.client.clone();
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = client.sync(since.as_deref(), 20_000).await.unwrap();
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send_text(&group, "across processes").await.unwrap();
+    let (answer, waited) = poll.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the long-poll was not woken: it waited {waited:?}"
+    );
+    bob.apply(answer).await.unwrap();
+    assert_eq!(bob.texts(&group), ["across processes"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_on_one_process_refuses_the_token_on_the_other() {
+    let (a, b) = two_processes("logout.example").await;
+    let mut on_a = a.client();
+    let session = on_a.register("carol", PASSWORD).await.unwrap();
+    let mut on_b = Client::new(b.base_url.clone());
+    on_b.set_access_token(Some(session.access_token.clone()));
+    // B has read (and cached) the session.
+    on_b.whoami().await.unwrap();
+    on_a.logout().await.unwrap();
+    let took = within(Duration::from_secs(2), || {
+        let on_b = &on_b;
+        async move { on_b.whoami().await.is_err() }
+    })
+    .await;
+    assert!(took.is_some(), "B still accepts a token logged out on A");
+    assert_api_error(on_b.whoami().await, 401, "P_UNKNOWN_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removal_committed_on_one_process_is_enforced_by_the_other() {
+    let (a, b) = two_processes("roster.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    alice.know(&["@bob:roster.example"]);
+    bob.know(&["@alice:roster.example"]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &["@bob:roster.example"]).await.unwrap();
+    bob.sync_until(10, "the Welcome", |_| true).await.unwrap();
+    bob.sync_all().await.unwrap();
+    // B checks (and caches) the roster with Bob in it.
+    bob.send_text(&group, "hello").await.unwrap();
+    alice.sync_all().await.unwrap();
+    alice.remove(&group, &[bob.me()]).await.unwrap();
+    // At once: B refuses Bob, whatever it had cached.
+    let (_, message) = bob.encrypt(&group, "after removal").unwrap();
+    let refused = bob.client.send(&group, "after-removal", &message).await;
+    assert_api_error(refused, 403, "P_NOT_MEMBER");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_through_both_processes_get_one_gap_free_order() {
+    let (a, b) = two_processes("order.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    alice.know(&["@bob:order.example"]);
+    bob.know(&["@alice:order.example"]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &["@bob:order.example"]).await.unwrap();
+    bob.sync_until(10, "the Welcome", |_| true).await.unwrap();
+    bob.sync_all().await.unwrap();
+    // Each round, Alice (through A) and Bob (through B) send at the same time; each one's own
+    // messages stay in the order they were encrypted, as MLS wants.
+    let mut seqs = Vec::new();
+    for i in 0..40 {
+        let (_, a_msg) = alice.encrypt(&group, &format!("a{i}")).unwrap();
+        let (_, b_msg) = bob.encrypt(&group, &format!("b{i}")).unwrap();
+        let (ta, tb) = (format!("ta{i}"), format!("tb{i}"));
+        let (x, y) = tokio::join!(
+            alice.client.send(&group, &ta, &a_msg),
+            bob.client.send(&group, &tb, &b_msg)
+        );
+        seqs.extend([x.unwrap(), y.unwrap()]);
+    }
+    seqs.sort_unstable();
+    let first = seqs[0];
+    let expected: Vec<u64> = (first..first + 80).collect();
+    assert_eq!(seqs, expected, "seqs are not one gap-free order");
+    // Each device reads them all, from either process.
+    alice.sync_all().await.unwrap();
+    bob.sync_all().await.unwrap();
+    assert_eq!(alice.texts(&group).len(), 40);
+    assert_eq!(bob.texts(&group).len(), 40);
+}

@@ -1,0 +1,418 @@
+//! Several `parley serve` processes on one PostgreSQL database (docs/operations.md#scaling):
+//! what one process changes that others hold in memory, it tells them through PostgreSQL's
+//! `LISTEN`/`NOTIFY` on the channel [`CHANNEL`]. No broker of our own.
+//!
+//! Signals are hints, never data: the database stays the source of truth. A process that
+//! receives one drops a cached row (a session, a group's roster) or wakes its devices'
+//! waiters, which then re-read from the database. Each process sends through its own
+//! connection, several signals per `pg_notify` round trip, and listens on another. When the
+//! listening connection is lost, nothing may be assumed of what was missed: on reconnecting
+//! the process drops every cached row and wakes every waiter ([`Signal::Resync`]).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::db::Memory;
+
+/// The `NOTIFY` channel.
+pub const CHANNEL: &str = "parley";
+/// PostgreSQL refuses payloads of 8000 bytes or more; signals are cut to stay well below.
+pub const MAX_PAYLOAD_BYTES: usize = 7000;
+/// Signals sent per round trip at most.
+const BATCH: usize = 32;
+
+/// What one process tells the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Signal {
+    /// Sessions were revoked: the one with this id, or any number (`None`: drop them all).
+    #[serde(rename = "s")]
+    Sessions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A group's roster or epoch changed (a commit).
+    #[serde(rename = "r")]
+    Roster { g: String },
+    /// Devices to wake: `k` is what changed (`e` events up to position `p`, `a` events at
+    /// positions not given, `k` key packages, `s` sessions), `d` the `[user_id, device_id]`
+    /// pairs.
+    #[serde(rename = "w")]
+    Wake {
+        k: char,
+        #[serde(default)]
+        p: i64,
+        d: Vec<(String, String)>,
+    },
+    /// Events were queued for another server: its sender should look.
+    #[serde(rename = "o")]
+    Outbox { d: String },
+    /// Signals may have been missed (this process's listening connection was lost): drop
+    /// every cached row and wake every waiter. Only ever raised locally.
+    #[serde(rename = "x")]
+    Resync,
+    /// "I am here", every [`HEARTBEAT`]: wake-ups are sent only while another process is.
+    #[serde(rename = "h")]
+    Hello,
+}
+
+/// How often a process says it is here.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A process not heard from for this long is gone.
+const PEER_GONE_AFTER: Duration = Duration::from_secs(10);
+
+/// A signal with the process it came from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The sending process.
+    o: u64,
+    #[serde(flatten)]
+    s: Signal,
+}
+
+/// This process's end of the cluster: sends signals and hands received ones to subscribers.
+#[derive(Debug)]
+pub struct Cluster {
+    id: u64,
+    out: mpsc::UnboundedSender<String>,
+    incoming: broadcast::Sender<Signal>,
+    /// When another process was last heard from (ms since this process started), 0 never.
+    peer_seen_ms: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Cluster {
+    /// Starts the sending and listening connections to `url` (in the background; both
+    /// reconnect on their own). Cached rows of `memory` are dropped as signals say.
+    pub(crate) fn start(url: &str, memory: Weak<Memory>) -> Arc<Cluster> {
+        let id = rand_id();
+        let (out, queued) = mpsc::unbounded_channel();
+        let (incoming, _) = broadcast::channel(4096);
+        let cluster = Arc::new(Cluster {
+            id,
+            out,
+            incoming: incoming.clone(),
+            peer_seen_ms: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        });
+        tokio::spawn(send_loop(url.to_owned(), queued));
+        tokio::spawn(listen_loop(
+            url.to_owned(),
+            Arc::downgrade(&cluster),
+            memory,
+            incoming,
+        ));
+        let heartbeat = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            while let Some(cluster) = heartbeat.upgrade() {
+                cluster.send(Signal::Hello);
+                drop(cluster);
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        });
+        cluster
+    }
+
+    /// Whether another process has been heard from lately: wake-ups are worth sending.
+    pub fn has_peers(&self) -> bool {
+        let seen = self.peer_seen_ms.load(std::sync::atomic::Ordering::Relaxed);
+        seen != 0 && self.elapsed_ms().saturating_sub(seen) < PEER_GONE_AFTER.as_millis() as u64
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        (self.started.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn peer_heard(&self) {
+        self.peer_seen_ms
+            .store(self.elapsed_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the other processes. Wake signals with many devices are cut into several.
+    pub fn send(&self, signal: Signal) {
+        for part in split(signal) {
+            let envelope = Envelope {
+                o: self.id,
+                s: part,
+            };
+            if let Ok(payload) = serde_json::to_string(&envelope) {
+                // Only fails once the runtime shuts down.
+                let _ = self.out.send(payload);
+            }
+        }
+    }
+
+    /// Signals from the other processes (and [`Signal::Resync`]), for the server's
+    /// notifier and outbox. A subscriber that lags behind gets `Lagged` and must treat it
+    /// as a resync.
+    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.incoming.subscribe()
+    }
+}
+
+/// A random process id (two processes picking the same one is as likely as a UUID clash).
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Cuts a wake signal so that each part's payload stays under [`MAX_PAYLOAD_BYTES`].
+fn split(signal: Signal) -> Vec<Signal> {
+    match signal {
+        Signal::Wake { k, p, d } => {
+            let mut parts = Vec::new();
+            let mut current: Vec<(String, String)> = Vec::new();
+            let mut bytes = 64;
+            for pair in d {
+                let size = pair.0.len() + pair.1.len() + 8;
+                if bytes + size > MAX_PAYLOAD_BYTES && !current.is_empty() {
+                    parts.push(Signal::Wake {
+                        k,
+                        p,
+                        d: std::mem::take(&mut current),
+                    });
+                    bytes = 64;
+                }
+                bytes += size;
+                current.push(pair);
+            }
+            if !current.is_empty() {
+                parts.push(Signal::Wake { k, p, d: current });
+            }
+            parts
+        }
+        other => vec![other],
+    }
+}
+
+/// Applies a signal to the cached rows of `memory`.
+fn apply(memory: &Memory, signal: &Signal) {
+    match signal {
+        Signal::Sessions { id: Some(id) } => memory.sessions.invalidate(id.as_str()),
+        Signal::Sessions { id: None } => memory.sessions.invalidate_all(),
+        Signal::Roster { g } => memory.rosters.invalidate(g.as_str()),
+        Signal::Resync => {
+            memory.sessions.invalidate_all();
+            memory.rosters.invalidate_all();
+            if let Some(tail) = &memory.tail {
+                tail.behind(i64::MAX - 1);
+            }
+        }
+        // Positions this process did not take: its tail must not answer for them (`a`:
+        // events at positions not given).
+        Signal::Wake { k: 'e', p, .. } => {
+            if let Some(tail) = &memory.tail {
+                tail.behind(*p);
+            }
+        }
+        Signal::Wake { k: 'a', .. } => {
+            if let Some(tail) = &memory.tail {
+                tail.behind(i64::MAX - 1);
+            }
+        }
+        Signal::Wake { .. } | Signal::Outbox { .. } | Signal::Hello => {}
+    }
+}
+
+/// How long to wait before reconnecting after a failure.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Sends queued payloads, several per round trip, reconnecting when the connection fails
+/// (signals that failed to go are dropped: they are hints, and a receiver that lost its own
+/// connection resyncs).
+async fn send_loop(url: String, mut queued: mpsc::UnboundedReceiver<String>) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+    while let Some(first) = queued.recv().await {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = connect(&url).await;
+        }
+        let Some(c) = &client else {
+            batch.clear();
+            tokio::time::sleep(RECONNECT_AFTER).await;
+            continue;
+        };
+        let sql = (1..=batch.len())
+            .map(|i| format!("pg_notify('{CHANNEL}', ${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = batch
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        if let Err(e) = c.execute(&format!("SELECT {sql}"), &params).await {
+            tracing::warn!(error = %e, "cannot notify the other processes");
+            client = None;
+        }
+        batch.clear();
+    }
+}
+
+/// A connection whose driver runs in the background.
+async fn connect(url: &str) -> Option<tokio_postgres::Client> {
+    match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Some(client)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot connect to PostgreSQL to notify other processes");
+            None
+        }
+    }
+}
+
+/// Listens on [`CHANNEL`] for as long as `memory` lives, reconnecting (and resyncing) when
+/// the connection is lost.
+async fn listen_loop(
+    url: String,
+    cluster: Weak<Cluster>,
+    memory: Weak<Memory>,
+    incoming: broadcast::Sender<Signal>,
+) {
+    let mut first = true;
+    loop {
+        if memory.strong_count() == 0 {
+            return;
+        }
+        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_owned()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    tracing::warn!(error = %e, "cannot LISTEN for the other processes");
+                    driver.abort();
+                    tokio::time::sleep(RECONNECT_AFTER).await;
+                    continue;
+                }
+                if !first {
+                    // What was sent while we were away is lost: start over from the database.
+                    if let Some(m) = memory.upgrade() {
+                        apply(&m, &Signal::Resync);
+                    }
+                    let _ = incoming.send(Signal::Resync);
+                }
+                first = false;
+                while let Some(payload) = rx.recv().await {
+                    let Some(m) = memory.upgrade() else {
+                        driver.abort();
+                        return;
+                    };
+                    let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
+                        tracing::warn!("unreadable signal from another process");
+                        continue;
+                    };
+                    let Some(own) = cluster.upgrade() else {
+                        driver.abort();
+                        return;
+                    };
+                    if envelope.o == own.id {
+                        continue;
+                    }
+                    own.peer_heard();
+                    apply(&m, &envelope.s);
+                    let _ = incoming.send(envelope.s);
+                }
+                drop(client);
+                tracing::warn!(
+                    "lost the connection listening to the other processes; reconnecting"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to PostgreSQL to listen to other processes");
+            }
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_signals_are_cut_under_the_payload_limit_and_lose_no_device() {
+        let devices: Vec<(String, String)> = (0..2000)
+            .map(|i| {
+                (
+                    format!("@user{i}:some.server.example"),
+                    format!("DEVICE{i:06}"),
+                )
+            })
+            .collect();
+        let parts = split(Signal::Wake {
+            k: 'e',
+            p: 42,
+            d: devices.clone(),
+        });
+        assert!(parts.len() > 1);
+        let mut seen = Vec::new();
+        for part in parts {
+            let payload = serde_json::to_string(&Envelope {
+                o: 7,
+                s: part.clone(),
+            })
+            .unwrap();
+            assert!(payload.len() < MAX_PAYLOAD_BYTES, "{} bytes", payload.len());
+            let Signal::Wake { d, p, .. } = part else {
+                panic!("not a wake")
+            };
+            assert_eq!(p, 42);
+            seen.extend(d);
+        }
+        assert_eq!(seen, devices);
+    }
+
+    #[test]
+    fn signals_read_back_as_sent() {
+        for s in [
+            Signal::Sessions { id: None },
+            Signal::Sessions {
+                id: Some("abc".into()),
+            },
+            Signal::Roster { g: "!g:h".into() },
+            Signal::Outbox {
+                d: "b.example".into(),
+            },
+        ] {
+            let text = serde_json::to_string(&Envelope { o: 1, s: s.clone() }).unwrap();
+            let back: Envelope = serde_json::from_str(&text).unwrap();
+            assert_eq!((back.o, back.s), (1, s));
+        }
+    }
+}

@@ -139,3 +139,50 @@ async fn sends_through_both_processes_get_one_gap_free_order() {
     assert_eq!(alice.texts(&group).len(), 40);
     assert_eq!(bob.texts(&group).len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_queued_by_both_processes_reach_another_server_once_and_in_order() {
+    let (pa, pb) = (common::free_port(), common::free_port());
+    let config = common::federation_toml(&[("a.example", pa), ("b.example", pb)]);
+    let a1 = TestServer::start_at(
+        Db::Postgres,
+        "a.example",
+        &config,
+        &format!("127.0.0.1:{pa}"),
+    )
+    .await;
+    let a2 = a1.sibling();
+    let b =
+        TestServer::start_at(Db::Sqlite, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    tokio::time::sleep(parley_schema::cluster::HEARTBEAT + Duration::from_millis(500)).await;
+    let mut alice = Device::register(&a1, "alice").await.unwrap();
+    let mut carol = Device::register(&a2, "carol").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    let (al, ca, bo) = ("@alice:a.example", "@carol:a.example", "@bob:b.example");
+    alice.know(&[ca, bo]);
+    carol.know(&[al, bo]);
+    bob.know(&[al, ca]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &[ca, bo]).await.unwrap();
+    carol
+        .sync_until(10, "the Welcome", |d| d.engine.group_ids().len() == 1)
+        .await
+        .unwrap();
+    bob.sync_until(30, "the Welcome", |d| d.engine.group_ids().len() == 1)
+        .await
+        .unwrap();
+    // Alice's messages are queued for b.example by process A1, Carol's by A2.
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        alice.send_text(&group, &format!("a{i}")).await.unwrap();
+        carol.send_text(&group, &format!("c{i}")).await.unwrap();
+        expected.extend([format!("a{i}"), format!("c{i}")]);
+    }
+    bob.sync_until(30, "every message", |d| d.texts(&group).len() >= 20)
+        .await
+        .unwrap();
+    // In the hub's order, each once (Bob's engine refuses a replayed message).
+    assert_eq!(bob.texts(&group), expected);
+    bob.sync_all().await.unwrap();
+    assert_eq!(bob.texts(&group).len(), 20);
+}

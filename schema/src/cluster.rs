@@ -48,9 +48,14 @@ pub enum Signal {
         p: i64,
         d: Vec<(String, String)>,
     },
-    /// Events were queued for another server: its sender should look.
+    /// Events were queued for server `d`: its sender (wherever it runs) should look; with
+    /// `r`, an operator asked to retry it now, cutting its backoff short.
     #[serde(rename = "o")]
-    Outbox { d: String },
+    Outbox {
+        d: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        r: bool,
+    },
     /// Signals may have been missed (this process's listening connection was lost): drop
     /// every cached row and wake every waiter. Only ever raised locally.
     #[serde(rename = "x")]
@@ -115,6 +120,11 @@ impl Cluster {
             }
         });
         cluster
+    }
+
+    /// This process's id among those sharing the database (it names lease holders).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether another process has been heard from lately: wake-ups are worth sending.
@@ -408,6 +418,11 @@ mod tests {
             Signal::Roster { g: "!g:h".into() },
             Signal::Outbox {
                 d: "b.example".into(),
+                r: false,
+            },
+            Signal::Outbox {
+                d: "b.example".into(),
+                r: true,
             },
         ] {
             let text = serde_json::to_string(&Envelope { o: 1, s: s.clone() }).unwrap();

@@ -20,6 +20,7 @@ pub mod federation;
 mod fixed_sql;
 pub mod hub_log;
 pub mod keys;
+pub mod leases;
 pub mod metrics;
 pub mod outbox;
 mod pg_append;

@@ -215,3 +215,11 @@ diesel::table! {
         detail -> Text,
     }
 }
+
+diesel::table! {
+    leases (name) {
+        name -> Text,
+        holder -> Text,
+        until_ts -> BigInt,
+    }
+}

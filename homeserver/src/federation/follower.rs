@@ -26,6 +26,7 @@ use parley_schema::{RemoteMessage, RemoteStored};
 use super::client::FedError;
 use super::error::FederationError;
 use super::relayed::{keep_existing_local_adds, remote_message};
+use crate::clock::now_ms;
 use crate::ids::hub_of;
 use crate::state::AppState;
 
@@ -208,8 +209,15 @@ async fn run_fill(
     let max_backoff = state.config.federation.max_backoff_ms.max(MIN_RETRY_MS);
     let mut attempts = 0u32;
     let mut backoff = 0u64;
+    let lease = FillLease::new(&state, &group_id);
     loop {
         again.store(false, std::sync::atomic::Ordering::Release);
+        if !lease.take(&state).await {
+            // Another process fills this group (its wake-ups reach our devices too); a request
+            // to look again is that process's to serve.
+            while !state.gaps.finish(&group_id, &again) {}
+            return;
+        }
         match fill(&state, &hub, &group_id).await {
             Ok(stored) => {
                 attempts = 0;
@@ -233,7 +241,56 @@ async fn run_fill(
             }
         }
         if state.gaps.finish(&group_id, &again) {
+            lease.release(&state).await;
             return;
+        }
+    }
+}
+
+/// How long a process may fill a group before another may take over (renewed each round).
+const FILL_LEASE_MS: i64 = 60_000;
+
+/// The lease `fill:<group_id>`: with several processes on one database, one fills a group at
+/// a time (the fill is idempotent; the lease saves the others the work).
+struct FillLease {
+    name: String,
+    holder: Option<String>,
+}
+
+impl FillLease {
+    fn new(state: &AppState, group_id: &str) -> FillLease {
+        FillLease {
+            name: format!("fill:{group_id}"),
+            holder: state.store.cluster().map(|c| c.id().to_string()),
+        }
+    }
+
+    /// Takes or renews the lease; true alone on the database.
+    async fn take(&self, state: &AppState) -> bool {
+        let Some(holder) = &self.holder else {
+            return true;
+        };
+        let now = now_ms() as i64;
+        match state
+            .store
+            .leases()
+            .take(&self.name, holder, now, now + FILL_LEASE_MS)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                // Filling twice is harmless; not filling is not.
+                tracing::warn!(error = %e, lease = %self.name, "cannot take the fill lease; filling anyway");
+                true
+            }
+        }
+    }
+
+    async fn release(&self, state: &AppState) {
+        if let Some(holder) = &self.holder {
+            if let Err(e) = state.store.leases().release(&self.name, holder).await {
+                tracing::warn!(error = %e, lease = %self.name, "cannot release the fill lease");
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use parley_federation::transactions::{
     DeviceKey, DeviceListUpdate, Event, EventPayload, GroupMessage as MessageEvent, MessageKind,
     Transaction, UserDevice, WelcomeEvent, MAX_EVENTS,
 };
+use parley_schema::cluster::{Cluster, Signal};
 use parley_schema::{GroupMessage, OutboundDevice, OutboundEvent, OutboxRow, Store};
 use rand::Rng;
 use tokio::sync::Notify;
@@ -53,11 +54,20 @@ pub struct OutboxConfig {
     pub max_age_ms: u64,
 }
 
+/// How long a sender's lease on its destination lasts (renewed at half of it while it
+/// sends); a process that dies hands the destination over within this time.
+const LEASE_MS: i64 = 30_000;
+/// How often a sender whose destination another process holds looks again.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
+
 /// Wakes and runs the per-destination senders.
 pub struct Outbox {
     store: Store,
     client: Arc<FederationClient>,
     config: OutboxConfig,
+    /// The other processes on the same database: a destination is sent to by the one
+    /// holding its lease (`outbox:<destination>`), told of new events by signals.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     senders: Mutex<HashMap<String, Arc<Sender>>>,
     /// Events dropped because they were refused on their own or too old.
     dropped: AtomicU64,
@@ -108,7 +118,91 @@ impl Outbox {
             config,
             senders: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Joins the other processes on the same database: destinations are sent to by one
+    /// process at a time, and new events queued anywhere wake the one that sends.
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        let mut signals = cluster.subscribe();
+        if self.cluster.set(cluster).is_err() {
+            return;
+        }
+        let outbox = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let signal = signals.recv().await;
+                let Some(outbox) = outbox.upgrade() else {
+                    return;
+                };
+                match signal {
+                    Ok(Signal::Outbox { d, r: true }) => outbox.retry_here(&d),
+                    Ok(Signal::Outbox { d, r: false }) => outbox.poke(&d, false),
+                    Ok(Signal::Resync)
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        outbox.resume().await
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Tells the other processes (if any are there) about `destination`.
+    fn tell(&self, destination: &str, retry: bool) {
+        if let Some(cluster) = self.cluster.get().filter(|c| retry || c.has_peers()) {
+            cluster.send(Signal::Outbox {
+                d: destination.to_owned(),
+                r: retry,
+            });
+        }
+    }
+
+    /// Whether this process may send to `destination` now: alone on its database, or holding
+    /// the destination's lease (taken or renewed here; `held_until` remembers until when).
+    async fn hold(&self, destination: &str, held_until: &mut i64) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return true;
+        };
+        let now = now_ms() as i64;
+        if *held_until - now > LEASE_MS / 2 {
+            return true;
+        }
+        let name = format!("outbox:{destination}");
+        let holder = cluster.id().to_string();
+        match self
+            .store
+            .leases()
+            .take(&name, &holder, now, now + LEASE_MS)
+            .await
+        {
+            Ok(true) => {
+                *held_until = now + LEASE_MS;
+                true
+            }
+            Ok(false) => {
+                *held_until = 0;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %destination, "cannot take the outbox lease");
+                *held_until = 0;
+                false
+            }
+        }
+    }
+
+    /// Gives up the lease of `destination`, if this process holds it.
+    async fn release(&self, destination: &str) {
+        if let Some(cluster) = self.cluster.get() {
+            let name = format!("outbox:{destination}");
+            let holder = cluster.id().to_string();
+            if let Err(e) = self.store.leases().release(&name, &holder).await {
+                tracing::warn!(error = %e, %destination, "cannot release the outbox lease");
+            }
+        }
     }
 
     /// Events dropped since start (refused alone, or too old).
@@ -128,9 +222,11 @@ impl Outbox {
         }
     }
 
-    /// New events for `destination`: starts its sender, or wakes it when idle.
+    /// New events for `destination`: starts its sender, or wakes it when idle (here, and in
+    /// whichever process holds the destination).
     pub fn wake(self: &Arc<Self>, destination: &str) {
         self.poke(destination, false);
+        self.tell(destination, false);
     }
 
     /// How the sender of `destination` is doing.
@@ -149,9 +245,15 @@ impl Outbox {
     /// An operator asks to retry `destination` now: its backoff and its remembered connection
     /// failure are cut short, and a sender starts if none runs.
     pub fn retry_now(self: &Arc<Self>, destination: &str) {
+        self.retry_here(destination);
+        self.tell(destination, true);
+    }
+
+    /// [`Outbox::retry_now`] in this process only.
+    fn retry_here(self: &Arc<Self>, destination: &str) {
         self.client.forget_failure(destination);
         self.poke(destination, true);
-        self.wake(destination);
+        self.poke(destination, false);
     }
 
     /// `destination` contacted us, so it is up: retry now, cutting a backoff short.
@@ -180,6 +282,7 @@ impl Outbox {
 
     /// Retires an idle sender; events that arrive meanwhile start a new one.
     async fn retire(self: &Arc<Self>, destination: &str, sender: &Arc<Sender>) {
+        self.release(destination).await;
         {
             let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
             if senders
@@ -201,6 +304,8 @@ impl Outbox {
         let mut backoff_ms = 0u64;
         let mut last_len_check: Option<std::time::Instant> = None;
         let mut budget = self.config.max_txn_bytes.max(1);
+        // Until when this process holds the destination's lease (several processes).
+        let mut held_until = 0i64;
         // A batch to send again exactly as it was (same rows, same transaction id).
         let mut again: Option<Vec<OutboxRow>> = None;
         loop {
@@ -225,6 +330,12 @@ impl Outbox {
                     self.retire(&destination, &sender).await;
                     return;
                 }
+                continue;
+            }
+            if !self.hold(&destination, &mut held_until).await {
+                // Another process sends to this destination; look again later (or when told).
+                again = None;
+                let _ = tokio::time::timeout(LEASE_RETRY, notify.notified()).await;
                 continue;
             }
             // Counting is O(queue length): do it only when a full batch says the queue may be

@@ -28,11 +28,13 @@ cargo test --workspace
 log "parley-mls: core flow in wasm under Node"
 mls/scripts/test-wasm.sh
 
-log "sytest: the conformance suite against parley (SQLite and PostgreSQL)"
+log "sytest: the conformance suite against parley (SQLite, PostgreSQL, two processes on PostgreSQL)"
 cargo build -p parley-homeserver -p parley-sytest
 target_dir=${CARGO_TARGET_DIR:-target}
 "$target_dir/debug/sytest" --db sqlite
 "$target_dir/debug/sytest" --db postgres --postgres-url "$PARLEY_TEST_POSTGRES_URL"
+log "sytest: again with two parley processes per server on one PostgreSQL database"
+"$target_dir/debug/sytest" --db postgres --processes 2 --postgres-url "$PARLEY_TEST_POSTGRES_URL"
 
 log "web client: JS unit tests and browser end-to-end (one and two homeservers)"
 case "$target_dir" in /*) parley_bin="$target_dir/debug/parley" ;; *) parley_bin="$PWD/$target_dir/debug/parley" ;; esac

@@ -18,22 +18,6 @@ async fn two_processes(name: &str) -> (TestServer, TestServer) {
     (a, b)
 }
 
-/// Polls `check` every 20 ms for at most `limit`; returns how long it took to hold.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_on_one_process_is_woken_by_a_message_accepted_on_the_other() {
     let (a, b) = two_processes("two.example").await;
@@ -75,12 +59,7 @@ async fn a_logout_on_one_process_refuses_the_token_on_the_other() {
     // B has read (and cached) the session.
     on_b.whoami().await.unwrap();
     on_a.logout().await.unwrap();
-    let took = within(Duration::from_secs(2), || {
-        let on_b = &on_b;
-        async move { on_b.whoami().await.is_err() }
-    })
-    .await;
-    assert!(took.is_some(), "B still accepts a token logged out on A");
+    // At once: while another process serves the database, sessions are read from it.
     assert_api_error(on_b.whoami().await, 401, "P_UNKNOWN_TOKEN");
 }
 

@@ -261,11 +261,21 @@ impl Accounts<'_> {
     }
 
     /// The live session with this id, if it was not revoked.
-    /// Served from memory once read: every write that deletes sessions invalidates it.
+    /// Served from memory once read (every write that deletes sessions invalidates it), except
+    /// while other processes serve the same database.
     pub async fn session(&self, session_id: &str) -> StoreResult<Option<Session>> {
+        // While other processes serve the database, a revocation there must count here at
+        // once, before its signal arrives: read the database every time.
+        let shared = self
+            .store
+            .memory
+            .cluster
+            .get()
+            .is_some_and(|c| c.has_peers());
         let generation = match self.store.memory.sessions.get(session_id) {
-            Ok(session) => return Ok(Some(session)),
-            Err(generation) => generation,
+            Ok(session) if !shared => return Ok(Some(session)),
+            Ok(_) => None,
+            Err(generation) => (!shared).then_some(generation),
         };
         let session: Option<Session> = with_conn!(self.store, read, |conn| {
             Ok::<_, StoreError>(
@@ -277,7 +287,7 @@ impl Accounts<'_> {
                     .optional()?,
             )
         })?;
-        if let Some(s) = &session {
+        if let (Some(s), Some(generation)) = (&session, generation) {
             self.store
                 .memory
                 .sessions

@@ -88,6 +88,8 @@ pub struct Cluster {
     /// When another process was last heard from (ms since this process started), 0 never.
     peer_seen_ms: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+    /// Processes heard from since start (a few ids).
+    peers: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Cluster {
@@ -103,6 +105,7 @@ impl Cluster {
             incoming: incoming.clone(),
             peer_seen_ms: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
+            peers: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(send_loop(url.to_owned(), queued));
         tokio::spawn(listen_loop(
@@ -137,9 +140,16 @@ impl Cluster {
         (self.started.elapsed().as_millis() as u64).max(1)
     }
 
-    fn peer_heard(&self) {
+    /// Notes that process `id` was heard from; true the first time.
+    fn peer_heard(&self, id: u64) -> bool {
         self.peer_seen_ms
             .store(self.elapsed_ms(), std::sync::atomic::Ordering::Relaxed);
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        // Ids of processes long gone pile up over restarts: forget them all now and then.
+        if peers.len() >= 1024 {
+            peers.clear();
+        }
+        peers.insert(id)
     }
 
     /// Tells the other processes. Wake signals with many devices are cut into several.
@@ -354,7 +364,11 @@ async fn listen_loop(
                     if envelope.o == own.id {
                         continue;
                     }
-                    own.peer_heard();
+                    // A process new to us: say hello at once, so that both send wake-ups
+                    // from now on rather than from the next heartbeat.
+                    if own.peer_heard(envelope.o) {
+                        own.send(Signal::Hello);
+                    }
                     apply(&m, &envelope.s);
                     let _ = incoming.send(envelope.s);
                 }

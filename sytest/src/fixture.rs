@@ -32,6 +32,9 @@ pub enum Target {
         parley: PathBuf,
         /// The backend.
         db: Db,
+        /// `parley serve` processes per server, sharing its database (PostgreSQL only);
+        /// clients are spread over them.
+        processes: usize,
     },
     /// Servers that already run; shared by every test.
     External { urls: Vec<String> },
@@ -124,6 +127,7 @@ impl Ctx {
             server_name: None,
             restartable: false,
             port: None,
+            one_process: false,
         }
     }
 
@@ -151,9 +155,18 @@ pub struct ServerBuilder<'a> {
     server_name: Option<String>,
     restartable: bool,
     port: Option<u16>,
+    one_process: bool,
 }
 
 impl ServerBuilder<'_> {
+    /// Runs one process even with `--processes`: for claims about one process's own state,
+    /// such as its in-memory rate-limit buckets (docs/operations.md#scaling: limits are per
+    /// process).
+    pub fn one_process(mut self) -> Self {
+        self.one_process = true;
+        self
+    }
+
     /// Listens on `127.0.0.1:port` (see [`free_port`]), so other servers can be configured to
     /// reach it before it starts. Tests using this skip with `--server`.
     pub fn port(mut self, port: u16) -> Self {
@@ -224,12 +237,14 @@ impl ServerBuilder<'_> {
                     base_url: url.trim_end_matches('/').to_owned(),
                     http: env.http.clone(),
                     managed: None,
+                    next_process: std::sync::atomic::AtomicUsize::new(0),
                 })
             }
             Target::Managed {
                 command,
                 parley,
                 db,
+                processes,
             } => {
                 let server_name = self
                     .server_name
@@ -262,17 +277,26 @@ impl ServerBuilder<'_> {
                     data_dir,
                     log_path: dir.path().join("server.log"),
                     process: None,
+                    siblings: Vec::new(),
+                    sibling_addresses: Vec::new(),
+                    processes: if self.one_process {
+                        1
+                    } else {
+                        (*processes).max(1)
+                    },
                     _dir: dir,
                 };
                 let listen = format!("127.0.0.1:{}", self.port.unwrap_or(0));
                 let process = managed.spawn(&listen).await?;
                 let base_url = process.base_url.clone();
                 managed.process = Some(process);
+                managed.spawn_siblings().await?;
                 Ok(Server {
                     label: self.label,
                     base_url,
                     http: env.http.clone(),
                     managed: Some(managed),
+                    next_process: std::sync::atomic::AtomicUsize::new(0),
                 })
             }
         }
@@ -289,10 +313,46 @@ struct Managed {
     data_dir: PathBuf,
     log_path: PathBuf,
     process: Option<ServerProcess>,
+    /// More processes of the same server (`--processes`), each on its own port.
+    siblings: Vec<ServerProcess>,
+    /// Their addresses, kept across a restart so that clients made before still reach them.
+    sibling_addresses: Vec<String>,
+    /// How many processes the server runs.
+    processes: usize,
     _dir: tempfile::TempDir,
 }
 
 impl Managed {
+    /// Starts the processes beyond the first, on free ports, once each has said hello to the
+    /// others (a heartbeat, so that wake-ups between them flow from the first request).
+    async fn spawn_siblings(&mut self) -> anyhow::Result<()> {
+        for i in 1..self.processes {
+            let listen = self
+                .sibling_addresses
+                .get(i - 1)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1:0".to_owned());
+            let process = self.spawn(&listen).await?;
+            if self.sibling_addresses.len() < i {
+                let address = process.base_url.trim_start_matches("http://").to_owned();
+                self.sibling_addresses.push(address);
+            }
+            self.siblings.push(process);
+        }
+        if self.processes > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the processes beyond the first.
+    async fn stop_siblings(&mut self) -> anyhow::Result<()> {
+        for mut sibling in std::mem::take(&mut self.siblings) {
+            sibling.stop().await?;
+        }
+        Ok(())
+    }
+
     async fn spawn(&self, listen: &str) -> anyhow::Result<ServerProcess> {
         let parley = self.parley.display().to_string();
         let config = self.config_path.display().to_string();
@@ -318,6 +378,8 @@ pub struct Server {
     base_url: String,
     http: reqwest::Client,
     managed: Option<Managed>,
+    /// Round-robin over the server's processes for new clients and raw requests.
+    next_process: std::sync::atomic::AtomicUsize,
 }
 
 impl crate::device::ClientFactory for Server {
@@ -342,15 +404,32 @@ impl Server {
         self.managed.as_ref().map(|m| m.server_name.as_str())
     }
 
-    /// A typed client of this server without a token.
+    /// A typed client of this server without a token (with `--processes`, of its processes
+    /// in turn: any process serves any request).
     pub fn client(&self) -> Client {
-        Client::with_http(self.http.clone(), self.base_url.clone())
+        Client::with_http(self.http.clone(), self.next_url())
     }
 
     /// A raw request to `path` (which starts with `/`), for what the typed client cannot send.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}{}", self.base_url, path))
+            .request(method, format!("{}{}", self.next_url(), path))
+    }
+
+    /// The URL of the next process in turn.
+    fn next_url(&self) -> String {
+        let siblings = self.managed.as_ref().map_or(&[][..], |m| &m.siblings[..]);
+        if siblings.is_empty() {
+            return self.base_url.clone();
+        }
+        let n = self
+            .next_process
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % (siblings.len() + 1);
+        match n {
+            0 => self.base_url.clone(),
+            i => siblings[i - 1].base_url.clone(),
+        }
     }
 
     /// Stops the server with SIGTERM and starts it again on the same address, data dir and
@@ -371,6 +450,7 @@ impl Server {
             .managed
             .as_mut()
             .ok_or_else(|| skip("needs to stop the server (not possible with --server)"))?;
+        managed.stop_siblings().await?;
         let mut process = managed.process.take().context("server is not running")?;
         process.stop().await
     }
@@ -390,7 +470,7 @@ impl Server {
         let process = managed.spawn(&listen).await?;
         self.base_url = process.base_url.clone();
         managed.process = Some(process);
-        Ok(())
+        managed.spawn_siblings().await
     }
 
     /// The data dir of a self-started server (`None` with `--server`).

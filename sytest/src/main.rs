@@ -46,6 +46,10 @@ struct Cli {
         hide_env_values = true
     )]
     postgres_url: Option<String>,
+    /// `parley serve` processes per self-started server, all on its one database
+    /// (`--db postgres` only); clients are spread over them in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    processes: usize,
     /// List the tests (`group/name`) and exit.
     #[arg(long)]
     list: bool,
@@ -179,10 +183,20 @@ async fn build_env(cli: &Cli) -> anyhow::Result<Env> {
                 Db::Postgres { admin_url }
             }
         };
+        anyhow::ensure!(
+            (1..=8).contains(&cli.processes),
+            "--processes must be 1 to 8"
+        );
+        anyhow::ensure!(
+            cli.processes == 1 || matches!(db, Db::Postgres { .. }),
+            "--processes {} needs --db postgres: SQLite serves one process",
+            cli.processes
+        );
         Target::Managed {
             command,
             parley,
             db,
+            processes: cli.processes,
         }
     };
     Ok(Env { target, http })

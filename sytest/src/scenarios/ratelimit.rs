@@ -42,6 +42,7 @@ fn expect_limited_for_over_a_second<T: Debug>(
 async fn login_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\nlogin = { per_second = 0.01, burst = 3 }")
         .start()
         .await?;
@@ -63,6 +64,7 @@ async fn login_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow
 async fn register_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\nregister = { per_second = 0.01, burst = 2 }")
         .start()
         .await?;
@@ -78,6 +80,7 @@ async fn register_over_the_limit_is_429_with_retry_after_ms(mut ctx: Ctx) -> any
 async fn rate_limited_client_succeeds_after_retry_after_ms(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\nlogin = { per_second = 2.0, burst = 1 }")
         .start()
         .await?;
@@ -111,6 +114,7 @@ async fn rate_limited_client_succeeds_after_retry_after_ms(mut ctx: Ctx) -> anyh
 /// 100 s (so the wait asked for is far over a second).
 async fn server_limiting(ctx: &mut Ctx, class: &str, burst: u32) -> anyhow::Result<Server> {
     ctx.server("hs1")
+        .one_process()
         .config(&format!(
             "[rate_limits]\n{class} = {{ per_second = 0.01, burst = {burst} }}"
         ))
@@ -220,6 +224,7 @@ async fn logins_to_one_account_are_limited_per_account_and_others_still_log_in(
     // The address allows far more than the account does.
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\nlogin_account = { per_second = 0.01, burst = 3 }")
         .start()
         .await?;
@@ -245,6 +250,7 @@ async fn logins_to_one_account_are_limited_per_account_and_others_still_log_in(
 async fn retries_of_one_refresh_token_are_limited(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\nrefresh_token = { per_second = 0.01, burst = 2 }")
         .start()
         .await?;
@@ -270,6 +276,7 @@ async fn retries_of_one_refresh_token_are_limited(mut ctx: Ctx) -> anyhow::Resul
 async fn device_lookups_over_the_per_user_limit_are_429(mut ctx: Ctx) -> anyhow::Result<()> {
     let hs = ctx
         .server("hs1")
+        .one_process()
         .config("[rate_limits]\ndevice_lookup = { per_second = 0.01, burst = 2 }")
         .start()
         .await?;
@@ -303,6 +310,7 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy(mut ctx: Ctx) -> anyho
     // IPv6 clients one per /64.
     let proxied = ctx
         .server("hs1")
+        .one_process()
         .config(&format!(
             "trusted_proxies = [\"127.0.0.1\", \"::1\"]\n{limit}"
         ))
@@ -320,7 +328,12 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy(mut ctx: Ctx) -> anyho
         "behind a trusted proxy: {statuses:?}, expected [200, 429, 200, 200, 429]"
     );
     // Without one, the header is the client's to forge and counts for nothing.
-    let direct = ctx.server("hs2").config(limit).start().await?;
+    let direct = ctx
+        .server("hs2")
+        .one_process()
+        .config(limit)
+        .start()
+        .await?;
     let statuses = [
         register_forwarded(&direct, &ctx.user("g"), "203.0.113.1").await?,
         register_forwarded(&direct, &ctx.user("g"), "203.0.113.2").await?,

@@ -11,7 +11,7 @@ use parley_sytest::device::{Device, PASSWORD};
 
 /// Two processes of `name` on one fresh PostgreSQL database.
 async fn two_processes(name: &str) -> (TestServer, TestServer) {
-    let a = TestServer::start(Db::Postgres, name, "").await;
+    let a = TestServer::start(Db::Postgres, name, common::RELAXED_LIMITS).await;
     let b = a.sibling();
     // Each process says it is there every 2 s; wake-ups go to the other once it has.
     tokio::time::sleep(parley_schema::cluster::HEARTBEAT + Duration::from_millis(500)).await;
@@ -164,4 +164,88 @@ async fn events_queued_by_both_processes_reach_another_server_once_and_in_order(
     assert_eq!(bob.texts(&group), expected);
     bob.sync_all().await.unwrap();
     assert_eq!(bob.texts(&group).len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_sent_through_one_process_arrives_on_a_websocket_held_by_the_other() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (a, b) = two_processes("ws.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    alice.know(&["@bob:ws.example"]);
+    bob.know(&["@alice:ws.example"]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &["@bob:ws.example"]).await.unwrap();
+    bob.sync_until(10, "the Welcome", |_| true).await.unwrap();
+    bob.sync_all().await.unwrap();
+    let ws_url = format!(
+        "{}/_parley/client/v1/ws",
+        b.base_url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let auth =
+        serde_json::json!({"access_token": bob.client.access_token().unwrap(), "since": bob.since});
+    ws.send(Message::Text(auth.to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send_text(&group, "pushed across").await.unwrap();
+    let message = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no frame from B within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = frame {
+            let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if f["type"] == "message" {
+                break f;
+            }
+        }
+    };
+    let m: parley_client_api::sync::MessageEvent = serde_json::from_value(message).unwrap();
+    bob.process(&group, &m).unwrap();
+    assert_eq!(bob.texts(&group), ["pushed across"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_twenty_commits_for_one_epoch_through_both_processes_exactly_one_is_accepted() {
+    let (a, b) = two_processes("epoch.example").await;
+    let mut members = Vec::new();
+    for i in 0..20 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        members.push(Device::register(server, &format!("m{i}")).await.unwrap());
+    }
+    let ids: Vec<String> = (1..20).map(|i| format!("@m{i}:epoch.example")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let group = members[0].create_group().await.unwrap();
+    members[0].know(&refs);
+    members[0].add(&group, &refs).await.unwrap();
+    let everyone: Vec<String> = (0..20).map(|i| format!("@m{i}:epoch.example")).collect();
+    let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    for m in members.iter_mut().skip(1) {
+        m.know(&everyone);
+        m.sync_until(10, "the Welcome", |d| d.engine.group_ids().len() == 1)
+            .await
+            .unwrap();
+    }
+    // Every member commits a self-update for the same epoch, all at once.
+    let mut racing = Vec::new();
+    for m in members.iter_mut() {
+        let bundle = m.engine.self_update(&group).unwrap();
+        let request = parley_sytest::device::bundle_request(&bundle);
+        let (client, group) = (m.client.clone(), group.clone());
+        racing.push(tokio::spawn(async move {
+            client.commit(&group, &request).await
+        }));
+    }
+    let mut accepted = 0;
+    for r in racing {
+        match r.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => assert_eq!(e.errcode(), Some("P_STALE_EPOCH"), "{e:?}"),
+        }
+    }
+    assert_eq!(accepted, 1);
 }

@@ -14,6 +14,9 @@ pub struct Options {
     /// `Some(admin URL)` for PostgreSQL.
     pub postgres_url: Option<String>,
     pub federated: bool,
+    /// Also measure this many `parley serve` processes of one server on one PostgreSQL
+    /// database (1: not measured).
+    pub processes: usize,
     pub idle_connections: usize,
     pub plaintext_bytes: usize,
     pub parley: Option<PathBuf>,

@@ -69,12 +69,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         None
     };
+    let processes = if opts.processes > 1 {
+        anyhow::ensure!(
+            opts.postgres_url.is_some(),
+            "--processes needs --db postgres: SQLite serves one process"
+        );
+        eprintln!(
+            "[processes] {} processes of one server on one database, senders and receivers spread over them",
+            opts.processes
+        );
+        Some(relay(&opts, &parley, &dir, Topology::Processes(opts.processes)).await?)
+    } else {
+        None
+    };
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         opts: opts.clone(),
         echo,
         single,
         federated,
+        processes,
         wall: started.elapsed(),
     };
     report::print(&report);
@@ -118,6 +132,8 @@ async fn echo_baseline(dir: &Path, n: usize, duration: Duration) -> anyhow::Resu
 enum Topology {
     Single,
     Federated,
+    /// One server, this many processes on its one PostgreSQL database.
+    Processes(usize),
 }
 
 /// A sender: one device, one group, one keep-alive connection.
@@ -302,10 +318,30 @@ async fn relay(
     let tag = match topology {
         Topology::Single => "single",
         Topology::Federated => "federated",
+        Topology::Processes(_) => "processes",
     };
     let pg = opts.postgres_url.as_deref();
     // Servers: choose ports first, so each can resolve the other.
+    let mut siblings = Vec::new();
     let (hub, home) = match topology {
+        Topology::Processes(n) => {
+            let port = server::free_port()?;
+            let s = Parley::start(
+                parley,
+                dir,
+                "processes.example",
+                ([127, 0, 0, 1], port).into(),
+                pg,
+                "",
+            )
+            .await?;
+            for i in 1..n {
+                siblings.push(s.sibling(parley, i).await?);
+            }
+            // Processes say hello every 2 s; wake-ups flow once they have heard each other.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (s, None)
+        }
         Topology::Single => {
             let port = server::free_port()?;
             let s = Parley::start(
@@ -347,6 +383,7 @@ async fn relay(
         opts,
         &hub.proc,
         home.as_ref().map(|b| &b.proc),
+        &siblings,
         topology,
         tag,
     )
@@ -360,6 +397,9 @@ async fn relay(
             eprintln!("[{tag}] b.example log: {}", b.proc.log_tail());
         }
     }
+    for mut sibling in siblings {
+        sibling.stop().await;
+    }
     hub.stop().await;
     if let Some(b) = home {
         b.stop().await;
@@ -371,11 +411,19 @@ async fn relay_on(
     opts: &Options,
     hub: &Proc,
     home: Option<&Proc>,
+    siblings: &[Proc],
     topology: Topology,
     tag: &str,
 ) -> anyhow::Result<Figures> {
     let n = opts.senders;
     let recv_server = home.unwrap_or(hub);
+    // With several processes, the i-th sender or receiver talks to process i mod count.
+    let process_url = |i: usize, first: &str| -> String {
+        match i % (siblings.len() + 1) {
+            0 => first.to_owned(),
+            k => siblings[k - 1].base_url.clone(),
+        }
+    };
     let setup_http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .no_proxy()
@@ -440,11 +488,11 @@ async fn relay_on(
     );
     let verify = Arc::new(AtomicBool::new(true));
     let mut receivers = Vec::new();
-    for d in receivers_dev {
+    for (i, d) in receivers_dev.into_iter().enumerate() {
         receivers.push(
             Receiver::start(
                 d,
-                &recv_server.base_url,
+                &process_url(i, &recv_server.base_url),
                 index.clone(),
                 keys.clone(),
                 verify.clone(),
@@ -463,7 +511,7 @@ async fn relay_on(
                 .unwrap_or_default();
             Sender {
                 http: load_http.clone(),
-                url_prefix: format!("{}{prefix}", hub.base_url),
+                url_prefix: format!("{}{prefix}", process_url(i, &hub.base_url)),
                 bearer: format!("Bearer {}", access_token(&d)),
                 engine: d.engine,
                 group_id,

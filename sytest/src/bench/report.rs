@@ -60,6 +60,8 @@ pub struct Report {
     pub echo: Outcome,
     pub single: Figures,
     pub federated: Option<Figures>,
+    /// Several processes of one server on one PostgreSQL database, if measured.
+    pub processes: Option<Figures>,
     pub wall: Duration,
 }
 
@@ -142,6 +144,30 @@ pub fn print(r: &Report) {
                     o.idle_connections
                 ),
                 format!("{rss:.1}"),
+            )
+        });
+    }
+    if let Some(p) = &r.processes {
+        let ratio = p.full.rate() / s.full.rate();
+        rows.push(Row {
+            baseline: format!("{:.0} single msgs/s", s.full.rate()),
+            ratio: format!("{ratio:.3}x"),
+            ..row(
+                &format!(
+                    "{} processes, one database, accepted msgs/s (full load)",
+                    r.opts.processes
+                ),
+                format!("{:.0}", p.full.rate()),
+            )
+        });
+        rows.push(Row {
+            baseline: format!("{:.1} single", s.full_latency.p99_ms),
+            ..row(
+                &format!("{} processes p50 / p99 at full load, ms", r.opts.processes),
+                format!(
+                    "{:.1} / {:.1}",
+                    p.full_latency.p50_ms, p.full_latency.p99_ms
+                ),
             )
         });
     }
@@ -264,6 +290,9 @@ pub fn print(r: &Report) {
     detail("single", s);
     if let Some(f) = &r.federated {
         detail("federated", f);
+    }
+    if let Some(p) = &r.processes {
+        detail("processes", p);
     }
     println!(
         "echo: {} ok / {} errors in {:.1} s",

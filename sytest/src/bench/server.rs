@@ -132,6 +132,9 @@ pub struct Parley {
     pub proc: Proc,
     /// PostgreSQL database to drop afterwards: (admin URL, name).
     database: Option<(String, String)>,
+    /// The command line it was started with, and its directory (for [`Parley::sibling`]).
+    args: Vec<String>,
+    home: PathBuf,
 }
 
 impl Parley {
@@ -180,7 +183,24 @@ impl Parley {
             data_dir.display().to_string(),
         ];
         let proc = Proc::spawn(parley, &args, &home.join("server.log")).await?;
-        Ok(Parley { proc, database })
+        Ok(Parley {
+            proc,
+            database,
+            args,
+            home,
+        })
+    }
+
+    /// Another process of the same server (same configuration, database and data directory)
+    /// on a free loopback port; its log is `server-<n>.log`.
+    pub async fn sibling(&self, parley: &Path, n: usize) -> anyhow::Result<Proc> {
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            if let Some(listen) = args.get_mut(i + 1) {
+                *listen = "127.0.0.1:0".into();
+            }
+        }
+        Proc::spawn(parley, &args, &self.home.join(format!("server-{n}.log"))).await
     }
 
     /// Stops the server and drops its PostgreSQL database.

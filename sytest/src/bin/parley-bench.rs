@@ -68,6 +68,10 @@ pub struct RelayArgs {
     /// Also measure two federated servers (senders on a.example, receivers on b.example).
     #[arg(long)]
     federated: bool,
+    /// Also measure N `parley serve` processes of one server on one PostgreSQL database
+    /// (senders and receivers spread over them in turn); needs `--db postgres`.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
     /// Idle authenticated WebSockets opened to measure RSS per connection (0 to skip).
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
@@ -126,6 +130,7 @@ impl From<RelayArgs> for bench::options::Options {
                 DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
             },
             federated: a.federated,
+            processes: a.processes,
             idle_connections: a.idle_connections.min(10_000),
             plaintext_bytes: a.plaintext_bytes.clamp(1, 60_000),
             parley: a.parley,

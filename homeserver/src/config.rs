@@ -88,6 +88,10 @@ pub struct FederationConfig {
     /// Events for a server that has been failing this long are dropped (its devices catch
     /// up from the hubs), in milliseconds.
     pub outbox_max_age_ms: u64,
+    /// With several processes on one PostgreSQL database: how long a process's claim on
+    /// sending to a destination lasts without renewal, so how soon another takes over when it
+    /// dies, in milliseconds.
+    pub outbox_lease_ms: u64,
     /// If not empty, only servers matching one of these globs (`*` wildcard) may federate.
     pub allow: Vec<String>,
     /// Servers matching one of these globs may not federate (checked after `allow`).
@@ -186,6 +190,7 @@ impl Default for FederationConfig {
             outbox_warn_len: 10_000,
             max_txn_bytes: 1024 * 1024,
             outbox_max_age_ms: 3 * 24 * 3600 * 1000,
+            outbox_lease_ms: 30_000,
             allow: Vec::new(),
             deny: Vec::new(),
             ca_file: None,
@@ -709,6 +714,9 @@ max_txn_bytes = 1048576
 # Events for a server that has been failing for this long are dropped; its devices catch up
 # from the hubs when it returns.
 outbox_max_age_ms = 259200000   # 3 days
+# Several processes on one PostgreSQL database: one sends to a destination at a time; if it
+# dies, another takes over after this long (milliseconds).
+outbox_lease_ms = 30000
 # Server ACL, applied to inbound and outbound federation (403 P_FORBIDDEN). Globs with `*`.
 # An empty allow list allows everyone not denied.
 allow = []

@@ -90,6 +90,7 @@ impl AppState {
                 warn_len: fed_config.outbox_warn_len,
                 max_txn_bytes: fed_config.max_txn_bytes,
                 max_age_ms: fed_config.outbox_max_age_ms,
+                lease_ms: fed_config.outbox_lease_ms.clamp(1000, 3_600_000) as i64,
             },
         );
         AppState {

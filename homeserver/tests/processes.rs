@@ -249,3 +249,62 @@ async fn of_twenty_commits_for_one_epoch_through_both_processes_exactly_one_is_a
     }
     assert_eq!(accepted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_queued_by_both_processes_arrive_once_and_in_order_though_one_is_killed() {
+    let (pa, pb) = (common::free_port(), common::free_port());
+    // A dead process's claim on a destination lapses after 2 s.
+    let config = common::federation_toml(&[("a.example", pa), ("b.example", pb)])
+        + "outbox_lease_ms = 2000\n";
+    let mut a1 = TestServer::start_at(
+        Db::Postgres,
+        "a.example",
+        &config,
+        &format!("127.0.0.1:{pa}"),
+    )
+    .await;
+    let a2 = a1.sibling();
+    let mut b =
+        TestServer::start_at(Db::Sqlite, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    tokio::time::sleep(parley_schema::cluster::HEARTBEAT + Duration::from_millis(500)).await;
+    let mut alice = Device::register(&a1, "alice").await.unwrap();
+    let mut carol = Device::register(&a2, "carol").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    let (al, ca, bo) = ("@alice:a.example", "@carol:a.example", "@bob:b.example");
+    alice.know(&[ca, bo]);
+    carol.know(&[al, bo]);
+    bob.know(&[al, ca]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &[ca, bo]).await.unwrap();
+    carol
+        .sync_until(10, "the Welcome", |d| d.engine.group_ids().len() == 1)
+        .await
+        .unwrap();
+    bob.sync_until(30, "the Welcome", |d| d.engine.group_ids().len() == 1)
+        .await
+        .unwrap();
+
+    // b.example goes down; both processes queue events for it, and keep retrying.
+    assert!(b.stop());
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        alice.send_text(&group, &format!("a{i}")).await.unwrap();
+        carol.send_text(&group, &format!("c{i}")).await.unwrap();
+        expected.extend([format!("a{i}"), format!("c{i}")]);
+    }
+    // A1 crashes while holding or waiting for the destination, and comes back later.
+    a1.kill();
+    b.start_again();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a1.start_again();
+    for i in 10..15 {
+        carol.send_text(&group, &format!("c{i}")).await.unwrap();
+        expected.push(format!("c{i}"));
+    }
+    bob.sync_until(60, "every message", |d| d.texts(&group).len() >= 25)
+        .await
+        .unwrap();
+    bob.sync_all().await.unwrap();
+    // Each once (Bob's engine refuses a replay), in the hub's order.
+    assert_eq!(bob.texts(&group), expected);
+}

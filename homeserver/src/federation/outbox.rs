@@ -52,12 +52,11 @@ pub struct OutboxConfig {
     pub max_txn_bytes: usize,
     /// Events older than this for a failing destination are dropped.
     pub max_age_ms: u64,
+    /// How long a claim on a destination lasts (several processes).
+    pub lease_ms: i64,
 }
 
-/// How long a sender's lease on its destination lasts (renewed at half of it while it
-/// sends); a process that dies hands the destination over within this time.
-const LEASE_MS: i64 = 30_000;
-/// How often a sender whose destination another process holds looks again.
+/// How often, at most, a sender whose destination another process holds looks again.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 
 /// Wakes and runs the per-destination senders.
@@ -167,7 +166,10 @@ impl Outbox {
             return true;
         };
         let now = now_ms() as i64;
-        if *held_until - now > LEASE_MS / 2 {
+        // A sender's lease lasts `lease_ms` and is renewed at half of it while it sends; a
+        // process that dies hands the destination over within `lease_ms`.
+        let lease_ms = self.config.lease_ms;
+        if *held_until - now > lease_ms / 2 {
             return true;
         }
         let name = format!("outbox:{destination}");
@@ -175,11 +177,11 @@ impl Outbox {
         match self
             .store
             .leases()
-            .take(&name, &holder, now, now + LEASE_MS)
+            .take(&name, &holder, now, now + lease_ms)
             .await
         {
             Ok(true) => {
-                *held_until = now + LEASE_MS;
+                *held_until = now + lease_ms;
                 true
             }
             Ok(false) => {
@@ -335,7 +337,8 @@ impl Outbox {
             if !self.hold(&destination, &mut held_until).await {
                 // Another process sends to this destination; look again later (or when told).
                 again = None;
-                let _ = tokio::time::timeout(LEASE_RETRY, notify.notified()).await;
+                let wait = LEASE_RETRY.min(Duration::from_millis(self.config.lease_ms as u64 / 2));
+                let _ = tokio::time::timeout(wait, notify.notified()).await;
                 continue;
             }
             // Counting is O(queue length): do it only when a full batch says the queue may be

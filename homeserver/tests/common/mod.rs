@@ -236,6 +236,14 @@ impl TestServer {
         false
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is cleaned up) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts a stopped server again on the same address, data dir and database.
     pub fn start_again(&mut self) {
         let addr = self.base_url.trim_start_matches("http://").to_owned();

@@ -56,6 +56,15 @@ ensure_postgres() {
   apt_install postgresql
 }
 
+# nginx, for the test that runs deploy/nginx.conf in front of two parley processes.
+ensure_nginx() {
+  if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    return
+  fi
+  log "installing nginx"
+  apt_install nginx
+}
+
 # Fuzzing (fuzz/run.sh): cargo-fuzz at a pinned version, a C++ compiler for libFuzzer, and a
 # toolchain that takes `-Zsanitizer`: nightly through rustup when it is installed, else the
 # default (stable) toolchain with RUSTC_BOOTSTRAP=1. Sets FUZZ_CARGO (an array) to the cargo

@@ -7,6 +7,7 @@ source scripts/lib.sh
 
 ensure_rust
 ensure_postgres
+ensure_nginx
 ensure_web_test_tools
 
 pg_dir=$(mktemp -d /tmp/parley-test-pg.XXXXXX)

@@ -41,6 +41,8 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Threads of the async runtime; unset: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 /// `GET /_parley/metrics` ([`crate::metrics`]).
@@ -364,6 +366,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
+            worker_threads: None,
             web_client_dir: None,
             tls: None,
             trusted_proxies: Vec::new(),
@@ -603,6 +606,9 @@ database_max_connections = 8
 # Reverse proxies (addresses or CIDRs, e.g. "10.0.0.0/8") whose X-Forwarded-For header names
 # the client. From any other peer the header is ignored. Rate limits count IPv6 clients by /64.
 trusted_proxies = []
+# Threads of the async runtime (unset: one per core), e.g. 1 for several processes on one
+# machine.
+# worker_threads = 1
 
 [metrics]
 # Prometheus metrics at GET /_parley/metrics, for a scraper sending this bearer token (at

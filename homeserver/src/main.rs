@@ -203,10 +203,11 @@ fn main() -> std::process::ExitCode {
                 }
             };
             logging::init(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = config.worker_threads {
+                builder.worker_threads(n.clamp(1, 1024));
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("parley: cannot start runtime: {e}");

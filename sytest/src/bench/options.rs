@@ -17,6 +17,8 @@ pub struct Options {
     /// Also measure this many `parley serve` processes of one server on one PostgreSQL
     /// database (1: not measured).
     pub processes: usize,
+    /// `worker_threads` of every parley process (unset: one per core).
+    pub worker_threads: Option<usize>,
     pub idle_connections: usize,
     pub plaintext_bytes: usize,
     pub parley: Option<PathBuf>,

@@ -82,6 +82,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         None
     };
+    // With PostgreSQL processes measured, SQLite's one process too, for comparison.
+    let sqlite = if opts.processes > 1 {
+        eprintln!("[sqlite] one process on SQLite");
+        let on_sqlite = Options {
+            postgres_url: None,
+            ..opts.clone()
+        };
+        Some(relay(&on_sqlite, &parley, &dir, Topology::Single).await?)
+    } else {
+        None
+    };
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         opts: opts.clone(),
@@ -89,6 +100,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         single,
         federated,
         processes,
+        sqlite,
         wall: started.elapsed(),
     };
     report::print(&report);
@@ -333,6 +345,7 @@ async fn relay(
                 ([127, 0, 0, 1], port).into(),
                 pg,
                 "",
+                opts.worker_threads,
             )
             .await?;
             for i in 1..n {
@@ -351,6 +364,7 @@ async fn relay(
                 ([127, 0, 0, 1], port).into(),
                 pg,
                 "",
+                opts.worker_threads,
             )
             .await?;
             (s, None)
@@ -365,6 +379,7 @@ async fn relay(
                 ([127, 0, 0, 1], pa).into(),
                 pg,
                 &fed,
+                opts.worker_threads,
             )
             .await?;
             let b = Parley::start(
@@ -374,6 +389,7 @@ async fn relay(
                 ([127, 0, 0, 1], pb).into(),
                 pg,
                 &fed,
+                opts.worker_threads,
             )
             .await?;
             (a, Some(b))

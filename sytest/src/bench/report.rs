@@ -62,6 +62,8 @@ pub struct Report {
     pub federated: Option<Figures>,
     /// Several processes of one server on one PostgreSQL database, if measured.
     pub processes: Option<Figures>,
+    /// One process on SQLite, measured beside PostgreSQL processes.
+    pub sqlite: Option<Figures>,
     pub wall: Duration,
 }
 
@@ -168,6 +170,16 @@ pub fn print(r: &Report) {
                     "{:.1} / {:.1}",
                     p.full_latency.p50_ms, p.full_latency.p99_ms
                 ),
+            )
+        });
+    }
+    if let Some(q) = &r.sqlite {
+        rows.push(Row {
+            baseline: format!("{:.0} SQLite msgs/s", q.full.rate()),
+            ratio: format!("{:.3}x", s.full.rate() / q.full.rate()),
+            ..row(
+                "one PostgreSQL process vs one SQLite process, msgs/s",
+                format!("{:.0}", s.full.rate()),
             )
         });
     }
@@ -293,6 +305,9 @@ pub fn print(r: &Report) {
     }
     if let Some(p) = &r.processes {
         detail("processes", p);
+    }
+    if let Some(q) = &r.sqlite {
+        detail("sqlite", q);
     }
     println!(
         "echo: {} ok / {} errors in {:.1} s",

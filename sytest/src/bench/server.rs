@@ -147,16 +147,20 @@ impl Parley {
         listen: SocketAddr,
         postgres_admin: Option<&str>,
         extra_toml: &str,
+        worker_threads: Option<usize>,
     ) -> anyhow::Result<Parley> {
         anyhow::ensure!(listen.ip().is_loopback(), "servers listen on loopback only");
         let home = dir.join(server_name);
         let data_dir = home.join("data");
         std::fs::create_dir_all(&data_dir)?;
         let config = home.join("parley.toml");
+        let threads = worker_threads
+            .map(|n| format!("worker_threads = {n}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "[log]\nlevel = \"warn\"\n[auth]\naccess_token_ttl_ms = 7200000\n{RELAXED_RATE_LIMITS}{extra_toml}\n"
+                "{threads}[log]\nlevel = \"warn\"\n[auth]\naccess_token_ttl_ms = 7200000\n{RELAXED_RATE_LIMITS}{extra_toml}\n"
             ),
         )?;
         let (database, url) = match postgres_admin {

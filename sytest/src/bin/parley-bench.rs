@@ -72,6 +72,9 @@ pub struct RelayArgs {
     /// (senders and receivers spread over them in turn); needs `--db postgres`.
     #[arg(long, default_value_t = 1)]
     processes: usize,
+    /// Runtime threads of every parley process (`worker_threads`; default one per core).
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Idle authenticated WebSockets opened to measure RSS per connection (0 to skip).
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
@@ -131,6 +134,7 @@ impl From<RelayArgs> for bench::options::Options {
             },
             federated: a.federated,
             processes: a.processes,
+            worker_threads: a.worker_threads,
             idle_connections: a.idle_connections.min(10_000),
             plaintext_bytes: a.plaintext_bytes.clamp(1, 60_000),
             parley: a.parley,

@@ -16,7 +16,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::db::Memory;
+/// What this process does with a signal from another before the server's subscribers see
+/// it (drop cached rows, step the tail); `false` once the store it serves is gone, which stops
+/// the listener.
+pub(crate) type Apply = Arc<dyn Fn(&Signal) -> bool + Send + Sync>;
 
 /// The `NOTIFY` channel.
 pub const CHANNEL: &str = "parley";
@@ -94,8 +97,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the sending and listening connections to `url` (in the background; both
-    /// reconnect on their own). Cached rows of `memory` are dropped as signals say.
-    pub(crate) fn start(url: &str, memory: Weak<Memory>) -> Arc<Cluster> {
+    /// reconnect on their own); received signals go through `apply` first.
+    pub(crate) fn start(url: &str, apply: Apply) -> Arc<Cluster> {
         let id = rand_id();
         let (out, queued) = mpsc::unbounded_channel();
         let (incoming, _) = broadcast::channel(4096);
@@ -111,7 +114,7 @@ impl Cluster {
         tokio::spawn(listen_loop(
             url.to_owned(),
             Arc::downgrade(&cluster),
-            memory,
+            apply,
             incoming,
         ));
         let heartbeat = Arc::downgrade(&cluster);
@@ -217,35 +220,6 @@ fn split(signal: Signal) -> Vec<Signal> {
     }
 }
 
-/// Applies a signal to the cached rows of `memory`.
-fn apply(memory: &Memory, signal: &Signal) {
-    match signal {
-        Signal::Sessions { id: Some(id) } => memory.sessions.invalidate(id.as_str()),
-        Signal::Sessions { id: None } => memory.sessions.invalidate_all(),
-        Signal::Roster { g } => memory.rosters.invalidate(g.as_str()),
-        Signal::Resync => {
-            memory.sessions.invalidate_all();
-            memory.rosters.invalidate_all();
-            if let Some(tail) = &memory.tail {
-                tail.behind(i64::MAX - 1);
-            }
-        }
-        // Positions this process did not take: its tail must not answer for them (`a`:
-        // events at positions not given).
-        Signal::Wake { k: 'e', p, .. } => {
-            if let Some(tail) = &memory.tail {
-                tail.behind(*p);
-            }
-        }
-        Signal::Wake { k: 'a', .. } => {
-            if let Some(tail) = &memory.tail {
-                tail.behind(i64::MAX - 1);
-            }
-        }
-        Signal::Wake { .. } | Signal::Outbox { .. } | Signal::Hello => {}
-    }
-}
-
 /// How long to wait before reconnecting after a failure.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
@@ -308,12 +282,12 @@ async fn connect(url: &str) -> Option<tokio_postgres::Client> {
 async fn listen_loop(
     url: String,
     cluster: Weak<Cluster>,
-    memory: Weak<Memory>,
+    apply: Apply,
     incoming: broadcast::Sender<Signal>,
 ) {
     let mut first = true;
     loop {
-        if memory.strong_count() == 0 {
+        if cluster.strong_count() == 0 {
             return;
         }
         match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -342,17 +316,14 @@ async fn listen_loop(
                 }
                 if !first {
                     // What was sent while we were away is lost: start over from the database.
-                    if let Some(m) = memory.upgrade() {
-                        apply(&m, &Signal::Resync);
+                    if !apply(&Signal::Resync) {
+                        driver.abort();
+                        return;
                     }
                     let _ = incoming.send(Signal::Resync);
                 }
                 first = false;
                 while let Some(payload) = rx.recv().await {
-                    let Some(m) = memory.upgrade() else {
-                        driver.abort();
-                        return;
-                    };
                     let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
                         tracing::warn!("unreadable signal from another process");
                         continue;
@@ -369,7 +340,10 @@ async fn listen_loop(
                     if own.peer_heard(envelope.o) {
                         own.send(Signal::Hello);
                     }
-                    apply(&m, &envelope.s);
+                    if !apply(&envelope.s) {
+                        driver.abort();
+                        return;
+                    }
                     let _ = incoming.send(envelope.s);
                 }
                 drop(client);

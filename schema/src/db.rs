@@ -97,6 +97,36 @@ impl Memory {
         }
     }
 
+    /// What a signal from another process changes here: cached rows it names are dropped,
+    /// and the tail stops answering for positions this process did not take.
+    pub(crate) fn apply_signal(&self, signal: &crate::cluster::Signal) {
+        use crate::cluster::Signal;
+        match signal {
+            Signal::Sessions { id: Some(id) } => self.sessions.invalidate(id.as_str()),
+            Signal::Sessions { id: None } => self.sessions.invalidate_all(),
+            Signal::Roster { g } => self.rosters.invalidate(g.as_str()),
+            Signal::Resync => {
+                self.sessions.invalidate_all();
+                self.rosters.invalidate_all();
+                if let Some(tail) = &self.tail {
+                    tail.behind(i64::MAX - 1);
+                }
+            }
+            // Events at positions the other process took (`a`: positions not given).
+            Signal::Wake { k: 'e', p, .. } => {
+                if let Some(tail) = &self.tail {
+                    tail.behind(*p);
+                }
+            }
+            Signal::Wake { k: 'a', .. } => {
+                if let Some(tail) = &self.tail {
+                    tail.behind(i64::MAX - 1);
+                }
+            }
+            Signal::Wake { .. } | Signal::Outbox { .. } | Signal::Hello => {}
+        }
+    }
+
     /// A group's roster changed: dropped here and in the other processes.
     pub(crate) fn roster_changed(&self, group_id: &str) {
         self.rosters.invalidate(group_id);
@@ -200,7 +230,17 @@ impl Store {
             ..Memory::default()
         });
         if matches!(pools, Pools::Postgres { .. }) {
-            let cluster = crate::cluster::Cluster::start(url, std::sync::Arc::downgrade(&memory));
+            let weak = std::sync::Arc::downgrade(&memory);
+            let apply: crate::cluster::Apply = std::sync::Arc::new(
+                move |signal: &crate::cluster::Signal| match weak.upgrade() {
+                    Some(memory) => {
+                        memory.apply_signal(signal);
+                        true
+                    }
+                    None => false,
+                },
+            );
+            let cluster = crate::cluster::Cluster::start(url, apply);
             let _ = memory.cluster.set(cluster);
         }
         Ok(Store {

@@ -117,10 +117,12 @@ crate::endpoint! {
 }
 
 crate::endpoint! {
-    /// Runs the retention jobs now (those that run every `retention.interval_ms`).
+    /// Runs the retention jobs now (those that run every `retention.interval_ms`), deleting
+    /// delivered messages older than `messages_older_than_ms` if given, else than
+    /// `retention.messages_ms` if set.
     RunRetention: Post "/_parley/admin/v1/retention/run",
     auth AdminToken, rate Admin, body Default, path (),
-    Empty => RetentionResponse, errors []
+    RunRetentionRequest => RetentionResponse, errors []
 }
 
 crate::endpoint! {
@@ -319,12 +321,24 @@ pub struct OutboxStatusResponse {
     pub destinations: Vec<DestinationStatus>,
 }
 
+/// Body of [`RunRetention`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunRetentionRequest {
+    /// Delete delivered messages older than this many milliseconds (0: every delivered
+    /// message), instead of the configured `retention.messages_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_older_than_ms: Option<u64>,
+}
+
 /// Response of [`RunRetention`]: rows removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RetentionResponse {
     pub key_packages: u64,
     pub transaction_ids: u64,
     pub inbound_transactions: u64,
+    /// Delivered messages deleted.
+    #[serde(default)]
+    pub messages: u64,
 }
 
 /// Query of [`AuditLog`].

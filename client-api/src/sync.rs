@@ -97,6 +97,15 @@ pub struct WsAuth {
     pub since: Option<String>,
 }
 
+/// A frame a client may send on `/ws` after authenticating: it has processed its events up to
+/// the `next_batch` token `received`. The server keeps messages until every member device has
+/// said so (by this frame, or by the `since` of a `/sync` or `/ws`), before retention may
+/// delete them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WsReceived {
+    pub received: String,
+}
+
 /// A frame the server pushes on `/ws`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

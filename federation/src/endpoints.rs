@@ -111,6 +111,10 @@ pub struct CatchUpPage {
     pub group_id: String,
     /// Up to 100 messages and 4 MiB of MLS data (at least one message), in seq order.
     pub messages: Vec<MessageEvent>,
+    /// The hub's retention deleted every message of the group up to this seq: a requester
+    /// behind it moves on past it (absent: nothing was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_through: Option<i64>,
 }
 
 /// Every federation endpoint, in documentation order.

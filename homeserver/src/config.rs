@@ -211,6 +211,10 @@ pub struct RetentionConfig {
     /// How long a used client `txn_id` and the answer to an inbound federation transaction
     /// are remembered, in milliseconds; a retry after that is treated as new.
     pub transactions_ms: u64,
+    /// How long messages are kept, in milliseconds; older ones are deleted once every current
+    /// member device has received them and no other server still waits for them. Unset (the
+    /// default): messages are kept for ever.
+    pub messages_ms: Option<u64>,
 }
 
 impl Default for RetentionConfig {
@@ -218,6 +222,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             interval_ms: 3_600_000,
             transactions_ms: 7 * 24 * 3_600_000,
+            messages_ms: None,
         }
     }
 }
@@ -565,8 +570,13 @@ impl Config {
         if self.auth.access_token_ttl_ms == 0 || self.auth.refresh_token_ttl_ms == 0 {
             anyhow::bail!("auth token lifetimes must be > 0");
         }
-        if self.retention.interval_ms == 0 || self.retention.transactions_ms == 0 {
-            anyhow::bail!("retention.interval_ms and retention.transactions_ms must be > 0");
+        if self.retention.interval_ms == 0
+            || self.retention.transactions_ms == 0
+            || self.retention.messages_ms == Some(0)
+        {
+            anyhow::bail!(
+                "retention.interval_ms, retention.transactions_ms and retention.messages_ms must be > 0"
+            );
         }
         Ok(())
     }
@@ -698,6 +708,9 @@ key_fetch_per_address = { per_second = 1.0, burst = 10 }
 # start-up and then every `interval_ms`.
 interval_ms = 3600000               # 1 hour
 transactions_ms = 604800000         # 7 days: a retry after that is a new send
+# Delete messages older than this once every current member device has received them and no
+# other server waits for them. Unset: keep messages for ever.
+# messages_ms = 2592000000          # 30 days
 
 [federation]
 enabled = true
@@ -823,6 +836,11 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::from_toml("[retention]\ntransactions_ms = 0").unwrap();
         assert!(c.validate().is_err());
+        let c = Config::from_toml("[retention]\nmessages_ms = 0").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::from_toml("[retention]\nmessages_ms = 86400000").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.retention.messages_ms, Some(86_400_000));
         let c =
             Config::from_toml("[retention]\ninterval_ms = 1000\ntransactions_ms = 2000").unwrap();
         c.validate().unwrap();

@@ -42,6 +42,11 @@ pub const KEY_PACKAGE_STOCK: &str = "parley_key_packages_stock";
 /// Local devices that have no unexpired key package left besides a last-resort one (read at
 /// each scrape).
 pub const DEVICES_WITHOUT_KEY_PACKAGES: &str = "parley_devices_without_key_packages";
+/// Messages deleted by message retention.
+pub const MESSAGES_PRUNED: &str = "parley_messages_pruned_total";
+/// Messages of followed groups this server never stored because their hub had deleted them
+/// (skipped in a gap fill).
+pub const FOLLOWER_SKIPPED: &str = "parley_follower_skipped_messages_total";
 
 /// Latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 13] = [
@@ -123,6 +128,16 @@ pub fn message_accepted(kind: &'static str) {
 /// Records messages handed to a device.
 pub fn delivered(transport: &'static str, count: usize) {
     metrics::counter!(MESSAGES_DELIVERED, "transport" => transport).increment(count as u64);
+}
+
+/// Records messages deleted by message retention.
+pub fn messages_pruned(count: usize) {
+    metrics::counter!(MESSAGES_PRUNED).increment(count as u64);
+}
+
+/// Records messages of a followed group skipped because the hub had deleted them.
+pub fn follower_skipped(count: i64) {
+    metrics::counter!(FOLLOWER_SKIPPED).increment(count.max(0) as u64);
 }
 
 /// Counts a long-poll as waiting while the guard lives.

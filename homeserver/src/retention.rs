@@ -1,6 +1,9 @@
 //! Retention jobs: a background task that, at start-up and then every
-//! `retention.interval_ms`, purges expired key packages and forgets used client `txn_id`s and
-//! answers to inbound federation transactions older than `retention.transactions_ms`.
+//! `retention.interval_ms`, purges expired key packages, forgets used client `txn_id`s and
+//! answers to inbound federation transactions older than `retention.transactions_ms`, and,
+//! when `retention.messages_ms` is set, deletes older messages that every current member
+//! device has received and no other server still waits for
+//! ([`parley_schema::retention::Retention::prune_messages`]).
 //!
 //! Expired key packages are never served (every read filters them), so purging them changes no
 //! answer: it only frees their rows. Pruned `txn_id`s and transactions change what a very late
@@ -20,6 +23,8 @@ pub struct Pruned {
     pub transaction_ids: usize,
     /// Answers to inbound federation transactions forgotten.
     pub inbound_transactions: usize,
+    /// Delivered messages deleted.
+    pub messages: usize,
 }
 
 /// Runs the jobs now and then every `retention.interval_ms`, forever (spawned at start-up).
@@ -34,14 +39,38 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// One run of every job. A job that fails is logged and retried at the next run; the others
-/// still run.
+/// One run of every job, messages kept for `retention.messages_ms` (if set).
 pub async fn run_once(state: &AppState) -> Pruned {
+    run_with(state, state.config.retention.messages_ms).await
+}
+
+/// One run of every job, deleting delivered messages older than `messages_ms` (none if
+/// `None`). A job that fails is logged and retried at the next run; the others still run.
+pub async fn run_with(state: &AppState, messages_ms: Option<u64>) -> Pruned {
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
     let keep = i64::try_from(state.config.retention.transactions_ms).unwrap_or(i64::MAX);
     let before = now.saturating_sub(keep);
     let store = &state.store;
+    // Messages first: the txn_ids of deleted messages then go in the same run.
+    let messages = match messages_ms {
+        Some(ms) => {
+            // What devices said they received so far counts.
+            state.received.flush(store).await;
+            let before = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+            logged(
+                "messages",
+                store
+                    .retention()
+                    .prune_messages(before)
+                    .await
+                    .map(|p| p.messages),
+            )
+        }
+        None => 0,
+    };
+    crate::metrics::messages_pruned(messages);
     let pruned = Pruned {
+        messages,
         key_packages: logged(
             "key_packages",
             store.keys().purge_expired_key_packages(now).await,
@@ -60,6 +89,7 @@ pub async fn run_once(state: &AppState) -> Pruned {
             key_packages = pruned.key_packages,
             transaction_ids = pruned.transaction_ids,
             inbound_transactions = pruned.inbound_transactions,
+            messages = pruned.messages,
             "retention: pruned rows"
         );
     }

@@ -69,12 +69,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     state.outbox.resume().await;
     tokio::spawn(crate::retention::run(state.clone()));
+    tokio::spawn(state.received.clone().keep_flushing(store.clone()));
     if state.config.federation.enabled {
         // Followed groups may lag behind their hubs (a restore from backup, a fill cut short
         // by a restart): catch each up once, in the background.
         tokio::spawn(crate::federation::follower::catch_up_all(state.clone()));
     }
     let drain = state.drain.clone();
+    let received = state.received.clone();
     let shutdown = {
         let drain = drain.clone();
         async move {
@@ -92,6 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     crate::connections::serve(listener, tls, crate::api::router(state), limits, shutdown).await;
     let left = drain.sockets_closed(SOCKET_CLOSE_GRACE).await;
+    received.flush(&store).await;
     tracing::info!(
         websockets_left = left,
         "shutting down: in-flight requests done, closing database"

@@ -28,6 +28,8 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     /// Recent messages' client wire forms, shared by the WebSockets that send them.
     pub wire_forms: Arc<WireForms>,
+    /// How far devices said they received, not yet written.
+    pub received: Arc<crate::delivery::received::ReceivedPositions>,
     /// The drain on shutdown, and the open WebSockets.
     pub drain: Arc<crate::drain::Drain>,
     /// The last readiness check and when it ran: `/_parley/ready` reuses it for a second and
@@ -115,6 +117,7 @@ impl AppState {
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             wire_forms: Arc::new(WireForms::default()),
+            received: Arc::default(),
             drain: Arc::new(crate::drain::Drain::default()),
             readiness: Arc::default(),
             config: Arc::new(config),

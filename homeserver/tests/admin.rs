@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_api_error, federation_toml, free_port, Db, TestServer};
+use common::{assert_api_error, federation_toml, free_port, make_admin, Db, TestServer};
 use parley_client_api::accounts::{Register, RegisterRequest};
 use parley_client_api::admin::{
     AclRuleRequest, AddAclRule, AuditLog, AuditLogRequest, CreateRegistrationToken,
@@ -16,23 +16,6 @@ use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::params::UserPath;
 use parley_client_api::{Client, ClientError};
 use parley_sytest::device::{Device, PASSWORD};
-
-/// Runs `parley admin make-admin` on the server's database, as an operator would while the
-/// server runs.
-fn make_admin(server: &TestServer, user_id: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args([
-            "admin",
-            "make-admin",
-            user_id,
-            "--database",
-            &server.database,
-        ])
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .output()
-        .expect("run parley admin make-admin")
-}
 
 fn user_path(user_id: &str) -> UserPath {
     UserPath {

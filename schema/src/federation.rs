@@ -198,6 +198,24 @@ impl Federation<'_> {
         })
     }
 
+    /// Moves a followed group's last stored seq on to `through` when its hub deleted its log
+    /// up to there ([`crate::retention`]): those messages cannot be fetched any more, and the
+    /// next one the hub holds becomes the successor. Returns whether it moved.
+    pub async fn skip_pruned(&self, group_id: &str, through: i64) -> StoreResult<bool> {
+        let group_id = group_id.to_owned();
+        with_conn!(self.store, write, |conn| {
+            Ok(diesel::update(
+                groups::table
+                    .find(&group_id)
+                    .filter(groups::last_seq.lt(through)),
+            )
+            .set(groups::last_seq.eq(through))
+            .execute(conn)
+            .await?
+                == 1)
+        })
+    }
+
     /// Stores a message relayed by a remote hub, in the group's order, and updates local
     /// memberships. The group's `last_seq` is the last seq stored without a gap; only its
     /// successor is stored (a compare-and-set on `last_seq`, so concurrent writers — a gap

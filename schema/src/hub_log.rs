@@ -513,6 +513,19 @@ impl HubLog<'_> {
         Ok(appended.map(|(appended, _)| appended))
     }
 
+    /// The last seq of `group_id` that message retention deleted (every message up to it is
+    /// gone; 0 when none), or `None` for an unknown group.
+    pub async fn pruned_seq(&self, group_id: &str) -> StoreResult<Option<i64>> {
+        with_conn!(self.store, read, |conn| {
+            Ok(groups::table
+                .find(group_id)
+                .select(groups::pruned_seq)
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
     /// A group's messages after `since_seq`, in order (for catch-up).
     pub async fn group_messages_since(
         &self,

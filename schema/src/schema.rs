@@ -19,6 +19,7 @@ diesel::table! {
         signature_key -> Nullable<Binary>,
         created_ts -> BigInt,
         last_seen_ts -> BigInt,
+        received_pos -> BigInt,
     }
 }
 
@@ -70,6 +71,7 @@ diesel::table! {
         last_seq -> BigInt,
         group_info -> Nullable<Binary>,
         created_ts -> BigInt,
+        pruned_seq -> BigInt,
     }
 }
 

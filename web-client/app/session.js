@@ -105,6 +105,8 @@ export class Session {
   stop() {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
     clearInterval(this.deviceTimer);
     this.deviceTimer = null;
     if (this.ws) {
@@ -255,8 +257,22 @@ export class Session {
     if (fromWs && frame.next_batch) {
       this.state.since = frame.next_batch;
       this.save();
+      this.ackReceived();
     }
     this.onChange();
+  }
+
+  /** Tells the server, at most every 2 s, how far this device has processed its events: the
+   *  server keeps messages until every member device has (docs/protocol.md, WebSocket). */
+  ackReceived() {
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      const ws = this.ws;
+      if (ws && ws.readyState === 1 && this.state.since) {
+        ws.send(JSON.stringify({ received: this.state.since }));
+      }
+    }, 2000);
   }
 
   newConv(gid) {

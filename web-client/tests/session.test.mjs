@@ -524,3 +524,25 @@ test('a device whose refresh token is refused stops reconnecting and signs out',
   assert.equal(s.stopped, true);
   assert.equal(sockets.length, 1, 'no reconnect after the session ended');
 });
+
+test('a WebSocket says how far the device processed, once per burst of frames', async () => {
+  const client = fakeClient();
+  const api = fakeApi({});
+  const sockets = [];
+  class FakeWs {
+    constructor(url) { this.url = url; this.sent = []; this.readyState = 1; sockets.push(this); }
+    send(data) { this.sent.push(JSON.parse(data)); }
+    close() {}
+  }
+  const s = session(client, api, emptyAppState(), { WebSocketImpl: FakeWs });
+  s.stopped = false;
+  s.connectWs();
+  const ws = sockets[0];
+  for (const n of [5, 6, 7]) {
+    ws.onmessage({ data: JSON.stringify({ type: 'key_packages', count: 5, last_resort: true, next_batch: `s${n}` }) });
+  }
+  await new Promise((r) => { setTimeout(r, 2300); });
+  const acks = ws.sent.filter((f) => 'received' in f);
+  assert.deepEqual(acks, [{ received: 's7' }]);
+  s.stop();
+});

@@ -11,7 +11,7 @@ use parley_client_api::admin::{
     CreateTokenRequest, CreateUser, CreateUserRequest, DeactivateUser, GetServerAcl, GetUser,
     ListRegistrationTokens, ListUsers, ListUsersRequest, OutboxStatus, RemoveAclRule,
     ResetPassword, ResetPasswordRequest, RetryDestination, RevokeRegistrationToken, RunRetention,
-    SetAdmin, SetAdminRequest,
+    RunRetentionRequest, SetAdmin, SetAdminRequest,
 };
 use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::{Client, Endpoint};
@@ -50,7 +50,12 @@ pub enum ApiCommand {
     #[command(subcommand)]
     Outbox(OutboxCommand),
     /// Run the retention jobs now.
-    Retention,
+    Retention {
+        /// Delete delivered messages older than this many days (default: the configured
+        /// `retention.messages_ms`, if set).
+        #[arg(long)]
+        messages_older_than_days: Option<u64>,
+    },
     /// The audit log, newest first.
     Audit {
         /// Entries with an id below this.
@@ -158,7 +163,15 @@ pub async fn run(conn: Connection, command: ApiCommand) -> anyhow::Result<()> {
             let path = json!({ "destination": destination });
             raw::<RetryDestination>(&client, path, &Empty {}).await?
         }
-        ApiCommand::Retention => call::<RunRetention>(&client, &(), &Empty {}).await?,
+        ApiCommand::Retention {
+            messages_older_than_days,
+        } => {
+            let req = RunRetentionRequest {
+                messages_older_than_ms: messages_older_than_days
+                    .map(|d| d.saturating_mul(24 * 3_600_000)),
+            };
+            call::<RunRetention>(&client, &(), &req).await?
+        }
         ApiCommand::Audit { before, limit } => {
             call::<AuditLog>(&client, &(), &AuditLogRequest { before, limit }).await?
         }

@@ -11,7 +11,8 @@ use parley_client_api::admin::{
     AclRuleInfo, AclRuleRequest, AdminUser, AdminUserDetail, AuditEntryInfo, AuditLogRequest,
     AuditLogResponse, CreateTokenRequest, CreateUserRequest, CreatedToken, DeactivateResponse,
     DestinationStatus, ListUsersRequest, ListUsersResponse, OutboxStatusResponse,
-    ResetPasswordRequest, RetentionResponse, ServerAclResponse, TokenInfo, TokensResponse,
+    ResetPasswordRequest, RetentionResponse, RunRetentionRequest, ServerAclResponse, TokenInfo,
+    TokensResponse,
 };
 use parley_client_api::ids::UserId;
 use parley_schema::{
@@ -531,12 +532,17 @@ pub async fn retry_destination(
 pub async fn run_retention(
     state: &AppState,
     actor: Actor<'_>,
+    req: RunRetentionRequest,
 ) -> Result<RetentionResponse, AdminError> {
-    let pruned = crate::retention::run_once(state).await;
+    let messages_ms = req
+        .messages_older_than_ms
+        .or(state.config.retention.messages_ms);
+    let pruned = crate::retention::run_with(state, messages_ms).await;
     let answer = RetentionResponse {
         key_packages: pruned.key_packages as u64,
         transaction_ids: pruned.transaction_ids as u64,
         inbound_transactions: pruned.inbound_transactions as u64,
+        messages: pruned.messages as u64,
     };
     audit(
         state,
@@ -544,7 +550,8 @@ pub async fn run_retention(
         "run_retention",
         None,
         json!({"key_packages": answer.key_packages, "transaction_ids": answer.transaction_ids,
-               "inbound_transactions": answer.inbound_transactions}),
+               "inbound_transactions": answer.inbound_transactions, "messages": answer.messages,
+               "messages_older_than_ms": messages_ms}),
     )
     .await?;
     Ok(answer)

@@ -7,8 +7,8 @@ use parley_client_api::admin::{
     CreatedToken, DeactivateResponse, DeactivateUser, DestinationPath, GetServerAcl, GetUser,
     ListRegistrationTokens, ListUsers, ListUsersRequest, ListUsersResponse, OutboxStatus,
     OutboxStatusResponse, RemoveAclRule, ResetPassword, ResetPasswordRequest, RetentionResponse,
-    RetryDestination, RevokeRegistrationToken, RunRetention, ServerAclResponse, SetAdmin,
-    SetAdminRequest, TokenPath, TokensResponse,
+    RetryDestination, RevokeRegistrationToken, RunRetention, RunRetentionRequest,
+    ServerAclResponse, SetAdmin, SetAdminRequest, TokenPath, TokensResponse,
 };
 use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::params::UserPath;
@@ -175,9 +175,9 @@ async fn run_retention(
     state: AppState,
     who: AdminCaller,
     _: (),
-    _: Empty,
+    req: RunRetentionRequest,
 ) -> ApiResult<RetentionResponse> {
-    Ok(admin::run_retention(&state, &who.0.user_id).await?)
+    Ok(admin::run_retention(&state, &who.0.user_id, req).await?)
 }
 
 async fn audit_log(

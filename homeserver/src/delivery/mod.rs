@@ -1,11 +1,13 @@
 //! Delivery to devices: each device reads its events (messages of its groups, its Welcomes)
 //! in stream order from a `since` token, by long-poll ([`sync`]) or pushed on a WebSocket
 //! ([`websocket`]); [`notifier`] wakes them, [`events`] gives the wire forms and
-//! [`wire_forms`] shares the serialised ones between sockets.
+//! [`wire_forms`] shares the serialised ones between sockets; [`received`] remembers how far
+//! each device has said it received, for message retention.
 
 pub mod error;
 pub mod events;
 pub mod notifier;
+pub mod received;
 pub mod sync;
 pub mod websocket;
 pub mod wire_forms;

@@ -24,6 +24,8 @@ pub async fn sync(
     req: SyncRequest,
 ) -> Result<SyncResponse, DeliveryError> {
     let since = parse_since(req.since.as_deref())?;
+    // Asking for what follows `since` says everything up to it arrived.
+    state.received.note(&auth.user_id, &auth.device_id, since);
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
     // Subscribe before reading so an event committed in between still wakes us.
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);

@@ -10,7 +10,7 @@ use axum::extract::ws::{Message, WebSocket};
 use axum::http::HeaderMap;
 use futures_util::SinkExt;
 use parley_client_api::keys::KeyCountResponse;
-use parley_client_api::sync::{WsAuth, WsEvent};
+use parley_client_api::sync::{WsAuth, WsEvent, WsReceived};
 use parley_client_api::ErrorBody;
 use parley_schema::{GroupMessage, TailRead, Welcome};
 
@@ -76,6 +76,7 @@ pub async fn run_socket(
             return Ok(());
         }
     };
+    state.received.note(&auth.user_id, &auth.device_id, pos);
     let _open = state.drain.socket_opened();
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
@@ -202,6 +203,17 @@ pub async fn run_socket(
             _ = tokio::time::sleep(WS_SESSION_CHECK) => Changed { events: false, keys: true, sessions: true },
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                // The client processed its events up to a token this socket sent (a later
+                // one is not believed).
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(received) = serde_json::from_str::<WsReceived>(text.as_str())
+                        .ok()
+                        .and_then(|f| parse_since(Some(&f.received)).ok())
+                    {
+                        state.received.note(&auth.user_id, &auth.device_id, received.min(pos));
+                    }
+                    Changed::default()
+                }
                 // Pings are answered by the library; other frames are ignored.
                 Some(Ok(_)) => Changed::default(),
             },

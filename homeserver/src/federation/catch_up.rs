@@ -64,6 +64,13 @@ pub async fn page(
                 .unwrap_or(0),
         )
     };
+    // Read before the page: a prune running meanwhile only makes the page start later.
+    let pruned = state
+        .store
+        .hub_log()
+        .pruned_seq(group_id)
+        .await?
+        .unwrap_or(0);
     let messages = state
         .store
         .hub_log()
@@ -85,5 +92,6 @@ pub async fn page(
     Ok(CatchUpPage {
         group_id: group_id.to_owned(),
         messages,
+        pruned_through: (pruned > since).then_some(pruned),
     })
 }

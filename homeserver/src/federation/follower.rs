@@ -319,6 +319,19 @@ async fn fill(state: &AppState, hub: &str, group_id: &str) -> Result<usize, Fill
                 "the catch-up page is for another group".into(),
             ));
         }
+        // The hub deleted its log past our last seq (messages every server had been sent):
+        // what it no longer holds is skipped, the rest stored from there.
+        if let Some(pruned) = answer.pruned_through.filter(|p| *p > since) {
+            if state
+                .store
+                .federation()
+                .skip_pruned(group_id, pruned)
+                .await?
+            {
+                tracing::warn!(%group_id, %hub, from_seq = since, to_seq = pruned, "the hub deleted messages this server never stored: skipped");
+                crate::metrics::follower_skipped(pruned - since);
+            }
+        }
         let page = answer.messages;
         // A page may be cut by bytes before the end: only an empty one ends the fill.
         let full = !page.is_empty();

@@ -287,6 +287,23 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs `parley admin make-admin` on the server's database, as an operator would while the
+/// server runs.
+pub fn make_admin(server: &TestServer, user_id: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args([
+            "admin",
+            "make-admin",
+            user_id,
+            "--database",
+            &server.database,
+        ])
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .expect("run parley admin make-admin")
+}
+
 /// Defines `NAME_sqlite` and `NAME_postgres` tests running `body(Db)`.
 #[macro_export]
 macro_rules! on_both_backends {

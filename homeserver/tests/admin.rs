@@ -271,6 +271,55 @@ on_both_backends!(
     }
 );
 
+on_both_backends!(
+    a_remote_users_deactivation_makes_the_hub_of_their_groups_ask_its_members_to_remove_them,
+    |db: Db| async move {
+        let (pa, pb) = (free_port(), free_port());
+        let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
+        let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
+        let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+        let root_b = registered(&b, "root").await;
+        let out = make_admin(&b, "@root:b.example");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut carol = Device::register(&a, "carol").await.unwrap();
+        let mut bob = Device::register(&b, "bob").await.unwrap();
+        carol.know(&["@bob:b.example"]);
+        bob.know(&["@carol:a.example"]);
+        let group = carol.create_group().await.unwrap();
+        carol.add(&group, &["@bob:b.example"]).await.unwrap();
+        bob.sync_until(20, "the Welcome", |d| d.engine.group_ids().contains(&group))
+            .await
+            .unwrap();
+        let bob_device = bob.me();
+
+        // b deactivates bob: b hosts none of his groups, so it notifies none itself...
+        let answer = root_b
+            .call::<DeactivateUser>(&user_path("@bob:b.example"), &Empty {})
+            .await
+            .unwrap();
+        assert!(answer.groups_notified.is_empty());
+        // ... but a, the hub, learns his empty device list and writes the notice.
+        carol
+            .sync_until(20, "the notice", |d| !d.notices.is_empty())
+            .await
+            .unwrap();
+        let (in_group, notice) = &carol.notices[0];
+        assert_eq!(in_group, &group);
+        assert_eq!(notice["type"], "member_deactivated");
+        assert_eq!(notice["user_id"], "@bob:b.example");
+        assert_eq!(
+            notice["devices"][0]["device_id"],
+            bob_device.device_id.as_str()
+        );
+        carol.remove(&group, &[bob_device]).await.unwrap();
+        carol.send_text(&group, "still here").await.unwrap();
+    }
+);
+
 /// Registers `name` with `token`.
 async fn register_with_token(
     server: &TestServer,

@@ -18,7 +18,7 @@ use super::relayed::{is_ours, keep_existing_local_adds, remote_message};
 use crate::clock::now_ms;
 use crate::ids::{hub_of, same_server, server_of};
 use crate::state::AppState;
-use parley_client_api::ids::TxnId;
+use parley_client_api::ids::{TxnId, UserId};
 
 /// How a refused event reads in the answer (`errcode`, `error`): the API layer's mapping of
 /// [`FederationError`], handed in by the handler.
@@ -232,7 +232,19 @@ async fn apply_event(
                     })
                     .collect(),
             };
-            Ok(super::device_lists::cache_remote_devices(state, &list).await?)
+            super::device_lists::cache_remote_devices(state, &list).await?;
+            // No device left (a deactivation, or every device deleted): the groups hosted here
+            // that still list some of them ask their members to commit the removal, as the
+            // user's own server does for its groups.
+            if list.devices.is_empty() {
+                if let Ok(user_id) = UserId::parse(&list.user_id) {
+                    let groups = crate::hub::notice::member_deactivated(state, &user_id).await?;
+                    if !groups.is_empty() {
+                        tracing::info!(user_id = %user_id, origin = %origin, groups = groups.len(), "a remote user has no device left: members asked to remove theirs");
+                    }
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -308,3 +308,102 @@ async fn events_queued_by_both_processes_arrive_once_and_in_order_though_one_is_
     // Each once (Bob's engine refuses a replay), in the hub's order.
     assert_eq!(bob.texts(&group), expected);
 }
+
+/// Collects the seqs of `want` message frames of `group` from a WebSocket of `base_url`
+/// opened for `token` from `since`.
+async fn socket_seqs(
+    base_url: String,
+    token: String,
+    since: Option<String>,
+    group: String,
+    want: usize,
+) -> Vec<u64> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_url = format!(
+        "{}/_parley/client/v1/ws",
+        base_url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let auth = serde_json::json!({"access_token": token, "since": since});
+    ws.send(Message::Text(auth.to_string().into()))
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < want {
+        let frame = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {want} messages within 20 s", seqs.len()))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = frame {
+            let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if f["type"] == "message" && f["group_id"] == group.as_str() {
+                seqs.push(f["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_on_both_processes_get_every_message_of_concurrent_senders_once_in_seq_order() {
+    let (a, b) = two_processes("fill.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    let mut carol = Device::register(&a, "carol").await.unwrap();
+    let everyone = [
+        "@alice:fill.example",
+        "@bob:fill.example",
+        "@carol:fill.example",
+    ];
+    for d in [&mut alice, &mut bob, &mut carol] {
+        d.know(&everyone);
+    }
+    let group = alice.create_group().await.unwrap();
+    alice
+        .add(&group, &["@bob:fill.example", "@carol:fill.example"])
+        .await
+        .unwrap();
+    for d in [&mut bob, &mut carol] {
+        d.sync_until(10, "the Welcome", |d| d.engine.group_ids().len() == 1)
+            .await
+            .unwrap();
+        d.sync_all().await.unwrap();
+    }
+    // Carol holds a socket on each process while Alice (through A) and Bob (through B) send.
+    let token = carol.client.access_token().unwrap().to_owned();
+    let sockets: Vec<_> = [a.base_url.clone(), b.base_url.clone()]
+        .into_iter()
+        .map(|url| {
+            tokio::spawn(socket_seqs(
+                url,
+                token.clone(),
+                carol.since.clone(),
+                group.clone(),
+                120,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..60 {
+        let (_, a_msg) = alice.encrypt(&group, &format!("a{i}")).unwrap();
+        let (_, b_msg) = bob.encrypt(&group, &format!("b{i}")).unwrap();
+        let (ta, tb) = (format!("ta{i}"), format!("tb{i}"));
+        let (x, y) = tokio::join!(
+            alice.client.send(&group, &ta, &a_msg),
+            bob.client.send(&group, &tb, &b_msg)
+        );
+        x.unwrap();
+        y.unwrap();
+    }
+    for socket in sockets {
+        let seqs = socket.await.unwrap();
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..first + 120).collect::<Vec<u64>>(),
+            "a socket missed, repeated or reordered messages"
+        );
+    }
+}

@@ -106,7 +106,50 @@ impl Store {
     }
 }
 
+/// Positions one fill of the tail reads at most.
+const FILL_POSITIONS: i64 = 2_048;
+
 impl DeliveryStream<'_> {
+    /// Fills the hole other processes' positions left in the stream tail
+    /// ([`crate::tail::TailRead::Behind`]) with one read of those positions, once for every
+    /// reader of this process: concurrent callers wait for the fill in progress and find the
+    /// hole gone (or what remains of it).
+    pub async fn fill_tail(&self) -> StoreResult<()> {
+        let Some(tail) = self.store.tail() else {
+            return Ok(());
+        };
+        let _filling = tail.fill_lock.lock().await;
+        let Some((after, committed)) = tail.hole() else {
+            return Ok(());
+        };
+        let through = committed.min(after + FILL_POSITIONS);
+        let (messages, welcomes) = with_conn!(self.store, read, |conn| {
+            conn.transaction::<_, StoreError, _>(async move |c| {
+                let messages: Vec<GroupMessage> = group_messages::table
+                    .filter(group_messages::stream_pos.gt(after))
+                    .filter(group_messages::stream_pos.le(through))
+                    .select(GroupMessage::as_select())
+                    .load(c)
+                    .await?;
+                let welcomes: Vec<(i64, String, String, String)> = welcomes::table
+                    .filter(welcomes::stream_pos.gt(after))
+                    .filter(welcomes::stream_pos.le(through))
+                    .select((
+                        welcomes::stream_pos,
+                        welcomes::group_id,
+                        welcomes::user_id,
+                        welcomes::device_id,
+                    ))
+                    .load(c)
+                    .await?;
+                Ok((messages, welcomes))
+            })
+            .await
+        })?;
+        tail.fill(after, tail_events(after, through, messages, welcomes));
+        Ok(())
+    }
+
     /// The latest stream position: every event a device can receive is at or below it.
     pub async fn stream_position(&self) -> StoreResult<i64> {
         with_conn!(self.store, read, |conn| {
@@ -226,4 +269,40 @@ impl DeliveryStream<'_> {
                 .await?)
         })
     }
+}
+
+/// The tail's events for positions `after + 1..=through`, from what the database holds there:
+/// application messages, proposals and notices whole; a Welcome as a change for its device;
+/// a commit, or a position holding neither (a new group), as a change for everyone.
+fn tail_events(
+    after: i64,
+    through: i64,
+    messages: Vec<GroupMessage>,
+    welcomes: Vec<(i64, String, String, String)>,
+) -> Vec<crate::tail::TailEvent> {
+    use crate::tail::TailEvent;
+    let mut at: std::collections::HashMap<i64, TailEvent> =
+        std::collections::HashMap::with_capacity(messages.len() + welcomes.len());
+    for m in messages {
+        let event = if m.kind == "commit" {
+            TailEvent::Everyone
+        } else {
+            let pos = m.stream_pos;
+            at.insert(pos, TailEvent::Message(std::sync::Arc::new(m)));
+            continue;
+        };
+        at.insert(m.stream_pos, event);
+    }
+    for (pos, group_id, user_id, device_id) in welcomes {
+        match at.entry(pos).or_insert_with(|| TailEvent::Change {
+            group_id: Some(group_id),
+            devices: Vec::new(),
+        }) {
+            TailEvent::Change { devices, .. } => devices.push((user_id, device_id)),
+            other => *other = TailEvent::Everyone,
+        }
+    }
+    (after + 1..=through)
+        .map(|pos| at.remove(&pos).unwrap_or(TailEvent::Everyone))
+        .collect()
 }

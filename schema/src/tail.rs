@@ -11,10 +11,14 @@
 //! back to the database, which stays the source of truth, for that stretch. A device reading
 //! from before the oldest position kept does the same.
 //!
-//! The tail assumes one process writes the database: a second homeserver process on the same
-//! PostgreSQL database would take positions this one never publishes.
+//! On PostgreSQL other processes may take positions too. Their writes serialise on the stream
+//! position row, so when one says it committed up to a position, every position below it is
+//! committed as well. The tail then has a hole between what it holds and that position (its
+//! own later publishes wait in `pending`); a reader meeting the hole gets [`TailRead::Behind`]
+//! and fills it with one range read of the database ([`crate::stream::DeliveryStream::fill_tail`]),
+//! shared by every socket of the process, instead of each socket querying for its device.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::rows::GroupMessage;
@@ -38,6 +42,9 @@ pub enum TailEvent {
         group_id: Option<String>,
         devices: Vec<(String, String)>,
     },
+    /// A position filled from the database that may change who receives what for anyone (a
+    /// commit, a new group): every device reads this stretch from the database.
+    Everyone,
 }
 
 /// Result of reading the tail for one device.
@@ -51,12 +58,17 @@ pub enum TailRead {
     /// The tail cannot answer (a change concerning the device, or positions no longer kept):
     /// read from the database.
     Reread,
+    /// Other processes committed positions this tail does not hold yet: fill them
+    /// ([`crate::stream::DeliveryStream::fill_tail`]) and read again.
+    Behind,
 }
 
 /// The in-memory tail of the stream.
 #[derive(Debug)]
 pub struct Tail {
     inner: Mutex<Inner>,
+    /// Held while a hole is filled from the database, so that one read fills it for all.
+    pub(crate) fill_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -68,13 +80,17 @@ struct Inner {
     bytes: usize,
     /// Other processes take positions too (PostgreSQL): being out of step is expected.
     shared: bool,
+    /// The last position known committed (by any process); above `last()`, a hole to fill.
+    committed: i64,
+    /// This process's own events published beyond a hole, by position, until it is filled.
+    pending: BTreeMap<i64, TailEvent>,
 }
 
 /// MLS bytes an event holds in memory.
 fn event_bytes(event: &TailEvent) -> usize {
     match event {
         TailEvent::Message(m) => m.message.len(),
-        TailEvent::Change { .. } => 0,
+        TailEvent::Change { .. } | TailEvent::Everyone => 0,
     }
 }
 
@@ -82,6 +98,36 @@ impl Inner {
     /// The last position published (everything up to it is here or older than `first`).
     fn last(&self) -> i64 {
         self.first + self.events.len() as i64 - 1
+    }
+
+    /// Forgets everything and starts after `pos`: reads from before it go to the database.
+    fn restart_after(&mut self, pos: i64) {
+        self.events.clear();
+        self.pending.clear();
+        self.bytes = 0;
+        self.first = pos + 1;
+        self.committed = pos;
+    }
+
+    /// Appends `event` at `last() + 1`, dropping the oldest past the bounds.
+    fn push(&mut self, event: TailEvent) {
+        self.bytes += event_bytes(&event);
+        self.events.push_back(event);
+        while self.events.len() > CAPACITY || self.bytes > BYTE_BUDGET {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= event_bytes(&old);
+            self.first += 1;
+        }
+        self.committed = self.committed.max(self.last());
+    }
+
+    /// Moves pending events that now follow `last()` into the tail.
+    fn drain_pending(&mut self) {
+        while let Some(event) = self.pending.remove(&(self.last() + 1)) {
+            self.push(event);
+        }
     }
 }
 
@@ -94,13 +140,15 @@ impl Tail {
                 events: VecDeque::with_capacity(CAPACITY),
                 bytes: 0,
                 shared: false,
+                committed: head,
+                pending: BTreeMap::new(),
             }),
+            fill_lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// [`Tail::new`] for a database other processes write too: positions they take leave
-    /// this tail out of step, which drops what it keeps (readers then use the database), and
-    /// is not worth a warning.
+    /// [`Tail::new`] for a database other processes write too: positions they take are holes
+    /// that readers fill from the database, and being out of step is not worth a warning.
     pub(crate) fn shared(head: i64) -> Tail {
         let tail = Tail::new(head);
         tail.lock().shared = true;
@@ -112,54 +160,85 @@ impl Tail {
     }
 
     /// Publishes the events committed at positions `first_pos..first_pos + events.len()`.
-    /// Publishing anywhere but right after the last position (which a correct store never
-    /// does) drops what is kept, so readers fall back to the database rather than skip.
+    /// On a shared database, events beyond a hole wait for it to be filled. Anywhere else but
+    /// right after the last position (which a correct store never does) drops what is kept,
+    /// so readers fall back to the database rather than skip.
     pub(crate) fn publish(&self, first_pos: i64, events: Vec<TailEvent>) {
         if events.is_empty() {
             return;
         }
         let mut inner = self.lock();
-        if first_pos != inner.last() + 1 {
+        let next = inner.last() + 1;
+        if first_pos > next && inner.shared {
+            // Positions below ours are committed (writes serialise on the position row).
+            let through = first_pos + events.len() as i64 - 1;
+            inner.committed = inner.committed.max(through);
+            if through - next >= CAPACITY as i64 {
+                // Too far behind to fill: start over after these.
+                inner.restart_after(through);
+                return;
+            }
+            for (i, event) in events.into_iter().enumerate() {
+                inner.pending.insert(first_pos + i as i64, event);
+            }
+            return;
+        }
+        if first_pos != next {
             if inner.shared {
                 tracing::debug!(
-                    expected = inner.last() + 1,
+                    expected = next,
                     got = first_pos,
-                    "another process took stream positions; devices re-read from the database"
+                    "stream positions published out of step; devices re-read from the database"
                 );
             } else {
                 tracing::warn!(
-                    expected = inner.last() + 1,
+                    expected = next,
                     got = first_pos,
                     "stream tail out of step; devices re-read from the database"
                 );
             }
-            inner.events.clear();
-            inner.bytes = 0;
-            inner.first = first_pos;
+            inner.restart_after(first_pos - 1);
         }
         for event in events {
-            inner.bytes += event_bytes(&event);
-            inner.events.push_back(event);
-            while inner.events.len() > CAPACITY || inner.bytes > BYTE_BUDGET {
-                let Some(old) = inner.events.pop_front() else {
-                    break;
-                };
-                inner.bytes -= event_bytes(&old);
-                inner.first += 1;
-            }
+            inner.push(event);
+        }
+        inner.drain_pending();
+    }
+
+    /// Another process committed events up to `pos`. On a shared database that is a hole
+    /// for readers to fill; otherwise (or too far ahead to fill) the tail drops what it keeps
+    /// and starts after `pos`, so that a read since an earlier position goes to the database.
+    pub(crate) fn behind(&self, pos: i64) {
+        let mut inner = self.lock();
+        if pos <= inner.last() {
+            return;
+        }
+        if inner.shared && pos - inner.last() <= CAPACITY as i64 {
+            inner.committed = inner.committed.max(pos);
+        } else {
+            inner.restart_after(pos);
         }
     }
 
-    /// Another process committed events up to `pos`: if that is past what this tail holds,
-    /// it drops what it keeps and starts after `pos`, so that a read since an earlier
-    /// position goes to the database rather than miss them.
-    pub(crate) fn behind(&self, pos: i64) {
+    /// The hole to fill, `(last held, last committed)`, if there is one.
+    pub(crate) fn hole(&self) -> Option<(i64, i64)> {
+        let inner = self.lock();
+        (inner.committed > inner.last()).then(|| (inner.last(), inner.committed))
+    }
+
+    /// Fills positions `after + 1..` with `events` read from the database, if the tail still
+    /// ends at `after`; this process's pending events there are superseded.
+    pub(crate) fn fill(&self, after: i64, events: Vec<TailEvent>) {
         let mut inner = self.lock();
-        if pos > inner.last() {
-            inner.events.clear();
-            inner.bytes = 0;
-            inner.first = pos + 1;
+        if inner.last() != after {
+            return;
         }
+        for event in events {
+            let pos = inner.last() + 1;
+            inner.pending.remove(&pos);
+            inner.push(event);
+        }
+        inner.drain_pending();
     }
 
     /// The last position published.
@@ -179,6 +258,9 @@ impl Tail {
     ) -> TailRead {
         let inner = self.lock();
         let last = inner.last();
+        if inner.committed > last && since + 1 >= inner.first {
+            return TailRead::Behind;
+        }
         if since >= last {
             return TailRead::Messages {
                 messages: Vec::new(),
@@ -207,6 +289,7 @@ impl Tail {
                         messages.push(m.clone());
                     }
                 }
+                TailEvent::Everyone => return TailRead::Reread,
                 TailEvent::Change { group_id, devices } => {
                     let in_group = group_id.as_ref().is_some_and(|g| groups.contains(g));
                     let listed = devices.iter().any(|(u, d)| u == user_id && d == device_id);
@@ -250,8 +333,61 @@ mod tests {
             TailRead::Messages { messages, next } => {
                 (messages.iter().map(|m| m.stream_pos).collect(), next)
             }
-            TailRead::Reread => panic!("unexpected re-read"),
+            TailRead::Reread | TailRead::Behind => panic!("unexpected {read:?}"),
         }
+    }
+
+    #[test]
+    fn on_a_shared_database_another_process_positions_are_a_hole_filled_once_for_every_reader() {
+        let tail = Tail::shared(10);
+        let mine = groups(&["!a:x"]);
+        tail.publish(11, vec![message("!a:x", 11)]);
+        // Another process committed 12 and 13; ours at 14 waits behind the hole.
+        tail.behind(13);
+        tail.publish(14, vec![message("!a:x", 14)]);
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, 11, 10),
+            TailRead::Behind
+        ));
+        assert_eq!(tail.hole(), Some((11, 14)));
+        // The fill (from the database) covers 12..=14; ours at 14 is superseded by it.
+        tail.fill(
+            11,
+            vec![
+                message("!a:x", 12),
+                message("!b:x", 13),
+                message("!a:x", 14),
+            ],
+        );
+        assert_eq!(tail.hole(), None);
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 11, 10)),
+            (vec![12, 14], 14)
+        );
+        // A fill for a tail that moved on meanwhile changes nothing.
+        tail.fill(11, vec![message("!a:x", 12)]);
+        assert_eq!(tail.last(), 14);
+        // A position that may change anyone's groups sends everyone to the database.
+        tail.behind(15);
+        tail.fill(14, vec![TailEvent::Everyone]);
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, 14, 10),
+            TailRead::Reread
+        ));
+        // Pending events of ours follow a fill that stops short of them.
+        tail.publish(18, vec![message("!a:x", 18)]);
+        tail.fill(15, vec![message("!a:x", 16), message("!a:x", 17)]);
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 15, 10)),
+            (vec![16, 17, 18], 18)
+        );
+        // Too far behind to fill: start over after it, readers from before go to the database.
+        tail.behind(18 + 2 * CAPACITY as i64);
+        assert!(matches!(
+            tail.read("@u:x", "D", &mine, 18, 10),
+            TailRead::Reread
+        ));
+        assert_eq!(tail.hole(), None);
     }
 
     #[test]

@@ -103,15 +103,22 @@ pub async fn run_socket(
             return Ok(());
         }
         while todo.events {
-            let from_tail = match (state.store.tail(), &tail_groups) {
-                (Some(tail), Some(groups)) => tail.read(
-                    &auth.user_id,
-                    &auth.device_id,
-                    groups,
-                    pos,
-                    SYNC_LIMIT as usize,
-                ),
-                _ => TailRead::Reread,
+            let from_tail = loop {
+                let read = match (state.store.tail(), &tail_groups) {
+                    (Some(tail), Some(groups)) => tail.read(
+                        &auth.user_id,
+                        &auth.device_id,
+                        groups,
+                        pos,
+                        SYNC_LIMIT as usize,
+                    ),
+                    _ => TailRead::Reread,
+                };
+                // Other processes' positions: one read fills them for every socket here.
+                match read {
+                    TailRead::Behind => state.store.stream().fill_tail().await?,
+                    read => break read,
+                }
             };
             let wrap = |messages: Vec<GroupMessage>| -> Vec<Arc<GroupMessage>> {
                 messages.into_iter().map(Arc::new).collect()
@@ -132,7 +139,7 @@ pub async fn run_socket(
                     tail_groups = Some(groups.into_iter().collect());
                     (wrap(messages), welcomes, next)
                 }
-                TailRead::Reread => {
+                TailRead::Reread | TailRead::Behind => {
                     let (messages, welcomes, next) = state
                         .store
                         .stream()

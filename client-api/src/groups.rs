@@ -23,6 +23,13 @@ crate::endpoint! {
     CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, UnreachableServer]
 }
 crate::endpoint! {
+    /// Sends an ephemeral application message (a typing notice, a read receipt): relayed at
+    /// once to the member devices online, never stored and given no seq.
+    SendEphemeral: Put "/_parley/client/v1/groups/{group_id}/ephemeral/{txn_id}",
+    auth AccessToken, rate Send, body Message, path crate::params::GroupTxnPath,
+    SendRequest => crate::endpoint::Empty, errors [InvalidMessage, NotFound, NotMember, TooLarge, UnreachableServer]
+}
+crate::endpoint! {
     /// Sends an application message or a proposal; idempotent per (device, txn_id).
     SendMessage: Put "/_parley/client/v1/groups/{group_id}/send/{txn_id}",
     auth AccessToken, rate Send, body Message, path crate::params::GroupTxnPath,

@@ -51,6 +51,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<groups::ListGroups>(),
         E::of::<groups::SubmitCommit>(),
         E::of::<groups::SendMessage>(),
+        E::of::<groups::SendEphemeral>(),
         E::of::<sync::Sync>(),
         E::of::<sync::DeleteWelcome>(),
         E::of::<sync::WebSocket>(),

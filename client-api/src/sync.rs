@@ -87,6 +87,20 @@ pub struct SyncResponse {
     pub welcomes: Vec<WelcomeEvent>,
     pub groups: BTreeMap<String, GroupEvents>,
     pub key_packages: KeyCountResponse,
+    /// Ephemeral messages sent while this long-poll waited (never stored: a later `/sync`
+    /// from any token does not return them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral: Vec<EphemeralEvent>,
+}
+
+/// An ephemeral application message (a typing notice, a read receipt), delivered only to the
+/// member devices online when it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EphemeralEvent {
+    pub group_id: String,
+    pub sender: DeviceRef,
+    /// Base64 `MLSMessage` (a PrivateMessage).
+    pub message: String,
 }
 
 /// The first frame a client sends on `/ws` (the token never appears in a URL).
@@ -125,5 +139,10 @@ pub enum WsEvent {
         #[serde(flatten)]
         key_packages: KeyCountResponse,
         next_batch: String,
+    },
+    /// An ephemeral message; it has no stream position, so no `next_batch`.
+    Ephemeral {
+        #[serde(flatten)]
+        event: EphemeralEvent,
     },
 }

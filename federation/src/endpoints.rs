@@ -69,6 +69,22 @@ endpoint! {
     errors [InvalidMessage, NotFound, NotMember, StaleEpoch, TooLarge]
 }
 endpoint! {
+    /// A follower server submits its device's ephemeral message to the hub, which relays it
+    /// to the member devices online (never stored).
+    FollowerEphemeral: Put "/_parley/federation/v1/groups/{group_id}/ephemeral/{txn_id}",
+    auth ServerSignature, rate Federation, body Federation, path GroupTxnPath,
+    FollowerSendRequest => parley_client_api::endpoint::Empty,
+    errors [InvalidMessage, NotFound, NotMember, TooLarge]
+}
+endpoint! {
+    /// The hub relays an ephemeral message to a member server, for its devices online; not
+    /// queued, not retried, never stored.
+    RelayEphemeral: Put "/_parley/federation/v1/ephemeral/{txn_id}",
+    auth ServerSignature, rate Federation, body Federation, path TxnPath,
+    parley_client_api::sync::EphemeralEvent => parley_client_api::endpoint::Empty,
+    errors [NotFound, TooLarge]
+}
+endpoint! {
     /// Catch-up from the hub: the group's messages with seq > `since`, in order, for servers
     /// with (or that had) a device in the group. A page may be short; an empty page ends it.
     CatchUp: Get "/_parley/federation/v1/groups/{group_id}/messages",
@@ -121,6 +137,8 @@ pub struct CatchUpPage {
 pub fn endpoints() -> Vec<EndpointInfo> {
     vec![
         EndpointInfo::of::<ServerKeys>(),
+        EndpointInfo::of::<FollowerEphemeral>(),
+        EndpointInfo::of::<RelayEphemeral>(),
         EndpointInfo::of::<GetFederationApiDocument>(),
         EndpointInfo::of::<SendTransaction>(),
         EndpointInfo::of::<ClaimKeys>(),

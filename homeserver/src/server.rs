@@ -66,6 +66,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Other processes may serve this database: share wake-ups with them.
         state.notifier.join_cluster(cluster.clone());
         state.outbox.join_cluster(cluster.clone());
+        state.ephemerals.join_cluster(cluster.clone());
     }
     state.outbox.resume().await;
     tokio::spawn(crate::retention::run(state.clone()));

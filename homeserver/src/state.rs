@@ -28,6 +28,8 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     /// Recent messages' client wire forms, shared by the WebSockets that send them.
     pub wire_forms: Arc<WireForms>,
+    /// Connections waiting for ephemeral messages.
+    pub ephemerals: Arc<crate::delivery::ephemeral::Ephemerals>,
     /// How far devices said they received, not yet written.
     pub received: Arc<crate::delivery::received::ReceivedPositions>,
     /// The drain on shutdown, and the open WebSockets.
@@ -118,6 +120,7 @@ impl AppState {
             notifier: Arc::new(Notifier::default()),
             wire_forms: Arc::new(WireForms::default()),
             received: Arc::default(),
+            ephemerals: Arc::default(),
             drain: Arc::new(crate::drain::Drain::default()),
             readiness: Arc::default(),
             config: Arc::new(config),

@@ -407,3 +407,64 @@ async fn sockets_on_both_processes_get_every_message_of_concurrent_senders_once_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ephemeral_message_sent_through_one_process_reaches_a_websocket_held_by_the_other() {
+    use base64::Engine;
+    use futures::{SinkExt, StreamExt};
+    use parley_client_api::groups::{SendEphemeral, SendRequest};
+    use parley_client_api::params::GroupTxnPath;
+    use tokio_tungstenite::tungstenite::Message;
+    let (a, b) = two_processes("eph.example").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    alice.know(&["@bob:eph.example"]);
+    bob.know(&["@alice:eph.example"]);
+    let group = alice.create_group().await.unwrap();
+    alice.add(&group, &["@bob:eph.example"]).await.unwrap();
+    bob.sync_until(10, "the Welcome", |d| d.engine.group_ids().contains(&group))
+        .await
+        .unwrap();
+    bob.sync_all().await.unwrap();
+    let ws_url = format!(
+        "{}/_parley/client/v1/ws",
+        b.base_url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let auth =
+        serde_json::json!({"access_token": bob.client.access_token().unwrap(), "since": bob.since});
+    ws.send(Message::Text(auth.to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (txn, bytes) = alice.encrypt(&group, "typing").unwrap();
+    let message = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let path = GroupTxnPath {
+        group_id: group.parse().unwrap(),
+        txn_id: txn.parse().unwrap(),
+    };
+    alice
+        .client
+        .call::<SendEphemeral>(
+            &path,
+            &SendRequest {
+                message: message.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no ephemeral frame from B within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = frame {
+            let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if f["type"] == "ephemeral" {
+                assert_eq!(f["message"], message.as_str());
+                break;
+            }
+        }
+    }
+}

@@ -59,6 +59,15 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         r: bool,
     },
+    /// An ephemeral message `m` of group `g` from device `s`, for the connections of devices
+    /// `d` in every process (never stored).
+    #[serde(rename = "e")]
+    Ephemeral {
+        g: String,
+        s: (String, String),
+        m: String,
+        d: Vec<(String, String)>,
+    },
     /// Signals may have been missed (this process's listening connection was lost): drop
     /// every cached row and wake every waiter. Only ever raised locally.
     #[serde(rename = "x")]
@@ -213,6 +222,36 @@ fn split(signal: Signal) -> Vec<Signal> {
             }
             if !current.is_empty() {
                 parts.push(Signal::Wake { k, p, d: current });
+            }
+            parts
+        }
+        Signal::Ephemeral { g, s, m, d } => {
+            // Each part carries the message; the devices are cut to fit beside it.
+            let base = 96 + g.len() + s.0.len() + s.1.len() + m.len();
+            let mut parts = Vec::new();
+            let mut current: Vec<(String, String)> = Vec::new();
+            let mut bytes = base;
+            for pair in d {
+                let size = pair.0.len() + pair.1.len() + 8;
+                if bytes + size > MAX_PAYLOAD_BYTES && !current.is_empty() {
+                    parts.push(Signal::Ephemeral {
+                        g: g.clone(),
+                        s: s.clone(),
+                        m: m.clone(),
+                        d: std::mem::take(&mut current),
+                    });
+                    bytes = base;
+                }
+                bytes += size;
+                current.push(pair);
+            }
+            if !current.is_empty() && base < MAX_PAYLOAD_BYTES {
+                parts.push(Signal::Ephemeral {
+                    g,
+                    s,
+                    m,
+                    d: current,
+                });
             }
             parts
         }

@@ -123,7 +123,10 @@ impl Memory {
                     tail.behind(i64::MAX - 1);
                 }
             }
-            Signal::Wake { .. } | Signal::Outbox { .. } | Signal::Hello => {}
+            Signal::Wake { .. }
+            | Signal::Outbox { .. }
+            | Signal::Ephemeral { .. }
+            | Signal::Hello => {}
         }
     }
 

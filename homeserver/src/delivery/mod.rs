@@ -2,8 +2,10 @@
 //! in stream order from a `since` token, by long-poll ([`sync`]) or pushed on a WebSocket
 //! ([`websocket`]); [`notifier`] wakes them, [`events`] gives the wire forms and
 //! [`wire_forms`] shares the serialised ones between sockets; [`received`] remembers how far
-//! each device has said it received, for message retention.
+//! each device has said it received, for message retention; [`ephemeral`] hands typing
+//! notices and receipts to the devices connected at the time, storing nothing.
 
+pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod notifier;

@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parley_client_api::keys::KeyCountResponse;
-use parley_client_api::sync::{GroupEvents, SyncRequest, SyncResponse};
+use std::sync::Arc;
+
+use parley_client_api::sync::{EphemeralEvent, GroupEvents, SyncRequest, SyncResponse};
 use parley_schema::{GroupMessage, Welcome};
 
+use super::ephemeral::EphemeralInbox;
 use super::error::DeliveryError;
 use super::events::{message_event, welcome_event};
 use super::{batch_token, parse_since, trim_to_budget, MAX_BATCH_BYTES, SYNC_LIMIT};
@@ -29,6 +32,9 @@ pub async fn sync(
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(0).min(MAX_TIMEOUT_MS));
     // Subscribe before reading so an event committed in between still wakes us.
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    // Ephemeral messages sent while this request waits are news too (and only then).
+    let mut inbox = (timeout > Duration::ZERO)
+        .then(|| state.ephemerals.subscribe(&auth.user_id, &auth.device_id));
     let mut seen = *wake.borrow_and_update();
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -45,15 +51,26 @@ pub async fn sync(
             |m| (m.stream_pos, m.message.len()),
         );
         let now = tokio::time::Instant::now();
-        if !messages.is_empty() || !welcomes.is_empty() || now >= deadline {
+        let ephemeral = drain(&mut inbox);
+        if !messages.is_empty() || !welcomes.is_empty() || !ephemeral.is_empty() || now >= deadline
+        {
             crate::metrics::delivered("sync", messages.len());
             let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
-            return Ok(build_sync(messages, welcomes, next, key_packages));
+            let mut answer = build_sync(messages, welcomes, next, key_packages);
+            answer.ephemeral = ephemeral;
+            return Ok(answer);
         }
         // A drain ends the wait as the deadline would: one last read, then answer.
         let _waiting = crate::metrics::LongPoll::waiting();
         let woken = tokio::select! {
             woken = tokio::time::timeout_at(deadline, wake.changed()) => woken.is_ok(),
+            // An ephemeral message: answer with it (the loop reads it again from the inbox).
+            Some(first) = next_ephemeral(&mut inbox) => {
+                let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
+                let mut answer = build_sync(Vec::new(), Vec::new(), since, key_packages);
+                answer.ephemeral = std::iter::once((*first).clone()).chain(drain(&mut inbox)).collect();
+                return Ok(answer);
+            }
             _ = state.drain.started() => false,
         };
         if !woken {
@@ -82,6 +99,25 @@ pub async fn sync(
     }
 }
 
+/// The ephemeral messages waiting in `inbox`, without waiting.
+fn drain(inbox: &mut Option<EphemeralInbox>) -> Vec<EphemeralEvent> {
+    let mut out = Vec::new();
+    if let Some(inbox) = inbox {
+        while let Ok(event) = inbox.messages.try_recv() {
+            out.push((*event).clone());
+        }
+    }
+    out
+}
+
+/// The next ephemeral message of `inbox`; never, without one.
+async fn next_ephemeral(inbox: &mut Option<EphemeralInbox>) -> Option<Arc<EphemeralEvent>> {
+    match inbox {
+        Some(inbox) => inbox.messages.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Groups a batch of events into a sync answer.
 fn build_sync(
     messages: Vec<GroupMessage>,
@@ -103,6 +139,7 @@ fn build_sync(
         welcomes: welcomes.into_iter().map(welcome_event).collect(),
         groups,
         key_packages,
+        ephemeral: Vec::new(),
     }
 }
 

@@ -79,6 +79,7 @@ pub async fn run_socket(
     state.received.note(&auth.user_id, &auth.device_id, pos);
     let _open = state.drain.socket_opened();
     let mut wake = state.notifier.subscribe(&auth.user_id, &auth.device_id);
+    let mut ephemeral = state.ephemerals.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
     let mut last_keys: Option<KeyCountResponse> = None;
     // The device's groups as of `pos`, once read with events from the database: with them, new
@@ -194,6 +195,14 @@ pub async fn run_socket(
                 changed.events = current.events != seen.events || current.events_pos > pos;
                 seen = current;
                 changed
+            }
+            // An ephemeral message: pushed as is, nothing to re-read.
+            Some(event) = ephemeral.messages.recv() => {
+                let frame = WsEvent::Ephemeral { event: (*event).clone() };
+                socket
+                    .send(Message::Text(serde_json::to_string(&frame)?.into()))
+                    .await?;
+                Changed::default()
             }
             // The server drains: the client reconnects (to another process, or after the
             // restart) from the last token it was sent.

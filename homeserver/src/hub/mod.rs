@@ -4,6 +4,7 @@
 //! server goes through [`relay`].
 
 mod commit;
+pub mod ephemeral;
 pub mod error;
 pub mod notice;
 mod relay;

@@ -3,7 +3,7 @@
 use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::groups::{
     CommitRequest, CommitResponse, CreateGroup, CreateGroupResponse, ListGroups,
-    ListGroupsResponse, SendMessage, SendRequest, SendResponse, SubmitCommit,
+    ListGroupsResponse, SendEphemeral, SendMessage, SendRequest, SendResponse, SubmitCommit,
 };
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 
@@ -20,6 +20,18 @@ pub fn routes() -> Routes {
         .serve::<ListGroups, _, _>(list_groups)
         .serve::<SubmitCommit, _, _>(submit_commit)
         .serve::<SendMessage, _, _>(send_message)
+        .serve::<SendEphemeral, _, _>(send_ephemeral)
+}
+
+async fn send_ephemeral(
+    state: AppState,
+    auth: Authed,
+    path: GroupTxnPath,
+    req: SendRequest,
+) -> ApiResult<Empty> {
+    hub::ephemeral::submit_ephemeral(&state, &auth.device(), &path.group_id, &path.txn_id, req)
+        .await?;
+    Ok(Empty {})
 }
 
 async fn create_group(

@@ -4,13 +4,15 @@
 
 pub mod auth;
 
-use parley_client_api::endpoint::NoQuery;
+use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::groups::{CommitResponse, DeviceRef, SendResponse};
 use parley_client_api::keys::{ClaimKeysRequest, ClaimKeysResponse, UserDevicesResponse};
 use parley_client_api::params::{GroupPath, GroupTxnPath, TxnPath, UserPath};
+use parley_client_api::sync::EphemeralEvent;
 use parley_federation::endpoints::{
     CatchUp, CatchUpPage, CatchUpQuery, ClaimKeys, FollowerCommit, FollowerCommitRequest,
-    FollowerSend, FollowerSendRequest, SendTransaction, ServerKeys, UserDevices,
+    FollowerEphemeral, FollowerSend, FollowerSendRequest, RelayEphemeral, SendTransaction,
+    ServerKeys, UserDevices,
 };
 use parley_federation::keys::ServerKeyDocument;
 use parley_federation::transactions::{Transaction, TransactionResponse};
@@ -34,6 +36,8 @@ pub fn routes() -> Routes {
         .serve::<UserDevices, _, _>(user_devices)
         .serve::<FollowerCommit, _, _>(follower_commit)
         .serve::<FollowerSend, _, _>(follower_send)
+        .serve::<FollowerEphemeral, _, _>(follower_ephemeral)
+        .serve::<RelayEphemeral, _, _>(relay_ephemeral)
         .serve::<CatchUp, _, _>(catch_up)
 }
 
@@ -113,6 +117,28 @@ async fn follower_send(
         crate::hub::follower_send(&state, &req.sender, &path.group_id, &path.txn_id, req.send)
             .await?,
     )
+}
+
+async fn follower_ephemeral(
+    state: AppState,
+    origin: Origin,
+    path: GroupTxnPath,
+    req: FollowerSendRequest,
+) -> ApiResult<Empty> {
+    check_sender(&origin, &req.sender)?;
+    crate::hub::ephemeral::follower_ephemeral(&state, &req.sender, &path.group_id, req.send)
+        .await?;
+    Ok(Empty {})
+}
+
+async fn relay_ephemeral(
+    state: AppState,
+    origin: Origin,
+    _: TxnPath,
+    event: EphemeralEvent,
+) -> ApiResult<Empty> {
+    crate::hub::ephemeral::relayed_ephemeral(&state, &origin.0, event).await?;
+    Ok(Empty {})
 }
 
 async fn catch_up(

@@ -99,8 +99,12 @@ pub struct SyncResponse {
 pub struct EphemeralEvent {
     pub group_id: String,
     pub sender: DeviceRef,
+    /// The MLS message's own epoch, as the hub read it.
+    pub epoch: u64,
     /// Base64 `MLSMessage` (a PrivateMessage).
     pub message: String,
+    /// When the hub took it (ms).
+    pub ts: u64,
 }
 
 /// The first frame a client sends on `/ws` (the token never appears in a URL).

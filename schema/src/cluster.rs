@@ -59,15 +59,10 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         r: bool,
     },
-    /// An ephemeral message `m` of group `g` from device `s`, for the connections of devices
+    /// An ephemeral message (`e`: its JSON as clients get it), for the connections of devices
     /// `d` in every process (never stored).
     #[serde(rename = "e")]
-    Ephemeral {
-        g: String,
-        s: (String, String),
-        m: String,
-        d: Vec<(String, String)>,
-    },
+    Ephemeral { e: String, d: Vec<(String, String)> },
     /// Signals may have been missed (this process's listening connection was lost): drop
     /// every cached row and wake every waiter. Only ever raised locally.
     #[serde(rename = "x")]
@@ -225,9 +220,9 @@ fn split(signal: Signal) -> Vec<Signal> {
             }
             parts
         }
-        Signal::Ephemeral { g, s, m, d } => {
+        Signal::Ephemeral { e, d } => {
             // Each part carries the message; the devices are cut to fit beside it.
-            let base = 96 + g.len() + s.0.len() + s.1.len() + m.len();
+            let base = 64 + e.len();
             let mut parts = Vec::new();
             let mut current: Vec<(String, String)> = Vec::new();
             let mut bytes = base;
@@ -235,9 +230,7 @@ fn split(signal: Signal) -> Vec<Signal> {
                 let size = pair.0.len() + pair.1.len() + 8;
                 if bytes + size > MAX_PAYLOAD_BYTES && !current.is_empty() {
                     parts.push(Signal::Ephemeral {
-                        g: g.clone(),
-                        s: s.clone(),
-                        m: m.clone(),
+                        e: e.clone(),
                         d: std::mem::take(&mut current),
                     });
                     bytes = base;
@@ -246,12 +239,7 @@ fn split(signal: Signal) -> Vec<Signal> {
                 current.push(pair);
             }
             if !current.is_empty() && base < MAX_PAYLOAD_BYTES {
-                parts.push(Signal::Ephemeral {
-                    g,
-                    s,
-                    m,
-                    d: current,
-                });
+                parts.push(Signal::Ephemeral { e, d: current });
             }
             parts
         }
@@ -430,6 +418,34 @@ mod tests {
                 panic!("not a wake")
             };
             assert_eq!(p, 42);
+            seen.extend(d);
+        }
+        assert_eq!(seen, devices);
+    }
+
+    #[test]
+    fn ephemeral_signals_carry_the_message_in_every_part_under_the_payload_limit() {
+        let devices: Vec<(String, String)> = (0..500)
+            .map(|i| (format!("@user{i}:some.server.example"), format!("D{i:06}")))
+            .collect();
+        let event = format!("{{\"message\":\"{}\"}}", "A".repeat(2800));
+        let parts = split(Signal::Ephemeral {
+            e: event.clone(),
+            d: devices.clone(),
+        });
+        assert!(parts.len() > 1);
+        let mut seen = Vec::new();
+        for part in parts {
+            let payload = serde_json::to_string(&Envelope {
+                o: 7,
+                s: part.clone(),
+            })
+            .unwrap();
+            assert!(payload.len() < MAX_PAYLOAD_BYTES, "{} bytes", payload.len());
+            let Signal::Ephemeral { e, d } = part else {
+                panic!("not an ephemeral signal")
+            };
+            assert_eq!(e, event);
             seen.extend(d);
         }
         assert_eq!(seen, devices);

@@ -170,6 +170,10 @@ export class Api {
   send(groupId, txnId, message) {
     return this.endpoint(E.SendMessage, { group_id: groupId, txn_id: txnId }, { message });
   }
+  /** An ephemeral message: relayed to the members online now, never stored. */
+  sendEphemeral(groupId, txnId, message) {
+    return this.endpoint(E.SendEphemeral, { group_id: groupId, txn_id: txnId }, { message });
+  }
   sync(since, timeoutMs = 0) {
     const q = new URLSearchParams();
     if (since) q.set('since', since);

@@ -254,6 +254,7 @@ export class Session {
     if (frame.type === 'welcome') await this.handleWelcome(frame);
     else if (frame.type === 'message') await this.handleMessage(frame.group_id, frame);
     else if (frame.type === 'key_packages') await this.replenish(frame).catch(() => {});
+    else if (frame.type === 'ephemeral') await this.handleEphemeral(frame);
     if (fromWs && frame.next_batch) {
       this.state.since = frame.next_batch;
       this.save();
@@ -456,6 +457,25 @@ export class Session {
     return false;
   }
 
+  /**
+   * An ephemeral message (never stored, no seq): only a typing notice is honoured; anything
+   * else sent this way is dropped, so nothing ephemeral ever becomes a bubble or history.
+   */
+  async handleEphemeral(frame) {
+    const conv = this.state.convs[frame.group_id];
+    if (!conv || !conv.active) return;
+    const m = { seq: 0, sender: frame.sender, kind: 'application', epoch: frame.epoch, message: frame.message, ts: frame.ts };
+    let events = [];
+    try {
+      events = J(await withDeviceKeys(() => this.client.process(frame.group_id, JSON.stringify(m)), this.missing, this.fetchUsers));
+    } catch {
+      return; // a hint only
+    }
+    for (const ev of events) {
+      if (ev.type === 'application' && parsePayload(ev.plaintext).type === 'typing') this.handlePayload(conv, ev, m);
+    }
+  }
+
   /** Users currently typing in a group (expired notices dropped). */
   typingUsers(gid) {
     const t = this.typing[gid] || {};
@@ -473,12 +493,13 @@ export class Session {
    * never a bubble. Inside the queue. Returns false when it could not be sent (inactive
    * conversation, unacknowledged key change, pending proposals, network) — these are hints.
    */
-  async signalNow(gid, payload) {
+  async signalNow(gid, payload, { ephemeral = false } = {}) {
     const conv = this.state.convs[gid];
     if (!conv || !conv.active || this.keyChanges(gid).length) return false;
     try {
       const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
-      await this.api.send(gid, out.msg_id, out.message);
+      if (ephemeral) await this.api.sendEphemeral(gid, out.msg_id, out.message);
+      else await this.api.send(gid, out.msg_id, out.message);
       return true;
     } catch {
       return false;
@@ -489,7 +510,8 @@ export class Session {
   noteTyping(gid) {
     const conv = this.state.convs[gid];
     if (!conv || !conv.active || !this.typingThrottle.ready(gid)) return Promise.resolve(false);
-    return this.queue.run(() => this.signalNow(gid, { type: 'typing' }));
+    // Ephemeral: only members online now see it, and the server stores nothing.
+    return this.queue.run(() => this.signalNow(gid, { type: 'typing' }, { ephemeral: true }));
   }
 
   /** Sends a read receipt for the open, visible conversation if it has something new. */

@@ -213,11 +213,12 @@ test('typing notices, read receipts and DM markers are never bubbles nor unread'
 test('typing is sent at most once per 3 s; read receipts cover the latest incoming seq once', async () => {
   let now = 1000;
   const client = fakeClient();
-  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: 20 }) });
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: 20 }), sendEphemeral: () => ({}) });
   const s = session(client, api, emptyAppState(), { now: () => now });
   client.createGroup('!g:hs');
   const conv = s.newConv('!g:hs');
   await s.noteTyping('!g:hs');
+  assert.deepEqual(api.calls.map((c) => c[0]), ['sendEphemeral'], 'typing goes the ephemeral way, never stored');
   await s.noteTyping('!g:hs');
   now += 2000;
   await s.noteTyping('!g:hs');
@@ -545,4 +546,24 @@ test('a WebSocket says how far the device processed, once per burst of frames', 
   const acks = ws.sent.filter((f) => 'received' in f);
   assert.deepEqual(acks, [{ received: 's7' }]);
   s.stop();
+});
+
+test('an ephemeral typing notice shows who types; anything else sent ephemerally is dropped', async () => {
+  const now = 1000;
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }) });
+  const s = session(client, api, emptyAppState(), { now: () => now });
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  const frame = { type: 'ephemeral', group_id: '!g:hs', sender: BOB, epoch: 1, message: 'M', ts: now };
+  client.plain = { 0: '{"type":"text","body":"sneaked in"}' };
+  await s.handleFrame(frame, true);
+  assert.equal(conv.messages.length, 0, 'no bubble from an ephemeral message');
+  assert.deepEqual(s.typingUsers('!g:hs'), []);
+  client.plain = { 0: '{"type":"typing"}' };
+  await s.handleFrame(frame, true);
+  assert.deepEqual(s.typingUsers('!g:hs'), ['@bob:hs']);
+  assert.equal(conv.lastSeq || 0, 0, 'no seq moved');
 });

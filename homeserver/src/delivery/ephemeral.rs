@@ -78,12 +78,12 @@ impl Ephemerals {
     /// the database, to theirs; returns how many connections here took it.
     pub fn deliver(&self, event: EphemeralEvent, devices: Vec<Device>) -> usize {
         if let Some(cluster) = self.cluster.get().filter(|c| c.has_peers()) {
-            cluster.send(Signal::Ephemeral {
-                g: event.group_id.clone(),
-                s: (event.sender.user_id.clone(), event.sender.device_id.clone()),
-                m: event.message.clone(),
-                d: devices.clone(),
-            });
+            if let Ok(e) = serde_json::to_string(&event) {
+                cluster.send(Signal::Ephemeral {
+                    e,
+                    d: devices.clone(),
+                });
+            }
         }
         self.deliver_here(Arc::new(event), &devices)
     }
@@ -116,16 +116,10 @@ impl Ephemerals {
                     return;
                 };
                 match signal {
-                    Ok(Signal::Ephemeral { g, s, m, d }) => {
-                        let event = EphemeralEvent {
-                            group_id: g,
-                            sender: parley_client_api::groups::DeviceRef {
-                                user_id: s.0,
-                                device_id: s.1,
-                            },
-                            message: m,
-                        };
-                        ephemerals.deliver_here(Arc::new(event), &d);
+                    Ok(Signal::Ephemeral { e, d }) => {
+                        if let Ok(event) = serde_json::from_str::<EphemeralEvent>(&e) {
+                            ephemerals.deliver_here(Arc::new(event), &d);
+                        }
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -146,7 +140,9 @@ mod tests {
                 user_id: "@s:x".into(),
                 device_id: "S".into(),
             },
+            epoch: 1,
             message: format!("m{n}"),
+            ts: 0,
         }
     }
 

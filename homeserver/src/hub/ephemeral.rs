@@ -12,12 +12,12 @@ use parley_client_api::sync::EphemeralEvent;
 use parley_federation::endpoints::{FollowerEphemeral, FollowerSendRequest, RelayEphemeral};
 
 use super::error::HubError;
-use super::roster::remote_servers;
+use super::roster::{remote_servers, sends_as_member};
 use super::{decode, invalid};
 use crate::delivery::ephemeral::MAX_EPHEMERAL_BYTES;
 use crate::federation::remote_errors::RemoteError;
 use crate::ids::{is_local, random_id, remote_hub};
-use crate::mls_check::{self, ContentKind, MessageSender};
+use crate::mls_check::{self, ContentKind};
 use crate::state::AppState;
 
 /// How long the hub waits for a member server to take an ephemeral message.
@@ -100,23 +100,22 @@ async fn hub_ephemeral(
             framed.epoch
         )));
     }
-    let me = roster
-        .members
-        .iter()
-        .find(|m| m.user_id == sender.user_id && m.device_id == sender.device_id);
-    let leaf_ok = match (me, framed.sender) {
-        (Some(m), MessageSender::Member(leaf)) => m.leaf_index == leaf || framed.epoch < current,
-        (Some(_), _) => true,
-        (None, _) => false,
-    };
-    if !leaf_ok {
+    if !sends_as_member(
+        &roster.members,
+        sender,
+        framed,
+        current,
+        ContentKind::Application,
+    ) {
         crate::metrics::roster_denial();
         return Err(HubError::NotMember);
     }
     let event = EphemeralEvent {
         group_id: group_id.to_owned(),
         sender: sender.clone(),
+        epoch: framed.epoch,
         message: message_b64,
+        ts: crate::clock::now_ms(),
     };
     for destination in remote_servers(state, &roster.members) {
         relay(state, destination, event.clone());

@@ -9,6 +9,28 @@ use crate::ids::{identity, is_local, same_server, server_of, split_identity};
 use crate::mls_check::Roster;
 use crate::state::AppState;
 
+/// Whether `sender` may send a message of `kind` framed as `framed` in a group at epoch
+/// `current` whose members are `members`: it is one of them and, as of the current epoch,
+/// at the leaf the message names (an older epoch's leaves are not kept; a non-member sender
+/// framing suits application messages only).
+pub(super) fn sends_as_member(
+    members: &[Member],
+    sender: &parley_client_api::groups::DeviceRef,
+    framed: &crate::mls_check::FramedInfo,
+    current: u64,
+    kind: crate::mls_check::ContentKind,
+) -> bool {
+    use crate::mls_check::{ContentKind, MessageSender};
+    let me = members
+        .iter()
+        .find(|m| m.user_id == sender.user_id && m.device_id == sender.device_id);
+    match (me, framed.sender) {
+        (Some(m), MessageSender::Member(leaf)) => m.leaf_index == leaf || framed.epoch < current,
+        (Some(_), _) => kind == ContentKind::Application,
+        (None, _) => false,
+    }
+}
+
 /// The roster of `members`, with blank leaves where nobody sits.
 pub(super) fn roster_of(members: &[Member]) -> Roster {
     let len = members

@@ -7,10 +7,10 @@ use parley_client_api::ids::{GroupId, TxnId};
 use parley_schema::{Appended, EpochRoster, MessageToAppend, Refused};
 
 use super::error::HubError;
-use super::roster::remote_servers;
+use super::roster::{remote_servers, sends_as_member};
 use super::{decode, invalid, refusal};
 use crate::clock::now_ms;
-use crate::mls_check::{self, ContentKind, MessageSender};
+use crate::mls_check::{self, ContentKind};
 use crate::state::AppState;
 
 /// The hub's handling of an application message or proposal from `sender`.
@@ -149,15 +149,7 @@ async fn append_checked(
         )));
     }
     let members = &roster.members;
-    let me = members
-        .iter()
-        .find(|m| m.user_id == auth.user_id && m.device_id == auth.device_id);
-    let leaf_ok = match (me, framed.sender) {
-        (Some(m), MessageSender::Member(leaf)) => m.leaf_index == leaf || framed.epoch < current,
-        (Some(_), _) => kind == ContentKind::Application,
-        (None, _) => false,
-    };
-    if !leaf_ok {
+    if !sends_as_member(members, auth, framed, current, kind) {
         crate::metrics::roster_denial();
         return Err(HubError::NotMember);
     }

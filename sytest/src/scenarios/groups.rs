@@ -25,6 +25,7 @@ crate::tests!("groups":
     ids_outside_their_grammar_in_a_path_name_nothing_and_a_bad_txn_id_is_400,
     txn_id_reuse_returns_the_first_seq_and_delivers_once,
     application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the_limit_is_delivered,
+    ephemeral_message_reaches_a_waiting_long_poll_only_and_is_never_stored,
 );
 
 /// Alice and Bob, both on `hs`, knowing each other's keys.
@@ -582,5 +583,100 @@ async fn application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the
             .map(String::len)
             .collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// `d`'s ephemeral message of `group` with base64 `message`.
+async fn ephemeral(
+    d: &Device,
+    group: &str,
+    txn: &str,
+    message: String,
+) -> Result<parley_client_api::endpoint::Empty, parley_client_api::ClientError> {
+    use parley_client_api::groups::{SendEphemeral, SendRequest};
+    d.client
+        .call_with_raw_path::<SendEphemeral>(&[group, txn], &SendRequest { message })
+        .await
+}
+
+async fn ephemeral_message_reaches_a_waiting_long_poll_only_and_is_never_stored(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    use parley_client_api::client::b64;
+    let hs = ctx.server("hs1").start().await?;
+    let (mut alice, mut bob) = pair(&ctx, &hs).await?;
+    let mallory = Device::register(&hs, &ctx.user("mallory")).await?;
+    let group = group_of_two(&mut alice, &mut bob).await?;
+    let since = bob.since.clone();
+    // Bob waits in a long-poll; Alice's typing notice answers it at once.
+    let waiting = {
+        let client = bob.client.clone();
+        let since = since.clone();
+        tokio::spawn(async move { client.sync(since.as_deref(), 20_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (txn, typing) = alice.encrypt(&group, "typing")?;
+    expect_ok(
+        ephemeral(&alice, &group, &txn, b64(&typing)).await,
+        "ephemeral send",
+    )?;
+    let answer = expect_ok(waiting.await?, "long-poll")?;
+    expect_eq(
+        &answer.ephemeral.len(),
+        &1,
+        "ephemeral messages in the long-poll",
+    )?;
+    expect_eq(
+        &answer.ephemeral[0].message,
+        &b64(&typing),
+        "the message as sent",
+    )?;
+    expect_eq(
+        &answer.ephemeral[0].sender.user_id,
+        &alice.user_id,
+        "its sender",
+    )?;
+    expect_eq(
+        &Some(answer.next_batch.clone()),
+        &since,
+        "the stream did not move",
+    )?;
+    // Never stored: no later sync, from any token, returns it.
+    for from in [since.clone(), None] {
+        let later = expect_ok(bob.client.sync(from.as_deref(), 0).await, "sync")?;
+        expect_eq(
+            &later.ephemeral.len(),
+            &0,
+            "ephemeral messages in a later sync",
+        )?;
+        let apps = later
+            .groups
+            .get(&group)
+            .map(|g| {
+                g.messages
+                    .iter()
+                    .filter(|m| m.kind == "application")
+                    .count()
+            })
+            .unwrap_or(0);
+        expect_eq(&apps, &0, "application messages stored")?;
+    }
+    // Refusals: a non-member, an oversized message, a message that is not base64.
+    let (txn, words) = alice.encrypt(&group, "alice's words")?;
+    expect_error(
+        ephemeral(&mallory, &group, &txn, b64(&words)).await,
+        403,
+        "P_NOT_MEMBER",
+    )?;
+    expect_error(
+        ephemeral(&alice, &group, "big-1", b64(&vec![0u8; 4096])).await,
+        413,
+        "P_TOO_LARGE",
+    )?;
+    expect_error(
+        ephemeral(&alice, &group, "bad-1", "not base64!".into()).await,
+        400,
+        "P_INVALID_MESSAGE",
+    )?;
     Ok(())
 }

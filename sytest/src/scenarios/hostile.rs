@@ -247,10 +247,15 @@ async fn oversized_relayed_messages_are_refused_and_cost_no_disk(
 ) -> anyhow::Result<()> {
     let (fake, hs, name) = hostile_fake(&mut ctx, "").await?;
     let disk_before = disk(&hs);
-    let rss_before = rss_kib(&hs);
     let big = vec![0xA5u8; 1536 * 1024];
     let mut codes = Vec::new();
-    for i in 0..12 {
+    // The first few only warm the allocator up (its arenas and caches take memory once per
+    // thread); the bound is on what more of them cost: nothing that accumulates.
+    let mut rss_before = None;
+    for i in 0..16 {
+        if i == 4 {
+            rss_before = rss_kib(&hs);
+        }
         let group = format!("!oversized{i}:{FAKE_NAME}");
         let event = message_event("m", &group, 1, "application", &big);
         let reply = put_txn(
@@ -268,7 +273,7 @@ async fn oversized_relayed_messages_are_refused_and_cost_no_disk(
         growth(rss_before, rss_kib(&hs)),
     );
     eprintln!(
-        "measured: 12 relayed application messages of 1.5 MiB: {:?}; data dir +{disk_grew:?} bytes, RSS +{rss_grew:?} KiB",
+        "measured: 16 relayed application messages of 1.5 MiB: {:?}; data dir +{disk_grew:?} bytes, RSS over the last 12 +{rss_grew:?} KiB",
         codes.first()
     );
     anyhow::ensure!(
@@ -278,8 +283,12 @@ async fn oversized_relayed_messages_are_refused_and_cost_no_disk(
     if let Some(g) = disk_grew {
         anyhow::ensure!(g < 1024 * 1024, "the data dir grew by {g} bytes");
     }
+    // Keeping even the 12 refused messages would take 18 MiB.
     if let Some(g) = rss_grew {
-        anyhow::ensure!(g < 32 * 1024, "the server's RSS grew by {g} KiB");
+        anyhow::ensure!(
+            g < 12 * 1024,
+            "the server's RSS grew by {g} KiB over 12 refused messages"
+        );
     }
     Ok(())
 }

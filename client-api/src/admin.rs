@@ -339,6 +339,9 @@ pub struct RetentionResponse {
     /// Delivered messages deleted.
     #[serde(default)]
     pub messages: u64,
+    /// Media files deleted (unreferenced or past their period, and stale cached media).
+    #[serde(default)]
+    pub media: u64,
 }
 
 /// Query of [`AuditLog`].

@@ -298,9 +298,7 @@ impl Client {
         txn_id: &str,
         message: &[u8],
     ) -> Result<u64, ClientError> {
-        let request = groups::SendRequest {
-            message: b64(message),
-        };
+        let request = groups::SendRequest::new(b64(message));
         Ok(self
             .call_with_raw_path::<groups::SendMessage>(&[group_id, txn_id], &request)
             .await?

@@ -107,6 +107,10 @@ pub enum RateLimitClass {
     Federation,
     /// Admin API requests, per admin user.
     Admin,
+    /// Media uploads, per user.
+    MediaUpload,
+    /// Media downloads, per user.
+    MediaDownload,
 }
 
 impl RateLimitClass {
@@ -124,6 +128,8 @@ impl RateLimitClass {
             RateLimitClass::DeviceLookup => "device_lookup",
             RateLimitClass::Federation => "federation",
             RateLimitClass::Admin => "admin",
+            RateLimitClass::MediaUpload => "media_upload",
+            RateLimitClass::MediaDownload => "media_download",
         }
     }
 }
@@ -142,6 +148,8 @@ pub enum BodyLimit {
     KeyUpload,
     /// `federation.max_request_bytes`.
     Federation,
+    /// A media upload's raw bytes, streamed to disk: `limits.max_upload_bytes`.
+    Media,
 }
 
 impl BodyLimit {
@@ -155,6 +163,7 @@ impl BodyLimit {
                 "(limits.max_key_packages_per_upload + 1) key packages (base64) + limits.max_request_bytes"
             }
             BodyLimit::Federation => "federation.max_request_bytes",
+            BodyLimit::Media => "limits.max_upload_bytes (application/octet-stream)",
         }
     }
 }

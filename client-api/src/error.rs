@@ -35,11 +35,15 @@ pub enum ErrCode {
     NotReady,
     /// The account was deactivated by an admin (403).
     UserDeactivated,
+    /// An upload would take the user past their media quota (413).
+    QuotaExceeded,
+    /// A `Range` that starts past the end of the media (416).
+    RangeNotSatisfiable,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 24] = [
+    pub const ALL: [ErrCode; 26] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -64,6 +68,8 @@ impl ErrCode {
         ErrCode::Unknown,
         ErrCode::NotReady,
         ErrCode::UserDeactivated,
+        ErrCode::QuotaExceeded,
+        ErrCode::RangeNotSatisfiable,
     ];
 
     /// The code as it appears on the wire.
@@ -93,6 +99,8 @@ impl ErrCode {
             ErrCode::Unknown => "P_UNKNOWN",
             ErrCode::NotReady => "P_NOT_READY",
             ErrCode::UserDeactivated => "P_USER_DEACTIVATED",
+            ErrCode::QuotaExceeded => "P_QUOTA_EXCEEDED",
+            ErrCode::RangeNotSatisfiable => "P_RANGE_NOT_SATISFIABLE",
         }
     }
 
@@ -114,7 +122,8 @@ impl ErrCode {
             | ErrCode::SignatureKeyMismatch
             | ErrCode::StaleEpoch
             | ErrCode::KeyPackagesExhausted => 409,
-            ErrCode::TooLarge => 413,
+            ErrCode::TooLarge | ErrCode::QuotaExceeded => 413,
+            ErrCode::RangeNotSatisfiable => 416,
             ErrCode::LimitExceeded => 429,
             ErrCode::Unknown => 500,
             ErrCode::UnreachableServer => 502,

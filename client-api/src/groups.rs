@@ -97,6 +97,24 @@ pub struct CommitResponse {
 pub struct SendRequest {
     /// Base64 `MLSMessage`: a PrivateMessage (application) or PublicMessage (proposal).
     pub message: String,
+    /// Ids of media the sender uploaded to their own server that the message names (at most
+    /// [`MAX_MEDIA_PER_MESSAGE`]): their server keeps them past the unreferenced-media
+    /// period. Read by the sender's server only; never passed to the hub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+}
+
+/// Most media ids one [`SendRequest`] may name.
+pub const MAX_MEDIA_PER_MESSAGE: usize = 16;
+
+impl SendRequest {
+    /// A request sending `message` (base64), naming no media.
+    pub fn new(message: String) -> SendRequest {
+        SendRequest {
+            message,
+            media: Vec::new(),
+        }
+    }
 }
 
 /// Response of [`SendMessage`].

@@ -24,6 +24,8 @@ pub enum IdError {
     BadGroupId,
     #[error("txn_id must be 1-64 characters of A-Z a-z 0-9 . _ ~ -")]
     BadTxnId,
+    #[error("media id must be 1-64 characters of A-Z a-z 0-9 _ -")]
+    BadMediaId,
 }
 
 /// Whether `s` is a valid localpart: `[a-z0-9._=-]+`.

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod health;
 pub mod ids;
 pub mod keys;
+pub mod media;
 pub mod openapi;
 pub mod params;
 pub mod sync;
@@ -52,6 +53,8 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<groups::SubmitCommit>(),
         E::of::<groups::SendMessage>(),
         E::of::<groups::SendEphemeral>(),
+        E::of::<media::UploadMedia>(),
+        E::of::<media::DownloadMedia>(),
         E::of::<sync::Sync>(),
         E::of::<sync::DeleteWelcome>(),
         E::of::<sync::WebSocket>(),

@@ -7,7 +7,7 @@ use schemars::generate::SchemaSettings;
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use crate::endpoint::{Auth, EndpointInfo, RateLimitClass};
+use crate::endpoint::{Auth, BodyLimit, EndpointInfo, RateLimitClass};
 use crate::error::{ErrCode, ErrorBody};
 
 /// The document's title and introduction.
@@ -37,7 +37,9 @@ pub fn errcodes(e: &EndpointInfo) -> Vec<ErrCode> {
             ErrCode::LimitExceeded,
         ]),
     }
-    if e.method.has_body() {
+    if e.body_limit == BodyLimit::Media {
+        codes.extend([ErrCode::TooLarge, ErrCode::Timeout]);
+    } else if e.method.has_body() {
         codes.extend([
             ErrCode::NotJson,
             ErrCode::BadJson,
@@ -141,7 +143,12 @@ fn operation(e: &EndpointInfo, generator: &mut SchemaGenerator, error_schema: &V
         })
         .collect();
     let request = (e.request_schema)(generator).to_value();
-    if e.method.has_body() {
+    if e.body_limit == BodyLimit::Media {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/octet-stream": {"schema": request}}}),
+        );
+    } else if e.method.has_body() {
         op.insert(
             "requestBody".into(),
             json!({"required": true, "content": {"application/json": {"schema": request}}}),
@@ -166,6 +173,21 @@ fn operation(e: &EndpointInfo, generator: &mut SchemaGenerator, error_schema: &V
         responses.insert(
             "101".into(),
             json!({"description": "Switching Protocols: the socket is open."}),
+        );
+    } else if response.get("format").and_then(Value::as_str) == Some("binary")
+        || resolve(&response, generator)
+            .and_then(|s| s.get("format"))
+            .and_then(Value::as_str)
+            == Some("binary")
+    {
+        let bytes = json!({"application/octet-stream": {"schema": response}});
+        responses.insert(
+            "200".into(),
+            json!({"description": "The bytes.", "content": bytes}),
+        );
+        responses.insert(
+            "206".into(),
+            json!({"description": "The part asked for by `Range`.", "content": bytes}),
         );
     } else if e.name == "ApiReference" {
         responses.insert(

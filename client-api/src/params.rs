@@ -60,6 +60,12 @@ pub fn check(name: &str, value: &str) -> Result<(), crate::ids::IdError> {
         "txn_id" => TxnId::parse(value).map(drop),
         "user_id" => UserId::parse(value).map(drop),
         "device_id" => DeviceId::parse(value).map(drop),
+        "server_name" if !crate::ids::is_valid_server_name(value) => {
+            Err(crate::ids::IdError::BadServerName)
+        }
+        "media_id" if !crate::media::is_valid_media_id(value) => {
+            Err(crate::ids::IdError::BadMediaId)
+        }
         _ => Ok(()),
     }
 }

@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_bundle_bytes: u64,
     /// Longest accepted key-package lifetime, in milliseconds.
     pub max_key_package_lifetime_ms: u64,
+    /// Largest media upload, in bytes (0 from a server without a media repository).
+    #[serde(default)]
+    pub max_upload_bytes: u64,
 }
 
 /// Response of [`GetVersions`].

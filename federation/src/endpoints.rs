@@ -91,6 +91,21 @@ endpoint! {
     auth ServerSignature, rate Federation, body Federation, path GroupPath,
     CatchUpQuery => CatchUpPage, errors [NotFound]
 }
+endpoint! {
+    /// An attachment's ciphertext uploaded to this server, for a server whose user asked for
+    /// it. Any server may fetch any media: ids are 128 random bits, and the bytes are
+    /// encrypted. A `Range: bytes=a-b` header is answered 206 with that part.
+    FetchMedia: Get "/_parley/federation/v1/media/{media_id}",
+    auth ServerSignature, rate Federation, body Federation, path MediaIdPath,
+    NoQuery => parley_client_api::media::MediaBytes, errors [NotFound, RangeNotSatisfiable]
+}
+
+/// `{media_id}` of [`FetchMedia`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MediaIdPath {
+    /// The media's id on this server.
+    pub media_id: String,
+}
 
 /// Body of [`FollowerCommit`]: the client's commit bundle and the device that sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -146,6 +161,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         EndpointInfo::of::<FollowerCommit>(),
         EndpointInfo::of::<FollowerSend>(),
         EndpointInfo::of::<CatchUp>(),
+        EndpointInfo::of::<FetchMedia>(),
     ]
 }
 

@@ -43,6 +43,40 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Threads of the async runtime; unset: one per core.
     pub worker_threads: Option<usize>,
+    /// The media repository.
+    pub media: MediaConfig,
+}
+
+/// The media repository ([`crate::media`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Directory of the media files; unset: `media` in the data dir. Processes sharing one
+    /// PostgreSQL database must share this directory too (a network or cluster filesystem).
+    pub store_path: Option<PathBuf>,
+    /// Bytes of media one user may hold on this server (413 `P_QUOTA_EXCEEDED` past it).
+    pub user_quota_bytes: u64,
+    /// Bytes of other servers' media cached here; past it the least recently read go.
+    pub remote_cache_bytes: u64,
+    /// Uploads one user may run at once (429 past it).
+    pub max_concurrent_uploads_per_user: usize,
+    /// Remote fetches running at once on this process (a download waits for a slot).
+    pub max_concurrent_remote_fetches: usize,
+    /// Longest an upload or a remote fetch may take, in milliseconds.
+    pub transfer_timeout_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            store_path: None,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            remote_cache_bytes: 4 * 1024 * 1024 * 1024,
+            max_concurrent_uploads_per_user: 2,
+            max_concurrent_remote_fetches: 8,
+            transfer_timeout_ms: 30 * 60 * 1000,
+        }
+    }
 }
 
 /// `GET /_parley/metrics` ([`crate::metrics`]).
@@ -215,6 +249,14 @@ pub struct RetentionConfig {
     /// member device has received them and no other server still waits for them. Unset (the
     /// default): messages are kept for ever.
     pub messages_ms: Option<u64>,
+    /// How long an upload no sent message named is kept, in milliseconds.
+    pub unreferenced_media_ms: u64,
+    /// How long uploads are kept, named or not, in milliseconds; unset (the default): for
+    /// ever.
+    pub media_ms: Option<u64>,
+    /// How long another server's media stays cached here after it was last read, in
+    /// milliseconds.
+    pub remote_media_ms: u64,
 }
 
 impl Default for RetentionConfig {
@@ -223,6 +265,9 @@ impl Default for RetentionConfig {
             interval_ms: 3_600_000,
             transactions_ms: 7 * 24 * 3_600_000,
             messages_ms: None,
+            unreferenced_media_ms: 24 * 3_600_000,
+            media_ms: None,
+            remote_media_ms: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -310,6 +355,8 @@ pub struct LimitsConfig {
     pub body_read_timeout_ms: u64,
     /// Connections open at once (more wait in the listen backlog).
     pub max_connections: usize,
+    /// Largest media upload (and largest media fetched from another server), in bytes.
+    pub max_upload_bytes: u64,
 }
 
 /// Rate limits, each a token bucket per client IP.
@@ -338,6 +385,10 @@ pub struct RateLimitsConfig {
     pub device_lookup: RateLimit,
     /// Admin API requests, per admin user.
     pub admin: RateLimit,
+    /// Media uploads, per user.
+    pub media_upload: RateLimit,
+    /// Media downloads, per user.
+    pub media_download: RateLimit,
     /// Inbound federation requests, per origin server (counted once authenticated).
     pub federation: RateLimit,
     /// Inbound federation requests per client address, counted before the body is read or
@@ -372,6 +423,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
             worker_threads: None,
+            media: MediaConfig::default(),
             web_client_dir: None,
             tls: None,
             trusted_proxies: Vec::new(),
@@ -424,6 +476,7 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 60_000,
             max_connections: 10_000,
+            max_upload_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -474,6 +527,14 @@ impl Default for RateLimitsConfig {
             admin: RateLimit {
                 per_second: 10.0,
                 burst: 100,
+            },
+            media_upload: RateLimit {
+                per_second: 1.0,
+                burst: 30,
+            },
+            media_download: RateLimit {
+                per_second: 20.0,
+                burst: 200,
             },
             federation: RateLimit {
                 per_second: 500.0,
@@ -529,6 +590,7 @@ impl Config {
                     + overhead
             }
             BodyLimit::Federation => self.federation.max_request_bytes,
+            BodyLimit::Media => usize::try_from(l.max_upload_bytes).unwrap_or(usize::MAX),
         }
     }
 

@@ -39,6 +39,7 @@ pub mod hub;
 pub mod ids;
 pub mod keys;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod mls_check;
 pub mod ratelimit;

@@ -47,6 +47,12 @@ pub const MESSAGES_PRUNED: &str = "parley_messages_pruned_total";
 /// Messages of followed groups this server never stored because their hub had deleted them
 /// (skipped in a gap fill).
 pub const FOLLOWER_SKIPPED: &str = "parley_follower_skipped_messages_total";
+/// Media bytes stored, by `source` (`upload`, `remote`).
+pub const MEDIA_STORED_BYTES: &str = "parley_media_stored_bytes_total";
+/// Media bytes served to clients and servers.
+pub const MEDIA_SERVED_BYTES: &str = "parley_media_served_bytes_total";
+/// Fetches of other servers' media, by `result` (`fetched`, `not_found`, `failed`).
+pub const MEDIA_REMOTE_FETCHES: &str = "parley_media_remote_fetches_total";
 
 /// Latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 13] = [
@@ -138,6 +144,21 @@ pub fn messages_pruned(count: usize) {
 /// Records messages of a followed group skipped because the hub had deleted them.
 pub fn follower_skipped(count: i64) {
     metrics::counter!(FOLLOWER_SKIPPED).increment(count.max(0) as u64);
+}
+
+/// Records media bytes stored, from an upload or another server.
+pub fn media_stored(source: &'static str, bytes: u64) {
+    metrics::counter!(MEDIA_STORED_BYTES, "source" => source).increment(bytes);
+}
+
+/// Records media bytes about to be served.
+pub fn media_served(bytes: u64) {
+    metrics::counter!(MEDIA_SERVED_BYTES).increment(bytes);
+}
+
+/// Records a fetch of another server's media.
+pub fn media_remote_fetch(result: &'static str) {
+    metrics::counter!(MEDIA_REMOTE_FETCHES, "result" => result).increment(1);
 }
 
 /// Counts a long-poll as waiting while the guard lives.

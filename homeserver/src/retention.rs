@@ -3,7 +3,9 @@
 //! answers to inbound federation transactions older than `retention.transactions_ms`, and,
 //! when `retention.messages_ms` is set, deletes older messages that every current member
 //! device has received and no other server still waits for
-//! ([`parley_schema::retention::Retention::prune_messages`]).
+//! ([`parley_schema::retention::Retention::prune_messages`]); it deletes media no sent
+//! message named, uploads past `retention.media_ms` and cached remote media unread for
+//! `retention.remote_media_ms` ([`crate::media::run_retention`]).
 //!
 //! Expired key packages are never served (every read filters them), so purging them changes no
 //! answer: it only frees their rows. Pruned `txn_id`s and transactions change what a very late
@@ -25,6 +27,8 @@ pub struct Pruned {
     pub inbound_transactions: usize,
     /// Delivered messages deleted.
     pub messages: usize,
+    /// Media files deleted.
+    pub media: usize,
 }
 
 /// Runs the jobs now and then every `retention.interval_ms`, forever (spawned at start-up).
@@ -83,6 +87,7 @@ pub async fn run_with(state: &AppState, messages_ms: Option<u64>) -> Pruned {
             "inbound_transactions",
             store.retention().prune_inbound_transactions(before).await,
         ),
+        media: crate::media::run_retention(state).await,
     };
     if pruned != Pruned::default() {
         tracing::info!(
@@ -90,6 +95,7 @@ pub async fn run_with(state: &AppState, messages_ms: Option<u64>) -> Pruned {
             transaction_ids = pruned.transaction_ids,
             inbound_transactions = pruned.inbound_transactions,
             messages = pruned.messages,
+            media = pruned.media,
             "retention: pruned rows"
         );
     }

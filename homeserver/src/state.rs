@@ -43,6 +43,8 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
     /// Running gap fills of groups whose hub is elsewhere.
     pub gaps: Arc<GapFiller>,
+    /// The media repository's files and running transfers.
+    pub media: Arc<crate::media::files::MediaRepo>,
     /// Password hashing, a bounded number at a time.
     pub passwords: Arc<crate::accounts::passwords::Passwords>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
@@ -84,6 +86,14 @@ impl AppState {
                 RateLimiter::new(rl.device_lookup),
             ),
             (RateLimitClass::Admin, RateLimiter::new(rl.admin)),
+            (
+                RateLimitClass::MediaUpload,
+                RateLimiter::new(rl.media_upload),
+            ),
+            (
+                RateLimitClass::MediaDownload,
+                RateLimiter::new(rl.media_download),
+            ),
         ]);
         let fed_config = &config.federation;
         let outbox = Outbox::new(
@@ -116,6 +126,7 @@ impl AppState {
             outbox,
             gaps: Arc::new(GapFiller::default()),
             passwords: Arc::new(crate::accounts::passwords::Passwords::for_this_machine()),
+            media: Arc::new(crate::media::files::MediaRepo::new(&config)),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),
             wire_forms: Arc::new(WireForms::default()),

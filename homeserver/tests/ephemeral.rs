@@ -66,12 +66,7 @@ async fn send_ephemeral(
     };
     device
         .client
-        .call::<SendEphemeral>(
-            &path,
-            &SendRequest {
-                message: message.clone(),
-            },
-        )
+        .call::<SendEphemeral>(&path, &SendRequest::new(message.clone()))
         .await
         .map(|_| message)
 }
@@ -157,26 +152,20 @@ on_both_backends!(
             group_id: group.parse().unwrap(),
             txn_id: "t1".parse().unwrap(),
         };
-        let big = SendRequest {
-            message: STANDARD.encode(vec![0u8; 4096]),
-        };
+        let big = SendRequest::new(STANDARD.encode(vec![0u8; 4096]));
         assert_api_error(
             alice.client.call::<SendEphemeral>(&path, &big).await,
             413,
             "P_TOO_LARGE",
         );
-        let bad = SendRequest {
-            message: "not base64!".into(),
-        };
+        let bad = SendRequest::new("not base64!".into());
         assert_api_error(
             alice.client.call::<SendEphemeral>(&path, &bad).await,
             400,
             "P_INVALID_MESSAGE",
         );
         let (_, stolen) = alice.encrypt(&group, "from someone else").unwrap();
-        let forged = SendRequest {
-            message: STANDARD.encode(&stolen),
-        };
+        let forged = SendRequest::new(STANDARD.encode(&stolen));
         assert_api_error(
             dave.client.call::<SendEphemeral>(&path, &forged).await,
             403,

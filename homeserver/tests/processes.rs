@@ -445,12 +445,7 @@ async fn an_ephemeral_message_sent_through_one_process_reaches_a_websocket_held_
     };
     alice
         .client
-        .call::<SendEphemeral>(
-            &path,
-            &SendRequest {
-                message: message.clone(),
-            },
-        )
+        .call::<SendEphemeral>(&path, &SendRequest::new(message.clone()))
         .await
         .unwrap();
     loop {

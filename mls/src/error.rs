@@ -81,6 +81,17 @@ pub enum MlsError {
     /// The passphrase is wrong or the vault was tampered with (AES-GCM tag mismatch).
     #[error("wrong passphrase or tampered vault")]
     VaultDecrypt,
+    /// An attachment key, nonce prefix, hash or descriptor is malformed (length, base64, version).
+    #[error("malformed attachment parameters: {0}")]
+    AttachmentFormat(String),
+    /// The attachment's ciphertext does not hash to the SHA-256 its descriptor names: the file
+    /// was modified or corrupted on the way (checked before any decryption).
+    #[error("attachment hash mismatch: the file was modified or corrupted")]
+    AttachmentHashMismatch,
+    /// The attachment does not decrypt: wrong key, or a chunk was altered, dropped, reordered or
+    /// added (AES-GCM tag mismatch, missing final chunk, trailing bytes).
+    #[error("attachment cannot be decrypted (wrong key or corrupted): {0}")]
+    AttachmentCorrupt(String),
     /// Error reported by openmls.
     #[error("MLS error: {0}")]
     Mls(String),

@@ -2,6 +2,7 @@
 //! vault on top of openmls. No I/O: bytes in, bytes and events out.
 
 mod aad;
+pub mod attachment;
 mod ciphersuite;
 mod config;
 mod device_ref;
@@ -22,6 +23,11 @@ mod validation;
 pub mod vault;
 
 pub use aad::Aad;
+pub use attachment::{
+    ciphertext_sha256, ciphertext_size, decrypt_attachment, encrypt_attachment,
+    AttachmentDecryptor, AttachmentDescriptor, AttachmentEncryptor, AttachmentKey,
+    CiphertextHasher, EncryptedAttachment, ThumbnailDescriptor, ATTACHMENT_VERSION,
+};
 pub use ciphersuite::{leaf_capabilities, CIPHERSUITE};
 pub use config::EngineConfig;
 pub use device_ref::DeviceRef;

@@ -21,6 +21,7 @@ mod fixed_sql;
 pub mod hub_log;
 pub mod keys;
 pub mod leases;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 mod pg_append;

@@ -225,3 +225,15 @@ diesel::table! {
         until_ts -> BigInt,
     }
 }
+
+diesel::table! {
+    media (server_name, media_id) {
+        server_name -> Text,
+        media_id -> Text,
+        uploader -> Nullable<Text>,
+        size -> BigInt,
+        created_ts -> BigInt,
+        last_access_ts -> BigInt,
+        referenced_ts -> Nullable<BigInt>,
+    }
+}

@@ -27,6 +27,8 @@ export const ENDPOINTS = Object.freeze({
   SubmitCommit: Object.freeze({ method: 'POST', path: '/_parley/client/v1/groups/{group_id}/commit', auth: 'access_token' }),
   SendMessage: Object.freeze({ method: 'PUT', path: '/_parley/client/v1/groups/{group_id}/send/{txn_id}', auth: 'access_token' }),
   SendEphemeral: Object.freeze({ method: 'PUT', path: '/_parley/client/v1/groups/{group_id}/ephemeral/{txn_id}', auth: 'access_token' }),
+  UploadMedia: Object.freeze({ method: 'POST', path: '/_parley/client/v1/media', auth: 'access_token' }),
+  DownloadMedia: Object.freeze({ method: 'GET', path: '/_parley/client/v1/media/{server_name}/{media_id}', auth: 'access_token' }),
   Sync: Object.freeze({ method: 'GET', path: '/_parley/client/v1/sync', auth: 'access_token' }),
   DeleteWelcome: Object.freeze({ method: 'DELETE', path: '/_parley/client/v1/welcomes/{id}', auth: 'access_token' }),
   WebSocket: Object.freeze({ method: 'GET', path: '/_parley/client/v1/ws', auth: 'none' }),

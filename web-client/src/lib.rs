@@ -301,3 +301,101 @@ pub fn safety_number_of(
 ) -> JsResult<String> {
     core::safety_number_of(user_a, devices_a_json, user_b, devices_b_json).map_err(js)
 }
+
+/// A file encrypted for upload (`encryptAttachment`): the ciphertext for the media store and
+/// the secrets for the message's attachment descriptor. Call `free()` once read: it holds the key.
+#[wasm_bindgen(js_name = EncryptedAttachment)]
+pub struct WebEncryptedAttachment {
+    inner: parley_mls::EncryptedAttachment,
+}
+
+#[wasm_bindgen(js_class = EncryptedAttachment)]
+impl WebEncryptedAttachment {
+    /// The ciphertext to upload (a copy, as a `Uint8Array`).
+    #[wasm_bindgen(getter)]
+    pub fn ciphertext(&self) -> Vec<u8> {
+        self.inner.ciphertext.clone()
+    }
+
+    /// The AES-256 key, standard padded base64 (secret: it goes only into the MLS message).
+    #[wasm_bindgen(getter)]
+    pub fn key(&self) -> String {
+        self.inner.key.key_base64()
+    }
+
+    /// The 7-byte nonce prefix, standard padded base64.
+    #[wasm_bindgen(getter = noncePrefix)]
+    pub fn nonce_prefix(&self) -> String {
+        self.inner.key.nonce_prefix_base64()
+    }
+
+    /// SHA-256 of the ciphertext, standard padded base64.
+    #[wasm_bindgen(getter)]
+    pub fn sha256(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.inner.sha256)
+    }
+
+    /// Ciphertext size in bytes (the descriptor's `size`).
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> f64 {
+        self.inner.ciphertext.len() as f64
+    }
+
+    /// Plaintext size in bytes (the descriptor's `plaintext_size`).
+    #[wasm_bindgen(getter = plaintextSize)]
+    pub fn plaintext_size(&self) -> f64 {
+        self.inner.plaintext_size as f64
+    }
+}
+
+/// Maps attachment errors to stable codes: `[AttachmentHashMismatch] hash mismatch: …` (shown
+/// text starts with "hash mismatch"), `[AttachmentCorrupt]`, `[AttachmentFormat]`.
+fn attachment_error(e: parley_mls::MlsError) -> WebError {
+    use parley_mls::MlsError;
+    match e {
+        MlsError::AttachmentHashMismatch => WebError::new(
+            "AttachmentHashMismatch",
+            "hash mismatch: the file was modified or corrupted",
+        ),
+        MlsError::AttachmentCorrupt(_) => WebError::new("AttachmentCorrupt", e.to_string()),
+        MlsError::AttachmentFormat(_) => WebError::new("AttachmentFormat", e.to_string()),
+        e => WebError::from(e),
+    }
+}
+
+/// Encrypts a file under a fresh key (chunked AES-256-GCM, docs/protocol.md): upload
+/// `ciphertext`, put `key`, `noncePrefix`, `sha256`, `size`, `plaintextSize` in the descriptor.
+#[wasm_bindgen(js_name = encryptAttachment)]
+pub fn encrypt_attachment(plaintext: &[u8]) -> JsResult<WebEncryptedAttachment> {
+    parley_mls::encrypt_attachment(plaintext)
+        .map(|inner| WebEncryptedAttachment { inner })
+        .map_err(|e| js(attachment_error(e)))
+}
+
+/// Checks the downloaded ciphertext's SHA-256, then decrypts it (key, nonce prefix and hash in
+/// standard padded base64). Tampered file: `[AttachmentHashMismatch] hash mismatch: …`.
+#[wasm_bindgen(js_name = decryptAttachment)]
+pub fn decrypt_attachment(
+    ciphertext: &[u8],
+    key_b64: &str,
+    nonce_prefix_b64: &str,
+    sha256_b64: &str,
+) -> JsResult<Vec<u8>> {
+    use base64::Engine as _;
+    let unb64 = |what: &str, text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| {
+                js(WebError::new(
+                    "BadInput",
+                    format!("{what} is not valid base64"),
+                ))
+            })
+    };
+    let key = zeroize::Zeroizing::new(unb64("key", key_b64)?);
+    let nonce_prefix = unb64("noncePrefix", nonce_prefix_b64)?;
+    let sha256 = unb64("sha256", sha256_b64)?;
+    parley_mls::decrypt_attachment(ciphertext, &key, &nonce_prefix, &sha256)
+        .map_err(|e| js(attachment_error(e)))
+}

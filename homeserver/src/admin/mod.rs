@@ -543,6 +543,7 @@ pub async fn run_retention(
         transaction_ids: pruned.transaction_ids as u64,
         inbound_transactions: pruned.inbound_transactions as u64,
         messages: pruned.messages as u64,
+        media: pruned.media as u64,
     };
     audit(
         state,
@@ -551,6 +552,7 @@ pub async fn run_retention(
         None,
         json!({"key_packages": answer.key_packages, "transaction_ids": answer.transaction_ids,
                "inbound_transactions": answer.inbound_transactions, "messages": answer.messages,
+               "media": answer.media,
                "messages_older_than_ms": messages_ms}),
     )
     .await?;

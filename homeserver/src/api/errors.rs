@@ -21,6 +21,7 @@ use crate::federation::error::FederationError;
 use crate::federation::remote_errors::RemoteError;
 use crate::hub::error::HubError;
 use crate::keys::KeysError;
+use crate::media::MediaError;
 use crate::ratelimit::RateLimited;
 
 /// Result of a handler.
@@ -43,6 +44,8 @@ pub enum ApiError {
     Federation(#[from] FederationError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 /// What a request fails with before (or besides) any service: routing, the body, rate limits,
@@ -457,6 +460,54 @@ impl OnTheWire for AdminError {
     }
 }
 
+impl OnTheWire for MediaError {
+    fn errcode(&self) -> ErrCode {
+        match self {
+            MediaError::TooLarge { .. } => ErrCode::TooLarge,
+            MediaError::QuotaExceeded { .. } => ErrCode::QuotaExceeded,
+            MediaError::TooManyUploads => ErrCode::LimitExceeded,
+            MediaError::Timeout => ErrCode::Timeout,
+            MediaError::NotFound => ErrCode::NotFound,
+            MediaError::RangeNotSatisfiable { .. } => ErrCode::RangeNotSatisfiable,
+            MediaError::Remote(e) => e.errcode(),
+            MediaError::Store(_) | MediaError::Io(_) => ErrCode::Unknown,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            MediaError::Remote(e) => e.status(),
+            other => other.errcode().http_status(),
+        }
+    }
+
+    fn extra_fields(&self) -> Map<String, Value> {
+        match self {
+            // Uploads finish in seconds; a client retries after one.
+            MediaError::TooManyUploads => retry_after(1000),
+            MediaError::RangeNotSatisfiable { size } => {
+                Map::from_iter([("size".to_owned(), json!(size))])
+            }
+            _ => Map::new(),
+        }
+    }
+
+    fn log_fault(&self) {
+        match self {
+            MediaError::Store(e) => log_store(e),
+            MediaError::Io(detail) => log_internal(detail),
+            _ => {}
+        }
+    }
+
+    fn relayed_body(&self) -> Option<&Value> {
+        match self {
+            MediaError::Remote(e) => e.relayed_body(),
+            _ => None,
+        }
+    }
+}
+
 impl ApiError {
     /// The failure inside, as it reads on the wire.
     fn wire(&self) -> &dyn OnTheWire {
@@ -468,6 +519,7 @@ impl ApiError {
             ApiError::Delivery(e) => e,
             ApiError::Federation(e) => e,
             ApiError::Admin(e) => e,
+            ApiError::Media(e) => e,
         }
     }
 
@@ -644,6 +696,16 @@ mod tests {
             (FederationError::NoLocalMember.into(), "P_NOT_MEMBER", 403, "no device of this server is a member of this group", none()),
             (FederationError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
             (FederationError::Internal("detail".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
+            // Media.
+            (MediaError::TooLarge { limit: 9 }.into(), "P_TOO_LARGE", 413, "media is larger than 9 bytes", none()),
+            (MediaError::QuotaExceeded { quota: 10, used: 8 }.into(), "P_QUOTA_EXCEEDED", 413, "the upload would exceed the media quota of 10 bytes (8 used)", none()),
+            (MediaError::TooManyUploads.into(), "P_LIMIT_EXCEEDED", 429, "too many uploads at once", json!({"retry_after_ms": 1000})),
+            (MediaError::Timeout.into(), "P_TIMEOUT", 408, "the upload did not arrive in time", none()),
+            (MediaError::NotFound.into(), "P_NOT_FOUND", 404, "no such media", none()),
+            (MediaError::RangeNotSatisfiable { size: 5 }.into(), "P_RANGE_NOT_SATISFIABLE", 416, "range not satisfiable: the media has 5 bytes", json!({"size": 5})),
+            (MediaError::Remote(RemoteError::Unreachable("b.example is down".into())).into(), "P_UNREACHABLE_SERVER", 502, "b.example is down", none()),
+            (MediaError::Store(store()).into(), "P_UNKNOWN", 500, "storage failure", none()),
+            (MediaError::Io("disk".into()).into(), "P_UNKNOWN", 500, "internal error", none()),
         ];
         for (error, errcode, code, text, extra) in table {
             let described = format!("{error:?}");

@@ -95,6 +95,59 @@ impl Routes {
         self
     }
 
+    /// Serves endpoint `E`, whose body or answer is raw bytes (media), with `handler`: it
+    /// gets the request's headers and unread body past the same rate limit, authentication
+    /// and path checks as every endpoint, and answers with a response of its own making.
+    pub fn serve_bytes<E, F, Fut>(mut self, handler: F) -> Routes
+    where
+        E: Endpoint,
+        E::Auth: AuthenticateUnread,
+        F: Fn(AppState, <E::Auth as Authenticate>::Caller, E::Path, RawRequest) -> Fut
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = ApiResult<axum::response::Response>> + Send + 'static,
+    {
+        let serve = move |State(state): State<AppState>, req: Request| {
+            let handler = handler.clone();
+            let started = std::time::Instant::now();
+            async move {
+                let declared = Declared {
+                    rate: E::RATE_LIMIT,
+                    body_limit: state.config.body_limit(E::BODY_LIMIT),
+                    has_body: E::METHOD.has_body(),
+                    has_path_params: E::PATH.contains('{'),
+                };
+                let headers = req.headers().clone();
+                let answer = match <E::Auth as AuthenticateUnread>::accept_unread::<E::Path>(
+                    req, &state, declared,
+                )
+                .await
+                {
+                    Ok((caller, path, body)) => {
+                        handler(state, caller, path, RawRequest { headers, body }).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let response = match answer {
+                    Ok(response) => response,
+                    Err(e) => axum::response::IntoResponse::into_response(e),
+                };
+                crate::metrics::request(
+                    EndpointInfo::of::<E>().name,
+                    E::METHOD.as_str(),
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+                response
+            }
+        };
+        self.router = self.router.route(E::PATH, method_router(E::METHOD, serve));
+        self.table.push(EndpointInfo::of::<E>());
+        self
+    }
+
     /// Serves endpoint `E` with a handler that is not JSON in, JSON out (the WebSocket
     /// upgrade): the declaration still documents it.
     pub fn serve_raw<E: Endpoint>(mut self, method_router: MethodRouter<AppState>) -> Routes {
@@ -137,6 +190,51 @@ where
         Method::Post => post(handler),
         Method::Put => put(handler),
         Method::Delete => delete(handler),
+    }
+}
+
+/// A request whose body the handler reads itself (media).
+pub struct RawRequest {
+    /// The request's headers (`Content-Length`, `Range`).
+    pub headers: HeaderMap,
+    /// The body, unread.
+    pub body: axum::body::Body,
+}
+
+/// Authentication for endpoints whose handler reads the body itself ([`Routes::serve_bytes`]).
+pub trait AuthenticateUnread: Authenticate {
+    /// Rate-limits and authenticates the request and parses its path, leaving the body
+    /// unread.
+    fn accept_unread<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> impl Future<Output = Result<(Self::Caller, P, axum::body::Body), ApiError>> + Send;
+}
+
+impl AuthenticateUnread for auth::AccessToken {
+    async fn accept_unread<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<(Authed, P, axum::body::Body), ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let caller = client_caller(state, declared, &parts).await?;
+        let path = path_params(&mut parts, declared.has_path_params).await?;
+        Ok((caller, path, body))
+    }
+}
+
+impl AuthenticateUnread for auth::ServerSignature {
+    /// The signature covers the body, so it is read (within the federation limit) and
+    /// verified; the handler gets an empty one. Meant for GETs.
+    async fn accept_unread<P: DeserializeOwned + Send>(
+        req: Request,
+        state: &AppState,
+        declared: Declared,
+    ) -> Result<(Origin, P, axum::body::Body), ApiError> {
+        let accepted = Self::accept::<P>(req, state, declared).await?;
+        Ok((accepted.caller, accepted.path, axum::body::Body::empty()))
     }
 }
 
@@ -235,18 +333,7 @@ impl Authenticate for auth::AccessToken {
         declared: Declared,
     ) -> Result<Accepted<Authed, P>, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let verified = check_client_rate(state, declared.rate, &parts)?;
-        let result = match verified {
-            // The rate limiter has verified the token already.
-            Some(claims) => check_session(&claims, state).await,
-            None => authenticate(&parts.headers, state).await,
-        };
-        match &result {
-            Err(AccountError::MissingToken) => crate::metrics::auth_failure("missing_token"),
-            Err(AccountError::UnknownToken) => crate::metrics::auth_failure("unknown_token"),
-            _ => {}
-        }
-        let caller = result?;
+        let caller = client_caller(state, declared, &parts).await?;
         let path = path_params(&mut parts, declared.has_path_params).await?;
         let (query, body) = read_client_body(parts, body, state, declared).await?;
         Ok(Accepted {
@@ -256,6 +343,26 @@ impl Authenticate for auth::AccessToken {
             body,
         })
     }
+}
+
+/// The client a request's access token names, past the endpoint's rate limit.
+async fn client_caller(
+    state: &AppState,
+    declared: Declared,
+    parts: &Parts,
+) -> Result<Authed, ApiError> {
+    let verified = check_client_rate(state, declared.rate, parts)?;
+    let result = match verified {
+        // The rate limiter has verified the token already.
+        Some(claims) => check_session(&claims, state).await,
+        None => authenticate(&parts.headers, state).await,
+    };
+    match &result {
+        Err(AccountError::MissingToken) => crate::metrics::auth_failure("missing_token"),
+        Err(AccountError::UnknownToken) => crate::metrics::auth_failure("unknown_token"),
+        _ => {}
+    }
+    Ok(result?)
 }
 
 /// An admin calling the admin API: an access token whose user has the admin flag.

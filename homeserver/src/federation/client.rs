@@ -98,6 +98,28 @@ pub const MAX_KEY_RESPONSE_BYTES: usize = 64 * 1024;
 /// Largest answer to any other federation request read from another server.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// `destination` could not be reached, or gave no usable answer.
+fn unreachable(destination: &str, detail: String) -> FedError {
+    FedError::Unreachable {
+        server: destination.to_owned(),
+        detail,
+    }
+}
+
+/// Another server's answer other than 200: a 5xx (but 502, which passes another server's
+/// unreachability on) means it failed; anything else is its verdict.
+fn verdict(destination: &str, status: u16, body: Value) -> FedError {
+    if status >= 500 && status != 502 {
+        unreachable(destination, format!("status {status}"))
+    } else {
+        FedError::Refused {
+            server: destination.to_owned(),
+            status,
+            body,
+        }
+    }
+}
+
 /// Reads a response body of at most `limit` bytes; `None` past it or on a read error.
 async fn read_capped(mut response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
@@ -243,15 +265,105 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<Value, FedError> {
+        let response = self
+            .send_signed(method, destination, path_and_query, body, None)
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .ok_or_else(|| unreachable(destination, "answer unreadable or too large".into()))?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status == 200 {
+            Ok(value)
+        } else {
+            Err(verdict(destination, status, value))
+        }
+    }
+
+    /// Fetches another server's media (`FetchMedia`), writing its bytes to `out` as they
+    /// arrive: at most `limit` bytes (an answer announcing or sending more is refused), within
+    /// `timeout`. Returns the bytes written.
+    pub async fn fetch_media(
+        &self,
+        destination: &str,
+        media_id: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<u64, FedError> {
+        use tokio::io::AsyncWriteExt;
+        let path = path_of::<parley_federation::endpoints::FetchMedia>(
+            &parley_federation::endpoints::MediaIdPath {
+                media_id: media_id.to_owned(),
+            },
+        )
+        .ok_or_else(|| FedError::BadAnswer {
+            server: destination.to_owned(),
+            detail: "media id".into(),
+        })?;
+        let mut response = self
+            .send_signed(
+                reqwest::Method::GET,
+                destination,
+                &path,
+                None,
+                Some(timeout),
+            )
+            .await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = read_capped(response, MAX_KEY_RESPONSE_BYTES)
+                .await
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            return Err(verdict(destination, status, body));
+        }
+        let too_large = || FedError::BadAnswer {
+            server: destination.to_owned(),
+            detail: format!("media larger than {limit} bytes"),
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut written: u64 = 0;
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(unreachable(destination, e.without_url().to_string())),
+            };
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(too_large());
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| FedError::BadAnswer {
+                    server: destination.to_owned(),
+                    detail: format!("writing: {e}"),
+                })?;
+        }
+        Ok(written)
+    }
+
+    /// Signs and sends a request, within `timeout` if given (else the client's 30 s), and
+    /// returns the response unread.
+    async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, FedError> {
         if !self.enabled || destination == self.server_name || !self.acl.allows(destination) {
             return Err(FedError::NotAllowed(destination.to_owned()));
         }
-        let unreachable = |detail: String| FedError::Unreachable {
-            server: destination.to_owned(),
-            detail,
-        };
         if self.failed_recently(destination) {
-            return Err(unreachable("could not be reached a moment ago".into()));
+            return Err(unreachable(
+                destination,
+                "could not be reached a moment ago".into(),
+            ));
         }
         let target = self.base_url(destination).await?;
         let header = sign_request(
@@ -262,38 +374,25 @@ impl FederationClient {
             path_and_query,
             body,
         )
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(destination, e.to_string()))?;
         let mut request = self
             .http
             .request(method, target.url(path_and_query))
             .header("authorization", header);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
+        match request.send().await {
+            Ok(r) => Ok(r),
             Err(e) => {
                 if e.is_connect() || e.is_timeout() {
                     self.note_failure(destination);
                 }
-                return Err(unreachable(e.without_url().to_string()));
+                Err(unreachable(destination, e.without_url().to_string()))
             }
-        };
-        let status = response.status().as_u16();
-        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
-            .await
-            .ok_or_else(|| unreachable("answer unreadable or too large".into()))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == 200 {
-            Ok(value)
-        } else if status >= 500 && status != 502 {
-            Err(unreachable(format!("status {status}")))
-        } else {
-            Err(FedError::Refused {
-                server: destination.to_owned(),
-                status,
-                body: value,
-            })
         }
     }
 

@@ -105,18 +105,31 @@ pub async fn submit_send(
     sender: &DeviceRef,
     group_id: &GroupId,
     txn_id: &TxnId,
-    req: SendRequest,
+    mut req: SendRequest,
 ) -> Result<SendResponse, HubError> {
-    match remote_hub(&state.config.server_name, group_id) {
-        None => hub_send(state, sender, group_id, txn_id, req).await,
+    // The media the message names are the sender's server's business only.
+    let media = std::mem::take(&mut req.media);
+    if media.len() > parley_client_api::groups::MAX_MEDIA_PER_MESSAGE {
+        return Err(HubError::TooLarge {
+            limit: parley_client_api::groups::MAX_MEDIA_PER_MESSAGE,
+        });
+    }
+    let sent = match remote_hub(&state.config.server_name, group_id) {
+        None => hub_send(state, sender, group_id, txn_id, req).await?,
         Some(hub) => {
             let path = GroupTxnPath {
                 group_id: group_id.clone(),
                 txn_id: txn_id.clone(),
             };
-            relay::send(state, hub, path, req, sender).await
+            relay::send(state, hub, path, req, sender).await?
         }
+    };
+    if let Err(e) = crate::media::reference(state, &sender.user_id, &media).await {
+        // The message is sent; the media stay unreferenced and go at the next retention
+        // run past their period, which the client learns of only then. Logged.
+        tracing::warn!(error = %e, "recording the media a message names failed");
     }
+    Ok(sent)
 }
 
 /// A commit a follower server submits for its device `sender` (404 unless we are the hub).

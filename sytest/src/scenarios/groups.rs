@@ -474,9 +474,7 @@ async fn bad_base64_in_bundles_and_messages_is_400(mut ctx: Ctx) -> anyhow::Resu
         )
         .map_err(|e| anyhow::anyhow!("bad {field}: {e}"))?;
     }
-    let raw = parley_client_api::groups::SendRequest {
-        message: "%%%".into(),
-    };
+    let raw = parley_client_api::groups::SendRequest::new("%%%".into());
     expect_error(
         alice
             .client
@@ -595,7 +593,7 @@ async fn ephemeral(
 ) -> Result<parley_client_api::endpoint::Empty, parley_client_api::ClientError> {
     use parley_client_api::groups::{SendEphemeral, SendRequest};
     d.client
-        .call_with_raw_path::<SendEphemeral>(&[group, txn], &SendRequest { message })
+        .call_with_raw_path::<SendEphemeral>(&[group, txn], &SendRequest::new(message))
         .await
 }
 

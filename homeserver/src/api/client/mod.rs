@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod groups;
 pub mod keys;
+pub mod media;
 pub mod sync;
 
 use parley_client_api::endpoint::NoQuery;
@@ -20,6 +21,7 @@ pub fn routes() -> Routes {
         .merge(keys::routes())
         .merge(groups::routes())
         .merge(sync::routes())
+        .merge(media::routes())
 }
 
 async fn versions(state: AppState, _: (), _: (), _: NoQuery) -> ApiResult<VersionsResponse> {
@@ -32,6 +34,7 @@ async fn versions(state: AppState, _: (), _: (), _: NoQuery) -> ApiResult<Versio
             max_message_bytes: limits.max_message_bytes,
             max_bundle_bytes: limits.max_bundle_bytes,
             max_key_package_lifetime_ms: limits.max_key_package_lifetime_ms,
+            max_upload_bytes: limits.max_upload_bytes,
         },
     })
 }

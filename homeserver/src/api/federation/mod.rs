@@ -10,9 +10,9 @@ use parley_client_api::keys::{ClaimKeysRequest, ClaimKeysResponse, UserDevicesRe
 use parley_client_api::params::{GroupPath, GroupTxnPath, TxnPath, UserPath};
 use parley_client_api::sync::EphemeralEvent;
 use parley_federation::endpoints::{
-    CatchUp, CatchUpPage, CatchUpQuery, ClaimKeys, FollowerCommit, FollowerCommitRequest,
-    FollowerEphemeral, FollowerSend, FollowerSendRequest, RelayEphemeral, SendTransaction,
-    ServerKeys, UserDevices,
+    CatchUp, CatchUpPage, CatchUpQuery, ClaimKeys, FetchMedia, FollowerCommit,
+    FollowerCommitRequest, FollowerEphemeral, FollowerSend, FollowerSendRequest, RelayEphemeral,
+    SendTransaction, ServerKeys, UserDevices,
 };
 use parley_federation::keys::ServerKeyDocument;
 use parley_federation::transactions::{Transaction, TransactionResponse};
@@ -39,6 +39,16 @@ pub fn routes() -> Routes {
         .serve::<FollowerEphemeral, _, _>(follower_ephemeral)
         .serve::<RelayEphemeral, _, _>(relay_ephemeral)
         .serve::<CatchUp, _, _>(catch_up)
+        .serve_bytes::<FetchMedia, _, _>(fetch_media)
+}
+
+async fn fetch_media(
+    state: AppState,
+    _: Origin,
+    path: parley_federation::endpoints::MediaIdPath,
+    req: crate::api::route::RawRequest,
+) -> ApiResult<axum::response::Response> {
+    Ok(crate::media::serve_to_server(&state, &path.media_id, &req.headers).await?)
 }
 
 async fn server_keys(state: AppState, _: (), _: (), _: NoQuery) -> ApiResult<Value> {

@@ -737,6 +737,8 @@ body_read_timeout_ms = 60000
 # Connections open at once; more wait in the kernel's listen backlog. Keep it below the
 # process's file-descriptor limit (ulimit -n).
 max_connections = 10000
+# Largest media upload (413 P_TOO_LARGE), and largest media fetched from another server.
+max_upload_bytes = 104857600     # 100 MiB
 
 [rate_limits]
 # Token buckets per client IP: `burst` requests at once, refilled at `per_second`.
@@ -756,6 +758,9 @@ login_account = { per_second = 0.2, burst = 20 }
 device_lookup = { per_second = 20.0, burst = 200 }
 # Per admin user: admin API requests.
 admin = { per_second = 10.0, burst = 100 }
+# Per user: media uploads and downloads.
+media_upload = { per_second = 1.0, burst = 30 }
+media_download = { per_second = 20.0, burst = 200 }
 # Per origin server: inbound federation requests (once their signature is verified).
 federation = { per_second = 500.0, burst = 2000 }
 # Per client address, before a federation request's body is read or its signature checked:
@@ -773,6 +778,26 @@ transactions_ms = 604800000         # 7 days: a retry after that is a new send
 # Delete messages older than this once every current member device has received them and no
 # other server waits for them. Unset: keep messages for ever.
 # messages_ms = 2592000000          # 30 days
+# Media: uploads no sent message named are deleted after `unreferenced_media_ms`; every
+# upload after `media_ms` if set (unset: kept for ever); other servers' media cached here
+# once unread for `remote_media_ms`.
+unreferenced_media_ms = 86400000    # 24 hours
+# media_ms = 31536000000            # 365 days
+remote_media_ms = 604800000         # 7 days
+
+[media]
+# Directory of the media files; unset: `media` in the data dir. Several processes on one
+# PostgreSQL database must share it (a network or cluster filesystem).
+# store_path = "/var/lib/parley/media"
+# Bytes of media one user may hold (413 P_QUOTA_EXCEEDED past it).
+user_quota_bytes = 1073741824       # 1 GiB
+# Bytes of other servers' media cached here; past it the least recently read go.
+remote_cache_bytes = 4294967296     # 4 GiB
+# Uploads one user may run at once (429), remote fetches at once on this process.
+max_concurrent_uploads_per_user = 2
+max_concurrent_remote_fetches = 8
+# Longest an upload or a remote fetch may take (408 / 502 past it).
+transfer_timeout_ms = 1800000       # 30 minutes
 
 [federation]
 enabled = true

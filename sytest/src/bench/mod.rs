@@ -2,6 +2,7 @@
 
 pub mod echo;
 pub mod load;
+pub mod media;
 pub mod options;
 pub mod receiver;
 pub mod relay;

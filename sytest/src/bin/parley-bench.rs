@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Echo baseline, then relay throughput/latency, idle-WebSocket RSS, optionally federated.
     Relay(RelayArgs),
+    /// Upload and download of one large file through one server and across two, next to a
+    /// plain copy on the same disk: throughput and peak RSS growth per transfer.
+    Media(MediaArgs),
     /// The baseline server: a bare axum endpoint `POST /echo` answering with the body.
     EchoServer {
         /// Address to listen on (loopback only).
@@ -89,6 +92,43 @@ pub struct RelayArgs {
     keep: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MediaArgs {
+    /// File size in MiB.
+    #[arg(long, default_value_t = 200)]
+    size_mib: u64,
+    /// Database backend.
+    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
+    db: DbKind,
+    /// Administrative PostgreSQL URL for `--db postgres`.
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// The `parley` binary (default: next to this executable).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+}
+
+/// Runs `work` on a fresh multi-threaded runtime; the exit code.
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("parley-bench: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -99,25 +139,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Relay(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("parley-bench: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(bench::relay::run(args.into())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("parley-bench: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Relay(args) => run_async(bench::relay::run(args.into())),
+        Command::Media(a) => run_async(bench::media::run(bench::media::MediaOptions {
+            size_mib: a.size_mib.clamp(1, 4096),
+            postgres_url: match a.db {
+                DbKind::Sqlite => None,
+                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
+            },
+            parley: a.parley,
+        })),
     }
 }
 

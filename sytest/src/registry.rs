@@ -18,6 +18,7 @@ pub fn all() -> Vec<Test> {
         groups::TESTS,
         delivery::TESTS,
         federation::TESTS,
+        media::TESTS,
         hostile::TESTS,
     ]
     .concat()

@@ -38,13 +38,48 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Rows retention reads per pass.
 const RETENTION_PAGE: i64 = 500;
 
+/// Body bytes read and dropped after refusing an upload, so that a client that sent a little
+/// too much reads the refusal rather than a reset connection.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest time spent draining a refused upload.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// Stores an upload of `uploader`'s: the body streamed to disk within the size limit, the
-/// quota and the time limits, then recorded.
+/// quota and the time limits, then recorded. A refusal for size or quota first reads and
+/// drops up to [`DRAIN_BYTES`] more of the body (within [`DRAIN_TIME`]): a server that
+/// answered and closed with the client still sending would reset the connection under the
+/// answer.
 pub async fn upload(
     state: &AppState,
     uploader: &str,
     headers: &HeaderMap,
     body: Body,
+) -> Result<UploadMediaResponse, MediaError> {
+    let mut stream = body.into_data_stream();
+    let result = store_upload(state, uploader, headers, &mut stream).await;
+    if matches!(
+        result,
+        Err(MediaError::TooLarge { .. } | MediaError::QuotaExceeded { .. })
+    ) {
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut dropped: u64 = 0;
+            while let Some(Ok(chunk)) = stream.next().await {
+                dropped += chunk.len() as u64;
+                if dropped > DRAIN_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    result
+}
+
+async fn store_upload(
+    state: &AppState,
+    uploader: &str,
+    headers: &HeaderMap,
+    stream: &mut axum::body::BodyDataStream,
 ) -> Result<UploadMediaResponse, MediaError> {
     let config = &state.config;
     let _slot = state
@@ -80,7 +115,7 @@ pub async fn upload(
     };
     let idle = Duration::from_millis(config.limits.body_read_timeout_ms);
     let deadline = Duration::from_millis(config.media.transfer_timeout_ms);
-    let written = tokio::time::timeout(deadline, write_body(body, &mut file, limit, idle))
+    let written = tokio::time::timeout(deadline, write_body(stream, &mut file, limit, idle))
         .await
         .map_err(|_| MediaError::Timeout)??;
     if written > limit {
@@ -131,12 +166,11 @@ pub async fn upload(
 /// Writes `body` to `file`, each chunk arriving within `idle`; stops as soon as more than
 /// `limit` bytes came (the count returned is then past `limit`).
 async fn write_body(
-    body: Body,
+    stream: &mut axum::body::BodyDataStream,
     file: &mut tokio::fs::File,
     limit: u64,
     idle: Duration,
 ) -> Result<u64, MediaError> {
-    let mut stream = body.into_data_stream();
     let mut written: u64 = 0;
     loop {
         let chunk = match tokio::time::timeout(idle, stream.next()).await {

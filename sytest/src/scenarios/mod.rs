@@ -10,6 +10,7 @@ pub mod groups;
 pub mod hostile;
 pub mod hygiene;
 pub mod keys;
+pub mod media;
 pub mod ratelimit;
 pub mod registration;
 pub mod restart;

@@ -46,14 +46,16 @@ export function pathOf(e, params = {}) {
 export class Api {
   /**
    * @param {string} baseUrl homeserver URL
-   * @param {{fetchFn?: Function, onSession?: Function, onSessionEnded?: Function}} opts
+   * @param {{fetchFn?: Function, xhrFn?: Function, onSession?: Function, onSessionEnded?: Function}} opts
    *   `onSession(session)` is called whenever tokens change (login, refresh) so the app can
    *   persist them; `onSessionEnded(err)` when the homeserver refuses the refresh token (401):
    *   the device was revoked or its session ended, nothing will work until a new login.
+   *   `xhrFn()` makes the XMLHttpRequest of media transfers (their progress events).
    */
-  constructor(baseUrl, { fetchFn, onSession, onSessionEnded } = {}) {
+  constructor(baseUrl, { fetchFn, xhrFn, onSession, onSessionEnded } = {}) {
     this.baseUrl = baseUrl;
     this.fetchFn = fetchFn || ((...a) => globalThis.fetch(...a));
+    this.xhrFn = xhrFn || (() => new globalThis.XMLHttpRequest());
     this.onSession = onSession || (() => {});
     this.onSessionEnded = onSessionEnded || (() => {});
     this.session = null;
@@ -90,23 +92,106 @@ export class Api {
     return json || {};
   }
 
-  /** An authenticated request; refreshes the access token once on 401 P_UNKNOWN_TOKEN. */
   /** Calls endpoint `e` at its path with `params`, authenticated as it declares. */
   endpoint(e, params, body) {
     const path = pathOf(e, params);
     return e.auth === 'access_token' ? this.call(e.method, path, body) : this.raw(e.method, path, body);
   }
 
-  async call(method, path, body) {
+  /** An authenticated request; refreshes the access token once on 401 P_UNKNOWN_TOKEN. */
+  call(method, path, body) {
+    return this.authed((token) => this.raw(method, path, body, token));
+  }
+
+  /** Runs `request(token)`; on 401 P_UNKNOWN_TOKEN refreshes the access token and runs it again. */
+  async authed(request) {
     if (!this.session) throw new ApiError(401, { errcode: 'P_MISSING_TOKEN', error: 'Not logged in' });
     const token = this.session.access_token;
     try {
-      return await this.raw(method, path, body, token);
+      return await request(token);
     } catch (err) {
       if (err.status !== 401 || err.errcode !== 'P_UNKNOWN_TOKEN' || !this.session.refresh_token) throw err;
       await this.refresh(token);
-      return this.raw(method, path, body, this.session.access_token);
+      return request(this.session.access_token);
     }
+  }
+
+  /**
+   * One XMLHttpRequest with raw bytes both ways, for media: fetch reports no upload progress.
+   * Resolves with the response body (Uint8Array); rejects with ApiError (status 0: network),
+   * or an error named `AbortError` when `signal` aborts it. `onProgress(loaded, total)` follows
+   * the request body (`upload`) or the response body.
+   */
+  xhr(method, path, { body, token, upload = false, onProgress, signal } = {}) {
+    return new Promise((resolve, reject) => {
+      const aborted = () => {
+        const err = new Error(upload ? 'The upload was cancelled.' : 'The download was cancelled.');
+        err.name = 'AbortError';
+        return err;
+      };
+      if (signal && signal.aborted) {
+        reject(aborted());
+        return;
+      }
+      const x = this.xhrFn();
+      x.open(method, `${this.baseUrl}${path}`);
+      x.responseType = 'arraybuffer';
+      if (token) x.setRequestHeader('Authorization', `Bearer ${token}`);
+      if (body !== undefined) x.setRequestHeader('Content-Type', 'application/octet-stream');
+      const bodyLength = body ? body.byteLength : 0;
+      if (onProgress) {
+        if (upload && x.upload) {
+          x.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : bodyLength);
+        } else if (!upload) {
+          x.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0);
+        }
+      }
+      const onAbort = () => x.abort();
+      if (signal) signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => { if (signal) signal.removeEventListener('abort', onAbort); };
+      x.onload = () => {
+        done();
+        const bytes = new Uint8Array(x.response || new ArrayBuffer(0));
+        if (x.status >= 200 && x.status < 300) {
+          resolve(bytes);
+          return;
+        }
+        let json = null;
+        try { json = JSON.parse(new TextDecoder().decode(bytes)); } catch { json = null; }
+        reject(new ApiError(x.status, json));
+      };
+      x.onerror = () => { done(); reject(new ApiError(0, null)); };
+      x.ontimeout = x.onerror;
+      x.onabort = () => { done(); reject(aborted()); };
+      x.send(body === undefined ? null : body);
+    });
+  }
+
+  /**
+   * Uploads an attachment's ciphertext (Uint8Array) to this homeserver's media repository:
+   * `{media_id, server_name, size}`. 413 P_TOO_LARGE / P_QUOTA_EXCEEDED, 429 as ApiError.
+   */
+  async uploadMedia(bytes, { onProgress, signal } = {}) {
+    const path = pathOf(E.UploadMedia);
+    const res = await this.authed((token) => this.xhr(E.UploadMedia.method, path, {
+      body: bytes, token, upload: true, onProgress, signal,
+    }));
+    let json;
+    try {
+      json = JSON.parse(new TextDecoder().decode(res));
+    } catch {
+      throw new ApiError(502, { errcode: 'P_BAD_RESPONSE', error: 'The homeserver answered the upload with something else than JSON' });
+    }
+    return json;
+  }
+
+  /**
+   * Downloads media `{server_name, media_id}` through this homeserver (which fetches another
+   * server's media over federation): the ciphertext as a Uint8Array.
+   */
+  downloadMedia(serverName, mediaId, { onProgress, signal } = {}) {
+    const path = pathOf(E.DownloadMedia, { server_name: serverName, media_id: mediaId });
+    return this.authed((token) => this.xhr(E.DownloadMedia.method, path, { token, onProgress, signal }));
   }
 
   async refresh(staleToken) {
@@ -167,8 +252,11 @@ export class Api {
     if (bundle.group_info) body.group_info = bundle.group_info;
     return this.endpoint(E.SubmitCommit, { group_id: groupId }, body);
   }
-  send(groupId, txnId, message) {
-    return this.endpoint(E.SendMessage, { group_id: groupId, txn_id: txnId }, { message });
+  /** Sends an application message; `media`: ids of this user's uploads that it names. */
+  send(groupId, txnId, message, media) {
+    const body = { message };
+    if (media && media.length) body.media = media;
+    return this.endpoint(E.SendMessage, { group_id: groupId, txn_id: txnId }, body);
   }
   /** An ephemeral message: relayed to the members online now, never stored. */
   sendEphemeral(groupId, txnId, message) {

@@ -6,9 +6,11 @@ import { Api, normaliseBaseUrl } from './api.js';
 import { VaultStore } from './store.js';
 import { Session } from './session.js';
 import {
-  IdleTimer, checkNewPassphrase, conversationLabel, conversationTitle, describeError, emptyAppState,
-  errorCode, formatSafetyNumber, formatTime, lastMessagePreview, localpart, normaliseUserId,
-  ownMessageState, parseAutoLockMinutes, serverOf, typingLabel,
+  IdleTimer, MAX_THUMBNAIL_BYTES, PREVIEW_MIMES, checkNewPassphrase, conversationLabel,
+  conversationTitle, describeError, describeMediaError, emptyAppState, errorCode,
+  formatSafetyNumber, formatTime, humanSize, isPreviewMime, lastMessagePreview, localpart,
+  normaliseUserId, ownMessageState, parseAutoLockMinutes, sanitizeFilename, serverOf,
+  thumbnailSize, typingLabel, uploadRefusal,
 } from './logic.js';
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +28,16 @@ let openGid = null;
 let idle = null;
 let closing = false; // closeSession() in progress
 let sealed = Promise.resolve(); // the last closeSession's sealing of the state
+
+// Attachments, in memory only (never sealed): decrypted previews by thumbnail (`previewKey`:
+// {state: 'loading'|'ready'|'failed', img}), running downloads and a note per file message
+// (saved, or why not), the <progress> elements of the current render by transfer key, and the
+// Blob URLs of saved files (revoked after the save, at the latest on lock).
+const previews = new Map();
+const downloads = new Map(); // message id → {loaded, total, controller}
+const fileNotes = new Map(); // message id → {ok, text}
+let progressEls = new Map(); // 'up:ID' / 'down:MSGID' → <progress>
+const blobUrls = new Set();
 
 // ----- small UI helpers -----
 
@@ -208,6 +220,8 @@ async function startSession() {
     notify: (kind, text) => (kind === 'alert' ? alertMsg(text) : announce(text)),
     isVisible: () => document.visibilityState !== 'hidden',
     onSignedOut: () => { signedOut(); },
+    attachments: { encrypt: wasm.encryptAttachment, decrypt: wasm.decryptAttachment },
+    onUploadProgress: (u) => setProgress(`up:${u.id}`, u.loaded, u.total),
   });
   openGid = null;
   show('screen-chat');
@@ -324,7 +338,20 @@ function closeDialogs() {
   $('device-list').replaceChildren();
 }
 
+/** Forgets every attachment held in memory: previews, downloads (aborted), Blob URLs. */
+function clearAttachments() {
+  for (const d of downloads.values()) d.controller.abort();
+  downloads.clear();
+  fileNotes.clear();
+  previews.clear();
+  progressEls = new Map();
+  for (const url of blobUrls) URL.revokeObjectURL(url);
+  blobUrls.clear();
+}
+
 function clearChatDom() {
+  clearAttachments();
+  setAttachError('');
   $('conv-list').replaceChildren();
   $('message-list').replaceChildren();
   $('typing').textContent = '';
@@ -397,9 +424,12 @@ function renderConv(me) {
     ml.append(li);
   }
 
-  // Messages.
+  // Messages (and the files still uploading, last). Focus stays on the same control.
   const list = $('message-list');
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const focusKey = list.contains(document.activeElement) && document.activeElement.dataset
+    ? document.activeElement.dataset.focus : null;
+  progressEls = new Map();
   list.replaceChildren();
   for (const m of conv.messages) {
     if (m.kind === 'system') {
@@ -408,9 +438,17 @@ function renderConv(me) {
     }
     const who = m.own ? 'You' : localpart(m.sender);
     const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
-    list.append(el('li', { class: m.own ? 'own' : 'other' },
-      el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` }),
-      el('span', { class: 'body', text: m.body })));
+    const meta = el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` });
+    if (m.kind === 'file' && m.file) {
+      list.append(el('li', { class: `${m.own ? 'own' : 'other'} file` }, meta, ...fileParts(m)));
+    } else {
+      list.append(el('li', { class: m.own ? 'own' : 'other' }, meta, el('span', { class: 'body', text: m.body })));
+    }
+  }
+  for (const u of session.uploadsOf(conv.group_id)) list.append(uploadBubble(u));
+  if (focusKey) {
+    const again = [...list.querySelectorAll('[data-focus]')].find((e) => e.dataset.focus === focusKey);
+    if (again) again.focus();
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
 
@@ -422,11 +460,261 @@ function renderConv(me) {
   $('tofu-warning').hidden = changes.length === 0;
   $('tofu-text').textContent = changes.length ? keyChangeText(changes) : '';
   $('send-btn').disabled = !conv.active || changes.length > 0;
+  $('attach-btn').disabled = !conv.active || changes.length > 0;
   $('message-input').disabled = !conv.active;
   $('invite-btn').disabled = !conv.active;
   $('invite-user').disabled = !conv.active;
   $('leave-btn').disabled = !conv.active;
   $('verify-btn').disabled = users.length < 2;
+}
+
+// ----- attachments -----
+
+/** A <progress> with an accessible label, registered under `key` for in-place updates. */
+function progressBar(key, label, loaded, total) {
+  const p = el('progress', { 'aria-label': label, class: 'transfer' });
+  if (total > 0) {
+    p.max = total;
+    p.value = Math.min(loaded, total);
+  }
+  progressEls.set(key, p);
+  return p;
+}
+
+/** Moves a transfer's progress bar without rendering everything again. */
+function setProgress(key, loaded, total) {
+  const p = progressEls.get(key);
+  if (!p || !p.isConnected || !(total > 0)) return;
+  p.max = total;
+  p.value = Math.min(loaded, total);
+}
+
+/** The parts of a file message: preview, name, size, caption, download button, progress, note.
+ *  The sender's `name` and `mime` are text only; `mime` decides nothing but trying a preview. */
+function fileParts(m) {
+  const f = m.file;
+  const name = sanitizeFilename(f.name);
+  const parts = [];
+  const img = previewImage(f, name);
+  if (img) parts.push(img);
+  parts.push(el('span', { class: 'file-info' },
+    el('span', { class: 'file-name', text: name }),
+    el('span', { class: 'file-size', text: ` · ${humanSize(f.plaintext_size)}` })));
+  if (typeof m.body === 'string' && m.body) parts.push(el('span', { class: 'body', text: m.body }));
+  const d = downloads.get(m.id);
+  const row = el('span', { class: 'file-actions' }, el('button', {
+    type: 'button', class: 'small', 'aria-label': `Download ${name}`, text: d ? 'Downloading…' : 'Download',
+    'aria-disabled': d ? 'true' : null,
+    onclick: () => { downloadFile(m); },
+  }));
+  row.lastChild.dataset.focus = `down:${m.id}`;
+  if (d) row.append(progressBar(`down:${m.id}`, `Downloading ${name}`, d.loaded, d.total));
+  parts.push(row);
+  const note = fileNotes.get(m.id);
+  if (note) parts.push(el('span', { class: `file-note${note.ok ? '' : ' error'}`, text: note.text }));
+  return parts;
+}
+
+/** The pending bubble of an upload: name, size, progress and a cancel button. */
+function uploadBubble(u) {
+  const name = sanitizeFilename(u.name);
+  const cancel = el('button', {
+    type: 'button', class: 'small link', 'aria-label': `Cancel upload of ${name}`, text: 'Cancel',
+    onclick: () => { if (session) session.cancelUpload(u.id); },
+  });
+  cancel.dataset.focus = `cancel:${u.id}`;
+  return el('li', { class: 'own file pending' },
+    el('span', { class: 'meta', text: u.total ? 'You · uploading' : 'You · encrypting' }),
+    el('span', { class: 'file-info' },
+      el('span', { class: 'file-name', text: name }),
+      el('span', { class: 'file-size', text: ` · ${humanSize(u.size)}` })),
+    el('span', { class: 'file-actions' }, progressBar(`up:${u.id}`, `Uploading ${name}`, u.loaded, u.total), cancel));
+}
+
+/**
+ * The inline preview of an image's thumbnail, or null: only for png/jpeg/gif/webp (both the
+ * file and the thumbnail), a thumbnail of at most 1 MiB. Fetched and decrypted once, then the
+ * same <img> element is reused by every render.
+ */
+function previewImage(f, name) {
+  const t = f.thumbnail;
+  if (!t || !isPreviewMime(f.mime) || !isPreviewMime(t.mime) || t.size > MAX_THUMBNAIL_BYTES) return null;
+  const entry = previews.get(previewKey(t));
+  if (!entry) {
+    previews.set(previewKey(t), { state: 'loading' });
+    loadPreview(t, name);
+    return null;
+  }
+  if (entry.state !== 'ready') return null;
+  // Two messages naming the same thumbnail each get an <img>.
+  return entry.img.isConnected ? entry.img.cloneNode() : entry.img;
+}
+
+/** Previews are cached by where the thumbnail is and its hash (what decrypting it checks). */
+const previewKey = (t) => `${t.server_name}/${t.media_id}/${t.sha256}`;
+
+async function loadPreview(t, name) {
+  const s = session;
+  try {
+    const bytes = await s.fetchAttachment(t);
+    if (s !== session) return;
+    showPreview(t, bytes, name);
+  } catch {
+    if (s === session) previews.set(previewKey(t), { state: 'failed' });
+  }
+}
+
+/**
+ * Makes the <img> of a decrypted thumbnail. The page's CSP allows images from `'self'` and
+ * `data:` only (no `blob:`), so the bytes become a data: URL, typed with our own constant for
+ * the thumbnail's (whitelisted) type, never the sender's string.
+ */
+function showPreview(t, bytes, name) {
+  const type = PREVIEW_MIMES.find((x) => x === t.mime.toLowerCase());
+  const reader = new FileReader();
+  reader.onload = () => {
+    if (!previews.has(previewKey(t))) return; // locked meanwhile
+    const size = thumbnailSize(t.width || 1, t.height || 1);
+    const img = el('img', {
+      class: 'preview', alt: `Preview of ${name}`, src: reader.result,
+      width: t.width ? String(size.width) : null, height: t.height ? String(size.height) : null,
+    });
+    previews.set(previewKey(t), { state: 'ready', img });
+    render();
+  };
+  reader.onerror = () => previews.set(previewKey(t), { state: 'failed' });
+  reader.readAsDataURL(new Blob([bytes], { type }));
+}
+
+/** Downloads a file message's ciphertext through the own homeserver, checks and decrypts it,
+ *  and saves it under its sanitised name. */
+async function downloadFile(m) {
+  const s = session;
+  if (!s || downloads.has(m.id)) return;
+  const name = sanitizeFilename(m.file.name);
+  const d = { loaded: 0, total: m.file.size, controller: new AbortController() };
+  downloads.set(m.id, d);
+  fileNotes.delete(m.id);
+  render();
+  announce(`Downloading ${name}…`);
+  try {
+    const plain = await s.fetchAttachment(m.file, {
+      signal: d.controller.signal,
+      onProgress: (loaded, total) => {
+        d.loaded = loaded;
+        d.total = total || m.file.size;
+        setProgress(`down:${m.id}`, d.loaded, d.total);
+      },
+    });
+    if (s !== session) return;
+    saveFile(plain, name);
+    fileNotes.set(m.id, { ok: true, text: `Saved ${name}.` });
+    announce(`Saved ${name}.`);
+  } catch (err) {
+    if (s !== session) return;
+    const text = describeMediaError(err, { upload: false });
+    fileNotes.set(m.id, { ok: false, text });
+    alertMsg(`${name}: ${text}`);
+  } finally {
+    if (s === session) {
+      downloads.delete(m.id);
+      render();
+    }
+  }
+}
+
+/** Saves bytes as a download (a Blob URL with a `download` name), typed as opaque bytes. */
+function saveFile(bytes, name) {
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+  blobUrls.add(url);
+  const a = el('a', { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The browser has read the Blob once the download started; a minute is ample.
+  setTimeout(() => { URL.revokeObjectURL(url); blobUrls.delete(url); }, 60000);
+}
+
+function setAttachError(text) {
+  const e = $('attach-error');
+  if (e.textContent !== text) e.textContent = text;
+}
+
+/**
+ * A thumbnail of an image file: longest side at most 320 px, JPEG; and the original's size.
+ * Decoded with createImageBitmap (no <img>: the CSP allows no blob: images). Null if the
+ * browser cannot decode it (the file is then sent without a preview).
+ */
+async function makeThumbnail(file) {
+  let bmp;
+  try {
+    bmp = await createImageBitmap(file);
+    const { width, height } = thumbnailSize(bmp.width, bmp.height);
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#fff'; // JPEG has no transparency
+    ctx.fillRect(0, 0, width, height);
+    ctx.drawImage(bmp, 0, 0, width, height);
+    const blob = await new Promise((r) => { canvas.toBlob(r, 'image/jpeg', 0.8); });
+    if (!blob) return null;
+    return {
+      bytes: new Uint8Array(await blob.arrayBuffer()), mime: 'image/jpeg', width, height,
+      original: { width: bmp.width, height: bmp.height },
+    };
+  } catch {
+    return null;
+  } finally {
+    if (bmp) bmp.close();
+  }
+}
+
+/** Sends each file (from the file picker or a drop) into the open conversation, one by one. */
+async function attachFiles(files) {
+  const gid = openGid;
+  if (!session || !gid || $('attach-btn').disabled) return;
+  for (const file of [...files]) {
+    if (session === null || openGid !== gid) return;
+    await attachFile(gid, file);
+  }
+}
+
+async function attachFile(gid, file) {
+  const s = session;
+  setAttachError('');
+  let limit = 0;
+  const name = sanitizeFilename(file.name);
+  try {
+    limit = await s.mediaLimit();
+    const refusal = uploadRefusal(file.size, limit);
+    if (refusal) {
+      setAttachError(`${name}: ${refusal}`);
+      return;
+    }
+    const isImage = isPreviewMime(file.type);
+    const thumb = isImage ? await makeThumbnail(file) : null;
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    announce(`Uploading ${name}…`);
+    const msg = await s.sendFile(gid, {
+      bytes,
+      name,
+      mime: (file.type || 'application/octet-stream').slice(0, 255),
+      width: thumb ? thumb.original.width : undefined,
+      height: thumb ? thumb.original.height : undefined,
+      thumbnail: thumb ? { bytes: thumb.bytes, mime: thumb.mime, width: thumb.width, height: thumb.height } : undefined,
+    });
+    // The sender's own preview comes from the thumbnail it made, not from the server.
+    if (thumb && msg && msg.file && msg.file.thumbnail && s === session) {
+      previews.set(previewKey(msg.file.thumbnail), { state: 'loading' });
+      showPreview(msg.file.thumbnail, thumb.bytes, name);
+    }
+    announce(`Sent ${name}.`);
+  } catch (err) {
+    if (s !== session) return;
+    const media = err && (err.errcode || err.name === 'AbortError');
+    setAttachError(`${name}: ${media ? describeMediaError(err, { maxUploadBytes: limit }) : describeError(err)}`);
+  }
 }
 
 /** The warning for unacknowledged key changes: whose safety number changed, and why. */
@@ -575,6 +863,38 @@ function wire() {
       await session.sendText(openGid, text);
     }).then(() => { render(); input.focus(); });
   });
+  $('attach-btn').addEventListener('click', () => { $('attach-input').click(); });
+  $('attach-input').addEventListener('change', (e) => {
+    const input = e.currentTarget;
+    const files = [...input.files];
+    input.value = '';
+    attachFiles(files);
+  });
+  // Drag and drop a file onto the conversation.
+  const view = $('conv-view');
+  const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes('Files');
+  view.addEventListener('dragover', (e) => {
+    if (!hasFiles(e) || !openGid) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = $('attach-btn').disabled ? 'none' : 'copy';
+    view.classList.add('dropping');
+  });
+  view.addEventListener('dragleave', (e) => {
+    if (!view.contains(e.relatedTarget)) view.classList.remove('dropping');
+  });
+  view.addEventListener('drop', (e) => {
+    view.classList.remove('dropping');
+    if (!hasFiles(e) || !openGid) return;
+    e.preventDefault();
+    attachFiles(e.dataTransfer.files);
+  });
+  // A file dropped anywhere else must not make the browser leave the app to open it.
+  document.addEventListener('dragover', (e) => {
+    if (!hasFiles(e) || e.defaultPrevented) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'none';
+  });
+  document.addEventListener('drop', (e) => { if (hasFiles(e)) e.preventDefault(); });
   $('message-input').addEventListener('input', (e) => {
     if (session && openGid && e.currentTarget.value.trim()) session.noteTyping(openGid).catch(() => {});
   });

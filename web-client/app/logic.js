@@ -149,7 +149,7 @@ export function ownMessageState(msg, conv, ownUserId) {
 /** Highest seq of a text from someone else (what a read receipt acknowledges), or 0. */
 export function latestIncomingSeq(conv) {
   let max = 0;
-  for (const m of conv.messages || []) if (m.kind === 'text' && !m.own && m.seq > max) max = m.seq;
+  for (const m of conv.messages || []) if (isChatKind(m.kind) && !m.own && m.seq > max) max = m.seq;
   return max;
 }
 
@@ -166,12 +166,13 @@ export function ownDeviceDelta(members, ownUserId, ownDeviceId, listed) {
   };
 }
 
-/** The last message text of a conversation, shortened. */
+/** The last message text of a conversation (a file: its name), shortened. */
 export function lastMessagePreview(conv, max = 40) {
   const msgs = conv.messages || [];
   for (let i = msgs.length - 1; i >= 0; i -= 1) {
-    if (msgs[i].kind === 'text') {
-      const t = msgs[i].body;
+    const m = msgs[i];
+    if (m.kind === 'text' || m.kind === 'file') {
+      const t = m.kind === 'file' ? `File: ${sanitizeFilename(m.file && m.file.name)}` : m.body;
       return t.length > max ? `${t.slice(0, max - 1)}…` : t;
     }
   }
@@ -192,9 +193,16 @@ export function keyPackagesToUpload(count, { low = 10, target = 30 } = {}) {
   return Math.max(0, target - count);
 }
 
+/** Whether a stored message kind is something a person sent (a bubble that counts as unread). */
+export function isChatKind(kind) {
+  return kind === 'text' || kind === 'file';
+}
+
 /**
  * Parses an application payload (the JSON envelope inside the MLS plaintext):
- * `{"type":"text","body"}`, `{"type":"typing"}`, `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`.
+ * `{"type":"text","body"}`, `{"type":"typing"}`, `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`,
+ * `{"type":"file","file":DESCRIPTOR,"body"?:caption}` (DESCRIPTOR: the engine's attachment
+ * descriptor, checked by `parseFileDescriptor`).
  * Anything that is not such an object (plain text of older clients) becomes a text message;
  * a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass through (ignored).
  */
@@ -210,7 +218,172 @@ export function parsePayload(plaintext) {
   }
   if (v.type === 'text' && typeof v.body !== 'string') return { type: 'invalid' };
   if (v.type === 'read' && !(Number.isSafeInteger(v.up_to) && v.up_to > 0)) return { type: 'invalid' };
+  if (v.type === 'file') {
+    const file = parseFileDescriptor(v.file);
+    if (!file || (v.body !== undefined && typeof v.body !== 'string')) return { type: 'invalid' };
+    return v.body ? { type: 'file', file, body: v.body } : { type: 'file', file };
+  }
   return v;
+}
+
+// ----- attachments (docs/protocol.md#media) -----
+
+/** Plaintext bytes per sealed chunk of an encrypted attachment, and each chunk's tag. */
+export const ATTACHMENT_CHUNK = 65536;
+export const ATTACHMENT_TAG = 16;
+/** Image types the client tries to preview (never anything else, whatever the sender claims). */
+export const PREVIEW_MIMES = Object.freeze(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+/** Longest side of a thumbnail made for an image, in pixels. */
+export const THUMBNAIL_MAX = 320;
+/** Largest thumbnail ciphertext fetched on its own to show a preview. */
+export const MAX_THUMBNAIL_BYTES = 1024 * 1024;
+
+/** Ciphertext size of an `n`-byte file: `n` + a 16-byte tag per 64 KiB chunk (at least one). */
+export function ciphertextSize(n) {
+  return n + ATTACHMENT_TAG * Math.max(1, Math.ceil(n / ATTACHMENT_CHUNK));
+}
+
+/** "512 B", "1.5 KB", "20 MB", "1.2 GB" (units of 1024). */
+export function humanSize(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n < 0) return '';
+  if (n < 1024) return `${Math.round(n)} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  const text = v < 10 ? v.toFixed(1).replace(/\.0$/, '') : String(Math.round(v));
+  // 1023.6 KB rounds to "1024 KB": say "1 MB".
+  if (text === '1024' && i < units.length - 1) return `1 ${units[i + 1]}`;
+  return `${text} ${units[i]}`;
+}
+
+/** A byte limit in MB (units of 1 MiB), e.g. 104857600 → "100", 1572864 → "1.5". */
+export function limitInMb(bytes) {
+  const mb = bytes / (1024 * 1024);
+  return mb >= 10 ? String(Math.floor(mb)) : String(Math.floor(mb * 10) / 10);
+}
+
+/**
+ * Why a file of `plaintextBytes` cannot be uploaded to a server whose largest upload is
+ * `maxUploadBytes` (`limits.max_upload_bytes`, 0 without a media repository), or null.
+ */
+export function uploadRefusal(plaintextBytes, maxUploadBytes) {
+  if (!maxUploadBytes) return 'This homeserver does not accept files.';
+  if (ciphertextSize(plaintextBytes) > maxUploadBytes) {
+    return `This file is larger than the server's limit of ${limitInMb(maxUploadBytes)} MB.`;
+  }
+  return null;
+}
+
+/** A user-facing text for a failed upload or download (ApiError, engine error, abort). */
+export function describeMediaError(err, { upload = true, maxUploadBytes = 0 } = {}) {
+  const what = upload ? 'upload' : 'download';
+  if (err && err.name === 'AbortError') return upload ? 'The upload was cancelled.' : 'The download was cancelled.';
+  switch (err && err.errcode) {
+    case 'P_TOO_LARGE':
+      return maxUploadBytes
+        ? `This file is larger than the server's limit of ${limitInMb(maxUploadBytes)} MB.`
+        : 'This file is larger than the server accepts.';
+    case 'P_QUOTA_EXCEEDED': return 'Your storage quota on the homeserver is used up: the file was not uploaded. Files you sent earlier count towards it.';
+    case 'P_LIMIT_EXCEEDED': return `Too many transfers at once: wait a moment and try the ${what} again.`;
+    case 'P_NOT_FOUND': return 'The file is no longer available on the server.';
+    case 'P_UNREACHABLE_SERVER': return 'The server holding this file could not be reached: try again later.';
+    case 'P_TIMEOUT': return `The ${what} took too long and was stopped: try again.`;
+    case 'NETWORK': return `The ${what} failed: the homeserver could not be reached. Check the connection and try again.`;
+    default: break;
+  }
+  switch (errorCode(err)) {
+    case 'AttachmentHashMismatch': return 'The file was modified or corrupted; it was not saved.';
+    case 'AttachmentCorrupt':
+    case 'AttachmentFormat': return 'The file could not be decrypted (it is damaged or not in a known format); it was not saved.';
+    default: break;
+  }
+  return `The ${what} failed: ${describeError(err)}`;
+}
+
+/**
+ * A file name from another user made safe for a `download` attribute and for display: no
+ * path separators, control, bidi-override or reserved characters, no leading dots, no device
+ * names, at most 200 characters (the extension kept); "file" when nothing is left.
+ */
+export function sanitizeFilename(name, fallback = 'file') {
+  let s = typeof name === 'string' ? name : '';
+  s = s.normalize('NFC')
+    // Controls, bidi controls and invisible formatting characters (an "exe" spelt backwards).
+    .replace(/[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g, '')
+    .replace(/[/\\:*?"<>|]/g, '_')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/^[.\s]+/, '')
+    .replace(/[.\s]+$/, '');
+  if (/^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i.test(s)) s = `_${s}`;
+  const chars = [...s];
+  if (chars.length > 200) {
+    const dot = s.lastIndexOf('.');
+    const ext = dot > 0 && s.length - dot <= 16 ? s.slice(dot) : '';
+    s = chars.slice(0, 200 - [...ext].length).join('').trim() + ext;
+  }
+  return s || fallback;
+}
+
+/** Whether the client tries an inline preview for `mime` (only png, jpeg, gif, webp). */
+export function isPreviewMime(mime) {
+  return typeof mime === 'string' && PREVIEW_MIMES.includes(mime.toLowerCase());
+}
+
+/** Size of a thumbnail of a `width`×`height` image: longest side at most `max`, never larger. */
+export function thumbnailSize(width, height, max = THUMBNAIL_MAX) {
+  const scale = Math.min(1, max / Math.max(width, height, 1));
+  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+const MEDIA_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const SERVER_NAME = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
+const B64 = /^[A-Za-z0-9+/]{4,88}={0,2}$/;
+const isSize = (n) => Number.isSafeInteger(n) && n >= 0;
+const isPixels = (n) => Number.isSafeInteger(n) && n >= 0 && n <= 0xffffffff;
+const isShortString = (s, max) => typeof s === 'string' && s.length <= max;
+
+/** The location and secrets every descriptor (file or thumbnail) carries, checked; or null. */
+function mediaFields(d) {
+  if (typeof d.media_id !== 'string' || !MEDIA_ID.test(d.media_id)) return null;
+  if (typeof d.server_name !== 'string' || !SERVER_NAME.test(d.server_name)) return null;
+  for (const k of ['key', 'nonce_prefix', 'sha256']) if (typeof d[k] !== 'string' || !B64.test(d[k])) return null;
+  if (!isSize(d.size) || d.size < ATTACHMENT_TAG) return null;
+  return {
+    media_id: d.media_id, server_name: d.server_name, key: d.key, nonce_prefix: d.nonce_prefix,
+    sha256: d.sha256, size: d.size,
+  };
+}
+
+/**
+ * An attachment descriptor from another user (the engine's JSON, snake_case), checked and
+ * reduced to its known fields; null when anything is missing or malformed. `mime` and `name`
+ * stay untrusted text: display them as text, sanitise the name (`sanitizeFilename`).
+ */
+export function parseFileDescriptor(d) {
+  if (!d || typeof d !== 'object' || Array.isArray(d) || d.v !== 1) return null;
+  const base = mediaFields(d);
+  if (!base || !isSize(d.plaintext_size) || ciphertextSize(d.plaintext_size) !== d.size) return null;
+  if (!isShortString(d.mime, 255) || !isShortString(d.name, 1024)) return null;
+  const out = { v: 1, ...base, plaintext_size: d.plaintext_size, mime: d.mime, name: d.name };
+  for (const k of ['width', 'height']) {
+    if (d[k] === undefined) continue;
+    if (!isPixels(d[k])) return null;
+    out[k] = d[k];
+  }
+  if (d.thumbnail !== undefined) {
+    const t = d.thumbnail;
+    if (!t || typeof t !== 'object' || Array.isArray(t)) return null;
+    const tb = mediaFields(t);
+    if (!tb || !isShortString(t.mime, 255) || !isPixels(t.width) || !isPixels(t.height)) return null;
+    out.thumbnail = { ...tb, mime: t.mime, width: t.width, height: t.height };
+  }
+  return out;
 }
 
 /**
@@ -428,7 +601,7 @@ export function pushMessage(conv, msg, { isOpen = false, keep = 500 } = {}) {
   if (msg.id && conv.messages.some((m) => m.id === msg.id)) return null;
   conv.messages.push(msg);
   if (conv.messages.length > keep) conv.messages.splice(0, conv.messages.length - keep);
-  if (!msg.own && msg.kind === 'text' && !isOpen) conv.unread = (conv.unread || 0) + 1;
+  if (!msg.own && isChatKind(msg.kind) && !isOpen) conv.unread = (conv.unread || 0) + 1;
   return msg;
 }
 

@@ -8,7 +8,7 @@ import { wsUrl } from './api.js';
 import {
   Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, backoffMs, bumpOrder, commitWithRetry,
   dmPeer, errorCode, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
-  parseNotice, parsePayload, pushMessage, withDeviceKeys,
+  parseNotice, parsePayload, pushMessage, uploadRefusal, withDeviceKeys,
 } from './logic.js';
 
 const J = (s) => JSON.parse(s);
@@ -53,12 +53,21 @@ export class Session {
    * @param {(kind: 'status'|'alert', text: string) => void} deps.notify announcements
    * @param {() => void} [deps.onSignedOut] the homeserver ended this device's session (revoked
    *   from another device, logged out): the app leaves the chat screen
+   * @param {{encrypt: Function, decrypt: Function}} [deps.attachments] the engine's
+   *   `encryptAttachment` and `decryptAttachment`
+   * @param {(upload: object) => void} [deps.onUploadProgress] an upload's bytes moved (cheaper
+   *   than a full `onChange`)
    */
   constructor({
     client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now,
-    defer, isVisible, devicePollMs = DEVICE_POLL_MS, onSignedOut,
+    defer, isVisible, devicePollMs = DEVICE_POLL_MS, onSignedOut, attachments, onUploadProgress,
   }) {
     this.client = client;
+    this.attachments = attachments || null;
+    this.onUploadProgress = onUploadProgress || (() => {});
+    this.uploads = new Map(); // id → {id, gid, name, size, loaded, total, controller}; in memory
+    this.uploadCounter = 0;
+    this.maxUploadBytes = null; // limits.max_upload_bytes, once asked
     this.api = api;
     this.state = state;
     this.onChange = onChange;
@@ -104,6 +113,7 @@ export class Session {
 
   stop() {
     this.stopped = true;
+    for (const u of this.uploads.values()) u.controller.abort();
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
@@ -414,23 +424,24 @@ export class Session {
 
   /**
    * One decrypted application payload (a JSON envelope in the MLS plaintext, docs/protocol.md). Only
-   * texts become bubbles or count as unread; typing notices, read receipts and DM markers
-   * update state. Returns whether a text was added.
+   * texts and files become bubbles or count as unread; typing notices, read receipts and DM
+   * markers update state. Returns whether a text or file was added.
    */
   handlePayload(conv, ev, m) {
     const gid = conv.group_id;
     const from = ev.sender.user_id;
     const mine = from === this.me; // another device of this user (own echoes never get here)
     const p = parsePayload(ev.plaintext);
-    if (p.type === 'text') {
+    if (p.type === 'text' || p.type === 'file') {
       this.clearTyping(gid, from);
+      // A file keeps its descriptor (where it is, its key), never its bytes.
+      const content = p.type === 'text' ? { kind: 'text', body: p.body } : { kind: 'file', file: p.file, body: p.body };
       pushMessage(conv, {
         id: ev.msg_id,
-        kind: 'text',
+        ...content,
         own: mine,
         state: mine ? 'delivered' : undefined,
         sender: from,
-        body: p.body,
         ts: ev.ts,
         seq: m.seq,
       }, { isOpen: this.openConv === gid });
@@ -600,31 +611,186 @@ export class Session {
   }
 
   sendText(gid, text) {
-    return this.queue.run(async () => {
-      const conv = this.state.convs[gid];
-      if (!conv || !conv.active) throw new Error('This conversation is not active.');
-      if (this.keyChanges(gid).length) {
-        throw new Error('A member\'s safety number changed: acknowledge the key change before sending.');
-      }
-      const out = J(this.client.encrypt(gid, JSON.stringify({ type: 'text', body: text }), this.now()));
-      const local = pushMessage(conv, {
-        id: out.msg_id, kind: 'text', own: true, sender: this.me, body: text, ts: out.ts, state: 'sending',
-      });
-      bumpOrder(this.state.order, gid);
-      this.onChange();
-      this.typingThrottle.reset(gid);
-      try {
-        const r = await this.api.send(gid, out.msg_id, out.message);
-        local.state = 'sent';
-        local.seq = r.seq;
-      } catch (err) {
-        local.state = 'failed';
-        this.onChange();
-        throw err;
-      }
-      this.save();
-      this.onChange();
+    return this.queue.run(() => this.sendPayload(gid, { type: 'text', body: text }, { kind: 'text', body: text }));
+  }
+
+  /** Refuses to send into an inactive conversation or past an unacknowledged key change. */
+  checkCanSend(gid) {
+    const conv = this.state.convs[gid];
+    if (!conv || !conv.active) throw new Error('This conversation is not active.');
+    if (this.keyChanges(gid).length) {
+      throw new Error('A member\'s safety number changed: acknowledge the key change before sending.');
+    }
+    return conv;
+  }
+
+  /**
+   * Encrypts and sends a payload shown as a bubble: the local echo is `local` (kind, body,
+   * file) as own message. `media`: ids of uploads the message names. Inside the queue.
+   */
+  async sendPayload(gid, payload, local, media) {
+    const conv = this.checkCanSend(gid);
+    const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
+    const msg = pushMessage(conv, {
+      id: out.msg_id, ...local, own: true, sender: this.me, ts: out.ts, state: 'sending',
     });
+    bumpOrder(this.state.order, gid);
+    this.onChange();
+    this.typingThrottle.reset(gid);
+    try {
+      const r = await this.api.send(gid, out.msg_id, out.message, media);
+      msg.state = 'sent';
+      msg.seq = r.seq;
+    } catch (err) {
+      msg.state = 'failed';
+      this.onChange();
+      throw err;
+    }
+    this.save();
+    this.onChange();
+    return msg;
+  }
+
+  // ----- attachments -----
+
+  /** `limits.max_upload_bytes` of this homeserver (0: no media repository), asked once. */
+  async mediaLimit() {
+    if (this.maxUploadBytes === null) {
+      const v = await this.api.versions();
+      const n = v && v.limits ? v.limits.max_upload_bytes : 0;
+      this.maxUploadBytes = Number.isSafeInteger(n) && n > 0 ? n : 0;
+    }
+    return this.maxUploadBytes;
+  }
+
+  /** The uploads running in a conversation, oldest first. */
+  uploadsOf(gid) {
+    return [...this.uploads.values()].filter((u) => u.gid === gid);
+  }
+
+  cancelUpload(id) {
+    const u = this.uploads.get(id);
+    if (u) u.controller.abort();
+  }
+
+  /** Encrypts `bytes` under a fresh key: the ciphertext and the descriptor's secrets. */
+  encryptAttachment(bytes) {
+    const e = this.attachments.encrypt(bytes);
+    try {
+      return {
+        ciphertext: e.ciphertext, key: e.key, nonce_prefix: e.noncePrefix, sha256: e.sha256,
+        size: e.size, plaintext_size: e.plaintextSize,
+      };
+    } finally {
+      e.free();
+    }
+  }
+
+  /**
+   * Sends a file: encrypts it (and its thumbnail, if any) under fresh keys, uploads the
+   * ciphertexts to this homeserver with progress (`this.uploads`, shown as a pending bubble),
+   * then sends `{"type":"file","file":DESCRIPTOR}` naming both media ids so the server keeps
+   * them. `file`: `{bytes, name, mime, width?, height?, thumbnail?: {bytes, mime, width, height}}`.
+   * The upload runs outside the queue (incoming messages keep flowing); the send inside it.
+   */
+  async sendFile(gid, file) {
+    if (!this.attachments) throw new Error('This client cannot encrypt files.');
+    this.checkCanSend(gid);
+    const limit = await this.mediaLimit();
+    const refusal = uploadRefusal(file.bytes.byteLength, limit);
+    if (refusal) throw new Error(refusal);
+    this.uploadCounter += 1;
+    const upload = {
+      id: `up-${this.now()}-${this.uploadCounter}`, gid, name: file.name, size: file.bytes.byteLength,
+      loaded: 0, total: 0, controller: new AbortController(),
+    };
+    this.uploads.set(upload.id, upload);
+    this.onChange();
+    try {
+      const main = this.encryptAttachment(file.bytes);
+      const thumb = file.thumbnail ? this.encryptAttachment(file.thumbnail.bytes) : null;
+      upload.total = main.size + (thumb ? thumb.size : 0);
+      this.onUploadProgress(upload);
+      const up = async (enc, before) => {
+        const r = await this.api.uploadMedia(enc.ciphertext, {
+          signal: upload.controller.signal,
+          onProgress: (loaded) => {
+            upload.loaded = before + Math.min(loaded, enc.size);
+            this.onUploadProgress(upload);
+          },
+        });
+        enc.ciphertext = null; // let go of the bytes early
+        return r;
+      };
+      const stored = await up(main, 0);
+      const desc = {
+        v: 1, media_id: stored.media_id, server_name: stored.server_name, key: main.key,
+        nonce_prefix: main.nonce_prefix, sha256: main.sha256, size: main.size,
+        plaintext_size: main.plaintext_size, mime: file.mime || 'application/octet-stream', name: file.name,
+      };
+      if (Number.isSafeInteger(file.width) && Number.isSafeInteger(file.height)) {
+        desc.width = file.width;
+        desc.height = file.height;
+      }
+      const media = [stored.media_id];
+      if (thumb) {
+        const t = await up(thumb, main.size);
+        desc.thumbnail = {
+          media_id: t.media_id, server_name: t.server_name, key: thumb.key, nonce_prefix: thumb.nonce_prefix,
+          sha256: thumb.sha256, size: thumb.size, mime: file.thumbnail.mime,
+          width: file.thumbnail.width, height: file.thumbnail.height,
+        };
+        media.push(t.media_id);
+      }
+      upload.loaded = upload.total;
+      this.onUploadProgress(upload);
+      return await this.queue.run(() => {
+        this.uploads.delete(upload.id);
+        return this.sendPayload(gid, { type: 'file', file: desc }, { kind: 'file', file: desc }, media);
+      });
+    } finally {
+      if (this.uploads.delete(upload.id)) this.onChange();
+    }
+  }
+
+  /**
+   * Downloads an attachment (a file or a thumbnail descriptor) through this homeserver, checks
+   * its SHA-256 and decrypts it: the plaintext. Hash mismatch: `[AttachmentHashMismatch]`.
+   */
+  async fetchAttachment(desc, { onProgress, signal } = {}) {
+    if (!this.attachments) throw new Error('This client cannot decrypt files.');
+    // A server sending more than the descriptor's size is stopped there, not read to the end.
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    if (signal) {
+      if (signal.aborted) stop();
+      signal.addEventListener('abort', stop, { once: true });
+    }
+    let oversized = false;
+    let ciphertext;
+    try {
+      ciphertext = await this.api.downloadMedia(desc.server_name, desc.media_id, {
+        signal: controller.signal,
+        onProgress: (loaded, total) => {
+          if (loaded > desc.size || total > desc.size) {
+            oversized = true;
+            stop();
+            return;
+          }
+          if (onProgress) onProgress(loaded, total);
+        },
+      });
+    } catch (err) {
+      if (oversized) throw new Error('[AttachmentFormat] the server sent more bytes than the message says');
+      throw err;
+    } finally {
+      if (signal) signal.removeEventListener('abort', stop);
+    }
+    const plain = this.attachments.decrypt(ciphertext, desc.key, desc.nonce_prefix, desc.sha256);
+    if (desc.plaintext_size !== undefined && plain.length !== desc.plaintext_size) {
+      throw new Error(`[AttachmentFormat] the file has ${plain.length} bytes, its message says ${desc.plaintext_size}`);
+    }
+    return plain;
   }
 
   /**

@@ -86,3 +86,98 @@ test('an expired access token is refreshed once and the request retried', async 
   await assert.rejects(api3.refresh('X'));
   assert.deepEqual(ended, ['P_UNKNOWN_TOKEN']);
 });
+
+/** A fake XMLHttpRequest: `respond(x)` decides the outcome once `send` is called. */
+function fakeXhr(respond) {
+  const made = [];
+  const fn = () => {
+    const x = {
+      headers: {},
+      upload: {},
+      open(method, url) { this.method = method; this.url = url; },
+      setRequestHeader(k, v) { this.headers[k] = v; },
+      send(body) { this.body = body; setTimeout(() => respond(this, made.length), 0); },
+      abort() { this.aborted = true; if (this.onabort) this.onabort(); },
+    };
+    made.push(x);
+    return x;
+  };
+  const reply = (x, status, body) => {
+    x.status = status;
+    x.response = typeof body === 'string' ? new TextEncoder().encode(body).buffer : body;
+    x.onload();
+  };
+  return { fn, made, reply };
+}
+
+test('media: upload sends raw bytes with progress, download returns bytes, ids are encoded', async () => {
+  const { fn, made, reply } = fakeXhr((x) => {
+    if (x.method === 'POST') {
+      x.upload.onprogress({ loaded: 2, total: 4, lengthComputable: true });
+      x.upload.onprogress({ loaded: 4, total: 4, lengthComputable: true });
+      reply(x, 200, JSON.stringify({ media_id: 'M1', server_name: 'hs', size: 4 }));
+    } else {
+      x.onprogress({ loaded: 3, total: 0, lengthComputable: false });
+      reply(x, 200, new Uint8Array([9, 8, 7]).buffer);
+    }
+  });
+  const api = new Api('http://hs', { xhrFn: fn });
+  api.setSession({ access_token: 'T', refresh_token: 'R' });
+  const progress = [];
+  const r = await api.uploadMedia(new Uint8Array([1, 2, 3, 4]), { onProgress: (l, t) => progress.push([l, t]) });
+  assert.deepEqual(r, { media_id: 'M1', server_name: 'hs', size: 4 });
+  assert.equal(made[0].url, `http://hs${PREFIX}/media`);
+  assert.equal(made[0].headers.Authorization, 'Bearer T');
+  assert.equal(made[0].headers['Content-Type'], 'application/octet-stream');
+  assert.deepEqual([...made[0].body], [1, 2, 3, 4]);
+  assert.deepEqual(progress, [[2, 4], [4, 4]]);
+  const down = [];
+  const bytes = await api.downloadMedia('localhost:8448', 'A_b-1', { onProgress: (l, t) => down.push([l, t]) });
+  assert.deepEqual([...bytes], [9, 8, 7]);
+  assert.equal(made[1].method, 'GET');
+  assert.equal(made[1].url, `http://hs${PREFIX}/media/localhost%3A8448/A_b-1`);
+  assert.equal(made[1].headers['Content-Type'], undefined);
+  assert.deepEqual(down, [[3, 0]]);
+});
+
+test('media: errors carry the errcode, a 401 refreshes once, network and abort are distinct', async () => {
+  const fetchCalls = [];
+  const fetchFn = async (url, init) => {
+    fetchCalls.push(url);
+    return { ok: true, status: 200, json: async () => ({ access_token: 'T2', refresh_token: 'R2' }) };
+  };
+  const { fn, made, reply } = fakeXhr((x) => {
+    if (x.headers.Authorization === 'Bearer T1') reply(x, 401, JSON.stringify({ errcode: 'P_UNKNOWN_TOKEN', error: 'expired' }));
+    else if (x.url.endsWith('/big')) reply(x, 413, JSON.stringify({ errcode: 'P_QUOTA_EXCEEDED', error: 'quota' }));
+    else if (x.url.endsWith('/gone')) x.onerror();
+    else if (x.url.endsWith('/slow')) { /* never answers */ } else reply(x, 200, new Uint8Array([1]).buffer);
+  });
+  const api = new Api('http://hs', { fetchFn, xhrFn: fn });
+  api.setSession({ access_token: 'T1', refresh_token: 'R1' });
+  assert.deepEqual([...await api.downloadMedia('hs', 'ok')], [1]);
+  assert.equal(fetchCalls.filter((u) => u.endsWith('/refresh')).length, 1);
+  assert.deepEqual(made.map((x) => x.headers.Authorization), ['Bearer T1', 'Bearer T2']);
+  const quota = await api.downloadMedia('hs', 'big').catch((e) => e);
+  assert.ok(quota instanceof ApiError);
+  assert.equal(quota.status, 413);
+  assert.equal(quota.errcode, 'P_QUOTA_EXCEEDED');
+  const net = await api.downloadMedia('hs', 'gone').catch((e) => e);
+  assert.equal(net.errcode, 'NETWORK');
+  const ctl = new AbortController();
+  const pending = api.downloadMedia('hs', 'slow', { signal: ctl.signal }).catch((e) => e);
+  await new Promise((r) => { setTimeout(r, 10); });
+  ctl.abort();
+  const aborted = await pending;
+  assert.equal(aborted.name, 'AbortError');
+  assert.equal(made.at(-1).aborted, true);
+});
+
+test('a send names the media its message refers to', async () => {
+  const { fn, calls } = fakeFetch(async () => [200, { seq: 1 }]);
+  const api = new Api('http://hs', { fetchFn: fn });
+  api.setSession({ access_token: 'T' });
+  await api.send('!g:hs', 't1', 'AAAA', ['M1', 'M2']);
+  await api.send('!g:hs', 't2', 'AAAA', []);
+  assert.deepEqual(calls[0].body, { message: 'AAAA', media: ['M1', 'M2'] });
+  assert.deepEqual(calls[1].body, { message: 'AAAA' });
+});

@@ -15,7 +15,8 @@ export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 export const DIST = path.join(WEB, 'dist');
 export const PARLEY_BIN = path.resolve(WEB, process.env.PARLEY_BIN || '../target/debug/parley');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' ws: wss: http: https:; style-src 'self'";
+// As the homeserver's (homeserver/src/api/web_client.rs): image previews are data: URLs.
+export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss: http: https:; object-src 'none'; base-uri 'none'";
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',

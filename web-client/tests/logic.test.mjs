@@ -7,6 +7,8 @@ import {
   formatSafetyNumber, keyPackagesToUpload, lastMessagePreview, localpart, normaliseUserId,
   parseAutoLockMinutes, parsePayload, pushMessage, serverOf, withDeviceKeys,
   Throttle, dmPeer, findDm, isDm, latestIncomingSeq, ownDeviceDelta, ownMessageState, typingLabel,
+  ciphertextSize, describeMediaError, humanSize, isPreviewMime, limitInMb, parseFileDescriptor,
+  sanitizeFilename, thumbnailSize, uploadRefusal,
 } from '../app/logic.js';
 
 test('engine error codes are parsed and described without internals', () => {
@@ -309,4 +311,153 @@ test('own devices: missing ones are added, revoked ones removed, this device nev
   assert.deepEqual(ownDeviceDelta(members, me, 'ONE', ['ONE', 'TWO', 'NEW']), { missing: ['NEW', 'TWO'], stale: ['OLD'] });
   assert.deepEqual(ownDeviceDelta(members, me, 'ONE', ['OLD']), { missing: [], stale: [] });
   assert.deepEqual(ownDeviceDelta([], me, 'ONE', ['ONE']), { missing: [], stale: [] });
+});
+
+// ----- attachments -----
+
+const KEY = 'q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=';
+function descriptor(over = {}) {
+  return {
+    v: 1, media_id: 'AbC_-0123456789abcdefg', server_name: 'localhost:8448', key: KEY,
+    nonce_prefix: 'AAECAwQFBg==', sha256: 'n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=',
+    size: 1000 + 16, plaintext_size: 1000, mime: 'image/png', name: 'cat.png', width: 640, height: 480,
+    thumbnail: {
+      media_id: 'thumb1', server_name: 'localhost:8448', key: KEY, nonce_prefix: 'AAECAwQFBg==',
+      sha256: 'n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=', size: 216, mime: 'image/jpeg', width: 320, height: 240,
+    },
+    ...over,
+  };
+}
+const filePayload = (file, extra = {}) => JSON.stringify({ type: 'file', file, ...extra });
+
+test('file payloads: a valid descriptor is kept (known fields only), with an optional caption', () => {
+  const d = descriptor();
+  assert.deepEqual(parsePayload(filePayload(d)), { type: 'file', file: d });
+  assert.deepEqual(parsePayload(filePayload(d, { body: 'look' })), { type: 'file', file: d, body: 'look' });
+  // Without width, height and thumbnail (any file), and with fields nobody knows (dropped).
+  const plain = descriptor({ mime: 'application/pdf', name: 'a.pdf' });
+  delete plain.width;
+  delete plain.height;
+  delete plain.thumbnail;
+  assert.deepEqual(parsePayload(filePayload({ ...plain, evil: '<img onerror>' })), { type: 'file', file: plain });
+  // Empty file: one chunk of only a tag.
+  assert.equal(parsePayload(filePayload(descriptor({ size: 16, plaintext_size: 0 }))).type, 'file');
+  assert.equal(parseFileDescriptor(descriptor()).thumbnail.media_id, 'thumb1');
+});
+
+test('file payloads: missing or malformed fields, bad ids and huge sizes are invalid', () => {
+  const invalid = (file, extra) => assert.deepEqual(parsePayload(filePayload(file, extra)), { type: 'invalid' }, JSON.stringify(file));
+  for (const k of ['v', 'media_id', 'server_name', 'key', 'nonce_prefix', 'sha256', 'size', 'plaintext_size', 'mime', 'name']) {
+    const d = descriptor();
+    delete d[k];
+    invalid(d);
+  }
+  invalid(undefined);
+  invalid(null);
+  invalid([]);
+  invalid('descriptor');
+  invalid(descriptor({ v: 2 }));
+  invalid(descriptor({ media_id: '' }));
+  invalid(descriptor({ media_id: '../../admin' }));
+  invalid(descriptor({ media_id: 'a/b' }));
+  invalid(descriptor({ media_id: 'a'.repeat(65) }));
+  invalid(descriptor({ media_id: 7 }));
+  invalid(descriptor({ server_name: '' }));
+  invalid(descriptor({ server_name: 'evil.example/path' }));
+  invalid(descriptor({ server_name: 'a b' }));
+  invalid(descriptor({ key: 'not base64!' }));
+  invalid(descriptor({ sha256: '' }));
+  invalid(descriptor({ size: '1016' }));
+  invalid(descriptor({ size: -1 }));
+  invalid(descriptor({ size: 1016.5 }));
+  invalid(descriptor({ size: 2 ** 60, plaintext_size: 2 ** 60 - 16 * 2 ** 44 }), 'above 2^53');
+  invalid(descriptor({ size: Number.MAX_SAFE_INTEGER, plaintext_size: Number.MAX_SAFE_INTEGER }));
+  invalid(descriptor({ size: 1e400 }));
+  invalid(descriptor({ size: 5000 }), 'size disagrees with plaintext_size');
+  invalid(descriptor({ mime: 5 }));
+  invalid(descriptor({ mime: 'x'.repeat(256) }));
+  invalid(descriptor({ name: null }));
+  invalid(descriptor({ width: -1 }));
+  invalid(descriptor({ height: 2 ** 32 }));
+  invalid(descriptor({ width: '640' }));
+  invalid(descriptor({ thumbnail: 'x' }));
+  invalid(descriptor({ thumbnail: { ...descriptor().thumbnail, media_id: 'bad id' } }));
+  invalid(descriptor({ thumbnail: { ...descriptor().thumbnail, width: undefined } }));
+  invalid(descriptor({ thumbnail: { ...descriptor().thumbnail, size: 2 ** 54 } }));
+  invalid(descriptor(), { body: 42 });
+});
+
+test('attachment helpers: ciphertext size, human sizes, limits and refusals', () => {
+  assert.equal(ciphertextSize(0), 16);
+  assert.equal(ciphertextSize(1), 17);
+  assert.equal(ciphertextSize(65536), 65536 + 16);
+  assert.equal(ciphertextSize(65537), 65537 + 32);
+  assert.equal(ciphertextSize(20 * 1024 * 1024), 20 * 1024 * 1024 + 16 * 320);
+  assert.equal(humanSize(0), '0 B');
+  assert.equal(humanSize(1023), '1023 B');
+  assert.equal(humanSize(1024), '1 KB');
+  assert.equal(humanSize(1536), '1.5 KB');
+  assert.equal(humanSize(1024 * 1024 - 1), '1 MB');
+  assert.equal(humanSize(20 * 1024 * 1024), '20 MB');
+  assert.equal(humanSize(5.25 * 1024 * 1024 * 1024), '5.3 GB');
+  assert.equal(humanSize(-1), '');
+  assert.equal(limitInMb(100 * 1024 * 1024), '100');
+  assert.equal(limitInMb(1024 * 1024), '1');
+  assert.equal(limitInMb(1.5 * 1024 * 1024), '1.5');
+  const limit = 1024 * 1024;
+  assert.equal(uploadRefusal(limit - 16 * 16, limit), null, 'ciphertext exactly at the limit');
+  assert.equal(uploadRefusal(limit - 16 * 16 + 1, limit), 'This file is larger than the server\'s limit of 1 MB.');
+  assert.equal(uploadRefusal(10, 0), 'This homeserver does not accept files.');
+  assert.equal(isPreviewMime('image/png'), true);
+  assert.equal(isPreviewMime('IMAGE/JPEG'), true);
+  assert.equal(isPreviewMime('image/svg+xml'), false);
+  assert.equal(isPreviewMime('text/html'), false);
+  assert.equal(isPreviewMime(undefined), false);
+  assert.deepEqual(thumbnailSize(640, 480), { width: 320, height: 240 });
+  assert.deepEqual(thumbnailSize(100, 4000), { width: 8, height: 320 });
+  assert.deepEqual(thumbnailSize(50, 40), { width: 50, height: 40 }, 'never enlarged');
+});
+
+test('attachment errors are clear texts', () => {
+  const api = (errcode, status = 413) => ({ errcode, status, error: 'x' });
+  assert.match(describeMediaError(api('P_TOO_LARGE'), { maxUploadBytes: 1024 * 1024 }), /larger than the server's limit of 1 MB/);
+  assert.match(describeMediaError(api('P_QUOTA_EXCEEDED')), /quota/);
+  assert.match(describeMediaError(api('P_LIMIT_EXCEEDED', 429)), /Too many transfers/);
+  assert.match(describeMediaError({ errcode: 'NETWORK', status: 0 }), /upload failed: the homeserver could not be reached/);
+  assert.match(describeMediaError({ errcode: 'NETWORK', status: 0 }, { upload: false }), /download failed/);
+  assert.equal(describeMediaError(new Error('[AttachmentHashMismatch] hash mismatch: x'), { upload: false }),
+    'The file was modified or corrupted; it was not saved.');
+  assert.match(describeMediaError(new Error('[AttachmentCorrupt] tag'), { upload: false }), /could not be decrypted/);
+  const abort = new Error('stop');
+  abort.name = 'AbortError';
+  assert.equal(describeMediaError(abort), 'The upload was cancelled.');
+});
+
+test('file names from other users are sanitised for saving and display', () => {
+  assert.equal(sanitizeFilename('report.pdf'), 'report.pdf');
+  assert.equal(sanitizeFilename('../../etc/passwd'), '_.._etc_passwd');
+  assert.equal(sanitizeFilename('C:\\Windows\\evil.bat'), 'C__Windows_evil.bat');
+  assert.equal(sanitizeFilename('a\u0000b\nc\u007f.txt'), 'abc.txt');
+  assert.equal(sanitizeFilename('invoice\u202Efdp.exe'), 'invoicefdp.exe', 'bidi override removed');
+  assert.equal(sanitizeFilename('  .hidden  '), 'hidden');
+  assert.equal(sanitizeFilename('name.'), 'name');
+  assert.equal(sanitizeFilename('a<b>:"c"|?*.txt'), 'a_b___c____.txt');
+  assert.equal(sanitizeFilename('CON'), '_CON');
+  assert.equal(sanitizeFilename('lpt1.txt'), '_lpt1.txt');
+  assert.equal(sanitizeFilename(''), 'file');
+  assert.equal(sanitizeFilename('...'), 'file');
+  assert.equal(sanitizeFilename(undefined), 'file');
+  assert.equal(sanitizeFilename(42), 'file');
+  const long = sanitizeFilename(`${'x'.repeat(300)}.jpeg`);
+  assert.equal(long.length, 200);
+  assert.ok(long.endsWith('x.jpeg'));
+  assert.equal(sanitizeFilename('日本語 ファイル.png'), '日本語 ファイル.png');
+});
+
+test('file messages count as unread, are acknowledged by read receipts and previewed by name', () => {
+  const conv = { messages: [], unread: 0 };
+  pushMessage(conv, { id: 'f', kind: 'file', own: false, seq: 4, file: descriptor({ name: 'a/b.png' }) });
+  assert.equal(conv.unread, 1);
+  assert.equal(latestIncomingSeq(conv), 4);
+  assert.equal(lastMessagePreview(conv), 'File: a_b.png');
 });

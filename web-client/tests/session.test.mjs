@@ -567,3 +567,139 @@ test('an ephemeral typing notice shows who types; anything else sent ephemerally
   assert.deepEqual(s.typingUsers('!g:hs'), ['@bob:hs']);
   assert.equal(conv.lastSeq || 0, 0, 'no seq moved');
 });
+
+/** A fake engine attachment API: "encrypts" by prefixing a tag; decrypt checks the key. */
+function fakeAttachments() {
+  let n = 0;
+  return {
+    freed: 0,
+    encrypt(bytes) {
+      n += 1;
+      const self = this;
+      const ct = new Uint8Array(bytes.length + 16);
+      ct.set(bytes, 16);
+      return {
+        ciphertext: ct, key: `K${n}`, noncePrefix: `N${n}`, sha256: `H${n}`, size: ct.length, plaintextSize: bytes.length,
+        free() { self.freed += 1; },
+      };
+    },
+    decrypt(ct, key, np, sha) {
+      if (sha === 'BAD') throw new Error('[AttachmentHashMismatch] hash mismatch: the file was modified or corrupted');
+      return ct.slice(16);
+    },
+  };
+}
+
+test('sendFile: refuses past the advertised limit before uploading; uploads file and thumbnail, names both', async () => {
+  const client = fakeClient();
+  const uploads = [];
+  const api = fakeApi({
+    versions: () => ({ limits: { max_upload_bytes: 100 } }),
+    uploadMedia: (bytes, { onProgress }) => {
+      onProgress(bytes.length, bytes.length);
+      uploads.push(bytes.length);
+      return { media_id: `m${uploads.length}`, server_name: 'hs', size: bytes.length };
+    },
+    send: () => ({ seq: 5 }),
+  });
+  const attachments = fakeAttachments();
+  const progress = [];
+  const s = session(client, api, undefined, { attachments, onUploadProgress: (u) => progress.push([u.loaded, u.total]) });
+  client.createGroup('!g:hs');
+  s.newConv('!g:hs');
+  // 85 bytes → 101 bytes of ciphertext: over the 100-byte limit, nothing uploaded.
+  await assert.rejects(s.sendFile('!g:hs', { bytes: new Uint8Array(85), name: 'big.bin', mime: 'application/octet-stream' }),
+    /larger than the server's limit/);
+  assert.deepEqual(uploads, []);
+  assert.equal(s.uploadsOf('!g:hs').length, 0);
+  const msg = await s.sendFile('!g:hs', {
+    bytes: new Uint8Array(60), name: 'cat.png', mime: 'image/png', width: 640, height: 480,
+    thumbnail: { bytes: new Uint8Array(10), mime: 'image/jpeg', width: 320, height: 240 },
+  });
+  assert.deepEqual(uploads, [76, 26]);
+  assert.equal(attachments.freed, 2, 'the engine objects holding keys are freed');
+  assert.deepEqual(progress.at(-1), [102, 102]);
+  const send = api.calls.find((c) => c[0] === 'send');
+  assert.deepEqual(send[4], ['m1', 'm2'], 'the send names the file and its thumbnail');
+  const payload = client.sent.at(-1);
+  assert.equal(payload.type, 'file');
+  assert.deepEqual(payload.file, {
+    v: 1, media_id: 'm1', server_name: 'hs', key: 'K1', nonce_prefix: 'N1', sha256: 'H1', size: 76,
+    plaintext_size: 60, mime: 'image/png', name: 'cat.png', width: 640, height: 480,
+    thumbnail: { media_id: 'm2', server_name: 'hs', key: 'K2', nonce_prefix: 'N2', sha256: 'H2', size: 26, mime: 'image/jpeg', width: 320, height: 240 },
+  });
+  // The local echo keeps the descriptor (for the vault), never the bytes.
+  const conv = s.state.convs['!g:hs'];
+  assert.equal(msg, conv.messages.at(-1));
+  assert.equal(msg.kind, 'file');
+  assert.equal(msg.state, 'sent');
+  assert.equal(msg.seq, 5);
+  assert.deepEqual(msg.file, payload.file);
+  assert.equal(s.uploadsOf('!g:hs').length, 0);
+  assert.equal(api.calls.filter((c) => c[0] === 'versions').length, 1, 'the limit is asked once');
+});
+
+test('sendFile: a failed or cancelled upload sends nothing and leaves no pending upload', async () => {
+  const client = fakeClient();
+  let release;
+  const api = fakeApi({
+    versions: () => ({ limits: { max_upload_bytes: 1000 } }),
+    uploadMedia: (bytes, { signal }) => new Promise((resolve, reject) => {
+      release = () => reject(Object.assign(new Error('quota'), { errcode: 'P_QUOTA_EXCEEDED', status: 413 }));
+      signal.addEventListener('abort', () => reject(Object.assign(new Error('cancelled'), { name: 'AbortError' })));
+    }),
+    send: () => ({ seq: 1 }),
+  });
+  const s = session(client, api, undefined, { attachments: fakeAttachments() });
+  client.createGroup('!g:hs');
+  s.newConv('!g:hs');
+  const first = s.sendFile('!g:hs', { bytes: new Uint8Array(5), name: 'a', mime: '' });
+  await new Promise((r) => { setTimeout(r, 5); });
+  assert.equal(s.uploadsOf('!g:hs').length, 1);
+  release();
+  await assert.rejects(first, (e) => e.errcode === 'P_QUOTA_EXCEEDED');
+  const second = s.sendFile('!g:hs', { bytes: new Uint8Array(5), name: 'b', mime: '' });
+  await new Promise((r) => { setTimeout(r, 5); });
+  s.cancelUpload(s.uploadsOf('!g:hs')[0].id);
+  await assert.rejects(second, (e) => e.name === 'AbortError');
+  assert.equal(s.uploadsOf('!g:hs').length, 0);
+  assert.equal(api.calls.filter((c) => c[0] === 'send').length, 0);
+  assert.equal(s.state.convs['!g:hs'].messages.length, 0);
+});
+
+test('a received file message keeps its descriptor and counts as unread; a bad one is dropped', async () => {
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }) });
+  const s = session(client, api, undefined, { attachments: fakeAttachments() });
+  client.createGroup('!g:hs');
+  s.newConv('!g:hs');
+  const file = {
+    v: 1, media_id: 'M', server_name: 'hs', key: 'S0VZS0VZ', nonce_prefix: 'Tk9OQ0U=', sha256: 'SEFTSA==',
+    size: 26, plaintext_size: 10, mime: 'text/plain', name: 'notes.txt',
+  };
+  client.plain[1] = JSON.stringify({ type: 'file', file, body: 'the notes' });
+  client.plain[2] = JSON.stringify({ type: 'file', file: { ...file, media_id: '../x' } });
+  const bob = { user_id: '@bob:hs', device_id: 'BDEV' };
+  for (const seq of [1, 2]) {
+    await s.handleFrame({ type: 'message', group_id: '!g:hs', seq, sender: bob, kind: 'application', epoch: 1, message: 'M', ts: 1 }, false);
+  }
+  const conv = s.state.convs['!g:hs'];
+  assert.equal(conv.messages.length, 1);
+  assert.equal(conv.unread, 1);
+  const m = conv.messages[0];
+  assert.equal(m.kind, 'file');
+  assert.equal(m.body, 'the notes');
+  assert.deepEqual(m.file, file);
+  // Download: through this homeserver, checked and decrypted; a wrong length is refused.
+  api.downloadMedia = async (server, id) => { api.calls.push(['downloadMedia', server, id]); return new Uint8Array(26); };
+  assert.equal((await s.fetchAttachment(m.file)).length, 10);
+  assert.deepEqual(api.calls.at(-1), ['downloadMedia', 'hs', 'M']);
+  await assert.rejects(s.fetchAttachment({ ...m.file, plaintext_size: 11 }), /\[AttachmentFormat\]/);
+  await assert.rejects(s.fetchAttachment({ ...m.file, sha256: 'BAD' }), /\[AttachmentHashMismatch\]/);
+  // A server sending more than the descriptor says is cut off at once.
+  api.downloadMedia = (server, id, { onProgress, signal }) => new Promise((resolve, reject) => {
+    signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })));
+    onProgress(10, 1 << 30);
+  });
+  await assert.rejects(s.fetchAttachment(m.file), /\[AttachmentFormat\] the server sent more bytes/);
+});

@@ -172,12 +172,7 @@ impl Client {
         password: &str,
         device_id: Option<&str>,
     ) -> Result<SessionResponse, ClientError> {
-        let request = LoginRequest {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            device_id: device_id.map(str::to_owned),
-            device_name: None,
-        };
+        let request = LoginRequest::password(username, password, device_id);
         let session = self.call::<accounts::Login>(&(), &request).await?;
         self.access_token = Some(session.access_token.clone());
         Ok(session)

@@ -38,6 +38,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<health::GetMetrics>(),
         E::of::<accounts::Register>(),
         E::of::<accounts::Login>(),
+        E::of::<accounts::LoginChallenge>(),
         E::of::<accounts::Refresh>(),
         E::of::<accounts::Logout>(),
         E::of::<accounts::WhoAmI>(),

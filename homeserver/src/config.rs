@@ -323,6 +323,8 @@ pub struct AuthConfig {
     /// successor is unused, gets that same successor (a retry after a lost answer) instead of
     /// revoking the device. 0 (the default) keeps the protocol's rule: reuse revokes.
     pub refresh_retry_grace_ms: u64,
+    /// How long a passwordless-login challenge is accepted, in milliseconds.
+    pub login_challenge_ttl_ms: u64,
 }
 
 /// Size and protocol limits.
@@ -456,6 +458,7 @@ impl Default for AuthConfig {
             access_token_ttl_ms: 15 * 60 * 1000,
             refresh_token_ttl_ms: 30 * 24 * 3600 * 1000,
             refresh_retry_grace_ms: 0,
+            login_challenge_ttl_ms: 120_000,
         }
     }
 }
@@ -635,9 +638,10 @@ impl Config {
         if self.retention.interval_ms == 0
             || self.retention.transactions_ms == 0
             || self.retention.messages_ms == Some(0)
+            || self.auth.login_challenge_ttl_ms == 0
         {
             anyhow::bail!(
-                "retention.interval_ms, retention.transactions_ms and retention.messages_ms must be > 0"
+                "retention.interval_ms, retention.transactions_ms, retention.messages_ms and auth.login_challenge_ttl_ms must be > 0"
             );
         }
         Ok(())
@@ -709,6 +713,8 @@ refresh_token_ttl_ms = 2592000000   # 30 days
 # token is unused, the old one gets the same new one again instead of revoking the device.
 # 0 keeps the protocol's rule (any reuse revokes). A few seconds suits flaky mobile networks.
 refresh_retry_grace_ms = 0
+# A passwordless-login challenge (POST /login/challenge) is accepted for this long.
+login_challenge_ttl_ms = 120000
 
 [limits]
 # Largest JSON body of account endpoints. Bodies carrying MLS messages may be as large as

@@ -89,6 +89,10 @@ pub async fn run_with(state: &AppState, messages_ms: Option<u64>) -> Pruned {
         ),
         media: crate::media::run_retention(state).await,
     };
+    logged(
+        "login_challenges",
+        store.login_challenges().purge_expired(now).await,
+    );
     if pruned != Pruned::default() {
         tracing::info!(
             key_packages = pruned.key_packages,

@@ -93,6 +93,10 @@ pub enum MlsError {
     #[error("attachment cannot be decrypted (wrong key or corrupted): {0}")]
     AttachmentCorrupt(String),
     /// Error reported by openmls.
+    /// Bytes a server asked this device to sign for login that are not a login challenge of
+    /// the expected server for this device.
+    #[error("refused to sign: {0}")]
+    LoginChallenge(String),
     #[error("MLS error: {0}")]
     Mls(String),
     /// Cryptographic primitive failure (RNG, KDF, cipher).

@@ -13,6 +13,7 @@ mod fork;
 mod groups;
 mod identity;
 mod key_packages;
+mod login;
 mod process;
 mod provider;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use events::{
     CommitBundle, Envelope, Event, Joined, MemberInfo, OutgoingMessage, ProposalKind,
 };
 pub use identity::{fingerprint, validate_device_id, validate_server_name, validate_user_id};
+pub use login::{LOGIN_CHALLENGE_PREFIX, LOGIN_CHALLENGE_RANDOM_BYTES};
 pub use state::STATE_VERSION;
 pub use trust::{safety_number, safety_number_half, KeyChange, TrustState};
 pub use validation::{DeviceKeyValidator, StaticDeviceKeys};

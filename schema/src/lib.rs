@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod admin;
 mod append;
 mod cache;
+pub mod challenges;
 pub mod cluster;
 mod db;
 pub mod federation;

@@ -237,3 +237,13 @@ diesel::table! {
         referenced_ts -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    login_challenges (challenge_hash) {
+        challenge_hash -> Text,
+        user_id -> Text,
+        device_id -> Text,
+        created_ts -> BigInt,
+        expires_ts -> BigInt,
+    }
+}

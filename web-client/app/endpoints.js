@@ -12,6 +12,7 @@ export const ENDPOINTS = Object.freeze({
   GetMetrics: Object.freeze({ method: 'GET', path: '/_parley/metrics', auth: 'none' }),
   Register: Object.freeze({ method: 'POST', path: '/_parley/client/v1/register', auth: 'none' }),
   Login: Object.freeze({ method: 'POST', path: '/_parley/client/v1/login', auth: 'none' }),
+  LoginChallenge: Object.freeze({ method: 'POST', path: '/_parley/client/v1/login/challenge', auth: 'none' }),
   Refresh: Object.freeze({ method: 'POST', path: '/_parley/client/v1/refresh', auth: 'none' }),
   Logout: Object.freeze({ method: 'POST', path: '/_parley/client/v1/logout', auth: 'access_token' }),
   WhoAmI: Object.freeze({ method: 'GET', path: '/_parley/client/v1/whoami', auth: 'access_token' }),

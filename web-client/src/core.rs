@@ -67,6 +67,10 @@ impl From<MlsError> for WebError {
             MlsError::VaultDecrypt => "VaultDecrypt",
             MlsError::Mls(_) => "Mls",
             MlsError::Crypto(_) => "Crypto",
+            MlsError::LoginChallenge(_) => "LoginChallenge",
+            MlsError::AttachmentFormat(_) => "AttachmentFormat",
+            MlsError::AttachmentHashMismatch => "AttachmentHashMismatch",
+            MlsError::AttachmentCorrupt(_) => "AttachmentCorrupt",
             #[allow(unreachable_patterns)]
             _ => "Engine",
         };

@@ -38,6 +38,13 @@ pub enum AccountError {
     /// Wrong username or password (which of the two is not said).
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// A signature login whose challenge is unknown, used, expired or for another device, or
+    /// whose signature does not verify under the device's bound key (which is not said).
+    #[error("invalid or expired challenge, or a signature that does not verify")]
+    InvalidChallenge,
+    /// A login body missing the fields of its `type`, or with bad base64.
+    #[error("{0}")]
+    BadLoginField(String),
     /// A login naming a `device_id` that is not one of the user's devices.
     #[error("device_id is not one of this user's devices")]
     NotYourDevice,

@@ -5,8 +5,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parley_client_api::accounts::{
-    DeviceInfo, DevicesResponse, LoginRequest, RefreshRequest, RegisterRequest, SessionResponse,
-    WhoAmIResponse,
+    DeviceInfo, DevicesResponse, LoginRequest, LoginType, RefreshRequest, RegisterRequest,
+    SessionResponse, WhoAmIResponse,
 };
 use parley_client_api::ids::{is_valid_localpart, DeviceId, UserId};
 use parley_schema::{NewDevice, RotateOutcome, Session, StoreError, User};
@@ -21,6 +21,7 @@ use crate::state::AppState;
 use error::AccountError;
 use tokens::{hash_refresh_token, new_refresh_token};
 
+pub mod challenge;
 pub mod error;
 pub mod passwords;
 pub mod session;
@@ -164,6 +165,9 @@ async fn create_registered(
 
 /// A new session for an existing or new device of the account, by password.
 pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionResponse, AccountError> {
+    if req.login_type == LoginType::Signature {
+        return challenge::login_with_signature(state, req).await;
+    }
     let password = Zeroizing::new(req.password);
     // The cap bounds the hashing work; an empty password is just a wrong one.
     if password.len() > MAX_PASSWORD_BYTES {
@@ -219,14 +223,25 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
             (Some(device), id)
         }
     };
-    let (session, refresh_token, refresh_hash) = new_session(&user.user_id, &device_id, now);
+    start_session(state, &user.user_id, device, device_id, now).await
+}
+
+/// Opens a session for `user_id` on `device_id`, creating `device` first if given.
+async fn start_session(
+    state: &AppState,
+    user_id: &str,
+    device: Option<NewDevice>,
+    device_id: String,
+    now: u64,
+) -> Result<SessionResponse, AccountError> {
+    let (session, refresh_token, refresh_hash) = new_session(user_id, &device_id, now);
     let expires = refresh_expiry(state, now);
     state
         .store
         .accounts()
         .create_session(device.as_ref(), &session, &refresh_hash, expires)
         .await?;
-    tracing::info!(user_id = %user.user_id, device_id = %device_id, new_device = device.is_some(), "logged in");
+    tracing::info!(user_id = %user_id, device_id = %device_id, new_device = device.is_some(), "logged in");
     session_response(state, &session, refresh_token, now)
 }
 

@@ -216,10 +216,12 @@ impl OnTheWire for AccountError {
             AccountError::RegistrationClosed
             | AccountError::RegistrationTokenRequired
             | AccountError::InvalidCredentials
+            | AccountError::InvalidChallenge
             | AccountError::NotYourDevice => ErrCode::Forbidden,
             AccountError::InvalidUsername(_) => ErrCode::InvalidUsername,
             AccountError::WeakPassword { .. } => ErrCode::WeakPassword,
             AccountError::PasswordLength { .. }
+            | AccountError::BadLoginField(_)
             | AccountError::PasswordTooLong { .. }
             | AccountError::DeviceNameTooLong { .. } => ErrCode::BadJson,
             AccountError::UserInUse => ErrCode::UserInUse,
@@ -644,6 +646,8 @@ mod tests {
             (AccountError::DeviceNameTooLong { max: 256 }.into(), "P_BAD_JSON", 400, "device_name is longer than 256 bytes", none()),
             (AccountError::UserInUse.into(), "P_USER_IN_USE", 409, "user id is already taken", none()),
             (AccountError::InvalidCredentials.into(), "P_FORBIDDEN", 403, "invalid username or password", none()),
+            (AccountError::InvalidChallenge.into(), "P_FORBIDDEN", 403, "invalid or expired challenge, or a signature that does not verify", none()),
+            (AccountError::BadLoginField("challenge is not base64".into()).into(), "P_BAD_JSON", 400, "challenge is not base64", none()),
             (AccountError::NotYourDevice.into(), "P_FORBIDDEN", 403, "device_id is not one of this user's devices", none()),
             (AccountError::NoSuchDevice.into(), "P_NOT_FOUND", 404, "no such device", none()),
             (AccountError::MissingToken.into(), "P_MISSING_TOKEN", 401, "missing access token", none()),

@@ -26,6 +26,7 @@ crate::tests!("accounts":
     deleting_an_unknown_device_is_404_not_found,
     deleting_another_users_device_is_refused,
     logout_answers_an_empty_object,
+    a_device_logs_in_by_signing_a_challenge_once,
 );
 
 /// The user id `localpart` gets on `hs`, checked against what the server answered.
@@ -351,5 +352,68 @@ async fn logout_answers_an_empty_object(mut ctx: Ctx) -> anyhow::Result<()> {
     .await?;
     let body = reply.expect_ok()?;
     anyhow::ensure!(body.is_empty(), "logout answered {}", reply.text);
+    Ok(())
+}
+
+async fn a_device_logs_in_by_signing_a_challenge_once(mut ctx: Ctx) -> anyhow::Result<()> {
+    use parley_client_api::accounts::{Login, LoginChallenge, LoginChallengeRequest, LoginRequest};
+    let hs = ctx.server("hs1").start().await?;
+    let server_name = crate::scenarios::server_name_of(&hs).await?;
+    let alice = crate::device::Device::register(&hs, &ctx.user("alice")).await?;
+    let ask = LoginChallengeRequest {
+        user_id: alice.user_id.clone(),
+        device_id: alice.device_id.clone(),
+    };
+    let answer = expect_ok(
+        hs.client().call::<LoginChallenge>(&(), &ask).await,
+        "POST /login/challenge",
+    )?;
+    anyhow::ensure!(
+        answer.expires_ts > crate::device::now_ms(),
+        "expires_ts is not in the future"
+    );
+    let bytes = parley_client_api::client::unb64(&answer.challenge)
+        .ok_or_else(|| anyhow::anyhow!("challenge is not base64"))?;
+    // The engine signs only a challenge naming this server and this device.
+    let signature = alice.engine.sign_login_challenge(&server_name, &bytes)?;
+    let request = LoginRequest::signature(
+        &alice.user_id,
+        &alice.device_id,
+        &answer.challenge,
+        &parley_client_api::client::b64(&signature),
+    );
+    let session = expect_ok(
+        hs.client().call::<Login>(&(), &request).await,
+        "signature login",
+    )?;
+    expect_eq(&session.device_id, &alice.device_id, "the session's device")?;
+    // Used once.
+    expect_error(
+        hs.client().call::<Login>(&(), &request).await,
+        403,
+        "P_FORBIDDEN",
+    )
+    .map_err(|e| anyhow::anyhow!("the same challenge again: {e}"))?;
+    // An unknown device gets a challenge too, which logs nobody in.
+    let ghost = LoginChallengeRequest {
+        user_id: alice.user_id.clone(),
+        device_id: "NOSUCHDEVICE".into(),
+    };
+    let answer = expect_ok(
+        hs.client().call::<LoginChallenge>(&(), &ghost).await,
+        "a challenge for an unknown device",
+    )?;
+    let request = LoginRequest::signature(
+        &alice.user_id,
+        "NOSUCHDEVICE",
+        &answer.challenge,
+        &parley_client_api::client::b64(&signature),
+    );
+    expect_error(
+        hs.client().call::<Login>(&(), &request).await,
+        403,
+        "P_FORBIDDEN",
+    )
+    .map_err(|e| anyhow::anyhow!("a login of an unknown device: {e}"))?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! [`crate::accounts`].
 
 use parley_client_api::accounts::{
-    DeleteDevice, DevicesResponse, ListDevices, Login, LoginRequest, Logout, Refresh,
-    RefreshRequest, Register, RegisterRequest, SessionResponse, WhoAmI, WhoAmIResponse,
+    DeleteDevice, DevicesResponse, ListDevices, Login, LoginChallenge, LoginChallengeRequest,
+    LoginChallengeResponse, LoginRequest, Logout, Refresh, RefreshRequest, Register,
+    RegisterRequest, SessionResponse, WhoAmI, WhoAmIResponse,
 };
 use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::params::DevicePath;
@@ -18,6 +19,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .serve::<Register, _, _>(register)
         .serve::<Login, _, _>(login)
+        .serve::<LoginChallenge, _, _>(login_challenge)
         .serve::<Refresh, _, _>(refresh)
         .serve::<Logout, _, _>(logout)
         .serve::<WhoAmI, _, _>(whoami)
@@ -36,6 +38,15 @@ async fn register(
 
 async fn login(state: AppState, _: (), _: (), req: LoginRequest) -> ApiResult<SessionResponse> {
     Ok(accounts::login(&state, req).await?)
+}
+
+async fn login_challenge(
+    state: AppState,
+    _: (),
+    _: (),
+    req: LoginChallengeRequest,
+) -> ApiResult<LoginChallengeResponse> {
+    Ok(accounts::challenge::issue(&state, req).await?)
 }
 
 async fn refresh(state: AppState, _: (), _: (), req: RefreshRequest) -> ApiResult<SessionResponse> {

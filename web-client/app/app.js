@@ -8,9 +8,10 @@ import { Session } from './session.js';
 import {
   IdleTimer, MAX_THUMBNAIL_BYTES, PREVIEW_MIMES, checkNewPassphrase, conversationLabel,
   conversationTitle, describeError, describeMediaError, emptyAppState, errorCode,
-  formatSafetyNumber, formatTime, humanSize, isPreviewMime, lastMessagePreview, localpart,
-  normaliseUserId, ownMessageState, parseAutoLockMinutes, sanitizeFilename, serverOf,
-  thumbnailSize, typingLabel, uploadRefusal,
+  REACTION_KEYS, findBySeq, formatSafetyNumber, formatTime, hasReacted, humanSize, isPreviewMime,
+  lastMessagePreview, localpart, normaliseUserId, ownMessageState, parseAutoLockMinutes,
+  reactionSummary, replyQuote, sanitizeFilename, serverOf, thumbnailSize, typingLabel,
+  uploadRefusal,
 } from './logic.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,6 +39,14 @@ const downloads = new Map(); // message id → {loaded, total, controller}
 const fileNotes = new Map(); // message id → {ok, text}
 let progressEls = new Map(); // 'up:ID' / 'down:MSGID' → <progress>
 const blobUrls = new Set();
+
+// Replies, reactions, edits, deletes (memory only): what the composer is doing
+// ({mode: 'reply'|'edit', gid, seq}), the message whose reaction picker is open, the message
+// the delete dialog asks about ({gid, seq}), and a control to focus after the next render.
+let composeCtx = null;
+let pickerFor = null;
+let deleteTarget = null;
+let focusNext = null;
 
 // ----- small UI helpers -----
 
@@ -327,7 +336,7 @@ async function panicWipe() {
 }
 
 function closeDialogs() {
-  for (const id of ['verify-dialog', 'settings-dialog']) {
+  for (const id of ['verify-dialog', 'settings-dialog', 'delete-dialog']) {
     const d = $(id);
     if (d.open) d.close();
   }
@@ -351,6 +360,10 @@ function clearAttachments() {
 
 function clearChatDom() {
   clearAttachments();
+  composeCtx = null;
+  pickerFor = null;
+  deleteTarget = null;
+  $('compose-context').hidden = true;
   setAttachError('');
   $('conv-list').replaceChildren();
   $('message-list').replaceChildren();
@@ -427,8 +440,12 @@ function renderConv(me) {
   // Messages (and the files still uploading, last). Focus stays on the same control.
   const list = $('message-list');
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const focusKey = list.contains(document.activeElement) && document.activeElement.dataset
+  let focusKey = list.contains(document.activeElement) && document.activeElement.dataset
     ? document.activeElement.dataset.focus : null;
+  if (focusNext) {
+    focusKey = focusNext;
+    focusNext = null;
+  }
   progressEls = new Map();
   list.replaceChildren();
   for (const m of conv.messages) {
@@ -436,14 +453,7 @@ function renderConv(me) {
       list.append(el('li', { class: 'system', text: m.body }));
       continue;
     }
-    const who = m.own ? 'You' : localpart(m.sender);
-    const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
-    const meta = el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` });
-    if (m.kind === 'file' && m.file) {
-      list.append(el('li', { class: `${m.own ? 'own' : 'other'} file` }, meta, ...fileParts(m)));
-    } else {
-      list.append(el('li', { class: m.own ? 'own' : 'other' }, meta, el('span', { class: 'body', text: m.body })));
-    }
+    list.append(chatBubble(m, conv, me));
   }
   for (const u of session.uploadsOf(conv.group_id)) list.append(uploadBubble(u));
   if (focusKey) {
@@ -451,6 +461,8 @@ function renderConv(me) {
     if (again) again.focus();
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
+
+  renderComposeContext(conv, me);
 
   // "bob is typing…" (its own status region; only rewritten when it changes).
   const typing = typingLabel(session.typingUsers(conv.group_id));
@@ -466,6 +478,172 @@ function renderConv(me) {
   $('invite-user').disabled = !conv.active;
   $('leave-btn').disabled = !conv.active;
   $('verify-btn').disabled = users.length < 2;
+}
+
+// ----- messages: replies, reactions, edits, deletes -----
+
+/** Who a message is from, as shown: "You" or the sender's localpart. */
+const senderName = (m) => (m.own ? 'You' : localpart(m.sender));
+
+/**
+ * One chat bubble: meta line, the quote of the message it answers, the text (or file, or the
+ * tombstone "message deleted"), "(edited)", its reactions and its actions. Everything from
+ * other users is set as text, never as markup.
+ */
+function chatBubble(m, conv, me) {
+  const who = senderName(m);
+  const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
+  const isFile = m.kind === 'file' && m.file && !m.deleted;
+  const li = el('li', { class: `${m.own ? 'own' : 'other'}${isFile ? ' file' : ''}${m.deleted ? ' deleted' : ''}` },
+    el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` }));
+  if (m.deleted) {
+    li.append(el('span', { class: 'body tombstone', text: 'message deleted' }));
+    return li;
+  }
+  if (m.replyTo) {
+    const q = replyQuote(conv, m.replyTo);
+    const text = q.state === 'ok' ? `${q.sender === me ? 'You' : localpart(q.sender)}: ${q.text}` : q.text;
+    li.append(el('span', { class: 'quote', text: `In reply to ${text}` }));
+  }
+  if (isFile) li.append(...fileParts(m));
+  else li.append(el('span', { class: 'body', text: m.body }));
+  if (m.editSeq) li.append(el('span', { class: 'edited', text: '(edited)' }));
+  const reactions = reactionSummary(m, me);
+  if (reactions.length) {
+    li.append(el('div', { class: 'reactions', role: 'group', 'aria-label': 'Reactions' }, ...reactions.map((r) => {
+      const b = el('button', {
+        type: 'button', text: `${r.key} ${r.count}`, title: r.label, 'aria-label': r.label,
+        'aria-pressed': r.mine ? 'true' : 'false',
+        onclick: () => react(conv.group_id, m, r.key),
+      });
+      b.dataset.focus = `rx:${m.id}:${r.key}`;
+      return b;
+    })));
+  }
+  // Actions need the message's seq (an own message being sent has none yet).
+  if (m.seq && conv.active) li.append(...messageActions(m, conv));
+  return li;
+}
+
+function messageActions(m, conv) {
+  const gid = conv.group_id;
+  const mk = (label, focus, onclick, extra = {}) => {
+    const b = el('button', { type: 'button', class: 'link', text: label, onclick, ...extra });
+    b.dataset.focus = `${focus}:${m.id}`;
+    return b;
+  };
+  const open = pickerFor === m.id;
+  const row = el('div', { class: 'msg-actions', role: 'group', 'aria-label': `Actions for the message from ${senderName(m)}` },
+    mk('Reply', 'reply', () => startReply(gid, m)),
+    mk('React', 'react', () => {
+      pickerFor = open ? null : m.id;
+      focusNext = pickerFor ? `pick:${m.id}:${REACTION_KEYS[0]}` : `react:${m.id}`;
+      render();
+    }, { 'aria-expanded': open ? 'true' : 'false' }));
+  if (m.sender === state.session.user_id) {
+    if (m.kind === 'text') row.append(mk('Edit', 'edit', () => startEdit(gid, m)));
+    row.append(mk('Delete', 'delete', () => askDelete(gid, m)));
+  }
+  if (!open) return [row];
+  const picker = el('div', {
+    class: 'picker', role: 'group', 'aria-label': 'Choose a reaction',
+    onkeydown: (e) => {
+      if (e.key !== 'Escape') return;
+      e.preventDefault();
+      pickerFor = null;
+      focusNext = `react:${m.id}`;
+      render();
+    },
+  }, ...REACTION_KEYS.map((key) => {
+    const b = el('button', {
+      type: 'button', text: key, title: `React ${key}`, 'aria-label': `React ${key}`,
+      'aria-pressed': hasReacted(m, state.session.user_id, key) ? 'true' : 'false',
+      onclick: () => {
+        pickerFor = null;
+        focusNext = `react:${m.id}`;
+        react(gid, m, key);
+      },
+    });
+    b.dataset.focus = `pick:${m.id}:${key}`;
+    return b;
+  }));
+  return [row, picker];
+}
+
+/** Adds this user's reaction `key` to a message, or withdraws it. */
+function react(gid, m, key) {
+  const had = hasReacted(m, state.session.user_id, key);
+  guarded(null, async () => {
+    await session.toggleReaction(gid, m.seq, key);
+    announce(had ? `Reaction ${key} withdrawn.` : `Reacted ${key}.`);
+  }).then(() => render());
+}
+
+function startReply(gid, m) {
+  composeCtx = { mode: 'reply', gid, seq: m.seq };
+  render();
+  $('message-input').focus();
+}
+
+function startEdit(gid, m) {
+  composeCtx = { mode: 'edit', gid, seq: m.seq };
+  $('message-input').value = m.body || '';
+  render();
+  $('message-input').focus();
+  announce('Editing your message: change it and send, or press Escape to cancel.');
+}
+
+function cancelCompose() {
+  if (composeCtx && composeCtx.mode === 'edit') $('message-input').value = '';
+  composeCtx = null;
+  render();
+  $('message-input').focus();
+}
+
+function askDelete(gid, m) {
+  deleteTarget = { gid, seq: m.seq };
+  $('delete-dialog').showModal();
+  $('delete-cancel-btn').focus();
+}
+
+async function confirmDelete() {
+  const t = deleteTarget;
+  deleteTarget = null;
+  const dlg = $('delete-dialog');
+  if (dlg.open) dlg.close();
+  if (!t || !session) return;
+  if (composeCtx && composeCtx.gid === t.gid && composeCtx.seq === t.seq) {
+    if (composeCtx.mode === 'edit') $('message-input').value = '';
+    composeCtx = null;
+  }
+  await guarded(null, async () => {
+    await session.deleteMessage(t.gid, t.seq);
+    announce('Message deleted.');
+  });
+  render();
+  $('message-input').focus();
+}
+
+/** The line above the composer while replying ("Replying to bob: …") or editing. */
+function renderComposeContext(conv, me) {
+  let ctx = composeCtx && composeCtx.gid === conv.group_id ? composeCtx : null;
+  if (ctx) {
+    const target = findBySeq(conv, ctx.seq);
+    // An edited message deleted meanwhile cannot be edited any more.
+    if (ctx.mode === 'edit' && (!target || target.deleted)) {
+      composeCtx = null;
+      ctx = null;
+    }
+  }
+  $('compose-context').hidden = !ctx;
+  if (!ctx) return;
+  let text = 'Editing your message';
+  if (ctx.mode === 'reply') {
+    const q = replyQuote(conv, ctx.seq);
+    text = q.state === 'ok' ? `Replying to ${q.sender === me ? 'yourself' : localpart(q.sender)}: ${q.text}` : `Replying to ${q.text}`;
+  }
+  if ($('compose-context-text').textContent !== text) $('compose-context-text').textContent = text;
+  $('compose-cancel-btn').setAttribute('aria-label', ctx.mode === 'reply' ? 'Cancel reply' : 'Cancel edit');
 }
 
 // ----- attachments -----
@@ -727,6 +905,11 @@ function keyChangeText(changes) {
 }
 
 function openConversation(gid) {
+  if (composeCtx && composeCtx.gid !== gid) {
+    if (composeCtx.mode === 'edit') $('message-input').value = '';
+    composeCtx = null;
+  }
+  pickerFor = null;
   openGid = gid;
   if (session) {
     session.openConv = gid;
@@ -858,9 +1041,20 @@ function wire() {
     const input = $('message-input');
     const text = input.value;
     if (!text.trim() || $('send-btn').disabled) return;
+    const gid = openGid;
+    const ctx = composeCtx && composeCtx.gid === gid ? composeCtx : null;
+    composeCtx = null;
     input.value = '';
     guarded($('send-btn'), async () => {
-      await session.sendText(openGid, text);
+      if (ctx && ctx.mode === 'edit') {
+        const conv = state.convs[gid];
+        const target = conv ? findBySeq(conv, ctx.seq) : null;
+        if (target && target.body === text) return; // unchanged: nothing to send
+        await session.editMessage(gid, ctx.seq, text);
+        announce('Message edited.');
+      } else {
+        await session.sendText(gid, text, { replyTo: ctx ? ctx.seq : undefined });
+      }
     }).then(() => { render(); input.focus(); });
   });
   $('attach-btn').addEventListener('click', () => { $('attach-input').click(); });
@@ -906,7 +1100,15 @@ function wire() {
     if (session && openGid) session.sendReadReceipt(openGid).catch(() => {});
   });
   for (const ev of ['pageshow', 'focus']) window.addEventListener(ev, () => { if (idle && client) idle.check(); });
+  $('compose-cancel-btn').addEventListener('click', cancelCompose);
+  $('delete-confirm-btn').addEventListener('click', () => { confirmDelete(); });
+  $('delete-dialog').addEventListener('close', () => { deleteTarget = null; });
   $('message-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && composeCtx) {
+      e.preventDefault();
+      cancelCompose();
+      return;
+    }
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       $('send-form').requestSubmit();

@@ -172,6 +172,7 @@ export function lastMessagePreview(conv, max = 40) {
   for (let i = msgs.length - 1; i >= 0; i -= 1) {
     const m = msgs[i];
     if (m.kind === 'text' || m.kind === 'file') {
+      if (m.deleted) return 'message deleted';
       const t = m.kind === 'file' ? `File: ${sanitizeFilename(m.file && m.file.name)}` : m.body;
       return t.length > max ? `${t.slice(0, max - 1)}…` : t;
     }
@@ -198,32 +199,208 @@ export function isChatKind(kind) {
   return kind === 'text' || kind === 'file';
 }
 
+/** Longest `body` (a text, caption or edit) accepted, in UTF-16 code units: the homeserver's
+ *  largest message (65,536 bytes of ciphertext) could not carry more anyway. */
+export const MAX_BODY_CHARS = 65536;
+/** Longest reaction `key`, in UTF-8 bytes (protocol §7.11). */
+export const MAX_REACTION_KEY_BYTES = 64;
+/** The reactions the UI offers (any key of 1–64 bytes from others is shown). */
+export const REACTION_KEYS = Object.freeze(['👍', '❤️', '😂', '😮', '😢']);
+
+const isSeq = (n) => Number.isSafeInteger(n) && n > 0;
+const isBody = (s) => typeof s === 'string' && s.length <= MAX_BODY_CHARS;
+const utf8Length = (s) => new TextEncoder().encode(s).length;
+
 /**
- * Parses an application payload (the JSON envelope inside the MLS plaintext):
- * `{"type":"text","body"}`, `{"type":"typing"}`, `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`,
- * `{"type":"file","file":DESCRIPTOR,"body"?:caption}` (DESCRIPTOR: the engine's attachment
- * descriptor, checked by `parseFileDescriptor`).
- * Anything that is not such an object (plain text of older clients) becomes a text message;
- * a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass through (ignored).
+ * Parses an application payload (the JSON envelope inside the MLS plaintext, protocol §7.11):
+ * `{"type":"text","body","reply_to"?:SEQ}`, `{"type":"file","file":DESCRIPTOR,"body"?,"reply_to"?}`
+ * (DESCRIPTOR checked by `parseFileDescriptor`), `{"type":"reaction","target":SEQ,"key","remove"?:true}`,
+ * `{"type":"edit","target":SEQ,"body"}`, `{"type":"delete","target":SEQ}`, `{"type":"typing"}`,
+ * `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`. Known types come back reduced to their known
+ * fields. Anything that is not such an object (plain text of older clients) becomes a text
+ * message; a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass
+ * through (ignored). SEQ: a positive safe integer; `body`: a string of at most
+ * `MAX_BODY_CHARS`; `key`: a string of 1–64 UTF-8 bytes.
  */
 export function parsePayload(plaintext) {
   let v;
   try {
     v = JSON.parse(plaintext);
   } catch {
-    return { type: 'text', body: String(plaintext) };
+    return { type: 'text', body: String(plaintext).slice(0, MAX_BODY_CHARS) };
   }
   if (!v || typeof v !== 'object' || Array.isArray(v) || typeof v.type !== 'string') {
-    return { type: 'text', body: String(plaintext) };
+    return { type: 'text', body: String(plaintext).slice(0, MAX_BODY_CHARS) };
   }
-  if (v.type === 'text' && typeof v.body !== 'string') return { type: 'invalid' };
-  if (v.type === 'read' && !(Number.isSafeInteger(v.up_to) && v.up_to > 0)) return { type: 'invalid' };
-  if (v.type === 'file') {
-    const file = parseFileDescriptor(v.file);
-    if (!file || (v.body !== undefined && typeof v.body !== 'string')) return { type: 'invalid' };
-    return v.body ? { type: 'file', file, body: v.body } : { type: 'file', file };
+  const invalid = { type: 'invalid' };
+  const withReply = (out) => {
+    if (v.reply_to === undefined) return out;
+    return isSeq(v.reply_to) ? { ...out, reply_to: v.reply_to } : invalid;
+  };
+  switch (v.type) {
+    case 'text':
+      return isBody(v.body) ? withReply({ type: 'text', body: v.body }) : invalid;
+    case 'file': {
+      const file = parseFileDescriptor(v.file);
+      if (!file || (v.body !== undefined && !isBody(v.body))) return invalid;
+      return withReply(v.body ? { type: 'file', file, body: v.body } : { type: 'file', file });
+    }
+    case 'reaction': {
+      if (!isSeq(v.target) || typeof v.key !== 'string') return invalid;
+      const n = utf8Length(v.key);
+      if (n < 1 || n > MAX_REACTION_KEY_BYTES) return invalid;
+      if (v.remove !== undefined && typeof v.remove !== 'boolean') return invalid;
+      return v.remove ? { type: 'reaction', target: v.target, key: v.key, remove: true } : { type: 'reaction', target: v.target, key: v.key };
+    }
+    case 'edit':
+      return isSeq(v.target) && isBody(v.body) ? { type: 'edit', target: v.target, body: v.body } : invalid;
+    case 'delete':
+      return isSeq(v.target) ? { type: 'delete', target: v.target } : invalid;
+    case 'read':
+      return isSeq(v.up_to) ? { type: 'read', up_to: v.up_to } : invalid;
+    case 'typing':
+    case 'dm':
+      return { type: v.type };
+    default:
+      return v;
   }
-  return v;
+}
+
+// ----- replies, reactions, edits, deletes (protocol §7.11) -----
+
+/** Most actions kept per conversation for targets not seen yet, and distinct keys per message. */
+export const MAX_PENDING_ACTIONS = 200;
+export const MAX_REACTION_KEYS = 20;
+
+/** The chat message (text or file) with hub seq `seq` in a conversation, or null. */
+export function findBySeq(conv, seq) {
+  if (!isSeq(seq)) return null;
+  const msgs = conv.messages || [];
+  for (let i = msgs.length - 1; i >= 0; i -= 1) {
+    const m = msgs[i];
+    if (m.seq === seq && isChatKind(m.kind)) return m;
+  }
+  return null;
+}
+
+/** Drops a message's content: it becomes the tombstone "message deleted". */
+function tombstone(msg) {
+  for (const k of ['body', 'file', 'reactions', 'editSeq', 'replyTo']) delete msg[k];
+  msg.deleted = true;
+}
+
+/**
+ * Applies one reaction, edit or delete (`action`: `{type, target, from, seq, key?, remove?,
+ * body?}`; `from` the sender's user id from the MLS credential, `seq` the action's own seq) to
+ * the conversation. Returns what happened: `'applied'`, `'ignored'` (a repeat, an edit or
+ * delete from someone else than the target's sender, anything done to a deleted message) or
+ * `'pending'` (target not seen yet: kept in `conv.pending` and applied by `addChatMessage`).
+ */
+export function applyAction(conv, action) {
+  const msg = findBySeq(conv, action.target);
+  if (!msg) {
+    conv.pending = conv.pending || [];
+    conv.pending.push({ ...action });
+    if (conv.pending.length > MAX_PENDING_ACTIONS) conv.pending.splice(0, conv.pending.length - MAX_PENDING_ACTIONS);
+    return 'pending';
+  }
+  // A deleted message stays a tombstone, whatever comes for it.
+  if (msg.deleted) return 'ignored';
+  if (action.type === 'reaction') {
+    const reactions = msg.reactions || [];
+    let entry = reactions.find((r) => r.key === action.key);
+    if (action.remove) {
+      if (!entry || !entry.users.includes(action.from)) return 'ignored';
+      entry.users = entry.users.filter((u) => u !== action.from);
+      msg.reactions = reactions.filter((r) => r.users.length > 0);
+      if (msg.reactions.length === 0) delete msg.reactions;
+      return 'applied';
+    }
+    if (entry && entry.users.includes(action.from)) return 'ignored';
+    if (!entry) {
+      if (reactions.length >= MAX_REACTION_KEYS) return 'ignored';
+      entry = { key: action.key, users: [] };
+      reactions.push(entry);
+    }
+    entry.users.push(action.from);
+    msg.reactions = reactions;
+    return 'applied';
+  }
+  // Edits and deletes: only from the user who sent the target (any of their devices).
+  if (action.from !== msg.sender) return 'ignored';
+  if (action.type === 'edit') {
+    if ((msg.editSeq || 0) >= action.seq) return 'ignored'; // the last edit by seq wins
+    msg.body = action.body;
+    msg.editSeq = action.seq;
+    return 'applied';
+  }
+  if (action.type === 'delete') {
+    tombstone(msg);
+    // Its reactions and edits not applied yet go too.
+    if (conv.pending) conv.pending = conv.pending.filter((p) => p.target !== msg.seq);
+    return 'applied';
+  }
+  return 'ignored';
+}
+
+/**
+ * Adds a chat message (text or file, with its `seq` when known) like `pushMessage`, then
+ * applies the actions that were waiting for its seq, in seq order. Returns the message or null.
+ */
+export function addChatMessage(conv, msg, opts) {
+  const added = pushMessage(conv, msg, opts);
+  if (added) applyPendingFor(conv, added.seq);
+  return added;
+}
+
+/** Applies the pending actions naming `seq` (the message now known), in seq order. */
+export function applyPendingFor(conv, seq) {
+  if (!isSeq(seq) || !conv.pending || !conv.pending.length) return;
+  const now = conv.pending.filter((p) => p.target === seq).sort((a, b) => a.seq - b.seq);
+  if (!now.length) return;
+  conv.pending = conv.pending.filter((p) => p.target !== seq);
+  for (const a of now) applyAction(conv, a);
+}
+
+/** Whether `userId` reacted with `key` to `msg` (clicking it again withdraws it). */
+export function hasReacted(msg, userId, key) {
+  const entry = (msg.reactions || []).find((r) => r.key === key);
+  return !!entry && entry.users.includes(userId);
+}
+
+/**
+ * A message's reactions for display: `[{key, count, users, mine, label}]`, `label` e.g.
+ * "👍 2: alice, bob" (localparts, "you" for this user).
+ */
+export function reactionSummary(msg, ownUserId) {
+  return (msg.reactions || []).filter((r) => r.users.length > 0).map((r) => {
+    const names = r.users.map((u) => (u === ownUserId ? 'you' : localpart(u)));
+    return {
+      key: r.key, count: r.users.length, users: [...r.users], mine: r.users.includes(ownUserId),
+      label: `${r.key} ${r.users.length}: ${names.join(', ')}`,
+    };
+  });
+}
+
+/** The text a chat message shows (a file: its caption or its name). */
+function messageText(m) {
+  if (m.kind === 'file') return m.body || `File: ${sanitizeFilename(m.file && m.file.name)}`;
+  return m.body || '';
+}
+
+/**
+ * The quote of the message a reply names: `{state: 'ok', sender, text}` (text shortened to
+ * `max` characters), `{state: 'deleted', text: 'message deleted'}` or, for a seq not seen,
+ * `{state: 'unknown', text: 'an earlier message'}`. Computed when shown, so edits and deletes
+ * of the original show through.
+ */
+export function replyQuote(conv, seq, max = 100) {
+  const m = findBySeq(conv, seq);
+  if (!m) return { state: 'unknown', text: 'an earlier message' };
+  if (m.deleted) return { state: 'deleted', text: 'message deleted' };
+  const t = messageText(m).replace(/\s+/g, ' ').trim();
+  const chars = [...t];
+  return { state: 'ok', sender: m.sender, text: chars.length > max ? `${chars.slice(0, max - 1).join('')}…` : t };
 }
 
 // ----- attachments (docs/protocol.md#media) -----

@@ -6,8 +6,8 @@
 
 import { wsUrl } from './api.js';
 import {
-  Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, backoffMs, bumpOrder, commitWithRetry,
-  dmPeer, errorCode, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
+  Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, addChatMessage, applyAction, backoffMs,
+  applyPendingFor, bumpOrder, commitWithRetry, dmPeer, errorCode, findBySeq, hasReacted, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
   parseNotice, parsePayload, pushMessage, uploadRefusal, withDeviceKeys,
 } from './logic.js';
 
@@ -424,8 +424,10 @@ export class Session {
 
   /**
    * One decrypted application payload (a JSON envelope in the MLS plaintext, docs/protocol.md). Only
-   * texts and files become bubbles or count as unread; typing notices, read receipts and DM
-   * markers update state. Returns whether a text or file was added.
+   * texts and files become bubbles, bump the conversation or count as unread; reactions, edits
+   * and deletes change the message they name (`applyAction`: an edit or delete only from the
+   * user who sent it, the sender's user id coming from the MLS credential), typing notices,
+   * read receipts and DM markers update state. Returns whether a text or file was added.
    */
   handlePayload(conv, ev, m) {
     const gid = conv.group_id;
@@ -436,7 +438,8 @@ export class Session {
       this.clearTyping(gid, from);
       // A file keeps its descriptor (where it is, its key), never its bytes.
       const content = p.type === 'text' ? { kind: 'text', body: p.body } : { kind: 'file', file: p.file, body: p.body };
-      pushMessage(conv, {
+      if (p.reply_to) content.replyTo = p.reply_to;
+      addChatMessage(conv, {
         id: ev.msg_id,
         ...content,
         own: mine,
@@ -447,6 +450,10 @@ export class Session {
       }, { isOpen: this.openConv === gid });
       bumpOrder(this.state.order, gid);
       return true;
+    }
+    if (p.type === 'reaction' || p.type === 'edit' || p.type === 'delete') {
+      if (m.seq) applyAction(conv, { ...p, from, seq: m.seq });
+      return false;
     }
     // A typing notice older than its display time (a catch-up after being offline) is stale;
     // the age is measured against the hub's acceptance time.
@@ -610,8 +617,67 @@ export class Session {
     });
   }
 
-  sendText(gid, text) {
-    return this.queue.run(() => this.sendPayload(gid, { type: 'text', body: text }, { kind: 'text', body: text }));
+  /** Sends a text; `replyTo`: the seq of the message it answers (quoted when shown). */
+  sendText(gid, text, { replyTo } = {}) {
+    const payload = { type: 'text', body: text };
+    const local = { kind: 'text', body: text };
+    if (replyTo) {
+      payload.reply_to = replyTo;
+      local.replyTo = replyTo;
+    }
+    return this.queue.run(() => this.sendPayload(gid, payload, local));
+  }
+
+  /**
+   * Sends a reaction, edit or delete naming the message `target` (a seq), then applies it to
+   * the local copy with the seq the hub gave it (the sender cannot decrypt its own message).
+   * Not a bubble: it neither bumps the conversation nor counts as unread. Inside the queue.
+   */
+  async sendAction(gid, payload) {
+    this.checkCanSend(gid);
+    const conv = this.state.convs[gid];
+    const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
+    const r = await this.api.send(gid, out.msg_id, out.message);
+    const result = applyAction(conv, { ...payload, from: this.me, seq: r.seq });
+    await this.save();
+    this.onChange();
+    return result;
+  }
+
+  /** Adds this user's reaction `key` to message `seq`, or withdraws it if already there. */
+  toggleReaction(gid, seq, key) {
+    return this.queue.run(() => {
+      const msg = this.ownTarget(gid, seq, false);
+      const payload = { type: 'reaction', target: seq, key };
+      if (hasReacted(msg, this.me, key)) payload.remove = true;
+      return this.sendAction(gid, payload);
+    });
+  }
+
+  /** Replaces the text of this user's message `seq` for everyone ("(edited)"). */
+  editMessage(gid, seq, body) {
+    return this.queue.run(() => {
+      this.ownTarget(gid, seq, true);
+      return this.sendAction(gid, { type: 'edit', target: seq, body });
+    });
+  }
+
+  /** Deletes this user's message `seq` for everyone: a tombstone, its content dropped here. */
+  deleteMessage(gid, seq) {
+    return this.queue.run(() => {
+      this.ownTarget(gid, seq, true);
+      return this.sendAction(gid, { type: 'delete', target: seq });
+    });
+  }
+
+  /** The message `seq` an action names (`own`: it must be this user's), or an error. */
+  ownTarget(gid, seq, own) {
+    const conv = this.state.convs[gid];
+    const msg = conv ? findBySeq(conv, seq) : null;
+    if (!msg) throw new Error('That message is not here any more.');
+    if (msg.deleted) throw new Error('That message was deleted.');
+    if (own && msg.sender !== this.me) throw new Error('Only the sender can edit or delete a message.');
+    return msg;
   }
 
   /** Refuses to send into an inactive conversation or past an unacknowledged key change. */
@@ -641,6 +707,7 @@ export class Session {
       const r = await this.api.send(gid, out.msg_id, out.message, media);
       msg.state = 'sent';
       msg.seq = r.seq;
+      applyPendingFor(conv, r.seq);
     } catch (err) {
       msg.state = 'failed';
       this.onChange();

@@ -9,6 +9,7 @@ import {
   Throttle, dmPeer, findDm, isDm, latestIncomingSeq, ownDeviceDelta, ownMessageState, typingLabel,
   ciphertextSize, describeMediaError, humanSize, isPreviewMime, limitInMb, parseFileDescriptor,
   sanitizeFilename, thumbnailSize, uploadRefusal,
+  MAX_BODY_CHARS, addChatMessage, applyAction, findBySeq, hasReacted, reactionSummary, replyQuote,
 } from '../app/logic.js';
 
 test('engine error codes are parsed and described without internals', () => {
@@ -460,4 +461,155 @@ test('file messages count as unread, are acknowledged by read receipts and previ
   assert.equal(conv.unread, 1);
   assert.equal(latestIncomingSeq(conv), 4);
   assert.equal(lastMessagePreview(conv), 'File: a_b.png');
+});
+
+// ----- replies, reactions, edits, deletes (protocol §7.11) -----
+
+test('parsePayload: replies, reactions, edits and deletes are checked and reduced to their fields', () => {
+  const P = (v) => parsePayload(JSON.stringify(v));
+  const invalid = { type: 'invalid' };
+  assert.deepEqual(P({ type: 'text', body: 'hi', reply_to: 3, extra: 1 }), { type: 'text', body: 'hi', reply_to: 3 });
+  assert.deepEqual(P({ type: 'text', body: 'hi', v: 1 }), { type: 'text', body: 'hi' });
+  for (const bad of [0, -1, 1.5, '3', null, 2 ** 53, true]) {
+    assert.deepEqual(P({ type: 'text', body: 'hi', reply_to: bad }), invalid, `reply_to ${bad}`);
+    assert.deepEqual(P({ type: 'reaction', target: bad, key: '👍' }), invalid, `target ${bad}`);
+    assert.deepEqual(P({ type: 'edit', target: bad, body: 'x' }), invalid);
+    assert.deepEqual(P({ type: 'delete', target: bad }), invalid);
+  }
+  assert.deepEqual(P({ type: 'text', body: 'x'.repeat(MAX_BODY_CHARS) }).body.length, MAX_BODY_CHARS);
+  assert.deepEqual(P({ type: 'text', body: 'x'.repeat(MAX_BODY_CHARS + 1) }), invalid);
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '👍', evil: '<b>' }), { type: 'reaction', target: 7, key: '👍' });
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '👍', remove: true }), { type: 'reaction', target: 7, key: '👍', remove: true });
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '👍', remove: false }), { type: 'reaction', target: 7, key: '👍' });
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '👍', remove: 'yes' }), invalid);
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '' }), invalid);
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: 5 }), invalid);
+  assert.equal(P({ type: 'reaction', target: 7, key: 'a'.repeat(64) }).type, 'reaction');
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: 'a'.repeat(65) }), invalid);
+  // 64 bytes, not 64 characters: 17 four-byte emoji are 68 bytes.
+  assert.equal(P({ type: 'reaction', target: 7, key: '😂'.repeat(16) }).type, 'reaction');
+  assert.deepEqual(P({ type: 'reaction', target: 7, key: '😂'.repeat(17) }), invalid);
+  assert.deepEqual(P({ type: 'edit', target: 2, body: 'new' }), { type: 'edit', target: 2, body: 'new' });
+  assert.deepEqual(P({ type: 'edit', target: 2 }), invalid);
+  assert.deepEqual(P({ type: 'edit', target: 2, body: 'x'.repeat(MAX_BODY_CHARS + 1) }), invalid);
+  assert.deepEqual(P({ type: 'delete', target: 2, body: 'x' }), { type: 'delete', target: 2 });
+  assert.deepEqual(P({ type: 'future', x: 1 }), { type: 'future', x: 1 }, 'unknown types pass through');
+});
+
+const ALICE = '@alice:a';
+const ALICE2 = '@alice:a'; // the same user on another device: same user id
+const BOB = '@bob:b';
+const EVE = '@eve:e';
+function richConv() {
+  const conv = { messages: [], unread: 0 };
+  addChatMessage(conv, { id: 'm1', kind: 'text', body: 'hello', sender: ALICE, own: false, seq: 1 });
+  addChatMessage(conv, { id: 'm2', kind: 'text', body: 'reply', sender: BOB, own: false, seq: 2, replyTo: 1 });
+  return conv;
+}
+
+test('reactions: counted per key, one per user and key, repeats change nothing, remove withdraws', () => {
+  const conv = richConv();
+  const unread = conv.unread;
+  const r = (from, seq, key, remove) => applyAction(conv, { type: 'reaction', target: 1, key, from, seq, ...(remove ? { remove: true } : {}) });
+  assert.equal(r(BOB, 3, '👍'), 'applied');
+  assert.equal(r(BOB, 4, '👍'), 'ignored', 'a repeat');
+  assert.equal(r(EVE, 5, '👍'), 'applied');
+  assert.equal(r(EVE, 6, '❤️'), 'applied');
+  const m = findBySeq(conv, 1);
+  assert.deepEqual(reactionSummary(m, BOB), [
+    { key: '👍', count: 2, users: [BOB, EVE], mine: true, label: '👍 2: you, eve' },
+    { key: '❤️', count: 1, users: [EVE], mine: false, label: '❤️ 1: eve' },
+  ]);
+  assert.equal(hasReacted(m, BOB, '👍'), true);
+  assert.equal(r(ALICE, 7, '❤️', true), 'ignored', 'withdrawing what one never gave');
+  assert.equal(r(EVE, 8, '❤️', true), 'applied');
+  assert.equal(r(EVE, 9, '❤️', true), 'ignored');
+  assert.deepEqual(reactionSummary(m, ALICE).map((x) => x.label), ['👍 2: bob, eve']);
+  assert.equal(r(BOB, 10, '👍', true), 'applied');
+  assert.equal(hasReacted(m, BOB, '👍'), false);
+  assert.equal(r(BOB, 11, '👍'), 'applied', 'given again after withdrawing');
+  assert.deepEqual(reactionSummary(m, ALICE).map((x) => x.label), ['👍 2: eve, bob']);
+  // Reactions never count as unread nor add messages.
+  assert.equal(conv.messages.length, 2);
+  assert.equal(conv.unread, unread);
+  // A key named "__proto__" is just a key.
+  assert.equal(r(EVE, 12, '__proto__'), 'applied');
+  assert.equal(({}).polluted, undefined);
+  assert.equal(reactionSummary(m, ALICE).at(-1).key, '__proto__');
+});
+
+test('edits: only from the user who sent the target (any device), the last by seq wins', () => {
+  const conv = richConv();
+  const m = findBySeq(conv, 1);
+  assert.equal(applyAction(conv, { type: 'edit', target: 1, body: 'forged', from: BOB, seq: 3 }), 'ignored');
+  assert.equal(m.body, 'hello');
+  assert.equal(m.editSeq, undefined);
+  assert.equal(applyAction(conv, { type: 'edit', target: 1, body: 'hello!', from: ALICE, seq: 4 }), 'applied');
+  assert.equal(applyAction(conv, { type: 'edit', target: 1, body: 'hello!!', from: ALICE2, seq: 6 }), 'applied', 'her other device');
+  assert.equal(applyAction(conv, { type: 'edit', target: 1, body: 'older', from: ALICE, seq: 5 }), 'ignored', 'an older edit');
+  assert.equal(m.body, 'hello!!');
+  assert.equal(m.editSeq, 6);
+  assert.equal(lastMessagePreview({ messages: [m] }), 'hello!!');
+  // The quote of a reply follows the edit.
+  assert.deepEqual(replyQuote(conv, 1), { state: 'ok', sender: ALICE, text: 'hello!!' });
+  // A delete from someone else is ignored too.
+  assert.equal(applyAction(conv, { type: 'delete', target: 1, from: EVE, seq: 7 }), 'ignored');
+  assert.equal(m.deleted, undefined);
+  // An edit or delete naming something that is not a text or file never matches a message.
+  conv.messages.push({ id: 's', kind: 'system', body: 'x', seq: 9 });
+  assert.equal(findBySeq(conv, 9), null);
+});
+
+test('deletes: a tombstone whose content, edits and reactions are dropped; later actions show the tombstone', () => {
+  const conv = richConv();
+  const file = { v: 1, media_id: 'M', name: 'secret.pdf' };
+  addChatMessage(conv, { id: 'f', kind: 'file', file, body: 'caption', sender: ALICE, seq: 3 });
+  applyAction(conv, { type: 'edit', target: 1, body: 'edited secret', from: ALICE, seq: 4 });
+  applyAction(conv, { type: 'reaction', target: 1, key: '👍', from: BOB, seq: 5 });
+  // Pending for a message not seen yet, dropped with it later.
+  assert.equal(applyAction(conv, { type: 'delete', target: 1, from: ALICE, seq: 6 }), 'applied');
+  const m = findBySeq(conv, 1);
+  assert.deepEqual(m, { id: 'm1', kind: 'text', sender: ALICE, own: false, seq: 1, deleted: true });
+  assert.equal(applyAction(conv, { type: 'delete', target: 3, from: ALICE, seq: 7 }), 'applied');
+  const f = findBySeq(conv, 3);
+  assert.equal(f.file, undefined, 'a file\'s descriptor goes');
+  assert.equal(f.body, undefined);
+  assert.ok(!JSON.stringify(conv).includes('secret'), 'nothing of the content is left');
+  // After the delete: edits, reactions and a second delete change nothing.
+  assert.equal(applyAction(conv, { type: 'edit', target: 1, body: 'back', from: ALICE, seq: 8 }), 'ignored');
+  assert.equal(applyAction(conv, { type: 'reaction', target: 1, key: '👍', from: BOB, seq: 9 }), 'ignored');
+  assert.equal(applyAction(conv, { type: 'delete', target: 1, from: ALICE, seq: 10 }), 'ignored');
+  assert.deepEqual(findBySeq(conv, 1), m);
+  assert.deepEqual(reactionSummary(m, BOB), []);
+  // A reply to it quotes the tombstone; the preview says so.
+  assert.deepEqual(replyQuote(conv, 1), { state: 'deleted', text: 'message deleted' });
+  assert.equal(lastMessagePreview({ messages: [m] }), 'message deleted');
+});
+
+test('actions for a message not seen yet wait for its seq; replies to unknown messages quote "an earlier message"', () => {
+  const conv = richConv();
+  assert.equal(applyAction(conv, { type: 'reaction', target: 5, key: '👍', from: BOB, seq: 3 }), 'pending');
+  assert.equal(applyAction(conv, { type: 'edit', target: 5, body: 'second edit', from: ALICE, seq: 6 }), 'pending');
+  assert.equal(applyAction(conv, { type: 'edit', target: 5, body: 'first edit', from: ALICE, seq: 4 }), 'pending');
+  assert.equal(applyAction(conv, { type: 'edit', target: 5, body: 'forged', from: EVE, seq: 7 }), 'pending');
+  assert.equal(applyAction(conv, { type: 'reaction', target: 8, key: '😂', from: BOB, seq: 5 }), 'pending');
+  assert.equal(conv.pending.length, 5);
+  assert.deepEqual(replyQuote(conv, 5), { state: 'unknown', text: 'an earlier message' });
+  addChatMessage(conv, { id: 'm5', kind: 'text', body: 'late', sender: ALICE, seq: 5 });
+  const m = findBySeq(conv, 5);
+  assert.equal(m.body, 'second edit', 'applied in seq order, the last edit wins, the forged one ignored');
+  assert.equal(m.editSeq, 6);
+  assert.deepEqual(reactionSummary(m, ALICE).map((x) => x.label), ['👍 1: bob']);
+  assert.deepEqual(conv.pending.map((p) => p.target), [8], 'only the other target still waits');
+  // A delete waiting for its target: the target arrives as a tombstone.
+  applyAction(conv, { type: 'delete', target: 9, from: BOB, seq: 10 });
+  addChatMessage(conv, { id: 'm9', kind: 'text', body: 'gone before seen', sender: BOB, seq: 9 });
+  assert.equal(findBySeq(conv, 9).deleted, true);
+  assert.ok(!JSON.stringify(conv).includes('gone before seen'));
+  // The list of waiting actions is bounded.
+  for (let i = 0; i < 300; i += 1) applyAction(conv, { type: 'reaction', target: 1000 + i, key: '👍', from: EVE, seq: 2000 + i });
+  assert.equal(conv.pending.length, 200);
+  // Quotes are shortened to about 100 characters.
+  addChatMessage(conv, { id: 'long', kind: 'text', body: 'y'.repeat(300), sender: BOB, seq: 11 });
+  assert.equal(replyQuote(conv, 11).text, `${'y'.repeat(99)}…`);
 });

@@ -703,3 +703,80 @@ test('a received file message keeps its descriptor and counts as unread; a bad o
   });
   await assert.rejects(s.fetchAttachment(m.file), /\[AttachmentFormat\] the server sent more bytes/);
 });
+
+test('replies, reactions, edits and deletes: applied by the credential\'s sender user, never bubbles nor unread; a delete drops the content from the sealed state', async () => {
+  const client = fakeClient();
+  let nextSeq = 8;
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: nextSeq++ }) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  s.newConv('!g:hs');
+  s.newConv('!other:hs'); // the conversation bumped last
+  const bob = { user_id: '@bob:hs', device_id: 'BDEV' };
+  const bob2 = { user_id: '@bob:hs', device_id: 'BDEV2' };
+  const carol = { user_id: '@carol:hs', device_id: 'C' };
+  const frames = [
+    [1, bob, { type: 'text', body: 'secret one' }],
+    [2, carol, { type: 'reaction', target: 1, key: '👍' }],
+    [3, carol, { type: 'edit', target: 1, body: 'forged by carol' }],
+    [4, bob2, { type: 'edit', target: 1, body: 'secret two' }],
+  ];
+  const deliver = async ([seq, sender, payload]) => {
+    client.plain[seq] = JSON.stringify(payload);
+    await s.handleFrame({ type: 'message', group_id: '!g:hs', seq, sender, kind: 'application', epoch: 1, message: 'M', ts: 1 }, false);
+  };
+  for (const f of frames.slice(0, 1)) await deliver(f);
+  const conv = s.state.convs['!g:hs'];
+  s.newConv('!later:hs');
+  assert.deepEqual(s.state.order[0], '!later:hs');
+  for (const f of frames.slice(1)) await deliver(f);
+  assert.equal(s.state.order[0], '!later:hs', 'reactions and edits do not bump the conversation');
+  assert.equal(conv.unread, 1, 'nor count as unread');
+  assert.equal(conv.messages.length, 1);
+  const m1 = conv.messages[0];
+  assert.equal(m1.body, 'secret two', 'the edit of bob\'s other device, not carol\'s');
+  assert.equal(m1.editSeq, 4);
+  assert.deepEqual(m1.reactions, [{ key: '👍', users: ['@carol:hs'] }]);
+  // A reply (a bubble, unread) keeps the seq it answers.
+  await deliver([5, carol, { type: 'text', body: 'about that', reply_to: 1 }]);
+  assert.equal(conv.messages[1].replyTo, 1);
+  assert.equal(conv.unread, 2);
+  assert.equal(s.state.order[0], '!g:hs');
+  // Carol cannot delete bob's message; bob can, and nothing of it is left in the vault's state.
+  await deliver([6, carol, { type: 'delete', target: 1 }]);
+  assert.equal(m1.deleted, undefined);
+  const saves = s.saves();
+  client.plain[7] = JSON.stringify({ type: 'delete', target: 1 });
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 7, sender: bob, kind: 'application', epoch: 1, message: 'M', ts: 1, next_batch: 'n7' }, true);
+  assert.equal(m1.deleted, true);
+  assert.ok(!JSON.stringify(s.state).includes('secret'), 'the sealed state holds no deleted text');
+  await s.flush();
+  assert.ok(s.saves() > saves, 'and it was saved');
+
+  // Own actions: sent as payloads, applied with the seq of the send answer.
+  await s.toggleReaction('!g:hs', 5, '❤️');
+  assert.deepEqual(client.sent.at(-1), { type: 'reaction', target: 5, key: '❤️' });
+  assert.deepEqual(conv.messages[1].reactions, [{ key: '❤️', users: ['@alice:hs'] }]);
+  await s.toggleReaction('!g:hs', 5, '❤️');
+  assert.deepEqual(client.sent.at(-1), { type: 'reaction', target: 5, key: '❤️', remove: true });
+  assert.equal(conv.messages[1].reactions, undefined);
+  await assert.rejects(s.toggleReaction('!g:hs', 1, '👍'), /deleted/);
+  await assert.rejects(s.editMessage('!g:hs', 5, 'not mine'), /Only the sender/);
+  assert.equal(conv.unread, 2);
+
+  const own = await s.sendText('!g:hs', 'my words', { replyTo: 5 });
+  assert.deepEqual(client.sent.at(-1), { type: 'text', body: 'my words', reply_to: 5 });
+  assert.equal(own.replyTo, 5);
+  assert.equal(own.seq, 10);
+  await s.editMessage('!g:hs', own.seq, 'my better words');
+  assert.deepEqual(client.sent.at(-1), { type: 'edit', target: 10, body: 'my better words' });
+  assert.equal(own.body, 'my better words');
+  assert.equal(own.editSeq, 11);
+  await s.deleteMessage('!g:hs', own.seq);
+  assert.deepEqual(client.sent.at(-1), { type: 'delete', target: 10 });
+  assert.equal(own.deleted, true);
+  assert.ok(!JSON.stringify(s.state).includes('words'));
+  // The hub's echo of an own action changes nothing.
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 12, sender: ME, kind: 'application', epoch: 1, message: 'M', ts: 1 }, false);
+  assert.equal(conv.messages.length, 3);
+});

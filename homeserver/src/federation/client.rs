@@ -280,18 +280,16 @@ impl FederationClient {
         }
     }
 
-    /// Fetches another server's media (`FetchMedia`), writing its bytes to `out` as they
-    /// arrive: at most `limit` bytes (an answer announcing or sending more is refused), within
-    /// `timeout`. Returns the bytes written.
-    pub async fn fetch_media(
+    /// Asks another server for its media (`FetchMedia`): the response of a 200, its body
+    /// unread, or the refusal. An answer announcing more than `limit` bytes is refused here;
+    /// the caller bounds what it reads of one that announces nothing.
+    pub async fn open_media(
         &self,
         destination: &str,
         media_id: &str,
-        out: &mut (impl tokio::io::AsyncWrite + Unpin),
         limit: u64,
         timeout: Duration,
-    ) -> Result<u64, FedError> {
-        use tokio::io::AsyncWriteExt;
+    ) -> Result<reqwest::Response, FedError> {
         let path = path_of::<parley_federation::endpoints::FetchMedia>(
             &parley_federation::endpoints::MediaIdPath {
                 media_id: media_id.to_owned(),
@@ -301,7 +299,7 @@ impl FederationClient {
             server: destination.to_owned(),
             detail: "media id".into(),
         })?;
-        let mut response = self
+        let response = self
             .send_signed(
                 reqwest::Method::GET,
                 destination,
@@ -318,32 +316,13 @@ impl FederationClient {
                 .unwrap_or(Value::Null);
             return Err(verdict(destination, status, body));
         }
-        let too_large = || FedError::BadAnswer {
-            server: destination.to_owned(),
-            detail: format!("media larger than {limit} bytes"),
-        };
         if response.content_length().is_some_and(|n| n > limit) {
-            return Err(too_large());
+            return Err(FedError::BadAnswer {
+                server: destination.to_owned(),
+                detail: format!("media larger than {limit} bytes"),
+            });
         }
-        let mut written: u64 = 0;
-        loop {
-            let chunk = match response.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => return Err(unreachable(destination, e.without_url().to_string())),
-            };
-            written += chunk.len() as u64;
-            if written > limit {
-                return Err(too_large());
-            }
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| FedError::BadAnswer {
-                    server: destination.to_owned(),
-                    detail: format!("writing: {e}"),
-                })?;
-        }
-        Ok(written)
+        Ok(response)
     }
 
     /// Signs and sends a request, within `timeout` if given (else the client's 30 s), and

@@ -210,52 +210,149 @@ pub async fn download(
         return serve_row(state, &row, headers).await;
     }
     let lock = state.media.fetch_lock(&server_name, media_id);
-    let _fetching = lock.lock().await;
+    let fetching = lock.lock_owned().await;
     // Someone else's fetch may have finished while this one waited.
     if let Some(row) = store.get(&server_name, media_id).await? {
         return serve_row(state, &row, headers).await;
     }
-    let row = fetch_remote(state, &server_name, media_id).await?;
-    serve_row(state, &row, headers).await
+    if headers.contains_key(header::RANGE) {
+        // A part of a file not cached yet: the whole file first, then the part.
+        let (head, _) = tokio::sync::oneshot::channel();
+        let row = fetch_remote(state.clone(), server_name, media_id.to_owned(), head, None).await?;
+        drop(fetching);
+        return serve_row(state, &row, headers).await;
+    }
+    // The whole file: streamed to the client as it arrives, while it is cached. The fetch
+    // runs on if the client goes away, so the cache still gets the file.
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel(RELAY_CHUNKS);
+    let task_state = state.clone();
+    let id = media_id.to_owned();
+    tokio::spawn(async move {
+        let _fetching = fetching;
+        let _ = fetch_remote(task_state, server_name, id, head_tx, Some(body_tx)).await;
+    });
+    let length = head_rx
+        .await
+        .map_err(|_| MediaError::Io("the fetch ended before answering".into()))??;
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    byte_headers(response.headers_mut());
+    if let Some(length) = length {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(response)
 }
 
-/// Fetches another server's media into the cache and records it.
+/// Chunks of a remote file held between its fetch and a slow client (each at most what one
+/// read of the connection gives, typically 16–64 KiB).
+const RELAY_CHUNKS: usize = 16;
+
+/// One chunk of a file relayed as it is fetched, or the failure that ends it.
+type RelayedChunk = Result<axum::body::Bytes, std::io::Error>;
+
+/// Fetches another server's media into the cache and records it. `head` gets the outcome of
+/// the request (the announced length, if any) as soon as the other server answered; `relay`,
+/// if given, each chunk as it is written (a client gone away stops only the relay).
 async fn fetch_remote(
-    state: &AppState,
-    server_name: &str,
-    media_id: &str,
+    state: AppState,
+    server_name: String,
+    media_id: String,
+    head: tokio::sync::oneshot::Sender<Result<Option<u64>, MediaError>>,
+    mut relay: Option<tokio::sync::mpsc::Sender<RelayedChunk>>,
 ) -> Result<MediaRow, MediaError> {
-    let _slot = state
-        .media
-        .fetch_slots
-        .acquire()
-        .await
-        .map_err(|e| MediaError::Io(e.to_string()))?;
+    let limit = state.config.limits.max_upload_bytes;
+    let deadline = Duration::from_millis(state.config.media.transfer_timeout_ms);
+    let opened = async {
+        let _slot = state
+            .media
+            .fetch_slots
+            .acquire()
+            .await
+            .map_err(|e| MediaError::Io(e.to_string()))?;
+        let response = state
+            .fed
+            .open_media(&server_name, &media_id, limit, deadline)
+            .await
+            .map_err(|e| fetch_failed(&server_name, e))?;
+        Ok::<_, MediaError>((_slot, response))
+    }
+    .await;
+    let (_slot, mut response) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let answer = match &e {
+                MediaError::NotFound => MediaError::NotFound,
+                _ => MediaError::Remote(RemoteError::Unreachable(format!(
+                    "fetching media from {server_name} failed"
+                ))),
+            };
+            let _ = head.send(Err(answer));
+            return Err(e);
+        }
+    };
     let temp_path = state.media.temp_path();
-    ensure_parent(&temp_path).await?;
-    let mut file = tokio::fs::File::create(&temp_path).await?;
+    let prepared = async {
+        ensure_parent(&temp_path).await?;
+        Ok::<_, MediaError>(tokio::fs::File::create(&temp_path).await?)
+    }
+    .await;
+    let mut file = match prepared {
+        Ok(file) => file,
+        Err(e) => {
+            let _ = head.send(Err(MediaError::Io(
+                "preparing the cache file failed".into(),
+            )));
+            return Err(e);
+        }
+    };
     let temp = TempFile {
         path: Some(temp_path),
     };
-    let fetched = state
-        .fed
-        .fetch_media(
-            server_name,
-            media_id,
-            &mut file,
-            state.config.limits.max_upload_bytes,
-            Duration::from_millis(state.config.media.transfer_timeout_ms),
-        )
-        .await;
-    let written = match fetched {
-        Ok(n) => n,
-        Err(crate::federation::client::FedError::Refused { status: 404, .. }) => {
-            crate::metrics::media_remote_fetch("not_found");
-            return Err(MediaError::NotFound);
+    // Room first, so that the cache stays within its bound while the file arrives.
+    if let Some(length) = response.content_length() {
+        evict_remote_cache(&state, i64::try_from(length).unwrap_or(i64::MAX)).await;
+    }
+    let _ = head.send(Ok(response.content_length()));
+    // The last chunk is held back until the file is cached and recorded: a client that has
+    // the whole file finds the cache consistent.
+    let mut held: Option<axum::body::Bytes> = None;
+    let copied = tokio::time::timeout(deadline, async {
+        let mut written: u64 = 0;
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(written),
+                Err(e) => return Err(format!("reading: {e}")),
+            };
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(format!("media larger than {limit} bytes"));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("writing: {e}"))?;
+            if let (Some(tx), Some(previous)) = (&relay, held.replace(chunk)) {
+                if tx.send(Ok(previous)).await.is_err() {
+                    relay = None;
+                }
+            }
         }
-        Err(e) => {
+    })
+    .await
+    .unwrap_or_else(|_| Err("the transfer took too long".into()));
+    let written = match copied {
+        Ok(n) => n,
+        Err(detail) => {
             crate::metrics::media_remote_fetch("failed");
-            tracing::warn!(server = %server_name, error = %e, "remote media fetch failed");
+            tracing::warn!(server = %server_name, error = %detail, "remote media fetch failed");
+            if let Some(tx) = relay {
+                let _ = tx.send(Err(std::io::Error::other(detail))).await;
+            }
             return Err(MediaError::Remote(RemoteError::Unreachable(format!(
                 "fetching media from {server_name} failed"
             ))));
@@ -264,22 +361,38 @@ async fn fetch_remote(
     file.flush().await?;
     file.sync_all().await?;
     drop(file);
-    commit_file(temp, &state.media.path_of(server_name, media_id)).await?;
+    commit_file(temp, &state.media.path_of(&server_name, &media_id)).await?;
     let size = i64::try_from(written).unwrap_or(i64::MAX);
     state
         .store
         .media()
-        .insert_remote(server_name, media_id, size, now_ts())
+        .insert_remote(&server_name, &media_id, size, now_ts())
         .await?;
     crate::metrics::media_remote_fetch("fetched");
     crate::metrics::media_stored("remote", written);
-    evict_remote_cache(state).await;
+    evict_remote_cache(&state, 0).await;
+    if let (Some(tx), Some(last)) = (relay, held) {
+        let _ = tx.send(Ok(last)).await;
+    }
     state
         .store
         .media()
-        .get(server_name, media_id)
+        .get(&server_name, &media_id)
         .await?
         .ok_or(MediaError::NotFound)
+}
+
+/// A refused or failed request for another server's media, counted and logged.
+fn fetch_failed(server_name: &str, e: crate::federation::client::FedError) -> MediaError {
+    if let crate::federation::client::FedError::Refused { status: 404, .. } = e {
+        crate::metrics::media_remote_fetch("not_found");
+        return MediaError::NotFound;
+    }
+    crate::metrics::media_remote_fetch("failed");
+    tracing::warn!(server = %server_name, error = %e, "remote media fetch failed");
+    MediaError::Remote(RemoteError::Unreachable(format!(
+        "fetching media from {server_name} failed"
+    )))
 }
 
 /// Answers a federation fetch of this server's media.
@@ -345,13 +458,25 @@ async fn serve_row(
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
+    byte_headers(h);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{size}", start + len - 1);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            h.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The headers of every media answer: bytes a browser never renders or sniffs (they are
+/// ciphertext, never a page), ranges accepted, cacheable for good (an id names one content).
+fn byte_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    // The bytes are ciphertext, never a page: no browser may render or sniff them.
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment"),
@@ -368,19 +493,14 @@ async fn serve_row(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
-    if status == StatusCode::PARTIAL_CONTENT {
-        let value = format!("bytes {start}-{}/{size}", start + len - 1);
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            h.insert(header::CONTENT_RANGE, value);
-        }
-    }
-    Ok(response)
 }
 
-/// Deletes the least recently read remote media while the cache is over
-/// `media.remote_cache_bytes`.
-async fn evict_remote_cache(state: &AppState) {
-    let cap = i64::try_from(state.config.media.remote_cache_bytes).unwrap_or(i64::MAX);
+/// Deletes the least recently read remote media while the cache, plus `incoming` bytes
+/// about to arrive, is over `media.remote_cache_bytes`.
+async fn evict_remote_cache(state: &AppState, incoming: i64) {
+    let cap = i64::try_from(state.config.media.remote_cache_bytes)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(incoming);
     let media = state.store.media();
     let mut total = match media.remote_cache_bytes().await {
         Ok(total) => total,

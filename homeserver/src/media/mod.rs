@@ -33,7 +33,14 @@ use files::{commit_file, ensure_parent, new_media_id, TempFile};
 use range::Wanted;
 
 /// Bytes read from a file per chunk of a download.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Bytes gathered before a write reaches the file (each write is a trip to a blocking
+/// thread; the network hands over much smaller pieces).
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// A media file being written.
+type MediaWriter = tokio::io::BufWriter<tokio::fs::File>;
 
 /// Rows retention reads per pass.
 const RETENTION_PAGE: i64 = 500;
@@ -109,7 +116,8 @@ async fn store_upload(
     let limit = max.min(room);
     let temp_path = state.media.temp_path();
     ensure_parent(&temp_path).await?;
-    let mut file = tokio::fs::File::create(&temp_path).await?;
+    let mut file =
+        MediaWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::create(&temp_path).await?);
     let temp = TempFile {
         path: Some(temp_path),
     };
@@ -121,7 +129,8 @@ async fn store_upload(
     if written > limit {
         return Err(over(written));
     }
-    file.sync_all().await?;
+    file.flush().await?;
+    file.get_mut().sync_all().await?;
     drop(file);
     let media_id = new_media_id();
     let server_name = config.server_name.clone();
@@ -167,7 +176,7 @@ async fn store_upload(
 /// `limit` bytes came (the count returned is then past `limit`).
 async fn write_body(
     stream: &mut axum::body::BodyDataStream,
-    file: &mut tokio::fs::File,
+    file: &mut MediaWriter,
     limit: u64,
     idle: Duration,
 ) -> Result<u64, MediaError> {
@@ -298,7 +307,10 @@ async fn fetch_remote(
     let temp_path = state.media.temp_path();
     let prepared = async {
         ensure_parent(&temp_path).await?;
-        Ok::<_, MediaError>(tokio::fs::File::create(&temp_path).await?)
+        Ok::<_, MediaError>(MediaWriter::with_capacity(
+            WRITE_BUFFER,
+            tokio::fs::File::create(&temp_path).await?,
+        ))
     }
     .await;
     let mut file = match prepared {
@@ -359,7 +371,7 @@ async fn fetch_remote(
         }
     };
     file.flush().await?;
-    file.sync_all().await?;
+    file.get_mut().sync_all().await?;
     drop(file);
     commit_file(temp, &state.media.path_of(&server_name, &media_id)).await?;
     let size = i64::try_from(written).unwrap_or(i64::MAX);

@@ -24,6 +24,8 @@ pub struct MediaOptions {
     pub postgres_url: Option<String>,
     /// The `parley` binary.
     pub parley: Option<PathBuf>,
+    /// Rounds of transfers (at least 2; the first is the warm-up).
+    pub rounds: usize,
 }
 
 /// Target of the issue: RSS grows by at most this per transfer.
@@ -77,10 +79,12 @@ pub async fn run(opts: MediaOptions) -> anyhow::Result<()> {
     let ta = register(&a.proc.base_url, "alice").await?;
     let tb = register(&b.proc.base_url, "bob").await?;
 
-    // Two rounds: the first also shows what a fresh process's allocator and thread pool take
+    // Several rounds: the first also shows what a fresh process's allocator and thread pool
+    // take once; the later ones are the steady state a server lives in, judged by the median
+    // of each transfer over them (one run on a shared machine is noise).
     // once; the second is the steady state a server lives in.
     let mut rows = Vec::new();
-    for round in 1..=2 {
+    for round in 1..=opts.rounds.max(2) {
         let copy_secs = timed_copy(&source, &copy).await?;
         let watch = Watch::start(&[&a.proc, &b.proc]);
         let started = Instant::now();
@@ -137,24 +141,32 @@ pub async fn run(opts: MediaOptions) -> anyhow::Result<()> {
         "{:<39} {:>9} {:>10} {:>10} {:>14} {:>14}",
         "transfer", "MiB/s", "copy MiB/s", "vs copy", "A RSS +MiB", "B RSS +MiB"
     );
-    let mut worst_ratio = f64::MAX;
     let mut worst_rss: f64 = 0.0;
+    let mut steady: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for (label, secs, copy_secs, growth) in &rows {
         let rate = mib_per_s(size, *secs);
         let copy_rate = mib_per_s(size, *copy_secs);
         let ratio = rate / copy_rate;
-        // The targets are judged on the steady state (round 2).
-        if label.starts_with('2') {
-            worst_ratio = worst_ratio.min(ratio);
-            worst_rss = worst_rss.max(growth[0]).max(growth[1]);
+        if let Some((round, kind)) = label.split_once(": ") {
+            if round != "1" {
+                steady.entry(kind.to_owned()).or_default().push(ratio);
+                worst_rss = worst_rss.max(growth[0]).max(growth[1]);
+            }
         }
         println!(
             "{label:<39} {rate:>9.0} {copy_rate:>10.0} {ratio:>9.2}× {:>14.1} {:>14.1}",
             growth[0], growth[1]
         );
     }
+    let mut worst_ratio = f64::MAX;
+    for (kind, mut ratios) in steady {
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!("median vs copy, rounds 2+: {kind:<36} {median:.2}×");
+        worst_ratio = worst_ratio.min(median);
+    }
     println!(
-        "target (round 2): throughput ≥ {COPY_RATIO_TARGET}× the copy (worst {worst_ratio:.2}×: {}); RSS growth ≤ {RSS_TARGET_MIB} MiB per transfer (worst {worst_rss:.1} MiB: {})",
+        "target (rounds 2+): throughput ≥ {COPY_RATIO_TARGET}× the copy (worst median {worst_ratio:.2}×: {}); RSS growth ≤ {RSS_TARGET_MIB} MiB per transfer (worst {worst_rss:.1} MiB: {})",
         verdict(worst_ratio >= COPY_RATIO_TARGET),
         verdict(worst_rss <= RSS_TARGET_MIB)
     );

@@ -106,6 +106,9 @@ pub struct MediaArgs {
     /// The `parley` binary (default: next to this executable).
     #[arg(long)]
     parley: Option<PathBuf>,
+    /// Rounds of transfers: the first is the warm-up, the others give each transfer's median.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
 }
 
 /// Runs `work` on a fresh multi-threaded runtime; the exit code.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
                 DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
             },
             parley: a.parley,
+            rounds: a.rounds.clamp(2, 20),
         })),
     }
 }

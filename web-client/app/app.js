@@ -11,7 +11,7 @@ import {
   REACTION_KEYS, findBySeq, formatSafetyNumber, formatTime, hasReacted, humanSize, isPreviewMime,
   lastMessagePreview, localpart, normaliseUserId, ownMessageState, parseAutoLockMinutes,
   reactionSummary, replyQuote, sanitizeFilename, serverOf, thumbnailSize, typingLabel,
-  uploadRefusal,
+  uploadRefusal, mentionsUser, notificationFor, searchMessages,
 } from './logic.js';
 
 const $ = (id) => document.getElementById(id);
@@ -231,6 +231,7 @@ async function startSession() {
     onSignedOut: () => { signedOut(); },
     attachments: { encrypt: wasm.encryptAttachment, decrypt: wasm.decryptAttachment },
     onUploadProgress: (u) => setProgress(`up:${u.id}`, u.loaded, u.total),
+    onIncoming: (conv, msg) => { notifyIncoming(conv, msg); },
   });
   openGid = null;
   show('screen-chat');
@@ -320,7 +321,7 @@ async function panicWipe() {
   openGid = null;
   closeDialogs();
   clearChatDom();
-  for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user', 'dm-user']) $(id).value = '';
+  for (const id of ['login-username', 'login-password', 'unlock-pass', 'setvault-pass', 'setvault-confirm', 'message-input', 'invite-user', 'dm-user', 'search-input']) $(id).value = '';
   show('screen-login');
   try {
     await sealed; // a lock still sealing would write the vault again after the deletion
@@ -336,7 +337,7 @@ async function panicWipe() {
 }
 
 function closeDialogs() {
-  for (const id of ['verify-dialog', 'settings-dialog', 'delete-dialog']) {
+  for (const id of ['verify-dialog', 'settings-dialog', 'delete-dialog', 'group-dialog']) {
     const d = $(id);
     if (d.open) d.close();
   }
@@ -366,6 +367,12 @@ function clearChatDom() {
   $('compose-context').hidden = true;
   setAttachError('');
   $('conv-list').replaceChildren();
+  $('search-input').value = '';
+  $('search-results').replaceChildren();
+  $('search-results').hidden = true;
+  $('search-summary').textContent = '';
+  $('conv-topic').textContent = '';
+  $('conv-avatar').replaceChildren();
   $('message-list').replaceChildren();
   $('typing').textContent = '';
   $('member-list').replaceChildren();
@@ -396,8 +403,10 @@ function renderConvList(me) {
       'aria-current': gid === openGid ? 'true' : null,
       onclick: () => openConversation(gid),
     },
-    el('span', { text: conversationTitle(conv, me) }),
-    conv.unread > 0 ? el('span', { class: 'badge', text: String(conv.unread) }) : null,
+    el('span', { class: 'title-row' }, groupAvatar(conv, 24, ''), el('span', { text: conversationTitle(conv, me) })),
+    conv.unread > 0 || conv.mentioned > 0 ? el('span', { class: 'badges', 'aria-hidden': 'true' },
+      conv.unread > 0 ? el('span', { class: 'badge', text: String(conv.unread) }) : null,
+      conv.mentioned > 0 ? el('span', { class: 'badge mention', text: '@', title: 'Mentions you' }) : null) : null,
     el('span', { class: 'preview', text: conv.active ? lastMessagePreview(conv) : 'You are no longer a member' }));
     btn.dataset.gid = gid;
     list.append(el('li', {}, btn));
@@ -411,6 +420,13 @@ function renderConv(me) {
   $('conv-body').hidden = !conv;
   if (!conv) return;
   $('conv-title').textContent = conversationTitle(conv, me);
+  const avatar = groupAvatar(conv, 40, 'Group picture');
+  if (avatar) $('conv-avatar').replaceChildren(avatar);
+  else $('conv-avatar').replaceChildren();
+  // The topic is another member's words: text only.
+  const topic = conv.topic || '';
+  if ($('conv-topic').textContent !== topic) $('conv-topic').textContent = topic;
+  $('conv-topic').hidden = !topic;
 
   // Unacknowledged key changes of members (a changed key, or a verified contact's new device).
   let changes = [];
@@ -477,6 +493,7 @@ function renderConv(me) {
   $('invite-btn').disabled = !conv.active;
   $('invite-user').disabled = !conv.active;
   $('leave-btn').disabled = !conv.active;
+  $('group-settings-btn').disabled = !conv.active || changes.length > 0;
   $('verify-btn').disabled = users.length < 2;
 }
 
@@ -494,8 +511,11 @@ function chatBubble(m, conv, me) {
   const who = senderName(m);
   const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
   const isFile = m.kind === 'file' && m.file && !m.deleted;
-  const li = el('li', { class: `${m.own ? 'own' : 'other'}${isFile ? ' file' : ''}${m.deleted ? ' deleted' : ''}` },
-    el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` }));
+  const mentioned = mentionsUser(m, me);
+  const li = el('li', { class: `${m.own ? 'own' : 'other'}${isFile ? ' file' : ''}${m.deleted ? ' deleted' : ''}${mentioned ? ' mention' : ''}`, tabindex: '-1' },
+    el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` },
+      mentioned ? el('span', { class: 'mention-tag', text: ' · mentions you' }) : null));
+  li.dataset.focus = `msg:${m.id}`;
   if (m.deleted) {
     li.append(el('span', { class: 'body tombstone', text: 'message deleted' }));
     return li;
@@ -728,6 +748,29 @@ function previewImage(f, name) {
   return entry.img.isConnected ? entry.img.cloneNode() : entry.img;
 }
 
+/**
+ * The group picture (`conv.avatar`, an image descriptor from a `group_profile`) as a small
+ * round <img> of `size` px, or null while it loads (or if it cannot be shown). Fetched and
+ * decrypted once, like previews, and only for png/jpeg/gif/webp up to 1 MiB.
+ */
+function groupAvatar(conv, size, alt) {
+  const a = conv.avatar;
+  if (!a || !isPreviewMime(a.mime) || a.size > MAX_THUMBNAIL_BYTES) return null;
+  const entry = previews.get(previewKey(a));
+  if (!entry) {
+    previews.set(previewKey(a), { state: 'loading' });
+    loadPreview(a, 'group picture');
+    return null;
+  }
+  if (entry.state !== 'ready') return null;
+  const img = entry.img.cloneNode();
+  img.className = 'avatar';
+  img.alt = alt;
+  img.width = size;
+  img.height = size;
+  return img;
+}
+
 /** Previews are cached by where the thumbnail is and its hash (what decrypting it checks). */
 const previewKey = (t) => `${t.server_name}/${t.media_id}/${t.sha256}`;
 
@@ -823,11 +866,11 @@ function setAttachError(text) {
  * Decoded with createImageBitmap (no <img>: the CSP allows no blob: images). Null if the
  * browser cannot decode it (the file is then sent without a preview).
  */
-async function makeThumbnail(file) {
+async function makeThumbnail(file, max = undefined) {
   let bmp;
   try {
     bmp = await createImageBitmap(file);
-    const { width, height } = thumbnailSize(bmp.width, bmp.height);
+    const { width, height } = thumbnailSize(bmp.width, bmp.height, max);
     const canvas = document.createElement('canvas');
     canvas.width = width;
     canvas.height = height;
@@ -904,7 +947,7 @@ function keyChangeText(changes) {
   return `The safety number with ${users.join(', ')} changed: ${why.join('; ')}. Sending is blocked until you acknowledge it; verify again to be sure nobody is impersonating them.`;
 }
 
-function openConversation(gid) {
+function openConversation(gid, { messageId } = {}) {
   if (composeCtx && composeCtx.gid !== gid) {
     if (composeCtx.mode === 'edit') $('message-input').value = '';
     composeCtx = null;
@@ -918,7 +961,144 @@ function openConversation(gid) {
   render();
   const list = $('message-list');
   list.scrollTop = list.scrollHeight;
+  const target = messageId ? [...list.children].find((e) => e.dataset.focus === `msg:${messageId}`) : null;
+  if (target) {
+    for (const e of list.querySelectorAll('.found')) e.classList.remove('found');
+    target.classList.add('found');
+    target.scrollIntoView({ block: 'center' });
+    target.focus();
+    return;
+  }
   $('message-input').focus();
+}
+
+// ----- search, notifications, group settings -----
+
+/** Lists the messages of every conversation matching the search box (local history only). */
+function renderSearch() {
+  const q = $('search-input').value;
+  const list = $('search-results');
+  list.replaceChildren();
+  if (!state || !q.trim()) {
+    list.hidden = true;
+    $('search-summary').textContent = '';
+    return;
+  }
+  const me = state.session.user_id;
+  const results = searchMessages(state, q, me);
+  for (const r of results) {
+    const who = r.sender === me ? 'You' : localpart(r.sender);
+    const text = r.text.length > 120 ? `${r.text.slice(0, 119)}…` : r.text;
+    list.append(el('li', {}, el('button', {
+      type: 'button',
+      'aria-label': `${r.title}, ${who}: ${text}`,
+      onclick: () => openConversation(r.gid, { messageId: r.id }),
+    }, el('span', { class: 'where', text: `${r.title} · ${formatTime(r.ts)}` }),
+    el('span', { class: 'snippet', text: `${who}: ${text}` }))));
+  }
+  list.hidden = results.length === 0;
+  $('search-summary').textContent = results.length
+    ? `${results.length} message${results.length === 1 ? '' : 's'} found${results.length >= 50 ? ' (the newest 50)' : ''}.`
+    : 'No message found.';
+}
+
+/** Shows a browser notification for a received message, if `notificationFor` says so. */
+function notifyIncoming(conv, msg) {
+  if (!state || typeof window.Notification !== 'function') return;
+  const n = notificationFor({
+    conv, msg, ownUserId: state.session.user_id, settings: state.settings,
+    permission: window.Notification.permission, hidden: document.hidden, isOpen: openGid === conv.group_id,
+  });
+  if (!n) return;
+  try {
+    const note = new window.Notification(n.title, { body: n.body, tag: n.tag });
+    note.onclick = () => {
+      window.focus();
+      if (state && state.convs[conv.group_id]) openConversation(conv.group_id);
+    };
+  } catch { /* not allowed here (some browsers need a service worker) */ }
+}
+
+/** The "Notifications" setting: asks the browser's permission on the user's action. */
+async function toggleNotifications(box) {
+  if (!state) return;
+  if (!box.checked) {
+    state.settings.notifications = false;
+    session.save();
+    announce('Notifications are off.');
+    return;
+  }
+  if (typeof window.Notification !== 'function') {
+    box.checked = false;
+    alertMsg('This browser does not support notifications.');
+    return;
+  }
+  let permission = window.Notification.permission;
+  if (permission !== 'granted') {
+    try { permission = await window.Notification.requestPermission(); } catch { permission = 'denied'; }
+  }
+  if (!state) return;
+  if (permission !== 'granted') {
+    box.checked = false;
+    state.settings.notifications = false;
+    alertMsg('The browser did not allow notifications: allow them in its site settings, then try again.');
+    return;
+  }
+  state.settings.notifications = true;
+  session.save();
+  announce('Notifications are on.');
+}
+
+function openGroupSettings() {
+  const conv = state && state.convs[openGid];
+  if (!conv) return;
+  $('group-name').value = conv.name || '';
+  $('group-topic').value = conv.topic || '';
+  $('group-error').textContent = '';
+  $('group-avatar').value = '';
+  $('group-avatar-remove').checked = false;
+  $('group-avatar-remove-row').hidden = !conv.avatar;
+  $('group-dialog').showModal();
+  $('group-name').focus();
+}
+
+async function saveGroupSettings() {
+  const gid = openGid;
+  const conv = state && state.convs[gid];
+  if (!conv || !session) return;
+  const name = $('group-name').value.trim();
+  const topic = $('group-topic').value.trim();
+  const fields = {};
+  if (name !== (conv.name || '')) fields.name = name;
+  if (topic !== (conv.topic || '')) fields.topic = topic;
+  const file = $('group-avatar').files[0] || null;
+  const removeAvatar = !file && conv.avatar && $('group-avatar-remove').checked;
+  $('group-error').textContent = '';
+  if (!Object.keys(fields).length && !file && !removeAvatar) {
+    $('group-dialog').close();
+    return;
+  }
+  const btn = $('group-save-btn');
+  btn.disabled = true;
+  try {
+    const s = session;
+    if (file) {
+      if (!isPreviewMime(file.type)) throw new Error('Choose a PNG, JPEG, GIF or WebP image.');
+      const small = await makeThumbnail(file, 128);
+      if (!small) throw new Error('This image could not be read.');
+      await s.setGroupAvatar(gid, { bytes: small.bytes, mime: small.mime, width: small.width, height: small.height });
+    } else if (removeAvatar) {
+      await s.setGroupAvatar(gid, null);
+    }
+    if (Object.keys(fields).length) await s.setGroupProfile(gid, fields);
+    $('group-dialog').close();
+    announce('Group settings saved.');
+    $('group-settings-btn').focus();
+  } catch (err) {
+    $('group-error').textContent = describeError(err);
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 // ----- dialogs -----
@@ -956,6 +1136,9 @@ function fillVerify() {
 async function openSettings() {
   $('own-fingerprint').value = client.fingerprint();
   $('autolock-minutes').value = String(state.settings.autoLockMinutes);
+  $('notify-toggle').checked = !!state.settings.notifications
+    && typeof window.Notification === 'function' && window.Notification.permission === 'granted';
+  $('notify-text').checked = !!state.settings.notifyText;
   $('settings-dialog').showModal();
   await refreshDevices();
 }
@@ -1138,6 +1321,20 @@ function wire() {
   }));
 
   $('settings-btn').addEventListener('click', () => { openSettings(); });
+  $('notify-toggle').addEventListener('change', (e) => { toggleNotifications(e.currentTarget); });
+  $('notify-text').addEventListener('change', (e) => {
+    if (!state) return;
+    state.settings.notifyText = e.currentTarget.checked;
+    session.save();
+    announce(e.currentTarget.checked ? 'Notifications show the message text.' : 'Notifications do not show the message text.');
+  });
+  $('group-settings-btn').addEventListener('click', openGroupSettings);
+  $('group-save-btn').addEventListener('click', () => { saveGroupSettings(); });
+  $('group-name').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') { e.preventDefault(); saveGroupSettings(); }
+  });
+  $('search-input').addEventListener('input', renderSearch);
+  $('search-form').addEventListener('submit', (e) => { e.preventDefault(); renderSearch(); });
   $('settings-save-btn').addEventListener('click', () => {
     const minutes = parseAutoLockMinutes($('autolock-minutes').value);
     state.settings.autoLockMinutes = minutes;

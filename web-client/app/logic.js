@@ -99,6 +99,7 @@ export function conversationLabel(conv, ownUserId) {
   const parts = [conversationTitle(conv, ownUserId)];
   if (isDm(conv, ownUserId)) parts.push('direct message');
   if (conv.unread > 0) parts.push(`${conv.unread} unread`);
+  if (conv.mentioned > 0) parts.push('mentions you');
   return parts.join(', ');
 }
 
@@ -211,12 +212,28 @@ const isSeq = (n) => Number.isSafeInteger(n) && n > 0;
 const isBody = (s) => typeof s === 'string' && s.length <= MAX_BODY_CHARS;
 const utf8Length = (s) => new TextEncoder().encode(s).length;
 
+/** Longest group name and topic, in characters (protocol §7.11 `group_profile`). */
+export const MAX_GROUP_NAME = 128;
+export const MAX_GROUP_TOPIC = 1024;
+/** Most user ids a text's `mentions` may list. */
+export const MAX_MENTIONS = 100;
+const USER_ID = /^@[a-z0-9._=-]{1,255}:\S{1,255}$/;
+
+/** A `mentions` list: distinct user ids (at most 100), or null when malformed. */
+function parseMentions(v) {
+  if (!Array.isArray(v) || v.length > MAX_MENTIONS) return null;
+  if (!v.every((u) => typeof u === 'string' && USER_ID.test(u))) return null;
+  return [...new Set(v)];
+}
+
 /**
  * Parses an application payload (the JSON envelope inside the MLS plaintext, protocol §7.11):
  * `{"type":"text","body","reply_to"?:SEQ}`, `{"type":"file","file":DESCRIPTOR,"body"?,"reply_to"?}`
  * (DESCRIPTOR checked by `parseFileDescriptor`), `{"type":"reaction","target":SEQ,"key","remove"?:true}`,
  * `{"type":"edit","target":SEQ,"body"}`, `{"type":"delete","target":SEQ}`, `{"type":"typing"}`,
- * `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`. Known types come back reduced to their known
+ * `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`, `{"type":"group_profile","name"?,"topic"?,"avatar"?}`
+ * (each a string of at most 128 / 1,024 characters, or a descriptor, or null to clear) and a
+ * text's `mentions` (user ids). Known types come back reduced to their known
  * fields. Anything that is not such an object (plain text of older clients) becomes a text
  * message; a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass
  * through (ignored). SEQ: a positive safe integer; `body`: a string of at most
@@ -238,8 +255,30 @@ export function parsePayload(plaintext) {
     return isSeq(v.reply_to) ? { ...out, reply_to: v.reply_to } : invalid;
   };
   switch (v.type) {
-    case 'text':
-      return isBody(v.body) ? withReply({ type: 'text', body: v.body }) : invalid;
+    case 'text': {
+      if (!isBody(v.body)) return invalid;
+      const out = withReply({ type: 'text', body: v.body });
+      if (out.type === 'invalid' || v.mentions === undefined) return out;
+      const mentions = parseMentions(v.mentions);
+      return mentions ? { ...out, mentions } : invalid;
+    }
+    case 'group_profile': {
+      const out = { type: 'group_profile' };
+      for (const [k, max] of [['name', MAX_GROUP_NAME], ['topic', MAX_GROUP_TOPIC]]) {
+        if (v[k] === undefined) continue;
+        if (v[k] !== null && !(typeof v[k] === 'string' && [...v[k]].length <= max)) return invalid;
+        out[k] = v[k];
+      }
+      if (v.avatar !== undefined) {
+        if (v.avatar === null) out.avatar = null;
+        else {
+          const avatar = parseFileDescriptor(v.avatar);
+          if (!avatar) return invalid;
+          out.avatar = avatar;
+        }
+      }
+      return out;
+    }
     case 'file': {
       const file = parseFileDescriptor(v.file);
       if (!file || (v.body !== undefined && !isBody(v.body))) return invalid;
@@ -762,9 +801,10 @@ export function emptyAppState() {
     session: null, // {user_id, device_id, access_token, refresh_token}
     since: null,
     keysBound: false,
-    settings: { autoLockMinutes: 15 },
+    settings: { autoLockMinutes: 15, notifications: false, notifyText: false },
     // group_id → {group_id, name, members, messages, unread, active, lastSeq,
-    //             dm (contact of a direct message), reads (user → seq read), readSent}
+    //             dm (contact of a direct message), reads (user → seq read), readSent,
+    //             topic, avatar, profileSeq (field → seq), mentioned (unread mentions)}
     convs: {},
     order: [], // group ids, most recent first
     // "user/device" → {user_id, device_id}: new devices of verified contacts, unacknowledged
@@ -788,4 +828,110 @@ export function bumpOrder(order, gid) {
   if (i >= 0) order.splice(i, 1);
   order.unshift(gid);
   return order;
+}
+
+
+// ----- group profile, mentions, notifications, search (protocol §7.11) -----
+
+/**
+ * Applies a `group_profile` (parsed) sent at `seq` to the conversation: each field present is
+ * set (null clears it) unless a later seq already set that field (the last by seq wins).
+ * Returns the fields that changed, e.g. `['name', 'topic']`.
+ */
+export function applyGroupProfile(conv, profile, seq) {
+  const seqs = conv.profileSeq || (conv.profileSeq = {});
+  const changed = [];
+  for (const k of ['name', 'topic', 'avatar']) {
+    if (profile[k] === undefined) continue;
+    if ((seqs[k] || 0) >= seq) continue;
+    seqs[k] = seq;
+    const value = profile[k] === null ? (k === 'avatar' ? null : '') : profile[k];
+    const before = conv[k] === undefined || conv[k] === null ? (k === 'avatar' ? null : '') : conv[k];
+    if (JSON.stringify(before) === JSON.stringify(value)) continue;
+    if (k === 'avatar' && value === null) delete conv.avatar;
+    else conv[k] = value;
+    changed.push(k);
+  }
+  return changed;
+}
+
+/** The notice line of a group profile change by `who` ("alice", "You"), or ''. */
+export function profileNotice(who, changed, conv) {
+  const parts = [];
+  if (changed.includes('name')) parts.push(conv.name ? `named the group "${conv.name}"` : 'removed the group name');
+  if (changed.includes('topic')) parts.push(conv.topic ? 'changed the topic' : 'removed the topic');
+  if (changed.includes('avatar')) parts.push(conv.avatar ? 'changed the group picture' : 'removed the group picture');
+  if (!parts.length) return '';
+  return `${who} ${parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]}` : parts[0]}.`;
+}
+
+/**
+ * The members a text names: `@localpart` (or a full `@localpart:server`) of a member other
+ * than this user, as a word of its own (not inside an e-mail address). Sorted user ids.
+ */
+export function mentionsIn(body, memberIds, ownUserId) {
+  const others = [...new Set(memberIds)].filter((u) => u !== ownUserId);
+  const found = new Set();
+  const re = /(^|[^A-Za-z0-9._=@-])@([a-z0-9._=-]+)(:[A-Za-z0-9.-]+(?::[0-9]{1,5})?)?/g;
+  for (let m = re.exec(String(body || '')); m; m = re.exec(String(body || ''))) {
+    const local = m[2].replace(/\.+$/, '');
+    const full = m[3] ? `@${m[2]}${m[3].replace(/\.+$/, '')}` : null;
+    for (const u of others) {
+      if (full ? u === full : localpart(u) === local) found.add(u);
+    }
+  }
+  return [...found].sort();
+}
+
+/** Whether a chat message from someone else names `userId` in its `mentions`. */
+export function mentionsUser(msg, userId) {
+  return !!msg && !msg.own && !msg.deleted && Array.isArray(msg.mentions) && msg.mentions.includes(userId);
+}
+
+/**
+ * Whether and how to notify of a received message (a pure decision; the Notification call is
+ * the app's): null, or `{title, body, tag}`. Only when the user turned notifications on and the
+ * browser granted them, for a text or file from someone else; a mention always notifies, any
+ * other message when the page is hidden or its conversation is not open. The title is the
+ * conversation's; the body says "New message" ("You were mentioned") — the message text only
+ * when the user turned `notifyText` on.
+ */
+export function notificationFor({ conv, msg, ownUserId, settings = {}, permission, hidden, isOpen }) {
+  if (!settings.notifications || permission !== 'granted') return null;
+  if (!conv || !msg || msg.own || !isChatKind(msg.kind) || msg.deleted) return null;
+  const mentioned = mentionsUser(msg, ownUserId);
+  if (!mentioned && !hidden && isOpen) return null;
+  let body = mentioned ? 'You were mentioned' : 'New message';
+  if (settings.notifyText) {
+    const t = messageText(msg).replace(/\s+/g, ' ').trim();
+    body = `${localpart(msg.sender)}: ${t.length > 200 ? `${t.slice(0, 199)}…` : t}`;
+  }
+  return { title: conversationTitle(conv, ownUserId), body, tag: conv.group_id };
+}
+
+/**
+ * Searches the decrypted history of every conversation: a case-insensitive substring of a
+ * text, caption or file name, deleted messages excluded. Newest first, at most `limit`:
+ * `[{gid, id, seq, title, sender, text, ts}]`.
+ */
+export function searchMessages(state, query, ownUserId, limit = 50) {
+  const q = String(query || '').trim().toLowerCase();
+  if (!q) return [];
+  const out = [];
+  for (const gid of state.order || []) {
+    const conv = state.convs[gid];
+    if (!conv) continue;
+    for (const m of conv.messages || []) {
+      if (!isChatKind(m.kind) || m.deleted) continue;
+      const name = m.kind === 'file' ? sanitizeFilename(m.file && m.file.name) : '';
+      const hay = [m.body || '', name].join('\n').toLowerCase();
+      if (!hay.includes(q)) continue;
+      out.push({
+        gid, id: m.id, seq: m.seq, title: conversationTitle(conv, ownUserId), sender: m.sender,
+        text: messageText(m), ts: m.ts || 0,
+      });
+    }
+  }
+  out.sort((a, b) => b.ts - a.ts);
+  return out.slice(0, limit);
 }

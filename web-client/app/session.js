@@ -7,7 +7,7 @@
 import { wsUrl } from './api.js';
 import {
   Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, addChatMessage, applyAction, backoffMs,
-  applyPendingFor, bumpOrder, commitWithRetry, dmPeer, errorCode, findBySeq, hasReacted, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, ownDeviceDelta,
+  applyGroupProfile, applyPendingFor, bumpOrder, memberUsers, mentionsIn, mentionsUser, profileNotice, commitWithRetry, dmPeer, errorCode, findBySeq, hasReacted, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, localpart, ownDeviceDelta,
   parseNotice, parsePayload, pushMessage, uploadRefusal, withDeviceKeys,
 } from './logic.js';
 
@@ -61,7 +61,10 @@ export class Session {
   constructor({
     client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now,
     defer, isVisible, devicePollMs = DEVICE_POLL_MS, onSignedOut, attachments, onUploadProgress,
+    onIncoming,
   }) {
+    // A text or file from someone else was added (the app decides whether to notify).
+    this.onIncoming = onIncoming || (() => {});
     this.client = client;
     this.attachments = attachments || null;
     this.onUploadProgress = onUploadProgress || (() => {});
@@ -439,7 +442,8 @@ export class Session {
       // A file keeps its descriptor (where it is, its key), never its bytes.
       const content = p.type === 'text' ? { kind: 'text', body: p.body } : { kind: 'file', file: p.file, body: p.body };
       if (p.reply_to) content.replyTo = p.reply_to;
-      addChatMessage(conv, {
+      if (p.mentions && p.mentions.length) content.mentions = p.mentions;
+      const added = addChatMessage(conv, {
         id: ev.msg_id,
         ...content,
         own: mine,
@@ -449,7 +453,19 @@ export class Session {
         seq: m.seq,
       }, { isOpen: this.openConv === gid });
       bumpOrder(this.state.order, gid);
+      if (added && !mine) {
+        if (this.openConv !== gid && mentionsUser(added, this.me)) conv.mentioned = (conv.mentioned || 0) + 1;
+        this.onIncoming(conv, added);
+      }
       return true;
+    }
+    if (p.type === 'group_profile') {
+      // Not a bubble: a notice line; the last by seq wins per field (`applyGroupProfile`).
+      if (!m.seq) return false;
+      const changed = applyGroupProfile(conv, p, m.seq);
+      const body = profileNotice(mine ? 'You' : localpart(from), changed, conv);
+      if (body) pushMessage(conv, { id: `gp:${m.seq}`, kind: 'system', body, ts: ev.ts });
+      return false;
     }
     if (p.type === 'reaction' || p.type === 'edit' || p.type === 'delete') {
       if (m.seq) applyAction(conv, { ...p, from, seq: m.seq });
@@ -463,7 +479,10 @@ export class Session {
     } else if (p.type === 'read') {
       if (mine) {
         // Read on another device of this user: nothing left unread here.
-        if (p.up_to >= latestIncomingSeq(conv)) conv.unread = 0;
+        if (p.up_to >= latestIncomingSeq(conv)) {
+          conv.unread = 0;
+          conv.mentioned = 0;
+        }
       } else {
         conv.reads = conv.reads || {};
         conv.reads[from] = Math.max(conv.reads[from] || 0, p.up_to);
@@ -625,6 +644,13 @@ export class Session {
       payload.reply_to = replyTo;
       local.replyTo = replyTo;
     }
+    // `@localpart` of a member names them (protocol §7.11 `mentions`).
+    const conv = this.state.convs[gid];
+    const mentions = conv ? mentionsIn(text, memberUsers(conv), this.me) : [];
+    if (mentions.length) {
+      payload.mentions = mentions;
+      local.mentions = mentions;
+    }
     return this.queue.run(() => this.sendPayload(gid, payload, local));
   }
 
@@ -642,6 +668,61 @@ export class Session {
     await this.save();
     this.onChange();
     return result;
+  }
+
+  /**
+   * Sets the group's name and/or topic for every member (`{name?, topic?}`: a string, or ''
+   * / null to clear; absent: unchanged) with a `group_profile` payload, then applies it here
+   * with the seq the hub gave it. Not a bubble: a notice line ("You named the group …").
+   */
+  setGroupProfile(gid, fields, media) {
+    return this.queue.run(async () => {
+      const conv = this.checkCanSend(gid);
+      const payload = { type: 'group_profile' };
+      for (const k of ['name', 'topic']) {
+        if (fields[k] === undefined) continue;
+        const v = typeof fields[k] === 'string' ? fields[k].trim() : null;
+        payload[k] = v || null;
+      }
+      if (fields.avatar !== undefined) payload.avatar = fields.avatar || null;
+      const p = parsePayload(JSON.stringify(payload));
+      if (p.type !== 'group_profile') throw new Error('The group name has at most 128 characters and the topic at most 1,024.');
+      if (Object.keys(p).length === 1) return [];
+      const out = J(this.client.encrypt(gid, JSON.stringify(p), this.now()));
+      const r = await this.api.send(gid, out.msg_id, out.message, media);
+      const changed = applyGroupProfile(conv, p, r.seq);
+      const body = profileNotice('You', changed, conv);
+      if (body) pushMessage(conv, { id: `gp:${r.seq}`, kind: 'system', body, ts: this.now() });
+      await this.save();
+      this.onChange();
+      return changed;
+    });
+  }
+
+  /**
+   * Sets the group's picture: `image` (`{bytes, mime, width, height}`, a small image the app
+   * made) is encrypted under a fresh key, uploaded to this homeserver and named by the
+   * `group_profile`'s `avatar` descriptor (the message names the media id, so the server keeps
+   * it); null removes the picture.
+   */
+  async setGroupAvatar(gid, image) {
+    if (!image) return this.setGroupProfile(gid, { avatar: null });
+    if (!this.attachments) throw new Error('This client cannot encrypt files.');
+    this.checkCanSend(gid);
+    const refusal = uploadRefusal(image.bytes.byteLength, await this.mediaLimit());
+    if (refusal) throw new Error(refusal);
+    const enc = this.encryptAttachment(image.bytes);
+    const stored = await this.api.uploadMedia(enc.ciphertext, {});
+    const desc = {
+      v: 1, media_id: stored.media_id, server_name: stored.server_name, key: enc.key,
+      nonce_prefix: enc.nonce_prefix, sha256: enc.sha256, size: enc.size,
+      plaintext_size: enc.plaintext_size, mime: image.mime, name: 'group-picture',
+    };
+    if (Number.isSafeInteger(image.width) && Number.isSafeInteger(image.height)) {
+      desc.width = image.width;
+      desc.height = image.height;
+    }
+    return this.setGroupProfile(gid, { avatar: desc }, [stored.media_id]);
   }
 
   /** Adds this user's reaction `key` to message `seq`, or withdraws it if already there. */
@@ -953,8 +1034,9 @@ export class Session {
 
   markRead(gid) {
     const conv = this.state.convs[gid];
-    if (conv && conv.unread) {
+    if (conv && (conv.unread || conv.mentioned)) {
       conv.unread = 0;
+      conv.mentioned = 0;
       this.save();
     }
     if (conv) this.sendReadReceipt(gid).catch(() => {});

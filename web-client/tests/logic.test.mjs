@@ -10,6 +10,7 @@ import {
   ciphertextSize, describeMediaError, humanSize, isPreviewMime, limitInMb, parseFileDescriptor,
   sanitizeFilename, thumbnailSize, uploadRefusal,
   MAX_BODY_CHARS, addChatMessage, applyAction, findBySeq, hasReacted, reactionSummary, replyQuote,
+  applyGroupProfile, mentionsIn, mentionsUser, notificationFor, profileNotice, searchMessages,
 } from '../app/logic.js';
 
 test('engine error codes are parsed and described without internals', () => {
@@ -612,4 +613,99 @@ test('actions for a message not seen yet wait for its seq; replies to unknown me
   // Quotes are shortened to about 100 characters.
   addChatMessage(conv, { id: 'long', kind: 'text', body: 'y'.repeat(300), sender: BOB, seq: 11 });
   assert.equal(replyQuote(conv, 11).text, `${'y'.repeat(99)}…`);
+});
+
+
+test('group_profile payloads: fields checked (≤128 / ≤1024 characters, null clears), others invalid', () => {
+  assert.deepEqual(parsePayload('{"type":"group_profile","name":"Club","topic":null,"extra":1}'), { type: 'group_profile', name: 'Club', topic: null });
+  assert.deepEqual(parsePayload('{"type":"group_profile"}'), { type: 'group_profile' });
+  assert.deepEqual(parsePayload(JSON.stringify({ type: 'group_profile', name: '😀'.repeat(128) })).name.length, 256, 'characters, not UTF-16 units');
+  for (const bad of [{ name: 'x'.repeat(129) }, { topic: 'x'.repeat(1025) }, { name: 5 }, { topic: ['a'] }, { avatar: 'x' }, { avatar: { v: 1 } }]) {
+    assert.deepEqual(parsePayload(JSON.stringify({ type: 'group_profile', ...bad })), { type: 'invalid' }, JSON.stringify(bad));
+  }
+  assert.deepEqual(parsePayload(JSON.stringify({ type: 'group_profile', topic: 'x'.repeat(1024) })).topic.length, 1024);
+});
+
+test('text mentions: a list of user ids, deduplicated; anything else makes the text invalid', () => {
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi @bob","mentions":["@bob:hs","@bob:hs"]}'), { type: 'text', body: 'hi @bob', mentions: ['@bob:hs'] });
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi","mentions":"@bob:hs"}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi","mentions":["bob"]}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi","mentions":[1]}'), { type: 'invalid' });
+  assert.deepEqual(parsePayload('{"type":"text","body":"hi","reply_to":3,"mentions":[]}'), { type: 'text', body: 'hi', reply_to: 3, mentions: [] });
+});
+
+test('applyGroupProfile: the last by seq wins per field, absent fields stay, null clears', () => {
+  const conv = { group_id: '!g', name: '', members: [], messages: [] };
+  assert.deepEqual(applyGroupProfile(conv, { name: 'A', topic: 'T' }, 5), ['name', 'topic']);
+  assert.deepEqual(applyGroupProfile(conv, { name: 'Old' }, 3), [], 'an earlier seq loses');
+  assert.equal(conv.name, 'A');
+  assert.deepEqual(applyGroupProfile(conv, { topic: null }, 6), ['topic']);
+  assert.equal(conv.name, 'A');
+  assert.equal(conv.topic, '');
+  assert.deepEqual(applyGroupProfile(conv, { name: 'A' }, 7), [], 'the same name changes nothing');
+  assert.equal(profileNotice('alice', ['name'], { name: 'X' }), 'alice named the group "X".');
+  assert.equal(profileNotice('You', ['name', 'topic'], { name: '', topic: 'y' }), 'You removed the group name and changed the topic.');
+  assert.equal(profileNotice('bob', ['topic'], { topic: '' }), 'bob removed the topic.');
+  assert.equal(profileNotice('bob', [], {}), '');
+  // The name is the title, also of a DM; without one a DM keeps the contact's name.
+  const dm = { group_id: '!d', dm: '@bob:hs', members: [{ user_id: '@a:hs' }, { user_id: '@bob:hs' }], unread: 2, mentioned: 1 };
+  assert.equal(conversationTitle(dm, '@a:hs'), 'bob');
+  assert.equal(conversationLabel(dm, '@a:hs'), 'bob, direct message, 2 unread, mentions you');
+  dm.name = 'Plans';
+  assert.equal(conversationTitle(dm, '@a:hs'), 'Plans');
+});
+
+test('mentionsIn: @localpart or full ids of other members, as words of their own', () => {
+  const members = ['@alice:hs', '@bob:hs', '@bob:other', '@carol:hs'];
+  assert.deepEqual(mentionsIn('hey @bob', members, '@alice:hs'), ['@bob:hs', '@bob:other']);
+  assert.deepEqual(mentionsIn('hey @bob:other.', members, '@alice:hs'), ['@bob:other']);
+  assert.deepEqual(mentionsIn('@carol, @bob. and @alice', members, '@alice:hs'), ['@bob:hs', '@bob:other', '@carol:hs']);
+  assert.deepEqual(mentionsIn('mail me@bob.org or @dave', members, '@alice:hs'), []);
+  assert.deepEqual(mentionsIn('', members, '@alice:hs'), []);
+  assert.equal(mentionsUser({ mentions: ['@a:hs'] }, '@a:hs'), true);
+  assert.equal(mentionsUser({ mentions: ['@a:hs'], own: true }, '@a:hs'), false);
+  assert.equal(mentionsUser({ mentions: ['@a:hs'], deleted: true }, '@a:hs'), false);
+  assert.equal(mentionsUser({ body: '@a' }, '@a:hs'), false);
+});
+
+test('notificationFor: only when on and granted; no text unless allowed; mentions always notify', () => {
+  const conv = { group_id: '!g', name: 'Club', members: [] };
+  const msg = { kind: 'text', body: 'secret words', sender: '@bob:hs', seq: 3 };
+  const base = { conv, msg, ownUserId: '@a:hs', settings: { notifications: true }, permission: 'granted', hidden: true, isOpen: true };
+  assert.deepEqual(notificationFor(base), { title: 'Club', body: 'New message', tag: '!g' });
+  assert.equal(notificationFor({ ...base, settings: { notifications: false } }), null);
+  assert.equal(notificationFor({ ...base, permission: 'denied' }), null);
+  assert.equal(notificationFor({ ...base, permission: 'default' }), null);
+  assert.equal(notificationFor({ ...base, hidden: false }), null, 'looking at it: no notification');
+  assert.deepEqual(notificationFor({ ...base, hidden: false, isOpen: false }).body, 'New message');
+  assert.equal(notificationFor({ ...base, msg: { ...msg, own: true } }), null);
+  assert.equal(notificationFor({ ...base, msg: { kind: 'system', body: 'x' } }), null);
+  const mention = { ...msg, mentions: ['@a:hs'] };
+  assert.deepEqual(notificationFor({ ...base, msg: mention, hidden: false, isOpen: true }), { title: 'Club', body: 'You were mentioned', tag: '!g' });
+  assert.equal(notificationFor({ ...base, msg: mention, permission: 'denied' }), null);
+  assert.deepEqual(notificationFor({ ...base, settings: { notifications: true, notifyText: true } }).body, 'bob: secret words');
+  for (const n of [notificationFor(base), notificationFor({ ...base, msg: mention })]) {
+    assert.ok(!JSON.stringify(n).includes('secret'), 'no plaintext by default');
+  }
+});
+
+test('searchMessages: case-insensitive over texts, captions and file names of every conversation, deleted excluded', () => {
+  const state = emptyAppState();
+  state.order = ['!a', '!b'];
+  state.convs['!a'] = { group_id: '!a', name: 'Club', members: [], messages: [
+    { id: 'm1', kind: 'text', body: 'The Quick zebra', sender: '@bob:hs', seq: 1, ts: 10 },
+    { id: 'm2', kind: 'text', body: 'zebra gone', sender: '@bob:hs', seq: 2, ts: 11, deleted: true },
+    { id: 'm3', kind: 'system', body: 'zebra system', ts: 12 },
+  ] };
+  state.convs['!b'] = { group_id: '!b', dm: '@carol:hs', members: [{ user_id: '@me:hs' }, { user_id: '@carol:hs' }], messages: [
+    { id: 'm4', kind: 'file', file: { name: 'ZEBRA.png' }, sender: '@carol:hs', seq: 5, ts: 20 },
+    { id: 'm5', kind: 'text', body: 'nothing here', sender: '@me:hs', own: true, seq: 6, ts: 21 },
+  ] };
+  const r = searchMessages(state, '  zeBRA ', '@me:hs');
+  assert.deepEqual(r.map((x) => [x.gid, x.id, x.title]), [['!b', 'm4', 'carol'], ['!a', 'm1', 'Club']]);
+  assert.equal(r[1].text, 'The Quick zebra');
+  assert.equal(r[0].text, 'File: ZEBRA.png');
+  assert.deepEqual(searchMessages(state, '', '@me:hs'), []);
+  assert.deepEqual(searchMessages(state, 'gone', '@me:hs'), []);
+  assert.equal(searchMessages(state, 'e', '@me:hs', 1).length, 1);
 });

@@ -780,3 +780,96 @@ test('replies, reactions, edits and deletes: applied by the credential\'s sender
   await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 12, sender: ME, kind: 'application', epoch: 1, message: 'M', ts: 1 }, false);
   assert.equal(conv.messages.length, 3);
 });
+
+test('group profile, mentions and unread counts: applied, announced, and kept in the sealed state across a reload', async () => {
+  const client = fakeClient();
+  let nextSeq = 20;
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), send: () => ({ seq: nextSeq++ }) });
+  // The persisted state is what `persist` seals: keep the last snapshot as JSON.
+  let sealedJson = null;
+  const state = emptyAppState();
+  const s = session(client, api, state, { persist: async () => { sealedJson = JSON.stringify(state); } });
+  const incoming = [];
+  s.onIncoming = (conv, msg) => incoming.push(msg.seq);
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ user_id: '@bob:hs', device_id: 'BDEV' }, { user_id: '@carol:hs', device_id: 'C' });
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  const bob = { user_id: '@bob:hs', device_id: 'BDEV' };
+  const deliver = async (seq, sender, payload) => {
+    client.plain[seq] = JSON.stringify(payload);
+    await s.handleFrame({ type: 'message', group_id: '!g:hs', seq, sender, kind: 'application', epoch: 1, message: 'M', ts: 1, next_batch: `n${seq}` }, true);
+  };
+  await deliver(1, bob, { type: 'group_profile', name: 'Zebra Club', topic: 'Stripes only' });
+  assert.equal(conv.name, 'Zebra Club');
+  assert.equal(conv.topic, 'Stripes only');
+  assert.equal(conv.unread, 0, 'a profile change is no unread message');
+  assert.equal(conv.messages.at(-1).body, 'bob named the group "Zebra Club" and changed the topic.');
+  await deliver(2, bob, { type: 'group_profile', name: 'x'.repeat(129) });
+  assert.equal(conv.name, 'Zebra Club', 'a name over 128 characters is ignored');
+  await deliver(3, bob, { type: 'text', body: 'hello @alice', mentions: ['@alice:hs'] });
+  await deliver(4, bob, { type: 'text', body: 'plain' });
+  assert.equal(conv.unread, 2);
+  assert.equal(conv.mentioned, 1);
+  assert.deepEqual(conv.messages.find((m) => m.seq === 3).mentions, ['@alice:hs']);
+  assert.deepEqual(incoming, [3, 4]);
+  await s.flush();
+  // A reload: the state comes back from the sealed JSON, with name, topic and counts.
+  const reloaded = { ...emptyAppState(), ...JSON.parse(sealedJson) };
+  const c2 = reloaded.convs['!g:hs'];
+  assert.equal(c2.name, 'Zebra Club');
+  assert.equal(c2.topic, 'Stripes only');
+  assert.equal(c2.unread, 2);
+  assert.equal(c2.mentioned, 1);
+
+  // Own changes: only changed fields, '' clears; sent mentions name members by @localpart.
+  await s.setGroupProfile('!g:hs', { topic: '' });
+  assert.deepEqual(client.sent.at(-1), { type: 'group_profile', topic: null });
+  assert.equal(conv.topic, '');
+  assert.equal(conv.messages.at(-1).body, 'You removed the topic.');
+  await assert.rejects(s.setGroupProfile('!g:hs', { name: 'y'.repeat(129) }), /128/);
+  await deliver(5, bob, { type: 'group_profile', name: 'Newer' });
+  assert.equal(conv.name, 'Newer');
+  assert.equal(conv.profileSeq.name, 5);
+  const own = await s.sendText('!g:hs', 'ping @bob and @carol, not @dave or me@bob.org');
+  assert.deepEqual(client.sent.at(-1).mentions, ['@bob:hs', '@carol:hs']);
+  assert.deepEqual(own.mentions, ['@bob:hs', '@carol:hs']);
+  s.openConv = '!g:hs';
+  s.markRead('!g:hs');
+  assert.equal(conv.unread, 0);
+  assert.equal(conv.mentioned, 0);
+});
+
+test('setGroupAvatar: encrypts and uploads the picture, names it in group_profile.avatar and the send; null removes it', async () => {
+  const client = fakeClient();
+  let seq = 30;
+  const api = fakeApi({
+    versions: () => ({ limits: { max_upload_bytes: 1000 } }),
+    uploadMedia: (bytes) => ({ media_id: 'av1', server_name: 'hs', size: bytes.length }),
+    send: () => ({ seq: seq++ }),
+  });
+  const attachments = {
+    encrypt: (bytes) => ({
+      ciphertext: new Uint8Array(bytes.length + 16), key: 'a2V5a2V5a2V5', noncePrefix: 'bm9uY2U=', sha256: 'c2hhc2hhc2hh',
+      size: bytes.length + 16, plaintextSize: bytes.length, free() {},
+    }),
+    decrypt: () => new Uint8Array(0),
+  };
+  const s = session(client, api, undefined, { attachments });
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  await s.setGroupAvatar('!g:hs', { bytes: new Uint8Array(20), mime: 'image/jpeg', width: 128, height: 96 });
+  const payload = client.sent.at(-1);
+  assert.equal(payload.type, 'group_profile');
+  assert.deepEqual(Object.keys(payload), ['type', 'avatar'], 'name and topic stay as they were');
+  assert.equal(payload.avatar.media_id, 'av1');
+  assert.equal(payload.avatar.plaintext_size, 20);
+  assert.equal(payload.avatar.width, 128);
+  assert.deepEqual(api.calls.find((c) => c[0] === 'send')[4], ['av1'], 'the send names the upload');
+  assert.equal(conv.avatar.media_id, 'av1');
+  assert.equal(conv.messages.at(-1).body, 'You changed the group picture.');
+  await s.setGroupAvatar('!g:hs', null);
+  assert.deepEqual(client.sent.at(-1), { type: 'group_profile', avatar: null });
+  assert.equal(conv.avatar, undefined);
+  assert.equal(conv.messages.at(-1).body, 'You removed the group picture.');
+});

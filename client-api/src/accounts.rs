@@ -89,12 +89,12 @@ pub struct LoginRequest {
     /// `password` (the default) or `signature`.
     #[serde(rename = "type", default, skip_serializing_if = "is_password")]
     pub login_type: LoginType,
-    /// A localpart or a full user id of this server (password login).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub username: String,
-    /// The account's password (password login).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub password: String,
+    /// A localpart or a full user id of this server (password login: required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The account's password (password login: required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     /// The user logging in (signature login).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
@@ -122,8 +122,8 @@ impl LoginRequest {
     pub fn password(username: &str, password: &str, device_id: Option<&str>) -> LoginRequest {
         LoginRequest {
             login_type: LoginType::Password,
-            username: username.to_owned(),
-            password: password.to_owned(),
+            username: Some(username.to_owned()),
+            password: Some(password.to_owned()),
             user_id: None,
             challenge: None,
             signature: None,
@@ -136,8 +136,8 @@ impl LoginRequest {
     pub fn signature(user_id: &str, device_id: &str, challenge: &str, signature: &str) -> Self {
         LoginRequest {
             login_type: LoginType::Signature,
-            username: String::new(),
-            password: String::new(),
+            username: None,
+            password: None,
             user_id: Some(user_id.to_owned()),
             challenge: Some(challenge.to_owned()),
             signature: Some(signature.to_owned()),

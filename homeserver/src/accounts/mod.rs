@@ -168,19 +168,25 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<SessionRespons
     if req.login_type == LoginType::Signature {
         return challenge::login_with_signature(state, req).await;
     }
-    let password = Zeroizing::new(req.password);
+    // A password login names both (400 otherwise, as for any missing field).
+    let (Some(username), Some(password)) = (req.username, req.password) else {
+        return Err(AccountError::BadLoginField(
+            "a password login needs username and password".into(),
+        ));
+    };
+    let password = Zeroizing::new(password);
     // The cap bounds the hashing work; an empty password is just a wrong one.
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(AccountError::PasswordTooLong {
             max: MAX_PASSWORD_BYTES,
         });
     }
-    let user_id = if req.username.starts_with('@') {
-        UserId::parse(&req.username)
+    let user_id = if username.starts_with('@') {
+        UserId::parse(&username)
             .ok()
             .filter(|u| crate::ids::same_server(u.server_name(), &state.config.server_name))
     } else {
-        UserId::new(&req.username, &state.config.server_name).ok()
+        UserId::new(&username, &state.config.server_name).ok()
     };
     // Each account has its own budget of attempts, whatever addresses they come from.
     if let Some(id) = &user_id {

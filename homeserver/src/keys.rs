@@ -140,6 +140,10 @@ pub async fn user_devices(
 
 /// Pushes a local user's device list to every server sharing a group with them, durably.
 pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), StoreError> {
+    // The groups hosted here learn it first: their members add or remove the devices.
+    if let Ok(user) = UserId::parse(user_id) {
+        crate::hub::notice::member_devices_changed(state, &user).await?;
+    }
     let destinations = state
         .store
         .federation()

@@ -45,6 +45,8 @@ pub struct AppState {
     pub gaps: Arc<GapFiller>,
     /// The media repository's files and running transfers.
     pub media: Arc<crate::media::files::MediaRepo>,
+    /// Spacing of the hub's `member_devices_changed` notices.
+    pub device_notices: Arc<crate::hub::notice_gate::DeviceNoticeGate>,
     /// Password hashing, a bounded number at a time.
     pub passwords: Arc<crate::accounts::passwords::Passwords>,
     limiters: Arc<HashMap<RateLimitClass, RateLimiter<String>>>,
@@ -126,6 +128,7 @@ impl AppState {
             outbox,
             gaps: Arc::new(GapFiller::default()),
             passwords: Arc::new(crate::accounts::passwords::Passwords::for_this_machine()),
+            device_notices: Arc::default(),
             media: Arc::new(crate::media::files::MediaRepo::new(&config)),
             limiters: Arc::new(limiters),
             notifier: Arc::new(Notifier::default()),

@@ -251,6 +251,33 @@ impl Device {
         self.submit(group_id, bundle).await
     }
 
+    /// Claims packages of the named `devices` of `user` only (a contact's new devices),
+    /// commits adding them and merges.
+    pub async fn add_devices(
+        &mut self,
+        group_id: &str,
+        user: &str,
+        devices: &[String],
+    ) -> anyhow::Result<CommitResponse> {
+        self.learn(&[user]).await?;
+        let claimed = expect_ok(self.client.claim_keys(&[user]).await, "claim keys")?;
+        let mut kps = Vec::new();
+        for (device, kp) in claimed.key_packages.get(user).into_iter().flatten() {
+            if devices.contains(device) {
+                kps.push(unb64(kp).with_context(|| {
+                    format!("claimed package of {user}/{device} is not base64")
+                })?);
+            }
+        }
+        anyhow::ensure!(
+            kps.len() == devices.len(),
+            "claim of {user} gave packages for {} of {devices:?}",
+            kps.len()
+        );
+        let bundle = self.add_bundle(group_id, &kps)?;
+        self.submit(group_id, bundle).await
+    }
+
     /// Commits removing `devices` and merges.
     pub async fn remove(
         &mut self,

@@ -236,12 +236,16 @@ async fn apply_event(
             // No device left (a deactivation, or every device deleted): the groups hosted here
             // that still list some of them ask their members to commit the removal, as the
             // user's own server does for its groups.
-            if list.devices.is_empty() {
-                if let Ok(user_id) = UserId::parse(&list.user_id) {
+            // Otherwise the groups whose roster no longer matches the list ask their members
+            // to add the new devices and remove the deleted ones.
+            if let Ok(user_id) = UserId::parse(&list.user_id) {
+                if list.devices.is_empty() {
                     let groups = crate::hub::notice::member_deactivated(state, &user_id).await?;
                     if !groups.is_empty() {
                         tracing::info!(user_id = %user_id, origin = %origin, groups = groups.len(), "a remote user has no device left: members asked to remove theirs");
                     }
+                } else {
+                    crate::hub::notice::member_devices_changed(state, &user_id).await?;
                 }
             }
             Ok(())

@@ -7,6 +7,7 @@ mod commit;
 pub mod ephemeral;
 pub mod error;
 pub mod notice;
+pub mod notice_gate;
 mod relay;
 mod roster;
 mod send;

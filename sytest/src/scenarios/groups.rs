@@ -26,6 +26,7 @@ crate::tests!("groups":
     txn_id_reuse_returns_the_first_seq_and_delivers_once,
     application_message_of_max_message_bytes_plus_one_is_413_and_one_at_the_limit_is_delivered,
     ephemeral_message_reaches_a_waiting_long_poll_only_and_is_never_stored,
+    a_members_new_device_is_announced_by_a_notice_and_another_member_adds_it,
 );
 
 /// Alice and Bob, both on `hs`, knowing each other's keys.
@@ -676,5 +677,58 @@ async fn ephemeral_message_reaches_a_waiting_long_poll_only_and_is_never_stored(
         400,
         "P_INVALID_MESSAGE",
     )?;
+    Ok(())
+}
+
+/// The `added` and `removed` device ids of the first `member_devices_changed` notice `d`
+/// holds for `group`, if any.
+fn device_change(d: &Device, group: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["device_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    d.notices
+        .iter()
+        .find(|(g, n)| g == group && n["type"] == "member_devices_changed")
+        .map(|(_, n)| (ids(&n["added"]), ids(&n["removed"])))
+}
+
+async fn a_members_new_device_is_announced_by_a_notice_and_another_member_adds_it(
+    mut ctx: Ctx,
+) -> anyhow::Result<()> {
+    let (hs, mut alice, bob, group) = alice_and_bob_in_a_group(&mut ctx).await?;
+    let localpart = bob
+        .user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // Bob's first device stays silent; his second one binds its key.
+    let mut laptop = Device::login(&hs, &localpart).await?;
+    laptop.know(&[&alice.user_id]);
+    alice
+        .sync_until(20, "a member_devices_changed notice", |d| {
+            device_change(d, &group).is_some()
+        })
+        .await?;
+    expect_eq(
+        &device_change(&alice, &group),
+        &Some((vec![laptop.device_id.clone()], vec![])),
+        "(added, removed) of the notice",
+    )?;
+    let b = bob.user_id.clone();
+    alice
+        .add_devices(&group, &b, std::slice::from_ref(&laptop.device_id))
+        .await?;
+    laptop.sync_all().await?;
+    anyhow::ensure!(
+        laptop.engine.group_ids().contains(&group),
+        "bob's new device did not join {group}"
+    );
+    expect_only_text_delivered(&mut alice, &mut laptop, &group, "hello, new device").await?;
     Ok(())
 }

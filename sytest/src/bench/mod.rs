@@ -9,3 +9,4 @@ pub mod relay;
 pub mod report;
 pub mod server;
 pub mod setup;
+pub mod typing;

@@ -32,6 +32,9 @@ enum Command {
     /// Upload and download of one large file through one server and across two, next to a
     /// plain copy on the same disk: throughput and peak RSS growth per transfer.
     Media(MediaArgs),
+    /// Typing notices sent ephemerally against the same notices stored, on one server:
+    /// notices per second, frames delivered and database commits per notice.
+    Typing(TypingArgs),
     /// The baseline server: a bare axum endpoint `POST /echo` answering with the body.
     EchoServer {
         /// Address to listen on (loopback only).
@@ -111,6 +114,28 @@ pub struct MediaArgs {
     rounds: usize,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct TypingArgs {
+    /// Concurrent sending devices, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 16)]
+    senders: usize,
+    /// Receiving devices, each holding one WebSocket.
+    #[arg(long, default_value_t = 4)]
+    receivers: usize,
+    /// Length of each measured phase (stored, then ephemeral).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Database backend.
+    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
+    db: DbKind,
+    /// Administrative PostgreSQL URL for `--db postgres`.
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// The `parley` binary (default: next to this executable).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+}
+
 /// Runs `work` on a fresh multi-threaded runtime; the exit code.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -151,6 +176,16 @@ fn main() -> ExitCode {
             },
             parley: a.parley,
             rounds: a.rounds.clamp(2, 20),
+        })),
+        Command::Typing(a) => run_async(bench::typing::run(bench::typing::TypingOptions {
+            senders: a.senders.clamp(1, 256),
+            receivers: a.receivers.clamp(1, 256),
+            duration: std::time::Duration::from_secs(a.duration_secs.clamp(1, 600)),
+            postgres_url: match a.db {
+                DbKind::Sqlite => None,
+                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
+            },
+            parley: a.parley,
         })),
     }
 }

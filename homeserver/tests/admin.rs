@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_api_error, federation_toml, free_port, make_admin, Db, TestServer};
+use common::{assert_api_error, federated_pair, make_admin, Db, TestServer};
 use parley_client_api::accounts::{Register, RegisterRequest};
 use parley_client_api::admin::{
     AclRuleRequest, AddAclRule, AuditLog, AuditLogRequest, CreateRegistrationToken,
@@ -274,10 +274,7 @@ on_both_backends!(
 on_both_backends!(
     a_remote_users_deactivation_makes_the_hub_of_their_groups_ask_its_members_to_remove_them,
     |db: Db| async move {
-        let (pa, pb) = (free_port(), free_port());
-        let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-        let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-        let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+        let (a, b) = federated_pair(db, "").await;
         let root_b = registered(&b, "root").await;
         let out = make_admin(&b, "@root:b.example");
         assert!(
@@ -461,12 +458,7 @@ fn refused_by_acl<T: std::fmt::Debug>(result: Result<T, ClientError>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runtime_acl_rule_holds_at_once_survives_a_restart_and_can_be_removed() {
-    let (pa, pb) = (free_port(), free_port());
-    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-    let a =
-        TestServer::start_at(Db::Sqlite, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-    let mut b =
-        TestServer::start_at(Db::Sqlite, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    let (a, mut b) = federated_pair(Db::Sqlite, "").await;
     let _alice = registered(&a, "alice").await;
     // Remote device lists are cached once fetched: each check after a change asks for one
     // not fetched successfully yet.

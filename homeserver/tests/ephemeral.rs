@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_api_error, federation_toml, free_port, Db, TestServer};
+use common::{assert_api_error, federated_pair, Db, TestServer};
 use futures::{SinkExt, StreamExt};
 use parley_client_api::groups::{SendEphemeral, SendRequest};
 use parley_client_api::params::GroupTxnPath;
@@ -178,12 +178,7 @@ on_both_backends!(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ephemeral_messages_cross_federation_both_ways_without_the_outbox() {
-    let (pa, pb) = (free_port(), free_port());
-    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-    let a =
-        TestServer::start_at(Db::Sqlite, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-    let b =
-        TestServer::start_at(Db::Sqlite, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    let (a, b) = federated_pair(Db::Sqlite, "").await;
     let mut alice = Device::register(&a, "alice").await.unwrap();
     let mut bob = Device::register(&b, "bob").await.unwrap();
     alice.know(&["@bob:b.example"]);

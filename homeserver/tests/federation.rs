@@ -2,16 +2,12 @@
 
 mod common;
 
-use common::{assert_api_error, federation_toml, free_port, Db, TestServer};
+use common::{assert_api_error, federated_pair, federation_toml, free_port, Db, TestServer};
 use parley_sytest::device::{bundle_request, Device, PASSWORD};
 use std::time::Duration;
 
 async fn pair(db: Db) -> (TestServer, TestServer) {
-    let (pa, pb) = (free_port(), free_port());
-    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
-    (a, b)
+    federated_pair(db, "").await
 }
 
 /// Syncs `device` until `done` holds or about 30 s pass (federation delivery is asynchronous).

@@ -7,17 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{federation_toml, free_port, Db, TestServer};
+use common::{federated_pair, Db};
 use parley_sytest::device::Device;
-
-/// Two federated servers, `a.example` and `b.example`.
-async fn two_servers(db: Db) -> (TestServer, TestServer) {
-    let (pa, pb) = (free_port(), free_port());
-    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
-    (a, b)
-}
 
 /// The `member_devices_changed` notices `device` has received so far, in order.
 fn device_notices(device: &Device) -> Vec<serde_json::Value> {
@@ -40,7 +31,7 @@ fn ids(list: &serde_json::Value) -> Vec<String> {
 on_both_backends!(
     a_contacts_new_device_is_added_by_another_member_while_their_other_device_is_offline,
     |db: Db| async move {
-        let (a, b) = two_servers(db).await;
+        let (a, b) = federated_pair(db, "").await;
         let mut carol = Device::register(&a, "carol").await.unwrap();
         let mut bob = Device::register(&b, "bob").await.unwrap();
         carol.know(&["@bob:b.example"]);
@@ -123,7 +114,7 @@ on_both_backends!(
 #[tokio::test(flavor = "multi_thread")]
 async fn device_list_churn_writes_one_notice_per_interval_and_loses_no_device() {
     const LOGINS: usize = 8;
-    let (a, b) = two_servers(Db::Sqlite).await;
+    let (a, b) = federated_pair(Db::Sqlite, "").await;
     let mut carol = Device::register(&a, "carol").await.unwrap();
     let mut bob = Device::register(&b, "bob").await.unwrap();
     carol.know(&["@bob:b.example"]);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{federation_toml, free_port, make_admin, Db, TestServer};
+use common::{federated_pair, make_admin, Db, TestServer};
 use parley_client_api::admin::{RetentionResponse, RunRetention, RunRetentionRequest};
 use parley_mls::EngineConfig;
 use parley_schema::{RetainedRows, Store, StoreConfig};
@@ -49,13 +49,7 @@ async fn rows_until(
 on_both_backends!(
     expired_key_packages_and_old_transactions_are_purged_by_the_server_on_its_own_schedule,
     |db: Db| async move {
-        let (pa, pb) = (free_port(), free_port());
-        let config = format!(
-            "{}\n{RETENTION}",
-            federation_toml(&[("a.example", pa), ("b.example", pb)])
-        );
-        let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-        let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+        let (a, b) = federated_pair(db, RETENTION).await;
         // The test reads the servers' databases while they run (SQLite allows a second
         // process; nothing here writes).
         let store_a = Store::connect(&a.database, &StoreConfig::default())
@@ -355,12 +349,7 @@ fn copy_database(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_server_restored_from_an_old_backup_skips_what_its_hub_deleted_and_stores_on() {
-    let (pa, pb) = (free_port(), free_port());
-    let config = federation_toml(&[("a.example", pa), ("b.example", pb)]);
-    let a =
-        TestServer::start_at(Db::Sqlite, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
-    let mut b =
-        TestServer::start_at(Db::Sqlite, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    let (a, mut b) = federated_pair(Db::Sqlite, "").await;
     let admin = admin_of(&a).await;
     let mut alice = Device::register(&a, "alice").await.unwrap();
     let mut bob = Device::register(&b, "bob").await.unwrap();

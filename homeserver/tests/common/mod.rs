@@ -32,6 +32,19 @@ pub fn federation_toml(peers: &[(&str, u16)]) -> String {
     )
 }
 
+/// Two servers, `a.example` and `b.example`, federating over loopback on `db`, with
+/// `extra_toml` appended to both configurations.
+pub async fn federated_pair(db: Db, extra_toml: &str) -> (TestServer, TestServer) {
+    let (pa, pb) = (free_port(), free_port());
+    let config = format!(
+        "{}\n{extra_toml}",
+        federation_toml(&[("a.example", pa), ("b.example", pb)])
+    );
+    let a = TestServer::start_at(db, "a.example", &config, &format!("127.0.0.1:{pa}")).await;
+    let b = TestServer::start_at(db, "b.example", &config, &format!("127.0.0.1:{pb}")).await;
+    (a, b)
+}
+
 /// Which database a test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {

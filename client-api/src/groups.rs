@@ -102,6 +102,16 @@ pub struct SendRequest {
     /// period. Read by the sender's server only; never passed to the hub.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<String>,
+    /// Ephemeral sends only (`PUT …/ephemeral/{txn_id}`): a read receipt. Servers keep this
+    /// message, in memory and replacing the sender device's previous one in the group, for
+    /// the member devices not connected now, and hand it to each when it next catches up
+    /// (docs/protocol.md#ephemeral). Ignored by `/send`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_latest: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Most media ids one [`SendRequest`] may name.
@@ -113,6 +123,7 @@ impl SendRequest {
         SendRequest {
             message,
             media: Vec::new(),
+            keep_latest: false,
         }
     }
 }

@@ -105,6 +105,15 @@ pub struct EphemeralEvent {
     pub message: String,
     /// When the hub took it (ms).
     pub ts: u64,
+    /// A read receipt kept as the sender device's latest in the group for devices that were
+    /// not connected (the send's `keep_latest`); such a frame may reach a device later,
+    /// once it has caught up with its stored events.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub latest: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The first frame a client sends on `/ws` (the token never appears in a URL).

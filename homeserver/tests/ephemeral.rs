@@ -58,15 +58,28 @@ async fn send_ephemeral(
     group: &str,
     text: &str,
 ) -> Result<String, parley_client_api::ClientError> {
+    send_ephemeral_keeping(device, group, text, false).await
+}
+
+/// [`send_ephemeral`], as a read receipt the servers keep for absent devices when
+/// `keep_latest`.
+async fn send_ephemeral_keeping(
+    device: &mut Device,
+    group: &str,
+    text: &str,
+    keep_latest: bool,
+) -> Result<String, parley_client_api::ClientError> {
     let (txn, bytes) = device.encrypt(group, text).unwrap();
     let message = STANDARD.encode(&bytes);
     let path = GroupTxnPath {
         group_id: group.parse().unwrap(),
         txn_id: txn.parse().unwrap(),
     };
+    let mut request = SendRequest::new(message.clone());
+    request.keep_latest = keep_latest;
     device
         .client
-        .call::<SendEphemeral>(&path, &SendRequest::new(message.clone()))
+        .call::<SendEphemeral>(&path, &request)
         .await
         .map(|_| message)
 }
@@ -296,3 +309,125 @@ async fn typing_notices_sent_ephemerally_cost_no_database_commit_where_messages_
     assert!(after_ephemeral - start <= 2.0, "{per_ephemeral}");
     assert!(per_message >= 0.9, "{per_message}");
 }
+
+/// `device` sends `text` ephemerally as a read receipt the servers keep for absent devices.
+async fn send_kept_receipt(device: &mut Device, group: &str, text: &str) -> String {
+    send_ephemeral_keeping(device, group, text, true)
+        .await
+        .unwrap()
+}
+
+/// Decrypts an ephemeral message as `device`'s engine would a delivered one; its text.
+fn decrypt_ephemeral(device: &mut Device, group: &str, event: &serde_json::Value) -> String {
+    let m: parley_client_api::sync::MessageEvent = serde_json::from_value(serde_json::json!({
+        "seq": 0, "sender": event["sender"], "kind": "application", "epoch": event["epoch"],
+        "message": event["message"], "ts": event["ts"],
+    }))
+    .unwrap();
+    let events = device.process(group, &m).unwrap();
+    match events.as_slice() {
+        [parley_mls::Event::ApplicationMessage { plaintext, .. }] => {
+            String::from_utf8(plaintext.clone()).unwrap()
+        }
+        other => panic!("not one application message: {other:?}"),
+    }
+}
+
+on_both_backends!(
+    a_kept_read_receipt_reaches_an_absent_device_once_after_its_backlog_and_only_the_latest,
+    |db: Db| async move {
+        let server = TestServer::start(db, "keep.example", "").await;
+        let store = Store::connect(&server.database, &StoreConfig::default())
+            .await
+            .unwrap();
+        let mut alice = Device::register(&server, "alice").await.unwrap();
+        let mut bob = Device::register(&server, "bob").await.unwrap();
+        alice.know(&["@bob:keep.example"]);
+        bob.know(&["@alice:keep.example"]);
+        let group = alice.create_group().await.unwrap();
+        alice.add(&group, &["@bob:keep.example"]).await.unwrap();
+        bob.sync_all().await.unwrap();
+
+        // Bob is away: alice writes more than an MLS receiver keeps skipped keys for, then
+        // reads and sends three receipts.
+        for i in 0..12 {
+            alice.send_text(&group, &format!("t{i}")).await.unwrap();
+        }
+        let before = stored(&store, &mut alice).await;
+        for i in 1..=3 {
+            send_kept_receipt(&mut alice, &group, &format!("read {i}")).await;
+        }
+        assert_eq!(
+            stored(&store, &mut alice).await,
+            before,
+            "receipts are not stored"
+        );
+
+        // Bob connects: his backlog first, then only the latest receipt, marked as kept.
+        let url = format!(
+            "{}/_parley/client/v1/ws",
+            server.base_url.replace("http://", "ws://")
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let auth = serde_json::json!({"access_token": bob.client.access_token().unwrap(), "since": bob.since});
+        ws.send(Message::Text(auth.to_string().into()))
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        let receipt = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("open")
+                .expect("a frame");
+            let Message::Text(t) = frame else { continue };
+            let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if f["type"] == "ephemeral" {
+                break f;
+            }
+            kinds.push(f["type"].as_str().unwrap_or_default().to_owned());
+        };
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "message").count(),
+            12,
+            "{kinds:?}"
+        );
+        assert_eq!(receipt["latest"], true);
+        assert!(
+            tokio::time::timeout(
+                Duration::from_millis(1500),
+                next_frame(&mut ws, "ephemeral")
+            )
+            .await
+            .is_err(),
+            "only the latest receipt is kept"
+        );
+        // Decryptable once the backlog is processed, as a client processes frames in order.
+        bob.sync_all().await.unwrap();
+        assert_eq!(bob.texts(&group).len(), 12);
+        assert_eq!(decrypt_ephemeral(&mut bob, &group, &receipt), "read 3");
+        drop(ws);
+
+        // Taken once: a new connection gets nothing more.
+        let mut again = socket(&server, &bob).await;
+        assert!(tokio::time::timeout(
+            Duration::from_millis(1000),
+            next_frame(&mut again, "ephemeral")
+        )
+        .await
+        .is_err());
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // The long-poll path: a receipt kept while bob was away answers his next wait at once.
+        let sent = send_kept_receipt(&mut alice, &group, "read 4").await;
+        let started = std::time::Instant::now();
+        let answer = bob.client.sync(bob.since.as_deref(), 20_000).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(answer.ephemeral.len(), 1);
+        assert_eq!(answer.ephemeral[0].message, sent);
+        assert!(answer.ephemeral[0].latest);
+        assert_eq!(stored(&store, &mut alice).await, before);
+        store.close();
+    }
+);

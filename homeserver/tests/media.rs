@@ -136,6 +136,7 @@ async fn send_naming(device: &mut Device, group: &str, text: &str, media: Vec<St
     let request = SendRequest {
         message: STANDARD.encode(&bytes),
         media,
+        keep_latest: false,
     };
     device
         .client

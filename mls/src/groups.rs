@@ -188,6 +188,12 @@ impl Engine {
         Ok(self.entry(group_id)?.mls.pending_commit().is_some())
     }
 
+    /// Proposals received (or made here) in this epoch and not yet committed: what a
+    /// `commit_pending_proposals` would include by reference.
+    pub fn pending_proposal_count(&self, group_id: &str) -> Result<usize> {
+        Ok(self.entry(group_id)?.mls.pending_proposals().count())
+    }
+
     /// The members of the group with their trust state.
     pub fn members(&self, group_id: &str) -> Result<Vec<MemberInfo>> {
         let entry = self.entry(group_id)?;

@@ -259,8 +259,10 @@ export class Api {
     return this.endpoint(E.SendMessage, { group_id: groupId, txn_id: txnId }, body);
   }
   /** An ephemeral message: relayed to the members online now, never stored. */
-  sendEphemeral(groupId, txnId, message) {
-    return this.endpoint(E.SendEphemeral, { group_id: groupId, txn_id: txnId }, { message });
+  /** `keepLatest`: a read receipt the servers keep for member devices not connected now. */
+  sendEphemeral(groupId, txnId, message, { keepLatest = false } = {}) {
+    const body = keepLatest ? { message, keep_latest: true } : { message };
+    return this.endpoint(E.SendEphemeral, { group_id: groupId, txn_id: txnId }, body);
   }
   sync(since, timeoutMs = 0) {
     const q = new URLSearchParams();

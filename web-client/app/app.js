@@ -387,7 +387,23 @@ function render() {
   const me = state.session.user_id;
   $('whoami').textContent = `${me} · ${session.connection}`;
   renderConvList(me);
+  renderHistoryOffer();
   renderConv(me);
+}
+
+/**
+ * The offer to send this device's history to a new device of this user (the oldest offer
+ * first): "Send history" or "Not now". Focus stays where it is.
+ */
+function renderHistoryOffer() {
+  const offers = Object.entries(state.historyOffers || {}).sort((a, b) => a[1] - b[1]);
+  const box = $('history-offer');
+  box.hidden = offers.length === 0;
+  if (!offers.length) return;
+  const [device] = offers[0];
+  box.dataset.device = device;
+  const text = `Your new device ${device} was added. Send it your message history?`;
+  if ($('history-offer-text').textContent !== text) $('history-offer-text').textContent = text;
 }
 
 function renderConvList(me) {
@@ -494,6 +510,8 @@ function renderConv(me) {
   $('invite-user').disabled = !conv.active;
   $('leave-btn').disabled = !conv.active;
   $('group-settings-btn').disabled = !conv.active || changes.length > 0;
+  $('share-history').checked = !!conv.shareHistory;
+  $('share-history').disabled = !conv.active;
   $('verify-btn').disabled = users.length < 2;
 }
 
@@ -512,8 +530,14 @@ function chatBubble(m, conv, me) {
   const stateText = m.own ? ` · ${ownMessageState(m, conv, me)}` : '';
   const isFile = m.kind === 'file' && m.file && !m.deleted;
   const mentioned = mentionsUser(m, me);
-  const li = el('li', { class: `${m.own ? 'own' : 'other'}${isFile ? ' file' : ''}${m.deleted ? ' deleted' : ''}${mentioned ? ' mention' : ''}`, tabindex: '-1' },
+  // History from another device or shared by another user (app/history.js): not
+  // authenticated by this device, only by the device or user that handed it over.
+  const imported = m.imported
+    ? el('span', { class: 'imported-tag', text: m.via ? ` · shared by ${localpart(m.via)}` : ' · imported', title: m.via ? `History shared by ${m.via}` : 'History from your other device' })
+    : null;
+  const li = el('li', { class: `${m.own ? 'own' : 'other'}${isFile ? ' file' : ''}${m.deleted ? ' deleted' : ''}${mentioned ? ' mention' : ''}${m.imported ? ' imported' : ''}`, tabindex: '-1' },
     el('span', { class: 'meta', text: `${who} · ${formatTime(m.ts)}${stateText}` },
+      imported,
       mentioned ? el('span', { class: 'mention-tag', text: ' · mentions you' }) : null));
   li.dataset.focus = `msg:${m.id}`;
   if (m.deleted) {
@@ -1329,6 +1353,26 @@ function wire() {
     announce(e.currentTarget.checked ? 'Notifications show the message text.' : 'Notifications do not show the message text.');
   });
   $('group-settings-btn').addEventListener('click', openGroupSettings);
+  $('share-history').addEventListener('change', (e) => {
+    if (!session || !openGid) return;
+    session.setShareHistory(openGid, e.currentTarget.checked);
+    announce(e.currentTarget.checked
+      ? 'New members of this conversation will get its 100 most recent messages.'
+      : 'New members of this conversation will see only what is sent after they join.');
+  });
+  $('history-send-btn').addEventListener('click', (e) => guarded(e.currentTarget, async () => {
+    const device = $('history-offer').dataset.device;
+    if (!device || !session) return;
+    announce(`Sending your message history to your device ${device}…`);
+    await session.sendHistory(device);
+    $('new-conv-btn').focus(); // the offer is gone
+  }));
+  $('history-dismiss-btn').addEventListener('click', () => {
+    const device = $('history-offer').dataset.device;
+    if (device && session) session.dismissHistoryOffer(device);
+    announce('The history was not sent.');
+    $('new-conv-btn').focus();
+  });
   $('group-save-btn').addEventListener('click', () => { saveGroupSettings(); });
   $('group-name').addEventListener('keydown', (e) => {
     if (e.key === 'Enter') { e.preventDefault(); saveGroupSettings(); }

@@ -219,8 +219,13 @@ export const MAX_GROUP_TOPIC = 1024;
 export const MAX_MENTIONS = 100;
 const USER_ID = /^@[a-z0-9._=-]{1,255}:\S{1,255}$/;
 
+/** Whether `s` reads as a user id (`@localpart:server`). */
+export function isUserId(s) {
+  return typeof s === 'string' && USER_ID.test(s);
+}
+
 /** A `mentions` list: distinct user ids (at most 100), or null when malformed. */
-function parseMentions(v) {
+export function parseMentions(v) {
   if (!Array.isArray(v) || v.length > MAX_MENTIONS) return null;
   if (!v.every((u) => typeof u === 'string' && USER_ID.test(u))) return null;
   return [...new Set(v)];
@@ -232,8 +237,8 @@ function parseMentions(v) {
  * (DESCRIPTOR checked by `parseFileDescriptor`), `{"type":"reaction","target":SEQ,"key","remove"?:true}`,
  * `{"type":"edit","target":SEQ,"body"}`, `{"type":"delete","target":SEQ}`, `{"type":"typing"}`,
  * `{"type":"read","up_to":SEQ}`, `{"type":"dm"}`, `{"type":"group_profile","name"?,"topic"?,"avatar"?}`
- * (each a string of at most 128 / 1,024 characters, or a descriptor, or null to clear) and a
- * text's `mentions` (user ids). Known types come back reduced to their known
+ * (each a string of at most 128 / 1,024 characters, or a descriptor, or null to clear), a
+ * text's `mentions` (user ids) and `{"type":"history","v":1,"archive":DESCRIPTOR,"group_id"?}`. Known types come back reduced to their known
  * fields. Anything that is not such an object (plain text of older clients) becomes a text
  * message; a known type with bad fields becomes `{type: 'invalid'}`; unknown types pass
  * through (ignored). SEQ: a positive safe integer; `body`: a string of at most
@@ -300,6 +305,15 @@ export function parsePayload(plaintext) {
     case 'typing':
     case 'dm':
       return { type: v.type };
+    case 'history': {
+      // A history archive (app/history.js): only version 1; `group_id` names the one
+      // conversation another user shares (absent between devices of one user).
+      const archive = parseFileDescriptor(v.archive);
+      if (v.v !== 1 || !archive) return invalid;
+      if (v.group_id === undefined) return { type: 'history', v: 1, archive };
+      if (typeof v.group_id !== 'string' || v.group_id.length < 1 || v.group_id.length > 255) return invalid;
+      return { type: 'history', v: 1, archive, group_id: v.group_id };
+    }
     default:
       return v;
   }
@@ -604,8 +618,9 @@ export function parseFileDescriptor(d) {
 
 /**
  * A hub notice (`kind: "notice"`, docs/protocol.md#notices): its base64 JSON object, or null
- * when it does not read as one. Only `member_deactivated` is acted on; its devices are those of
- * `user_id` alone, so a forged notice can at most ask to remove that user's own devices.
+ * when it does not read as one. `member_deactivated` and `member_devices_changed` are acted on;
+ * their devices are those of `user_id` alone, so a forged notice can at most ask to remove
+ * that user's own devices (and a device change is checked against the user's list first).
  */
 export function parseNotice(b64) {
   let v;
@@ -619,6 +634,12 @@ export function parseNotice(b64) {
     if (typeof v.user_id !== 'string' || !Array.isArray(v.devices)) return null;
     const devices = v.devices.filter((d) => d && d.user_id === v.user_id && typeof d.device_id === 'string');
     return { type: v.type, user_id: v.user_id, devices };
+  }
+  if (v.type === 'member_devices_changed') {
+    if (typeof v.user_id !== 'string' || !Array.isArray(v.added) || !Array.isArray(v.removed)) return null;
+    const own = (list) => list.filter((d) => d && d.user_id === v.user_id && typeof d.device_id === 'string')
+      .map((d) => d.device_id);
+    return { type: v.type, user_id: v.user_id, added: own(v.added), removed: own(v.removed) };
   }
   return { type: v.type };
 }
@@ -804,11 +825,14 @@ export function emptyAppState() {
     settings: { autoLockMinutes: 15, notifications: false, notifyText: false },
     // group_id → {group_id, name, members, messages, unread, active, lastSeq,
     //             dm (contact of a direct message), reads (user → seq read), readSent,
-    //             topic, avatar, profileSeq (field → seq), mentioned (unread mentions)}
+    //             topic, avatar, profileSeq (field → seq), mentioned (unread mentions),
+    //             shareHistory (new members get recent history, app/history.js)}
     convs: {},
     order: [], // group ids, most recent first
     // "user/device" → {user_id, device_id}: new devices of verified contacts, unacknowledged
     newDevices: {},
+    // device id → ms: this user's new devices that could be sent this device's history
+    historyOffers: {},
   };
 }
 

@@ -10,11 +10,16 @@ import {
   applyGroupProfile, applyPendingFor, bumpOrder, memberUsers, mentionsIn, mentionsUser, profileNotice, commitWithRetry, dmPeer, errorCode, findBySeq, hasReacted, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, localpart, ownDeviceDelta,
   parseNotice, parsePayload, pushMessage, uploadRefusal, withDeviceKeys,
 } from './logic.js';
+import { NEW_MEMBER_HISTORY, buildArchive, historyCounts, mergeArchive } from './history.js';
 
 const J = (s) => JSON.parse(s);
 const INITIAL_KEY_PACKAGES = 30;
 /** How often the device list of this user is checked for new (or revoked) devices. */
 const DEVICE_POLL_MS = 10000;
+// Another member's new device: the pause per position among the members before acting (and
+// the first retry's wait when it has no key package yet, doubling), and the retries.
+const MEMBER_DEVICE_STEP_MS = 2000;
+const MEMBER_DEVICE_RETRIES = 4;
 
 /** Thrown by a commit builder when a concurrent commit already did the work. */
 class NothingToDo extends Error {}
@@ -406,11 +411,15 @@ export class Session {
   /**
    * A notice written by the hub (not MLS). `member_deactivated`: the user's server closed the
    * account, so its devices cannot leave by themselves; any member commits their removal (a
-   * 409 means another member did).
+   * 409 means another member did). `member_devices_changed`: see `followDeviceChange`.
    */
   async handleNotice(conv, m) {
     const gid = conv.group_id;
     const notice = parseNotice(m.message);
+    if (notice && notice.type === 'member_devices_changed') {
+      this.followDeviceChange(gid, notice);
+      return;
+    }
     if (!notice || notice.type !== 'member_deactivated') return;
     pushMessage(conv, { id: `n:${m.seq}`, kind: 'system', body: `${notice.user_id}'s account was closed by their server.`, ts: m.ts });
     const named = new Set(notice.devices.map((d) => d.device_id));
@@ -490,12 +499,14 @@ export class Session {
     } else if (p.type === 'dm') {
       const peer = dmPeer(conv, this.me);
       if (peer) conv.dm = peer;
+    } else if (p.type === 'history' && m.seq) {
+      this.receiveHistory(conv, p, ev.sender);
     }
     return false;
   }
 
   /**
-   * An ephemeral message (never stored, no seq): only a typing notice is honoured; anything
+   * An ephemeral message (never stored, no seq): only a typing notice or a read receipt is honoured; anything
    * else sent this way is dropped, so nothing ephemeral ever becomes a bubble or history.
    */
   async handleEphemeral(frame) {
@@ -509,7 +520,9 @@ export class Session {
       return; // a hint only
     }
     for (const ev of events) {
-      if (ev.type === 'application' && parsePayload(ev.plaintext).type === 'typing') this.handlePayload(conv, ev, m);
+      if (ev.type !== 'application') continue;
+      const type = parsePayload(ev.plaintext).type;
+      if (type === 'typing' || type === 'read') this.handlePayload(conv, ev, m);
     }
   }
 
@@ -530,12 +543,15 @@ export class Session {
    * never a bubble. Inside the queue. Returns false when it could not be sent (inactive
    * conversation, unacknowledged key change, pending proposals, network) — these are hints.
    */
-  async signalNow(gid, payload, { ephemeral = false } = {}) {
+  async signalNow(gid, payload, { ephemeral = false, keepLatest = false } = {}) {
     const conv = this.state.convs[gid];
-    if (!conv || !conv.active || this.keyChanges(gid).length) return false;
+    if (!conv || !conv.active) return false;
+    // A DM marker says nothing the group does not know; it goes out even while a key change
+    // waits (a contact's new device added by this client needs it to show the DM as one).
+    if (payload.type !== 'dm' && this.keyChanges(gid).length) return false;
     try {
       const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
-      if (ephemeral) await this.api.sendEphemeral(gid, out.msg_id, out.message);
+      if (ephemeral) await this.api.sendEphemeral(gid, out.msg_id, out.message, { keepLatest });
       else await this.api.send(gid, out.msg_id, out.message);
       return true;
     } catch {
@@ -558,7 +574,8 @@ export class Session {
       if (!conv || this.openConv !== gid || !this.isVisible()) return false;
       const upTo = latestIncomingSeq(conv);
       if (upTo <= (conv.readSent || 0)) return false;
-      if (!(await this.signalNow(gid, { type: 'read', up_to: upTo }))) return false;
+      // Ephemeral (never stored); the servers keep the latest per device for devices away.
+      if (!(await this.signalNow(gid, { type: 'read', up_to: upTo }, { ephemeral: true, keepLatest: true }))) return false;
       conv.readSent = upTo;
       this.save();
       return true;
@@ -583,10 +600,22 @@ export class Session {
     return r;
   }
 
+  /** A new MLS group on the hub and in the engine (inside the queue): its id. */
+  async newGroup() {
+    const { group_id: gid } = await this.api.createGroup();
+    this.client.createGroup(gid);
+    return gid;
+  }
+
+  /** Sends this device's leave proposal (inside the queue): a member commits it. */
+  async sendLeave(gid) {
+    const proposal = this.client.leaveGroup(gid);
+    await this.api.send(gid, `leave-${this.now()}`, proposal);
+  }
+
   createConversation() {
     return this.queue.run(async () => {
-      const { group_id: gid } = await this.api.createGroup();
-      this.client.createGroup(gid);
+      const gid = await this.newGroup();
       const conv = this.newConv(gid);
       this.refreshMembers(conv);
       await this.save();
@@ -595,8 +624,13 @@ export class Session {
     });
   }
 
-  invite(gid, userId) {
-    return this.queue.run(async () => {
+  /**
+   * Adds every device of `userId` to the conversation. When the conversation shares its
+   * history with new members (`conv.shareHistory`, opted in), those devices then get its
+   * recent history (`shareWithNewMember`; a failure there is announced, the invite stands).
+   */
+  async invite(gid, userId) {
+    const added = await this.queue.run(async () => {
       const conv = this.state.convs[gid];
       if (!conv || !conv.active) throw new Error('This conversation is not active.');
       await this.fetchUsers([userId]);
@@ -604,16 +638,25 @@ export class Session {
       const failure = Object.entries(claim.failures || {})[0];
       const already = new Set(conv.members.filter((m) => m.user_id === userId).map((m) => m.device_id));
       const kps = Object.entries((claim.key_packages || {})[userId] || {})
-        .filter(([dev]) => !already.has(dev)).map(([, kp]) => kp);
+        .filter(([dev]) => !already.has(dev));
       if (kps.length === 0) {
         if (failure) throw new Error(`Cannot invite ${userId}: ${failure[1].error || failure[1].errcode}`);
         if (already.size) throw new Error(`${userId} is already in this conversation.`);
         throw new Error(`${userId} has no device that can be added.`);
       }
-      await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps)));
+      await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps.map(([, kp]) => kp))));
       pushMessage(conv, { id: `i:${this.now()}:${userId}`, kind: 'system', body: `You added ${userId}.`, ts: this.now() });
       this.onChange();
+      return kps.map(([dev]) => dev);
     });
+    const conv = this.state.convs[gid];
+    if (conv && conv.shareHistory && userId !== this.me) {
+      try {
+        await this.shareWithNewMember(gid, userId, added);
+      } catch (err) {
+        this.notify('alert', `${userId} was added, but the recent history could not be shared: ${err.message.replace(/^\[[A-Za-z]+\]\s*/, '')}`);
+      }
+    }
   }
 
   removeMember(gid, userId) {
@@ -627,8 +670,7 @@ export class Session {
   leave(gid) {
     return this.queue.run(async () => {
       const conv = this.state.convs[gid];
-      const proposal = this.client.leaveGroup(gid);
-      await this.api.send(gid, `leave-${this.now()}`, proposal);
+      await this.sendLeave(gid);
       conv.active = false;
       pushMessage(conv, { id: `l:${this.now()}`, kind: 'system', body: 'You left. Others will remove this device at their next commit.', ts: this.now() });
       await this.save();
@@ -713,11 +755,7 @@ export class Session {
     if (refusal) throw new Error(refusal);
     const enc = this.encryptAttachment(image.bytes);
     const stored = await this.api.uploadMedia(enc.ciphertext, {});
-    const desc = {
-      v: 1, media_id: stored.media_id, server_name: stored.server_name, key: enc.key,
-      nonce_prefix: enc.nonce_prefix, sha256: enc.sha256, size: enc.size,
-      plaintext_size: enc.plaintext_size, mime: image.mime, name: 'group-picture',
-    };
+    const desc = this.fileDescriptor(stored, enc, image.mime, 'group-picture');
     if (Number.isSafeInteger(image.width) && Number.isSafeInteger(image.height)) {
       desc.width = image.width;
       desc.height = image.height;
@@ -834,6 +872,15 @@ export class Session {
     }
   }
 
+  /** The descriptor (protocol §7.10) of an upload `stored` of the encrypted `enc`. */
+  fileDescriptor(stored, enc, mime, name) {
+    return {
+      v: 1, media_id: stored.media_id, server_name: stored.server_name, key: enc.key,
+      nonce_prefix: enc.nonce_prefix, sha256: enc.sha256, size: enc.size,
+      plaintext_size: enc.plaintext_size, mime, name,
+    };
+  }
+
   /**
    * Sends a file: encrypts it (and its thumbnail, if any) under fresh keys, uploads the
    * ciphertexts to this homeserver with progress (`this.uploads`, shown as a pending bubble),
@@ -871,11 +918,7 @@ export class Session {
         return r;
       };
       const stored = await up(main, 0);
-      const desc = {
-        v: 1, media_id: stored.media_id, server_name: stored.server_name, key: main.key,
-        nonce_prefix: main.nonce_prefix, sha256: main.sha256, size: main.size,
-        plaintext_size: main.plaintext_size, mime: file.mime || 'application/octet-stream', name: file.name,
-      };
+      const desc = this.fileDescriptor(stored, main, file.mime || 'application/octet-stream', file.name);
       if (Number.isSafeInteger(file.width) && Number.isSafeInteger(file.height)) {
         desc.width = file.width;
         desc.height = file.height;
@@ -1079,6 +1122,149 @@ export class Session {
     return { group_id: gid, reused: false };
   }
 
+  // ----- history for new devices and new members (protocol §7.11 `history`) -----
+
+  /** Turns "Share recent history with new members" of a conversation on or off (sealed). */
+  setShareHistory(gid, on) {
+    const conv = this.state.convs[gid];
+    if (!conv) return;
+    conv.shareHistory = !!on;
+    this.save();
+    this.onChange();
+  }
+
+  /** "Not now": forgets the offer to send the history to this user's device `deviceId`. */
+  dismissHistoryOffer(deviceId) {
+    if (this.state.historyOffers) delete this.state.historyOffers[deviceId];
+    this.save();
+    this.onChange();
+  }
+
+  /**
+   * Sends this device's message history (every active conversation, `buildArchive`) to this
+   * user's device `deviceId` (`shareArchive`). Returns `{messages, conversations}`.
+   */
+  async sendHistory(deviceId) {
+    if (deviceId === this.myDevice) throw new Error('This device already has its history.');
+    const gids = this.state.order.filter((g) => this.state.convs[g] && this.state.convs[g].active);
+    const archive = buildArchive(this.state, gids, { fromDevice: this.myDevice, now: this.now() });
+    const counts = {
+      messages: archive.conversations.reduce((n, c) => n + c.messages.length, 0),
+      conversations: archive.conversations.filter((c) => c.messages.length).length,
+    };
+    await this.shareArchive(archive, this.me, [deviceId]);
+    if (this.state.historyOffers) delete this.state.historyOffers[deviceId];
+    await this.save();
+    this.onChange();
+    this.notify('status', `Sent your message history (${historyCounts(counts)}) to your device ${deviceId}.`);
+    return counts;
+  }
+
+  /**
+   * Shares the newest `NEW_MEMBER_HISTORY` messages of conversation `gid` with the devices
+   * `deviceIds` of `userId`, just added (the conversation opted in). Nothing to share: nothing sent.
+   */
+  async shareWithNewMember(gid, userId, deviceIds) {
+    const archive = buildArchive(this.state, [gid], { maxPerConv: NEW_MEMBER_HISTORY, fromDevice: this.myDevice, now: this.now() });
+    const n = archive.conversations.length ? archive.conversations[0].messages.length : 0;
+    if (!n || !deviceIds.length) return;
+    await this.shareArchive(archive, userId, deviceIds, { group_id: gid });
+    const conv = this.state.convs[gid];
+    if (conv) pushMessage(conv, { id: `h:${this.now()}:${userId}`, kind: 'system', body: `You shared the ${n} most recent messages with ${userId}.`, ts: this.now() });
+    await this.save();
+    this.onChange();
+  }
+
+  /**
+   * Encrypts `archive` under a fresh key (as an attachment), uploads it to this homeserver
+   * and sends `{"type":"history","v":1,"archive":DESCRIPTOR, ...extra}` (naming the upload, so
+   * the server keeps it) in a new transient MLS group holding only this device and the
+   * devices `deviceIds` of `userId`; then leaves that group. The archive key travels only
+   * inside MLS, to those devices. Never a conversation here.
+   */
+  async shareArchive(archive, userId, deviceIds, extra = {}) {
+    if (!this.attachments) throw new Error('This client cannot encrypt files.');
+    const bytes = new TextEncoder().encode(JSON.stringify(archive));
+    const limit = await this.mediaLimit();
+    if (uploadRefusal(bytes.byteLength, limit)) {
+      throw new Error(limit ? `The message history is larger than the server's limit for uploads.` : 'This homeserver does not accept files.');
+    }
+    const enc = this.encryptAttachment(bytes);
+    const stored = await this.api.uploadMedia(enc.ciphertext, {});
+    enc.ciphertext = null;
+    const desc = this.fileDescriptor(stored, enc, 'application/json', 'history.json');
+    return this.queue.run(async () => {
+      const claim = await this.api.claimKeys([userId]);
+      const kps = Object.entries((claim.key_packages || {})[userId] || {})
+        .filter(([d]) => deviceIds.includes(d) && !(userId === this.me && d === this.myDevice));
+      if (!kps.length) {
+        const who = userId === this.me ? `Your device ${deviceIds.join(', ')}` : userId;
+        throw new Error(`${who} has no key package to receive the history; try again later.`);
+      }
+      const gid = await this.newGroup();
+      try {
+        await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps.map(([, kp]) => kp))));
+        const payload = { type: 'history', v: 1, archive: desc, ...extra };
+        const out = J(this.client.encrypt(gid, JSON.stringify(payload), this.now()));
+        await this.api.send(gid, out.msg_id, out.message, [stored.media_id]);
+      } finally {
+        await this.sendLeave(gid).catch(() => {});
+      }
+    });
+  }
+
+  /**
+   * A received `history` payload (inside the queue). Accepted only from another device of
+   * this user, or from another user naming one conversation (`group_id`) that this device and
+   * that user are both members of (a share opted in per group; merged into that conversation
+   * only). The group that carried it (a transport, no chat message in it) is hidden at once;
+   * the archive is downloaded, checked and merged outside the queue (`importHistory`).
+   */
+  receiveHistory(conv, p, sender) {
+    const mine = sender.user_id === this.me;
+    if (!mine || p.group_id !== undefined) {
+      const target = p.group_id !== undefined ? this.state.convs[p.group_id] : null;
+      let members = [];
+      try { members = target && target.active ? J(this.client.members(p.group_id)) : []; } catch { members = []; }
+      const ok = target && target !== conv
+        && members.some((d) => d.user_id === this.me && d.device_id === this.myDevice)
+        && members.some((d) => d.user_id === sender.user_id);
+      if (!ok) {
+        this.notify('alert', `Refused a message history from ${sender.user_id}: it does not name a conversation you share.`);
+        return;
+      }
+    }
+    if (!conv.messages.some((x) => x.kind === 'text' || x.kind === 'file')) {
+      delete this.state.convs[conv.group_id];
+      const i = this.state.order.indexOf(conv.group_id);
+      if (i >= 0) this.state.order.splice(i, 1);
+      if (this.openConv === conv.group_id) this.openConv = null;
+    }
+    this.historyImport = this.importHistory(p, sender);
+  }
+
+  /** Downloads (hash checked), decrypts, validates and merges a history archive; announces it. */
+  async importHistory(p, sender) {
+    const mine = sender.user_id === this.me;
+    const who = mine ? `your device ${sender.device_id}` : sender.user_id;
+    try {
+      const bytes = await this.fetchAttachment(p.archive);
+      const counts = await this.queue.run(async () => {
+        const c = mergeArchive(this.state, bytes, { me: this.me, via: mine ? undefined : sender.user_id, only: p.group_id });
+        await this.save();
+        this.onChange();
+        return c;
+      });
+      this.notify('status', mine ? `History from your device ${sender.device_id}: ${historyCounts(counts)}.`
+        : `History shared by ${sender.user_id}: ${historyCounts(counts)}.`);
+      return counts;
+    } catch (err) {
+      const why = err && err.message ? err.message.replace(/^\[[A-Za-z]+\]\s*/, '') : String(err);
+      this.notify('alert', `The message history from ${who} could not be imported: ${why}`);
+      return null;
+    }
+  }
+
   // ----- this user's other devices -----
 
   /**
@@ -1132,11 +1318,99 @@ export class Session {
         }
       }
       if (changed) {
+        // Offer to send the new device this device's history (the UI asks; `sendHistory`).
+        const offers = this.state.historyOffers || (this.state.historyOffers = {});
+        for (const d of addedTo) offers[d] = this.now();
         await this.save();
         this.onChange();
         if (addedTo.size) this.notify('status', `Added your new device ${[...addedTo].join(', ')} to your conversations.`);
       }
       return changed;
+    });
+  }
+
+  // ----- other members' devices -----
+
+  /**
+   * Follows a `member_devices_changed` notice: after a pause that grows with this device's
+   * position among the members (so one member usually acts and the rest find nothing left),
+   * the group gets the user's listed devices it lacks and loses the unlisted ones it holds.
+   * This user's own list is left to `syncOwnDevices`, asked to run now.
+   */
+  followDeviceChange(gid, notice) {
+    if (notice.user_id === this.me) {
+      this.defer(() => { this.syncOwnDevices().catch(() => {}); }, 0);
+      return;
+    }
+    const others = J(this.client.members(gid))
+      .filter((d) => d.user_id !== notice.user_id)
+      .map((d) => `${d.user_id}/${d.device_id}`)
+      .sort();
+    const rank = Math.max(0, others.indexOf(`${this.me}/${this.myDevice}`));
+    const run = (attempt) => this.syncMemberDevices(gid, notice).then((left) => {
+      // A new device binds its key a moment before it uploads key packages.
+      if (left && attempt < MEMBER_DEVICE_RETRIES) this.defer(() => run(attempt + 1), MEMBER_DEVICE_STEP_MS * 2 ** attempt);
+    }).catch(() => {});
+    this.defer(() => run(0), Math.min(rank, 10) * MEMBER_DEVICE_STEP_MS);
+  }
+
+  /**
+   * Adds the devices of `notice.user_id` named as added that the user's list (fetched now)
+   * holds and the group lacks, and removes those named as removed that the list no longer
+   * holds, one commit each. Returns whether named devices are still missing (no key package
+   * yet).
+   */
+  async syncMemberDevices(gid, notice) {
+    const userId = notice.user_id;
+    const resp = await this.api.userDevices(userId);
+    return this.queue.run(async () => {
+      const conv = this.state.convs[gid];
+      if (!conv || !conv.active) return false;
+      this.client.setUserDevices(JSON.stringify(resp));
+      const listed = new Set((resp.devices || []).map((d) => d.device_id));
+      const delta = () => {
+        const inGroup = new Set(J(this.client.members(gid)).filter((d) => d.user_id === userId).map((d) => d.device_id));
+        return {
+          missing: notice.added.filter((d) => listed.has(d) && !inGroup.has(d)),
+          stale: notice.removed.filter((d) => !listed.has(d) && inGroup.has(d)),
+        };
+      };
+      const { missing, stale } = delta();
+      if (stale.length) {
+        try {
+          await this.commit(gid, () => {
+            const now = delta().stale;
+            if (!now.length) throw new NothingToDo();
+            return this.client.removeMembers(gid, JSON.stringify(now.map((d) => ({ user_id: userId, device_id: d }))));
+          });
+          pushMessage(conv, { id: `md:${this.now()}:${gid}:r`, kind: 'system', body: `Removed ${userId}'s deleted device ${stale.join(', ')}.`, ts: this.now() });
+        } catch (err) {
+          if (!(err instanceof NothingToDo)) this.discardQuietly(gid);
+        }
+      }
+      if (!missing.length) {
+        this.onChange();
+        return false;
+      }
+      const claim = await this.api.claimKeys([userId]);
+      const kps = Object.entries((claim.key_packages || {})[userId] || {}).filter(([d]) => missing.includes(d));
+      if (kps.length) {
+        try {
+          await this.commit(gid, () => {
+            const now = delta().missing;
+            const still = kps.filter(([d]) => now.includes(d)).map(([, kp]) => kp);
+            if (!still.length) throw new NothingToDo();
+            return this.client.addMembers(gid, JSON.stringify(still));
+          });
+          pushMessage(conv, { id: `md:${this.now()}:${gid}:a`, kind: 'system', body: `Added ${userId}'s new device ${kps.map(([d]) => d).join(', ')}.`, ts: this.now() });
+          // The new device did not see the DM marker: send it again.
+          if (isDm(conv, this.me)) await this.signalNow(gid, { type: 'dm' });
+        } catch (err) {
+          if (!(err instanceof NothingToDo)) this.discardQuietly(gid);
+        }
+      }
+      this.onChange();
+      return kps.length < missing.length;
     });
   }
 

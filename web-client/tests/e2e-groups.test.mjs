@@ -9,7 +9,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { startHomeservers, webOrigin } from './harness.mjs';
+import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers, consoleLines, openUser,
   send, shootAll, shot, signUp, startShots, unlock, waitMessage, waitStatus, waitText,
@@ -74,14 +74,8 @@ async function waitNotes(page, n, what) {
 test('group name, topic, mentions, notifications, search and unread counts across two homeservers', { skip: SKIP, timeout: 240000 }, async () => {
   startShots('groups');
   consoleLines.length = 0;
-  const servers = await startHomeservers(2, { log: process.env.PARLEY_E2E_LOG === '1' });
-  cleanups.push(async () => { for (const s of servers) await s.stop(); });
-  const origins = [];
-  for (const hs of servers) {
-    const front = await webOrigin(hs);
-    cleanups.unshift(() => front.stop());
-    origins.push(front.url);
-  }
+  const { servers, origins, stop } = await startWebHomeservers(2);
+  cleanups.push(stop);
   const bobId = `@bob:${servers[1].name}`;
   const bobPass = 'bob vault passphrase';
   const EARLY = 'the quick zebra crossing';

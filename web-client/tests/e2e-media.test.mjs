@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { startHomeservers, webOrigin } from './harness.mjs';
+import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers, consoleLines, openUser,
   send, shootAll, shot, signUp, startShots, unlock, waitAlert, waitMessage, waitStatus, waitText,
@@ -22,14 +22,8 @@ after(async () => {
 });
 
 async function setUp(count, configs = []) {
-  const servers = await startHomeservers(count, { log: process.env.PARLEY_E2E_LOG === '1', configs });
-  cleanups.push(async () => { for (const s of servers) await s.stop(); });
-  const origins = [];
-  for (const hs of servers) {
-    const front = await webOrigin(hs);
-    cleanups.unshift(() => front.stop());
-    origins.push(front.url);
-  }
+  const { servers, origins, stop } = await startWebHomeservers(count, { configs });
+  cleanups.push(stop);
   return { servers, origins };
 }
 

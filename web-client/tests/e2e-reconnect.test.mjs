@@ -4,7 +4,7 @@
 // Env: as e2e.test.mjs (PARLEY_BIN, CHROMIUM, PARLEY_E2E=0 skips, PARLEY_E2E_LOG=1).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHomeservers, webOrigin } from './harness.mjs';
+import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers, consoleLines, openUser, send,
   shootAll, shot, signUp, startShots, waitMessage, waitStatus, waitText,
@@ -20,17 +20,10 @@ after(async () => {
 test('the WebSocket reconnects after the homeserver restarts, refreshing the expired access token, and messages sent meanwhile arrive with no reload', { skip: SKIP, timeout: 150000 }, async () => {
   startShots('reconnect');
   consoleLines.length = 0;
-  const servers = await startHomeservers(2, {
-    log: process.env.PARLEY_E2E_LOG === '1',
+  const { servers, origins, stop } = await startWebHomeservers(2, {
     configs: ['', `[auth]\naccess_token_ttl_ms = ${TOKEN_TTL_MS}`],
   });
-  cleanups.push(async () => { for (const s of servers) await s.stop(); });
-  const origins = [];
-  for (const hs of servers) {
-    const front = await webOrigin(hs);
-    cleanups.unshift(() => front.stop());
-    origins.push(front.url);
-  }
+  cleanups.push(stop);
   const bobServer = servers[1];
   const bobId = `@bob:${bobServer.name}`;
   const alice = await openUser('alice', origins[0]);

@@ -7,7 +7,7 @@
 // Env: as e2e.test.mjs (PARLEY_BIN, CHROMIUM, PARLEY_E2E=0 skips, PARLEY_E2E_LOG=1).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHomeservers, webOrigin } from './harness.mjs';
+import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers, consoleLines, messages,
   openUser, send, shootAll, shot, signUp, startShots, unlock, waitMessage, waitStatus, waitText,
@@ -24,14 +24,8 @@ const inBubble = (page, text, name) => bubble(page, text).getByRole('button', { 
 test('replies, reactions, edits and deletes across two homeservers', { skip: SKIP, timeout: 240000 }, async () => {
   startShots('rich');
   consoleLines.length = 0;
-  const servers = await startHomeservers(2, { log: process.env.PARLEY_E2E_LOG === '1' });
-  cleanups.push(async () => { for (const s of servers) await s.stop(); });
-  const origins = [];
-  for (const hs of servers) {
-    const front = await webOrigin(hs);
-    cleanups.unshift(() => front.stop());
-    origins.push(front.url);
-  }
+  const { servers, origins, stop } = await startWebHomeservers(2);
+  cleanups.push(stop);
   const bobId = `@bob:${servers[1].name}`;
   const bobPass = 'bob vault passphrase';
   const ORIGINAL = 'original words of alice';

@@ -6,29 +6,12 @@
 // Env: as e2e.test.mjs (PARLEY_BIN, CHROMIUM, PARLEY_E2E=0 skips, PARLEY_E2E_LOG=1).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHomeservers, webOrigin } from './harness.mjs';
+import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, button, byLabel, closeBrowsers, consoleLines, logIn, messages,
   openUser, readSafetyNumber, send, shootAll, shot, signUp, startShots, unlock, waitAlert,
   waitMessage, waitStatus,
 } from './browser.mjs';
-
-const LOG = process.env.PARLEY_E2E_LOG === '1';
-
-/** Homeservers and the origins the browser opens for them; `stop()` ends all. */
-async function homeservers(count, opts = {}) {
-  const servers = await startHomeservers(count, { log: LOG, ...opts });
-  const fronts = [];
-  for (const hs of servers) fronts.push(await webOrigin(hs));
-  return {
-    servers,
-    origins: fronts.map((f) => f.url),
-    async stop() {
-      for (const f of fronts) await f.stop().catch(() => {});
-      for (const s of servers) await s.stop().catch(() => {});
-    },
-  };
-}
 
 /** `it`, with screenshots of every page when it fails. */
 function step(name, fn) {
@@ -88,7 +71,7 @@ describe('trust and devices, alice and bob on two homeservers', { skip: SKIP, ti
   before(async () => {
     startShots('trust');
     consoleLines.length = 0;
-    hs = await homeservers(2);
+    hs = await startWebHomeservers(2);
     const [aliceOrigin, bobOrigin] = hs.origins;
     bobId = `@bob:${hs.servers[1].name}`;
     alice = await openUser('alice', aliceOrigin);
@@ -195,7 +178,7 @@ describe('auto-lock and panic wipe (one homeserver, a clock the test controls)',
 
   before(async () => {
     startShots('lock');
-    hs = await homeservers(1);
+    hs = await startWebHomeservers(1);
     [origin] = hs.origins;
     page = await openUser('carol', origin, { clock: true });
     await signUp(page, 'carol', origin, 'carol', 'carol password 1', PASS);

@@ -147,6 +147,26 @@ async function servesWebClient(url) {
 
 /** The origin the browser opens for a homeserver: the homeserver itself if it serves the web
  * client, else a front server (static dist/ + reverse proxy) on another port. */
+/**
+ * `count` homeservers (options as `startHomeservers`; `PARLEY_E2E_LOG=1` logs) and the
+ * origins the browser opens for them; `stop()` ends the fronts, then the servers.
+ */
+export async function startWebHomeservers(count, opts = {}) {
+  const servers = await startHomeservers(count, { log: process.env.PARLEY_E2E_LOG === '1', ...opts });
+  const fronts = [];
+  const stop = async () => {
+    for (const f of fronts) await f.stop().catch(() => {});
+    for (const s of servers) await s.stop().catch(() => {});
+  };
+  try {
+    for (const hs of servers) fronts.push(await webOrigin(hs));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { servers, origins: fronts.map((f) => f.url), stop };
+}
+
 export async function webOrigin(hs) {
   if (process.env.PARLEY_E2E_FRONT !== '1' && await servesWebClient(hs.url)) return { url: hs.url, stop: async () => {} };
   return startFront(hs.url);

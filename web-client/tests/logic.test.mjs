@@ -6,7 +6,7 @@ import {
   conversationLabel, conversationTitle, describeError, emptyAppState, errorCode,
   formatSafetyNumber, keyPackagesToUpload, lastMessagePreview, localpart, normaliseUserId,
   parseAutoLockMinutes, parsePayload, pushMessage, serverOf, withDeviceKeys,
-  Throttle, dmPeer, findDm, isDm, latestIncomingSeq, ownDeviceDelta, ownMessageState, typingLabel,
+  parseNotice, Throttle, dmPeer, findDm, isDm, latestIncomingSeq, ownDeviceDelta, ownMessageState, typingLabel,
   ciphertextSize, describeMediaError, humanSize, isPreviewMime, limitInMb, parseFileDescriptor,
   sanitizeFilename, thumbnailSize, uploadRefusal,
   MAX_BODY_CHARS, addChatMessage, applyAction, findBySeq, hasReacted, reactionSummary, replyQuote,
@@ -708,4 +708,19 @@ test('searchMessages: case-insensitive over texts, captions and file names of ev
   assert.deepEqual(searchMessages(state, '', '@me:hs'), []);
   assert.deepEqual(searchMessages(state, 'gone', '@me:hs'), []);
   assert.equal(searchMessages(state, 'e', '@me:hs', 1).length, 1);
+});
+
+test('parseNotice reads member_devices_changed and keeps only devices of the named user', () => {
+  const b64 = (v) => btoa(JSON.stringify(v));
+  const n = parseNotice(b64({
+    type: 'member_devices_changed',
+    user_id: '@bob:b',
+    added: [{ user_id: '@bob:b', device_id: 'NEW' }, { user_id: '@eve:b', device_id: 'EVE' }, null],
+    removed: [{ user_id: '@bob:b', device_id: 'OLD' }, { user_id: '@bob:b', device_id: 7 }],
+  }));
+  assert.deepEqual(n, { type: 'member_devices_changed', user_id: '@bob:b', added: ['NEW'], removed: ['OLD'] });
+  assert.equal(parseNotice(b64({ type: 'member_devices_changed', user_id: '@bob:b', added: 'x', removed: [] })), null);
+  assert.equal(parseNotice(b64({ type: 'member_devices_changed', added: [], removed: [] })), null);
+  assert.equal(parseNotice('not base64!'), null);
+  assert.deepEqual(parseNotice(b64({ type: 'something_new' })), { type: 'something_new' });
 });

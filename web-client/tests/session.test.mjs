@@ -237,6 +237,9 @@ test('typing is sent at most once per 3 s; read receipts cover the latest incomi
   assert.equal(await s.sendReadReceipt('!g:hs'), false, 'nothing new');
   assert.deepEqual(client.sent.at(-1), { type: 'read', up_to: 4 });
   assert.equal(client.sent.filter((p) => p.type === 'read').length, 1);
+  const receiptCall = api.calls.at(-1);
+  assert.equal(receiptCall[0], 'sendEphemeral', 'a receipt is never stored');
+  assert.deepEqual(receiptCall.at(-1), { keepLatest: true }, 'kept as the latest for devices away');
   // Not for a conversation in the background or a hidden page.
   s.openConv = null;
   await s.handleFrame(app('!g:hs', 5, BOB), true);
@@ -336,6 +339,7 @@ test('syncOwnDevices adds a new device of this user to its groups and removes re
   assert.deepEqual(claims, [[ME.user_id]]);
   assert.deepEqual(client.sent, [{ type: 'dm' }], 'the DM marker is sent again for the new device');
   assert.ok(conv.members.some((m) => m.device_id === 'NEWDEV'));
+  assert.deepEqual(s.state.historyOffers, { NEWDEV: 1000 }, 'the UI offers to send it the history');
   assert.equal(await s.syncOwnDevices(), 0, 'already a member');
   // NEWDEV is revoked: removed from the group.
   devices = ['ADEV'];
@@ -872,4 +876,124 @@ test('setGroupAvatar: encrypts and uploads the picture, names it in group_profil
   assert.deepEqual(client.sent.at(-1), { type: 'group_profile', avatar: null });
   assert.equal(conv.avatar, undefined);
   assert.equal(conv.messages.at(-1).body, 'You removed the group picture.');
+});
+
+test('sendHistory: the archive is encrypted and uploaded, its key sent over MLS only to the new device in a transient group that is left', async () => {
+  const client = fakeClient();
+  client.leaveGroup = (g) => { client.log.push(`leave:${g}`); return 'PROPOSAL'; };
+  const uploads = [];
+  const api = fakeApi({
+    versions: () => ({ limits: { max_upload_bytes: 1 << 20 } }),
+    uploadMedia: (bytes) => { uploads.push(bytes); return { media_id: 'HIST', server_name: 'hs' }; },
+    claimKeys: () => ({ key_packages: { '@alice:hs': { ADEV: 'MYKP', NEWDEV: 'NEWKP', OTHER: 'OTHERKP' } } }),
+    createGroup: () => ({ group_id: '!t:hs' }),
+    commit: () => ({}),
+    send: () => ({ seq: 1 }),
+  });
+  const notes = [];
+  const s = session(client, api, undefined, { attachments: fakeAttachments(), notify: (k, t) => notes.push([k, t]) });
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  conv.messages.push({ id: 'm1', kind: 'text', body: 'secret history', sender: '@bob:hs', ts: 1, seq: 1 });
+  s.state.historyOffers = { NEWDEV: 5 };
+  const counts = await s.sendHistory('NEWDEV');
+  assert.deepEqual(counts, { messages: 1, conversations: 1 });
+  assert.equal(uploads.length, 1);
+  assert.ok(!new TextDecoder().decode(uploads[0]).includes('secret history') || uploads[0][0] === 0, 'uploaded as ciphertext (fake: prefixed)');
+  assert.ok(client.log.includes('add:NEWKP'), 'only the new device is added');
+  assert.ok(!client.log.some((l) => l.includes('OTHERKP') || l.includes('MYKP')));
+  const payload = client.sent.at(-1);
+  assert.equal(payload.type, 'history');
+  assert.equal(payload.v, 1);
+  assert.equal(payload.archive.media_id, 'HIST');
+  assert.equal(payload.group_id, undefined);
+  const sends = api.calls.filter((c) => c[0] === 'send');
+  assert.equal(sends[0][1], '!t:hs');
+  assert.deepEqual(sends[0][4], ['HIST'], 'the send names the upload');
+  assert.equal(sends[1][3], 'PROPOSAL', 'then the transient group is left');
+  assert.ok(client.log.includes('leave:!t:hs'));
+  assert.equal(s.state.convs['!t:hs'], undefined, 'never a conversation');
+  assert.deepEqual(s.state.order, ['!g:hs']);
+  assert.deepEqual(s.state.historyOffers, {}, 'the offer is gone');
+  assert.match(notes.at(-1)[1], /Sent your message history \(1 message in 1 conversation\) to your device NEWDEV/);
+});
+
+test('a received history: from another own device merged and its group hidden; from another user only for a shared conversation', async () => {
+  const archive = {
+    type: 'parley.history', v: 1, from_device: 'OLD', created_ts: 1,
+    conversations: [{ group_id: '!g:hs', messages: [{ id: 'old1', kind: 'text', body: 'from before', sender: '@bob:hs', ts: 1, seq: 1 }] }],
+  };
+  const plain = new TextEncoder().encode(JSON.stringify(archive));
+  const ct = new Uint8Array(plain.length + 16);
+  ct.set(plain, 16);
+  const desc = {
+    v: 1, media_id: 'HIST', server_name: 'hs', key: 'S0VZS0VZ', nonce_prefix: 'Tk9OQ0U=', sha256: 'SEFTSA==',
+    size: ct.length, plaintext_size: plain.length, mime: 'application/json', name: 'history.json',
+  };
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }), downloadMedia: () => ct });
+  const notes = [];
+  const s = session(client, api, undefined, { attachments: fakeAttachments(), notify: (k, t) => notes.push([k, t]) });
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  conv.messages.push({ id: 'new5', kind: 'text', body: 'after joining', sender: '@bob:hs', ts: 5, seq: 5 });
+  client.createGroup('!t:hs');
+  s.newConv('!t:hs').messages.push({ id: 'w:1', kind: 'system', body: 'Your device OLD added this device.', ts: 1 });
+  client.plain[1] = JSON.stringify({ type: 'history', v: 1, archive: desc });
+  await s.handleFrame({ type: 'message', group_id: '!t:hs', seq: 1, sender: { user_id: '@alice:hs', device_id: 'OLD' }, kind: 'application', epoch: 1, message: 'M', ts: 1 }, false);
+  assert.equal(s.state.convs['!t:hs'], undefined, 'the transient group is hidden');
+  assert.ok(!s.state.order.includes('!t:hs'));
+  assert.deepEqual(await s.historyImport, { messages: 1, conversations: 1, skipped: 0 });
+  assert.deepEqual(conv.messages.map((m) => [m.id, !!m.imported]), [['old1', true], ['new5', false]]);
+  assert.deepEqual(notes.at(-1), ['status', 'History from your device OLD: 1 message in 1 conversation.']);
+
+  // Bob shares into !g:hs, but he is not a member of it here: refused, nothing downloaded.
+  const downloads = api.calls.filter((c) => c[0] === 'downloadMedia').length;
+  client.createGroup('!u:hs');
+  s.newConv('!u:hs');
+  client.plain[2] = JSON.stringify({ type: 'history', v: 1, archive: desc, group_id: '!g:hs' });
+  s.historyImport = null;
+  await s.handleFrame({ type: 'message', group_id: '!u:hs', seq: 2, sender: { user_id: '@bob:hs', device_id: 'BDEV' }, kind: 'application', epoch: 1, message: 'M', ts: 2 }, false);
+  assert.equal(s.historyImport, null);
+  assert.equal(api.calls.filter((c) => c[0] === 'downloadMedia').length, downloads);
+  assert.match(notes.at(-1)[1], /Refused a message history from @bob:hs/);
+  // Once bob is a member of !g:hs with this device: accepted, marked as shared by bob.
+  client.members['!g:hs'].push({ user_id: '@bob:hs', device_id: 'BDEV' });
+  archive.conversations[0].messages[0] = { ...archive.conversations[0].messages[0], id: 'old2', seq: 2 };
+  const plain2 = new TextEncoder().encode(JSON.stringify(archive));
+  ct.set(plain2, 16);
+  client.plain[3] = JSON.stringify({ type: 'history', v: 1, archive: desc, group_id: '!g:hs' });
+  await s.handleFrame({ type: 'message', group_id: '!u:hs', seq: 3, sender: { user_id: '@bob:hs', device_id: 'BDEV' }, kind: 'application', epoch: 1, message: 'M', ts: 3 }, false);
+  assert.equal((await s.historyImport).messages, 1);
+  assert.equal(conv.messages.find((m) => m.id === 'old2').via, '@bob:hs');
+  // A corrupted archive changes nothing and says so.
+  ct[20] = 0x7b;
+  ct[21] = 0x7b;
+  const before = JSON.stringify(s.state.convs['!g:hs']);
+  assert.equal(s.state.convs['!u:hs'], undefined, 'that transient group is hidden too');
+  client.createGroup('!v:hs');
+  s.newConv('!v:hs');
+  client.plain[4] = JSON.stringify({ type: 'history', v: 1, archive: desc, group_id: '!g:hs' });
+  await s.handleFrame({ type: 'message', group_id: '!v:hs', seq: 4, sender: { user_id: '@bob:hs', device_id: 'BDEV' }, kind: 'application', epoch: 1, message: 'M', ts: 4 }, false);
+  assert.equal(await s.historyImport, null);
+  assert.equal(JSON.stringify(s.state.convs['!g:hs']), before);
+  assert.match(notes.at(-1)[1], /could not be imported: This is not a history archive/);
+});
+
+test('a read receipt arriving ephemerally (kept while this device was away) is honoured, other payloads are not', async () => {
+  const client = fakeClient();
+  const api = fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  await s.handleFrame(app('!g:hs', 1, BOB), true);
+  assert.equal(conv.unread, 1);
+  // An ephemeral message has no seq (the fake engine reads plaintexts by seq: 0).
+  const frame = { type: 'ephemeral', group_id: '!g:hs', sender: BOB, epoch: 0, message: 'm', ts: 1000, latest: true };
+  client.plain[0] = '{"type":"read","up_to":1}';
+  await s.handleEphemeral(frame);
+  assert.equal((conv.reads || {})[BOB.user_id], 1);
+  client.plain[0] = '{"type":"text","body":"smuggled"}';
+  await s.handleEphemeral(frame);
+  assert.equal(conv.messages.filter((m) => m.body === 'smuggled').length, 0);
 });

@@ -60,6 +60,16 @@ pub async fn sync(
             answer.ephemeral = ephemeral;
             return Ok(answer);
         }
+        // Caught up and about to wait: receipts kept while the device was away are news.
+        if inbox.is_some() {
+            let kept = state.ephemerals.take_kept(&auth.user_id, &auth.device_id);
+            if !kept.is_empty() {
+                let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
+                let mut answer = build_sync(Vec::new(), Vec::new(), since, key_packages);
+                answer.ephemeral = kept.iter().map(|e| (**e).clone()).collect();
+                return Ok(answer);
+            }
+        }
         // A drain ends the wait as the deadline would: one last read, then answer.
         let _waiting = crate::metrics::LongPoll::waiting();
         let woken = tokio::select! {

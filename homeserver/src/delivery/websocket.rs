@@ -82,6 +82,8 @@ pub async fn run_socket(
     let mut ephemeral = state.ephemerals.subscribe(&auth.user_id, &auth.device_id);
     let mut seen = *wake.borrow_and_update();
     let mut last_keys: Option<KeyCountResponse> = None;
+    // Receipts kept for this device while it was away: pushed once it has caught up.
+    let mut kept_pushed = false;
     // The device's groups as of `pos`, once read with events from the database: with them, new
     // messages come from the stream tail instead of a query per wake-up.
     let mut tail_groups: Option<HashSet<String>> = None;
@@ -183,6 +185,17 @@ pub async fn run_socket(
                     .send(Message::Text(serde_json::to_string(&frame)?.into()))
                     .await?;
                 last_keys = Some(keys);
+            }
+        }
+        if !kept_pushed && !todo.events {
+            kept_pushed = true;
+            for event in state.ephemerals.take_kept(&auth.user_id, &auth.device_id) {
+                let frame = WsEvent::Ephemeral {
+                    event: (*event).clone(),
+                };
+                socket
+                    .send(Message::Text(serde_json::to_string(&frame)?.into()))
+                    .await?;
             }
         }
         todo = tokio::select! {

@@ -33,7 +33,7 @@ pub async fn submit_ephemeral(
     req: SendRequest,
 ) -> Result<(), HubError> {
     match remote_hub(&state.config.server_name, group_id) {
-        None => hub_ephemeral(state, sender, group_id.as_str(), req.message).await,
+        None => hub_ephemeral(state, sender, group_id.as_str(), req).await,
         Some(hub) => {
             let path = GroupTxnPath {
                 group_id: group_id.clone(),
@@ -63,7 +63,7 @@ pub async fn follower_ephemeral(
     if remote_hub(&state.config.server_name, group_id).is_some() {
         return Err(HubError::NotTheHub);
     }
-    hub_ephemeral(state, sender, group_id.as_str(), req.message).await
+    hub_ephemeral(state, sender, group_id.as_str(), req).await
 }
 
 /// Checks an ephemeral message at the hub and hands it on.
@@ -71,8 +71,9 @@ async fn hub_ephemeral(
     state: &AppState,
     sender: &DeviceRef,
     group_id: &str,
-    message_b64: String,
+    req: SendRequest,
 ) -> Result<(), HubError> {
+    let (message_b64, latest) = (req.message, req.keep_latest);
     let roster = state
         .store
         .hub_log()
@@ -116,6 +117,7 @@ async fn hub_ephemeral(
         epoch: framed.epoch,
         message: message_b64,
         ts: crate::clock::now_ms(),
+        latest,
     };
     for destination in remote_servers(state, &roster.members) {
         relay(state, destination, event.clone());

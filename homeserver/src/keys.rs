@@ -140,16 +140,13 @@ pub async fn user_devices(
 
 /// Pushes a local user's device list to every server sharing a group with them, durably.
 pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), StoreError> {
-    // The groups hosted here learn it first: their members add or remove the devices.
-    if let Ok(user) = UserId::parse(user_id) {
-        crate::hub::notice::member_devices_changed(state, &user).await?;
-    }
     let destinations = state
         .store
         .federation()
         .servers_sharing_groups(user_id, &state.config.server_name)
         .await?;
     if destinations.is_empty() {
+        notify_hosted_groups(state, user_id).await;
         return Ok(());
     }
     let devices: Vec<OutboundDeviceKey> = bound_devices(state, user_id)
@@ -168,7 +165,19 @@ pub async fn publish_device_list(state: &AppState, user_id: &str) -> Result<(), 
     for d in &destinations {
         state.outbox.wake(d);
     }
+    notify_hosted_groups(state, user_id).await;
     Ok(())
+}
+
+/// The groups hosted here ask their members to add or remove the user's changed devices
+/// (a hint: a failure is logged, and the list itself is already queued for other servers).
+async fn notify_hosted_groups(state: &AppState, user_id: &str) {
+    let Ok(user) = UserId::parse(user_id) else {
+        return;
+    };
+    if let Err(e) = crate::hub::notice::member_devices_changed(state, &user).await {
+        tracing::warn!(user_id = %user, error = %e, "device list notices not written");
+    }
 }
 
 /// How long a remote device list is served from the cache without asking its server again

@@ -20,6 +20,16 @@ fn device_notices(device: &Device) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Those of [`device_notices`] written into `group`.
+fn notices_in(device: &Device, group: &str) -> Vec<serde_json::Value> {
+    device
+        .notices
+        .iter()
+        .filter(|(g, n)| g == group && n["type"] == "member_devices_changed")
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
 fn ids(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
         .into_iter()
@@ -41,16 +51,30 @@ on_both_backends!(
         bob.sync_until(20, "the Welcome", |d| d.engine.group_ids().contains(&group))
             .await
             .unwrap();
+        // A second group on the same hub: each group gets its own notice.
+        let other_group = carol.create_group().await.unwrap();
+        carol.add(&other_group, &["@bob:b.example"]).await.unwrap();
+        bob.sync_until(20, "the second Welcome", |d| {
+            d.engine.group_ids().contains(&other_group)
+        })
+        .await
+        .unwrap();
         let old_device = bob.me();
 
         // Bob's first device goes quiet; he logs in on a second one.
         let mut laptop = Device::login(&b, "bob").await.unwrap();
         laptop.know(&["@carol:a.example"]);
         carol
-            .sync_until(20, "the device notice", |d| !device_notices(d).is_empty())
+            .sync_until(20, "the device notice in both groups", |d| {
+                !notices_in(d, &group).is_empty() && !notices_in(d, &other_group).is_empty()
+            })
             .await
             .unwrap();
-        let notice = device_notices(&carol).remove(0);
+        assert_eq!(
+            ids(&notices_in(&carol, &other_group)[0]["added"]),
+            vec![laptop.device_id.clone()]
+        );
+        let notice = notices_in(&carol, &group).remove(0);
         assert_eq!(notice["user_id"], "@bob:b.example");
         assert_eq!(ids(&notice["added"]), vec![laptop.device_id.clone()]);
         assert!(ids(&notice["removed"]).is_empty());
@@ -89,10 +113,12 @@ on_both_backends!(
             .await
             .unwrap();
         carol
-            .sync_until(20, "the removal notice", |d| device_notices(d).len() >= 2)
+            .sync_until(20, "the removal notice", |d| {
+                notices_in(d, &group).len() >= 2
+            })
             .await
             .unwrap();
-        let notice = device_notices(&carol).remove(1);
+        let notice = notices_in(&carol, &group).remove(1);
         assert!(ids(&notice["added"]).is_empty());
         assert_eq!(ids(&notice["removed"]), vec![old_device.device_id.clone()]);
         carol.remove(&group, &[old_device]).await.unwrap();
@@ -131,9 +157,18 @@ async fn device_list_churn_writes_one_notice_per_interval_and_loses_no_device() 
         new_devices.push(Device::login(&b, "bob").await.unwrap().device_id);
     }
     let churn = started.elapsed();
-    // Past the interval, the re-check has written the last notice.
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    carol.sync_all().await.unwrap();
+    new_devices.sort();
+    // After the interval, the re-check writes a notice naming every new device.
+    carol
+        .sync_until(30, "a notice naming every new device", |d| {
+            device_notices(d).last().is_some_and(|n| {
+                let mut added = ids(&n["added"]);
+                added.sort();
+                added == new_devices
+            })
+        })
+        .await
+        .unwrap();
     let window = started.elapsed();
     let notices = device_notices(&carol);
     let allowed = (window.as_secs_f64() / 5.0).ceil() as usize + 1;
@@ -149,7 +184,6 @@ async fn device_list_churn_writes_one_notice_per_interval_and_loses_no_device() 
     );
     let mut last = ids(&notices[notices.len() - 1]["added"]);
     last.sort();
-    new_devices.sort();
     assert_eq!(last, new_devices);
     // Once the roster matches the list, no further notice is written.
     carol

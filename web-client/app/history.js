@@ -228,11 +228,16 @@ export function mergeArchive(state, input, { via, me, only } = {}) {
     }
     conv.messages = conv.messages || [];
     const ids = new Set(conv.messages.map((m) => m.id));
+    // Another user shares what came before this device joined: nothing at or after the
+    // first message this device received itself (a sharer cannot plant "future" messages).
+    const received = conv.messages.filter((m) => !m.imported && Number.isSafeInteger(m.seq) && m.seq > 0);
+    const ceiling = via ? Math.min(Infinity, ...received.map((m) => m.seq)) : Infinity;
     const fresh = [];
     for (const m of c.messages) {
-      if (ids.has(m.id) || findBySeq(conv, m.seq)) continue;
+      if (ids.has(m.id) || findBySeq(conv, m.seq) || m.seq >= ceiling) continue;
       ids.add(m.id);
-      const msg = { ...m, imported: true, own: m.sender === me };
+      // Only this user's own devices can vouch for "sent by you".
+      const msg = { ...m, imported: true, own: !via && m.sender === me };
       if (msg.own) msg.state = 'delivered';
       if (via) msg.via = via;
       fresh.push(msg);

@@ -150,7 +150,8 @@ export function ownMessageState(msg, conv, ownUserId) {
 /** Highest seq of a text from someone else (what a read receipt acknowledges), or 0. */
 export function latestIncomingSeq(conv) {
   let max = 0;
-  for (const m of conv.messages || []) if (isChatKind(m.kind) && !m.own && m.seq > max) max = m.seq;
+  // Imported history is not something this device received: it never moves receipts.
+  for (const m of conv.messages || []) if (isChatKind(m.kind) && !m.own && !m.imported && m.seq > max) max = m.seq;
   return max;
 }
 
@@ -840,6 +841,10 @@ export function emptyAppState() {
 export function pushMessage(conv, msg, { isOpen = false, keep = 500 } = {}) {
   conv.messages = conv.messages || [];
   if (msg.id && conv.messages.some((m) => m.id === msg.id)) return null;
+  // A message received here replaces an imported one claiming its seq (a sharer's forgery).
+  if (!msg.imported && Number.isSafeInteger(msg.seq) && msg.seq > 0) {
+    conv.messages = conv.messages.filter((m) => !(m.imported && m.seq === msg.seq));
+  }
   conv.messages.push(msg);
   if (conv.messages.length > keep) conv.messages.splice(0, conv.messages.length - keep);
   if (!msg.own && isChatKind(msg.kind) && !isOpen) conv.unread = (conv.unread || 0) + 1;

@@ -20,6 +20,9 @@ const DEVICE_POLL_MS = 10000;
 // the first retry's wait when it has no key package yet, doubling), and the retries.
 const MEMBER_DEVICE_STEP_MS = 2000;
 const MEMBER_DEVICE_RETRIES = 4;
+// Members past this position among the group's other devices wait MEMBER_DEVICE_LATE_MS more.
+const MEMBER_DEVICE_FIRST_RANKS = 3;
+const MEMBER_DEVICE_LATE_MS = 30000;
 
 /** Thrown by a commit builder when a concurrent commit already did the work. */
 class NothingToDo extends Error {}
@@ -1234,7 +1237,13 @@ export class Session {
         return;
       }
     }
-    if (!conv.messages.some((x) => x.kind === 'text' || x.kind === 'file')) {
+    // Hidden only when it looks like a transport: no chat message, and nobody in it but the
+    // sending device and this user's devices.
+    let carriers = [];
+    try { carriers = J(this.client.members(conv.group_id)); } catch { carriers = []; }
+    const transport = carriers.every((d) => d.user_id === this.me
+      || (d.user_id === sender.user_id && d.device_id === sender.device_id));
+    if (transport && !conv.messages.some((x) => x.kind === 'text' || x.kind === 'file')) {
       delete this.state.convs[conv.group_id];
       const i = this.state.order.indexOf(conv.group_id);
       if (i >= 0) this.state.order.splice(i, 1);
@@ -1342,16 +1351,27 @@ export class Session {
       this.defer(() => { this.syncOwnDevices().catch(() => {}); }, 0);
       return;
     }
-    const others = J(this.client.members(gid))
-      .filter((d) => d.user_id !== notice.user_id)
-      .map((d) => `${d.user_id}/${d.device_id}`)
-      .sort();
+    let others = [];
+    try {
+      others = J(this.client.members(gid))
+        .filter((d) => d.user_id !== notice.user_id)
+        .map((d) => `${d.user_id}/${d.device_id}`)
+        .sort();
+    } catch {
+      return; // not (or no longer) a member here
+    }
     const rank = Math.max(0, others.indexOf(`${this.me}/${this.myDevice}`));
     const run = (attempt) => this.syncMemberDevices(gid, notice).then((left) => {
       // A new device binds its key a moment before it uploads key packages.
       if (left && attempt < MEMBER_DEVICE_RETRIES) this.defer(() => run(attempt + 1), MEMBER_DEVICE_STEP_MS * 2 ** attempt);
     }).catch(() => {});
-    this.defer(() => run(0), Math.min(rank, 10) * MEMBER_DEVICE_STEP_MS);
+    // The first few members act within seconds; the others much later, by when the commit of
+    // an earlier one has usually arrived and they find nothing left (each claim spends one of
+    // the new device's key packages).
+    const wait = rank < MEMBER_DEVICE_FIRST_RANKS
+      ? rank * MEMBER_DEVICE_STEP_MS
+      : MEMBER_DEVICE_LATE_MS + Math.min(rank, 30) * MEMBER_DEVICE_STEP_MS;
+    this.defer(() => run(0), wait);
   }
 
   /**
@@ -1376,6 +1396,8 @@ export class Session {
         };
       };
       const { missing, stale } = delta();
+      // A list cached before the device appeared: try again later.
+      const unlisted = notice.added.some((d) => !listed.has(d));
       if (stale.length) {
         try {
           await this.commit(gid, () => {
@@ -1390,7 +1412,7 @@ export class Session {
       }
       if (!missing.length) {
         this.onChange();
-        return false;
+        return unlisted;
       }
       const claim = await this.api.claimKeys([userId]);
       const kps = Object.entries((claim.key_packages || {})[userId] || {}).filter(([d]) => missing.includes(d));
@@ -1410,7 +1432,7 @@ export class Session {
         }
       }
       this.onChange();
-      return kps.length < missing.length;
+      return unlisted || kps.length < missing.length;
     });
   }
 

@@ -162,3 +162,32 @@ test('the history payload is validated like every payload', () => {
     assert.equal(parsePayload(JSON.stringify({ type: 'history', ...bad })).type, 'invalid');
   }
 });
+
+test('a share from another user cannot plant messages at or after what this device received, nor speak for it', async () => {
+  const { latestIncomingSeq, pushMessage } = await import('../app/logic.js');
+  const me = '@carol:hs2';
+  const st = emptyAppState();
+  st.convs['!g:hs1'] = {
+    group_id: '!g:hs1', members: [], unread: 0, active: true, lastSeq: 10,
+    messages: [{ id: 'r10', kind: 'text', body: 'received here', sender: B, ts: 10, seq: 10 }],
+  };
+  const archive = {
+    type: 'parley.history', v: 1, from_device: 'ADEV', created_ts: 11,
+    conversations: [{ group_id: '!g:hs1', messages: [
+      { id: 'e2', kind: 'text', body: 'earlier', sender: A, ts: 2, seq: 2 },
+      { id: 'f3', kind: 'text', body: 'forged as carol', sender: me, ts: 3, seq: 3 },
+      { id: 'f11', kind: 'text', body: 'planted in the future', sender: B, ts: 11, seq: 11 },
+      { id: 'f99', kind: 'text', body: 'far future', sender: B, ts: 99, seq: 9999 },
+    ] }],
+  };
+  const counts = mergeArchive(st, JSON.stringify(archive), { via: A, me, only: '!g:hs1' });
+  const conv = st.convs['!g:hs1'];
+  assert.deepEqual(conv.messages.map((m) => m.id), ['e2', 'f3', 'r10']);
+  assert.equal(counts.messages, 2);
+  assert.equal(conv.messages[1].own, false, 'another user cannot vouch for "sent by you"');
+  assert.equal(latestIncomingSeq(conv), 10, 'imported messages never move receipts');
+  // A message received here takes its seq back from an imported one claiming it.
+  pushMessage(conv, { id: 'real3', kind: 'text', body: 'the real seq 3', sender: B, ts: 3, seq: 3 });
+  assert.equal(findBySeq(conv, 3).id, 'real3');
+  assert.equal(conv.messages.filter((m) => m.seq === 3).length, 1);
+});

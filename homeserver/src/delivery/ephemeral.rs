@@ -97,8 +97,13 @@ impl KeptLatest {
             };
             self.remove_if(&device, &key, serial);
         }
-        // Replaced entries leave stale order records: compact when they dominate.
-        if self.order.len() > 2 * MAX_KEPT.max(self.len) {
+        self.compact();
+    }
+
+    /// Replaced and taken entries leave stale order records: dropped when they dominate, so
+    /// the queue holds at most twice the live entries (plus 1,024).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.len + 1024 {
             let by_device = &self.by_device;
             self.order.retain(|(serial, device, key)| {
                 by_device
@@ -139,6 +144,7 @@ impl KeptLatest {
             .filter(|(_, e)| now_ms.saturating_sub(e.ts) < KEPT_TTL_MS)
             .collect();
         events.sort_by_key(|(serial, _)| *serial);
+        self.compact();
         events.into_iter().map(|(_, e)| e).collect()
     }
 
@@ -353,7 +359,7 @@ mod tests {
             kept.keep(&bob, &sender_receipt(MAX_KEPT + 9));
         }
         assert_eq!(kept.len(), MAX_KEPT);
-        assert!(kept.order.len() <= 2 * MAX_KEPT + 1);
+        assert!(kept.order.len() <= 2 * kept.len() + 1025);
         let taken = kept.take(&bob, crate::clock::now_ms());
         assert_eq!(taken.len(), MAX_KEPT);
         assert_eq!(taken[0].message, "r10", "the 10 oldest went first");

@@ -19,6 +19,7 @@ use parley_client_api::ids::UserId;
 use parley_schema::{Appended, MessageToAppend, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 
 use super::notice_gate::Admission;
 pub use super::notice_gate::{DeviceNoticeGate, DEVICE_NOTICE_INTERVAL};
@@ -103,7 +104,12 @@ pub async fn member_deactivated(
             user_id: user_id.to_string(),
             devices: device_refs(user_id, devices),
         };
-        let txn_id = format!("notice.deactivated.{}", now_ms());
+        // A txn_id is remembered per sender device across groups: the group is part of it.
+        let txn_id = format!(
+            "notice.deactivated.{}.{}",
+            now_ms(),
+            hex_prefix(&Sha256::digest(group_id.as_bytes())[..8])
+        );
         if append_notice(state, &group_id, user_id, &sender, &notice, txn_id).await? {
             notified.push(group_id);
         }
@@ -146,20 +152,22 @@ pub async fn member_devices_changed(
     if listed.is_empty() {
         return Ok(Vec::new());
     }
+    let listed_set: HashSet<&String> = listed.iter().collect();
     let mut notified = Vec::new();
     let mut later: Option<std::time::Duration> = None;
     for (group_id, in_roster) in hosted_memberships(state, user_id).await? {
         let Some(sender) = in_roster.first().cloned() else {
             continue;
         };
+        let in_group: HashSet<&String> = in_roster.iter().collect();
         let mut added: Vec<String> = listed
             .iter()
-            .filter(|d| !in_roster.contains(d))
+            .filter(|d| !in_group.contains(d))
             .cloned()
             .collect();
         let mut removed: Vec<String> = in_roster
             .iter()
-            .filter(|d| !listed.contains(d))
+            .filter(|d| !listed_set.contains(d))
             .cloned()
             .collect();
         if added.is_empty() && removed.is_empty() {
@@ -180,7 +188,10 @@ pub async fn member_devices_changed(
         added.truncate(MAX_NOTICE_DEVICES);
         removed.truncate(MAX_NOTICE_DEVICES);
         // The same difference noticed again (a retried update, a re-check) is written once.
+        // A txn_id is remembered per sender device across groups: the group is part of it.
         let mut digest = Sha256::new();
+        digest.update(group_id.as_bytes());
+        digest.update([0]);
         for d in added.iter().chain([&String::new()]).chain(removed.iter()) {
             digest.update(d.as_bytes());
             digest.update([0]);

@@ -32,16 +32,20 @@ pub struct DeviceNoticeGate {
 struct GateState {
     last: HashMap<(String, String), Instant>,
     rechecks: HashSet<String>,
+    /// Size at which expired entries are dropped next: twice what a prune left, so pruning
+    /// stays amortised when most entries are recent.
+    prune_at: usize,
 }
 
 impl DeviceNoticeGate {
     /// Admits a notice about `user_id` into `group_id` at `now`, or says how long to wait.
     pub fn admit(&self, group_id: &str, user_id: &str, now: Instant) -> Admission {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if state.last.len() >= PRUNE_AT {
+        if state.last.len() >= state.prune_at.max(PRUNE_AT) {
             state
                 .last
-                .retain(|_, at| now.duration_since(*at) < DEVICE_NOTICE_INTERVAL);
+                .retain(|_, at| now.saturating_duration_since(*at) < DEVICE_NOTICE_INTERVAL);
+            state.prune_at = (2 * state.last.len()).max(PRUNE_AT);
         }
         let key = (group_id.to_owned(), user_id.to_owned());
         if let Some(at) = state.last.get(&key) {

@@ -78,6 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let drain = state.drain.clone();
     let received = state.received.clone();
+    let outbox = state.outbox.clone();
     let shutdown = {
         let drain = drain.clone();
         async move {
@@ -96,6 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::connections::serve(listener, tls, crate::api::router(state), limits, shutdown).await;
     let left = drain.sockets_closed(SOCKET_CLOSE_GRACE).await;
     received.flush(&store).await;
+    outbox.release_all().await;
     tracing::info!(
         websockets_left = left,
         "shutting down: in-flight requests done, closing database"

@@ -70,6 +70,8 @@ pub struct Outbox {
     senders: Mutex<HashMap<String, Arc<Sender>>>,
     /// Events dropped because they were refused on their own or too old.
     dropped: AtomicU64,
+    /// Set on a graceful stop: no lease is taken any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A running per-destination sender.
@@ -118,6 +120,7 @@ impl Outbox {
             senders: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             cluster: std::sync::OnceLock::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -165,6 +168,9 @@ impl Outbox {
         let Some(cluster) = self.cluster.get() else {
             return true;
         };
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
         let now = now_ms() as i64;
         // A sender's lease lasts `lease_ms` and is renewed at half of it while it sends; a
         // process that dies hands the destination over within `lease_ms`.
@@ -204,6 +210,23 @@ impl Outbox {
             if let Err(e) = self.store.leases().release(&name, &holder).await {
                 tracing::warn!(error = %e, %destination, "cannot release the outbox lease");
             }
+        }
+    }
+
+    /// A graceful stop: takes no lease any more and gives up those held, so the server's
+    /// next process (a restart, another process of the cluster) sends to those destinations
+    /// at once instead of after `lease_ms`.
+    pub async fn release_all(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let destinations: Vec<String> = self
+            .senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for destination in destinations {
+            self.release(&destination).await;
         }
     }
 

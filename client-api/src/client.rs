@@ -265,8 +265,17 @@ impl Client {
 
     /// `POST /groups`.
     pub async fn create_group(&self) -> Result<String, ClientError> {
+        self.create_group_with(&groups::CreateGroupRequest::default())
+            .await
+    }
+
+    /// `POST /groups` with a body, e.g. `{"roles": true}` for a group with roles.
+    pub async fn create_group_with(
+        &self,
+        request: &groups::CreateGroupRequest,
+    ) -> Result<String, ClientError> {
         Ok(self
-            .call::<groups::CreateGroup>(&(), &Empty {})
+            .call::<groups::CreateGroup>(&(), request)
             .await?
             .group_id)
     }

@@ -39,11 +39,14 @@ pub enum ErrCode {
     QuotaExceeded,
     /// A `Range` that starts past the end of the media (416).
     RangeNotSatisfiable,
+    /// A commit only a group admin may make, from a member who is not one (403,
+    /// docs/protocol.md#group-roles).
+    NotAdmin,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 26] = [
+    pub const ALL: [ErrCode; 27] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -70,6 +73,7 @@ impl ErrCode {
         ErrCode::UserDeactivated,
         ErrCode::QuotaExceeded,
         ErrCode::RangeNotSatisfiable,
+        ErrCode::NotAdmin,
     ];
 
     /// The code as it appears on the wire.
@@ -101,6 +105,7 @@ impl ErrCode {
             ErrCode::UserDeactivated => "P_USER_DEACTIVATED",
             ErrCode::QuotaExceeded => "P_QUOTA_EXCEEDED",
             ErrCode::RangeNotSatisfiable => "P_RANGE_NOT_SATISFIABLE",
+            ErrCode::NotAdmin => "P_NOT_ADMIN",
         }
     }
 
@@ -115,7 +120,10 @@ impl ErrCode {
             | ErrCode::InvalidKeyPackage
             | ErrCode::InvalidMessage => 400,
             ErrCode::MissingToken | ErrCode::UnknownToken | ErrCode::Unauthorized => 401,
-            ErrCode::Forbidden | ErrCode::NotMember | ErrCode::UserDeactivated => 403,
+            ErrCode::Forbidden
+            | ErrCode::NotMember
+            | ErrCode::UserDeactivated
+            | ErrCode::NotAdmin => 403,
             ErrCode::NotFound | ErrCode::Unrecognized => 404,
             ErrCode::Timeout => 408,
             ErrCode::UserInUse

@@ -2,13 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::Empty;
-
 crate::endpoint! {
     /// Registers a new group at this (hub) server with the caller's device as its only member.
     CreateGroup: Post "/_parley/client/v1/groups",
     auth AccessToken, rate GroupCreate, body Default, path (),
-    Empty => CreateGroupResponse, errors []
+    CreateGroupRequest => CreateGroupResponse, errors []
 }
 crate::endpoint! {
     /// The calling device's groups with epoch and members.
@@ -20,7 +18,7 @@ crate::endpoint! {
     /// Submits a commit bundle, accepted or refused as one.
     SubmitCommit: Post "/_parley/client/v1/groups/{group_id}/commit",
     auth AccessToken, rate Send, body Bundle, path crate::params::GroupPath,
-    CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, UnreachableServer]
+    CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, NotAdmin, UnreachableServer]
 }
 crate::endpoint! {
     /// Sends an ephemeral application message (a typing notice, a read receipt): relayed at
@@ -43,6 +41,17 @@ crate::endpoint! {
 pub struct DeviceRef {
     pub user_id: String,
     pub device_id: String,
+}
+
+/// Body of [`CreateGroup`] (may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    /// The group has roles (docs/protocol.md#group-roles): the caller's user is its first
+    /// admin, and the hub refuses membership and settings changes by other members. The
+    /// creator's epoch-0 group context must carry the same roles extension.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub roles: bool,
 }
 
 /// Response of [`CreateGroup`].

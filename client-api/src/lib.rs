@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod openapi;
 pub mod params;
+pub mod roles;
 pub mod sync;
 pub mod versions;
 

@@ -59,7 +59,7 @@ endpoint! {
     FollowerCommit: Post "/_parley/federation/v1/groups/{group_id}/commit",
     auth ServerSignature, rate Federation, body Federation, path GroupPath,
     FollowerCommitRequest => CommitResponse,
-    errors [InvalidMessage, NotFound, NotMember, StaleEpoch, TooLarge]
+    errors [InvalidMessage, NotFound, NotMember, StaleEpoch, NotAdmin, TooLarge]
 }
 endpoint! {
     /// A follower server submits its device's application message or proposal to the hub.

@@ -7,14 +7,18 @@ use openmls::prelude::{Capabilities, CredentialType, ExtensionType, ProtocolVers
 pub const CIPHERSUITE: openmls::prelude::Ciphersuite =
     openmls::prelude::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
-/// Leaf capabilities advertised by every Parley leaf: our ciphersuite, basic credentials and
-/// the `last_resort` extension type (0x000A). Default extension and proposal types are not
-/// listed (RFC 9420 §7.2).
+/// Leaf capabilities advertised by every Parley leaf: our ciphersuite, basic credentials, the
+/// `last_resort` extension type (0x000A) and Parley's roles extension (0xFA50,
+/// docs/protocol.md#group-roles). Default extension and proposal types are not listed
+/// (RFC 9420 §7.2).
 pub fn leaf_capabilities() -> Capabilities {
     Capabilities::new(
         Some(&[ProtocolVersion::Mls10]),
         Some(&[CIPHERSUITE]),
-        Some(&[ExtensionType::LastResort]),
+        Some(&[
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(parley_client_api::roles::ROLES_EXTENSION_TYPE),
+        ]),
         Some(&[]),
         Some(&[CredentialType::Basic]),
     )

@@ -1,8 +1,8 @@
 //! Engine configuration and its documented defaults.
 
 use openmls::prelude::{
-    MlsGroupCreateConfig, MlsGroupJoinConfig, SenderRatchetConfiguration,
-    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
+    MlsGroupCreateConfig, MlsGroupCreateConfigBuilder, MlsGroupJoinConfig,
+    SenderRatchetConfiguration, MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,11 @@ impl EngineConfig {
     /// `max_past_epochs`, padding and sender-ratchet limits from this config, Parley's leaf
     /// capabilities. Public so that baselines and interop tests can use exactly the same one.
     pub fn group_create_config(&self) -> MlsGroupCreateConfig {
+        self.group_create_config_builder().build()
+    }
+
+    /// The builder of [`EngineConfig::group_create_config`], to add to before building.
+    pub(crate) fn group_create_config_builder(&self) -> MlsGroupCreateConfigBuilder {
         MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
@@ -57,7 +62,6 @@ impl EngineConfig {
             .padding_size(self.padding_size)
             .sender_ratchet_configuration(self.sender_ratchet_configuration())
             .capabilities(leaf_capabilities())
-            .build()
     }
 
     /// The openmls configuration of groups the engine joins (same policy as

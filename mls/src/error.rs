@@ -92,11 +92,14 @@ pub enum MlsError {
     /// added (AES-GCM tag mismatch, missing final chunk, trailing bytes).
     #[error("attachment cannot be decrypted (wrong key or corrupted): {0}")]
     AttachmentCorrupt(String),
-    /// Error reported by openmls.
     /// Bytes a server asked this device to sign for login that are not a login challenge of
     /// the expected server for this device.
     #[error("refused to sign: {0}")]
     LoginChallenge(String),
+    /// A commit the group's roles allow only an admin to make (docs/protocol.md#group-roles).
+    #[error("{0}")]
+    NotAdmin(String),
+    /// Error reported by openmls.
     #[error("MLS error: {0}")]
     Mls(String),
     /// Cryptographic primitive failure (RNG, KDF, cipher).

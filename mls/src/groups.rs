@@ -1,12 +1,13 @@
 //! Group operations: create, add, remove, update, leave, proposals, encrypt, members.
 
 use openmls::prelude::{
-    tls_codec::Serialize as _, CommitBuilder, Credential, Initial, LeafNodeIndex, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageOut, StagedCommit,
+    tls_codec::Serialize as _, CommitBuilder, Credential, Extensions, Initial, LeafNodeIndex,
+    MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageOut, StagedCommit,
 };
 use openmls::treesync::LeafNodeParameters;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::{random::OpenMlsRand as _, OpenMlsProvider as _};
+use parley_client_api::roles::GroupRoles;
 use sha2::{Digest, Sha256};
 
 use crate::aad::{uuid_v4, Aad};
@@ -17,6 +18,7 @@ use crate::events::{CommitBundle, Event, MemberInfo, OutgoingMessage};
 use crate::identity::fingerprint;
 use crate::key_packages::parse_key_package;
 use crate::provider::EngineProvider;
+use crate::roles::{check_staged_commit, roles_of, with_roles};
 use crate::trust::KeyChange;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
@@ -162,6 +164,73 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates group `group_id` like [`Engine::create_group`], with roles
+    /// (docs/protocol.md#group-roles): this device's user is its only admin. The hub must be
+    /// told too (`POST /groups` with `{"roles": true}`).
+    pub fn create_group_with_roles(&mut self, group_id: &str) -> Result<()> {
+        if self.groups.contains_key(group_id.as_bytes()) {
+            return Err(MlsError::GroupExists);
+        }
+        let roles = GroupRoles::new([self.identity.device.user_id.clone()]);
+        let extensions = with_roles(&Extensions::empty(), &roles)?;
+        let config = self
+            .config
+            .group_create_config_builder()
+            .with_group_context_extensions(extensions)
+            .build();
+        let group = MlsGroup::new_with_group_id(
+            &self.provider,
+            &self.identity.signer,
+            &config,
+            Self::mls_group_id(group_id),
+            self.identity.credential_with_key(),
+        )
+        .map_err(mls)?;
+        self.groups.insert(
+            group_id.as_bytes().to_vec(),
+            GroupEntry {
+                mls: group,
+                meta: GroupMeta::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The group's roles, `None` for a group without roles.
+    pub fn roles(&self, group_id: &str) -> Result<Option<GroupRoles>> {
+        roles_of(self.entry(group_id)?.mls.extensions())
+    }
+
+    /// Whether `user_id` may change the group's membership and settings: always in a group
+    /// without roles; otherwise when an admin (or when no member is one any more).
+    pub fn is_admin(&self, group_id: &str, user_id: &str) -> Result<bool> {
+        let entry = self.entry(group_id)?;
+        let Some(roles) = roles_of(entry.mls.extensions())? else {
+            return Ok(true);
+        };
+        let mut users = Vec::new();
+        for m in entry.mls.members() {
+            users.push(DeviceRef::from_credential(&m.credential)?.user_id);
+        }
+        let members = users.iter().map(String::as_str).collect();
+        Ok(roles.is_admin(user_id, &members))
+    }
+
+    /// Commits new roles naming `admins` (an admin's commit; its own check refuses it
+    /// otherwise). Turns roles on in a group without them, when every member supports them.
+    pub fn set_admins(&mut self, group_id: &str, admins: &[String]) -> Result<CommitBundle> {
+        self.ensure_no_pending(group_id)?;
+        let roles = GroupRoles::new(admins.iter().cloned());
+        GroupRoles::decode(&roles.encode()).map_err(|e| MlsError::NotAdmin(e.to_string()))?;
+        let extensions = with_roles(self.entry(group_id)?.mls.extensions(), &roles)?;
+        self.stage_commit(group_id, Vec::new(), |group| {
+            group
+                .commit_builder()
+                .propose_group_context_extensions(extensions)
+                .map_err(mls)
+        })
+    }
+
     /// Whether this device is still a member of the group.
     pub fn is_active(&self, group_id: &str) -> Result<bool> {
         Ok(self.entry(group_id)?.mls.is_active())
@@ -295,6 +364,23 @@ impl Engine {
                 .stage_commit(provider)
                 .map_err(mls)
         })?;
+        // An own commit the group's roles refuse is dropped before anyone sees it.
+        let Self {
+            groups, provider, ..
+        } = self;
+        let entry = groups
+            .get_mut(group_id.as_bytes())
+            .ok_or(MlsError::UnknownGroup)?;
+        if let Some(staged) = entry.mls.pending_commit() {
+            let own = entry.mls.own_leaf_index();
+            if let Err(e) = check_staged_commit(&entry.mls, staged, own) {
+                entry
+                    .mls
+                    .clear_pending_commit(provider.storage_ref())
+                    .map_err(mls)?;
+                return Err(e);
+            }
+        }
         self.finish_commit(group_id, bundle, key_changes)
     }
 
@@ -350,7 +436,7 @@ impl Engine {
         })
     }
 
-    fn leaf_of(&self, group_id: &str, device: &DeviceRef) -> Result<LeafNodeIndex> {
+    pub(crate) fn leaf_of(&self, group_id: &str, device: &DeviceRef) -> Result<LeafNodeIndex> {
         let entry = self.entry(group_id)?;
         entry
             .mls

@@ -154,7 +154,13 @@ mod tests {
         let kp = parse_key_package(&kps[0], &e.provider).unwrap();
         assert!(!kp.last_resort());
         let caps = kp.leaf_node().capabilities();
-        assert_eq!(caps.extensions(), &[ExtensionType::LastResort]);
+        assert_eq!(
+            caps.extensions(),
+            &[
+                ExtensionType::LastResort,
+                ExtensionType::Unknown(crate::ROLES_EXTENSION_TYPE)
+            ]
+        );
         assert!(caps.proposals().is_empty());
         let lt = kp.life_time();
         assert_eq!(

@@ -16,6 +16,7 @@ mod key_packages;
 mod login;
 mod process;
 mod provider;
+mod roles;
 #[cfg(test)]
 mod scenario_tests;
 mod state;
@@ -39,6 +40,8 @@ pub use events::{
 };
 pub use identity::{fingerprint, validate_device_id, validate_server_name, validate_user_id};
 pub use login::{LOGIN_CHALLENGE_PREFIX, LOGIN_CHALLENGE_RANDOM_BYTES};
+pub use parley_client_api::roles::GroupRoles;
+pub use roles::ROLES_EXTENSION_TYPE;
 pub use state::STATE_VERSION;
 pub use trust::{safety_number, safety_number_half, KeyChange, TrustState};
 pub use validation::{DeviceKeyValidator, StaticDeviceKeys};

@@ -16,6 +16,7 @@ use crate::engine::{Engine, GroupEntry, GroupMeta};
 use crate::error::{mls, MlsError, Result};
 use crate::events::{Envelope, Event, Joined, ProposalKind};
 use crate::groups::{commit_delta, validate_delta};
+use crate::roles::check_staged_commit;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
 fn sorted(mut v: Vec<DeviceRef>) -> Vec<DeviceRef> {
@@ -324,6 +325,7 @@ impl Engine {
                     ));
                 }
                 validate_delta(&delta, validator)?;
+                check_staged_commit(&entry.mls, &staged, sender_leaf)?;
                 let mut events = Vec::new();
                 if entry.mls.pending_commit().is_some() {
                     entry

@@ -882,3 +882,157 @@ fn a_joiner_learns_who_signed_its_welcome_from_the_group_itself() {
         .unwrap();
     assert_eq!(joined.welcome_sender, Some(w.dev(1)));
 }
+
+/// Alice (admin), bob and carol in a group with roles.
+fn three_with_roles() -> World {
+    let mut w = World::new(
+        &[
+            ("@alice:a.example", "ALICEDEV01"),
+            ("@bob:b.example", "BOBDEV0001"),
+            ("@carol:a.example", "CAROLDEV01"),
+        ],
+        EngineConfig::default(),
+    );
+    w.clients[0].create_group_with_roles(G).unwrap();
+    w.members = vec![0];
+    w.add(0, &[1, 2]);
+    w
+}
+
+/// A commit built with openmls directly, as a client that skips the role check would.
+fn unchecked_removal(w: &mut World, from: usize, victim: usize) -> CommitBundle {
+    use openmls_traits::OpenMlsProvider as _;
+    let victim = w.dev(victim);
+    let leaf = w.clients[from].leaf_of(G, &victim).unwrap();
+    let bundle = w.clients[from]
+        .with_group_and_signer(G, |group, provider, signer| {
+            group
+                .commit_builder()
+                .propose_removals([leaf])
+                .load_psks(provider.storage())
+                .map_err(crate::error::mls)?
+                .build(provider.rand(), provider.crypto(), signer, |_| true)
+                .map_err(crate::error::mls)?
+                .stage_commit(provider)
+                .map_err(crate::error::mls)
+        })
+        .unwrap();
+    w.clients[from]
+        .finish_commit(G, bundle, Vec::new())
+        .unwrap()
+}
+
+#[test]
+fn a_member_who_is_not_admin_cannot_remove_others_or_change_roles() {
+    let mut w = three_with_roles();
+    w.assert_in_sync();
+    let alice = "@alice:a.example".to_owned();
+    for i in 0..3 {
+        assert_eq!(
+            w.clients[i].roles(G).unwrap().unwrap().admins,
+            std::slice::from_ref(&alice)
+        );
+    }
+    assert!(w.clients[1].is_admin(G, &alice).unwrap());
+    assert!(!w.clients[1].is_admin(G, "@bob:b.example").unwrap());
+    // Bob's own engine refuses to build the commits, and leaves no pending commit behind.
+    let carol = w.dev(2);
+    assert!(matches!(
+        w.clients[1].remove_members(G, &[carol]),
+        Err(MlsError::NotAdmin(_))
+    ));
+    assert!(matches!(
+        w.clients[1].set_admins(G, &["@bob:b.example".to_owned()]),
+        Err(MlsError::NotAdmin(_))
+    ));
+    assert!(!w.clients[1].has_pending_commit(G).unwrap());
+    // A client that skips the check: carol and alice refuse its commit before merging it.
+    let forged = unchecked_removal(&mut w, 1, 2);
+    let env = w.commit_envelope(1, &forged);
+    for i in [0, 2] {
+        let err = w.clients[i]
+            .process(G, &forged.commit, &env, &w.dir)
+            .unwrap_err();
+        assert!(matches!(err, MlsError::NotAdmin(_)), "{err:?}");
+        assert_eq!(w.clients[i].epoch(G).unwrap(), w.epoch);
+    }
+    w.clients[1].discard_pending_commit(G).unwrap();
+    // Bob may still update his own leaf, and the group goes on.
+    let update = w.clients[1].self_update(G).unwrap();
+    assert!(w.deliver_commit(1, &update, &[]));
+    w.exchange(2, b"still here");
+    w.assert_in_sync();
+}
+
+#[test]
+fn an_admin_promotes_a_member_who_may_then_remove_others() {
+    let mut w = three_with_roles();
+    let admins = vec!["@alice:a.example".to_owned(), "@bob:b.example".to_owned()];
+    let promote = w.clients[0].set_admins(G, &admins).unwrap();
+    assert!(w.deliver_commit(0, &promote, &[]));
+    for i in 0..3 {
+        assert_eq!(w.clients[i].roles(G).unwrap().unwrap().admins, admins);
+    }
+    let carol = w.dev(2);
+    let removal = w.clients[1].remove_members(G, &[carol]).unwrap();
+    assert!(w.deliver_commit(1, &removal, &[]));
+    w.assert_in_sync();
+    w.exchange(0, b"two of us");
+}
+
+#[test]
+fn a_member_may_add_a_members_new_device_but_not_a_new_user() {
+    let mut w = three_with_roles();
+    let carol_laptop = w.add_client("@carol:a.example", "CAROLLAPTOP", EngineConfig::default());
+    let dave = w.add_client("@dave:d.example", "DAVEDEV001", EngineConfig::default());
+    let dir = w.dir.clone();
+    let kp = w.clients[dave].generate_key_packages(1).unwrap();
+    assert!(matches!(
+        w.clients[1].add_members(G, &kp, &dir),
+        Err(MlsError::NotAdmin(_))
+    ));
+    w.add(1, &[carol_laptop]);
+    w.exchange(carol_laptop, b"from the laptop");
+    w.assert_in_sync();
+}
+
+#[test]
+fn a_device_without_the_roles_capability_cannot_be_added_to_a_group_with_roles() {
+    use openmls::prelude::{
+        tls_codec::Serialize as _, Capabilities, CredentialType, KeyPackage, MlsMessageOut,
+        ProtocolVersion,
+    };
+    use openmls_basic_credential::SignatureKeyPair;
+    let mut w = three_with_roles();
+    // An RFC 9420 client that does not know Parley's roles extension.
+    let provider = crate::provider::EngineProvider::default();
+    let signer = SignatureKeyPair::new(crate::CIPHERSUITE.signature_algorithm()).unwrap();
+    let device = DeviceRef::new("@old:a.example", "OLDDEVICE1").unwrap();
+    w.dir.insert(device.clone(), signer.to_public_vec());
+    let credential = openmls::prelude::BasicCredential::new(device.identity().into_bytes());
+    let kp = KeyPackage::builder()
+        .leaf_node_capabilities(Capabilities::new(
+            Some(&[ProtocolVersion::Mls10]),
+            Some(&[crate::CIPHERSUITE]),
+            Some(&[]),
+            Some(&[]),
+            Some(&[CredentialType::Basic]),
+        ))
+        .build(
+            crate::CIPHERSUITE,
+            &provider,
+            &signer,
+            openmls::prelude::CredentialWithKey {
+                credential: credential.into(),
+                signature_key: signer.to_public_vec().into(),
+            },
+        )
+        .unwrap();
+    let bytes = MlsMessageOut::from(kp.key_package().clone())
+        .tls_serialize_detached()
+        .unwrap();
+    let dir = w.dir.clone();
+    let err = w.clients[0].add_members(G, &[bytes], &dir).unwrap_err();
+    assert!(!matches!(err, MlsError::NotAdmin(_)), "{err:?}");
+    assert!(!w.clients[0].has_pending_commit(G).unwrap());
+}

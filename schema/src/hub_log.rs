@@ -170,6 +170,9 @@ pub struct Group {
     /// Latest GroupInfo sent with a commit.
     pub group_info: Option<Vec<u8>>,
     pub created_ts: i64,
+    /// The admins the group's roles extension names, as its canonical JSON; `None` for a
+    /// group without roles.
+    pub roles: Option<String>,
 }
 
 /// A commit the hub has checked and now applies.
@@ -193,6 +196,9 @@ pub struct CommitToApply {
     /// Added devices of this server that receive the Welcome.
     pub welcome_recipients: Vec<(String, String)>,
     pub group_info: Option<Vec<u8>>,
+    /// `Some` when the commit changes the group context: the roles it now has (canonical
+    /// JSON, `None` when it has none any more).
+    pub roles: Option<Option<String>>,
     pub ts: i64,
     /// Events for other servers (member servers, invitees' servers).
     pub outbox: Vec<OutboxItem>,
@@ -220,11 +226,25 @@ impl HubLog<'_> {
         device_id: &str,
         now_ms: i64,
     ) -> StoreResult<()> {
+        self.create_group_with_roles(group_id, user_id, device_id, None, now_ms)
+            .await
+    }
+
+    /// Like [`HubLog::create_group`], with the group's initial roles (canonical JSON).
+    pub async fn create_group_with_roles(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        device_id: &str,
+        roles: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         let (group_id, user_id, device_id) = (
             group_id.to_owned(),
             user_id.to_owned(),
             device_id.to_owned(),
         );
+        let roles = roles.map(str::to_owned);
         let change = TailEvent::Change {
             group_id: Some(group_id.clone()),
             devices: vec![(user_id.clone(), device_id.clone())],
@@ -241,6 +261,7 @@ impl HubLog<'_> {
                         groups::epoch.eq(0i64),
                         groups::last_seq.eq(0i64),
                         groups::created_ts.eq(now_ms),
+                        groups::roles.eq(&roles),
                     ))
                     .execute(c)
                     .await?;
@@ -399,6 +420,12 @@ impl HubLog<'_> {
                         Some(e) => Refused::StaleEpoch(e),
                     }));
                 };
+                if let Some(roles) = &commit.roles {
+                    diesel::update(groups::table.find(&commit.group_id))
+                        .set(groups::roles.eq(roles))
+                        .execute(c)
+                        .await?;
+                }
                 let n_welcomes = if commit.welcome.is_some() {
                     commit.welcome_recipients.len() as i64
                 } else {

@@ -72,6 +72,7 @@ diesel::table! {
         group_info -> Nullable<Binary>,
         created_ts -> BigInt,
         pruned_seq -> BigInt,
+        roles -> Nullable<Text>,
     }
 }
 

@@ -223,6 +223,7 @@ fn commit(
         .map(|m| (m.user_id.clone(), m.device_id.clone()))
         .collect::<Vec<_>>();
     CommitToApply {
+        roles: None,
         group_id: group.into(),
         epoch,
         sender_user: sender.into(),

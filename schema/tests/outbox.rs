@@ -32,6 +32,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
         store
             .hub_log()
             .apply_commit(CommitToApply {
+                roles: None,
                 group_id: group.into(),
                 epoch: 0,
                 sender_user: a.into(),

@@ -35,6 +35,7 @@ async fn group_of(store: &Store, a: &str, b: &str) {
         .await
         .unwrap();
     let add_b = CommitToApply {
+        roles: None,
         group_id: GROUP.into(),
         epoch: 0,
         sender_user: a.into(),

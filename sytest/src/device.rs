@@ -209,6 +209,48 @@ impl Device {
         Ok(group_id)
     }
 
+    /// Creates a group with roles (docs/protocol.md#group-roles) at the hub and in the engine:
+    /// this device's user is its only admin.
+    pub async fn create_group_with_roles(&mut self) -> anyhow::Result<String> {
+        let group_id = self.hub_group_with_roles().await?;
+        self.engine
+            .create_group_with_roles(&group_id)
+            .map_err(|e| anyhow::anyhow!("engine cannot create group {group_id:?}: {e}"))?;
+        Ok(group_id)
+    }
+
+    /// Creates a group with roles at the hub only: the engine's group has none, as a client
+    /// that ignores roles would create it. Its commits then meet the hub's rule alone.
+    pub async fn create_group_with_roles_at_hub(&mut self) -> anyhow::Result<String> {
+        let group_id = self.hub_group_with_roles().await?;
+        self.engine
+            .create_group(&group_id)
+            .map_err(|e| anyhow::anyhow!("engine cannot create group {group_id:?}: {e}"))?;
+        Ok(group_id)
+    }
+
+    async fn hub_group_with_roles(&mut self) -> anyhow::Result<String> {
+        let request = parley_client_api::groups::CreateGroupRequest { roles: true };
+        expect_ok(
+            self.client.create_group_with(&request).await,
+            "create group with roles",
+        )
+    }
+
+    /// Commits roles naming `admins` and merges.
+    pub async fn set_admins(
+        &mut self,
+        group_id: &str,
+        admins: &[&str],
+    ) -> anyhow::Result<CommitResponse> {
+        let admins: Vec<String> = admins.iter().map(|a| a.to_string()).collect();
+        let bundle = self
+            .engine
+            .set_admins(group_id, &admins)
+            .map_err(|e| anyhow::anyhow!("engine cannot set admins: {e}"))?;
+        self.submit(group_id, bundle).await
+    }
+
     /// Claims one package of every device of `users` (checking there are no failures).
     pub async fn claim(&mut self, users: &[&str]) -> anyhow::Result<Vec<Vec<u8>>> {
         self.learn(users).await?;

@@ -16,6 +16,7 @@ pub fn all() -> Vec<Test> {
         restart::TESTS,
         keys::TESTS,
         groups::TESTS,
+        roles::TESTS,
         delivery::TESTS,
         federation::TESTS,
         media::TESTS,

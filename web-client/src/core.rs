@@ -71,6 +71,7 @@ impl From<MlsError> for WebError {
             MlsError::AttachmentFormat(_) => "AttachmentFormat",
             MlsError::AttachmentHashMismatch => "AttachmentHashMismatch",
             MlsError::AttachmentCorrupt(_) => "AttachmentCorrupt",
+            MlsError::NotAdmin(_) => "NotAdmin",
             #[allow(unreachable_patterns)]
             _ => "Engine",
         };
@@ -444,6 +445,34 @@ impl Core {
     pub fn create_group(&mut self, group_id: &str) -> WebResult<()> {
         let (e, _) = self.engine_mut()?;
         Ok(e.create_group(group_id)?)
+    }
+
+    /// Creates a group with roles (docs/protocol.md#group-roles): this user is its only admin.
+    pub fn create_group_with_roles(&mut self, group_id: &str) -> WebResult<()> {
+        let (e, _) = self.engine_mut()?;
+        Ok(e.create_group_with_roles(group_id)?)
+    }
+
+    /// The group's roles as JSON: `{"admins": [user ids]}`, or `null` for a group without roles.
+    pub fn roles(&self, group_id: &str) -> WebResult<String> {
+        let roles = self.engine()?.roles(group_id)?;
+        Ok(to_json(
+            &json!(roles.map(|r| json!({ "admins": r.admins }))),
+        ))
+    }
+
+    /// Whether `user_id` may change the group's membership and settings.
+    pub fn is_admin(&self, group_id: &str, user_id: &str) -> WebResult<bool> {
+        Ok(self.engine()?.is_admin(group_id, user_id)?)
+    }
+
+    /// Commit setting the group's admins (JSON array of user ids); the bundle JSON as
+    /// [`WebCore::add_members`].
+    pub fn set_admins(&mut self, group_id: &str, admins_json: &str) -> WebResult<String> {
+        let admins: Vec<String> = parse_json("admins", admins_json)?;
+        let (e, _) = self.engine_mut()?;
+        let bundle = e.set_admins(group_id, &admins)?;
+        Ok(to_json(&bundle_json(&bundle)))
     }
 
     /// JSON array of group ids held.

@@ -153,6 +153,30 @@ impl Client {
         self.core.create_group(group_id).map_err(js)
     }
 
+    /// Creates a group with roles: this user is its only admin (`POST /groups` with
+    /// `{"roles": true}` first).
+    #[wasm_bindgen(js_name = createGroupWithRoles)]
+    pub fn create_group_with_roles(&mut self, group_id: &str) -> JsResult<()> {
+        self.core.create_group_with_roles(group_id).map_err(js)
+    }
+
+    /// `{"admins": [...]}` JSON, or `null` for a group without roles.
+    pub fn roles(&self, group_id: &str) -> JsResult<String> {
+        self.core.roles(group_id).map_err(js)
+    }
+
+    /// Whether `user_id` may change the group's membership and settings.
+    #[wasm_bindgen(js_name = isAdmin)]
+    pub fn is_admin(&self, group_id: &str, user_id: &str) -> JsResult<bool> {
+        self.core.is_admin(group_id, user_id).map_err(js)
+    }
+
+    /// Commit bundle JSON setting the admins (JSON array of user ids).
+    #[wasm_bindgen(js_name = setAdmins)]
+    pub fn set_admins(&mut self, group_id: &str, admins_json: &str) -> JsResult<String> {
+        self.core.set_admins(group_id, admins_json).map_err(js)
+    }
+
     #[wasm_bindgen(js_name = groupIds)]
     pub fn group_ids(&self) -> JsResult<String> {
         self.core.group_ids().map_err(js)

@@ -2,7 +2,8 @@
 //! resolve the roster change it makes (and whether its sender may make it), plan the fan-out
 //! (who gets the commit and the Welcome), and apply it (one store transaction, then wake-ups).
 //! Refusals come in the protocol's order: malformed, wrong group or content, future epoch,
-//! declared membership not matching the commit, sender not in the roster, stale epoch.
+//! declared membership not matching the commit, sender not in the roster, stale epoch, a
+//! change only an admin may make.
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef};
 use parley_schema::{CommitToApply, Member, OutboundDevice, OutboundWelcome, OutboxItem};
 
 use super::error::HubError;
+use super::roles::check_commit_roles;
 use super::roster::{check_added_device, check_adds_policy, roster_of};
 use super::{decode, group_or_404, invalid, refusal};
 use crate::clock::now_ms;
@@ -32,7 +34,15 @@ pub async fn hub_commit(
     let bundle = Bundle::decode(state, &req)?;
     let info = mls_check::inspect_message(&bundle.commit).map_err(invalid)?;
     let checked = check_bundle(&bundle, &info, group_id, group.epoch.max(0) as u64)?;
-    let change = resolve_change(state, sender, group_id, &req, &bundle, &checked).await?;
+    let mut change = resolve_change(state, sender, group_id, &req, &bundle, &checked).await?;
+    // 7. Roles: what only an admin may do.
+    change.roles = check_commit_roles(
+        group.roles.as_deref(),
+        &change.members,
+        &change.roster,
+        sender,
+        &change.delta,
+    )?;
     let plan = plan_fan_out(state, sender, &change, bundle.welcome.as_deref());
     apply(
         state,
@@ -142,6 +152,8 @@ struct RosterChange {
     roster: Roster,
     delta: CommitDelta,
     added_identities: Vec<String>,
+    /// The roles to store, when the commit changes the group context.
+    roles: Option<Option<String>>,
 }
 
 /// 4–6. The commit's adds and removes, resolved against the proposals stored this epoch and
@@ -235,6 +247,7 @@ async fn resolve_change(
         roster,
         delta,
         added_identities,
+        roles: None,
     })
 }
 
@@ -377,6 +390,7 @@ async fn apply(
         welcome: bundle.welcome,
         welcome_recipients: plan.welcome_recipients.clone(),
         group_info: bundle.group_info,
+        roles: change.roles.clone(),
         ts: now_ms() as i64,
         outbox: plan.outbox,
     };

@@ -28,6 +28,9 @@ pub enum HubError {
     /// The sending device is not in the roster (or not at the leaf its message names).
     #[error("the sending device is not a member of this group")]
     NotMember,
+    /// A commit the group's roles allow only an admin to make (docs/protocol.md#group-roles).
+    #[error(transparent)]
+    NotAdmin(parley_client_api::roles::RoleError),
     #[error("the group is at epoch {current_epoch}")]
     StaleEpoch { current_epoch: u64 },
     /// The group's hub (another server) refused or could not be reached.

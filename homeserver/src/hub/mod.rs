@@ -9,6 +9,7 @@ pub mod error;
 pub mod notice;
 pub mod notice_gate;
 mod relay;
+mod roles;
 mod roster;
 mod send;
 
@@ -18,8 +19,8 @@ pub use send::hub_send;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parley_client_api::groups::{
-    CommitRequest, CommitResponse, CreateGroupResponse, DeviceRef, GroupSummary,
-    ListGroupsResponse, SendRequest, SendResponse,
+    CommitRequest, CommitResponse, CreateGroupRequest, CreateGroupResponse, DeviceRef,
+    GroupSummary, ListGroupsResponse, SendRequest, SendResponse,
 };
 use parley_client_api::ids::{GroupId, TxnId};
 use parley_client_api::params::GroupTxnPath;
@@ -34,11 +35,17 @@ use error::HubError;
 const GROUP_ID_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
-/// Registers a new group here with `creator` as its only member, at epoch 0.
+/// Registers a new group here with `creator` as its only member, at epoch 0; with roles, the
+/// creator's user is its first admin.
 pub async fn create_group(
     state: &AppState,
     creator: &DeviceRef,
+    req: &CreateGroupRequest,
 ) -> Result<CreateGroupResponse, HubError> {
+    let roles = req.roles.then(|| {
+        let roles = parley_client_api::roles::GroupRoles::new([creator.user_id.as_str()]);
+        String::from_utf8_lossy(&roles.encode()).into_owned()
+    });
     let group_id = format!(
         "!{}:{}",
         random_id(22, GROUP_ID_ALPHABET),
@@ -47,14 +54,15 @@ pub async fn create_group(
     state
         .store
         .hub_log()
-        .create_group(
+        .create_group_with_roles(
             &group_id,
             &creator.user_id,
             &creator.device_id,
+            roles.as_deref(),
             now_ms() as i64,
         )
         .await?;
-    tracing::info!(%group_id, user_id = %creator.user_id, "group created");
+    tracing::info!(%group_id, user_id = %creator.user_id, roles = req.roles, "group created");
     Ok(CreateGroupResponse { group_id })
 }
 

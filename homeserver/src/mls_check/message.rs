@@ -8,9 +8,10 @@ use openmls::prelude::tls_codec::{
     Deserialize as TlsDeserializeTrait, Serialize as TlsSerializeTrait, VLBytes,
 };
 use openmls::prelude::{
-    AddProposalIn, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProposalIn, ProposalOrRefIn,
-    ProposalType, ProtocolVersion,
+    AddProposalIn, GroupContextExtensionProposalIn, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
+    ProposalIn, ProposalOrRefIn, ProposalType, ProtocolVersion,
 };
+use parley_client_api::roles::ROLES_EXTENSION_TYPE;
 
 use super::{basic_identity, crypto, WireFormatKind, CIPHERSUITE};
 
@@ -160,11 +161,21 @@ pub enum ProposalEffect {
     Update,
     /// The sender leaves (openmls SelfRemove, removes the proposal's sender).
     SelfRemove,
+    /// Replaces the group context's extensions.
+    GroupContextExtensions(ContextChange),
     /// Any other proposal type (PSK, ReInit, ExternalInit, GroupContextExtensions, custom…).
     Other {
         /// The RFC 9420 proposal type code.
         proposal_type: u16,
     },
+}
+
+/// What a GroupContextExtensions proposal sets that the hub tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContextChange {
+    /// The body of the roles extension (docs/protocol.md#group-roles), `None` when the new
+    /// context has none.
+    pub roles: Option<Vec<u8>>,
 }
 
 /// A standalone proposal (`PublicMessage` with content type proposal).
@@ -220,10 +231,15 @@ pub struct CommitDelta {
     pub adds: Vec<AddedMember>,
     /// Removed leaf indices (Removes and SelfRemoves).
     pub removes: Vec<u32>,
+    /// The leaf that proposed each removal, beside `removes` (the committer's for an inline
+    /// Remove).
+    pub remove_proposers: Vec<u32>,
     /// Number of Updates (no roster change).
     pub updates: usize,
     /// Proposal type codes of other proposals.
     pub other_proposal_types: Vec<u16>,
+    /// The group context the commit sets, if it carries a GroupContextExtensions proposal.
+    pub context: Option<ContextChange>,
 }
 
 impl CommitDelta {
@@ -261,14 +277,24 @@ impl CommitInfo {
             };
             match effect {
                 ProposalEffect::Add(a) => delta.adds.push(a),
-                ProposalEffect::Remove { leaf } => delta.removes.push(leaf),
+                ProposalEffect::Remove { leaf } => {
+                    delta.removes.push(leaf);
+                    delta.remove_proposers.push(sender_leaf);
+                }
                 ProposalEffect::SelfRemove => self_removes.push(sender_leaf),
                 ProposalEffect::Update => delta.updates += 1,
+                ProposalEffect::GroupContextExtensions(change) => {
+                    delta
+                        .other_proposal_types
+                        .push(u16::from(ProposalType::GroupContextExtensions));
+                    delta.context = Some(change);
+                }
                 ProposalEffect::Other { proposal_type } => {
                     delta.other_proposal_types.push(proposal_type)
                 }
             }
         }
+        delta.remove_proposers.extend(self_removes.iter().copied());
         delta.removes.extend(self_removes);
         if delta.removes.contains(&committer_leaf) {
             return Err(MessageError::CommitterRemoved(committer_leaf));
@@ -606,6 +632,9 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
                             ProposalEffect::SelfRemove => commit
                                 .other_proposal_types
                                 .push(u16::from(ProposalType::SelfRemove)),
+                            ProposalEffect::GroupContextExtensions(_) => commit
+                                .other_proposal_types
+                                .push(u16::from(ProposalType::GroupContextExtensions)),
                             ProposalEffect::Other { proposal_type } => {
                                 commit.other_proposal_types.push(*proposal_type)
                             }
@@ -634,10 +663,37 @@ fn proposal_effect(p: &ProposalIn) -> Result<ProposalEffect, MessageError> {
         },
         ProposalIn::Update(_) => ProposalEffect::Update,
         ProposalIn::SelfRemove => ProposalEffect::SelfRemove,
+        ProposalIn::GroupContextExtensions(gce) => {
+            ProposalEffect::GroupContextExtensions(context_change(gce)?)
+        }
         other => ProposalEffect::Other {
             proposal_type: u16::from(other.proposal_type()),
         },
     })
+}
+
+/// Reads a GroupContextExtensions proposal. openmls keeps its extensions private, but the
+/// proposal is exactly `struct { Extension extensions<V>; }` (RFC 9420 §12.1.7), each
+/// extension `struct { uint16 extension_type; opaque extension_data<V>; }`.
+fn context_change(gce: &GroupContextExtensionProposalIn) -> Result<ContextChange, MessageError> {
+    let malformed = |e: openmls::prelude::tls_codec::Error| MessageError::Malformed(e.to_string());
+    let bytes = gce.tls_serialize_detached().map_err(malformed)?;
+    let list = VLBytes::tls_deserialize_exact(&bytes).map_err(malformed)?;
+    let mut r: &[u8] = list.as_slice();
+    let mut change = ContextChange::default();
+    while !r.is_empty() {
+        let extension_type = u16::tls_deserialize(&mut r).map_err(malformed)?;
+        let data = VLBytes::tls_deserialize(&mut r).map_err(malformed)?;
+        if extension_type == ROLES_EXTENSION_TYPE {
+            if change.roles.is_some() {
+                return Err(MessageError::Malformed(
+                    "the roles extension appears twice".into(),
+                ));
+            }
+            change.roles = Some(data.as_slice().to_vec());
+        }
+    }
+    Ok(change)
 }
 
 /// Verifies the key package inside an Add (as every receiving client does) and reads it.

@@ -50,8 +50,8 @@ pub use roster::Roster;
 pub use self::{
     key_package::{KeyPackageError, ValidKeyPackage, LIFETIME_SLACK_MS, NOT_BEFORE_SKEW_MS},
     message::{
-        AddedMember, CommitDelta, CommitInfo, CommittedProposal, GroupInfoSummary, MessageError,
-        MessageInfo, ProposalEffect, ProposalInfo, WelcomeInfo,
+        AddedMember, CommitDelta, CommitInfo, CommittedProposal, ContextChange, GroupInfoSummary,
+        MessageError, MessageInfo, ProposalEffect, ProposalInfo, WelcomeInfo,
     },
     roster::RosterError,
 };

@@ -14,6 +14,7 @@ pub mod media;
 pub mod ratelimit;
 pub mod registration;
 pub mod restart;
+pub mod roles;
 pub mod tokens;
 pub mod versions;
 

@@ -2,8 +2,9 @@
 
 use parley_client_api::endpoint::{Empty, NoQuery};
 use parley_client_api::groups::{
-    CommitRequest, CommitResponse, CreateGroup, CreateGroupResponse, ListGroups,
-    ListGroupsResponse, SendEphemeral, SendMessage, SendRequest, SendResponse, SubmitCommit,
+    CommitRequest, CommitResponse, CreateGroup, CreateGroupRequest, CreateGroupResponse,
+    ListGroups, ListGroupsResponse, SendEphemeral, SendMessage, SendRequest, SendResponse,
+    SubmitCommit,
 };
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 
@@ -38,9 +39,9 @@ async fn create_group(
     state: AppState,
     auth: Authed,
     _: (),
-    _: Empty,
+    req: CreateGroupRequest,
 ) -> ApiResult<CreateGroupResponse> {
-    Ok(hub::create_group(&state, &auth.device()).await?)
+    Ok(hub::create_group(&state, &auth.device(), &req).await?)
 }
 
 async fn list_groups(

@@ -7,6 +7,7 @@ pub mod options;
 pub mod receiver;
 pub mod relay;
 pub mod report;
+pub mod roles;
 pub mod server;
 pub mod setup;
 pub mod typing;

@@ -35,6 +35,8 @@ enum Command {
     /// Typing notices sent ephemerally against the same notices stored, on one server:
     /// notices per second, frames delivered and database commits per notice.
     Typing(TypingArgs),
+    /// Hub CPU per commit in a group with roles next to a group without, on one server.
+    Roles(RolesArgs),
     /// The baseline server: a bare axum endpoint `POST /echo` answering with the body.
     EchoServer {
         /// Address to listen on (loopback only).
@@ -136,6 +138,28 @@ pub struct TypingArgs {
     parley: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RolesArgs {
+    /// Members of each group besides the creator and the committing member.
+    #[arg(long, default_value_t = 30)]
+    members: usize,
+    /// Commits per group and round.
+    #[arg(long, default_value_t = 200)]
+    commits: usize,
+    /// Rounds (each measures both groups, alternating which goes first).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// Database backend.
+    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
+    db: DbKind,
+    /// Administrative PostgreSQL URL for `--db postgres`.
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// The `parley` binary (default: next to this executable).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+}
+
 /// Runs `work` on a fresh multi-threaded runtime; the exit code.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -176,6 +200,16 @@ fn main() -> ExitCode {
             },
             parley: a.parley,
             rounds: a.rounds.clamp(2, 20),
+        })),
+        Command::Roles(a) => run_async(bench::roles::run(bench::roles::RolesOptions {
+            members: a.members.clamp(1, 1000),
+            commits: a.commits.clamp(1, 100_000),
+            rounds: a.rounds.clamp(1, 100),
+            postgres_url: match a.db {
+                DbKind::Sqlite => None,
+                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
+            },
+            parley: a.parley,
         })),
         Command::Typing(a) => run_async(bench::typing::run(bench::typing::TypingOptions {
             senders: a.senders.clamp(1, 256),

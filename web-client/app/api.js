@@ -244,7 +244,8 @@ export class Api {
   }
   keyCount() { return this.endpoint(E.KeyCount); }
   claimKeys(userIds) { return this.endpoint(E.ClaimKeys, {}, { user_ids: userIds }); }
-  createGroup() { return this.endpoint(E.CreateGroup, {}, {}); }
+  /** A new group on this homeserver's hub; `{roles: true}`: the hub enforces group roles too. */
+  createGroup({ roles = false } = {}) { return this.endpoint(E.CreateGroup, {}, roles ? { roles: true } : {}); }
   groups() { return this.endpoint(E.ListGroups); }
   commit(groupId, bundle) {
     const body = { commit: bundle.commit, adds: bundle.adds || [], removes: bundle.removes || [] };

@@ -449,18 +449,34 @@ function renderConv(me) {
   try { changes = session.keyChanges(conv.group_id); } catch { /* locked */ }
   const changedUsers = new Set(changes.map((c) => c.user_id));
 
-  // Members, one entry per user, with trust badges.
+  // Members, one entry per user, with trust badges and (in a group with roles) an "admin"
+  // badge. Only an admin gets the controls that change membership and roles.
   const users = [...new Set(conv.members.map((m) => m.user_id))].sort();
+  const admins = Array.isArray(conv.admins) ? conv.admins : null;
+  const amAdmin = conv.active && session.isAdmin(conv.group_id, me);
   const ml = $('member-list');
   ml.replaceChildren();
   for (const u of users) {
     let trust = 'tofu';
     try { trust = u === me ? 'own' : client.userTrust(u); } catch { /* locked */ }
     if (changedUsers.has(u)) trust = 'key_changed';
+    const isAdmin = !!admins && admins.includes(u);
     const li = el('li', {}, el('span', { text: u === me ? `${u} (you)` : u }));
+    li.dataset.user = u;
+    if (isAdmin) li.append(el('span', { class: 'role-badge', role: 'img', 'aria-label': `${u} is an admin`, text: 'admin' }));
     if (trust === 'verified') li.append(el('span', { role: 'img', 'aria-label': 'Verified', class: 'verified', text: '✓' }));
     if (trust === 'key_changed') li.append(el('span', { role: 'img', 'aria-label': 'Key changed', class: 'changed', text: '⚠' }));
-    if (u !== me && conv.active) {
+    if (u !== me && amAdmin) {
+      if (admins) {
+        li.append(el('button', {
+          type: 'button', class: 'link', 'aria-label': isAdmin ? `Remove ${u} as admin` : `Make ${u} an admin`,
+          text: isAdmin ? 'Remove admin' : 'Make admin',
+          onclick: () => guarded(null, async () => {
+            await session.setAdmin(conv.group_id, u, !isAdmin);
+            announce(isAdmin ? `${u} is no longer an admin.` : `${u} is now an admin.`);
+          }),
+        }));
+      }
       li.append(el('button', {
         type: 'button', class: 'link', 'aria-label': `Remove ${u}`, text: '×',
         onclick: () => guarded(null, async () => { await session.removeMember(conv.group_id, u); announce(`Removed ${u}.`); }),
@@ -508,6 +524,9 @@ function renderConv(me) {
   $('message-input').disabled = !conv.active;
   $('invite-btn').disabled = !conv.active;
   $('invite-user').disabled = !conv.active;
+  // Inviting someone new is an admin's (the engine and the hub refuse it otherwise).
+  $('invite-form').hidden = conv.active && !amAdmin;
+  $('admin-note').hidden = !conv.active || amAdmin;
   $('leave-btn').disabled = !conv.active;
   $('group-settings-btn').disabled = !conv.active || changes.length > 0;
   $('share-history').checked = !!conv.shareHistory;

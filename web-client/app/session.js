@@ -27,6 +27,33 @@ const MEMBER_DEVICE_LATE_MS = 30000;
 /** Thrown by a commit builder when a concurrent commit already did the work. */
 class NothingToDo extends Error {}
 
+/** What a non-admin sees when the engine (`[NotAdmin]`) or the hub (403 `P_NOT_ADMIN`) refuses. */
+export const NOT_ADMIN_TEXT = 'Only an admin can do that.';
+
+/** `err` as shown to the user: a refusal for lack of the admin role becomes `NOT_ADMIN_TEXT`. */
+export function roleError(err) {
+  if (errorCode(err) === 'NotAdmin' || (err && err.errcode === 'P_NOT_ADMIN')) return new Error(NOT_ADMIN_TEXT);
+  return err;
+}
+
+/**
+ * The system lines for a change of a group's admins (`before` and `after`: arrays of user ids,
+ * or null for a group without roles) by `committer` ("You" when it is this user).
+ */
+export function adminChangeLines(before, after, committer, me) {
+  if (!after) return [];
+  const name = (u) => (u === me ? 'you' : localpart(u));
+  const by = committer === me ? 'You' : localpart(committer);
+  if (!before) return [`${by} turned on admin roles: ${after.map(name).join(', ')} ${after.length === 1 ? 'is the admin' : 'are admins'}.`];
+  const lines = [];
+  for (const u of after.filter((a) => !before.includes(a))) lines.push(`${by} made ${name(u)} an admin.`);
+  for (const u of before.filter((a) => !after.includes(a))) {
+    lines.push(u === committer ? `${by} gave up ${committer === me ? 'your' : 'their'} admin role.`
+      : `${by} removed ${u === me ? 'your' : `${localpart(u)}'s`} admin role.`);
+  }
+  return lines;
+}
+
 /** Engine errors that mean "already handled" when a message is delivered again. */
 const BENIGN = new Set(['WrongEpoch', 'Replay', 'UnknownGroup', 'GroupExists']);
 
@@ -307,7 +334,43 @@ export class Session {
   refreshMembers(conv) {
     try {
       conv.members = J(this.client.members(conv.group_id));
-    } catch { /* group gone */ }
+    } catch { return; /* group gone */ }
+    conv.admins = this.readAdmins(conv.group_id);
+  }
+
+  /** The group's admins (user ids, sorted), or null for a group without roles. */
+  readAdmins(gid) {
+    try {
+      const r = J(this.client.roles(gid));
+      return r && Array.isArray(r.admins) ? r.admins : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Whether `userId` (this user by default) may change the conversation's membership and
+   * roles: always in a group without roles; false when the group is gone.
+   */
+  isAdmin(gid, userId = this.me) {
+    try {
+      return !!this.client.isAdmin(gid, userId);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Whether this user is the only admin among the members of a group with roles while others
+   * remain (then it may neither leave nor give up the role).
+   */
+  isLastAdmin(gid) {
+    const admins = this.readAdmins(gid);
+    if (!admins) return false;
+    let users;
+    try { users = new Set(J(this.client.members(gid)).map((d) => d.user_id)); } catch { return false; }
+    const memberAdmins = admins.filter((a) => users.has(a));
+    return memberAdmins.length === 1 && memberAdmins[0] === this.me && users.size > 1;
   }
 
   async handleWelcome(w) {
@@ -320,6 +383,7 @@ export class Session {
         const conv = this.state.convs[joined.group_id] || this.newConv(joined.group_id);
         conv.active = true;
         conv.members = joined.members;
+        conv.admins = this.readAdmins(joined.group_id);
         const { body, status } = welcomeText(joined, w.sender, this.me);
         pushMessage(conv, { id: `w:${w.id}`, kind: 'system', body, ts: w.ts });
         conv.unread = (conv.unread || 0) + 1;
@@ -358,6 +422,7 @@ export class Session {
       await this.fetchUsers([...new Set(m.adds.map((d) => d.user_id))]).catch(() => {});
     }
     let events = [];
+    const adminsBefore = m.kind === 'commit' ? this.readAdmins(gid) : undefined;
     try {
       events = J(await withDeviceKeys(() => this.client.process(gid, JSON.stringify(m)), this.missing, this.fetchUsers));
     } catch (err) {
@@ -394,6 +459,13 @@ export class Session {
       }
     }
     this.refreshMembers(conv);
+    const committed = events.find((ev) => ev.type === 'commit');
+    if (committed && adminsBefore !== undefined) {
+      const after = this.readAdmins(gid);
+      adminChangeLines(adminsBefore, after, committed.committer.user_id, this.me).forEach((body, i) => {
+        pushMessage(conv, { id: `c:${m.seq}:adm${i}`, kind: 'system', body, ts: m.ts });
+      });
+    }
     if (events.some((ev) => ev.type === 'commit' && ev.added.length)) this.noteNewDevices(m.ts);
     if (gotText && isOpen) this.defer(() => { this.sendReadReceipt(gid).catch(() => {}); }, 200);
     if (leavers.size) {
@@ -605,8 +677,9 @@ export class Session {
 
   /** A new MLS group on the hub and in the engine (inside the queue): its id. */
   async newGroup() {
-    const { group_id: gid } = await this.api.createGroup();
-    this.client.createGroup(gid);
+    // Every new group has roles: its creator is the only admin (docs/protocol.md#group-roles).
+    const { group_id: gid } = await this.api.createGroup({ roles: true });
+    this.client.createGroupWithRoles(gid);
     return gid;
   }
 
@@ -647,7 +720,11 @@ export class Session {
         if (already.size) throw new Error(`${userId} is already in this conversation.`);
         throw new Error(`${userId} has no device that can be added.`);
       }
-      await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps.map(([, kp]) => kp))));
+      try {
+        await this.commit(gid, () => this.client.addMembers(gid, JSON.stringify(kps.map(([, kp]) => kp))));
+      } catch (err) {
+        throw roleError(err);
+      }
       pushMessage(conv, { id: `i:${this.now()}:${userId}`, kind: 'system', body: `You added ${userId}.`, ts: this.now() });
       this.onChange();
       return kps.map(([dev]) => dev);
@@ -664,8 +741,51 @@ export class Session {
 
   removeMember(gid, userId) {
     return this.queue.run(async () => {
-      await this.commit(gid, () => this.client.removeUser(gid, userId));
+      try {
+        await this.commit(gid, () => this.client.removeUser(gid, userId));
+      } catch (err) {
+        throw roleError(err);
+      }
       pushMessage(this.state.convs[gid], { id: `r:${this.now()}:${userId}`, kind: 'system', body: `You removed ${userId}.`, ts: this.now() });
+      this.onChange();
+    });
+  }
+
+  /**
+   * Makes `userId` an admin of the conversation (`makeAdmin`) or takes the role away, with one
+   * commit (an admin's only). The last admin among the members cannot give the role up while
+   * others remain. Admins no longer in the group are dropped from the list on the way.
+   */
+  setAdmin(gid, userId, makeAdmin) {
+    return this.queue.run(async () => {
+      const conv = this.state.convs[gid];
+      if (!conv || !conv.active) throw new Error('This conversation is not active.');
+      if (!this.readAdmins(gid)) throw new Error('This conversation has no admin roles.');
+      if (!this.isAdmin(gid)) throw new Error(NOT_ADMIN_TEXT);
+      if (!makeAdmin && userId === this.me && this.isLastAdmin(gid)) {
+        throw new Error('Make another member an admin before you give up your admin role.');
+      }
+      const next = () => {
+        const users = new Set(J(this.client.members(gid)).map((d) => d.user_id));
+        if (!users.has(userId)) throw new Error(`${userId} is not a member of this conversation.`);
+        const current = (this.readAdmins(gid) || []).filter((a) => users.has(a));
+        const list = makeAdmin ? [...new Set([...current, userId])].sort() : current.filter((a) => a !== userId);
+        if (list.length === current.length && list.every((a, i) => a === current[i])) throw new NothingToDo();
+        if (!list.length) throw new Error('A conversation with admin roles needs at least one admin.');
+        return list;
+      };
+      try {
+        await this.commit(gid, () => this.client.setAdmins(gid, JSON.stringify(next())));
+      } catch (err) {
+        if (err instanceof NothingToDo) {
+          this.onChange();
+          return;
+        }
+        throw roleError(err);
+      }
+      const who = userId === this.me ? 'your' : `${localpart(userId)}'s`;
+      const body = makeAdmin ? `You made ${userId === this.me ? 'yourself' : localpart(userId)} an admin.` : `You removed ${who} admin role.`;
+      pushMessage(conv, { id: `ad:${this.now()}:${userId}:${makeAdmin ? '+' : '-'}`, kind: 'system', body, ts: this.now() });
       this.onChange();
     });
   }
@@ -673,6 +793,8 @@ export class Session {
   leave(gid) {
     return this.queue.run(async () => {
       const conv = this.state.convs[gid];
+      // A DM is exempt: the one left behind counts as admin once no member is one.
+      if (conv && !conv.dm && this.isLastAdmin(gid)) throw new Error('Make another member an admin before you leave.');
       await this.sendLeave(gid);
       conv.active = false;
       pushMessage(conv, { id: `l:${this.now()}`, kind: 'system', body: 'You left. Others will remove this device at their next commit.', ts: this.now() });

@@ -21,6 +21,23 @@ function fakeClient() {
     generateLastResortKeyPackage() { return 'LR'; },
     groupIds() { return JSON.stringify([...this.groups]); },
     createGroup(g) { this.groups.add(g); this.members[g] = [{ ...ME }]; },
+    // Roles (a group created with them: this user the only admin).
+    admins: {},
+    createGroupWithRoles(g) { this.createGroup(g); this.admins[g] = [ME.user_id]; },
+    roles(g) { return JSON.stringify(this.admins[g] ? { admins: this.admins[g] } : null); },
+    isAdmin(g, u) {
+      const a = this.admins[g];
+      if (!a) return true;
+      const users = new Set((this.members[g] || []).map((m) => m.user_id));
+      return a.some((x) => users.has(x)) ? a.includes(u) : users.has(u);
+    },
+    setAdmins(g, json) {
+      if (!this.isAdmin(g, ME.user_id)) throw new Error('[NotAdmin] only an admin may change the group\'s roles or settings');
+      this.log.push(`admins:${json}`);
+      this.pending = true;
+      this.nextAdmins = JSON.parse(json);
+      return JSON.stringify({ commit: 'C', adds: [], removes: [] });
+    },
     members(g) { return JSON.stringify(this.members[g] || []); },
     join(w) {
       if (!this.known.has('@bob:hs')) { this.missingNext = ['@bob:hs']; throw new Error('[CredentialRefused] no key'); }
@@ -996,4 +1013,89 @@ test('a read receipt arriving ephemerally (kept while this device was away) is h
   client.plain[0] = '{"type":"text","body":"smuggled"}';
   await s.handleEphemeral(frame);
   assert.equal(conv.messages.filter((m) => m.body === 'smuggled').length, 0);
+});
+
+// ----- group roles -----
+
+test('roles: a new conversation has roles with this user its only admin; promoting and demoting commit the admins', async () => {
+  const client = fakeClient();
+  client.confirmCommit = function confirm(g) {
+    this.log.push('confirm');
+    this.pending = false;
+    if (this.nextAdmins) this.admins[g] = this.nextAdmins;
+    this.nextAdmins = null;
+    return JSON.stringify({ type: 'own_commit', epoch: 2 });
+  };
+  const api = fakeApi({ createGroup: () => ({ group_id: '!r:hs' }), commit: () => ({ epoch: 2, seq: 3 }) });
+  const s = session(client, api);
+  const gid = await s.createConversation();
+  assert.deepEqual(api.calls[0], ['createGroup', { roles: true }], 'the hub is asked to enforce roles');
+  const conv = s.state.convs[gid];
+  assert.deepEqual(conv.admins, [ME.user_id]);
+  assert.equal(s.isAdmin(gid), true);
+  client.members[gid].push({ ...BOB });
+  s.refreshMembers(conv);
+  assert.equal(s.isAdmin(gid, BOB.user_id), false);
+  // The last admin can neither leave nor give the role up while bob is there.
+  await assert.rejects(s.leave(gid), /Make another member an admin before you leave\./);
+  await assert.rejects(s.setAdmin(gid, ME.user_id, false), /Make another member an admin/);
+  await s.setAdmin(gid, BOB.user_id, true);
+  assert.ok(client.log.includes('admins:["@alice:hs","@bob:hs"]'));
+  assert.deepEqual(conv.admins, [ME.user_id, BOB.user_id]);
+  assert.equal(conv.messages.at(-1).body, 'You made bob an admin.');
+  await s.setAdmin(gid, BOB.user_id, true); // already: nothing committed
+  assert.equal(client.log.filter((l) => l.startsWith('admins:')).length, 1);
+  await s.setAdmin(gid, BOB.user_id, false);
+  assert.deepEqual(conv.admins, [ME.user_id]);
+  assert.equal(conv.messages.at(-1).body, 'You removed bob\'s admin role.');
+});
+
+test('roles: refusals for lack of the admin role read "Only an admin can do that."', async () => {
+  const client = fakeClient();
+  client.removeUser = () => { throw new Error('[NotAdmin] only an admin may remove @carol:hs from the group'); };
+  const api = fakeApi({ commit: () => ({ epoch: 2, seq: 3 }) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB }, { user_id: '@carol:hs', device_id: 'C' });
+  client.admins['!g:hs'] = [BOB.user_id];
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  assert.deepEqual(conv.admins, [BOB.user_id]);
+  assert.equal(s.isAdmin('!g:hs'), false);
+  await assert.rejects(s.removeMember('!g:hs', '@carol:hs'), { message: 'Only an admin can do that.' });
+  await assert.rejects(s.setAdmin('!g:hs', ME.user_id, true), { message: 'Only an admin can do that.' });
+  // The hub's 403 P_NOT_ADMIN (the engine let it through) reads the same.
+  client.removeUser = () => { client.pending = true; return JSON.stringify({ commit: 'C', adds: [], removes: [] }); };
+  api.commit = async () => { const e = new Error('only an admin may remove (P_NOT_ADMIN)'); e.status = 403; e.errcode = 'P_NOT_ADMIN'; throw e; };
+  await assert.rejects(s.removeMember('!g:hs', '@carol:hs'), { message: 'Only an admin can do that.' });
+  assert.equal(client.pending, false, 'the refused commit is discarded');
+  // A non-admin may leave.
+  client.leaveGroup = () => 'PROPOSAL';
+  api.send = async () => ({ seq: 9 });
+  await s.leave('!g:hs');
+  assert.equal(conv.active, false);
+});
+
+test('roles: a commit from someone else that changes the admins is a system line', async () => {
+  const client = fakeClient();
+  const s = session(client, fakeApi({ userDevices: (u) => ({ user_id: u, devices: [] }) }));
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  client.admins['!g:hs'] = [BOB.user_id];
+  const conv = s.newConv('!g:hs');
+  s.refreshMembers(conv);
+  client.process = (g) => {
+    client.admins[g] = [ME.user_id, BOB.user_id];
+    return JSON.stringify([{ type: 'commit', committer: BOB, epoch: 2, added: [], removed: [], updated: [] }]);
+  };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 4, sender: BOB, kind: 'commit', epoch: 1, message: 'C', ts: 7 }, false);
+  assert.equal(conv.messages.at(-1).body, 'bob made you an admin.');
+  assert.deepEqual(conv.admins, [ME.user_id, BOB.user_id]);
+  client.process = (g) => {
+    client.admins[g] = [ME.user_id];
+    return JSON.stringify([{ type: 'commit', committer: BOB, epoch: 3, added: [], removed: [], updated: [] }]);
+  };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 5, sender: BOB, kind: 'commit', epoch: 2, message: 'C', ts: 8 }, false);
+  assert.equal(conv.messages.at(-1).body, 'bob gave up their admin role.');
+  assert.equal(conv.messages.filter((m) => m.kind === 'system').length, 2, 'nothing else');
 });

@@ -105,6 +105,13 @@ export async function waitStatus(page, text, timeout = TIMEOUT) {
   throw new Error(`status never said ${JSON.stringify(text)}; last status ${JSON.stringify(last)}, alert ${JSON.stringify(alert)}`);
 }
 
+/** Invites `userId` into the open conversation through the invite form, until "… was added". */
+export async function invite(page, userId, timeout = TIMEOUT) {
+  await byLabel(page, 'User to invite').fill(userId);
+  await button(page, 'Invite').click();
+  await waitStatus(page, `${userId} was added`, timeout);
+}
+
 export async function waitAlert(page, text, timeout = TIMEOUT) {
   await page.getByRole('alert').filter({ hasText: text }).first().waitFor({ timeout });
 }

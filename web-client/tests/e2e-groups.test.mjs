@@ -13,6 +13,7 @@ import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers, consoleLines, openUser,
   send, shootAll, shot, signUp, startShots, unlock, waitMessage, waitStatus, waitText,
+  invite,
 } from './browser.mjs';
 
 const cleanups = [];
@@ -100,9 +101,7 @@ test('group name, topic, mentions, notifications, search and unread counts acros
 
     // Alice starts a group with bob and writes while bob looks elsewhere.
     await button(alice, 'New conversation').click();
-    await byLabel(alice, 'User to invite').fill(bobId);
-    await button(alice, 'Invite').click();
-    await waitStatus(alice, `${bobId} was added`);
+    await invite(alice, bobId);
     await bob.getByRole('button', { name: /^alice, 1 unread/ }).waitFor();
     await send(alice, EARLY);
     await bob.getByRole('button', { name: /^alice, 2 unread/ }).waitFor();

@@ -15,6 +15,7 @@ import {
   SKIP, assertNeverArrives, assertNoSecretsInConsole, bubble, button, byLabel, closeBrowsers,
   consoleLines, logIn, openUser, send, shootAll, shot, signUp, startShots, waitMessage, waitStatus,
   waitText,
+  invite,
 } from './browser.mjs';
 
 const cleanups = [];
@@ -25,11 +26,6 @@ after(async () => {
 
 const conversations = (page) => page.getByRole('list', { name: 'Conversations', exact: true }).getByRole('button');
 
-async function invite(page, userId) {
-  await byLabel(page, 'User to invite').fill(userId);
-  await button(page, 'Invite').click();
-  await waitStatus(page, `${userId} was added`, 60000);
-}
 
 test('history for a new device of the same user and, opted in, for new members, across two homeservers', { skip: SKIP, timeout: 300000 }, async () => {
   startShots('history');
@@ -50,7 +46,7 @@ test('history for a new device of the same user and, opted in, for new members, 
 
     // Alice and bob chat across the two homeservers.
     await button(alice, 'New conversation').click();
-    await invite(alice, bobId);
+    await invite(alice, bobId, 60000);
     await send(alice, EARLY_ALICE);
     const bobConv = conversations(bob).first();
     await bobConv.waitFor();
@@ -97,7 +93,7 @@ test('history for a new device of the same user and, opted in, for new members, 
     await signUp(dave, 'dave', origins[0], 'dave', 'dave password 1', 'dave vault passphrase');
     const share = alice.getByRole('checkbox', { name: 'Share recent history with new members', exact: true });
     assert.equal(await share.isChecked(), false, 'off by default');
-    await invite(alice, daveId);
+    await invite(alice, daveId, 60000);
     const daveConv = conversations(dave).first();
     await daveConv.waitFor({ timeout: 60000 });
     await daveConv.click();
@@ -114,7 +110,7 @@ test('history for a new device of the same user and, opted in, for new members, 
     await alice.keyboard.press('Space');
     await waitStatus(alice, 'New members of this conversation will get its 100 most recent messages.');
     assert.equal(await share.isChecked(), true);
-    await invite(alice, carolId);
+    await invite(alice, carolId, 60000);
     await waitMessage(alice, `You shared the 2 most recent messages with ${carolId}.`);
     await waitStatus(carol, `History shared by @alice:${servers[0].name}: 2 messages in 1 conversation`, 60000);
     const carolConv = conversations(carol).first();

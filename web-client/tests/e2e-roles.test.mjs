@@ -13,6 +13,7 @@ import { startWebHomeservers } from './harness.mjs';
 import {
   SKIP, assertNeverArrives, assertNoSecretsInConsole, byLabel, button, closeBrowsers, consoleLines,
   openUser, send, shootAll, shot, signUp, startShots, waitAlert, waitMessage, waitStatus,
+  invite,
 } from './browser.mjs';
 
 const cleanups = [];
@@ -44,11 +45,7 @@ test('group roles: only admins manage members; a promoted member can remove othe
     await button(alice, 'New conversation').click();
     await alice.getByRole('heading', { name: 'Only you', exact: true }).waitFor();
     await adminBadge(alice, aliceId).waitFor();
-    for (const uid of [bobId, carolId]) {
-      await byLabel(alice, 'User to invite').fill(uid);
-      await button(alice, 'Invite').click();
-      await waitStatus(alice, `${uid} was added`);
-    }
+    for (const uid of [bobId, carolId]) await invite(alice, uid);
     await button(alice, `Remove ${bobId}`).waitFor();
     await button(alice, `Make ${bobId} an admin`).waitFor();
     await button(alice, `Make ${carolId} an admin`).waitFor();

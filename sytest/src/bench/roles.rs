@@ -44,34 +44,18 @@ impl Spent {
 /// Runs the benchmark and prints its report.
 pub async fn run(opts: RolesOptions) -> anyhow::Result<()> {
     let parley = server::parley_binary(opts.parley.clone())?;
-    let tmp = tempfile::Builder::new()
-        .prefix("parley-bench-roles")
-        .tempdir()?;
-    let port = server::free_port()?;
-    let server = Parley::start(
+    let (_tmp, server) = server::start_alone(
         &parley,
-        tmp.path(),
+        "parley-bench-roles",
         "roles.example",
-        ([127, 0, 0, 1], port).into(),
         opts.postgres_url.as_deref(),
         "",
-        None,
     )
     .await?;
     let result = measure(&opts, &server).await;
-    if let Err(e) = &result {
-        eprintln!(
-            "[roles] failed: {e:#}\n[roles] log: {}",
-            server.proc.log_tail()
-        );
-    }
-    server.stop().await;
+    server::stop_after("roles", server, &result).await;
     let (plain, roles) = result?;
-    let backend = if opts.postgres_url.is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = server::backend_name(opts.postgres_url.as_deref());
     println!(
         "\nparley-bench roles — self-update commits by a non-admin member, groups of {} members, {} rounds of {} commits per group, {backend}",
         opts.members + 2,

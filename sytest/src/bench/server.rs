@@ -216,6 +216,51 @@ impl Parley {
     }
 }
 
+/// One server under test, `server_name` on a free loopback port, in a fresh temporary
+/// directory (removed when the returned guard drops).
+pub async fn start_alone(
+    parley: &Path,
+    prefix: &str,
+    server_name: &str,
+    postgres_admin: Option<&str>,
+    extra_toml: &str,
+) -> anyhow::Result<(tempfile::TempDir, Parley)> {
+    let tmp = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let port = free_port()?;
+    let server = Parley::start(
+        parley,
+        tmp.path(),
+        server_name,
+        ([127, 0, 0, 1], port).into(),
+        postgres_admin,
+        extra_toml,
+        None,
+    )
+    .await?;
+    Ok((tmp, server))
+}
+
+/// Stops `server` once its measurement ended, printing its log's tail first when the
+/// measurement failed (tagged `[tag]`).
+pub async fn stop_after<T>(tag: &str, server: Parley, result: &anyhow::Result<T>) {
+    if let Err(e) = result {
+        eprintln!(
+            "[{tag}] failed: {e:#}\n[{tag}] log: {}",
+            server.proc.log_tail()
+        );
+    }
+    server.stop().await;
+}
+
+/// The backend's name for a report: `postgres` with an admin URL, else `sqlite`.
+pub fn backend_name(postgres_admin: Option<&str>) -> &'static str {
+    if postgres_admin.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
 /// `parley` next to this executable, unless given.
 pub fn parley_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {

@@ -109,34 +109,18 @@ struct PhaseFigures {
 /// Runs the benchmark and prints its report.
 pub async fn run(opts: TypingOptions) -> anyhow::Result<()> {
     let parley = server::parley_binary(opts.parley.clone())?;
-    let tmp = tempfile::Builder::new()
-        .prefix("parley-bench-typing")
-        .tempdir()?;
-    let port = server::free_port()?;
-    let server = Parley::start(
+    let (_tmp, server) = server::start_alone(
         &parley,
-        tmp.path(),
+        "parley-bench-typing",
         "typing.example",
-        ([127, 0, 0, 1], port).into(),
         opts.postgres_url.as_deref(),
         &format!("[metrics]\nbearer_token = \"{METRICS_TOKEN}\"\n"),
-        None,
     )
     .await?;
     let result = measure(&opts, &server).await;
-    if let Err(e) = &result {
-        eprintln!(
-            "[typing] failed: {e:#}\n[typing] log: {}",
-            server.proc.log_tail()
-        );
-    }
-    server.stop().await;
+    server::stop_after("typing", server, &result).await;
     let (stored, ephemeral) = result?;
-    let backend = if opts.postgres_url.is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = server::backend_name(opts.postgres_url.as_deref());
     println!(
         "\nparley-bench typing — {} senders, {} receivers (WebSocket) in one group, {} s phases, {backend}",
         opts.senders,

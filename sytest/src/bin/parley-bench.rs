@@ -67,12 +67,8 @@ pub struct RelayArgs {
     /// Length of each measured phase (echo, full load, half load; each federated phase).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Database backend.
-    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
-    db: DbKind,
-    /// Administrative PostgreSQL URL for `--db postgres` (a database per server is created).
-    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
-    postgres_url: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Also measure two federated servers (senders on a.example, receivers on b.example).
     #[arg(long)]
     federated: bool,
@@ -89,12 +85,33 @@ pub struct RelayArgs {
     /// Application plaintext bytes per message (32 gives a ~430-byte request body).
     #[arg(long, default_value_t = 32)]
     plaintext_bytes: usize,
-    /// The `parley` binary (default: next to this executable).
-    #[arg(long)]
-    parley: Option<PathBuf>,
     /// Keep the servers' temporary directories (logs, databases) and print where they are.
     #[arg(long)]
     keep: bool,
+}
+
+/// The server under test: its backend and binary (shared by `media`, `typing` and `roles`).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Database backend.
+    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
+    db: DbKind,
+    /// Administrative PostgreSQL URL for `--db postgres` (a database per server is created).
+    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// The `parley` binary (default: next to this executable).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The PostgreSQL admin URL when `--db postgres`.
+    fn postgres(&self) -> Option<String> {
+        match self.db {
+            DbKind::Sqlite => None,
+            DbKind::Postgres => Some(self.postgres_url.clone().unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,15 +119,8 @@ pub struct MediaArgs {
     /// File size in MiB.
     #[arg(long, default_value_t = 200)]
     size_mib: u64,
-    /// Database backend.
-    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
-    db: DbKind,
-    /// Administrative PostgreSQL URL for `--db postgres`.
-    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
-    postgres_url: Option<String>,
-    /// The `parley` binary (default: next to this executable).
-    #[arg(long)]
-    parley: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Rounds of transfers: the first is the warm-up, the others give each transfer's median.
     #[arg(long, default_value_t = 4)]
     rounds: usize,
@@ -127,15 +137,8 @@ pub struct TypingArgs {
     /// Length of each measured phase (stored, then ephemeral).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Database backend.
-    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
-    db: DbKind,
-    /// Administrative PostgreSQL URL for `--db postgres`.
-    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
-    postgres_url: Option<String>,
-    /// The `parley` binary (default: next to this executable).
-    #[arg(long)]
-    parley: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,15 +152,8 @@ pub struct RolesArgs {
     /// Rounds (each measures both groups, alternating which goes first).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
-    /// Database backend.
-    #[arg(long, value_enum, default_value_t = DbKind::Sqlite)]
-    db: DbKind,
-    /// Administrative PostgreSQL URL for `--db postgres`.
-    #[arg(long, env = "PARLEY_TEST_POSTGRES_URL")]
-    postgres_url: Option<String>,
-    /// The `parley` binary (default: next to this executable).
-    #[arg(long)]
-    parley: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 /// Runs `work` on a fresh multi-threaded runtime; the exit code.
@@ -194,32 +190,23 @@ fn main() -> ExitCode {
         Command::Relay(args) => run_async(bench::relay::run(args.into())),
         Command::Media(a) => run_async(bench::media::run(bench::media::MediaOptions {
             size_mib: a.size_mib.clamp(1, 4096),
-            postgres_url: match a.db {
-                DbKind::Sqlite => None,
-                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
-            },
-            parley: a.parley,
+            postgres_url: a.server.postgres(),
+            parley: a.server.parley,
             rounds: a.rounds.clamp(2, 20),
         })),
         Command::Roles(a) => run_async(bench::roles::run(bench::roles::RolesOptions {
             members: a.members.clamp(1, 1000),
             commits: a.commits.clamp(1, 100_000),
             rounds: a.rounds.clamp(1, 100),
-            postgres_url: match a.db {
-                DbKind::Sqlite => None,
-                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
-            },
-            parley: a.parley,
+            postgres_url: a.server.postgres(),
+            parley: a.server.parley,
         })),
         Command::Typing(a) => run_async(bench::typing::run(bench::typing::TypingOptions {
             senders: a.senders.clamp(1, 256),
             receivers: a.receivers.clamp(1, 256),
             duration: std::time::Duration::from_secs(a.duration_secs.clamp(1, 600)),
-            postgres_url: match a.db {
-                DbKind::Sqlite => None,
-                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
-            },
-            parley: a.parley,
+            postgres_url: a.server.postgres(),
+            parley: a.server.parley,
         })),
     }
 }
@@ -231,16 +218,13 @@ impl From<RelayArgs> for bench::options::Options {
             receivers: a.receivers.max(1),
             groups: a.groups.clamp(1, a.senders.max(1)),
             duration: std::time::Duration::from_secs(a.duration_secs.clamp(1, 600)),
-            postgres_url: match a.db {
-                DbKind::Sqlite => None,
-                DbKind::Postgres => Some(a.postgres_url.unwrap_or_default()),
-            },
+            postgres_url: a.server.postgres(),
             federated: a.federated,
             processes: a.processes,
             worker_threads: a.worker_threads,
             idle_connections: a.idle_connections.min(10_000),
             plaintext_bytes: a.plaintext_bytes.clamp(1, 60_000),
-            parley: a.parley,
+            parley: a.server.parley,
             keep: a.keep,
         }
     }

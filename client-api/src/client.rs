@@ -295,6 +295,19 @@ impl Client {
             .await
     }
 
+    /// `POST /groups/{group_id}/join_info`: the GroupInfo to join by link.
+    pub async fn join_info(
+        &self,
+        group_id: &str,
+        code: &str,
+    ) -> Result<crate::join::JoinInfoResponse, ClientError> {
+        let request = crate::join::JoinInfoRequest {
+            code: code.to_owned(),
+        };
+        self.call_with_raw_path::<crate::join::GroupJoinInfo>(&[group_id], &request)
+            .await
+    }
+
     /// `PUT /groups/{group_id}/send/{txn_id}` with raw `MLSMessage` bytes.
     pub async fn send(
         &self,

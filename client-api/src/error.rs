@@ -42,11 +42,14 @@ pub enum ErrCode {
     /// A commit only a group admin may make, from a member who is not one (403,
     /// docs/protocol.md#group-roles).
     NotAdmin,
+    /// A join by link refused: the group is not joinable, the link's code is not the current
+    /// one, or the user is banned (403, docs/protocol.md#join-links).
+    JoinRefused,
 }
 
 impl ErrCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrCode; 27] = [
+    pub const ALL: [ErrCode; 28] = [
         ErrCode::BadJson,
         ErrCode::NotJson,
         ErrCode::MissingToken,
@@ -74,6 +77,7 @@ impl ErrCode {
         ErrCode::QuotaExceeded,
         ErrCode::RangeNotSatisfiable,
         ErrCode::NotAdmin,
+        ErrCode::JoinRefused,
     ];
 
     /// The code as it appears on the wire.
@@ -106,6 +110,7 @@ impl ErrCode {
             ErrCode::QuotaExceeded => "P_QUOTA_EXCEEDED",
             ErrCode::RangeNotSatisfiable => "P_RANGE_NOT_SATISFIABLE",
             ErrCode::NotAdmin => "P_NOT_ADMIN",
+            ErrCode::JoinRefused => "P_JOIN_REFUSED",
         }
     }
 
@@ -123,7 +128,8 @@ impl ErrCode {
             ErrCode::Forbidden
             | ErrCode::NotMember
             | ErrCode::UserDeactivated
-            | ErrCode::NotAdmin => 403,
+            | ErrCode::NotAdmin
+            | ErrCode::JoinRefused => 403,
             ErrCode::NotFound | ErrCode::Unrecognized => 404,
             ErrCode::Timeout => 408,
             ErrCode::UserInUse

@@ -18,7 +18,7 @@ crate::endpoint! {
     /// Submits a commit bundle, accepted or refused as one.
     SubmitCommit: Post "/_parley/client/v1/groups/{group_id}/commit",
     auth AccessToken, rate Send, body Bundle, path crate::params::GroupPath,
-    CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, NotAdmin, UnreachableServer]
+    CommitRequest => CommitResponse, errors [InvalidMessage, NotFound, NotMember, StaleEpoch, Forbidden, NotAdmin, JoinRefused, UnreachableServer]
 }
 crate::endpoint! {
     /// Sends an ephemeral application message (a typing notice, a read receipt): relayed at

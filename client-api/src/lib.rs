@@ -12,6 +12,7 @@ pub mod error;
 pub mod groups;
 pub mod health;
 pub mod ids;
+pub mod join;
 pub mod keys;
 pub mod media;
 pub mod openapi;
@@ -53,6 +54,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<groups::CreateGroup>(),
         E::of::<groups::ListGroups>(),
         E::of::<groups::SubmitCommit>(),
+        E::of::<join::GroupJoinInfo>(),
         E::of::<groups::SendMessage>(),
         E::of::<groups::SendEphemeral>(),
         E::of::<media::UploadMedia>(),

@@ -99,6 +99,10 @@ pub enum MlsError {
     /// A commit the group's roles allow only an admin to make (docs/protocol.md#group-roles).
     #[error("{0}")]
     NotAdmin(String),
+    /// A join by link the group's join rules refuse, or a link that does not parse
+    /// (docs/protocol.md#join-links).
+    #[error("{0}")]
+    JoinRefused(String),
     /// Error reported by openmls.
     #[error("MLS error: {0}")]
     Mls(String),

@@ -158,7 +158,8 @@ mod tests {
             caps.extensions(),
             &[
                 ExtensionType::LastResort,
-                ExtensionType::Unknown(crate::ROLES_EXTENSION_TYPE)
+                ExtensionType::Unknown(crate::ROLES_EXTENSION_TYPE),
+                ExtensionType::Unknown(crate::JOIN_RULES_EXTENSION_TYPE)
             ]
         );
         assert!(caps.proposals().is_empty());

@@ -4,7 +4,7 @@ use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
 use openmls::group::{JoinBuilder, ProcessedWelcome, ValidationError};
 use openmls::prelude::{
     tls_codec::Deserialize as _, ContentType, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
-    ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedWelcome,
+    ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedCommit, StagedWelcome,
 };
 use openmls::prelude::{KeyPackageBundle, KeyPackageRef, Welcome};
 use openmls_traits::{storage::StorageProvider as _, OpenMlsProvider as _};
@@ -16,6 +16,7 @@ use crate::engine::{Engine, GroupEntry, GroupMeta};
 use crate::error::{mls, MlsError, Result};
 use crate::events::{Envelope, Event, Joined, ProposalKind};
 use crate::groups::{commit_delta, validate_delta};
+use crate::join::check_external_join;
 use crate::roles::check_staged_commit;
 use crate::validation::{validate_leaf, DeviceKeyValidator};
 
@@ -230,6 +231,16 @@ impl Engine {
             })?;
         let sender_leaf = match processed.sender() {
             Sender::Member(leaf) => *leaf,
+            Sender::NewMemberCommit => {
+                let aad = processed.aad().to_vec();
+                let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content()
+                else {
+                    return Err(MlsError::InvalidMessage(
+                        "a new member may only send an external commit".into(),
+                    ));
+                };
+                return self.merge_external_join(group_id, *staged, &aad, envelope, validator);
+            }
             _ => return Err(MlsError::InvalidMessage("non-member sender".into())),
         };
         let own_leaf = entry.mls.own_leaf_index();
@@ -361,5 +372,60 @@ impl Engine {
                 Ok(events)
             }
         }
+    }
+
+    /// Merges an external commit (docs/protocol.md#join-links) once the group's join rules
+    /// admit its joiner and the envelope declares exactly what it does.
+    fn merge_external_join(
+        &mut self,
+        group_id: &str,
+        staged: StagedCommit,
+        aad: &[u8],
+        envelope: &Envelope,
+        validator: &dyn DeviceKeyValidator,
+    ) -> Result<Vec<Event>> {
+        let entry = self
+            .groups
+            .get_mut(group_id.as_bytes())
+            .ok_or(MlsError::UnknownGroup)?;
+        let join = check_external_join(&entry.mls, &staged, aad, validator)?;
+        if envelope.sender.as_ref().is_some_and(|s| *s != join.joiner) {
+            return Err(MlsError::EnvelopeMismatch(
+                "envelope sender is not the joiner".into(),
+            ));
+        }
+        if envelope.adds != [join.joiner.clone()]
+            || sorted(envelope.removes.clone()) != sorted(join.removes.clone())
+        {
+            return Err(MlsError::EnvelopeMismatch(
+                "declared adds/removes differ from the external commit".into(),
+            ));
+        }
+        let group_epoch = entry.mls.epoch().as_u64();
+        let mut events = Vec::new();
+        if entry.mls.pending_commit().is_some() {
+            entry
+                .mls
+                .clear_pending_commit(self.provider.storage_ref())
+                .map_err(mls)?;
+            entry.meta.pending = None;
+            events.push(Event::PendingCommitDiscarded { epoch: group_epoch });
+        }
+        entry
+            .mls
+            .merge_staged_commit(&self.provider, staged)
+            .map_err(mls)?;
+        if let Some(kc) = self.trust.observe(&join.joiner, &join.signature_key) {
+            events.push(Event::KeyChangeDetected(kc));
+        }
+        events.push(Event::CommitApplied {
+            committer: join.joiner.clone(),
+            epoch: entry.mls.epoch().as_u64(),
+            added: vec![join.joiner],
+            removed: join.removes,
+            updated: Vec::new(),
+            epoch_authenticator: entry.mls.epoch_authenticator().as_slice().to_vec(),
+        });
+        Ok(events)
     }
 }

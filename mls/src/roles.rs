@@ -5,62 +5,30 @@
 use std::collections::BTreeSet;
 
 use openmls::prelude::{
-    Extension, ExtensionType, Extensions, GroupContext, LeafNodeIndex, MlsGroup, ProposalType,
-    RequiredCapabilitiesExtension, Sender, StagedCommit, UnknownExtension,
+    Extensions, GroupContext, LeafNodeIndex, MlsGroup, ProposalType, Sender, StagedCommit,
 };
 use parley_client_api::roles::{check_commit, CommitByUsers, GroupRoles, RemovedDevice};
 
 pub use parley_client_api::roles::ROLES_EXTENSION_TYPE;
 
+use crate::context::{extension_body, with_extension};
 use crate::device_ref::DeviceRef;
 use crate::error::{MlsError, Result};
 
 /// The roles a group context holds, `None` without roles.
 pub(crate) fn roles_of(extensions: &Extensions<GroupContext>) -> Result<Option<GroupRoles>> {
-    extensions
-        .unknown(ROLES_EXTENSION_TYPE)
-        .map(|e| GroupRoles::decode(&e.0))
+    extension_body(extensions, ROLES_EXTENSION_TYPE)
+        .map(GroupRoles::decode)
         .transpose()
         .map_err(|e| MlsError::InvalidMessage(e.to_string()))
 }
 
-/// The group-context extensions of `current` with `roles` in place of its roles, and the
-/// roles extension type required of every member (openmls requires every non-default
-/// extension of the context to be in `required_capabilities`).
+/// The group-context extensions of `current` with `roles` in place of its roles.
 pub(crate) fn with_roles(
     current: &Extensions<GroupContext>,
     roles: &GroupRoles,
 ) -> Result<Extensions<GroupContext>> {
-    let roles_type = ExtensionType::Unknown(ROLES_EXTENSION_TYPE);
-    let mut list: Vec<Extension> = current
-        .iter()
-        .filter(|e| {
-            !matches!(e.extension_type(), ExtensionType::RequiredCapabilities)
-                && e.extension_type() != roles_type
-        })
-        .cloned()
-        .collect();
-    let mut required = current
-        .required_capabilities()
-        .map(|r| {
-            (
-                r.extension_types().to_vec(),
-                r.proposal_types().to_vec(),
-                r.credential_types().to_vec(),
-            )
-        })
-        .unwrap_or_default();
-    if !required.0.contains(&roles_type) {
-        required.0.push(roles_type);
-    }
-    list.push(Extension::RequiredCapabilities(
-        RequiredCapabilitiesExtension::new(&required.0, &required.1, &required.2),
-    ));
-    list.push(Extension::Unknown(
-        ROLES_EXTENSION_TYPE,
-        UnknownExtension(roles.encode()),
-    ));
-    Extensions::from_vec(list).map_err(|e| MlsError::Mls(format!("{e:?}")))
+    with_extension(current, ROLES_EXTENSION_TYPE, Some(roles.encode()))
 }
 
 /// Refuses `staged`, a commit by the member at `committer` in `group` (before merging), when

@@ -1036,3 +1036,138 @@ fn a_device_without_the_roles_capability_cannot_be_added_to_a_group_with_roles()
     assert!(!matches!(err, MlsError::NotAdmin(_)), "{err:?}");
     assert!(!w.clients[0].has_pending_commit(G).unwrap());
 }
+
+impl World {
+    /// The hub accepts `joiner`'s external commit `b` and fans it out: every member merges
+    /// it, the joiner ignores its echo.
+    fn deliver_external_join(&mut self, joiner: usize, b: &CommitBundle) {
+        assert_eq!(b.epoch, self.epoch);
+        self.epoch += 1;
+        let env = self.commit_envelope(joiner, b);
+        for &m in &self.members.clone() {
+            let events = self.clients[m]
+                .process(G, &b.commit, &env, &self.dir)
+                .unwrap();
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    Event::CommitApplied { added, .. } if added == &[self.dev(joiner)]
+                )),
+                "{events:?}"
+            );
+        }
+        assert!(self.clients[joiner]
+            .process(G, &b.commit, &env, &self.dir)
+            .unwrap()
+            .is_empty());
+        self.members.push(joiner);
+    }
+
+    /// Every member refuses `joiner`'s external commit `b` before merging it.
+    fn refuse_external_join(&mut self, joiner: usize, b: &CommitBundle) -> MlsError {
+        let env = self.commit_envelope(joiner, b);
+        let mut last = None;
+        for &m in &self.members.clone() {
+            let err = self.clients[m]
+                .process(G, &b.commit, &env, &self.dir)
+                .unwrap_err();
+            assert_eq!(self.clients[m].epoch(G).unwrap(), self.epoch);
+            last = Some(err);
+        }
+        self.clients[joiner].forget_group(G).unwrap();
+        last.unwrap()
+    }
+}
+
+/// The code of `link`.
+fn code_of(link: &str) -> String {
+    crate::JoinLink::parse(link).unwrap().code
+}
+
+#[test]
+fn a_user_with_the_link_joins_by_external_commit_and_every_member_merges_it() {
+    let mut w = three_with_roles();
+    let dave = w.add_client("@dave:d.example", "DAVEDEV001", EngineConfig::default());
+    assert_eq!(w.clients[0].join_link(G).unwrap(), None);
+    let open = w.clients[0].open_join_link(G).unwrap();
+    assert!(w.deliver_commit(0, &open, &[]));
+    let link = w.clients[0].join_link(G).unwrap().unwrap();
+    assert!(link.starts_with("parley:!room0001:example.org?via=example.org&code="));
+    for i in 1..3 {
+        assert_eq!(w.clients[i].join_link(G).unwrap().as_deref(), Some(&*link));
+    }
+    let dir = w.dir.clone();
+    let (joined, join) = w.clients[dave]
+        .join_by_link(G, open.group_info.as_ref().unwrap(), &code_of(&link), &dir)
+        .unwrap();
+    assert_eq!(joined.epoch, w.epoch + 1);
+    assert_eq!(joined.members.len(), 4);
+    assert_eq!(join.adds, vec![w.dev(dave)]);
+    assert!(join.removes.is_empty() && join.welcome.is_none());
+    w.deliver_external_join(dave, &join);
+    w.assert_in_sync();
+    w.exchange(dave, b"hello from dave");
+    w.exchange(1, b"welcome, dave");
+    // The joiner is a member, not an admin.
+    let bob = w.dev(1);
+    assert!(matches!(
+        w.clients[dave].remove_members(G, &[bob]),
+        Err(MlsError::NotAdmin(_))
+    ));
+}
+
+#[test]
+fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_by_members() {
+    let mut w = three_with_roles();
+    let dave = w.add_client("@dave:d.example", "DAVEDEV001", EngineConfig::default());
+    let dir = w.dir.clone();
+    // Bob, not an admin, may not open the link.
+    assert!(matches!(
+        w.clients[1].open_join_link(G),
+        Err(MlsError::NotAdmin(_))
+    ));
+    let open = w.clients[0].open_join_link(G).unwrap();
+    assert!(w.deliver_commit(0, &open, &[]));
+    let gi = open.group_info.clone().unwrap();
+    let (_, wrong) = w.clients[dave]
+        .join_by_link(G, &gi, "AAAAAAAAAAAAAAAAAAAAAA", &dir)
+        .unwrap();
+    let err = w.refuse_external_join(dave, &wrong);
+    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("not valid")), "{err:?}");
+
+    // Rotating the code: the old link stops working.
+    let old = code_of(&w.clients[0].join_link(G).unwrap().unwrap());
+    let rotate = w.clients[0].open_join_link(G).unwrap();
+    assert!(w.deliver_commit(0, &rotate, &[]));
+    assert_ne!(code_of(&w.clients[2].join_link(G).unwrap().unwrap()), old);
+    let (_, stale) = w.clients[dave]
+        .join_by_link(G, rotate.group_info.as_ref().unwrap(), &old, &dir)
+        .unwrap();
+    assert!(matches!(w.refuse_external_join(dave, &stale), MlsError::JoinRefused(_)));
+
+    // Banned.
+    let ban = w.clients[0].set_banned(G, "@dave:d.example", true).unwrap();
+    assert!(w.deliver_commit(0, &ban, &[]));
+    let code = code_of(&w.clients[0].join_link(G).unwrap().unwrap());
+    let (_, banned) = w.clients[dave]
+        .join_by_link(G, ban.group_info.as_ref().unwrap(), &code, &dir)
+        .unwrap();
+    let err = w.refuse_external_join(dave, &banned);
+    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("banned")), "{err:?}");
+
+    // Closed.
+    let close = w.clients[0].close_join_link(G).unwrap();
+    assert!(w.deliver_commit(0, &close, &[]));
+    assert_eq!(w.clients[1].join_link(G).unwrap(), None);
+    assert_eq!(
+        w.clients[1].join_rules(G).unwrap().unwrap().banned,
+        ["@dave:d.example"]
+    );
+    let (_, closed) = w.clients[dave]
+        .join_by_link(G, close.group_info.as_ref().unwrap(), &code, &dir)
+        .unwrap();
+    let err = w.refuse_external_join(dave, &closed);
+    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("not joinable")), "{err:?}");
+    w.exchange(0, b"still three of us");
+    w.assert_in_sync();
+}

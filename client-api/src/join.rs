@@ -171,7 +171,9 @@ impl JoinAad {
             serde_json::from_slice(bytes).map_err(|e| JoinError::Malformed(e.to_string()))?;
         check_code(&aad.join_code)?;
         if aad.encode() != bytes {
-            return Err(JoinError::Malformed("join AAD is not canonical JSON".into()));
+            return Err(JoinError::Malformed(
+                "join AAD is not canonical JSON".into(),
+            ));
         }
         Ok(aad)
     }
@@ -274,7 +276,11 @@ mod tests {
             br#"{ "banned":[]}"#,
             b"[1]",
         ] {
-            assert!(JoinRules::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                JoinRules::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -9,6 +9,7 @@ use parley_client_api::endpoint::NoQuery;
 use parley_client_api::groups::{
     CommitRequest, CommitResponse, DeviceRef, SendRequest, SendResponse,
 };
+use parley_client_api::join::JoinInfoResponse;
 use parley_client_api::keys::{ClaimKeysRequest, ClaimKeysResponse, UserDevicesResponse};
 use parley_client_api::params::{GroupPath, GroupTxnPath, TxnPath, UserPath};
 use parley_client_api::sync::MessageEvent;
@@ -60,6 +61,14 @@ endpoint! {
     auth ServerSignature, rate Federation, body Federation, path GroupPath,
     FollowerCommitRequest => CommitResponse,
     errors [InvalidMessage, NotFound, NotMember, StaleEpoch, NotAdmin, TooLarge]
+}
+endpoint! {
+    /// A server asks the group's hub for its current GroupInfo, for its user holding the
+    /// group's join link (docs/protocol.md#join-links).
+    FollowerJoinInfo: Post "/_parley/federation/v1/groups/{group_id}/join_info",
+    auth ServerSignature, rate Federation, body Federation, path GroupPath,
+    FollowerJoinInfoRequest => JoinInfoResponse,
+    errors [NotFound, JoinRefused]
 }
 endpoint! {
     /// A follower server submits its device's application message or proposal to the hub.
@@ -117,6 +126,15 @@ pub struct FollowerCommitRequest {
     pub sender: DeviceRef,
 }
 
+/// Body of [`FollowerJoinInfo`]: the link's code and the user who would join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FollowerJoinInfoRequest {
+    /// The code from the join link.
+    pub code: String,
+    /// The user asking; their server must be the requesting server.
+    pub user_id: String,
+}
+
 /// Body of [`FollowerSend`]: the client's message and the device that sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FollowerSendRequest {
@@ -159,6 +177,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         EndpointInfo::of::<ClaimKeys>(),
         EndpointInfo::of::<UserDevices>(),
         EndpointInfo::of::<FollowerCommit>(),
+        EndpointInfo::of::<FollowerJoinInfo>(),
         EndpointInfo::of::<FollowerSend>(),
         EndpointInfo::of::<CatchUp>(),
         EndpointInfo::of::<FetchMedia>(),

@@ -57,7 +57,11 @@ pub(crate) fn check_external_join(
     let leaf = staged
         .update_path_leaf_node()
         .ok_or_else(|| MlsError::InvalidMessage("external commit without a path".into()))?;
-    let joiner = validate_leaf(leaf.credential(), leaf.signature_key().as_slice(), validator)?;
+    let joiner = validate_leaf(
+        leaf.credential(),
+        leaf.signature_key().as_slice(),
+        validator,
+    )?;
     let code = JoinAad::decode(aad).map_err(refused)?.join_code;
     let rules = join_rules_of(group.extensions())?
         .ok_or_else(|| refused(parley_client_api::join::JoinError::NotJoinable))?;
@@ -214,11 +218,7 @@ impl Engine {
         let (group, bundle) = ExternalCommitBuilder::new()
             .with_aad(aad)
             .with_config(self.join_config())
-            .build_group(
-                &self.provider,
-                info,
-                self.identity.credential_with_key(),
-            )
+            .build_group(&self.provider, info, self.identity.credential_with_key())
             .map_err(|e| MlsError::InvalidMessage(format!("group info: {e:?}")))?
             .leaf_node_parameters(params)
             .load_psks(self.provider.storage())
@@ -262,7 +262,8 @@ impl Engine {
             .transpose()?;
         let mut meta = GroupMeta::default();
         // The hub echoes the commit back: it was merged here already.
-        meta.confirmed_own_commits.push(Sha256::digest(&commit).into());
+        meta.confirmed_own_commits
+            .push(Sha256::digest(&commit).into());
         self.groups.insert(
             group_id.as_bytes().to_vec(),
             GroupEntry { mls: group, meta },

@@ -1133,7 +1133,10 @@ fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_
         .join_by_link(G, &gi, "AAAAAAAAAAAAAAAAAAAAAA", &dir)
         .unwrap();
     let err = w.refuse_external_join(dave, &wrong);
-    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("not valid")), "{err:?}");
+    assert!(
+        matches!(&err, MlsError::JoinRefused(m) if m.contains("not valid")),
+        "{err:?}"
+    );
 
     // Rotating the code: the old link stops working.
     let old = code_of(&w.clients[0].join_link(G).unwrap().unwrap());
@@ -1143,7 +1146,10 @@ fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_
     let (_, stale) = w.clients[dave]
         .join_by_link(G, rotate.group_info.as_ref().unwrap(), &old, &dir)
         .unwrap();
-    assert!(matches!(w.refuse_external_join(dave, &stale), MlsError::JoinRefused(_)));
+    assert!(matches!(
+        w.refuse_external_join(dave, &stale),
+        MlsError::JoinRefused(_)
+    ));
 
     // Banned.
     let ban = w.clients[0].set_banned(G, "@dave:d.example", true).unwrap();
@@ -1153,7 +1159,10 @@ fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_
         .join_by_link(G, ban.group_info.as_ref().unwrap(), &code, &dir)
         .unwrap();
     let err = w.refuse_external_join(dave, &banned);
-    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("banned")), "{err:?}");
+    assert!(
+        matches!(&err, MlsError::JoinRefused(m) if m.contains("banned")),
+        "{err:?}"
+    );
 
     // Closed.
     let close = w.clients[0].close_join_link(G).unwrap();
@@ -1167,7 +1176,10 @@ fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_
         .join_by_link(G, close.group_info.as_ref().unwrap(), &code, &dir)
         .unwrap();
     let err = w.refuse_external_join(dave, &closed);
-    assert!(matches!(&err, MlsError::JoinRefused(m) if m.contains("not joinable")), "{err:?}");
+    assert!(
+        matches!(&err, MlsError::JoinRefused(m) if m.contains("not joinable")),
+        "{err:?}"
+    );
     w.exchange(0, b"still three of us");
     w.assert_in_sync();
 }

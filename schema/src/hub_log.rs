@@ -173,6 +173,8 @@ pub struct Group {
     /// The admins the group's roles extension names, as its canonical JSON; `None` for a
     /// group without roles.
     pub roles: Option<String>,
+    /// The group's join rules (canonical JSON); `None` when it has none.
+    pub join_rules: Option<String>,
 }
 
 /// A commit the hub has checked and now applies.
@@ -199,6 +201,8 @@ pub struct CommitToApply {
     /// `Some` when the commit changes the group context: the roles it now has (canonical
     /// JSON, `None` when it has none any more).
     pub roles: Option<Option<String>>,
+    /// `Some` when the commit changes the group context: the join rules it now has.
+    pub join_rules: Option<Option<String>>,
     pub ts: i64,
     /// Events for other servers (member servers, invitees' servers).
     pub outbox: Vec<OutboxItem>,
@@ -423,6 +427,12 @@ impl HubLog<'_> {
                 if let Some(roles) = &commit.roles {
                     diesel::update(groups::table.find(&commit.group_id))
                         .set(groups::roles.eq(roles))
+                        .execute(c)
+                        .await?;
+                }
+                if let Some(join_rules) = &commit.join_rules {
+                    diesel::update(groups::table.find(&commit.group_id))
+                        .set(groups::join_rules.eq(join_rules))
                         .execute(c)
                         .await?;
                 }

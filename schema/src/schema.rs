@@ -73,6 +73,7 @@ diesel::table! {
         created_ts -> BigInt,
         pruned_seq -> BigInt,
         roles -> Nullable<Text>,
+        join_rules -> Nullable<Text>,
     }
 }
 

@@ -224,6 +224,7 @@ fn commit(
         .collect::<Vec<_>>();
     CommitToApply {
         roles: None,
+        join_rules: None,
         group_id: group.into(),
         epoch,
         sender_user: sender.into(),

@@ -33,6 +33,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
             .hub_log()
             .apply_commit(CommitToApply {
                 roles: None,
+                join_rules: None,
                 group_id: group.into(),
                 epoch: 0,
                 sender_user: a.into(),

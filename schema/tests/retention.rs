@@ -36,6 +36,7 @@ async fn group_of(store: &Store, a: &str, b: &str) {
         .unwrap();
     let add_b = CommitToApply {
         roles: None,
+        join_rules: None,
         group_id: GROUP.into(),
         epoch: 0,
         sender_user: a.into(),

@@ -251,6 +251,64 @@ impl Device {
         self.submit(group_id, bundle).await
     }
 
+    /// Opens the group's join link, or rotates its code (docs/protocol.md#join-links); the
+    /// new link.
+    pub async fn open_join_link(&mut self, group_id: &str) -> anyhow::Result<String> {
+        let bundle = self
+            .engine
+            .open_join_link(group_id)
+            .map_err(|e| anyhow::anyhow!("engine cannot open the join link: {e}"))?;
+        self.submit(group_id, bundle).await?;
+        self.engine
+            .join_link(group_id)
+            .map_err(|e| anyhow::anyhow!("join link: {e}"))?
+            .context("no join link after opening it")
+    }
+
+    /// Joins by `link`: fetches the group's GroupInfo through this device's server, checks
+    /// the members' credentials against the known users' device keys, and submits the
+    /// external commit. The hub's refusal comes back as the client error (the engine forgets
+    /// the group then); the group id otherwise.
+    pub async fn try_join_by_link(
+        &mut self,
+        link: &str,
+    ) -> anyhow::Result<Result<String, parley_client_api::ClientError>> {
+        let link = parley_mls::JoinLink::parse(link).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let group_id = link.group_id.as_str().to_owned();
+        let info = match self.client.join_info(&group_id, &link.code).await {
+            Ok(info) => info,
+            Err(e) => return Ok(Err(e)),
+        };
+        let users = self.known_users.clone();
+        let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.learn(&refs).await?;
+        let group_info = unb64(&info.group_info).context("group_info is not base64")?;
+        let (_, bundle) = self
+            .engine
+            .join_by_link(&group_id, &group_info, &link.code, &self.keys)
+            .map_err(|e| anyhow::anyhow!("engine cannot join by link: {e}"))?;
+        match self
+            .client
+            .commit(&group_id, &bundle_request(&bundle))
+            .await
+        {
+            Ok(_) => Ok(Ok(group_id)),
+            Err(e) => {
+                self.engine
+                    .forget_group(&group_id)
+                    .map_err(|e| anyhow::anyhow!("forget group: {e}"))?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// [`Device::try_join_by_link`], failing when the hub refuses.
+    pub async fn join_by_link(&mut self, link: &str) -> anyhow::Result<String> {
+        self.try_join_by_link(link)
+            .await?
+            .map_err(|e| anyhow::anyhow!("join by link refused: {e}"))
+    }
+
     /// Claims one package of every device of `users` (checking there are no failures).
     pub async fn claim(&mut self, users: &[&str]) -> anyhow::Result<Vec<Vec<u8>>> {
         self.learn(users).await?;

@@ -17,6 +17,7 @@ pub fn all() -> Vec<Test> {
         keys::TESTS,
         groups::TESTS,
         roles::TESTS,
+        join_links::TESTS,
         delivery::TESTS,
         federation::TESTS,
         media::TESTS,

@@ -327,6 +327,7 @@ impl OnTheWire for HubError {
             HubError::FederationNotAllowed(_) => ErrCode::Forbidden,
             HubError::NotMember => ErrCode::NotMember,
             HubError::NotAdmin(_) => ErrCode::NotAdmin,
+            HubError::JoinRefused(_) => ErrCode::JoinRefused,
             HubError::StaleEpoch { .. } => ErrCode::StaleEpoch,
             HubError::Remote(e) => e.errcode(),
             HubError::Store(_) | HubError::Internal(_) => ErrCode::Unknown,

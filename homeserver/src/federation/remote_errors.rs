@@ -38,11 +38,12 @@ impl From<FedError> for RemoteError {
 }
 
 /// Verdicts another server may hand our client, with their status; other codes are 502.
-const PASSED_THROUGH: [(ErrCode, u16); 7] = [
+const PASSED_THROUGH: [(ErrCode, u16); 8] = [
     (ErrCode::StaleEpoch, 409),
     (ErrCode::InvalidMessage, 400),
     (ErrCode::NotMember, 403),
     (ErrCode::NotAdmin, 403),
+    (ErrCode::JoinRefused, 403),
     (ErrCode::TooLarge, 413),
     (ErrCode::LimitExceeded, 429),
     (ErrCode::NotFound, 404),

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 
 use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef};
-use parley_schema::{CommitToApply, Member, OutboundDevice, OutboundWelcome, OutboxItem};
+use parley_schema::{CommitToApply, Group, Member, OutboundDevice, OutboundWelcome, OutboxItem};
 
 use super::error::HubError;
+use super::join::{check_external_commit, context_join_rules};
 use super::roles::check_commit_roles;
 use super::roster::{check_added_device, check_adds_policy, roster_of};
 use super::{decode, group_or_404, invalid, refusal};
@@ -34,15 +35,31 @@ pub async fn hub_commit(
     let bundle = Bundle::decode(state, &req)?;
     let info = mls_check::inspect_message(&bundle.commit).map_err(invalid)?;
     let checked = check_bundle(&bundle, &info, group_id, group.epoch.max(0) as u64)?;
-    let mut change = resolve_change(state, sender, group_id, &req, &bundle, &checked).await?;
-    // 7. Roles: what only an admin may do.
-    change.roles = check_commit_roles(
-        group.roles.as_deref(),
-        &change.members,
-        &change.roster,
-        sender,
-        &change.delta,
-    )?;
+    let change = match checked.committer_leaf {
+        Some(committer_leaf) => {
+            let mut change = resolve_change(
+                state,
+                sender,
+                group_id,
+                &req,
+                &bundle,
+                &checked,
+                committer_leaf,
+            )
+            .await?;
+            // 7. Roles: what only an admin may do.
+            change.roles = check_commit_roles(
+                group.roles.as_deref(),
+                &change.members,
+                &change.roster,
+                sender,
+                &change.delta,
+            )?;
+            change.join_rules = context_join_rules(&change.delta)?;
+            change
+        }
+        None => resolve_external_join(state, sender, &group, &req, &bundle, &checked).await?,
+    };
     let plan = plan_fan_out(state, sender, &change, bundle.welcome.as_deref());
     apply(
         state,
@@ -100,7 +117,8 @@ struct CheckedBundle<'a> {
     framed: &'a FramedInfo,
     commit: &'a CommitInfo,
     welcome: Option<WelcomeInfo>,
-    committer_leaf: u32,
+    /// The committer's leaf; `None` for an external commit (a new member joining).
+    committer_leaf: Option<u32>,
     current_epoch: u64,
 }
 
@@ -134,8 +152,10 @@ fn check_bundle<'a>(
             framed.epoch
         )));
     }
-    let MessageSender::Member(committer_leaf) = framed.sender else {
-        return Err(invalid("commit sender is not a member"));
+    let committer_leaf = match framed.sender {
+        MessageSender::Member(leaf) => Some(leaf),
+        MessageSender::NewMemberCommit => None,
+        _ => return Err(invalid("commit sender is not a member")),
     };
     Ok(CheckedBundle {
         framed,
@@ -154,6 +174,28 @@ struct RosterChange {
     added_identities: Vec<String>,
     /// The roles to store, when the commit changes the group context.
     roles: Option<Option<String>>,
+    /// The join rules to store, when the commit changes the group context.
+    join_rules: Option<Option<String>>,
+}
+
+impl RosterChange {
+    fn new(members: Vec<Member>, roster: Roster, delta: CommitDelta) -> Self {
+        RosterChange {
+            added_identities: delta.add_identities(),
+            members,
+            roster,
+            delta,
+            roles: None,
+            join_rules: None,
+        }
+    }
+}
+
+/// The identities `@user:server/DEVICE` of a bundle's declared `adds` or `removes`.
+fn declared(list: &[DeviceRef]) -> Vec<String> {
+    list.iter()
+        .map(|d| identity(&d.user_id, &d.device_id))
+        .collect()
 }
 
 /// 4–6. The commit's adds and removes, resolved against the proposals stored this epoch and
@@ -166,6 +208,7 @@ async fn resolve_change(
     req: &CommitRequest,
     bundle: &Bundle,
     checked: &CheckedBundle<'_>,
+    committer_leaf: u32,
 ) -> Result<RosterChange, HubError> {
     let (framed, commit_info) = (checked.framed, checked.commit);
     let members = state.store.hub_log().roster(group_id).await?;
@@ -178,19 +221,14 @@ async fn resolve_change(
     };
     let delta = if is_current {
         commit_info
-            .resolve(checked.committer_leaf, |r| stored.get(r).cloned())
+            .resolve(committer_leaf, |r| stored.get(r).cloned())
             .map_err(invalid)?
     } else {
         // A stale commit's referenced proposals and removed leaves belong to an older roster:
         // check what can be checked (its adds), then refuse it as stale below.
         commit_info
-            .resolve(checked.committer_leaf, |_| None)
+            .resolve(committer_leaf, |_| None)
             .unwrap_or_default()
-    };
-    let declared = |list: &[DeviceRef]| -> Vec<String> {
-        list.iter()
-            .map(|d| identity(&d.user_id, &d.device_id))
-            .collect()
     };
     let (declared_adds, declared_removes) = (declared(&req.adds), declared(&req.removes));
     let added_identities = delta.add_identities();
@@ -230,8 +268,7 @@ async fn resolve_change(
         .iter()
         .any(|m| m.user_id == sender.user_id && m.device_id == sender.device_id);
     if !in_roster
-        || (is_current
-            && roster.identity_at(checked.committer_leaf) != Some(sender_identity.as_str()))
+        || (is_current && roster.identity_at(committer_leaf) != Some(sender_identity.as_str()))
     {
         crate::metrics::roster_denial();
         return Err(HubError::NotMember);
@@ -242,13 +279,44 @@ async fn resolve_change(
             current_epoch: checked.current_epoch,
         });
     }
-    Ok(RosterChange {
-        members,
-        roster,
-        delta,
-        added_identities,
-        roles: None,
-    })
+    Ok(RosterChange::new(members, roster, delta))
+}
+
+/// 4–6 for an external commit (docs/protocol.md#join-links): the join rules admit the
+/// joiner with the commit's code, the commit does only what a join may, the joiner is not a
+/// member already (other than the earlier leaf it removes), then a stale epoch.
+async fn resolve_external_join(
+    state: &AppState,
+    sender: &DeviceRef,
+    group: &Group,
+    req: &CommitRequest,
+    bundle: &Bundle,
+    checked: &CheckedBundle<'_>,
+) -> Result<RosterChange, HubError> {
+    let members = state.store.hub_log().roster(&group.group_id).await?;
+    let roster = roster_of(&members);
+    if bundle.welcome.is_some() {
+        return Err(invalid("an external commit has no Welcome"));
+    }
+    let delta = check_external_commit(group, &roster, sender, checked.framed, checked.commit)?;
+    if checked.framed.epoch != checked.current_epoch {
+        return Err(HubError::StaleEpoch {
+            current_epoch: checked.current_epoch,
+        });
+    }
+    roster
+        .check_declared(
+            &delta.removes,
+            &delta.add_identities(),
+            &declared(&req.removes),
+            &declared(&req.adds),
+        )
+        .map_err(invalid)?;
+    check_adds_policy(state, &members, &delta.add_identities())?;
+    for add in &delta.adds {
+        check_added_device(state, &add.identity, &add.signature_key).await?;
+    }
+    Ok(RosterChange::new(members, roster, delta))
 }
 
 /// Proposals accepted in this epoch, by proposal reference, for commits that reference them.
@@ -391,6 +459,7 @@ async fn apply(
         welcome_recipients: plan.welcome_recipients.clone(),
         group_info: bundle.group_info,
         roles: change.roles.clone(),
+        join_rules: change.join_rules.clone(),
         ts: now_ms() as i64,
         outbox: plan.outbox,
     };

@@ -31,6 +31,9 @@ pub enum HubError {
     /// A commit the group's roles allow only an admin to make (docs/protocol.md#group-roles).
     #[error(transparent)]
     NotAdmin(parley_client_api::roles::RoleError),
+    /// A join by link the group's join rules refuse (docs/protocol.md#join-links).
+    #[error(transparent)]
+    JoinRefused(parley_client_api::join::JoinError),
     #[error("the group is at epoch {current_epoch}")]
     StaleEpoch { current_epoch: u64 },
     /// The group's hub (another server) refused or could not be reached.

@@ -6,6 +6,7 @@
 mod commit;
 pub mod ephemeral;
 pub mod error;
+pub mod join;
 pub mod notice;
 pub mod notice_gate;
 mod relay;

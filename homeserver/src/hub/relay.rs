@@ -6,9 +6,11 @@ use parley_client_api::groups::{
     CommitRequest, CommitResponse, DeviceRef, SendRequest, SendResponse,
 };
 use parley_client_api::ids::GroupId;
+use parley_client_api::join::JoinInfoResponse;
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 use parley_federation::endpoints::{
-    FollowerCommit, FollowerCommitRequest, FollowerSend, FollowerSendRequest,
+    FollowerCommit, FollowerCommitRequest, FollowerJoinInfo, FollowerJoinInfoRequest, FollowerSend,
+    FollowerSendRequest,
 };
 
 use super::error::HubError;
@@ -33,6 +35,28 @@ pub(super) async fn commit(
     Ok(state
         .fed
         .call::<FollowerCommit>(hub, &path, &request)
+        .await
+        .map_err(RemoteError::from)?)
+}
+
+/// Asks the group's `hub` for its GroupInfo for `user_id` holding a join link's `code`.
+pub(super) async fn join_info(
+    state: &AppState,
+    hub: &str,
+    group_id: &GroupId,
+    code: &str,
+    user_id: &str,
+) -> Result<JoinInfoResponse, HubError> {
+    let path = GroupPath {
+        group_id: group_id.clone(),
+    };
+    let request = FollowerJoinInfoRequest {
+        code: code.to_owned(),
+        user_id: user_id.to_owned(),
+    };
+    Ok(state
+        .fed
+        .call::<FollowerJoinInfo>(hub, &path, &request)
         .await
         .map_err(RemoteError::from)?)
 }

@@ -11,6 +11,7 @@ use openmls::prelude::{
     AddProposalIn, GroupContextExtensionProposalIn, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
     ProposalIn, ProposalOrRefIn, ProposalType, ProtocolVersion,
 };
+use parley_client_api::join::JOIN_RULES_EXTENSION_TYPE;
 use parley_client_api::roles::ROLES_EXTENSION_TYPE;
 
 use super::{basic_identity, crypto, WireFormatKind, CIPHERSUITE};
@@ -51,8 +52,9 @@ pub enum MessageError {
         /// The content type in the message.
         found: ContentKind,
     },
-    /// A handshake message whose sender is not a member (external senders are not in v1).
-    #[error("handshake messages must come from a group member; external and new-member senders are not supported")]
+    /// A handshake message whose sender is not a member (other than an external commit:
+    /// external proposals and external senders are not supported).
+    #[error("handshake messages must come from a group member (or be an external commit); external proposals and senders are not supported")]
     NonMemberSender,
     /// The ciphersuite of a Welcome, GroupInfo or added key package is not Parley's.
     #[error("unsupported ciphersuite 0x{0:04x}")]
@@ -176,6 +178,9 @@ pub struct ContextChange {
     /// The body of the roles extension (docs/protocol.md#group-roles), `None` when the new
     /// context has none.
     pub roles: Option<Vec<u8>>,
+    /// The body of the join-rules extension (docs/protocol.md#join-links), `None` when the
+    /// new context has none.
+    pub join_rules: Option<Vec<u8>>,
 }
 
 /// A standalone proposal (`PublicMessage` with content type proposal).
@@ -222,6 +227,18 @@ pub struct CommitInfo {
     pub other_proposal_types: Vec<u16>,
     /// Whether the commit carries an UpdatePath.
     pub has_path: bool,
+    /// The UpdatePath's leaf: for an external commit, the joiner's new leaf.
+    pub path_leaf: Option<PathLeaf>,
+}
+
+/// The identity and signature key of a commit's UpdatePath leaf, read from its framing (the
+/// hub checks them against the submitting device; members verify the signatures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathLeaf {
+    /// The credential identity, `@user:server/DEVICE` (`None` if not a UTF-8 basic credential).
+    pub identity: Option<String>,
+    /// The leaf's raw Ed25519 signature key.
+    pub signature_key: Vec<u8>,
 }
 
 /// The roster change a commit makes once references are resolved (see [`CommitInfo::resolve`]).
@@ -316,6 +333,9 @@ pub struct FramedInfo {
     pub content_type: ContentKind,
     /// The sender (hidden in a PrivateMessage).
     pub sender: MessageSender,
+    /// The authenticated data of a PublicMessage (empty for a PrivateMessage, whose AAD the
+    /// hub cannot see).
+    pub authenticated_data: Vec<u8>,
     /// For a PublicMessage proposal: its reference and effect.
     pub proposal: Option<ProposalInfo>,
     /// For a PublicMessage commit: its proposal list and path flag.
@@ -407,6 +427,7 @@ pub fn inspect_message(bytes: &[u8]) -> Result<MessageInfo, MessageError> {
             epoch: m.epoch().as_u64(),
             content_type: content_kind(m.content_type()),
             sender: MessageSender::Hidden,
+            authenticated_data: Vec::new(),
             proposal: None,
             commit: None,
         }))),
@@ -500,7 +521,10 @@ pub fn check_envelope<'a>(
     if framed.group_id != expected_group_id {
         return Err(MessageError::GroupIdMismatch);
     }
-    if kind.is_handshake() && !matches!(framed.sender, MessageSender::Member(_)) {
+    let by_member = matches!(framed.sender, MessageSender::Member(_));
+    let external_commit =
+        kind == ContentKind::Commit && framed.sender == MessageSender::NewMemberCommit;
+    if kind.is_handshake() && !by_member && !external_commit {
         return Err(MessageError::NonMemberSender);
     }
     Ok(framed)
@@ -570,7 +594,7 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
         4 => MessageSender::NewMemberCommit,
         t => return Err(MessageError::Malformed(format!("unknown sender type {t}"))),
     };
-    let _authenticated_data = VLBytes::tls_deserialize(&mut r).map_err(bad)?;
+    let authenticated_data = VLBytes::tls_deserialize(&mut r).map_err(bad)?;
     let ct = u8::tls_deserialize(&mut r).map_err(bad)?;
     let content_type = ContentKind::from_u8(ct)
         .ok_or_else(|| MessageError::Malformed(format!("unknown content type {ct}")))?;
@@ -580,6 +604,7 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
         epoch,
         content_type,
         sender,
+        authenticated_data: authenticated_data.as_slice().to_vec(),
         proposal: None,
         commit: None,
     };
@@ -612,6 +637,11 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
                     )))
                 }
             };
+            let path_leaf = if has_path {
+                Some(path_leaf(&mut r)?)
+            } else {
+                None
+            };
             let mut commit = CommitInfo {
                 proposals: Vec::with_capacity(proposals.len()),
                 adds: Vec::new(),
@@ -620,6 +650,7 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
                 proposal_refs: Vec::new(),
                 other_proposal_types: Vec::new(),
                 has_path,
+                path_leaf,
             };
             for p in proposals {
                 let entry = match p {
@@ -655,6 +686,26 @@ fn inspect_public(bytes: &[u8]) -> Result<FramedInfo, MessageError> {
     Ok(info)
 }
 
+/// Reads the start of an UpdatePath's LeafNode (RFC 9420 §7.2): `encryption_key<V>`,
+/// `signature_key<V>`, then the Credential (`credential_type u16`, for a basic credential
+/// `identity<V>`). The rest of the path is not needed here.
+fn path_leaf(r: &mut &[u8]) -> Result<PathLeaf, MessageError> {
+    let bad = |e: openmls::prelude::tls_codec::Error| MessageError::Malformed(e.to_string());
+    let _encryption_key = VLBytes::tls_deserialize(r).map_err(bad)?;
+    let signature_key = VLBytes::tls_deserialize(r).map_err(bad)?;
+    let credential_type = u16::tls_deserialize(r).map_err(bad)?;
+    let identity = if credential_type == 1 {
+        let id = VLBytes::tls_deserialize(r).map_err(bad)?;
+        String::from_utf8(id.as_slice().to_vec()).ok()
+    } else {
+        None
+    };
+    Ok(PathLeaf {
+        identity,
+        signature_key: signature_key.as_slice().to_vec(),
+    })
+}
+
 fn proposal_effect(p: &ProposalIn) -> Result<ProposalEffect, MessageError> {
     Ok(match p {
         ProposalIn::Add(add) => ProposalEffect::Add(added_member(add)?),
@@ -684,14 +735,17 @@ fn context_change(gce: &GroupContextExtensionProposalIn) -> Result<ContextChange
     while !r.is_empty() {
         let extension_type = u16::tls_deserialize(&mut r).map_err(malformed)?;
         let data = VLBytes::tls_deserialize(&mut r).map_err(malformed)?;
-        if extension_type == ROLES_EXTENSION_TYPE {
-            if change.roles.is_some() {
-                return Err(MessageError::Malformed(
-                    "the roles extension appears twice".into(),
-                ));
-            }
-            change.roles = Some(data.as_slice().to_vec());
+        let slot = match extension_type {
+            ROLES_EXTENSION_TYPE => &mut change.roles,
+            JOIN_RULES_EXTENSION_TYPE => &mut change.join_rules,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(MessageError::Malformed(format!(
+                "extension 0x{extension_type:04x} appears twice"
+            )));
         }
+        *slot = Some(data.as_slice().to_vec());
     }
     Ok(change)
 }

@@ -51,7 +51,7 @@ pub use self::{
     key_package::{KeyPackageError, ValidKeyPackage, LIFETIME_SLACK_MS, NOT_BEFORE_SKEW_MS},
     message::{
         AddedMember, CommitDelta, CommitInfo, CommittedProposal, ContextChange, GroupInfoSummary,
-        MessageError, MessageInfo, ProposalEffect, ProposalInfo, WelcomeInfo,
+        MessageError, MessageInfo, PathLeaf, ProposalEffect, ProposalInfo, WelcomeInfo,
     },
     roster::RosterError,
 };

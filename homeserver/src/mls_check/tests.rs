@@ -867,6 +867,7 @@ fn commit_removing_its_committer_is_refused() {
         proposal_refs: vec![vec![1, 2, 3]],
         other_proposal_types: vec![],
         has_path: true,
+        path_leaf: None,
     };
     let stored = StoredProposal {
         sender_leaf: 2,
@@ -975,4 +976,53 @@ fn roster_apply_commit_blanks_fills_leftmost_and_truncates() {
             .len(),
         1
     );
+}
+
+#[test]
+fn an_external_commit_is_read_with_its_joining_leaf_join_aad_and_context_changes() {
+    use parley_mls::{Engine, EngineConfig, StaticDeviceKeys};
+    let mut dir = StaticDeviceKeys::new();
+    let mut alice = Engine::new("@alice:hub.example", "ALICE", EngineConfig::default()).unwrap();
+    let mut dave = Engine::new("@dave:d.example", "DAVE", EngineConfig::default()).unwrap();
+    for e in [&alice, &dave] {
+        dir.insert(e.device().clone(), e.signature_public_key());
+    }
+    alice.create_group_with_roles(GROUP_ID).unwrap();
+    let open = alice.open_join_link(GROUP_ID).unwrap();
+    // The GCE sets both extensions: the roles kept, the join rules added.
+    let framed = inspect_message(&open.commit).unwrap();
+    let commit = framed.framed().unwrap().commit.as_ref().unwrap();
+    let Some(CommittedProposal::Inline(ProposalEffect::GroupContextExtensions(change))) =
+        commit.proposals.first()
+    else {
+        panic!("no GCE in {commit:?}");
+    };
+    assert!(change.roles.is_some());
+    let rules =
+        parley_client_api::join::JoinRules::decode(change.join_rules.as_ref().unwrap()).unwrap();
+    alice.confirm_pending_commit(GROUP_ID).unwrap();
+    let code = rules.code.unwrap();
+    let (_, join) = dave
+        .join_by_link(GROUP_ID, open.group_info.as_ref().unwrap(), &code, &dir)
+        .unwrap();
+    let info = inspect_message(&join.commit).unwrap();
+    let framed = check_envelope(&info, GROUP_ID.as_bytes(), ContentKind::Commit).unwrap();
+    assert_eq!(framed.sender, MessageSender::NewMemberCommit);
+    assert_eq!(framed.epoch, 1);
+    assert_eq!(
+        framed.authenticated_data,
+        format!(r#"{{"join_code":"{code}"}}"#).into_bytes()
+    );
+    let commit = framed.commit.as_ref().unwrap();
+    let leaf = commit.path_leaf.as_ref().unwrap();
+    assert_eq!(leaf.identity.as_deref(), Some("@dave:d.example/DAVE"));
+    assert_eq!(leaf.signature_key, dave.signature_public_key());
+    assert_eq!(
+        commit.proposals,
+        vec![CommittedProposal::Inline(ProposalEffect::Other {
+            proposal_type: 6
+        })]
+    );
+    // A new member may commit, but not propose.
+    assert!(check_envelope(&info, GROUP_ID.as_bytes(), ContentKind::Proposal).is_err());
 }

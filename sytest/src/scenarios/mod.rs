@@ -9,6 +9,7 @@ pub mod federation;
 pub mod groups;
 pub mod hostile;
 pub mod hygiene;
+pub mod join_links;
 pub mod keys;
 pub mod media;
 pub mod ratelimit;

@@ -6,6 +6,7 @@ use parley_client_api::groups::{
     ListGroups, ListGroupsResponse, SendEphemeral, SendMessage, SendRequest, SendResponse,
     SubmitCommit,
 };
+use parley_client_api::join::{GroupJoinInfo, JoinInfoRequest, JoinInfoResponse};
 use parley_client_api::params::{GroupPath, GroupTxnPath};
 
 use crate::accounts::Authed;
@@ -20,6 +21,7 @@ pub fn routes() -> Routes {
         .serve::<CreateGroup, _, _>(create_group)
         .serve::<ListGroups, _, _>(list_groups)
         .serve::<SubmitCommit, _, _>(submit_commit)
+        .serve::<GroupJoinInfo, _, _>(join_info)
         .serve::<SendMessage, _, _>(send_message)
         .serve::<SendEphemeral, _, _>(send_ephemeral)
 }
@@ -60,6 +62,18 @@ async fn submit_commit(
     req: CommitRequest,
 ) -> ApiResult<CommitResponse> {
     Ok(hub::submit_commit(&state, &auth.device(), &path.group_id, req).await?)
+}
+
+async fn join_info(
+    state: AppState,
+    auth: Authed,
+    path: GroupPath,
+    req: JoinInfoRequest,
+) -> ApiResult<JoinInfoResponse> {
+    Ok(
+        hub::join::submit_join_info(&state, &auth.device().user_id, &path.group_id, &req.code)
+            .await?,
+    )
 }
 
 async fn send_message(

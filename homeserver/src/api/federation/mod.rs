@@ -11,8 +11,8 @@ use parley_client_api::params::{GroupPath, GroupTxnPath, TxnPath, UserPath};
 use parley_client_api::sync::EphemeralEvent;
 use parley_federation::endpoints::{
     CatchUp, CatchUpPage, CatchUpQuery, ClaimKeys, FetchMedia, FollowerCommit,
-    FollowerCommitRequest, FollowerEphemeral, FollowerSend, FollowerSendRequest, RelayEphemeral,
-    SendTransaction, ServerKeys, UserDevices,
+    FollowerCommitRequest, FollowerEphemeral, FollowerJoinInfo, FollowerJoinInfoRequest,
+    FollowerSend, FollowerSendRequest, RelayEphemeral, SendTransaction, ServerKeys, UserDevices,
 };
 use parley_federation::keys::ServerKeyDocument;
 use parley_federation::transactions::{Transaction, TransactionResponse};
@@ -35,6 +35,7 @@ pub fn routes() -> Routes {
         .serve::<ClaimKeys, _, _>(claim_keys)
         .serve::<UserDevices, _, _>(user_devices)
         .serve::<FollowerCommit, _, _>(follower_commit)
+        .serve::<FollowerJoinInfo, _, _>(follower_join_info)
         .serve::<FollowerSend, _, _>(follower_send)
         .serve::<FollowerEphemeral, _, _>(follower_ephemeral)
         .serve::<RelayEphemeral, _, _>(relay_ephemeral)
@@ -114,6 +115,21 @@ async fn follower_commit(
 ) -> ApiResult<CommitResponse> {
     check_sender(&origin, &req.sender)?;
     Ok(crate::hub::follower_commit(&state, &req.sender, &path.group_id, req.commit).await?)
+}
+
+async fn follower_join_info(
+    state: AppState,
+    origin: Origin,
+    path: GroupPath,
+    req: FollowerJoinInfoRequest,
+) -> ApiResult<parley_client_api::join::JoinInfoResponse> {
+    if !same_server(server_of(&req.user_id), &origin.0) {
+        return Err(RequestError::SenderNotFromOrigin.into());
+    }
+    Ok(
+        crate::hub::join::follower_join_info(&state, &req.user_id, &path.group_id, &req.code)
+            .await?,
+    )
 }
 
 async fn follower_send(

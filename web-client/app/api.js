@@ -253,6 +253,8 @@ export class Api {
     if (bundle.group_info) body.group_info = bundle.group_info;
     return this.endpoint(E.SubmitCommit, { group_id: groupId }, body);
   }
+  /** The current GroupInfo of a group joinable by link with `code`: `{group_info, epoch}`. */
+  joinInfo(groupId, code) { return this.endpoint(E.GroupJoinInfo, { group_id: groupId }, { code }); }
   /** Sends an application message; `media`: ids of this user's uploads that it names. */
   send(groupId, txnId, message, media) {
     const body = { message };

@@ -230,6 +230,7 @@ async function startSession() {
     isVisible: () => document.visibilityState !== 'hidden',
     onSignedOut: () => { signedOut(); },
     attachments: { encrypt: wasm.encryptAttachment, decrypt: wasm.decryptAttachment },
+    parseJoinLink: wasm.parseJoinLink,
     onUploadProgress: (u) => setProgress(`up:${u.id}`, u.loaded, u.total),
     onIncoming: (conv, msg) => { notifyIncoming(conv, msg); },
   });
@@ -1101,8 +1102,57 @@ function openGroupSettings() {
   $('group-avatar').value = '';
   $('group-avatar-remove').checked = false;
   $('group-avatar-remove-row').hidden = !conv.avatar;
+  renderJoinLink(conv);
   $('group-dialog').showModal();
   $('group-name').focus();
+}
+
+/**
+ * The join-link part of the group settings: the link (any member may copy and share it while
+ * it is on) and, for an admin only, turning it on, replacing it and turning it off.
+ */
+function renderJoinLink(conv) {
+  const link = session.joinLinkOf(conv.group_id);
+  const amAdmin = conv.active && session.isAdmin(conv.group_id, state.session.user_id);
+  $('join-link-state').textContent = link
+    ? 'Anyone with this link can join this conversation.'
+    : (amAdmin ? 'Joining by link is off.' : 'Joining by link is off. An admin can turn it on.');
+  $('join-link-row').hidden = !link;
+  $('join-link-value').value = link || '';
+  $('join-link-admin').hidden = !amAdmin;
+  $('join-link-on-btn').textContent = link ? 'Make a new join link' : 'Turn on joining by link';
+  $('join-link-off-btn').hidden = !link;
+}
+
+/** Turns joining by link on (or replaces the link) or off, from the group settings. */
+function changeJoinLink(btn, on) {
+  const gid = openGid;
+  const conv = state && state.convs[gid];
+  if (!conv || !session) return;
+  const replacing = on && !!session.joinLinkOf(gid);
+  $('group-error').textContent = '';
+  busy(btn, true);
+  session.setJoinLink(gid, on).then((link) => {
+    renderJoinLink(conv);
+    announce(!link ? 'Joining by link is off.' : (replacing ? 'New join link made; the old one no longer works.' : 'Joining by link is on.'));
+    (link ? $('join-link-copy-btn') : $('join-link-on-btn')).focus();
+  }, (err) => {
+    // Shown inside the dialog (the page's alert region is behind it).
+    $('group-error').textContent = describeError(err);
+  }).finally(() => { busy(btn, false); });
+}
+
+/** Copies the join link; where the clipboard is refused, selects it for the user to copy. */
+async function copyJoinLink() {
+  const input = $('join-link-value');
+  try {
+    await navigator.clipboard.writeText(input.value);
+    announce('Join link copied.');
+  } catch {
+    input.focus();
+    input.select();
+    announce('Join link selected: copy it with your keyboard or menu.');
+  }
 }
 
 async function saveGroupSettings() {
@@ -1372,6 +1422,21 @@ function wire() {
     announce(e.currentTarget.checked ? 'Notifications show the message text.' : 'Notifications do not show the message text.');
   });
   $('group-settings-btn').addEventListener('click', openGroupSettings);
+  $('join-link-on-btn').addEventListener('click', (e) => { changeJoinLink(e.currentTarget, true); });
+  $('join-link-off-btn').addEventListener('click', (e) => { changeJoinLink(e.currentTarget, false); });
+  $('join-link-copy-btn').addEventListener('click', () => { copyJoinLink(); });
+  $('join-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded($('join-btn'), async () => {
+      const link = $('join-link-input').value.trim();
+      if (!link) throw new Error('Paste a join link to join a conversation.');
+      announce('Joining…');
+      const { group_id: gid, already } = await session.joinByLink(link);
+      $('join-link-input').value = '';
+      openConversation(gid);
+      announce(already ? 'You are already in this conversation.' : 'You joined the conversation.');
+    });
+  });
   $('share-history').addEventListener('change', (e) => {
     if (!session || !openGid) return;
     session.setShareHistory(openGid, e.currentTarget.checked);

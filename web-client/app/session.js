@@ -54,6 +54,28 @@ export function adminChangeLines(before, after, committer, me) {
   return lines;
 }
 
+/**
+ * The system line for a change of a group's join link (`before`, `after`: the link, or null
+ * when joining by link is off) by `committer`; null when the link did not change.
+ */
+export function joinLinkLine(before, after, committer, me) {
+  if (before === after) return null;
+  const by = committer === me ? 'You' : localpart(committer);
+  if (!after) return `${by} turned off joining by link.`;
+  if (!before) return `${by} turned on joining by link.`;
+  return `${by} made a new join link; the old one no longer works.`;
+}
+
+/** `err` as shown to someone joining by link: the hub's refusal in plain words. */
+export function joinError(err) {
+  const code = err && err.errcode;
+  if (code === 'P_JOIN_REFUSED' || errorCode(err) === 'JoinRefused') {
+    return new Error('This join link does not work: it was turned off or replaced, or you may not join this conversation.');
+  }
+  if (code === 'P_NOT_FOUND' || code === 'P_UNKNOWN_GROUP') return new Error('This conversation does not exist (any more).');
+  return err;
+}
+
 /** Engine errors that mean "already handled" when a message is delivered again. */
 const BENIGN = new Set(['WrongEpoch', 'Replay', 'UnknownGroup', 'GroupExists']);
 
@@ -96,8 +118,10 @@ export class Session {
   constructor({
     client, api, state, persist, onChange = () => {}, notify = () => {}, WebSocketImpl, now,
     defer, isVisible, devicePollMs = DEVICE_POLL_MS, onSignedOut, attachments, onUploadProgress,
-    onIncoming,
+    onIncoming, parseJoinLink,
   }) {
+    // The wasm parser of join links (`{group_id, code}` JSON, or a `[BadLink]` error).
+    this.parseJoinLink = parseJoinLink || null;
     // A text or file from someone else was added (the app decides whether to notify).
     this.onIncoming = onIncoming || (() => {});
     this.client = client;
@@ -373,6 +397,94 @@ export class Session {
     return memberAdmins.length === 1 && memberAdmins[0] === this.me && users.size > 1;
   }
 
+  /** The conversation's join link, or null when joining by link is off (or the group is gone). */
+  joinLinkOf(gid) {
+    try {
+      return this.client.joinLink(gid) || null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Turns joining the conversation by link on (`on`; when it is on already, makes a new link so
+   * that the old one stops working) or off, with one commit (an admin's only). Resolves with
+   * the link now in force (null when off).
+   */
+  setJoinLink(gid, on) {
+    return this.queue.run(async () => {
+      const conv = this.state.convs[gid];
+      if (!conv || !conv.active) throw new Error('This conversation is not active.');
+      if (!this.isAdmin(gid)) throw new Error(NOT_ADMIN_TEXT);
+      const before = this.joinLinkOf(gid);
+      if (!on && !before) return null;
+      try {
+        await this.commit(gid, () => (on ? this.client.openJoinLink(gid) : this.client.closeJoinLink(gid)));
+      } catch (err) {
+        throw roleError(err);
+      }
+      const after = this.joinLinkOf(gid);
+      const line = joinLinkLine(before, after, this.me, this.me);
+      if (line) pushMessage(conv, { id: `jl:${this.now()}`, kind: 'system', body: line, ts: this.now() });
+      await this.save();
+      this.onChange();
+      return after;
+    });
+  }
+
+  /**
+   * Joins the conversation a join link names (docs/protocol.md#join-links): the group's current
+   * GroupInfo from the hub (through this homeserver), an external commit, submitted like any
+   * commit. A 409 (the group moved on meanwhile) tries again from the new GroupInfo; any other
+   * refusal forgets the group. Resolves with `{group_id, already}`.
+   */
+  joinByLink(link) {
+    return this.queue.run(async () => {
+      let parsed;
+      try {
+        if (!this.parseJoinLink) throw new Error('no parser');
+        parsed = J(this.parseJoinLink(String(link || '')));
+      } catch {
+        throw new Error('This is not a join link: it looks like parley:!…?via=…&code=….');
+      }
+      const { group_id: gid, code } = parsed;
+      const held = this.state.convs[gid];
+      if (held && held.active) return { group_id: gid, already: true };
+      for (let attempt = 0; ; attempt += 1) {
+        let info;
+        try {
+          info = await this.api.joinInfo(gid, code);
+        } catch (err) {
+          throw joinError(err);
+        }
+        let joined;
+        try {
+          joined = J(await withDeviceKeys(() => this.client.joinByLink(gid, info.group_info, code), this.missing, this.fetchUsers));
+        } catch (err) {
+          throw joinError(err);
+        }
+        let res;
+        try {
+          res = await this.api.commit(gid, joined.bundle);
+        } catch (err) {
+          try { this.client.forgetGroup(gid); } catch { /* never held */ }
+          if (err && err.status === 409 && attempt < 3) continue;
+          throw joinError(err);
+        }
+        const conv = held || this.newConv(gid);
+        conv.active = true;
+        conv.lastSeq = Math.max(conv.lastSeq || 0, (res && res.seq) || 0);
+        this.refreshMembers(conv);
+        pushMessage(conv, { id: `jb:${this.now()}`, kind: 'system', body: 'You joined with a join link.', ts: this.now() });
+        bumpOrder(this.state.order, gid);
+        this.noteNewDevices(this.now());
+        await this.save();
+        this.onChange();
+        return { group_id: gid, already: false };
+      }
+    });
+  }
+
   async handleWelcome(w) {
     const known = J(this.client.groupIds()).includes(w.group_id);
     if (!known) {
@@ -423,6 +535,7 @@ export class Session {
     }
     let events = [];
     const adminsBefore = m.kind === 'commit' ? this.readAdmins(gid) : undefined;
+    const linkBefore = m.kind === 'commit' ? this.joinLinkOf(gid) : undefined;
     try {
       events = J(await withDeviceKeys(() => this.client.process(gid, JSON.stringify(m)), this.missing, this.fetchUsers));
     } catch (err) {
@@ -440,14 +553,18 @@ export class Session {
         gotText = this.handlePayload(conv, ev, m) || gotText;
       } else if (ev.type === 'commit') {
         const who = (l) => [...new Set(l.map((d) => d.user_id))].join(', ');
-        if (ev.added.length) {
+        const joinedByLink = ev.added.some((d) => d.user_id === ev.committer.user_id && d.device_id === ev.committer.device_id);
+        if (joinedByLink) {
+          pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body: `${ev.committer.user_id} joined with the join link.`, ts: m.ts });
+        } else if (ev.added.length) {
           const own = ev.added.every((d) => d.user_id === ev.committer.user_id);
           const body = own
             ? `${ev.committer.user_id} added their device ${ev.added.map((d) => d.device_id).join(', ')}.`
             : `${ev.committer.user_id} added ${who(ev.added)}.`;
           pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body, ts: m.ts });
         }
-        if (ev.removed.length) pushMessage(conv, { id: `c:${m.seq}:r`, kind: 'system', body: `${who(ev.removed)} left or was removed.`, ts: m.ts });
+        const rejoined = joinedByLink && ev.removed.every((d) => d.user_id === ev.committer.user_id);
+        if (ev.removed.length && !rejoined) pushMessage(conv, { id: `c:${m.seq}:r`, kind: 'system', body: `${who(ev.removed)} left or was removed.`, ts: m.ts });
       } else if (ev.type === 'removed') {
         conv.active = false;
         pushMessage(conv, { id: `c:${m.seq}:x`, kind: 'system', body: 'You are no longer a member of this conversation.', ts: m.ts });
@@ -465,6 +582,8 @@ export class Session {
       adminChangeLines(adminsBefore, after, committed.committer.user_id, this.me).forEach((body, i) => {
         pushMessage(conv, { id: `c:${m.seq}:adm${i}`, kind: 'system', body, ts: m.ts });
       });
+      const linkLine = joinLinkLine(linkBefore, this.joinLinkOf(gid), committed.committer.user_id, this.me);
+      if (linkLine) pushMessage(conv, { id: `c:${m.seq}:link`, kind: 'system', body: linkLine, ts: m.ts });
     }
     if (events.some((ev) => ev.type === 'commit' && ev.added.length)) this.noteNewDevices(m.ts);
     if (gotText && isOpen) this.defer(() => { this.sendReadReceipt(gid).catch(() => {}); }, 200);

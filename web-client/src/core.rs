@@ -72,6 +72,7 @@ impl From<MlsError> for WebError {
             MlsError::AttachmentHashMismatch => "AttachmentHashMismatch",
             MlsError::AttachmentCorrupt(_) => "AttachmentCorrupt",
             MlsError::NotAdmin(_) => "NotAdmin",
+            MlsError::JoinRefused(_) => "JoinRefused",
             #[allow(unreachable_patterns)]
             _ => "Engine",
         };
@@ -475,6 +476,67 @@ impl Core {
         Ok(to_json(&bundle_json(&bundle)))
     }
 
+    /// The group's join link (docs/protocol.md#join-links), `None` when joining by link is off.
+    pub fn join_link(&self, group_id: &str) -> WebResult<Option<String>> {
+        Ok(self.engine()?.join_link(group_id)?)
+    }
+
+    /// Users banned from joining by link, as a JSON array.
+    pub fn banned(&self, group_id: &str) -> WebResult<String> {
+        let rules = self.engine()?.join_rules(group_id)?.unwrap_or_default();
+        Ok(to_json(&json!(rules.banned)))
+    }
+
+    /// Commit turning joining by link on with a fresh code (or rotating the code, so that
+    /// links handed out before stop working); the bundle JSON as [`WebCore::add_members`].
+    pub fn open_join_link(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(&e.open_join_link(group_id)?)))
+    }
+
+    /// Commit turning joining by link off.
+    pub fn close_join_link(&mut self, group_id: &str) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(&e.close_join_link(group_id)?)))
+    }
+
+    /// Commit banning (or unbanning) `user_id` from joining by link.
+    pub fn set_banned(&mut self, group_id: &str, user_id: &str, banned: bool) -> WebResult<String> {
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(
+            &e.set_banned(group_id, user_id, banned)?,
+        )))
+    }
+
+    /// Joins by external commit from the group's current GroupInfo (base64, from
+    /// `POST /groups/{group_id}/join_info`) with the link's `code`. The group is held at the
+    /// new epoch at once. Returns `{group_id, epoch, members, events, bundle}`: submit
+    /// `bundle` with `POST /groups/{group_id}/commit` (no confirmation needed) and call
+    /// [`WebCore::forget_group`] if the hub refuses it.
+    pub fn join_by_link(
+        &mut self,
+        group_id: &str,
+        group_info_b64: &str,
+        code: &str,
+    ) -> WebResult<String> {
+        let group_info = unb64("group info", group_info_b64)?;
+        let (e, dir) = self.engine_mut()?;
+        let (joined, bundle) = e.join_by_link(group_id, &group_info, code, dir)?;
+        Ok(to_json(&json!({
+            "group_id": joined.group_id,
+            "epoch": joined.epoch,
+            "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
+            "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
+            "bundle": bundle_json(&bundle),
+        })))
+    }
+
+    /// Drops a group with its MLS state (a join by link the hub refused).
+    pub fn forget_group(&mut self, group_id: &str) -> WebResult<()> {
+        let (e, _) = self.engine_mut()?;
+        Ok(e.forget_group(group_id)?)
+    }
+
     /// JSON array of group ids held.
     pub fn group_ids(&self) -> WebResult<String> {
         Ok(to_json(&json!(self.engine()?.group_ids())))
@@ -744,6 +806,15 @@ impl Core {
     }
 }
 
+/// Parses a join link: `{group_id, code}` JSON, or a `BadLink` error.
+pub fn parse_join_link(link: &str) -> WebResult<String> {
+    let link =
+        parley_mls::JoinLink::parse(link).map_err(|e| WebError::new("BadLink", e.to_string()))?;
+    Ok(to_json(
+        &json!({ "group_id": link.group_id.as_str(), "code": link.code }),
+    ))
+}
+
 /// Seals arbitrary bytes under a passphrase (`parley_mls::vault::seal`).
 pub fn vault_seal(data: &[u8], passphrase: &str) -> WebResult<Vec<u8>> {
     Ok(vault::seal(data, passphrase)?)
@@ -919,6 +990,64 @@ mod tests {
         bob2.lock();
         assert!(bob2.is_locked());
         assert_eq!(bob2.user_id().err().map(|e| e.code), Some("Locked"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_join_link_admits_a_joiner_who_every_member_then_sees() -> TestResult {
+        let gid = "!joinable1:a.example";
+        let mut alice = Core::new("@alice:a.example", "ALICEDEV")?;
+        let mut bob = Core::new("@bob:b.example", "BOBDEV")?;
+        alice.create_group_with_roles(gid)?;
+        assert_eq!(alice.join_link(gid)?, None);
+
+        let opened: Value = parse_json("b", &alice.open_join_link(gid)?)?;
+        alice.confirm_commit(gid)?;
+        let link = alice
+            .join_link(gid)?
+            .ok_or_else(|| WebError::new("Test", "no link after opening"))?;
+        let parsed: Value = parse_json("l", &parse_join_link(&link)?)?;
+        assert_eq!(parsed["group_id"], gid);
+        let code = field(&parsed, "code")?;
+        assert_eq!(
+            parse_join_link("parley:!x:a.example?code=short")
+                .err()
+                .map(|e| e.code),
+            Some("BadLink")
+        );
+
+        // A wrong code is refused by the joiner's own engine before anything is sent.
+        let info = field(&opened, "group_info")?;
+        bob.set_user_devices(&devices_json(&alice)?)?;
+        assert_eq!(
+            bob.join_by_link(gid, &info, "x").err().map(|e| e.code),
+            Some("JoinRefused")
+        );
+
+        let joined: Value = parse_json("j", &bob.join_by_link(gid, &info, &code)?)?;
+        assert_eq!(joined["members"].as_array().map(Vec::len), Some(2));
+        assert_eq!(joined["bundle"]["adds"][0]["device_id"], "BOBDEV");
+        assert!(!bob.has_pending_commit(gid)?);
+
+        alice.set_user_devices(&devices_json(&bob)?)?;
+        let msg = wire(
+            &bob,
+            1,
+            &field(&joined["bundle"], "commit")?,
+            json!({"kind": "commit", "adds": joined["bundle"]["adds"].clone(), "removes": []}),
+        )?;
+        let events: Value = parse_json("e", &alice.process(gid, &msg)?)?;
+        assert_eq!(events[0]["type"], "commit");
+        assert_eq!(alice.epoch(gid)?, bob.epoch(gid)?);
+        let members: Value = parse_json("m", &alice.members(gid)?)?;
+        assert_eq!(members[1]["device_id"], "BOBDEV");
+
+        // Closing the link; a refused join is forgotten.
+        alice.close_join_link(gid)?;
+        alice.confirm_commit(gid)?;
+        assert_eq!(alice.join_link(gid)?, None);
+        bob.forget_group(gid)?;
+        assert_eq!(bob.group_ids()?, "[]");
         Ok(())
     }
 

@@ -177,6 +177,54 @@ impl Client {
         self.core.set_admins(group_id, admins_json).map_err(js)
     }
 
+    /// The group's join link, `undefined` when joining by link is off.
+    #[wasm_bindgen(js_name = joinLink)]
+    pub fn join_link(&self, group_id: &str) -> JsResult<Option<String>> {
+        self.core.join_link(group_id).map_err(js)
+    }
+
+    /// JSON array of users banned from joining by link.
+    pub fn banned(&self, group_id: &str) -> JsResult<String> {
+        self.core.banned(group_id).map_err(js)
+    }
+
+    /// Commit bundle JSON turning joining by link on, or rotating its code.
+    #[wasm_bindgen(js_name = openJoinLink)]
+    pub fn open_join_link(&mut self, group_id: &str) -> JsResult<String> {
+        self.core.open_join_link(group_id).map_err(js)
+    }
+
+    /// Commit bundle JSON turning joining by link off.
+    #[wasm_bindgen(js_name = closeJoinLink)]
+    pub fn close_join_link(&mut self, group_id: &str) -> JsResult<String> {
+        self.core.close_join_link(group_id).map_err(js)
+    }
+
+    /// Commit bundle JSON banning (or unbanning) a user from joining by link.
+    #[wasm_bindgen(js_name = setBanned)]
+    pub fn set_banned(&mut self, group_id: &str, user_id: &str, banned: bool) -> JsResult<String> {
+        self.core.set_banned(group_id, user_id, banned).map_err(js)
+    }
+
+    /// Joins by external commit: `{group_id, epoch, members, events, bundle}` JSON.
+    #[wasm_bindgen(js_name = joinByLink)]
+    pub fn join_by_link(
+        &mut self,
+        group_id: &str,
+        group_info_b64: &str,
+        code: &str,
+    ) -> JsResult<String> {
+        self.core
+            .join_by_link(group_id, group_info_b64, code)
+            .map_err(js)
+    }
+
+    /// Drops a group with its MLS state.
+    #[wasm_bindgen(js_name = forgetGroup)]
+    pub fn forget_group(&mut self, group_id: &str) -> JsResult<()> {
+        self.core.forget_group(group_id).map_err(js)
+    }
+
     #[wasm_bindgen(js_name = groupIds)]
     pub fn group_ids(&self) -> JsResult<String> {
         self.core.group_ids().map_err(js)
@@ -292,6 +340,12 @@ impl Client {
             .acknowledge_key_change(user_id, device_id)
             .map_err(js)
     }
+}
+
+/// Parses a join link: `{group_id, code}` JSON; a malformed link: `[BadLink]`.
+#[wasm_bindgen(js_name = parseJoinLink)]
+pub fn parse_join_link(link: &str) -> JsResult<String> {
+    core::parse_join_link(link).map_err(js)
 }
 
 /// Seals bytes under a passphrase (Argon2id + AES-256-GCM).

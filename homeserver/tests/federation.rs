@@ -515,13 +515,14 @@ on_both_backends!(
 );
 
 /// Sends a request signed with `server`'s own federation key (read from its data dir).
-async fn signed_as(
+/// A request signed by `server` to `to`, ready to send.
+fn signed_request(
     server: &TestServer,
     to: &TestServer,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-) -> (u16, serde_json::Value) {
+) -> reqwest::RequestBuilder {
     let (key, created) =
         parley_federation::keys::ServerSigningKey::load_or_generate(server.data_dir()).unwrap();
     assert!(!created);
@@ -540,9 +541,87 @@ async fn signed_as(
     if let Some(body) = body {
         req = req.json(body);
     }
-    let r = req.send().await.unwrap();
+    req
+}
+
+/// Sends a request signed by `server` to `to`: the status and JSON body.
+async fn signed_as(
+    server: &TestServer,
+    to: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let r = signed_request(server, to, method, path, body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A sender cut off after the receiver claimed its transaction (a crash, a dropped
+/// connection) gets the first answer when it sends the transaction again: the receiver
+/// finishes applying it rather than leaving the claim to expire (it used to answer 429 for
+/// two minutes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_cut_off_mid_way_is_applied_and_answered_on_resend() {
+    let (a, b) = pair(Db::Sqlite).await;
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    // Each attempt: a transaction of 100 device-list updates (some 50 ms to apply), cut off
+    // once b has claimed it. An attempt whose probe comes too early or too late is repeated.
+    for attempt in 0..20 {
+        let events: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                serde_json::json!({"event_id": format!("d{i}"), "type": "device_list_update",
+                    "user_id": format!("@u{attempt}x{i}:{}", a.server_name),
+                    "devices": [{"device_id": "DEV", "signature_key": key}]})
+            })
+            .collect();
+        let txn = serde_json::json!({"origin": a.server_name, "origin_ts": 1, "events": events});
+        let path = format!("/_parley/federation/v1/send/cut{attempt}");
+        let first = tokio::spawn(signed_request(&a, &b, "PUT", &path, Some(&txn)).send());
+        // The probe is a copy with too many events: 429 while b applies the first (claimed,
+        // unanswered); 400 before b has claimed it (the probe's own claim is released at
+        // once); 200 (the first's answer) once it is done.
+        let probe_events = vec![serde_json::json!({}); 101];
+        let probe =
+            serde_json::json!({"origin": a.server_name, "origin_ts": 1, "events": probe_events});
+        let mut caught = false;
+        for _ in 0..500 {
+            match signed_as(&a, &b, "PUT", &path, Some(&probe)).await.0 {
+                429 => {
+                    caught = true;
+                    break;
+                }
+                400 => tokio::time::sleep(Duration::from_millis(1)).await,
+                _ => break,
+            }
+        }
+        first.abort();
+        if !caught {
+            continue;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let (status, body) = signed_as(&a, &b, "PUT", &path, Some(&txn)).await;
+            match status {
+                200 => break body,
+                429 if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => panic!("attempt {attempt}: the resend answered {status}: {body}"),
+            }
+        };
+        let results = body["results"].as_object().unwrap();
+        assert_eq!(results.len(), 100, "{body}");
+        assert!(
+            results.values().all(|r| r == &serde_json::json!({})),
+            "{body}"
+        );
+        return;
+    }
+    panic!("no attempt caught the transaction while b applied it");
 }
 
 fn enc(s: &str) -> String {

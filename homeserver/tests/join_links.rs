@@ -2,7 +2,7 @@
 //! on a by external commit with the link alice opened, and everyone (bob on b, carol on a)
 //! merges it; the hub refuses with 403 `P_JOIN_REFUSED` a wrong or rotated code, a closed
 //! group and a banned user, both when the GroupInfo is asked for and when a commit is
-//! submitted. Real servers, native clients.
+//! submitted; the join rules it tracks survive its restart. Real servers, native clients.
 
 mod common;
 
@@ -27,7 +27,7 @@ fn with_code(link: &str, code: &str) -> String {
 on_both_backends!(
     a_user_of_another_server_joins_by_link_and_refused_joins_change_nothing,
     |db: Db| async move {
-        let (a, b) = federated_pair(db, "").await;
+        let (mut a, b) = federated_pair(db, "").await;
         let mut alice = Device::register(&a, "alice").await.unwrap();
         let mut bob = Device::register(&b, "bob").await.unwrap();
         let mut carol = Device::register(&a, "carol").await.unwrap();
@@ -109,9 +109,10 @@ on_both_backends!(
         );
         erin.engine.forget_group(&group).unwrap();
 
-        // Banned, then closed: refused both ways.
+        // Banned, then closed: refused both ways; the hub keeps the rules across a restart.
         let ban = alice.engine.set_banned(&group, ERIN, true).unwrap();
         alice.submit(&group, ban).await.unwrap();
+        a.restart();
         assert_api_error(
             erin.try_join_by_link(&rotated).await.unwrap(),
             403,

@@ -52,6 +52,37 @@ pub async fn receive_transaction(
             })
         }
     }
+    // Applied in a task of its own: a sender that disconnects (or dies) mid-transaction
+    // cannot cancel it between the claim and the recorded answer, which would leave the claim
+    // to expire before a resend is answered. The work was admitted by the origin's limits
+    // already; detaching it only keeps it from being cut in half.
+    let task = tokio::spawn({
+        let (state, origin, txn_id) = (state.clone(), origin.to_owned(), txn_id.to_owned());
+        async move { apply_claimed(&state, &origin, &txn_id, txn, describe).await }
+    });
+    match task.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let _ = state
+                .store
+                .federation()
+                .release_inbound_transaction(origin, txn_id)
+                .await;
+            Err(FederationError::Internal(format!(
+                "applying the transaction failed: {e}"
+            )))
+        }
+    }
+}
+
+/// Applies a claimed transaction and records its answer (or releases the claim).
+async fn apply_claimed(
+    state: &AppState,
+    origin: &str,
+    txn_id: &str,
+    txn: Transaction,
+    describe: Describe,
+) -> Result<TransactionResponse, FederationError> {
     if let Err(e) = txn.validate() {
         let _ = state
             .store

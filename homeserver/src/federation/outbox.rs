@@ -96,10 +96,25 @@ pub struct SenderStatus {
     pub consecutive_failures: u64,
 }
 
+/// The `retry_after_ms` of a 429 answer (0 when it names none).
+fn retry_after_ms(e: &FedError) -> u64 {
+    match e {
+        FedError::Refused { body, .. } => body
+            .get("retry_after_ms")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// How a batch failed.
 enum SendFailure {
-    /// Worth retrying later: unreachable, busy, or refused for a reason that may pass.
+    /// Worth retrying later: unreachable, or refused for a reason that may pass.
     Transient(FedError),
+    /// The receiver answered 429 with `retry_after_ms` (clamped here): retried after that
+    /// wait, without growing the backoff, so a busy receiver does not push the next attempt
+    /// out by minutes.
+    Busy(FedError, u64),
     /// The batch cannot go as it is (the receiver answered 400 or 413, or no transaction could
     /// be built of it here): retrying it unchanged cannot help.
     Rejected {
@@ -406,6 +421,13 @@ impl Outbox {
                     tracing::warn!(%destination, row = batch[0].id, kind = kind_of(&batch[0]), %error, dropped_total = self.dropped(), "remote server refused an event: dropped");
                     self.forget(&destination, &batch).await;
                 }
+                Err(SendFailure::Busy(e, wait_ms)) => {
+                    sender.failures.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::federation_retry(&destination);
+                    tracing::info!(%destination, error = %e, retry_in_ms = wait_ms, "receiver busy");
+                    again = Some(batch);
+                    self.wait(&sender, wait_ms).await;
+                }
                 Err(SendFailure::Transient(e)) => {
                     sender.failures.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::federation_retry(&destination);
@@ -444,12 +466,13 @@ impl Outbox {
         );
         let jitter = rand::thread_rng().gen_range(0..=*backoff_ms / 4);
         tracing::debug!(retry_in_ms = *backoff_ms + jitter, "outbox backing off");
+        self.wait(sender, *backoff_ms + jitter).await;
+    }
+
+    /// Waits `ms` (cut short only by contact from the destination).
+    async fn wait(&self, sender: &Sender, ms: u64) {
         sender.backing_off.store(true, Ordering::Release);
-        let _ = tokio::time::timeout(
-            Duration::from_millis(*backoff_ms + jitter),
-            sender.notify.notified(),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_millis(ms), sender.notify.notified()).await;
         sender.backing_off.store(false, Ordering::Release);
     }
 
@@ -495,6 +518,13 @@ impl Outbox {
                     error: e.to_string(),
                     too_large: status == 413,
                 });
+            }
+            Err(e @ FedError::Refused { status: 429, .. }) => {
+                let wait = retry_after_ms(&e).clamp(
+                    MIN_BACKOFF_MS,
+                    self.config.max_backoff_ms.max(MIN_BACKOFF_MS),
+                );
+                return Err(SendFailure::Busy(e, wait));
             }
             Err(other) => return Err(SendFailure::Transient(other)),
         };

@@ -1,6 +1,7 @@
 //! The relay benchmark behind `parley-bench` (kept apart from the conformance suite).
 
 pub mod echo;
+pub mod join;
 pub mod load;
 pub mod media;
 pub mod options;

@@ -19,6 +19,7 @@ login = { per_second = 1000.0, burst = 1000 }
 key_upload = { per_second = 1000.0, burst = 1000 }
 key_claim = { per_second = 1000.0, burst = 1000 }
 group_create = { per_second = 1000.0, burst = 1000 }
+device_lookup = { per_second = 100000.0, burst = 100000 }
 federation = { per_second = 1000000.0, burst = 1000000 }
 ";
 

@@ -37,6 +37,9 @@ enum Command {
     Typing(TypingArgs),
     /// Hub CPU per commit in a group with roles next to a group without, on one server.
     Roles(RolesArgs),
+    /// Joining by link into a large group: join_info, the joiner's engine and the hub per
+    /// join, next to joins into a group of 10 and adds by Welcome, on one server.
+    Join(JoinArgs),
     /// The baseline server: a bare axum endpoint `POST /echo` answering with the body.
     EchoServer {
         /// Address to listen on (loopback only).
@@ -156,6 +159,18 @@ pub struct RolesArgs {
     server: ServerArgs,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// Members of the large group (its admin included).
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// New members measured per row.
+    #[arg(long, default_value_t = 10)]
+    joins: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
 /// Runs `work` on a fresh multi-threaded runtime; the exit code.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -198,6 +213,12 @@ fn main() -> ExitCode {
             members: a.members.clamp(1, 1000),
             commits: a.commits.clamp(1, 100_000),
             rounds: a.rounds.clamp(1, 100),
+            postgres_url: a.server.postgres(),
+            parley: a.server.parley,
+        })),
+        Command::Join(a) => run_async(bench::join::run(bench::join::JoinOptions {
+            members: a.members.clamp(11, 5000),
+            joins: a.joins.clamp(1, 1000),
             postgres_url: a.server.postgres(),
             parley: a.server.parley,
         })),

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod client;
+pub mod disappearing;
 pub mod endpoint;
 pub mod error;
 pub mod groups;

@@ -72,6 +72,10 @@ pub struct MessageEvent {
     /// Commits only: declared removes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removes: Option<Vec<DeviceRef>>,
+    /// Application messages of a group with a disappearing-messages timer: when the hub stops
+    /// delivering it (ms since the Unix epoch; docs/protocol.md#disappearing-messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ts: Option<u64>,
 }
 
 /// A group's messages in a sync response.

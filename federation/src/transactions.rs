@@ -188,6 +188,10 @@ pub struct GroupMessage {
     /// For commits: devices removed, as submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removes: Option<Vec<UserDevice>>,
+    /// Application messages of a group with a disappearing-messages timer: when it expires
+    /// (ms since the Unix epoch); the receiver never delivers it to a device after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ts: Option<u64>,
 }
 
 /// `type: "welcome"`: a Welcome for the receiving server's devices among `recipients`.
@@ -331,6 +335,7 @@ mod tests {
         Event {
             event_id: "e1".into(),
             payload: EventPayload::Message(GroupMessage {
+                expires_ts: None,
                 group_id: "!g1234567:a.example".into(),
                 seq: 7,
                 sender: dev("@al:a.example", "AAAAAAAAAA"),

@@ -164,6 +164,7 @@ fn transaction(mls: &Mls) -> Transaction {
         Event {
             event_id: "e1".into(),
             payload: EventPayload::Message(GroupMessage {
+                expires_ts: None,
                 group_id: GROUP.into(),
                 seq: 1,
                 sender: dev("@alice:a.example", "ALICEDEVICE"),
@@ -187,6 +188,7 @@ fn transaction(mls: &Mls) -> Transaction {
         Event {
             event_id: "e3".into(),
             payload: EventPayload::Message(GroupMessage {
+                expires_ts: None,
                 group_id: GROUP.into(),
                 seq: 2,
                 sender: dev("@alice:a.example", "ALICEDEVICE"),

@@ -257,6 +257,9 @@ pub struct RetentionConfig {
     /// How long another server's media stays cached here after it was last read, in
     /// milliseconds.
     pub remote_media_ms: u64,
+    /// How often the ciphertext of expired disappearing messages is wiped, in milliseconds
+    /// (they are never delivered once expired, whatever this says).
+    pub expiry_sweep_ms: u64,
 }
 
 impl Default for RetentionConfig {
@@ -268,6 +271,7 @@ impl Default for RetentionConfig {
             unreferenced_media_ms: 24 * 3_600_000,
             media_ms: None,
             remote_media_ms: 7 * 24 * 3_600_000,
+            expiry_sweep_ms: 60_000,
         }
     }
 }
@@ -636,12 +640,13 @@ impl Config {
             anyhow::bail!("auth token lifetimes must be > 0");
         }
         if self.retention.interval_ms == 0
+            || self.retention.expiry_sweep_ms == 0
             || self.retention.transactions_ms == 0
             || self.retention.messages_ms == Some(0)
             || self.auth.login_challenge_ttl_ms == 0
         {
             anyhow::bail!(
-                "retention.interval_ms, retention.transactions_ms, retention.messages_ms and auth.login_challenge_ttl_ms must be > 0"
+                "retention.interval_ms, retention.expiry_sweep_ms, retention.transactions_ms, retention.messages_ms and auth.login_challenge_ttl_ms must be > 0"
             );
         }
         Ok(())
@@ -790,6 +795,9 @@ transactions_ms = 604800000         # 7 days: a retry after that is a new send
 unreferenced_media_ms = 86400000    # 24 hours
 # media_ms = 31536000000            # 365 days
 remote_media_ms = 604800000         # 7 days
+# Disappearing messages: an expired message is never delivered; its ciphertext is wiped by a
+# sweep every `expiry_sweep_ms`.
+expiry_sweep_ms = 60000             # 1 minute
 
 [media]
 # Directory of the media files; unset: `media` in the data dir. Several processes on one

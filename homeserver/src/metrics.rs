@@ -44,6 +44,8 @@ pub const KEY_PACKAGE_STOCK: &str = "parley_key_packages_stock";
 pub const DEVICES_WITHOUT_KEY_PACKAGES: &str = "parley_devices_without_key_packages";
 /// Messages deleted by message retention.
 pub const MESSAGES_PRUNED: &str = "parley_messages_pruned_total";
+/// Expired disappearing messages whose ciphertext was wiped.
+pub const MESSAGES_EXPIRED: &str = "parley_messages_expired_total";
 /// Messages of followed groups this server never stored because their hub had deleted them
 /// (skipped in a gap fill).
 pub const FOLLOWER_SKIPPED: &str = "parley_follower_skipped_messages_total";
@@ -139,6 +141,11 @@ pub fn delivered(transport: &'static str, count: usize) {
 /// Records messages deleted by message retention.
 pub fn messages_pruned(count: usize) {
     metrics::counter!(MESSAGES_PRUNED).increment(count as u64);
+}
+
+/// Records expired messages wiped by the expiry sweep.
+pub fn messages_expired(count: usize) {
+    metrics::counter!(MESSAGES_EXPIRED).increment(count as u64);
 }
 
 /// Records messages of a followed group skipped because the hub had deleted them.

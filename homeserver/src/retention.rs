@@ -43,6 +43,32 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// Wipes the ciphertext of expired disappearing messages now and then every
+/// `retention.expiry_sweep_ms`, forever (spawned at start-up). Each sweep looks at what
+/// expired since the previous one (the first: everything expired so far).
+pub async fn run_expiry(state: AppState) {
+    let period = Duration::from_millis(state.config.retention.expiry_sweep_ms.max(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut after = i64::MIN;
+    loop {
+        ticker.tick().await;
+        let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        match state.store.retention().wipe_expired(after, now).await {
+            Ok(wiped) => {
+                after = now;
+                if wiped > 0 {
+                    crate::metrics::messages_expired(wiped);
+                    tracing::info!(wiped, "expired messages wiped");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry sweep failed; retrying at the next run")
+            }
+        }
+    }
+}
+
 /// One run of every job, messages kept for `retention.messages_ms` (if set).
 pub async fn run_once(state: &AppState) -> Pruned {
     run_with(state, state.config.retention.messages_ms).await

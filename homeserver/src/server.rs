@@ -70,6 +70,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     state.outbox.resume().await;
     tokio::spawn(crate::retention::run(state.clone()));
+    tokio::spawn(crate::retention::run_expiry(state.clone()));
     tokio::spawn(state.received.clone().keep_flushing(store.clone()));
     if state.config.federation.enabled {
         // Followed groups may lag behind their hubs (a restore from backup, a fill cut short

@@ -588,7 +588,7 @@ async fn a_transaction_cut_off_mid_way_is_applied_and_answered_on_resend() {
         let probe =
             serde_json::json!({"origin": a.server_name, "origin_ts": 1, "events": probe_events});
         let mut caught = false;
-        for _ in 0..500 {
+        for _ in 0..3000 {
             match signed_as(&a, &b, "PUT", &path, Some(&probe)).await.0 {
                 429 => {
                     caught = true;

@@ -20,6 +20,7 @@ pub fn leaf_capabilities() -> Capabilities {
             ExtensionType::LastResort,
             ExtensionType::Unknown(parley_client_api::roles::ROLES_EXTENSION_TYPE),
             ExtensionType::Unknown(parley_client_api::join::JOIN_RULES_EXTENSION_TYPE),
+            ExtensionType::Unknown(parley_client_api::disappearing::DISAPPEARING_EXTENSION_TYPE),
         ]),
         Some(&[]),
         Some(&[CredentialType::Basic]),

@@ -159,7 +159,8 @@ mod tests {
             &[
                 ExtensionType::LastResort,
                 ExtensionType::Unknown(crate::ROLES_EXTENSION_TYPE),
-                ExtensionType::Unknown(crate::JOIN_RULES_EXTENSION_TYPE)
+                ExtensionType::Unknown(crate::JOIN_RULES_EXTENSION_TYPE),
+                ExtensionType::Unknown(crate::DISAPPEARING_EXTENSION_TYPE)
             ]
         );
         assert!(caps.proposals().is_empty());

@@ -7,6 +7,7 @@ mod ciphersuite;
 mod config;
 mod context;
 mod device_ref;
+mod disappearing;
 mod engine;
 mod error;
 mod events;
@@ -42,6 +43,7 @@ pub use events::{
 };
 pub use identity::{fingerprint, validate_device_id, validate_server_name, validate_user_id};
 pub use login::{LOGIN_CHALLENGE_PREFIX, LOGIN_CHALLENGE_RANDOM_BYTES};
+pub use parley_client_api::disappearing::{Disappearing, DISAPPEARING_EXTENSION_TYPE};
 pub use parley_client_api::join::{JoinLink, JoinRules, JOIN_RULES_EXTENSION_TYPE};
 pub use parley_client_api::roles::GroupRoles;
 pub use roles::ROLES_EXTENSION_TYPE;

@@ -1183,3 +1183,32 @@ fn external_joins_with_a_wrong_code_when_closed_or_by_a_banned_user_are_refused_
     w.exchange(0, b"still three of us");
     w.assert_in_sync();
 }
+
+#[test]
+fn an_admin_sets_the_disappearing_timer_every_member_sees_it_and_a_member_may_not() {
+    let mut w = three_with_roles();
+    assert_eq!(w.clients[1].disappearing_after_ms(G).unwrap(), None);
+    assert!(matches!(
+        w.clients[1].set_disappearing(G, Some(60_000)),
+        Err(MlsError::NotAdmin(_))
+    ));
+    assert!(matches!(
+        w.clients[0].set_disappearing(G, Some(10)),
+        Err(MlsError::InvalidState(_))
+    ));
+    let on = w.clients[0].set_disappearing(G, Some(60_000)).unwrap();
+    assert!(w.deliver_commit(0, &on, &[]));
+    for i in 0..3 {
+        assert_eq!(w.clients[i].disappearing_after_ms(G).unwrap(), Some(60_000));
+    }
+    // The timer sits next to the other extensions: the join link survives it.
+    let open = w.clients[0].open_join_link(G).unwrap();
+    assert!(w.deliver_commit(0, &open, &[]));
+    assert_eq!(w.clients[2].disappearing_after_ms(G).unwrap(), Some(60_000));
+    let off = w.clients[0].set_disappearing(G, None).unwrap();
+    assert!(w.deliver_commit(0, &off, &[]));
+    assert_eq!(w.clients[2].disappearing_after_ms(G).unwrap(), None);
+    assert!(w.clients[2].join_link(G).unwrap().is_some());
+    w.exchange(1, b"after the timer");
+    w.assert_in_sync();
+}

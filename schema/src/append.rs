@@ -60,6 +60,9 @@ pub struct MessageToAppend {
     pub epoch: i64,
     pub message: Vec<u8>,
     pub ts: i64,
+    /// When the message expires (an application message in a group with a
+    /// disappearing-messages timer), `None` when it stays.
+    pub expires_ts: Option<i64>,
     /// Oldest acceptable epoch is `current − max_past_epochs` (proposals: current only).
     pub max_past_epochs: i64,
     /// Idempotency key (`txn_id`) of the sending device. A key already used is

@@ -129,10 +129,25 @@ macro_rules! append_message_statements {
             adds: None,
             removes: None,
             ts: $msg.ts,
+            expires_ts: $msg.expires_ts,
         };
-        // Its SQL is fixed: `adds` and `removes` are always empty here.
+        // Its SQL is fixed: every column is a bind (NULL included), never `DEFAULT`, which
+        // the derived insert would make of a `None`.
         FixedSql::<_, statement_names::InsertAppended>::named(
-            diesel::insert_into(group_messages::table).values(&stored),
+            diesel::insert_into(group_messages::table).values((
+                group_messages::group_id.eq(&stored.group_id),
+                group_messages::seq.eq(stored.seq),
+                group_messages::stream_pos.eq(stored.stream_pos),
+                group_messages::sender_user.eq(&stored.sender_user),
+                group_messages::sender_device.eq(&stored.sender_device),
+                group_messages::kind.eq(&stored.kind),
+                group_messages::epoch.eq(stored.epoch),
+                group_messages::message.eq(&stored.message),
+                group_messages::adds.eq(&stored.adds),
+                group_messages::removes.eq(&stored.removes),
+                group_messages::ts.eq(stored.ts),
+                group_messages::expires_ts.eq(stored.expires_ts),
+            )),
         )
         .execute($c)
         ?;
@@ -175,6 +190,8 @@ pub struct Group {
     pub roles: Option<String>,
     /// The group's join rules (canonical JSON); `None` when it has none.
     pub join_rules: Option<String>,
+    /// The group's disappearing-messages timer (ms); `None` when messages stay.
+    pub disappear_after_ms: Option<i64>,
 }
 
 /// A commit the hub has checked and now applies.
@@ -203,6 +220,9 @@ pub struct CommitToApply {
     pub roles: Option<Option<String>>,
     /// `Some` when the commit changes the group context: the join rules it now has.
     pub join_rules: Option<Option<String>>,
+    /// `Some` when the commit changes the group context: the disappearing-messages timer it
+    /// now has.
+    pub disappear_after_ms: Option<Option<i64>>,
     pub ts: i64,
     /// Events for other servers (member servers, invitees' servers).
     pub outbox: Vec<OutboxItem>,
@@ -345,6 +365,7 @@ impl HubLog<'_> {
         let roster = std::sync::Arc::new(EpochRoster {
             epoch: group.epoch,
             members,
+            disappear_after_ms: group.disappear_after_ms,
         });
         // Roster and epoch were read apart: keep them only if they still belong together.
         let again = self.group(group_id).await?;
@@ -436,6 +457,12 @@ impl HubLog<'_> {
                         .execute(c)
                         .await?;
                 }
+                if let Some(timer) = commit.disappear_after_ms {
+                    diesel::update(groups::table.find(&commit.group_id))
+                        .set(groups::disappear_after_ms.eq(timer))
+                        .execute(c)
+                        .await?;
+                }
                 let n_welcomes = if commit.welcome.is_some() {
                     commit.welcome_recipients.len() as i64
                 } else {
@@ -454,6 +481,7 @@ impl HubLog<'_> {
                     adds: Some(commit.adds_json),
                     removes: Some(commit.removes_json),
                     ts: commit.ts,
+                    expires_ts: None,
                 };
                 diesel::insert_into(group_messages::table)
                     .values(&logged)

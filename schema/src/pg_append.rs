@@ -73,7 +73,8 @@ pub(crate) fn run(
 /// The whole batch in one statement. Inputs are parallel arrays, one element per message in
 /// submission order (`n`, from 1): `$1` group, `$2` roster epoch, `$3` in its epoch window,
 /// `$4` txn_id (NULL: none), `$5` sender user, `$6` sender device, `$7` kind, `$8` epoch,
-/// `$9` message, `$10` ts; `$11`/`$12` the outbox rows (message `n`, destination).
+/// `$9` message, `$10` ts, `$13` expires_ts (NULL: none); `$11`/`$12` the outbox rows (message
+/// `n`, destination).
 ///
 /// A message is *eligible* if its group exists at its roster epoch, its epoch is in the
 /// window, and its txn_id was never used. Then, in submission order as the one-message append
@@ -83,9 +84,9 @@ pub(crate) fn run(
 const APPEND_BATCH: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int8[], $3::bool[], $4::text[], $5::text[],
-        $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::int8[])
+        $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::int8[], $13::int8[])
         WITH ORDINALITY AS i(group_id, roster_epoch, in_window, txn_id, sender_user,
-            sender_device, kind, epoch, message, ts, n)
+            sender_device, kind, epoch, message, ts, expires_ts, n)
 ),
 locked AS MATERIALIZED (
     -- Locked until commit, in one order: another writer appending to them waits.
@@ -131,8 +132,10 @@ appended AS (
 ),
 messages AS (
     INSERT INTO group_messages
-        (group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts)
-    SELECT group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts
+        (group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts,
+            expires_ts)
+    SELECT group_id, seq, stream_pos, sender_user, sender_device, kind, epoch, message, ts,
+        expires_ts
     FROM appended
 ),
 claims AS (
@@ -198,6 +201,7 @@ async fn append_all(
     let numbers = |f: fn(&MessageToAppend) -> i64| -> Vec<i64> { msgs.iter().map(f).collect() };
     let txn_ids: Vec<Option<&str>> = msgs.iter().map(|m| m.txn_id.as_deref()).collect();
     let bodies: Vec<&[u8]> = msgs.iter().map(|m| m.message.as_slice()).collect();
+    let expiries: Vec<Option<i64>> = msgs.iter().map(|m| m.expires_ts).collect();
     let (mut outbox_of, mut outbox_to): (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
     for (i, m) in msgs.iter().enumerate() {
         for destination in &m.outbox {
@@ -218,7 +222,8 @@ async fn append_all(
             .bind::<Array<Binary>, _>(&bodies)
             .bind::<Array<BigInt>, _>(numbers(|m| m.ts))
             .bind::<Array<BigInt>, _>(&outbox_of)
-            .bind::<Array<Text>, _>(&outbox_to),
+            .bind::<Array<Text>, _>(&outbox_to)
+            .bind::<Array<Nullable<BigInt>>, _>(&expiries),
     )
     .load(conn)
     .await?;
@@ -267,6 +272,7 @@ async fn append_all(
                 adds: None,
                 removes: None,
                 ts: msg.ts,
+                expires_ts: msg.expires_ts,
             };
             Ok((Appended::New(accepted), Some(std::sync::Arc::new(stored))))
         })

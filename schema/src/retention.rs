@@ -233,6 +233,45 @@ impl Retention<'_> {
         Ok(moved)
     }
 
+    /// Wipes the ciphertext of the messages that expired after `after_ms` and at or before
+    /// `now_ms` (docs/protocol.md#disappearing-messages): the rows stay, without their
+    /// `message`, so that every log stays gap-free for member servers; no device is handed an
+    /// expired message anyway. [`PRUNE_PAGE`] rows per write; returns how many were wiped.
+    pub async fn wipe_expired(&self, after_ms: i64, now_ms: i64) -> StoreResult<usize> {
+        let mut wiped = 0;
+        loop {
+            let page: Vec<(String, i64)> = with_conn!(self.store, read, |conn| {
+                Ok::<_, StoreError>(
+                    group_messages::table
+                        .filter(group_messages::expires_ts.gt(after_ms))
+                        .filter(group_messages::expires_ts.le(now_ms))
+                        .filter(group_messages::message.ne(Vec::<u8>::new()))
+                        .select((group_messages::group_id, group_messages::seq))
+                        .limit(PRUNE_PAGE)
+                        .load(conn)
+                        .await?,
+                )
+            })?;
+            let full = page.len() as i64 == PRUNE_PAGE;
+            if page.is_empty() {
+                return Ok(wiped);
+            }
+            wiped += with_conn!(self.store, write, |conn| {
+                let mut n = 0;
+                for (group_id, seq) in &page {
+                    n += diesel::update(group_messages::table.find((group_id, seq)))
+                        .set(group_messages::message.eq(Vec::<u8>::new()))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, StoreError>(n)
+            })?;
+            if !full {
+                return Ok(wiped);
+            }
+        }
+    }
+
     /// Deletes, group by group, the prefix of each log that every party is done with: messages
     /// accepted before `before_ms`, at or before the received position of every current member
     /// device of this server, not waiting in the federation queue, and before the first

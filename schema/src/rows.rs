@@ -31,6 +31,8 @@ pub struct EpochRoster {
     pub epoch: i64,
     /// Current members, by leaf index.
     pub members: Vec<Member>,
+    /// The group's disappearing-messages timer (ms), `None` when messages stay.
+    pub disappear_after_ms: Option<i64>,
 }
 
 /// An accepted message of a group's log.
@@ -52,4 +54,14 @@ pub struct GroupMessage {
     /// For commits: the declared removes, as JSON.
     pub removes: Option<String>,
     pub ts: i64,
+    /// When an application message of a group with a disappearing-messages timer expires
+    /// (`ts` + timer): never delivered to a device after it.
+    pub expires_ts: Option<i64>,
+}
+
+impl GroupMessage {
+    /// Whether the message has expired at `now_ms` (never delivered to a device then).
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_ts.is_some_and(|e| e <= now_ms)
+    }
 }

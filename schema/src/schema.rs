@@ -74,6 +74,7 @@ diesel::table! {
         pruned_seq -> BigInt,
         roles -> Nullable<Text>,
         join_rules -> Nullable<Text>,
+        disappear_after_ms -> Nullable<BigInt>,
     }
 }
 
@@ -102,6 +103,7 @@ diesel::table! {
         adds -> Nullable<Text>,
         removes -> Nullable<Text>,
         ts -> BigInt,
+        expires_ts -> Nullable<BigInt>,
     }
 }
 

@@ -310,6 +310,7 @@ mod tests {
 
     fn message(group_id: &str, pos: i64) -> TailEvent {
         TailEvent::Message(Arc::new(GroupMessage {
+            expires_ts: None,
             group_id: group_id.into(),
             seq: pos,
             stream_pos: pos,
@@ -484,6 +485,7 @@ mod tests {
 
     fn sized(group_id: &str, pos: i64, size: usize) -> TailEvent {
         TailEvent::Message(Arc::new(GroupMessage {
+            expires_ts: None,
             group_id: group_id.into(),
             seq: pos,
             stream_pos: pos,

@@ -223,6 +223,7 @@ fn commit(
         .map(|m| (m.user_id.clone(), m.device_id.clone()))
         .collect::<Vec<_>>();
     CommitToApply {
+        disappear_after_ms: None,
         roles: None,
         join_rules: None,
         group_id: group.into(),
@@ -264,6 +265,7 @@ fn app_at(
     txn: Option<&str>,
 ) -> MessageToAppend {
     MessageToAppend {
+        expires_ts: None,
         group_id: group.into(),
         sender_user: sender.into(),
         sender_device: "D".into(),
@@ -659,6 +661,7 @@ async fn sync_pages_by_limit_without_skipping_and_deleted_welcomes_stay_gone() {
 fn relayed(group_id: &str, seq: i64, kind: &str, local_adds: &[(&str, &str)]) -> RemoteMessage {
     RemoteMessage {
         message: GroupMessage {
+            expires_ts: None,
             group_id: group_id.into(),
             seq,
             stream_pos: 0,

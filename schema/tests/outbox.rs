@@ -32,6 +32,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
         store
             .hub_log()
             .apply_commit(CommitToApply {
+                disappear_after_ms: None,
                 roles: None,
                 join_rules: None,
                 group_id: group.into(),
@@ -62,6 +63,7 @@ async fn queued_events_are_read_back_typed_in_order_per_destination() {
         store
             .hub_log()
             .append_message(MessageToAppend {
+                expires_ts: None,
                 group_id: group.into(),
                 sender_user: a.into(),
                 sender_device: "D".into(),

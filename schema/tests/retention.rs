@@ -13,6 +13,7 @@ const GROUP: &str = "!retained:t.example";
 /// A message of `sender` (device `D`) accepted at `ts` with `txn_id`.
 fn message(sender: &str, txn_id: &str, ts: i64) -> MessageToAppend {
     MessageToAppend {
+        expires_ts: None,
         group_id: GROUP.into(),
         sender_user: sender.into(),
         sender_device: "D".into(),
@@ -35,6 +36,7 @@ async fn group_of(store: &Store, a: &str, b: &str) {
         .await
         .unwrap();
     let add_b = CommitToApply {
+        disappear_after_ms: None,
         roles: None,
         join_rules: None,
         group_id: GROUP.into(),
@@ -446,6 +448,7 @@ async fn a_followed_group_skips_over_what_its_hub_deleted_and_stores_on_from_the
         let g = "!pruned:hub.example";
         let relayed = |seq: i64, kind: &str, adds: Vec<(String, String)>| RemoteMessage {
             message: GroupMessage {
+                expires_ts: None,
                 group_id: g.into(),
                 seq,
                 stream_pos: 0,

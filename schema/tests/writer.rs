@@ -24,6 +24,7 @@ async fn store_with_groups(url: &str) -> Store {
 
 fn send(group: &str, sender: usize, n: usize) -> MessageToAppend {
     MessageToAppend {
+        expires_ts: None,
         group_id: group.into(),
         sender_user: format!("@s{sender}:w.example"),
         sender_device: "D".into(),

@@ -24,6 +24,7 @@ pub fn message_event(m: &GroupMessage) -> MessageEvent {
         ts: m.ts.max(0) as u64,
         adds: parse(&m.adds),
         removes: parse(&m.removes),
+        expires_ts: m.expires_ts.map(|e| e.max(0) as u64),
     }
 }
 

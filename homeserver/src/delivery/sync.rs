@@ -43,6 +43,8 @@ pub async fn sync(
             .stream()
             .device_events(&auth.user_id, &auth.device_id, since, SYNC_LIMIT)
             .await?;
+        // An expired message is never delivered: the position moves past it.
+        let expired = skip_expired(&mut messages);
         trim_to_budget(
             &mut messages,
             &mut welcomes,
@@ -52,7 +54,11 @@ pub async fn sync(
         );
         let now = tokio::time::Instant::now();
         let ephemeral = drain(&mut inbox);
-        if !messages.is_empty() || !welcomes.is_empty() || !ephemeral.is_empty() || now >= deadline
+        if !messages.is_empty()
+            || !welcomes.is_empty()
+            || !ephemeral.is_empty()
+            || (expired && next > since)
+            || now >= deadline
         {
             crate::metrics::delivered("sync", messages.len());
             let key_packages = key_count(state, &auth.user_id, &auth.device_id).await?;
@@ -169,4 +175,15 @@ pub async fn delete_welcome(
         return Err(DeliveryError::NoSuchWelcome);
     }
     Ok(())
+}
+
+/// Drops the messages that have expired (docs/protocol.md#disappearing-messages) from a batch
+/// read for a device; whether there were any.
+pub(crate) fn skip_expired<M: std::borrow::Borrow<parley_schema::GroupMessage>>(
+    messages: &mut Vec<M>,
+) -> bool {
+    let now = crate::clock::now_ms() as i64;
+    let before = messages.len();
+    messages.retain(|m| !m.borrow().expired_at(now));
+    messages.len() != before
 }

@@ -151,6 +151,8 @@ pub async fn run_socket(
                     (wrap(messages), welcomes, next)
                 }
             };
+            // An expired message is never delivered: the position moves past it.
+            super::sync::skip_expired(&mut messages);
             let trimmed = trim_to_budget(
                 &mut messages,
                 &mut welcomes,
@@ -324,6 +326,7 @@ mod tests {
     #[test]
     fn a_spliced_message_frame_is_what_serde_makes_of_the_event() {
         let stored = GroupMessage {
+            expires_ts: None,
             group_id: "!g\"x:h.example".into(),
             seq: 7,
             stream_pos: 42,

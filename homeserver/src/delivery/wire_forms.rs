@@ -114,6 +114,7 @@ mod tests {
 
     fn message(pos: i64, bytes: usize) -> GroupMessage {
         GroupMessage {
+            expires_ts: None,
             group_id: "!g:h.example".into(),
             seq: pos,
             stream_pos: pos,

@@ -396,6 +396,7 @@ fn page_message(
         FederationError::BadField(format!("unknown message kind {:?}", event.kind))
     })?;
     let message = GroupMessage {
+        expires_ts: event.expires_ts,
         group_id: group_id.to_owned(),
         seq: event.seq,
         sender: event.sender,

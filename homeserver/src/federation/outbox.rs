@@ -650,6 +650,7 @@ fn message_event(m: &GroupMessage) -> Option<MessageEvent> {
         ts: m.ts.max(0) as u64,
         adds: devices(&m.adds),
         removes: devices(&m.removes),
+        expires_ts: m.expires_ts.map(|e| e.max(0) as u64),
     })
 }
 
@@ -753,6 +754,7 @@ mod tests {
 
     fn logged(seq: i64, kind: &str, adds: Option<&str>, removes: Option<&str>) -> GroupMessage {
         GroupMessage {
+            expires_ts: None,
             group_id: "!g:a.example".into(),
             seq,
             stream_pos: 40 + seq,

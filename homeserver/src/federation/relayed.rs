@@ -86,6 +86,11 @@ pub fn remote_message(
             adds: wire(&m.adds)?,
             removes: wire(&m.removes)?,
             ts,
+            // Only application messages expire, whatever a hub says.
+            expires_ts: m
+                .expires_ts
+                .filter(|_| kind == "application")
+                .map(|e| i64::try_from(e).unwrap_or(i64::MAX)),
         },
     })
 }

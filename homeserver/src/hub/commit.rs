@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use parley_client_api::groups::{CommitRequest, CommitResponse, DeviceRef};
 use parley_schema::{CommitToApply, Group, Member, OutboundDevice, OutboundWelcome, OutboxItem};
 
+use super::disappearing::context_disappearing;
 use super::error::HubError;
 use super::join::{check_external_commit, context_join_rules};
 use super::roles::check_commit_roles;
@@ -56,6 +57,7 @@ pub async fn hub_commit(
                 &change.delta,
             )?;
             change.join_rules = context_join_rules(&change.delta)?;
+            change.disappear_after_ms = context_disappearing(&change.delta)?;
             change
         }
         None => resolve_external_join(state, sender, &group, &req, &bundle, &checked).await?,
@@ -176,6 +178,8 @@ struct RosterChange {
     roles: Option<Option<String>>,
     /// The join rules to store, when the commit changes the group context.
     join_rules: Option<Option<String>>,
+    /// The disappearing-messages timer to store, when the commit changes the group context.
+    disappear_after_ms: Option<Option<i64>>,
 }
 
 impl RosterChange {
@@ -187,6 +191,7 @@ impl RosterChange {
             delta,
             roles: None,
             join_rules: None,
+            disappear_after_ms: None,
         }
     }
 }
@@ -460,6 +465,7 @@ async fn apply(
         group_info: bundle.group_info,
         roles: change.roles.clone(),
         join_rules: change.join_rules.clone(),
+        disappear_after_ms: change.disappear_after_ms,
         ts: now_ms() as i64,
         outbox: plan.outbox,
     };

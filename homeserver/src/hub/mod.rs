@@ -4,6 +4,7 @@
 //! server goes through [`relay`].
 
 mod commit;
+mod disappearing;
 pub mod ephemeral;
 pub mod error;
 pub mod join;

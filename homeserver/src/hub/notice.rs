@@ -253,6 +253,7 @@ async fn append_notice(
         };
         let remote = remote_servers(state, &roster.members);
         let append = MessageToAppend {
+            expires_ts: None,
             group_id: group_id.to_owned(),
             sender_user: user_id.to_string(),
             sender_device: sender.to_owned(),

@@ -159,14 +159,21 @@ async fn append_checked(
         state.config.limits.max_past_epochs as i64
     };
     let remote = remote_servers(state, members);
+    let ts = now_ms() as i64;
+    // An application message of a group with a timer expires that long after it was accepted.
+    let expires_ts = roster
+        .disappear_after_ms
+        .filter(|_| kind == ContentKind::Application)
+        .map(|ms| ts.saturating_add(ms));
     let to_append = MessageToAppend {
+        expires_ts,
         group_id: group_id.to_owned(),
         sender_user: auth.user_id.clone(),
         sender_device: auth.device_id.clone(),
         kind: kind.as_str().to_owned(),
         epoch: framed.epoch as i64,
         message: message.to_vec(),
-        ts: now_ms() as i64,
+        ts,
         max_past_epochs: max_past,
         txn_id: Some(txn_id.to_owned()),
         roster_epoch: roster.epoch,

@@ -11,6 +11,7 @@ use openmls::prelude::{
     AddProposalIn, GroupContextExtensionProposalIn, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
     ProposalIn, ProposalOrRefIn, ProposalType, ProtocolVersion,
 };
+use parley_client_api::disappearing::DISAPPEARING_EXTENSION_TYPE;
 use parley_client_api::join::JOIN_RULES_EXTENSION_TYPE;
 use parley_client_api::roles::ROLES_EXTENSION_TYPE;
 
@@ -181,6 +182,9 @@ pub struct ContextChange {
     /// The body of the join-rules extension (docs/protocol.md#join-links), `None` when the
     /// new context has none.
     pub join_rules: Option<Vec<u8>>,
+    /// The body of the disappearing-messages extension
+    /// (docs/protocol.md#disappearing-messages), `None` when the new context has none.
+    pub disappearing: Option<Vec<u8>>,
 }
 
 /// A standalone proposal (`PublicMessage` with content type proposal).
@@ -738,6 +742,7 @@ fn context_change(gce: &GroupContextExtensionProposalIn) -> Result<ContextChange
         let slot = match extension_type {
             ROLES_EXTENSION_TYPE => &mut change.roles,
             JOIN_RULES_EXTENSION_TYPE => &mut change.join_rules,
+            DISAPPEARING_EXTENSION_TYPE => &mut change.disappearing,
             _ => continue,
         };
         if slot.is_some() {

@@ -18,6 +18,7 @@ pub fn all() -> Vec<Test> {
         groups::TESTS,
         roles::TESTS,
         join_links::TESTS,
+        disappearing::TESTS,
         delivery::TESTS,
         federation::TESTS,
         media::TESTS,

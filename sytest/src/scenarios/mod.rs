@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod delivery;
+pub mod disappearing;
 pub mod federation;
 pub mod groups;
 pub mod hostile;

@@ -11,7 +11,7 @@ import {
   REACTION_KEYS, findBySeq, formatSafetyNumber, formatTime, hasReacted, humanSize, isPreviewMime,
   lastMessagePreview, localpart, normaliseUserId, ownMessageState, parseAutoLockMinutes,
   reactionSummary, replyQuote, sanitizeFilename, serverOf, thumbnailSize, typingLabel,
-  uploadRefusal, mentionsUser, notificationFor, searchMessages,
+  uploadRefusal, mentionsUser, notificationFor, searchMessages, durationText,
 } from './logic.js';
 
 const $ = (id) => document.getElementById(id);
@@ -1103,6 +1103,7 @@ function openGroupSettings() {
   $('group-avatar-remove').checked = false;
   $('group-avatar-remove-row').hidden = !conv.avatar;
   renderJoinLink(conv);
+  renderDisappearing(conv);
   $('group-dialog').showModal();
   $('group-name').focus();
 }
@@ -1122,6 +1123,42 @@ function renderJoinLink(conv) {
   $('join-link-admin').hidden = !amAdmin;
   $('join-link-on-btn').textContent = link ? 'Make a new join link' : 'Turn on joining by link';
   $('join-link-off-btn').hidden = !link;
+}
+
+/**
+ * The disappearing-messages part of the group settings: the timer in force, which only an
+ * admin may change (it applies at once, by a commit).
+ */
+function renderDisappearing(conv) {
+  const ms = session.disappearingOf(conv.group_id);
+  const amAdmin = conv.active && session.isAdmin(conv.group_id, state.session.user_id);
+  const select = $('disappear-select');
+  const value = ms ? String(ms) : '';
+  if (ms && ![...select.options].some((o) => o.value === value)) {
+    select.append(el('option', { value, text: durationText(ms) }));
+  }
+  select.value = value;
+  select.disabled = !amAdmin;
+  $('disappear-state').textContent = (ms ? `New messages disappear ${durationText(ms)} after they are sent, for everyone.` : 'Messages stay.')
+    + (amAdmin ? '' : ' Only an admin can change this.');
+}
+
+/** Applies the timer chosen in the group settings. */
+function changeDisappearing() {
+  const gid = openGid;
+  const conv = state && state.convs[gid];
+  if (!conv || !session) return;
+  const select = $('disappear-select');
+  const ms = select.value ? Number(select.value) : null;
+  $('group-error').textContent = '';
+  select.disabled = true;
+  session.setDisappearing(gid, ms).then((after) => {
+    renderDisappearing(conv);
+    announce(after ? `Messages now disappear after ${durationText(after)}.` : 'Disappearing messages are off.');
+  }, (err) => {
+    renderDisappearing(conv);
+    $('group-error').textContent = describeError(err);
+  });
 }
 
 /** Turns joining by link on (or replaces the link) or off, from the group settings. */
@@ -1422,6 +1459,7 @@ function wire() {
     announce(e.currentTarget.checked ? 'Notifications show the message text.' : 'Notifications do not show the message text.');
   });
   $('group-settings-btn').addEventListener('click', openGroupSettings);
+  $('disappear-select').addEventListener('change', () => { changeDisappearing(); });
   $('join-link-on-btn').addEventListener('click', (e) => { changeJoinLink(e.currentTarget, true); });
   $('join-link-off-btn').addEventListener('click', (e) => { changeJoinLink(e.currentTarget, false); });
   $('join-link-copy-btn').addEventListener('click', () => { copyJoinLink(); });

@@ -964,3 +964,33 @@ export function searchMessages(state, query, ownUserId, limit = 50) {
   out.sort((a, b) => b.ts - a.ts);
   return out.slice(0, limit);
 }
+
+/** A timer in words: "30 seconds", "1 hour", "2 days". */
+export function durationText(ms) {
+  const units = [['week', 604800000], ['day', 86400000], ['hour', 3600000], ['minute', 60000], ['second', 1000]];
+  for (const [name, size] of units) {
+    if (ms >= size && ms % size === 0) {
+      const n = ms / size;
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${Math.round(ms / 1000)} seconds`;
+}
+
+/**
+ * Stamps each message of `conv` not stamped yet with when it disappears under the timer in
+ * force now (`timerMs`, null: never): from its own `ts`. System lines never disappear.
+ */
+export function stampExpiry(conv, timerMs, now) {
+  for (const m of conv.messages) {
+    if (m.kind === 'system' || m.expiresAt !== undefined) continue;
+    m.expiresAt = timerMs ? (m.ts || now) + timerMs : null;
+  }
+}
+
+/** Deletes the messages of `conv` whose time is up at `now`; whether any went. */
+export function dropExpired(conv, now) {
+  const before = conv.messages.length;
+  conv.messages = conv.messages.filter((m) => !(m.expiresAt && m.expiresAt <= now));
+  return conv.messages.length !== before;
+}

@@ -9,11 +9,14 @@ import {
   Queue, Saver, TYPING_SEND_MS, TYPING_SHOW_MS, Throttle, addChatMessage, applyAction, backoffMs,
   applyGroupProfile, applyPendingFor, bumpOrder, memberUsers, mentionsIn, mentionsUser, profileNotice, commitWithRetry, dmPeer, errorCode, findBySeq, hasReacted, findDm, isDm, keyPackagesToUpload, latestIncomingSeq, localpart, ownDeviceDelta,
   parseNotice, parsePayload, pushMessage, uploadRefusal, withDeviceKeys,
+  durationText, stampExpiry, dropExpired,
 } from './logic.js';
 import { NEW_MEMBER_HISTORY, buildArchive, historyCounts, mergeArchive } from './history.js';
 
 const J = (s) => JSON.parse(s);
 const INITIAL_KEY_PACKAGES = 30;
+/** How often local copies of disappearing messages are looked at. */
+const EXPIRY_SWEEP_MS = 1000;
 /** How often the device list of this user is checked for new (or revoked) devices. */
 const DEVICE_POLL_MS = 10000;
 // Another member's new device: the pause per position among the members before acting (and
@@ -64,6 +67,17 @@ export function joinLinkLine(before, after, committer, me) {
   if (!after) return `${by} turned off joining by link.`;
   if (!before) return `${by} turned on joining by link.`;
   return `${by} made a new join link; the old one no longer works.`;
+}
+
+/**
+ * The system line for a change of a group's disappearing-messages timer (ms, or null when
+ * off) by `committer`; null when it did not change.
+ */
+export function disappearLine(before, after, committer, me) {
+  if (before === after) return null;
+  const by = committer === me ? 'You' : localpart(committer);
+  if (!after) return `${by} turned off disappearing messages.`;
+  return `${by} set messages to disappear after ${durationText(after)}.`;
 }
 
 /** `err` as shown to someone joining by link: the hub's refusal in plain words. */
@@ -171,6 +185,60 @@ export class Session {
     this.connectWs();
     this.syncOwnDevices().catch(() => {});
     this.deviceTimer = setInterval(() => { this.syncOwnDevices().catch(() => {}); }, this.devicePollMs);
+    this.expiryTimer = setInterval(() => { this.sweepExpired(); }, EXPIRY_SWEEP_MS);
+  }
+
+  /** Deletes the local copies of messages whose disappearing timer ran out. */
+  sweepExpired() {
+    const now = this.now();
+    let gone = false;
+    for (const conv of Object.values(this.state.convs)) gone = dropExpired(conv, now) || gone;
+    if (gone) {
+      this.save();
+      this.onChange();
+    }
+    return gone;
+  }
+
+  /** The conversation's disappearing-messages timer (ms), or null when messages stay. */
+  disappearingOf(gid) {
+    try {
+      const ms = this.client.disappearingAfterMs(gid);
+      return typeof ms === 'number' ? ms : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Stamps the conversation's new messages with their time to disappear (the timer now). */
+  stampExpiry(conv) {
+    stampExpiry(conv, this.disappearingOf(conv.group_id), this.now());
+  }
+
+  /**
+   * Sets the conversation's disappearing-messages timer (ms; null turns it off) with one
+   * commit (an admin's only, in a group with roles). Messages already here keep theirs.
+   */
+  setDisappearing(gid, ms) {
+    return this.queue.run(async () => {
+      const conv = this.state.convs[gid];
+      if (!conv || !conv.active) throw new Error('This conversation is not active.');
+      if (!this.isAdmin(gid)) throw new Error(NOT_ADMIN_TEXT);
+      const before = this.disappearingOf(gid);
+      if (before === (ms || null)) return before;
+      this.stampExpiry(conv);
+      try {
+        await this.commit(gid, () => this.client.setDisappearing(gid, ms || undefined));
+      } catch (err) {
+        throw roleError(err);
+      }
+      const after = this.disappearingOf(gid);
+      const line = disappearLine(before, after, this.me, this.me);
+      if (line) pushMessage(conv, { id: `dm:${this.now()}`, kind: 'system', body: line, ts: this.now() });
+      await this.save();
+      this.onChange();
+      return after;
+    });
   }
 
   stop() {
@@ -181,6 +249,8 @@ export class Session {
     this.ackTimer = null;
     clearInterval(this.deviceTimer);
     this.deviceTimer = null;
+    clearInterval(this.expiryTimer);
+    this.expiryTimer = null;
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -534,8 +604,11 @@ export class Session {
       await this.fetchUsers([...new Set(m.adds.map((d) => d.user_id))]).catch(() => {});
     }
     let events = [];
+    // What arrived before this message disappears under the timer then in force.
+    this.stampExpiry(conv);
     const adminsBefore = m.kind === 'commit' ? this.readAdmins(gid) : undefined;
     const linkBefore = m.kind === 'commit' ? this.joinLinkOf(gid) : undefined;
+    const timerBefore = m.kind === 'commit' ? this.disappearingOf(gid) : undefined;
     try {
       events = J(await withDeviceKeys(() => this.client.process(gid, JSON.stringify(m)), this.missing, this.fetchUsers));
     } catch (err) {
@@ -576,6 +649,7 @@ export class Session {
       }
     }
     this.refreshMembers(conv);
+    this.stampExpiry(conv);
     const committed = events.find((ev) => ev.type === 'commit');
     if (committed && adminsBefore !== undefined) {
       const after = this.readAdmins(gid);
@@ -584,6 +658,8 @@ export class Session {
       });
       const linkLine = joinLinkLine(linkBefore, this.joinLinkOf(gid), committed.committer.user_id, this.me);
       if (linkLine) pushMessage(conv, { id: `c:${m.seq}:link`, kind: 'system', body: linkLine, ts: m.ts });
+      const timerLine = disappearLine(timerBefore, this.disappearingOf(gid), committed.committer.user_id, this.me);
+      if (timerLine) pushMessage(conv, { id: `c:${m.seq}:timer`, kind: 'system', body: timerLine, ts: m.ts });
     }
     if (events.some((ev) => ev.type === 'commit' && ev.added.length)) this.noteNewDevices(m.ts);
     if (gotText && isOpen) this.defer(() => { this.sendReadReceipt(gid).catch(() => {}); }, 200);
@@ -1063,6 +1139,7 @@ export class Session {
     const msg = pushMessage(conv, {
       id: out.msg_id, ...local, own: true, sender: this.me, ts: out.ts, state: 'sending',
     });
+    this.stampExpiry(conv);
     bumpOrder(this.state.order, gid);
     this.onChange();
     this.typingThrottle.reset(gid);

@@ -537,6 +537,33 @@ impl Core {
         Ok(e.forget_group(group_id)?)
     }
 
+    /// The group's disappearing-messages timer in milliseconds
+    /// (docs/protocol.md#disappearing-messages), `None` when messages stay.
+    pub fn disappearing_after_ms(&self, group_id: &str) -> WebResult<Option<f64>> {
+        Ok(self
+            .engine()?
+            .disappearing_after_ms(group_id)?
+            .map(|ms| ms as f64))
+    }
+
+    /// Commit setting the disappearing-messages timer (`None`: off); the bundle JSON as
+    /// [`WebCore::add_members`]. A timer outside 1 s – 1 year is `BadInput`.
+    pub fn set_disappearing(&mut self, group_id: &str, after_ms: Option<f64>) -> WebResult<String> {
+        let after_ms = match after_ms {
+            None => None,
+            Some(ms) if ms.is_finite() && ms >= 0.0 && ms <= u64::MAX as f64 => Some(ms as u64),
+            Some(_) => return Err(WebError::new("BadInput", "the timer is not a number of ms")),
+        };
+        if let Some(ms) = after_ms {
+            parley_mls::Disappearing::new(ms)
+                .map_err(|e| WebError::new("BadInput", e.to_string()))?;
+        }
+        let (e, _) = self.engine_mut()?;
+        Ok(to_json(&bundle_json(
+            &e.set_disappearing(group_id, after_ms)?,
+        )))
+    }
+
     /// JSON array of group ids held.
     pub fn group_ids(&self) -> WebResult<String> {
         Ok(to_json(&json!(self.engine()?.group_ids())))
@@ -1041,6 +1068,29 @@ mod tests {
         assert_eq!(alice.epoch(gid)?, bob.epoch(gid)?);
         let members: Value = parse_json("m", &alice.members(gid)?)?;
         assert_eq!(members[1]["device_id"], "BOBDEV");
+
+        // A timer: set by the admin, seen by the member; out of range is refused.
+        assert_eq!(
+            alice
+                .set_disappearing(gid, Some(10.0))
+                .err()
+                .map(|e| e.code),
+            Some("BadInput")
+        );
+        let timer: Value = parse_json("t", &alice.set_disappearing(gid, Some(60_000.0))?)?;
+        alice.confirm_commit(gid)?;
+        let msg = wire(
+            &alice,
+            2,
+            &field(&timer, "commit")?,
+            json!({"kind": "commit", "adds": [], "removes": []}),
+        )?;
+        bob.process(gid, &msg)?;
+        assert_eq!(bob.disappearing_after_ms(gid)?, Some(60_000.0));
+        assert_eq!(
+            bob.set_disappearing(gid, None).err().map(|e| e.code),
+            Some("NotAdmin")
+        );
 
         // Closing the link; a refused join is forgotten.
         alice.close_join_link(gid)?;

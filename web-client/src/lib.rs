@@ -225,6 +225,18 @@ impl Client {
         self.core.forget_group(group_id).map_err(js)
     }
 
+    /// The group's disappearing-messages timer in ms, `undefined` when messages stay.
+    #[wasm_bindgen(js_name = disappearingAfterMs)]
+    pub fn disappearing_after_ms(&self, group_id: &str) -> JsResult<Option<f64>> {
+        self.core.disappearing_after_ms(group_id).map_err(js)
+    }
+
+    /// Commit bundle JSON setting the disappearing-messages timer (`undefined`/`null`: off).
+    #[wasm_bindgen(js_name = setDisappearing)]
+    pub fn set_disappearing(&mut self, group_id: &str, after_ms: Option<f64>) -> JsResult<String> {
+        self.core.set_disappearing(group_id, after_ms).map_err(js)
+    }
+
     #[wasm_bindgen(js_name = groupIds)]
     pub fn group_ids(&self) -> JsResult<String> {
         self.core.group_ids().map_err(js)

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  durationText, stampExpiry, dropExpired,
   IdleTimer, Queue, Saver, backoffMs, bumpOrder, checkNewPassphrase, commitWithRetry,
   conversationLabel, conversationTitle, describeError, emptyAppState, errorCode,
   formatSafetyNumber, keyPackagesToUpload, lastMessagePreview, localpart, normaliseUserId,
@@ -723,4 +724,21 @@ test('parseNotice reads member_devices_changed and keeps only devices of the nam
   assert.equal(parseNotice(b64({ type: 'member_devices_changed', added: [], removed: [] })), null);
   assert.equal(parseNotice('not base64!'), null);
   assert.deepEqual(parseNotice(b64({ type: 'something_new' })), { type: 'something_new' });
+});
+
+test('disappearing messages: stamped with the timer in force when they arrived, then dropped', () => {
+  assert.equal(durationText(30000), '30 seconds');
+  assert.equal(durationText(3600000), '1 hour');
+  assert.equal(durationText(2 * 86400000), '2 days');
+  assert.equal(durationText(604800000), '1 week');
+  const conv = { messages: [{ kind: 'text', body: 'old', ts: 1000 }, { kind: 'system', body: 'line', ts: 1000 }] };
+  stampExpiry(conv, null, 5000);
+  assert.equal(conv.messages[0].expiresAt, null, 'arrived before any timer: stays');
+  conv.messages.push({ kind: 'text', body: 'new', ts: 2000 });
+  stampExpiry(conv, 30000, 5000);
+  assert.equal(conv.messages[2].expiresAt, 32000);
+  assert.equal(conv.messages[1].expiresAt, undefined, 'system lines never disappear');
+  assert.equal(dropExpired(conv, 31999), false);
+  assert.equal(dropExpired(conv, 32000), true);
+  assert.deepEqual(conv.messages.map((m) => m.body), ['old', 'line']);
 });

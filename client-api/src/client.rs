@@ -295,6 +295,13 @@ impl Client {
             .await
     }
 
+    /// `POST /groups/{group_id}/forked`: this device lost the group's state; ask to be
+    /// re-added.
+    pub async fn report_fork(&self, group_id: &str) -> Result<Empty, ClientError> {
+        self.call_with_raw_path::<crate::groups::GroupForked>(&[group_id], &Empty {})
+            .await
+    }
+
     /// `POST /groups/{group_id}/join_info`: the GroupInfo to join by link.
     pub async fn join_info(
         &self,

@@ -142,3 +142,12 @@ impl SendRequest {
 pub struct SendResponse {
     pub seq: u64,
 }
+
+crate::endpoint! {
+    /// This device lost the group's state (a fork, docs/protocol.md#fork-recovery): the hub
+    /// writes a `member_forked` notice and the members re-add the device with a fresh key
+    /// package. Answered `{}` once the notice is written (once per device and epoch).
+    GroupForked: Post "/_parley/client/v1/groups/{group_id}/forked",
+    auth AccessToken, rate GroupCreate, body Default, path crate::params::GroupPath,
+    crate::endpoint::Empty => crate::endpoint::Empty, errors [NotFound, NotMember, UnreachableServer]
+}

@@ -56,6 +56,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         E::of::<groups::ListGroups>(),
         E::of::<groups::SubmitCommit>(),
         E::of::<join::GroupJoinInfo>(),
+        E::of::<groups::GroupForked>(),
         E::of::<groups::SendMessage>(),
         E::of::<groups::SendEphemeral>(),
         E::of::<media::UploadMedia>(),

@@ -71,6 +71,14 @@ endpoint! {
     errors [NotFound, JoinRefused]
 }
 endpoint! {
+    /// A server tells the group's hub that its device lost the group's state
+    /// (docs/protocol.md#fork-recovery); the hub asks the members to re-add it.
+    FollowerForked: Post "/_parley/federation/v1/groups/{group_id}/forked",
+    auth ServerSignature, rate Federation, body Federation, path GroupPath,
+    FollowerForkedRequest => parley_client_api::endpoint::Empty,
+    errors [NotFound, NotMember]
+}
+endpoint! {
     /// A follower server submits its device's application message or proposal to the hub.
     FollowerSend: Put "/_parley/federation/v1/groups/{group_id}/send/{txn_id}",
     auth ServerSignature, rate Federation, body Federation, path GroupTxnPath,
@@ -126,6 +134,13 @@ pub struct FollowerCommitRequest {
     pub sender: DeviceRef,
 }
 
+/// Body of [`FollowerForked`]: the device that lost the group's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FollowerForkedRequest {
+    /// The device; its server must be the requesting server.
+    pub sender: DeviceRef,
+}
+
 /// Body of [`FollowerJoinInfo`]: the link's code and the user who would join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FollowerJoinInfoRequest {
@@ -178,6 +193,7 @@ pub fn endpoints() -> Vec<EndpointInfo> {
         EndpointInfo::of::<UserDevices>(),
         EndpointInfo::of::<FollowerCommit>(),
         EndpointInfo::of::<FollowerJoinInfo>(),
+        EndpointInfo::of::<FollowerForked>(),
         EndpointInfo::of::<FollowerSend>(),
         EndpointInfo::of::<CatchUp>(),
         EndpointInfo::of::<FetchMedia>(),

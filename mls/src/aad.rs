@@ -7,19 +7,37 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MlsError, Result};
 
 /// The authenticated data of an application message. Encoded as canonical JSON:
-/// `{"epoch":N,"group_id":"...","msg_id":"<uuid v4>","ts":ms}` — keys sorted, no white space,
-/// strings escaped as serde_json does.
+/// `{"epoch":N,"fork_check":"<32 hex>","group_id":"...","msg_id":"<uuid v4>","ts":ms}` — keys
+/// sorted, no white space, strings escaped as serde_json does. `fork_check`
+/// ([`fork_check_of`]) lets a receiver tell a fork from a corrupt message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Aad {
     /// The MLS epoch the message is sent in.
     pub epoch: u64,
+    /// The sender's [`fork_check_of`] its epoch authenticator for `epoch` (absent from
+    /// senders before fork detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_check: Option<String>,
     /// The group id `!opaque:server`.
     pub group_id: String,
     /// Random UUID v4, unique per message within the group.
     pub msg_id: String,
     /// Sender's clock, milliseconds since the Unix epoch.
     pub ts: u64,
+}
+
+/// What members compare to detect a fork (docs/protocol.md#fork-recovery): the first 16
+/// bytes of SHA-256(`"parley fork check v1"` ‖ epoch authenticator), lower-case hex. Carried
+/// in every application message's AAD, readable without decrypting it; the epoch
+/// authenticator itself never leaves the device.
+pub fn fork_check_of(epoch_authenticator: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"parley fork check v1")
+        .chain_update(epoch_authenticator)
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Largest integer allowed in canonical JSON (2^53 − 1).
@@ -96,6 +114,7 @@ mod tests {
     fn sample() -> Aad {
         Aad {
             epoch: 3,
+            fork_check: None,
             group_id: "!abcdefgh:example.org".into(),
             msg_id: uuid_v4([7; 16]),
             ts: 1_700_000_000_000,

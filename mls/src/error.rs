@@ -57,6 +57,14 @@ pub enum MlsError {
     /// this member last saw from its sender (the sender ratchet would have to skip that far).
     #[error("message is beyond maximum_forward_distance of its sender's ratchet")]
     TooFarAhead,
+    /// A message of this device's own epoch that it cannot read carries another fork check
+    /// than its own: this device's state of the group differs from the sender's
+    /// (docs/protocol.md#fork-recovery). Recover by re-add or rejoin.
+    #[error("this device's state of the group forked from the sender's at epoch {epoch}")]
+    ForkDetected {
+        /// The epoch both claim to be in.
+        epoch: u64,
+    },
     /// The operation needs the group's pending commit to be confirmed or discarded first.
     #[error("the group has a pending commit")]
     PendingCommit,

@@ -614,6 +614,9 @@ impl Engine {
         let (aad, msg) = self.with_group_and_signer(group_id, |group, provider, signer| {
             let aad = Aad {
                 epoch: group.epoch().as_u64(),
+                fork_check: Some(crate::aad::fork_check_of(
+                    group.epoch_authenticator().as_slice(),
+                )),
                 group_id: group_id.to_owned(),
                 msg_id: uuid_v4(random),
                 ts: now_ms,

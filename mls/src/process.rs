@@ -214,10 +214,25 @@ impl Engine {
             .groups
             .get_mut(group_id.as_bytes())
             .ok_or(MlsError::UnknownGroup)?;
+        // A message of our epoch carries its sender's fork check in the clear: if we cannot
+        // read it and the checks differ, our state forked from the sender's.
+        let own_check = crate::aad::fork_check_of(entry.mls.epoch_authenticator().as_slice());
+        let forked = match &protocol {
+            ProtocolMessage::PrivateMessage(p) if message_epoch == group_epoch => {
+                Aad::decode(p.aad())
+                    .ok()
+                    .and_then(|a| a.fork_check)
+                    .is_some_and(|c| c != own_check)
+            }
+            _ => false,
+        };
         let processed = entry
             .mls
             .process_message(&self.provider, protocol)
             .map_err(|e| match e {
+                _ if forked => MlsError::ForkDetected {
+                    epoch: message_epoch,
+                },
                 ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
                     MessageDecryptionError::SecretTreeError(SecretTreeError::TooDistantInTheFuture),
                 )) => MlsError::TooFarAhead,

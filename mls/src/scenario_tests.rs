@@ -448,6 +448,7 @@ fn envelope_and_aad_tampering_is_detected() {
     // AAD naming another group (set by a misbehaving sender) is refused.
     let bad_aad = crate::Aad {
         epoch: 1,
+        fork_check: None,
         group_id: "!elsewhere:example.org".into(),
         msg_id: crate::aad::uuid_v4([9; 16]),
         ts: NOW,
@@ -483,6 +484,7 @@ fn replayed_message_is_refused() {
     // A fresh ciphertext reusing a msg_id is refused by the replay window.
     let aad = crate::Aad {
         epoch: 1,
+        fork_check: None,
         group_id: G.into(),
         msg_id: crate::aad::uuid_v4([5; 16]),
         ts: NOW,
@@ -739,6 +741,13 @@ fn forked_member_is_readded_and_all_share_the_epoch_authenticator() {
         w.clients[0].epoch_authenticator(G).unwrap(),
         w.clients[2].epoch_authenticator(G).unwrap()
     );
+    // Bob cannot read Alice's next message, and its fork check tells him why.
+    let (msg, env) = w.send(0, b"from the main line");
+    assert!(matches!(
+        w.clients[1].process(G, &msg, &env, &w.dir),
+        Err(MlsError::ForkDetected { epoch }) if epoch == w.epoch
+    ));
+    w.clients[2].process(G, &msg, &env, &w.dir).unwrap();
     // Alice re-adds Bob with a fresh key package.
     let kp = w.clients[1].generate_key_packages(1).unwrap();
     let in_sync = vec![w.dev(0), w.dev(2)];

@@ -46,6 +46,10 @@ pub struct Device {
     pub received: Vec<(String, String, String)>,
     /// Hub notices in processing order: (group, the notice's JSON object).
     pub notices: Vec<(String, serde_json::Value)>,
+    /// Groups whose state this device lost (docs/protocol.md#fork-recovery): a fork
+    /// detected, or a message for a later epoch than its own. Reported to the hub by
+    /// [`Device::apply`]; a Welcome for such a group replaces the state held.
+    pub forked: std::collections::BTreeSet<String>,
 }
 
 impl Device {
@@ -167,6 +171,7 @@ impl Device {
             since: None,
             received: Vec::new(),
             notices: Vec::new(),
+            forked: Default::default(),
         })
     }
 
@@ -492,8 +497,17 @@ impl Device {
             let refs: Vec<&str> = users.iter().map(String::as_str).collect();
             self.learn(&refs).await?;
             let bytes = unb64(&w.welcome).context("welcome is not base64")?;
-            match self.engine.join_from_welcome(&bytes, &self.keys) {
-                Ok(joined) => events.extend(joined.events),
+            // A re-add after a fork replaces the state this device lost.
+            let joined = if self.forked.contains(&w.group_id) {
+                self.engine.rejoin_from_welcome(&bytes, &self.keys)
+            } else {
+                self.engine.join_from_welcome(&bytes, &self.keys)
+            };
+            match joined {
+                Ok(joined) => {
+                    self.forked.remove(&w.group_id);
+                    events.extend(joined.events)
+                }
                 Err(parley_mls::MlsError::GroupExists) => {}
                 Err(e) => anyhow::bail!(
                     "{} cannot join {} from its Welcome: {e}",
@@ -514,11 +528,51 @@ impl Device {
                     let refs: Vec<&str> = added.iter().map(String::as_str).collect();
                     self.learn(&refs).await?;
                 }
+                if self.forked.contains(group_id) {
+                    continue; // nothing of it is readable until the re-add
+                }
                 events.extend(self.process(group_id, m)?);
+                if self.forked.contains(group_id) {
+                    expect_ok(
+                        self.client.report_fork(group_id).await,
+                        "POST /groups/{id}/forked",
+                    )?;
+                }
             }
         }
         self.since = Some(response.next_batch);
         Ok(events)
+    }
+
+    /// Re-adds `device`, which reported a fork of `group_id` (a `member_forked` notice):
+    /// removes it and adds it back with a fresh key package of that device, and merges.
+    pub async fn readd_forked(
+        &mut self,
+        group_id: &str,
+        device: &DeviceRef,
+    ) -> anyhow::Result<CommitResponse> {
+        let user = device.user_id.clone();
+        self.learn(&[&user]).await?;
+        let claimed = expect_ok(self.client.claim_keys(&[&user]).await, "claim keys")?;
+        let kp = claimed
+            .key_packages
+            .get(&user)
+            .and_then(|d| d.get(&device.device_id))
+            .context("no key package of the forked device")?;
+        let kp = unb64(kp).context("claimed package is not base64")?;
+        let in_sync: Vec<DeviceRef> = self
+            .engine
+            .members(group_id)
+            .map_err(|e| anyhow::anyhow!("members: {e}"))?
+            .into_iter()
+            .filter_map(|m| DeviceRef::new(&m.user_id, &m.device_id).ok())
+            .filter(|d| d != device)
+            .collect();
+        let bundle = self
+            .engine
+            .readd_forked_members(group_id, &in_sync, &[kp], &self.keys)
+            .map_err(|e| anyhow::anyhow!("engine cannot re-add {device}: {e}"))?;
+        self.submit(group_id, bundle).await
     }
 
     /// Processes one delivered message (own application messages are skipped: MLS senders
@@ -537,18 +591,31 @@ impl Device {
         }
         let envelope = envelope_of(m)?;
         let bytes = unb64(&m.message).context("delivered message is not base64")?;
-        let events = self
-            .engine
-            .process(group_id, &bytes, &envelope, &self.keys)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}/{} cannot process seq {} ({}) of {group_id}: {e}",
-                    self.user_id,
-                    self.device_id,
-                    m.seq,
-                    m.kind
-                )
-            })?;
+        let processed = match self.engine.process(group_id, &bytes, &envelope, &self.keys) {
+            // Our state of the group is lost (docs/protocol.md#fork-recovery): a fork, or a
+            // message of an epoch we never reached. `apply` reports it.
+            Err(parley_mls::MlsError::ForkDetected { .. }) => {
+                self.forked.insert(group_id.to_owned());
+                return Ok(Vec::new());
+            }
+            Err(parley_mls::MlsError::WrongEpoch {
+                message_epoch,
+                group_epoch,
+            }) if message_epoch > group_epoch => {
+                self.forked.insert(group_id.to_owned());
+                return Ok(Vec::new());
+            }
+            other => other,
+        };
+        let events = processed.map_err(|e| {
+            anyhow::anyhow!(
+                "{}/{} cannot process seq {} ({}) of {group_id}: {e}",
+                self.user_id,
+                self.device_id,
+                m.seq,
+                m.kind
+            )
+        })?;
         for e in &events {
             if let Event::ApplicationMessage {
                 sender, plaintext, ..

@@ -27,6 +27,7 @@ export const ENDPOINTS = Object.freeze({
   ListGroups: Object.freeze({ method: 'GET', path: '/_parley/client/v1/groups', auth: 'access_token' }),
   SubmitCommit: Object.freeze({ method: 'POST', path: '/_parley/client/v1/groups/{group_id}/commit', auth: 'access_token' }),
   GroupJoinInfo: Object.freeze({ method: 'POST', path: '/_parley/client/v1/groups/{group_id}/join_info', auth: 'access_token' }),
+  GroupForked: Object.freeze({ method: 'POST', path: '/_parley/client/v1/groups/{group_id}/forked', auth: 'access_token' }),
   SendMessage: Object.freeze({ method: 'PUT', path: '/_parley/client/v1/groups/{group_id}/send/{txn_id}', auth: 'access_token' }),
   SendEphemeral: Object.freeze({ method: 'PUT', path: '/_parley/client/v1/groups/{group_id}/ephemeral/{txn_id}', auth: 'access_token' }),
   UploadMedia: Object.freeze({ method: 'POST', path: '/_parley/client/v1/media', auth: 'access_token' }),

@@ -73,6 +73,7 @@ impl From<MlsError> for WebError {
             MlsError::AttachmentCorrupt(_) => "AttachmentCorrupt",
             MlsError::NotAdmin(_) => "NotAdmin",
             MlsError::JoinRefused(_) => "JoinRefused",
+            MlsError::ForkDetected { .. } => "ForkDetected",
             #[allow(unreachable_patterns)]
             _ => "Engine",
         };

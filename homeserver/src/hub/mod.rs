@@ -7,6 +7,7 @@ mod commit;
 mod disappearing;
 pub mod ephemeral;
 pub mod error;
+pub mod fork;
 pub mod join;
 pub mod notice;
 pub mod notice_gate;

@@ -46,6 +46,9 @@ pub enum Notice {
         added: Vec<DeviceRef>,
         removed: Vec<DeviceRef>,
     },
+    /// The device `user_id`/`device_id` lost the group's state (a fork): commit its removal
+    /// and re-addition with a fresh key package of that device.
+    MemberForked { user_id: String, device_id: String },
 }
 
 /// Most devices one notice names in `added` or in `removed`; a client acting on a notice
@@ -230,6 +233,29 @@ fn recheck(
     })
 }
 
+/// Writes a `member_forked` notice for `device_id` of `user_id` into `group_id`, at most
+/// once per device and `epoch` (its `txn_id` says which); false if the group is gone.
+pub async fn member_forked(
+    state: &AppState,
+    group_id: &str,
+    user_id: &UserId,
+    device_id: &str,
+    epoch: i64,
+) -> Result<bool, StoreError> {
+    let mut digest = Sha256::new();
+    for part in [group_id, user_id.as_str(), device_id] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    digest.update(epoch.to_be_bytes());
+    let txn_id = format!("notice.forked.{}", hex_prefix(&digest.finalize()[..12]));
+    let notice = Notice::MemberForked {
+        user_id: user_id.to_string(),
+        device_id: device_id.to_owned(),
+    };
+    append_notice(state, group_id, user_id, device_id, &notice, txn_id).await
+}
+
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -296,6 +322,7 @@ impl Notice {
         match self {
             Notice::MemberDeactivated { .. } => "member_deactivated",
             Notice::MemberDevicesChanged { .. } => "member_devices_changed",
+            Notice::MemberForked { .. } => "member_forked",
         }
     }
 }

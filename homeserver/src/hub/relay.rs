@@ -39,6 +39,27 @@ pub(super) async fn commit(
         .map_err(RemoteError::from)?)
 }
 
+/// Tells the group's `hub` that `device` lost the group's state.
+pub(super) async fn forked(
+    state: &AppState,
+    hub: &str,
+    group_id: &GroupId,
+    device: &DeviceRef,
+) -> Result<(), HubError> {
+    let path = GroupPath {
+        group_id: group_id.clone(),
+    };
+    let request = parley_federation::endpoints::FollowerForkedRequest {
+        sender: device.clone(),
+    };
+    state
+        .fed
+        .call::<parley_federation::endpoints::FollowerForked>(hub, &path, &request)
+        .await
+        .map_err(RemoteError::from)?;
+    Ok(())
+}
+
 /// Asks the group's `hub` for its GroupInfo for `user_id` holding a join link's `code`.
 pub(super) async fn join_info(
     state: &AppState,

@@ -22,6 +22,7 @@ pub fn routes() -> Routes {
         .serve::<ListGroups, _, _>(list_groups)
         .serve::<SubmitCommit, _, _>(submit_commit)
         .serve::<GroupJoinInfo, _, _>(join_info)
+        .serve::<parley_client_api::groups::GroupForked, _, _>(forked)
         .serve::<SendMessage, _, _>(send_message)
         .serve::<SendEphemeral, _, _>(send_ephemeral)
 }
@@ -62,6 +63,16 @@ async fn submit_commit(
     req: CommitRequest,
 ) -> ApiResult<CommitResponse> {
     Ok(hub::submit_commit(&state, &auth.device(), &path.group_id, req).await?)
+}
+
+async fn forked(
+    state: AppState,
+    auth: Authed,
+    path: GroupPath,
+    _: parley_client_api::endpoint::Empty,
+) -> ApiResult<parley_client_api::endpoint::Empty> {
+    hub::fork::submit_forked(&state, &auth.device(), &path.group_id).await?;
+    Ok(parley_client_api::endpoint::Empty {})
 }
 
 async fn join_info(

@@ -36,6 +36,7 @@ pub fn routes() -> Routes {
         .serve::<UserDevices, _, _>(user_devices)
         .serve::<FollowerCommit, _, _>(follower_commit)
         .serve::<FollowerJoinInfo, _, _>(follower_join_info)
+        .serve::<parley_federation::endpoints::FollowerForked, _, _>(follower_forked)
         .serve::<FollowerSend, _, _>(follower_send)
         .serve::<FollowerEphemeral, _, _>(follower_ephemeral)
         .serve::<RelayEphemeral, _, _>(relay_ephemeral)
@@ -115,6 +116,17 @@ async fn follower_commit(
 ) -> ApiResult<CommitResponse> {
     check_sender(&origin, &req.sender)?;
     Ok(crate::hub::follower_commit(&state, &req.sender, &path.group_id, req.commit).await?)
+}
+
+async fn follower_forked(
+    state: AppState,
+    origin: Origin,
+    path: GroupPath,
+    req: parley_federation::endpoints::FollowerForkedRequest,
+) -> ApiResult<parley_client_api::endpoint::Empty> {
+    check_sender(&origin, &req.sender)?;
+    crate::hub::fork::follower_forked(&state, &req.sender, &path.group_id).await?;
+    Ok(parley_client_api::endpoint::Empty {})
 }
 
 async fn follower_join_info(

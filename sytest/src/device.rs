@@ -50,6 +50,9 @@ pub struct Device {
     /// detected, or a message for a later epoch than its own. Reported to the hub by
     /// [`Device::apply`]; a Welcome for such a group replaces the state held.
     pub forked: std::collections::BTreeSet<String>,
+    /// Groups joined again after a fork: the commits of epochs before the rejoin that are
+    /// still delivered (the re-adding commit itself) are skipped.
+    pub rejoined: std::collections::BTreeSet<String>,
 }
 
 impl Device {
@@ -172,6 +175,7 @@ impl Device {
             received: Vec::new(),
             notices: Vec::new(),
             forked: Default::default(),
+            rejoined: Default::default(),
         })
     }
 
@@ -505,7 +509,9 @@ impl Device {
             };
             match joined {
                 Ok(joined) => {
-                    self.forked.remove(&w.group_id);
+                    if self.forked.remove(&w.group_id) {
+                        self.rejoined.insert(w.group_id.clone());
+                    }
                     events.extend(joined.events)
                 }
                 Err(parley_mls::MlsError::GroupExists) => {}
@@ -603,6 +609,10 @@ impl Device {
                 group_epoch,
             }) if message_epoch > group_epoch => {
                 self.forked.insert(group_id.to_owned());
+                return Ok(Vec::new());
+            }
+            // The re-adding commit (and any before it) after joining again from its Welcome.
+            Err(parley_mls::MlsError::WrongEpoch { .. }) if self.rejoined.contains(group_id) => {
                 return Ok(Vec::new());
             }
             other => other,

@@ -19,6 +19,7 @@ pub fn all() -> Vec<Test> {
         roles::TESTS,
         join_links::TESTS,
         disappearing::TESTS,
+        forks::TESTS,
         delivery::TESTS,
         federation::TESTS,
         media::TESTS,

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod delivery;
 pub mod disappearing;
 pub mod federation;
+pub mod forks;
 pub mod groups;
 pub mod hostile;
 pub mod hygiene;

@@ -253,6 +253,8 @@ export class Api {
     if (bundle.group_info) body.group_info = bundle.group_info;
     return this.endpoint(E.SubmitCommit, { group_id: groupId }, body);
   }
+  /** Says this device lost the group's state: the members are asked to add it again. */
+  reportFork(groupId) { return this.endpoint(E.GroupForked, { group_id: groupId }, {}); }
   /** The current GroupInfo of a group joinable by link with `code`: `{group_info, epoch}`. */
   joinInfo(groupId, code) { return this.endpoint(E.GroupJoinInfo, { group_id: groupId }, { code }); }
   /** Sends an application message; `media`: ids of this user's uploads that it names. */

@@ -642,6 +642,10 @@ export function parseNotice(b64) {
       .map((d) => d.device_id);
     return { type: v.type, user_id: v.user_id, added: own(v.added), removed: own(v.removed) };
   }
+  if (v.type === 'member_forked') {
+    if (typeof v.user_id !== 'string' || typeof v.device_id !== 'string') return null;
+    return { type: v.type, user_id: v.user_id, device_id: v.device_id };
+  }
   return { type: v.type };
 }
 

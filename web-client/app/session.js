@@ -555,7 +555,72 @@ export class Session {
     });
   }
 
+  /**
+   * This device lost its state of the conversation (a fork, or an epoch it never reached):
+   * tells the user, stops reading the group and asks the hub to have the members add it
+   * again (docs/protocol.md#fork-recovery).
+   */
+  async reportFork(conv, m) {
+    if (conv.forked) return;
+    conv.forked = true;
+    pushMessage(conv, {
+      id: `f:${m.seq}`, kind: 'system', ts: m.ts,
+      body: 'This device lost step with the conversation (its encryption state no longer matches the others\'). The members were asked to add it again; what is sent until then cannot be read here.',
+    });
+    try {
+      await this.api.reportFork(conv.group_id);
+    } catch (err) {
+      pushMessage(conv, { id: `f:${m.seq}:x`, kind: 'system', ts: m.ts, body: `Asking the members to add this device again failed: ${err.message}` });
+    }
+    await this.save();
+    this.onChange();
+  }
+
+  /**
+   * A `member_forked` notice: another device lost its state of the conversation; re-add it
+   * with a fresh key package of that device (an admin's commit in a group with roles). After a
+   * 409 the winner may have re-added it already: then nothing is left to do.
+   */
+  async readdForked(conv, notice, m) {
+    const gid = conv.group_id;
+    if (notice.user_id === this.me && notice.device_id === this.myDevice) return;
+    const key = `${notice.user_id}/${notice.device_id}`;
+    try {
+      await this.commit(gid, async () => {
+        if (((conv.readdedAt || {})[key] || 0) > (m.seq || 0)) throw new NothingToDo();
+        const present = J(this.client.members(gid)).some((d) => d.user_id === notice.user_id && d.device_id === notice.device_id);
+        if (!present || !this.isAdmin(gid)) throw new NothingToDo();
+        await this.fetchUsers([notice.user_id]);
+        const claim = await this.api.claimKeys([notice.user_id]);
+        const kp = ((claim.key_packages || {})[notice.user_id] || {})[notice.device_id];
+        if (!kp) throw new NothingToDo();
+        return this.client.readdForked(gid, notice.user_id, notice.device_id, kp);
+      });
+    } catch { /* another member re-added it, or it is gone */ }
+    this.refreshMembers(conv);
+    this.onChange();
+  }
+
   async handleWelcome(w) {
+    const held = this.state.convs[w.group_id];
+    if (held && held.forked) {
+      // The members added this device again: its new state replaces the one it lost.
+      try {
+        const joined = J(await withDeviceKeys(() => this.client.rejoin(w.welcome), this.missing, this.fetchUsers));
+        held.forked = false;
+        held.active = true;
+        held.members = joined.members;
+        held.admins = this.readAdmins(joined.group_id);
+        pushMessage(held, { id: `w:${w.id}`, kind: 'system', body: 'This device was added to the conversation again; new messages can be read from here on.', ts: w.ts });
+        await this.save();
+        this.onChange();
+      } catch (err) {
+        this.notify('alert', `Could not join a conversation again: ${err.message.replace(/^\[[A-Za-z]+\]\s*/, '')}`);
+        return;
+      }
+      try { await this.api.deleteWelcome(w.id); } catch { /* acknowledged later */ }
+      return;
+    }
     const known = J(this.client.groupIds()).includes(w.group_id);
     if (!known) {
       try {
@@ -595,6 +660,11 @@ export class Session {
       conv.lastSeq = m.seq;
       return;
     }
+    if (conv.forked) {
+      // Nothing is readable until the members add this device again (its Welcome).
+      conv.lastSeq = m.seq || conv.lastSeq;
+      return;
+    }
     if (m.kind === 'notice') {
       conv.lastSeq = m.seq || conv.lastSeq;
       await this.handleNotice(conv, m);
@@ -613,6 +683,15 @@ export class Session {
       events = J(await withDeviceKeys(() => this.client.process(gid, JSON.stringify(m)), this.missing, this.fetchUsers));
     } catch (err) {
       const code = errorCode(err);
+      let epoch = 0;
+      try { epoch = this.client.epoch(gid); } catch { /* group gone */ }
+      // This device's state of the group is lost: a fork, or an epoch it never reached
+      // (docs/protocol.md#fork-recovery).
+      if (code === 'ForkDetected' || (code === 'WrongEpoch' && m.epoch > epoch)) {
+        conv.lastSeq = m.seq || conv.lastSeq;
+        await this.reportFork(conv, m);
+        return;
+      }
       if (!BENIGN.has(code)) {
         pushMessage(conv, { id: `e:${m.seq}`, kind: 'system', body: 'A message could not be decrypted or was refused.', ts: m.ts });
       }
@@ -627,7 +706,14 @@ export class Session {
       } else if (ev.type === 'commit') {
         const who = (l) => [...new Set(l.map((d) => d.user_id))].join(', ');
         const joinedByLink = ev.added.some((d) => d.user_id === ev.committer.user_id && d.device_id === ev.committer.device_id);
-        if (joinedByLink) {
+        const readded = ev.added.filter((d) => ev.removed.some((r) => r.user_id === d.user_id && r.device_id === d.device_id));
+        for (const d of readded) {
+          conv.readdedAt = conv.readdedAt || {};
+          conv.readdedAt[`${d.user_id}/${d.device_id}`] = m.seq;
+        }
+        if (readded.length && readded.length === ev.added.length && readded.length === ev.removed.length) {
+          pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body: `${ev.committer.user_id} added ${readded.map((d) => `${d.user_id}'s device ${d.device_id}`).join(', ')} again after it lost step.`, ts: m.ts });
+        } else if (joinedByLink) {
           pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body: `${ev.committer.user_id} joined with the join link.`, ts: m.ts });
         } else if (ev.added.length) {
           const own = ev.added.every((d) => d.user_id === ev.committer.user_id);
@@ -636,7 +722,8 @@ export class Session {
             : `${ev.committer.user_id} added ${who(ev.added)}.`;
           pushMessage(conv, { id: `c:${m.seq}:a`, kind: 'system', body, ts: m.ts });
         }
-        const rejoined = joinedByLink && ev.removed.every((d) => d.user_id === ev.committer.user_id);
+        const rejoined = (joinedByLink && ev.removed.every((d) => d.user_id === ev.committer.user_id))
+          || (readded.length && readded.length === ev.removed.length);
         if (ev.removed.length && !rejoined) pushMessage(conv, { id: `c:${m.seq}:r`, kind: 'system', body: `${who(ev.removed)} left or was removed.`, ts: m.ts });
       } else if (ev.type === 'removed') {
         conv.active = false;
@@ -688,6 +775,10 @@ export class Session {
     const notice = parseNotice(m.message);
     if (notice && notice.type === 'member_devices_changed') {
       this.followDeviceChange(gid, notice);
+      return;
+    }
+    if (notice && notice.type === 'member_forked') {
+      await this.readdForked(conv, notice, m);
       return;
     }
     if (!notice || notice.type !== 'member_deactivated') return;

@@ -687,6 +687,45 @@ impl Core {
         })))
     }
 
+    /// Joins again from a Welcome (base64) that re-adds this device to a group whose state it
+    /// lost (docs/protocol.md#fork-recovery), replacing that state; returns as [`WebCore::join`].
+    pub fn rejoin(&mut self, welcome_b64: &str) -> WebResult<String> {
+        let welcome = unb64("welcome", welcome_b64)?;
+        let (e, dir) = self.engine_mut()?;
+        let joined = e.rejoin_from_welcome(&welcome, dir)?;
+        Ok(to_json(&json!({
+            "group_id": joined.group_id,
+            "epoch": joined.epoch,
+            "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
+            "welcome_sender": joined.welcome_sender.as_ref().map(device_json),
+            "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
+        })))
+    }
+
+    /// Commit removing the device `user_id`/`device_id`, which lost the group's state, and
+    /// adding it again from `key_package_b64` (a fresh package of that device); the bundle
+    /// JSON as [`WebCore::add_members`].
+    pub fn readd_forked(
+        &mut self,
+        group_id: &str,
+        user_id: &str,
+        device_id: &str,
+        key_package_b64: &str,
+    ) -> WebResult<String> {
+        let kp = unb64("key package", key_package_b64)?;
+        let forked = DeviceRef::new(user_id, device_id)?;
+        let in_sync: Vec<DeviceRef> = self
+            .engine()?
+            .members(group_id)?
+            .into_iter()
+            .filter_map(|m| DeviceRef::new(&m.user_id, &m.device_id).ok())
+            .filter(|d| *d != forked)
+            .collect();
+        let (e, dir) = self.engine_mut()?;
+        let bundle = e.readd_forked_members(group_id, &in_sync, &[kp], dir)?;
+        Ok(to_json(&bundle_json(&bundle)))
+    }
+
     /// Processes one sync message object (JSON, as `/sync` or `/ws` deliver it) of a group.
     /// Returns a JSON array of events.
     pub fn process(&mut self, group_id: &str, message_json: &str) -> WebResult<String> {
@@ -1099,6 +1138,57 @@ mod tests {
         assert_eq!(alice.join_link(gid)?, None);
         bob.forget_group(gid)?;
         assert_eq!(bob.group_ids()?, "[]");
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_restored_from_an_old_state_is_readded_and_rejoins() -> TestResult {
+        let gid = "!forked01:a.example";
+        let mut alice = Core::new("@alice:a.example", "ALICEDEV")?;
+        let mut bob = Core::new("@bob:b.example", "BOBDEV")?;
+        let kps: Vec<String> = parse_json("kps", &bob.generate_key_packages(2)?)?;
+        alice.create_group(gid)?;
+        alice.set_user_devices(&devices_json(&bob)?)?;
+        bob.set_user_devices(&devices_json(&alice)?)?;
+        let add: Value = parse_json("b", &alice.add_members(gid, &json!([kps[0]]).to_string())?)?;
+        alice.confirm_commit(gid)?;
+        bob.join(&field(&add, "welcome")?)?;
+        let old = bob.export_state()?;
+
+        let update: Value = parse_json("u", &alice.self_update(gid)?)?;
+        alice.confirm_commit(gid)?;
+        let msg = wire(
+            &alice,
+            1,
+            &field(&update, "commit")?,
+            json!({"kind": "commit", "adds": [], "removes": []}),
+        )?;
+        bob.process(gid, &msg)?;
+        // Restored: a message of the epoch bob's old state never reached.
+        let mut bob = Core::import_state(&old)?;
+        bob.set_user_devices(&devices_json(&alice)?)?;
+        let out: Value = parse_json("o", &alice.encrypt(gid, "unreadable", 4e12)?)?;
+        let err = bob.process(gid, &wire(&alice, 2, &field(&out, "message")?, json!({}))?);
+        assert_eq!(err.err().map(|e| e.code), Some("WrongEpoch"));
+
+        let readd: Value = parse_json(
+            "r",
+            &alice.readd_forked(gid, "@bob:b.example", "BOBDEV", &kps[1])?,
+        )?;
+        alice.confirm_commit(gid)?;
+        assert_eq!(readd["removes"][0]["device_id"], "BOBDEV");
+        assert_eq!(readd["adds"][0]["device_id"], "BOBDEV");
+        assert_eq!(
+            bob.join(&field(&readd, "welcome")?).err().map(|e| e.code),
+            Some("GroupExists")
+        );
+        bob.rejoin(&field(&readd, "welcome")?)?;
+        let out: Value = parse_json("o", &alice.encrypt(gid, "readable again", 4e12)?)?;
+        let events: Value = parse_json(
+            "e",
+            &bob.process(gid, &wire(&alice, 3, &field(&out, "message")?, json!({}))?)?,
+        )?;
+        assert_eq!(events[0]["plaintext"], "readable again");
         Ok(())
     }
 

@@ -237,6 +237,25 @@ impl Client {
         self.core.set_disappearing(group_id, after_ms).map_err(js)
     }
 
+    /// Joins again from a Welcome re-adding this device after a fork (replaces the state).
+    pub fn rejoin(&mut self, welcome_b64: &str) -> JsResult<String> {
+        self.core.rejoin(welcome_b64).map_err(js)
+    }
+
+    /// Commit bundle JSON re-adding a device that lost the group's state.
+    #[wasm_bindgen(js_name = readdForked)]
+    pub fn readd_forked(
+        &mut self,
+        group_id: &str,
+        user_id: &str,
+        device_id: &str,
+        key_package_b64: &str,
+    ) -> JsResult<String> {
+        self.core
+            .readd_forked(group_id, user_id, device_id, key_package_b64)
+            .map_err(js)
+    }
+
     #[wasm_bindgen(js_name = groupIds)]
     pub fn group_ids(&self) -> JsResult<String> {
         self.core.group_ids().map_err(js)

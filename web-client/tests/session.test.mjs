@@ -1099,3 +1099,52 @@ test('roles: a commit from someone else that changes the admins is a system line
   assert.equal(conv.messages.at(-1).body, 'bob gave up their admin role.');
   assert.equal(conv.messages.filter((m) => m.kind === 'system').length, 2, 'nothing else');
 });
+
+test('fork recovery: a message of an epoch this device never reached reports it; the Welcome re-adding it is a rejoin', async () => {
+  const client = fakeClient();
+  client.epoch = () => 1;
+  client.process = (g, json) => {
+    const m = JSON.parse(json);
+    client.log.push(`process:${m.seq}`);
+    throw new Error(`[WrongEpoch] message epoch ${m.epoch} is not usable at group epoch 1`);
+  };
+  client.rejoin = (w) => { client.log.push(`rejoin:${w}`); return JSON.stringify({ group_id: '!g:hs', epoch: 5, members: client.members['!g:hs'], events: [] }); };
+  const api = fakeApi({ reportFork: () => ({}), deleteWelcome: () => ({}) });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  const conv = s.newConv('!g:hs');
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 7, sender: BOB, kind: 'application', epoch: 4, message: 'X', ts: 1 }, true);
+  assert.equal(conv.forked, true);
+  assert.deepEqual(api.calls.filter((c) => c[0] === 'reportFork'), [['reportFork', '!g:hs']]);
+  assert.ok(conv.messages.some((x) => x.body.startsWith('This device lost step with the conversation')));
+  // Until the re-add nothing more is handed to the engine, nor reported again.
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 8, sender: BOB, kind: 'application', epoch: 4, message: 'Y', ts: 1 }, true);
+  assert.ok(!client.log.includes('process:8'));
+  assert.equal(api.calls.filter((c) => c[0] === 'reportFork').length, 1);
+  await s.handleWelcome({ id: 'w1', group_id: '!g:hs', sender: BOB, welcome: 'WELCOME', ts: 2 });
+  assert.ok(client.log.includes('rejoin:WELCOME'));
+  assert.equal(conv.forked, false);
+  assert.ok(conv.messages.some((x) => x.body.startsWith('This device was added to the conversation again')));
+});
+
+test('a member_forked notice re-adds that device once; not this device itself', async () => {
+  const client = fakeClient();
+  client.readdForked = (g, u, d, kp) => { client.log.push(`readd:${u}/${d}:${kp}`); client.pending = true; return JSON.stringify({ commit: 'C', adds: [{ ...BOB }], removes: [{ ...BOB }] }); };
+  client.confirmCommit = function confirm() { this.pending = false; return '{}'; };
+  const api = fakeApi({
+    userDevices: (u) => ({ user_id: u, devices: [] }),
+    claimKeys: () => ({ key_packages: { [BOB.user_id]: { [BOB.device_id]: 'BOBKP' } }, failures: {} }),
+    commit: () => ({ epoch: 3, seq: 9 }),
+  });
+  const s = session(client, api);
+  client.createGroup('!g:hs');
+  client.members['!g:hs'].push({ ...BOB });
+  s.newConv('!g:hs');
+  const b64 = (o) => btoa(JSON.stringify(o));
+  const mine = { type: 'member_forked', user_id: ME.user_id, device_id: ME.device_id };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 4, sender: ME, kind: 'notice', epoch: 2, message: b64(mine), ts: 1 }, true);
+  assert.ok(!client.log.some((l) => l.startsWith('readd:')), 'this device does not re-add itself');
+  const bobs = { type: 'member_forked', user_id: BOB.user_id, device_id: BOB.device_id };
+  await s.handleFrame({ type: 'message', group_id: '!g:hs', seq: 5, sender: BOB, kind: 'notice', epoch: 2, message: b64(bobs), ts: 1 }, true);
+  assert.deepEqual(client.log.filter((l) => l.startsWith('readd:')), [`readd:${BOB.user_id}/${BOB.device_id}:BOBKP`]);
+});

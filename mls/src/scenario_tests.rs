@@ -1221,3 +1221,70 @@ fn an_admin_sets_the_disappearing_timer_every_member_sees_it_and_a_member_may_no
     w.exchange(1, b"after the timer");
     w.assert_in_sync();
 }
+
+/// A key package of a new device `user`/`device` whose leaf lists `extensions` (and nothing
+/// of Parley's that is not among them), its key in `w.dir`.
+fn key_package_with_extensions(
+    w: &mut World,
+    user: &str,
+    device: &str,
+    extensions: &[openmls::prelude::ExtensionType],
+) -> Vec<u8> {
+    use openmls::prelude::{
+        tls_codec::Serialize as _, Capabilities, CredentialType, KeyPackage, MlsMessageOut,
+        ProtocolVersion,
+    };
+    use openmls_basic_credential::SignatureKeyPair;
+    let provider = crate::provider::EngineProvider::default();
+    let signer = SignatureKeyPair::new(crate::CIPHERSUITE.signature_algorithm()).unwrap();
+    let device = DeviceRef::new(user, device).unwrap();
+    w.dir.insert(device.clone(), signer.to_public_vec());
+    let credential = openmls::prelude::BasicCredential::new(device.identity().into_bytes());
+    let kp = KeyPackage::builder()
+        .leaf_node_capabilities(Capabilities::new(
+            Some(&[ProtocolVersion::Mls10]),
+            Some(&[crate::CIPHERSUITE]),
+            Some(extensions),
+            Some(&[]),
+            Some(&[CredentialType::Basic]),
+        ))
+        .build(
+            crate::CIPHERSUITE,
+            &provider,
+            &signer,
+            openmls::prelude::CredentialWithKey {
+                credential: credential.into(),
+                signature_key: signer.to_public_vec().into(),
+            },
+        )
+        .unwrap();
+    MlsMessageOut::from(kp.key_package().clone())
+        .tls_serialize_detached()
+        .unwrap()
+}
+
+#[test]
+fn a_device_without_the_disappearing_capability_cannot_be_added_once_the_timer_is_set() {
+    use openmls::prelude::ExtensionType;
+    let mut w = three_with_roles();
+    // Knows roles and join rules, not the timer (declared in its leaf's capabilities).
+    let known = [
+        ExtensionType::LastResort,
+        ExtensionType::Unknown(crate::ROLES_EXTENSION_TYPE),
+        ExtensionType::Unknown(crate::JOIN_RULES_EXTENSION_TYPE),
+    ];
+    let before = key_package_with_extensions(&mut w, "@old:a.example", "OLDDEVICE1", &known);
+    let after = key_package_with_extensions(&mut w, "@old2:a.example", "OLDDEVICE2", &known);
+    let timer = w.clients[0].set_disappearing(G, Some(60_000)).unwrap();
+    assert!(w.deliver_commit(0, &timer, &[]));
+    let dir = w.dir.clone();
+    let err = w.clients[0].add_members(G, &[after], &dir).unwrap_err();
+    assert!(!matches!(err, MlsError::NotAdmin(_)), "{err:?}");
+    assert!(!w.clients[0].has_pending_commit(G).unwrap());
+    // Turning the timer off does not make room for it: `required_capabilities` keeps the
+    // type listed once added, so the group stays closed to devices that cannot honour it.
+    let off = w.clients[0].set_disappearing(G, None).unwrap();
+    assert!(w.deliver_commit(0, &off, &[]));
+    let err = w.clients[0].add_members(G, &[before], &dir).unwrap_err();
+    assert!(!matches!(err, MlsError::NotAdmin(_)), "{err:?}");
+}

@@ -110,3 +110,51 @@ on_both_backends!(
         );
     }
 );
+
+/// The member server (b) is down while a message expires; when it is back, the hub's queue
+/// delivers the message to it: b keeps the row (its log stays gap-free) but not the
+/// ciphertext, and never hands the message to bob. Sweeps are an hour apart here, so the
+/// wiping is b's own on arrival.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_expired_before_reaching_a_member_server_is_stored_without_ciphertext() {
+    let (a, mut b) = federated_pair(Db::Sqlite, "[retention]\nexpiry_sweep_ms = 3600000\n").await;
+    let mut alice = Device::register(&a, "alice").await.unwrap();
+    let mut bob = Device::register(&b, "bob").await.unwrap();
+    for d in [&mut alice, &mut bob] {
+        d.know(&[ALICE, BOB]);
+    }
+    let group = alice.create_group_with_roles().await.unwrap();
+    alice.add(&group, &[BOB]).await.unwrap();
+    bob.sync_until(20, "the Welcome", |d| d.engine.group_ids().contains(&group))
+        .await
+        .unwrap();
+    let on = alice.engine.set_disappearing(&group, Some(1000)).unwrap();
+    alice.submit(&group, on).await.unwrap();
+    bob.sync_until(20, "the timer", |d| {
+        d.engine.disappearing_after_ms(&group).ok().flatten() == Some(1000)
+    })
+    .await
+    .unwrap();
+
+    assert!(b.stop());
+    let seq = alice.send_text(&group, "expired in transit").await.unwrap() as i64;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.start_again();
+    alice.send_text(&group, "fresh").await.unwrap();
+    bob.sync_until(20, "the fresh message", |d| {
+        d.texts(&group).iter().any(|t| t == "fresh")
+    })
+    .await
+    .unwrap();
+    assert!(!bob.texts(&group).iter().any(|t| t == "expired in transit"));
+    let store = Store::connect(&b.database, &StoreConfig::default())
+        .await
+        .unwrap();
+    let row = store
+        .federation()
+        .group_message(&group, seq)
+        .await
+        .unwrap()
+        .expect("the row is stored");
+    assert!(row.message.is_empty(), "b kept the ciphertext");
+}

@@ -71,6 +71,18 @@ pub fn remote_message(
             .transpose()
     };
     let kind = m.kind.as_str();
+    // Only application messages expire, whatever a hub says.
+    let expires_ts = m
+        .expires_ts
+        .filter(|_| kind == "application")
+        .map(|e| i64::try_from(e).unwrap_or(i64::MAX));
+    // One that expired before it got here is never delivered: its ciphertext is not kept
+    // either (the row keeps the log gap-free).
+    let message = if expires_ts.is_some_and(|e| e <= crate::clock::now_ms() as i64) {
+        Vec::new()
+    } else {
+        message
+    };
     Ok(RemoteMessage {
         local_adds: local(&m.adds),
         local_removes: local(&m.removes),
@@ -86,11 +98,7 @@ pub fn remote_message(
             adds: wire(&m.adds)?,
             removes: wire(&m.removes)?,
             ts,
-            // Only application messages expire, whatever a hub says.
-            expires_ts: m
-                .expires_ts
-                .filter(|_| kind == "application")
-                .map(|e| i64::try_from(e).unwrap_or(i64::MAX)),
+            expires_ts,
         },
     })
 }

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use parley_mls::{
-    vault, CommitBundle, DeviceKeyValidator, DeviceRef, Engine, EngineConfig, Event, MemberInfo,
-    MlsError, TrustState, Zeroizing,
+    vault, CommitBundle, DeviceKeyValidator, DeviceRef, Engine, EngineConfig, Event, Joined,
+    MemberInfo, MlsError, TrustState, Zeroizing,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -185,6 +185,17 @@ fn event_json(e: &Event) -> Value {
         #[allow(unreachable_patterns)]
         _ => json!({"type": "other"}),
     }
+}
+
+/// A joined group as JS sees it: `{group_id, epoch, members, welcome_sender, events}`.
+fn joined_json(joined: &Joined) -> Value {
+    json!({
+        "group_id": joined.group_id,
+        "epoch": joined.epoch,
+        "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
+        "welcome_sender": joined.welcome_sender.as_ref().map(device_json),
+        "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
+    })
 }
 
 fn bundle_json(b: &CommitBundle) -> Value {
@@ -678,13 +689,7 @@ impl Core {
         let welcome = unb64("welcome", welcome_b64)?;
         let (e, dir) = self.engine_mut()?;
         let joined = e.join_from_welcome(&welcome, dir)?;
-        Ok(to_json(&json!({
-            "group_id": joined.group_id,
-            "epoch": joined.epoch,
-            "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
-            "welcome_sender": joined.welcome_sender.as_ref().map(device_json),
-            "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
-        })))
+        Ok(to_json(&joined_json(&joined)))
     }
 
     /// Joins again from a Welcome (base64) that re-adds this device to a group whose state it
@@ -693,13 +698,7 @@ impl Core {
         let welcome = unb64("welcome", welcome_b64)?;
         let (e, dir) = self.engine_mut()?;
         let joined = e.rejoin_from_welcome(&welcome, dir)?;
-        Ok(to_json(&json!({
-            "group_id": joined.group_id,
-            "epoch": joined.epoch,
-            "members": joined.members.iter().map(member_json).collect::<Vec<_>>(),
-            "welcome_sender": joined.welcome_sender.as_ref().map(device_json),
-            "events": joined.events.iter().map(event_json).collect::<Vec<_>>(),
-        })))
+        Ok(to_json(&joined_json(&joined)))
     }
 
     /// Commit removing the device `user_id`/`device_id`, which lost the group's state, and

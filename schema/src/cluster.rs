@@ -90,7 +90,7 @@ struct Envelope {
 #[derive(Debug)]
 pub struct Cluster {
     id: u64,
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::UnboundedSender<Signal>,
     incoming: broadcast::Sender<Signal>,
     /// When another process was last heard from (ms since this process started), 0 never.
     peer_seen_ms: std::sync::atomic::AtomicU64,
@@ -114,7 +114,7 @@ impl Cluster {
             started: std::time::Instant::now(),
             peers: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
-        tokio::spawn(send_loop(url.to_owned(), queued));
+        tokio::spawn(send_loop(url.to_owned(), id, queued));
         tokio::spawn(listen_loop(
             url.to_owned(),
             Arc::downgrade(&cluster),
@@ -159,18 +159,10 @@ impl Cluster {
         peers.insert(id)
     }
 
-    /// Tells the other processes. Wake signals with many devices are cut into several.
+    /// Tells the other processes (wake-ups queued together go as one signal).
     pub fn send(&self, signal: Signal) {
-        for part in split(signal) {
-            let envelope = Envelope {
-                o: self.id,
-                s: part,
-            };
-            if let Ok(payload) = serde_json::to_string(&envelope) {
-                // Only fails once the runtime shuts down.
-                let _ = self.out.send(payload);
-            }
-        }
+        // Only fails once the runtime shuts down.
+        let _ = self.out.send(signal);
     }
 
     /// Signals from the other processes (and [`Signal::Resync`]), for the server's
@@ -250,51 +242,112 @@ fn split(signal: Signal) -> Vec<Signal> {
 /// How long to wait before reconnecting after a failure.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
-/// Sends queued payloads, several per round trip, reconnecting when the connection fails
+/// Signals taken off the queue at most per round of sending.
+const QUEUE_ROUND: usize = 4096;
+
+/// Sends queued signals, several per round trip, reconnecting when the connection fails
 /// (signals that failed to go are dropped: they are hints, and a receiver that lost its own
-/// connection resyncs).
-async fn send_loop(url: String, mut queued: mpsc::UnboundedReceiver<String>) {
+/// connection resyncs). What queued up while the previous round trip ran goes in the next,
+/// its wake-ups merged ([`merge`]): under load a process sends one wake-up per round trip
+/// rather than one per message.
+async fn send_loop(url: String, origin: u64, mut queued: mpsc::UnboundedReceiver<Signal>) {
     let mut client: Option<tokio_postgres::Client> = None;
-    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+    let mut round: Vec<Signal> = Vec::new();
     while let Some(first) = queued.recv().await {
-        batch.push(first);
-        while batch.len() < BATCH {
+        round.push(first);
+        while round.len() < QUEUE_ROUND {
             match queued.try_recv() {
-                Ok(more) => batch.push(more),
+                Ok(more) => round.push(more),
                 Err(_) => break,
             }
         }
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = connect(&url).await;
-        }
-        let Some(c) = &client else {
-            batch.clear();
-            tokio::time::sleep(RECONNECT_AFTER).await;
-            continue;
-        };
-        let sql = (1..=batch.len())
-            .map(|i| format!("pg_notify('{CHANNEL}', ${i})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = batch
-            .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        let payloads: Vec<String> = merge(std::mem::take(&mut round))
+            .into_iter()
+            .flat_map(split)
+            .filter_map(|s| serde_json::to_string(&Envelope { o: origin, s }).ok())
             .collect();
-        if let Err(e) = c.execute(&format!("SELECT {sql}"), &params).await {
-            tracing::warn!(error = %e, "cannot notify the other processes");
-            client = None;
+        for batch in payloads.chunks(BATCH) {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = connect(&url).await;
+            }
+            let Some(c) = &client else {
+                tokio::time::sleep(RECONNECT_AFTER).await;
+                break;
+            };
+            let sql = (1..=batch.len())
+                .map(|i| format!("pg_notify('{CHANNEL}', ${i})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = batch
+                .iter()
+                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            if let Err(e) = c.execute(&format!("SELECT {sql}"), &params).await {
+                tracing::warn!(error = %e, "cannot notify the other processes");
+                client = None;
+            }
         }
-        batch.clear();
     }
 }
 
-/// A connection whose driver runs in the background.
+/// Merges the wake-ups of one kind among `signals` into one, in place of the first: its
+/// devices are all of theirs (each once) and its position the highest. A waiter told of a
+/// later position than its own event's re-reads up to a position that is already committed
+/// (positions are committed in order), so nothing is lost. Other signals keep their order.
+fn merge(signals: Vec<Signal>) -> Vec<Signal> {
+    let mut out: Vec<Signal> = Vec::with_capacity(signals.len());
+    // For each kind of wake-up: its index in `out` and the devices already in it.
+    let mut wakes: Vec<(char, usize, std::collections::HashSet<(String, String)>)> = Vec::new();
+    for signal in signals {
+        let Signal::Wake { k, p, d } = signal else {
+            out.push(signal);
+            continue;
+        };
+        match wakes.iter_mut().find(|(kind, _, _)| *kind == k) {
+            Some((_, at, seen)) => {
+                if let Some(Signal::Wake {
+                    p: merged_p,
+                    d: merged_d,
+                    ..
+                }) = out.get_mut(*at)
+                {
+                    *merged_p = (*merged_p).max(p);
+                    for pair in d {
+                        if seen.insert(pair.clone()) {
+                            merged_d.push(pair);
+                        }
+                    }
+                }
+            }
+            None => {
+                let mut seen = std::collections::HashSet::new();
+                let d: Vec<(String, String)> = d
+                    .into_iter()
+                    .filter(|pair| seen.insert(pair.clone()))
+                    .collect();
+                wakes.push((k, out.len(), seen));
+                out.push(Signal::Wake { k, p, d });
+            }
+        }
+    }
+    out
+}
+
+/// The sending connection, whose driver runs in the background.
 async fn connect(url: &str) -> Option<tokio_postgres::Client> {
     match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
         Ok((client, connection)) => {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
+            // A `NOTIFY` commits a transaction of its own, and PostgreSQL holds its
+            // database-wide notify lock until that commit is flushed. Signals are hints about
+            // data already committed, so they need not wait for the disk: without this, every
+            // round trip cost an fsync, taken in turn by every process.
+            if let Err(e) = client.batch_execute("SET synchronous_commit = off").await {
+                tracing::warn!(error = %e, "cannot set up the connection notifying other processes");
+                return None;
+            }
             Some(client)
         }
         Err(e) => {
@@ -472,5 +525,54 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!((back.o, back.s), (1, s));
         }
+    }
+
+    fn pair(u: &str, d: &str) -> (String, String) {
+        (u.to_owned(), d.to_owned())
+    }
+
+    #[test]
+    fn wake_ups_queued_together_go_as_one_per_kind_with_every_device_once_and_the_last_position() {
+        let merged = merge(vec![
+            Signal::Wake {
+                k: 'e',
+                p: 5,
+                d: vec![pair("@a:x", "A"), pair("@b:x", "B")],
+            },
+            Signal::Roster { g: "g1".into() },
+            Signal::Wake {
+                k: 'k',
+                p: 0,
+                d: vec![pair("@a:x", "A")],
+            },
+            Signal::Wake {
+                k: 'e',
+                p: 9,
+                d: vec![pair("@b:x", "B"), pair("@c:x", "C")],
+            },
+            Signal::Wake {
+                k: 'e',
+                p: 7,
+                d: vec![pair("@c:x", "C"), pair("@c:x", "C")],
+            },
+            Signal::Sessions { id: None },
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                Signal::Wake {
+                    k: 'e',
+                    p: 9,
+                    d: vec![pair("@a:x", "A"), pair("@b:x", "B"), pair("@c:x", "C")],
+                },
+                Signal::Roster { g: "g1".into() },
+                Signal::Wake {
+                    k: 'k',
+                    p: 0,
+                    d: vec![pair("@a:x", "A")],
+                },
+                Signal::Sessions { id: None },
+            ]
+        );
     }
 }

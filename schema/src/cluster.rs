@@ -296,8 +296,9 @@ async fn send_loop(url: String, origin: u64, mut queued: mpsc::UnboundedReceiver
 /// (positions are committed in order), so nothing is lost. Other signals keep their order.
 fn merge(signals: Vec<Signal>) -> Vec<Signal> {
     let mut out: Vec<Signal> = Vec::with_capacity(signals.len());
-    // For each kind of wake-up: its index in `out` and the devices already in it.
-    let mut wakes: Vec<(char, usize, std::collections::HashSet<(String, String)>)> = Vec::new();
+    /// A kind of wake-up seen: its index in `out` and the devices already in it.
+    type Seen = (char, usize, std::collections::HashSet<(String, String)>);
+    let mut wakes: Vec<Seen> = Vec::new();
     for signal in signals {
         let Signal::Wake { k, p, d } = signal else {
             out.push(signal);

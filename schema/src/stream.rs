@@ -123,28 +123,28 @@ impl DeliveryStream<'_> {
             return Ok(());
         };
         let through = committed.min(after + FILL_POSITIONS);
+        // No transaction: every position up to `through` is committed (positions are taken
+        // under a row lock held to the commit), so two plain reads see all of them, and save
+        // the two round trips of a BEGIN and a COMMIT on each hole.
         let (messages, welcomes) = with_conn!(self.store, read, |conn| {
-            conn.transaction::<_, StoreError, _>(async move |c| {
-                let messages: Vec<GroupMessage> = group_messages::table
-                    .filter(group_messages::stream_pos.gt(after))
-                    .filter(group_messages::stream_pos.le(through))
-                    .select(GroupMessage::as_select())
-                    .load(c)
-                    .await?;
-                let welcomes: Vec<(i64, String, String, String)> = welcomes::table
-                    .filter(welcomes::stream_pos.gt(after))
-                    .filter(welcomes::stream_pos.le(through))
-                    .select((
-                        welcomes::stream_pos,
-                        welcomes::group_id,
-                        welcomes::user_id,
-                        welcomes::device_id,
-                    ))
-                    .load(c)
-                    .await?;
-                Ok((messages, welcomes))
-            })
-            .await
+            let messages: Vec<GroupMessage> = group_messages::table
+                .filter(group_messages::stream_pos.gt(after))
+                .filter(group_messages::stream_pos.le(through))
+                .select(GroupMessage::as_select())
+                .load(conn)
+                .await?;
+            let welcomes: Vec<(i64, String, String, String)> = welcomes::table
+                .filter(welcomes::stream_pos.gt(after))
+                .filter(welcomes::stream_pos.le(through))
+                .select((
+                    welcomes::stream_pos,
+                    welcomes::group_id,
+                    welcomes::user_id,
+                    welcomes::device_id,
+                ))
+                .load(conn)
+                .await?;
+            Ok::<_, StoreError>((messages, welcomes))
         })?;
         tail.fill(after, tail_events(after, through, messages, welcomes));
         Ok(())

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use parley_client_api::client::unb64;
 use parley_sytest::device::{bundle_request, Device};
 
-use super::relay::cpu_time;
+use super::cpu::cpu_time;
 use super::server::{self, Parley};
 use super::setup;
 

@@ -1,5 +1,6 @@
 //! The relay benchmark behind `parley-bench` (kept apart from the conformance suite).
 
+pub mod cpu;
 pub mod echo;
 pub mod join;
 pub mod load;

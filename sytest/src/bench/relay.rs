@@ -14,6 +14,7 @@ use parley_client_api::endpoint::fill_path;
 use parley_mls::Engine;
 use parley_sytest::fake_remote::federation_config;
 
+use super::cpu::{cpu_time, CpuSample, CpuSplit};
 use super::load::{self, drive, EchoWorker, Outcome, Worker};
 use super::options::Options;
 use super::receiver::{self, Receipt, Receiver};
@@ -257,22 +258,6 @@ fn random_suffix() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-/// Server CPU time (user + system) of a process, from `/proc/<pid>/stat`.
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the command: state is field 3, utime field 14, stime field 15 (1-based).
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let hz = 100; // USER_HZ on Linux
-    Duration::from_millis((ticks(14) + ticks(15)) * 1000 / hz)
-}
-
 /// One measured phase's sender records and receiver receipts, joined.
 fn latencies(senders: &[Sender], receipts: &[Vec<Receipt>]) -> Latency {
     let submitted: HashMap<(u32, u64), Instant> = senders
@@ -433,6 +418,11 @@ async fn relay_on(
 ) -> anyhow::Result<Figures> {
     let n = opts.senders;
     let recv_server = home.unwrap_or(hub);
+    // Every server process of the topology, the hub first: their CPU is the servers'.
+    let servers: Vec<&Proc> = std::iter::once(hub)
+        .chain(home)
+        .chain(siblings.iter())
+        .collect();
     // With several processes, the i-th sender or receiver talks to process i mod count.
     let process_url = |i: usize, first: &str| -> String {
         match i % (siblings.len() + 1) {
@@ -592,7 +582,7 @@ async fn relay_on(
     let per_sender = pool_size(probe.rate() * 3.0, opts.duration, n);
     senders = fill_pools(senders, per_sender).await?;
     let (full, full_lat, full_cpu, mut senders) =
-        phase(senders, &receivers, hub, opts, None, tag, "full load").await?;
+        phase(senders, &receivers, &servers, opts, None, tag, "full load").await?;
 
     // Half of the measured rate, paced.
     let half_rate = full.rate() / 2.0;
@@ -602,7 +592,7 @@ async fn relay_on(
     let (half, half_lat, _, senders) = phase(
         senders,
         &receivers,
-        hub,
+        &servers,
         opts,
         Some(interval),
         tag,
@@ -620,7 +610,8 @@ async fn relay_on(
         half_latency: half_lat,
         rss_per_idle_kib: rss,
         body_bytes,
-        hub_cpu_share: full_cpu,
+        hub_cpu_share: full_cpu.hub,
+        cpu: full_cpu.split,
         on_the_fly,
     })
 }
@@ -636,16 +627,24 @@ fn pool_size(rate: f64, duration: Duration, senders: usize) -> usize {
     total / senders.max(1) + 64
 }
 
-/// One measured phase: drive, drain, join latencies. Also the hub's CPU use (cores).
+/// CPU use of one phase: the hub process's alone, and the split of the whole machine.
+struct PhaseCpu {
+    hub: f64,
+    split: CpuSplit,
+}
+
+/// One measured phase: drive, drain, join latencies. Also the CPU used while driving;
+/// `servers[0]` is the hub.
 async fn phase(
     senders: Vec<Sender>,
     receivers: &[Receiver],
-    hub: &Proc,
+    servers: &[&Proc],
     opts: &Options,
     interval: Option<Duration>,
     tag: &str,
     name: &str,
-) -> anyhow::Result<(Outcome, Latency, f64, Vec<Sender>)> {
+) -> anyhow::Result<(Outcome, Latency, PhaseCpu, Vec<Sender>)> {
+    let hub = servers[0];
     // Announced, with the server's pid, so a profiler can be pointed at exactly this phase.
     eprintln!(
         "[{tag}] {name}: running for {} s (server pid {})",
@@ -653,7 +652,9 @@ async fn phase(
         hub.pid
     );
     let cpu0 = cpu_time(hub.pid);
+    let sample = CpuSample::take(&servers.iter().map(|p| p.pid).collect::<Vec<_>>());
     let (outcome, mut senders) = drive(senders, opts.duration, interval).await;
+    let split = sample.split();
     let cpu = (cpu_time(hub.pid) - cpu0).as_secs_f64() / outcome.elapsed.as_secs_f64();
     let receipts = drain(&senders, receivers, opts.groups, Duration::from_secs(60)).await;
     let latency = latencies(&senders, &receipts);
@@ -672,8 +673,13 @@ async fn phase(
         latency.p99_ms,
         cpu
     );
+    eprintln!(
+        "[{tag}] {name}: CPU {}; per message, µs: {}",
+        split.cores_text(),
+        split.per_message_text(outcome.rate())
+    );
     clear(&mut senders);
-    Ok((outcome, latency, cpu, senders))
+    Ok((outcome, latency, PhaseCpu { hub: cpu, split }, senders))
 }
 
 /// Opens `k` idle authenticated WebSockets and returns the server's RSS growth per

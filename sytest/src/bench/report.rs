@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::cpu::CpuSplit;
 use super::load::Outcome;
 use super::options::Options;
 
@@ -49,6 +50,8 @@ pub struct Figures {
     pub body_bytes: usize,
     /// Hub CPU use during full load, in cores.
     pub hub_cpu_share: f64,
+    /// Where the machine's CPU went during full load.
+    pub cpu: CpuSplit,
     /// Messages encrypted during a phase because the pre-encrypted pool ran dry.
     pub on_the_fly: u64,
 }
@@ -315,4 +318,29 @@ pub fn print(r: &Report) {
         r.echo.errors,
         r.echo.elapsed.as_secs_f64()
     );
+    println!();
+    println!("CPU at full load, by part (from /proc, the same phases as above):");
+    let backend = if o.postgres_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let cpu = |name: String, f: &Figures| {
+        println!(
+            "  {name}: {}; per accepted message, µs: {}; bound by {}",
+            f.cpu.cores_text(),
+            f.cpu.per_message_text(f.full.rate()),
+            f.cpu.bound_text()
+        );
+    };
+    cpu(format!("one process ({backend})"), s);
+    if let Some(f) = &r.federated {
+        cpu("two federated servers".into(), f);
+    }
+    if let Some(p) = &r.processes {
+        cpu(format!("{} processes, one database", o.processes), p);
+    }
+    if let Some(q) = &r.sqlite {
+        cpu("one process (SQLite)".into(), q);
+    }
 }

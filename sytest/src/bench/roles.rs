@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::relay::cpu_time;
+use super::cpu::cpu_time;
 use super::server::{self, Parley};
 use super::setup;
 use parley_sytest::device::Device;

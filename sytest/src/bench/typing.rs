@@ -17,9 +17,9 @@ use parley_client_api::endpoint::fill_path;
 use parley_mls::Engine;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::cpu::cpu_time;
 use super::load::{self, drive, Outcome, Worker};
 use super::receiver;
-use super::relay::cpu_time;
 use super::server::{self, Parley};
 use super::setup::{self, access_token};
 

@@ -92,6 +92,19 @@ pub enum RotateOutcome {
     Unknown,
 }
 
+/// Session look-ups waiting for the next shared read ([`Accounts::session`] while other
+/// processes serve the database), and whether a round of reads is running.
+#[derive(Default)]
+pub(crate) struct SessionReads {
+    waiting: Vec<(String, SessionAnswer)>,
+    running: bool,
+    /// Rounds (queries) run so far.
+    pub(crate) rounds: u64,
+}
+
+/// Where one waiting look-up gets its session (or why the read failed).
+type SessionAnswer = tokio::sync::oneshot::Sender<Result<Option<Session>, String>>;
+
 /// Users, devices, sessions and refresh tokens ([`Store::accounts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Accounts<'s> {
@@ -272,10 +285,12 @@ impl Accounts<'_> {
             .cluster
             .get()
             .is_some_and(|c| c.has_peers());
+        if shared {
+            return self.read_session_together(session_id).await;
+        }
         let generation = match self.store.memory.sessions.get(session_id) {
-            Ok(session) if !shared => return Ok(Some(session)),
-            Ok(_) => None,
-            Err(generation) => (!shared).then_some(generation),
+            Ok(session) => return Ok(Some(session)),
+            Err(generation) => Some(generation),
         };
         let session: Option<Session> = with_conn!(self.store, read, |conn| {
             Ok::<_, StoreError>(
@@ -294,6 +309,83 @@ impl Accounts<'_> {
                 .fill(generation, s.session_id.clone(), s.clone());
         }
         Ok(session)
+    }
+
+    /// Reads a session from the database together with the other look-ups waiting at the
+    /// same moment: under load, one query serves many requests instead of one each. A round
+    /// runs while any are waiting; who comes during a round goes in the next.
+    async fn read_session_together(&self, session_id: &str) -> StoreResult<Option<Session>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start_round = {
+            let mut reads = self
+                .store
+                .memory
+                .session_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            reads.waiting.push((session_id.to_owned(), answer));
+            !std::mem::replace(&mut reads.running, true)
+        };
+        if start_round {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.accounts().session_read_rounds().await });
+        }
+        match answered.await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(reason)) => Err(StoreError::Pool(reason)),
+            Err(_) => Err(StoreError::Pool("the session read was dropped".into())),
+        }
+    }
+
+    /// Runs rounds of session reads until none are waiting.
+    async fn session_read_rounds(&self) {
+        loop {
+            let waiting = {
+                let mut reads = self
+                    .store
+                    .memory
+                    .session_reads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if reads.waiting.is_empty() {
+                    reads.running = false;
+                    return;
+                }
+                reads.rounds += 1;
+                std::mem::take(&mut reads.waiting)
+            };
+            let mut ids: Vec<String> = waiting.iter().map(|(id, _)| id.clone()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            match self.sessions_by_id(&ids).await {
+                Ok(rows) => {
+                    let by_id: std::collections::HashMap<&str, &Session> =
+                        rows.iter().map(|s| (s.session_id.as_str(), s)).collect();
+                    for (id, answer) in waiting {
+                        let _ = answer.send(Ok(by_id.get(id.as_str()).map(|s| (*s).clone())));
+                    }
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    for (_, answer) in waiting {
+                        let _ = answer.send(Err(reason.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The live sessions among `ids`.
+    async fn sessions_by_id(&self, ids: &[String]) -> StoreResult<Vec<Session>> {
+        with_conn!(self.store, read, |conn| {
+            Ok::<_, StoreError>(
+                sessions::table
+                    .filter(sessions::session_id.eq_any(ids))
+                    .select(Session::as_select())
+                    .load(conn)
+                    .await?,
+            )
+        })
     }
 
     /// Revokes one session. Returns whether it existed.
@@ -418,5 +510,74 @@ impl Accounts<'_> {
             })
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn session_reads_made_at_once_share_queries_and_each_gets_its_own_answer() {
+        for (store, _dir) in crate::testing::stores().await {
+            for i in 0..5 {
+                let name = format!("u{i}");
+                let user_id = format!("@{name}:test.example");
+                store
+                    .accounts()
+                    .create_user_with_session(
+                        &User {
+                            user_id: user_id.clone(),
+                            localpart: name,
+                            password_hash: "$argon2id$fake".into(),
+                            created_ts: 1,
+                        },
+                        &NewDevice {
+                            user_id: user_id.clone(),
+                            device_id: "D".into(),
+                            display_name: None,
+                            created_ts: 1,
+                            last_seen_ts: 1,
+                        },
+                        &Session {
+                            session_id: format!("s{i}"),
+                            user_id,
+                            device_id: "D".into(),
+                            created_ts: 1,
+                        },
+                        format!("refresh{i}").as_bytes(),
+                        100,
+                    )
+                    .await
+                    .unwrap();
+            }
+            assert!(store.accounts().delete_session("s4").await.unwrap());
+            // 60 look-ups at once: s0–s3 live, s4 revoked, s5 never existed.
+            let reads = (0..60).map(|i| {
+                let store = store.clone();
+                async move {
+                    let id = format!("s{}", i % 6);
+                    let found = store.accounts().read_session_together(&id).await;
+                    (id, found)
+                }
+            });
+            for (id, found) in futures_util::future::join_all(reads).await {
+                let found = found.unwrap();
+                match id.as_str() {
+                    "s4" | "s5" => assert!(found.is_none(), "{id}: {found:?}"),
+                    _ => assert_eq!(found.map(|s| s.session_id), Some(id)),
+                }
+            }
+            let rounds = store
+                .memory
+                .session_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rounds;
+            assert!(rounds < 10, "{rounds} queries for 60 reads made at once");
+            // The next read, alone, is answered too (the rounds ended and start again).
+            let alone = store.accounts().read_session_together("s1").await.unwrap();
+            assert_eq!(alone.map(|s| s.session_id).as_deref(), Some("s1"));
+        }
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct Memory {
     pub(crate) tail: Option<std::sync::Arc<Tail>>,
     /// The other processes on the same PostgreSQL database (none on SQLite).
     pub(crate) cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::Cluster>>,
+    /// Session reads going to the database together while other processes share it.
+    pub(crate) session_reads: std::sync::Mutex<crate::accounts::SessionReads>,
 }
 
 impl Memory {

@@ -54,6 +54,8 @@ pub async fn run_expiry(state: AppState) {
     loop {
         ticker.tick().await;
         let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        // The wire forms kept for sockets hold the ciphertext too.
+        state.wire_forms.forget_expired(now);
         match state.store.retention().wipe_expired(after, now).await {
             Ok(wiped) => {
                 after = now;

@@ -238,6 +238,10 @@ impl Retention<'_> {
     /// `message`, so that every log stays gap-free for member servers; no device is handed an
     /// expired message anyway. [`PRUNE_PAGE`] rows per write; returns how many were wiped.
     pub async fn wipe_expired(&self, after_ms: i64, now_ms: i64) -> StoreResult<usize> {
+        // The copies kept in memory for delivery go too (whatever `after_ms`: they are few).
+        if let Some(tail) = self.store.tail() {
+            tail.wipe_expired(now_ms);
+        }
         let mut wiped = 0;
         loop {
             let page: Vec<(String, i64)> = with_conn!(self.store, read, |conn| {

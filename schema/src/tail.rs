@@ -132,6 +132,31 @@ impl Inner {
 }
 
 impl Tail {
+    /// Drops the MLS bytes of every message held here that expired by `now_ms` (disappearing
+    /// messages, protocol §5.8): the server keeps no copy of them, in memory either. Readers
+    /// skip an expired message anyway. Returns how many were dropped.
+    pub(crate) fn wipe_expired(&self, now_ms: i64) -> usize {
+        let mut inner = self.lock();
+        let mut wiped = 0;
+        let Inner {
+            events, pending, ..
+        } = &mut *inner;
+        for event in events.iter_mut().chain(pending.values_mut()) {
+            if let TailEvent::Message(m) = event {
+                if !m.message.is_empty() && m.expires_ts.is_some_and(|t| t <= now_ms) {
+                    *m = Arc::new(GroupMessage {
+                        message: Vec::new(),
+                        ..(**m).clone()
+                    });
+                    wiped += 1;
+                }
+            }
+        }
+        // Pending events are not counted in `bytes` until they join the tail.
+        inner.bytes = inner.events.iter().map(event_bytes).sum();
+        wiped
+    }
+
     /// An empty tail whose next position is `head + 1`.
     pub(crate) fn new(head: i64) -> Tail {
         Tail {
@@ -336,6 +361,57 @@ mod tests {
             }
             TailRead::Reread | TailRead::Behind => panic!("unexpected {read:?}"),
         }
+    }
+
+    /// The MLS bytes the tail holds at `pos` (it must hold a message there).
+    fn bytes_at(tail: &Tail, pos: i64) -> usize {
+        let inner = tail.lock();
+        let at = usize::try_from(pos - inner.first).unwrap();
+        match &inner.events[at] {
+            TailEvent::Message(m) => m.message.len(),
+            other => panic!("no message at {pos}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn expired_messages_lose_their_bytes_in_the_tail_and_others_keep_theirs() {
+        let tail = Tail::new(10);
+        let expiring = |pos: i64, expires_ts: i64| match message("!a:x", pos) {
+            TailEvent::Message(m) => TailEvent::Message(Arc::new(GroupMessage {
+                expires_ts: Some(expires_ts),
+                ..(*m).clone()
+            })),
+            other => other,
+        };
+        tail.publish(
+            11,
+            vec![
+                expiring(11, 1_000),
+                message("!a:x", 12),
+                expiring(13, 5_000),
+            ],
+        );
+        assert_eq!(tail.lock().bytes, 9);
+        assert_eq!(tail.wipe_expired(999), 0);
+        assert_eq!(tail.wipe_expired(1_000), 1);
+        assert_eq!(
+            (
+                bytes_at(&tail, 11),
+                bytes_at(&tail, 12),
+                bytes_at(&tail, 13)
+            ),
+            (0, 3, 3)
+        );
+        assert_eq!(tail.lock().bytes, 6);
+        // Once wiped, a message is not counted again.
+        assert_eq!(tail.wipe_expired(5_000), 1);
+        assert_eq!(tail.lock().bytes, 3);
+        // Positions and order are untouched: readers still walk past them.
+        let mine = groups(&["!a:x"]);
+        assert_eq!(
+            positions(tail.read("@u:x", "D", &mine, 10, 10)).0,
+            vec![11, 12, 13]
+        );
     }
 
     #[test]

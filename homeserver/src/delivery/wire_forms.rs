@@ -26,7 +26,7 @@ pub struct WireForms {
 #[derive(Debug)]
 struct Inner {
     /// The form of position `p` lives in slot `p mod CAPACITY`, with its position.
-    slots: Vec<Option<(i64, Arc<str>)>>,
+    slots: Vec<Option<Slot>>,
     /// Positions in the order their forms were made: the oldest goes first.
     order: VecDeque<i64>,
     bytes: usize,
@@ -44,6 +44,14 @@ impl Default for WireForms {
     }
 }
 
+/// One kept form: its message's position and expiry (disappearing messages), and the form.
+#[derive(Debug, Clone)]
+struct Slot {
+    pos: i64,
+    expires_ts: Option<i64>,
+    form: Arc<str>,
+}
+
 /// The slot of position `pos`.
 fn slot(pos: i64) -> usize {
     pos.rem_euclid(CAPACITY as i64) as usize
@@ -52,9 +60,9 @@ fn slot(pos: i64) -> usize {
 impl Inner {
     /// Forgets the form in slot `i` if it is position `pos`'s.
     fn evict(&mut self, i: usize, pos: i64) {
-        if matches!(&self.slots[i], Some((p, _)) if *p == pos) {
-            if let Some((_, gone)) = self.slots[i].take() {
-                self.bytes -= gone.len();
+        if matches!(&self.slots[i], Some(s) if s.pos == pos) {
+            if let Some(gone) = self.slots[i].take() {
+                self.bytes -= gone.form.len();
             }
         }
     }
@@ -66,18 +74,22 @@ impl WireForms {
         let pos = m.stream_pos;
         let i = slot(pos);
         let mut inner = self.lock();
-        if let Some((p, form)) = &inner.slots[i] {
-            if *p == pos {
-                return Ok(form.clone());
+        if let Some(kept) = &inner.slots[i] {
+            if kept.pos == pos {
+                return Ok(kept.form.clone());
             }
         }
         // Made under the lock: a socket woken with others for this message waits for this
         // form instead of making its own.
         let made: Arc<str> = serde_json::to_string(&message_event(m))?.into();
-        if let Some((_, replaced)) = inner.slots[i].take() {
-            inner.bytes -= replaced.len();
+        if let Some(replaced) = inner.slots[i].take() {
+            inner.bytes -= replaced.form.len();
         }
-        inner.slots[i] = Some((pos, made.clone()));
+        inner.slots[i] = Some(Slot {
+            pos,
+            expires_ts: m.expires_ts,
+            form: made.clone(),
+        });
         inner.bytes += made.len();
         inner.order.push_back(pos);
         while inner.order.len() > CAPACITY || inner.bytes > BYTE_BUDGET {
@@ -89,6 +101,28 @@ impl WireForms {
         Ok(made)
     }
 
+    /// Forgets the forms of messages that expired by `now_ms` (they hold the ciphertext, which
+    /// the server keeps no copy of once a message disappears). Returns how many went.
+    pub fn forget_expired(&self, now_ms: i64) -> usize {
+        let mut inner = self.lock();
+        let mut forgotten = 0;
+        let mut freed = 0;
+        for slot in inner.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.expires_ts.is_some_and(|t| t <= now_ms))
+            {
+                if let Some(gone) = slot.take() {
+                    freed += gone.form.len();
+                    forgotten += 1;
+                }
+            }
+        }
+        // Their positions stay in `order` and are skipped when they come up (evict checks).
+        inner.bytes -= freed;
+        forgotten
+    }
+
     /// The ring, even if a thread panicked holding it (it stays consistent: each step above
     /// leaves it whole).
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -98,7 +132,7 @@ impl WireForms {
     /// Whether the form of `pos` is kept (for tests).
     #[cfg(test)]
     fn keeps(&self, pos: i64) -> bool {
-        matches!(&self.lock().slots[slot(pos)], Some((p, _)) if *p == pos)
+        matches!(&self.lock().slots[slot(pos)], Some(s) if s.pos == pos)
     }
 
     /// Forms kept now (for tests).
@@ -127,6 +161,31 @@ mod tests {
             removes: None,
             ts: 1,
         }
+    }
+
+    #[test]
+    fn the_forms_of_expired_messages_are_forgotten_and_others_kept() {
+        let forms = WireForms::default();
+        let expiring = |pos: i64, expires_ts: i64| GroupMessage {
+            expires_ts: Some(expires_ts),
+            ..message(pos, 100)
+        };
+        forms.of(&expiring(1, 1_000)).unwrap();
+        forms.of(&message(2, 100)).unwrap();
+        forms.of(&expiring(3, 5_000)).unwrap();
+        let bytes = forms.lock().bytes;
+        assert_eq!(forms.forget_expired(999), 0);
+        assert_eq!(forms.forget_expired(1_000), 1);
+        assert!(!forms.keeps(1) && forms.keeps(2) && forms.keeps(3));
+        assert!(forms.lock().bytes < bytes);
+        assert_eq!(forms.forget_expired(10_000), 1);
+        assert_eq!(forms.len(), 1);
+        // The ring goes on working past the forgotten positions.
+        for pos in 4..(CAPACITY as i64 + 10) {
+            forms.of(&message(pos, 10)).unwrap();
+        }
+        assert!(forms.lock().bytes <= BYTE_BUDGET);
+        assert_eq!(forms.len(), CAPACITY);
     }
 
     #[test]

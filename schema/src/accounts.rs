@@ -105,6 +105,29 @@ pub(crate) struct SessionReads {
 /// Where one waiting look-up gets its session (or why the read failed).
 type SessionAnswer = tokio::sync::oneshot::Sender<Result<Option<Session>, String>>;
 
+/// Session look-ups answered by one query at most.
+const SESSION_ROUND: usize = 512;
+
+/// The task running rounds of session reads. Should it end early (a panic, the runtime
+/// shutting down), the next look-up must start rounds again, and those waiting are told
+/// rather than left waiting.
+struct RoundsRunning<'s> {
+    store: &'s Store,
+    /// Ended normally (it said so under the lock itself).
+    done: bool,
+}
+
+impl Drop for RoundsRunning<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut reads = self.store.memory.session_reads();
+            reads.running = false;
+            // Dropping their answers tells them the read failed.
+            reads.waiting.clear();
+        }
+    }
+}
+
 /// Users, devices, sessions and refresh tokens ([`Store::accounts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Accounts<'s> {
@@ -317,12 +340,7 @@ impl Accounts<'_> {
     async fn read_session_together(&self, session_id: &str) -> StoreResult<Option<Session>> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let start_round = {
-            let mut reads = self
-                .store
-                .memory
-                .session_reads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut reads = self.store.memory.session_reads();
             reads.waiting.push((session_id.to_owned(), answer));
             !std::mem::replace(&mut reads.running, true)
         };
@@ -337,22 +355,24 @@ impl Accounts<'_> {
         }
     }
 
-    /// Runs rounds of session reads until none are waiting.
+    /// Runs rounds of session reads until none are waiting, [`SESSION_ROUND`] look-ups at
+    /// most per query.
     async fn session_read_rounds(&self) {
+        let mut rounds = RoundsRunning {
+            store: self.store,
+            done: false,
+        };
         loop {
-            let waiting = {
-                let mut reads = self
-                    .store
-                    .memory
-                    .session_reads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+            let waiting: Vec<(String, SessionAnswer)> = {
+                let mut reads = self.store.memory.session_reads();
                 if reads.waiting.is_empty() {
                     reads.running = false;
+                    rounds.done = true;
                     return;
                 }
                 reads.rounds += 1;
-                std::mem::take(&mut reads.waiting)
+                let take = reads.waiting.len().min(SESSION_ROUND);
+                reads.waiting.drain(..take).collect()
             };
             let mut ids: Vec<String> = waiting.iter().map(|(id, _)| id.clone()).collect();
             ids.sort_unstable();
@@ -517,6 +537,20 @@ impl Accounts<'_> {
 mod tests {
     use super::*;
 
+    /// `count` look-ups made at once, of sessions `s0`…`s{ids - 1}` in turn, with what each got.
+    async fn read_at_once(
+        store: &Store,
+        count: usize,
+        ids: usize,
+    ) -> Vec<(String, StoreResult<Option<Session>>)> {
+        futures_util::future::join_all((0..count).map(|i| async move {
+            let id = format!("s{}", i % ids);
+            let found = store.accounts().read_session_together(&id).await;
+            (id, found)
+        }))
+        .await
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn session_reads_made_at_once_share_queries_and_each_gets_its_own_answer() {
         for (store, _dir) in crate::testing::stores().await {
@@ -553,28 +587,22 @@ mod tests {
             }
             assert!(store.accounts().delete_session("s4").await.unwrap());
             // 60 look-ups at once: s0–s3 live, s4 revoked, s5 never existed.
-            let reads = (0..60).map(|i| {
-                let store = store.clone();
-                async move {
-                    let id = format!("s{}", i % 6);
-                    let found = store.accounts().read_session_together(&id).await;
-                    (id, found)
-                }
-            });
-            for (id, found) in futures_util::future::join_all(reads).await {
+            for (id, found) in read_at_once(&store, 60, 6).await {
                 let found = found.unwrap();
                 match id.as_str() {
                     "s4" | "s5" => assert!(found.is_none(), "{id}: {found:?}"),
                     _ => assert_eq!(found.map(|s| s.session_id), Some(id)),
                 }
             }
-            let rounds = store
-                .memory
-                .session_reads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .rounds;
+            let rounds = store.memory.session_reads().rounds;
             assert!(rounds < 10, "{rounds} queries for 60 reads made at once");
+            // A crowd larger than one query takes is answered over several, each its own.
+            let before = store.memory.session_reads().rounds;
+            for (id, found) in read_at_once(&store, 2 * SESSION_ROUND + 76, 4).await {
+                assert_eq!(found.unwrap().map(|s| s.session_id), Some(id));
+            }
+            let crowd_rounds = store.memory.session_reads().rounds - before;
+            assert!(crowd_rounds >= 3, "{crowd_rounds} queries for 1,100 reads");
             // The next read, alone, is answered too (the rounds ended and start again).
             let alone = store.accounts().read_session_together("s1").await.unwrap();
             assert_eq!(alone.map(|s| s.session_id).as_deref(), Some("s1"));

@@ -132,6 +132,12 @@ impl Memory {
         }
     }
 
+    /// The session reads waiting to go to the database together (even if a thread panicked
+    /// holding them: each step leaves them whole).
+    pub(crate) fn session_reads(&self) -> std::sync::MutexGuard<'_, crate::accounts::SessionReads> {
+        self.session_reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A group's roster changed: dropped here and in the other processes.
     pub(crate) fn roster_changed(&self, group_id: &str) {
         self.rosters.invalidate(group_id);

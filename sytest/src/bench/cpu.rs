@@ -160,6 +160,16 @@ impl CpuSplit {
         )
     }
 
+    /// The rate this machine would reach with every core busy at this phase's CPU cost per
+    /// message (`rate` messages a second measured): the most any topology can get out of
+    /// these cores unless it costs less per message than this phase did.
+    pub fn all_cores_rate(&self, rate: f64) -> f64 {
+        if self.machine <= 0.0 {
+            return 0.0;
+        }
+        rate * self.cores as f64 / self.machine
+    }
+
     /// What bounds the figure, as far as CPU can tell: the machine's cores when they are
     /// nearly all busy, else something that waits (locks, disk flushes, round trips).
     pub fn bound_text(&self) -> &'static str {
@@ -202,6 +212,9 @@ mod tests {
             split(1.2).bound_text(),
             "waiting, not CPU (cores left idle)"
         );
+        // 1.5 of 2 cores for 9,000 msgs/s: 12,000 msgs/s with both busy at that cost.
+        assert_eq!(split(1.5).all_cores_rate(9000.0).round(), 12000.0);
+        assert_eq!(split(0.0).all_cores_rate(9000.0), 0.0);
         assert_eq!(
             split(1.0).per_message_text(1000.0),
             "servers 0 / PostgreSQL 0 / generator 0 / machine 1000"

@@ -223,26 +223,6 @@ pub fn print(r: &Report) {
                 format!("{:.0}", f.full.rate()),
             )
         });
-        // Whether these cores could show the target at all: one process's cost per message
-        // with every core busy. Several processes do the same work and coordinate besides.
-        let ceiling = s.cpu.all_cores_rate(s.full.rate());
-        rows.push(Row {
-            baseline: format!("{:.0} single msgs/s", s.full.rate()),
-            ratio: format!("{:.3}x", ceiling / s.full.rate().max(1e-9)),
-            target: format!(">= {PROCESSES_TARGET}x to show it"),
-            verdict: if ceiling >= PROCESSES_TARGET * s.full.rate() {
-                "possible".into()
-            } else {
-                "NOT POSSIBLE".into()
-            },
-            ..row(
-                &format!(
-                    "all {} cores busy at one process's µs/msg, msgs/s",
-                    s.cpu.cores
-                ),
-                format!("{ceiling:.0}"),
-            )
-        });
         rows.push(Row {
             baseline: format!("{:.1} single", s.full_latency.p99_ms),
             ..row(

@@ -12,4 +12,5 @@ ensure_rust
 ensure_web_build_tools
 build_web_client
 cargo build --release -p parley-homeserver
-exec ./target/release/parley serve "$@"
+# Where cargo put it: ./target unless CARGO_TARGET_DIR says otherwise.
+exec "${CARGO_TARGET_DIR:-target}/release/parley" serve "$@"

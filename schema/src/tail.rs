@@ -143,7 +143,7 @@ impl Tail {
         } = &mut *inner;
         for event in events.iter_mut().chain(pending.values_mut()) {
             if let TailEvent::Message(m) = event {
-                if !m.message.is_empty() && m.expires_ts.is_some_and(|t| t <= now_ms) {
+                if !m.message.is_empty() && m.expired_at(now_ms) {
                     // In place unless a reader holds it now (then that reader's copy goes
                     // when it is done).
                     Arc::make_mut(m).message = Vec::new();
